@@ -1,0 +1,230 @@
+/**
+ * Binary encoding helpers over lib0's varint encoder (the codec Yjs uses). Decoding untrusted
+ * bytes goes through {@link decodeWith}, which turns every failure into a {@link DecodeError}
+ * and enforces limits, so a hostile length prefix cannot allocate gigabytes.
+ */
+import * as encoding from 'lib0/encoding'
+import * as decoding from 'lib0/decoding'
+import { DecodeError, isConcordError } from './errors.js'
+
+export type Encoder = encoding.Encoder
+export type Decoder = decoding.Decoder
+
+/** Largest string or byte array a decoder accepts in one field (16 MiB). */
+export const MAX_FIELD_BYTES = 16 * 1024 * 1024
+/** Largest element count a decoder accepts for one collection. */
+export const MAX_COLLECTION = 10_000_000
+
+/** Encodes with `fn` and returns the bytes. */
+export function encodeWith(fn: (e: Encoder) => void): Uint8Array {
+  const e = encoding.createEncoder()
+  fn(e)
+  return encoding.toUint8Array(e)
+}
+
+/**
+ * Decodes `bytes` with `fn`; any error becomes a DecodeError naming `what`. Trailing bytes are
+ * rejected: a valid message is consumed exactly.
+ */
+export function decodeWith<T>(what: string, bytes: Uint8Array, fn: (d: Decoder) => T): T {
+  if (!(bytes instanceof Uint8Array)) throw new DecodeError(`${what}: expected a Uint8Array`)
+  const d = decoding.createDecoder(bytes)
+  let out: T
+  try {
+    out = fn(d)
+  } catch (e) {
+    if (isConcordError(e)) throw e
+    throw new DecodeError(`${what}: ${e instanceof Error ? e.message : String(e)}`, { cause: e })
+  }
+  if (d.pos !== bytes.length) throw new DecodeError(`${what}: ${bytes.length - d.pos} trailing bytes`)
+  return out
+}
+
+export function writeUint(e: Encoder, n: number): void {
+  encoding.writeVarUint(e, n)
+}
+export function writeInt(e: Encoder, n: number): void {
+  encoding.writeVarInt(e, n)
+}
+export function writeString(e: Encoder, s: string): void {
+  encoding.writeVarString(e, s)
+}
+export function writeBytes(e: Encoder, b: Uint8Array): void {
+  encoding.writeVarUint8Array(e, b)
+}
+export function writeFloat(e: Encoder, n: number): void {
+  encoding.writeFloat64(e, n)
+}
+export function writeByte(e: Encoder, n: number): void {
+  encoding.writeUint8(e, n)
+}
+
+function fail(msg: string): never {
+  throw new DecodeError(msg)
+}
+
+/** Reads a varuint that must be a safe integer no larger than `max`. */
+export function readUint(d: Decoder, max = Number.MAX_SAFE_INTEGER): number {
+  if (d.pos >= d.arr.length) fail('unexpected end of data')
+  const n = decoding.readVarUint(d)
+  if (!Number.isSafeInteger(n) || n < 0 || n > max) fail(`integer ${n} out of range (max ${max})`)
+  return n
+}
+export function readInt(d: Decoder): number {
+  if (d.pos >= d.arr.length) fail('unexpected end of data')
+  const n = decoding.readVarInt(d)
+  if (!Number.isSafeInteger(n)) fail(`integer ${n} out of range`)
+  return n
+}
+export function readByte(d: Decoder): number {
+  if (d.pos >= d.arr.length) fail('unexpected end of data')
+  return decoding.readUint8(d)
+}
+export function readFloat(d: Decoder): number {
+  if (d.pos + 8 > d.arr.length) fail('unexpected end of data')
+  return decoding.readFloat64(d)
+}
+/** Reads a length, checking it against both `max` and the bytes actually left. */
+export function readLength(d: Decoder, max: number, minBytesPerItem = 1): number {
+  const n = readUint(d, max)
+  if (n * minBytesPerItem > d.arr.length - d.pos) fail(`length ${n} exceeds remaining ${d.arr.length - d.pos} bytes`)
+  return n
+}
+export function readBytes(d: Decoder, max = MAX_FIELD_BYTES): Uint8Array {
+  const n = readLength(d, max)
+  const out = d.arr.subarray(d.pos, d.pos + n)
+  d.pos += n
+  return out
+}
+export function readString(d: Decoder, max = MAX_FIELD_BYTES): string {
+  const b = readBytes(d, max)
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(b)
+  } catch (e) {
+    throw new DecodeError('invalid UTF-8 in string', { cause: e })
+  }
+}
+
+/** JSON-compatible value: what native CRDTs store as values and set elements. */
+export type Json = null | boolean | number | string | readonly Json[] | { readonly [key: string]: Json }
+
+const J_NULL = 0, J_FALSE = 1, J_TRUE = 2, J_INT = 3, J_FLOAT = 4, J_STRING = 5, J_ARRAY = 6, J_OBJECT = 7
+const MAX_JSON_DEPTH = 64
+
+/** Writes a JSON value in a compact tagged binary form. */
+export function writeJson(e: Encoder, v: Json, depth = 0): void {
+  if (depth > MAX_JSON_DEPTH) throw new DecodeError('value nests too deeply')
+  if (v === null) return writeByte(e, J_NULL)
+  switch (typeof v) {
+    case 'boolean':
+      return writeByte(e, v ? J_TRUE : J_FALSE)
+    case 'number':
+      if (Number.isSafeInteger(v) && !Object.is(v, -0)) {
+        writeByte(e, J_INT)
+        return writeInt(e, v)
+      }
+      writeByte(e, J_FLOAT)
+      return writeFloat(e, v)
+    case 'string':
+      writeByte(e, J_STRING)
+      return writeString(e, v)
+    case 'object':
+      if (Array.isArray(v)) {
+        writeByte(e, J_ARRAY)
+        writeUint(e, v.length)
+        for (const x of v as readonly Json[]) writeJson(e, x, depth + 1)
+        return
+      } else {
+        const keys = Object.keys(v)
+        writeByte(e, J_OBJECT)
+        writeUint(e, keys.length)
+        for (const k of keys) {
+          writeString(e, k)
+          writeJson(e, (v as { [key: string]: Json })[k] as Json, depth + 1)
+        }
+        return
+      }
+    default:
+      throw new TypeError(`not a JSON value: ${typeof v}`)
+  }
+}
+
+/** Reads a value written by {@link writeJson}. */
+export function readJson(d: Decoder, depth = 0): Json {
+  if (depth > MAX_JSON_DEPTH) fail('value nests too deeply')
+  const tag = readByte(d)
+  switch (tag) {
+    case J_NULL:
+      return null
+    case J_FALSE:
+      return false
+    case J_TRUE:
+      return true
+    case J_INT:
+      return readInt(d)
+    case J_FLOAT:
+      return readFloat(d)
+    case J_STRING:
+      return readString(d)
+    case J_ARRAY: {
+      const n = readLength(d, MAX_COLLECTION)
+      const out: Json[] = []
+      for (let i = 0; i < n; i++) out.push(readJson(d, depth + 1))
+      return out
+    }
+    case J_OBJECT: {
+      const n = readLength(d, MAX_COLLECTION, 2)
+      const out: { [key: string]: Json } = Object.create(null) as { [key: string]: Json }
+      for (let i = 0; i < n; i++) {
+        const k = readString(d)
+        out[k] = readJson(d, depth + 1)
+      }
+      return { ...out }
+    }
+    default:
+      return fail(`unknown value tag ${tag}`)
+  }
+}
+
+/**
+ * Canonical string for a JSON value (object keys sorted), used as a map key so that equal
+ * values compare equal regardless of key order.
+ */
+export function canonicalJson(v: Json): string {
+  if (v === null || typeof v !== 'object') return JSON.stringify(v)
+  if (Array.isArray(v)) return `[${(v as readonly Json[]).map(canonicalJson).join(',')}]`
+  const o = v as { readonly [key: string]: Json }
+  return `{${Object.keys(o)
+    .sort()
+    .map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k] as Json)}`)
+    .join(',')}}`
+}
+
+/** Throws a TypeError unless `v` is a finite JSON value (no undefined, functions, NaN, cycles). */
+export function assertJson(v: unknown, path = 'value', seen: Set<object> = new Set()): asserts v is Json {
+  if (v === null || typeof v === 'string' || typeof v === 'boolean') return
+  if (typeof v === 'number') {
+    if (!Number.isFinite(v)) throw new TypeError(`${path} is not a finite number`)
+    return
+  }
+  if (typeof v === 'object') {
+    if (seen.has(v)) throw new TypeError(`${path} is cyclic`)
+    seen.add(v)
+    if (Array.isArray(v)) v.forEach((x, i) => assertJson(x, `${path}[${i}]`, seen))
+    else {
+      const proto = Object.getPrototypeOf(v) as unknown
+      if (proto !== Object.prototype && proto !== null) throw new TypeError(`${path} is not a plain object`)
+      for (const [k, x] of Object.entries(v)) assertJson(x, `${path}.${k}`, seen)
+    }
+    seen.delete(v)
+    return
+  }
+  throw new TypeError(`${path} is not a JSON value (${typeof v})`)
+}
+
+/** Byte-wise equality of two arrays. */
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
+}

@@ -1,0 +1,377 @@
+/**
+ * Dots, dot sets and version vectors: the causality bookkeeping under every native CRDT and under
+ * replication. A dot `(replica, counter)` names one event. A {@link DotSet} stores, per replica,
+ * sorted disjoint ranges of counters, so a causal context of a million contiguous events costs a
+ * few bytes and gaps (from out-of-order delivery) cost one range each.
+ */
+import { decodeWith, encodeWith, readLength, readString, readUint, writeString, writeUint, type Decoder, type Encoder } from './codec.js'
+import { DecodeError } from './errors.js'
+
+/** One event: the `counter`-th event issued by `replica` (counters start at 1). */
+export interface Dot {
+  readonly replica: string
+  readonly counter: number
+}
+
+/** Stable string form of a dot, usable as a Map key. */
+export function dotKey(d: Dot): string {
+  return `${d.counter}@${d.replica}`
+}
+
+/** Total order on dots (replica, then counter), for deterministic iteration and tie-breaks. */
+export function compareDots(a: Dot, b: Dot): number {
+  if (a.replica !== b.replica) return a.replica < b.replica ? -1 : 1
+  return a.counter - b.counter
+}
+
+/** Largest replica id accepted by decoders, in UTF-8 bytes. */
+export const MAX_REPLICA_ID_BYTES = 256
+
+/**
+ * A set of dots kept as per-replica sorted, disjoint, non-adjacent inclusive ranges.
+ * Used as a causal context ("every event I have seen") and as a delta's context.
+ */
+export class DotSet {
+  // replica -> flat [start0, end0, start1, end1, ...], sorted, disjoint, non-adjacent
+  private readonly map = new Map<string, number[]>()
+
+  /** A set holding exactly `dots`. */
+  static of(dots: Iterable<Dot>): DotSet {
+    const s = new DotSet()
+    for (const d of dots) s.add(d)
+    return s
+  }
+
+  /** True when no dot is present. */
+  isEmpty(): boolean {
+    return this.map.size === 0
+  }
+
+  /** Replicas with at least one dot. */
+  replicas(): IterableIterator<string> {
+    return this.map.keys()
+  }
+
+  /** Highest counter seen from `replica`, 0 when none. */
+  max(replica: string): number {
+    const r = this.map.get(replica)
+    return r === undefined ? 0 : (r[r.length - 1] as number)
+  }
+
+  /** Counter up to which every event of `replica` is present (the contiguous prefix). */
+  contiguous(replica: string): number {
+    const r = this.map.get(replica)
+    return r !== undefined && r[0] === 1 ? (r[1] as number) : 0
+  }
+
+  has(d: Dot): boolean {
+    return this.hasCounter(d.replica, d.counter)
+  }
+
+  hasCounter(replica: string, counter: number): boolean {
+    const r = this.map.get(replica)
+    if (r === undefined) return false
+    // binary search for the last range starting at or before `counter`
+    let lo = 0
+    let hi = r.length / 2 - 1
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1
+      const s = r[mid * 2] as number
+      const e = r[mid * 2 + 1] as number
+      if (counter < s) hi = mid - 1
+      else if (counter > e) lo = mid + 1
+      else return true
+    }
+    return false
+  }
+
+  add(d: Dot): this {
+    return this.addRange(d.replica, d.counter, d.counter)
+  }
+
+  /** Adds counters `start..end` (inclusive) of `replica`. */
+  addRange(replica: string, start: number, end: number): this {
+    if (end < start) return this
+    const r = this.map.get(replica)
+    if (r === undefined) {
+      this.map.set(replica, [start, end])
+      return this
+    }
+    const last = r[r.length - 1] as number
+    if (start > last + 1) {
+      r.push(start, end)
+      return this
+    }
+    if (start >= (r[r.length - 2] as number)) {
+      if (end > last) r[r.length - 1] = end
+      return this
+    }
+    // general case: merge into place
+    const out: number[] = []
+    let placed = false
+    let ns = start
+    let ne = end
+    for (let i = 0; i < r.length; i += 2) {
+      const s = r[i] as number
+      const e = r[i + 1] as number
+      if (e + 1 < ns) out.push(s, e)
+      else if (ne + 1 < s) {
+        if (!placed) {
+          out.push(ns, ne)
+          placed = true
+        }
+        out.push(s, e)
+      } else {
+        ns = Math.min(ns, s)
+        ne = Math.max(ne, e)
+      }
+    }
+    if (!placed) out.push(ns, ne)
+    this.map.set(replica, out)
+    return this
+  }
+
+  /** Adds every dot of `other` (in place). */
+  union(other: DotSet): this {
+    for (const [replica, r] of other.map) {
+      for (let i = 0; i < r.length; i += 2) this.addRange(replica, r[i] as number, r[i + 1] as number)
+    }
+    return this
+  }
+
+  /** Dots in this set that are not in `other`, as a new set. */
+  difference(other: DotSet): DotSet {
+    const out = new DotSet()
+    for (const [replica, r] of this.map) {
+      const o = other.map.get(replica)
+      for (let i = 0; i < r.length; i += 2) {
+        let s = r[i] as number
+        const e = r[i + 1] as number
+        if (o !== undefined) {
+          for (let j = 0; j < o.length && s <= e; j += 2) {
+            const os = o[j] as number
+            const oe = o[j + 1] as number
+            if (oe < s) continue
+            if (os > e) break
+            if (os > s) out.addRange(replica, s, os - 1)
+            s = oe + 1
+          }
+        }
+        if (s <= e) out.addRange(replica, s, e)
+      }
+    }
+    return out
+  }
+
+  /** True when every dot of `other` is in this set. */
+  includes(other: DotSet): boolean {
+    return other.difference(this).isEmpty()
+  }
+
+  /** Deep copy. */
+  clone(): DotSet {
+    const c = new DotSet()
+    for (const [replica, r] of this.map) c.map.set(replica, r.slice())
+    return c
+  }
+
+  equals(other: DotSet): boolean {
+    if (this.map.size !== other.map.size) return false
+    for (const [replica, r] of this.map) {
+      const o = other.map.get(replica)
+      if (o === undefined || o.length !== r.length) return false
+      for (let i = 0; i < r.length; i++) if (o[i] !== r[i]) return false
+    }
+    return true
+  }
+
+  /** Number of dots (may be large: counts, does not enumerate). */
+  size(): number {
+    let n = 0
+    for (const r of this.map.values()) for (let i = 0; i < r.length; i += 2) n += (r[i + 1] as number) - (r[i] as number) + 1
+    return n
+  }
+
+  /** Ranges of `replica` as [start, end] pairs. */
+  ranges(replica: string): ReadonlyArray<readonly [number, number]> {
+    const r = this.map.get(replica) ?? []
+    const out: Array<readonly [number, number]> = []
+    for (let i = 0; i < r.length; i += 2) out.push([r[i] as number, r[i + 1] as number])
+    return out
+  }
+
+  /** Per-replica maximum counters, as a version vector. */
+  toVersionVector(): VersionVector {
+    const vv = new VersionVector()
+    for (const replica of this.map.keys()) vv.set(replica, this.max(replica))
+    return vv
+  }
+
+  /** Writes the set: replica count, then per replica (sorted) its ranges delta-encoded. */
+  write(e: Encoder): void {
+    const replicas = [...this.map.keys()].sort()
+    writeUint(e, replicas.length)
+    for (const replica of replicas) {
+      const r = this.map.get(replica) as number[]
+      writeString(e, replica)
+      writeUint(e, r.length / 2)
+      let prev = 0
+      for (let i = 0; i < r.length; i += 2) {
+        // start as a gap from the previous end, length as end-start: small numbers, small varints
+        writeUint(e, (r[i] as number) - prev)
+        writeUint(e, (r[i + 1] as number) - (r[i] as number))
+        prev = r[i + 1] as number
+      }
+    }
+  }
+
+  /** Reads a set written by {@link DotSet.write}, validating ranges. */
+  static read(d: Decoder): DotSet {
+    const s = new DotSet()
+    const n = readLength(d, 1_000_000, 2)
+    let prevReplica: string | undefined
+    for (let i = 0; i < n; i++) {
+      const replica = readString(d, MAX_REPLICA_ID_BYTES)
+      if (prevReplica !== undefined && replica <= prevReplica) throw new DecodeError('dot set: replicas not strictly sorted')
+      prevReplica = replica
+      const k = readLength(d, 10_000_000, 2)
+      if (k === 0) throw new DecodeError('dot set: empty replica entry')
+      const r: number[] = []
+      let prev = 0
+      for (let j = 0; j < k; j++) {
+        const gap = readUint(d)
+        const len = readUint(d)
+        const start = prev + gap
+        // gap >= 1 from 0 (counters start at 1), gap >= 2 after a range (ranges are non-adjacent)
+        if (gap < (j === 0 ? 1 : 2)) throw new DecodeError('dot set: overlapping or adjacent ranges')
+        const end = start + len
+        if (!Number.isSafeInteger(end)) throw new DecodeError('dot set: counter overflow')
+        r.push(start, end)
+        prev = end
+      }
+      s.map.set(replica, r)
+    }
+    return s
+  }
+
+  encode(): Uint8Array {
+    return encodeWith((e) => this.write(e))
+  }
+
+  static decode(bytes: Uint8Array): DotSet {
+    return decodeWith('dot set', bytes, DotSet.read)
+  }
+
+  toString(): string {
+    const parts: string[] = []
+    for (const replica of [...this.map.keys()].sort()) parts.push(`${replica}:${this.ranges(replica).map(([s, e]) => (s === e ? `${s}` : `${s}-${e}`)).join(',')}`)
+    return `{${parts.join(' ')}}`
+  }
+}
+
+/** How two version vectors relate. */
+export type Causality = 'equal' | 'before' | 'after' | 'concurrent'
+
+/** Map from replica to the highest counter seen: a summary of a causal history without gaps. */
+export class VersionVector {
+  private readonly map = new Map<string, number>()
+
+  static from(entries: Iterable<readonly [string, number]>): VersionVector {
+    const v = new VersionVector()
+    for (const [k, n] of entries) v.set(k, n)
+    return v
+  }
+
+  get(replica: string): number {
+    return this.map.get(replica) ?? 0
+  }
+
+  /** Sets the entry; 0 removes it. */
+  set(replica: string, counter: number): this {
+    if (counter <= 0) this.map.delete(replica)
+    else this.map.set(replica, counter)
+    return this
+  }
+
+  /** Raises the entry to at least `counter`. */
+  advance(replica: string, counter: number): this {
+    if (counter > this.get(replica)) this.map.set(replica, counter)
+    return this
+  }
+
+  /** Pointwise maximum, in place. */
+  merge(other: VersionVector): this {
+    for (const [k, n] of other.map) this.advance(k, n)
+    return this
+  }
+
+  /** Pointwise minimum: what both have seen (the basis of a stability frontier). */
+  meet(other: VersionVector): VersionVector {
+    const out = new VersionVector()
+    for (const [k, n] of this.map) out.set(k, Math.min(n, other.get(k)))
+    return out
+  }
+
+  /** True when this vector has seen everything `other` has. */
+  dominates(other: VersionVector): boolean {
+    for (const [k, n] of other.map) if (this.get(k) < n) return false
+    return true
+  }
+
+  compare(other: VersionVector): Causality {
+    const ge = this.dominates(other)
+    const le = other.dominates(this)
+    if (ge && le) return 'equal'
+    if (ge) return 'after'
+    if (le) return 'before'
+    return 'concurrent'
+  }
+
+  entries(): IterableIterator<[string, number]> {
+    return this.map.entries()
+  }
+
+  get size(): number {
+    return this.map.size
+  }
+
+  clone(): VersionVector {
+    return VersionVector.from(this.map)
+  }
+
+  toJSON(): Record<string, number> {
+    return Object.fromEntries([...this.map].sort(([a], [b]) => (a < b ? -1 : 1)))
+  }
+
+  write(e: Encoder): void {
+    const keys = [...this.map.keys()].sort()
+    writeUint(e, keys.length)
+    for (const k of keys) {
+      writeString(e, k)
+      writeUint(e, this.map.get(k) as number)
+    }
+  }
+
+  static read(d: Decoder): VersionVector {
+    const v = new VersionVector()
+    const n = readLength(d, 1_000_000, 2)
+    let prev: string | undefined
+    for (let i = 0; i < n; i++) {
+      const k = readString(d, MAX_REPLICA_ID_BYTES)
+      if (prev !== undefined && k <= prev) throw new DecodeError('version vector: replicas not strictly sorted')
+      prev = k
+      const c = readUint(d)
+      if (c === 0) throw new DecodeError('version vector: zero entry')
+      v.map.set(k, c)
+    }
+    return v
+  }
+
+  encode(): Uint8Array {
+    return encodeWith((e) => this.write(e))
+  }
+
+  static decode(bytes: Uint8Array): VersionVector {
+    return decodeWith('version vector', bytes, VersionVector.read)
+  }
+}

@@ -1,0 +1,104 @@
+/**
+ * Concord's error hierarchy. Every error Concord throws is a {@link ConcordError} with a stable
+ * `code`, a `retriable` flag (would the same call succeed later?) and an optional `cause`.
+ * Adapters translate backend errors (ioredis, kafkajs, yjs, automerge) into these.
+ */
+
+const BRAND = Symbol.for('@concord/core/ConcordError')
+
+/** Options every Concord error accepts. */
+export interface ConcordErrorOptions {
+  /** The underlying error, kept for diagnosis. */
+  readonly cause?: unknown
+  /** Overrides the class default for whether retrying may succeed. */
+  readonly retriable?: boolean
+}
+
+/** Root of all errors raised by Concord. Check with {@link isConcordError}, which survives duplicated installs. */
+export class ConcordError extends Error {
+  /** Stable machine-readable code, e.g. `DECODE`. */
+  readonly code: string
+  /** Whether the same operation may succeed when retried later. */
+  readonly retriable: boolean
+  declare readonly cause?: unknown
+
+  constructor(message: string, code = 'CONCORD', options: ConcordErrorOptions = {}, defaultRetriable = false) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause })
+    this.name = new.target.name
+    this.code = code
+    this.retriable = options.retriable ?? defaultRetriable
+    Object.defineProperty(this, BRAND, { value: true })
+  }
+}
+
+/** True for any ConcordError, even one created by another installed copy of this package. */
+export function isConcordError(e: unknown): e is ConcordError {
+  return typeof e === 'object' && e !== null && (e as Record<symbol, unknown>)[BRAND] === true
+}
+
+/** Bytes that do not decode: truncated, corrupted, wrong version, oversize. Nothing was applied. */
+export class DecodeError extends ConcordError {
+  constructor(message: string, options: ConcordErrorOptions = {}) {
+    super(message, 'DECODE', options)
+  }
+}
+
+/** A remote timestamp is further ahead of the local clock than the configured maximum drift. */
+export class ClockDriftError extends ConcordError {
+  readonly driftMs: number
+  readonly maxDriftMs: number
+  constructor(driftMs: number, maxDriftMs: number, options: ConcordErrorOptions = {}) {
+    super(`remote clock is ${driftMs} ms ahead, more than the allowed ${maxDriftMs} ms`, 'CLOCK_DRIFT', options, true)
+    this.driftMs = driftMs
+    this.maxDriftMs = maxDriftMs
+  }
+}
+
+/** Options were missing, malformed or contradictory. Raised at construction, before any work. */
+export class ConfigError extends ConcordError {
+  constructor(message: string, options: ConcordErrorOptions = {}) {
+    super(message, 'CONFIG', options)
+  }
+}
+
+/** A delta or envelope is well-formed but does not fit the replica (wrong type, wrong document). */
+export class TypeMismatchError extends ConcordError {
+  constructor(message: string, options: ConcordErrorOptions = {}) {
+    super(message, 'TYPE_MISMATCH', options)
+  }
+}
+
+/** An envelope's signature is missing, wrong, or from a region with no configured key. */
+export class SignatureError extends ConcordError {
+  constructor(message: string, options: ConcordErrorOptions = {}) {
+    super(message, 'SIGNATURE', options)
+  }
+}
+
+/** A write carried an ownership epoch older than the current one (fencing). */
+export class StaleEpochError extends ConcordError {
+  constructor(message: string, options: ConcordErrorOptions = {}) {
+    super(message, 'STALE_EPOCH', options)
+  }
+}
+
+/** A write reached a region that does not own the entity. */
+export class NotOwnerError extends ConcordError {
+  constructor(message: string, options: ConcordErrorOptions = {}) {
+    super(message, 'NOT_OWNER', options)
+  }
+}
+
+/** A transport (log) operation failed; usually retriable. */
+export class TransportError extends ConcordError {
+  constructor(message: string, options: ConcordErrorOptions = {}) {
+    super(message, 'TRANSPORT', options, true)
+  }
+}
+
+/** An operation was attempted on a closed component. */
+export class ClosedError extends ConcordError {
+  constructor(message: string, options: ConcordErrorOptions = {}) {
+    super(message, 'CLOSED', options)
+  }
+}

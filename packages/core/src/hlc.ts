@@ -1,0 +1,144 @@
+/**
+ * Hybrid logical clock (Kulkarni et al., 2014): physical milliseconds plus a logical counter.
+ * Timestamps are totally ordered by (wall, logical, node), never go backwards even when the wall
+ * clock does, and stay close to physical time. A remote timestamp further ahead than
+ * `maxDriftMs` is refused with {@link ClockDriftError} instead of dragging the local clock forward.
+ */
+import { decodeWith, encodeWith, readString, readUint, writeString, writeUint, type Decoder, type Encoder } from './codec.js'
+import { ClockDriftError, ConfigError } from './errors.js'
+
+/** One HLC timestamp. */
+export interface HlcTimestamp {
+  /** Physical component, milliseconds since the epoch. */
+  readonly wall: number
+  /** Logical counter that orders events within one millisecond. */
+  readonly logical: number
+  /** The replica that issued it: the final tie-break, so no two timestamps are equal. */
+  readonly node: string
+}
+
+/** Options for {@link Hlc}. */
+export interface HlcOptions {
+  /**
+   * Physical time source in milliseconds. Inject a virtual clock in simulations.
+   * @default Date.now
+   */
+  readonly now?: () => number
+  /**
+   * Largest amount a remote timestamp may be ahead of local physical time.
+   * @default 300_000 (five minutes)
+   */
+  readonly maxDriftMs?: number
+}
+
+/** Default for {@link HlcOptions.maxDriftMs}. */
+export const DEFAULT_MAX_DRIFT_MS = 300_000
+const MAX_LOGICAL = 0xffff_ffff
+
+/** Orders timestamps by wall, then logical, then node id. */
+export function compareHlc(a: HlcTimestamp, b: HlcTimestamp): number {
+  if (a.wall !== b.wall) return a.wall < b.wall ? -1 : 1
+  if (a.logical !== b.logical) return a.logical < b.logical ? -1 : 1
+  return a.node < b.node ? -1 : a.node > b.node ? 1 : 0
+}
+
+/** A hybrid logical clock owned by one replica. */
+export class Hlc {
+  readonly node: string
+  readonly maxDriftMs: number
+  private readonly physical: () => number
+  private wall = 0
+  private logical = 0
+
+  constructor(node: string, options: HlcOptions = {}) {
+    if (typeof node !== 'string' || node.length === 0) throw new ConfigError('Hlc: node id must be a non-empty string')
+    const maxDrift = options.maxDriftMs ?? DEFAULT_MAX_DRIFT_MS
+    if (!(maxDrift >= 0)) throw new ConfigError(`Hlc: maxDriftMs must be >= 0, got ${maxDrift}`)
+    this.node = node
+    this.maxDriftMs = maxDrift
+    this.physical = options.now ?? Date.now
+  }
+
+  /** Timestamp for a local event (a write or a send). Strictly greater than every earlier one. */
+  now(): HlcTimestamp {
+    const pt = Math.floor(this.physical())
+    if (pt > this.wall) {
+      this.wall = pt
+      this.logical = 0
+    } else {
+      this.bumpLogical()
+    }
+    return { wall: this.wall, logical: this.logical, node: this.node }
+  }
+
+  /**
+   * Merges a remote timestamp into the clock (on receive) and returns the new local timestamp.
+   * @throws ClockDriftError if `remote` is more than maxDriftMs ahead of physical time; the clock is unchanged.
+   */
+  receive(remote: HlcTimestamp): HlcTimestamp {
+    const pt = Math.floor(this.physical())
+    this.check(remote, pt)
+    const wall = Math.max(this.wall, remote.wall, pt)
+    if (wall === this.wall && wall === remote.wall) this.logical = Math.max(this.logical, remote.logical)
+    else if (wall === remote.wall) this.logical = remote.logical
+    else if (wall !== this.wall) this.logical = -1
+    this.wall = wall
+    if (this.logical < 0) this.logical = 0
+    else this.bumpLogical()
+    return { wall: this.wall, logical: this.logical, node: this.node }
+  }
+
+  /** Like {@link receive} but never throws: a timestamp too far ahead is ignored. Returns whether it was taken in. */
+  observe(remote: HlcTimestamp): boolean {
+    try {
+      this.receive(remote)
+      return true
+    } catch (e) {
+      if (e instanceof ClockDriftError) return false
+      throw e
+    }
+  }
+
+  /** The last timestamp issued or received, without advancing. */
+  peek(): HlcTimestamp {
+    return { wall: this.wall, logical: this.logical, node: this.node }
+  }
+
+  private check(remote: HlcTimestamp, pt: number): void {
+    const drift = remote.wall - pt
+    if (drift > this.maxDriftMs) throw new ClockDriftError(drift, this.maxDriftMs)
+  }
+
+  private bumpLogical(): void {
+    if (this.logical >= MAX_LOGICAL) {
+      // Overflowing the counter would break ordering: borrow the next millisecond instead.
+      this.wall += 1
+      this.logical = 0
+    } else this.logical += 1
+  }
+}
+
+/** Writes a timestamp (wall, logical, node). */
+export function writeHlc(e: Encoder, t: HlcTimestamp): void {
+  writeUint(e, t.wall)
+  writeUint(e, t.logical)
+  writeString(e, t.node)
+}
+
+/** Reads a timestamp written by {@link writeHlc}. */
+export function readHlc(d: Decoder): HlcTimestamp {
+  const wall = readUint(d)
+  const logical = readUint(d, MAX_LOGICAL)
+  const node = readString(d, 1024)
+  return { wall, logical, node }
+}
+
+/** Encodes a timestamp on its own. */
+export function encodeHlc(t: HlcTimestamp): Uint8Array {
+  return encodeWith((e) => writeHlc(e, t))
+}
+
+/** Decodes a timestamp; bad bytes throw DecodeError. */
+export function decodeHlc(bytes: Uint8Array): HlcTimestamp {
+  return decodeWith('hlc timestamp', bytes, readHlc)
+}

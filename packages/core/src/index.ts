@@ -1,0 +1,48 @@
+export {
+  ConcordError,
+  isConcordError,
+  DecodeError,
+  ClockDriftError,
+  ConfigError,
+  TypeMismatchError,
+  SignatureError,
+  StaleEpochError,
+  NotOwnerError,
+  TransportError,
+  ClosedError,
+  type ConcordErrorOptions,
+} from './errors.js'
+export {
+  encodeWith,
+  decodeWith,
+  writeUint,
+  writeInt,
+  writeString,
+  writeBytes,
+  writeFloat,
+  writeByte,
+  writeJson,
+  readUint,
+  readInt,
+  readString,
+  readBytes,
+  readFloat,
+  readByte,
+  readLength,
+  readJson,
+  canonicalJson,
+  assertJson,
+  bytesEqual,
+  MAX_FIELD_BYTES,
+  MAX_COLLECTION,
+  type Encoder,
+  type Decoder,
+  type Json,
+} from './codec.js'
+export { Hlc, compareHlc, encodeHlc, decodeHlc, writeHlc, readHlc, DEFAULT_MAX_DRIFT_MS, type HlcTimestamp, type HlcOptions } from './hlc.js'
+export { DotSet, VersionVector, dotKey, compareDots, MAX_REPLICA_ID_BYTES, type Dot, type Causality } from './dots.js'
+export type { Replica, ReplicaFactory, DeltaOrigin, ConflictEvent, ConflictSide, ConflictKind } from './replica.js'
+export type { Transport, LogPosition, LogRecord, PollOptions } from './transport.js'
+export { encodeEnvelope, decodeEnvelope, ENVELOPE_MAGIC, ENVELOPE_VERSION, MAX_PAYLOAD_BYTES, type Envelope, type EnvelopeKeys } from './envelope.js'
+export { retry, backoffDelay, type RetryOptions } from './retry.js'
+export { seededRandom, type Random } from './random.js'

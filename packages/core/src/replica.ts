@@ -1,0 +1,87 @@
+/**
+ * The Replica contract: one replicated object. Every backend (native CRDTs, Yjs, Automerge)
+ * implements it, so replication, routing, the simulator and the benchmarks never know which
+ * backend they hold.
+ */
+import type { Dot } from './dots.js'
+import type { HlcTimestamp } from './hlc.js'
+
+/** Where a delta came from: a local mutation, or {@link Replica.apply} of remote bytes. */
+export type DeltaOrigin = 'local' | 'remote'
+
+/** One side of a conflict: a write, with enough of its clock to say who made it and when. */
+export interface ConflictSide {
+  /** The written value (plain JS). */
+  readonly value: unknown
+  /** Replica that made the write. */
+  readonly replica: string
+  /** The write's dot, for dot-based types. */
+  readonly dot?: Dot
+  /** The write's hybrid logical timestamp, for LWW types. */
+  readonly time?: HlcTimestamp
+  /** Backend-specific operation id (Automerge op id, for example). */
+  readonly opId?: string
+}
+
+/**
+ * What kind of write a merge hid:
+ * - `lww-overwrite`: a last-writer-wins register kept `winner`, concurrent `losers` are hidden;
+ * - `siblings`: a multi-value register now holds concurrent values (`losers` lists all siblings);
+ * - `add-wins`: an observed-remove was overridden by a concurrent add (`winner` is the surviving add,
+ *   `losers` the removed dots);
+ * - `update-wins`: a map key removal was overridden by a concurrent update of the key;
+ * - `concurrent-assign`: a document backend (Automerge) resolved concurrent assignments to one field.
+ */
+export type ConflictKind = 'lww-overwrite' | 'siblings' | 'add-wins' | 'update-wins' | 'concurrent-assign'
+
+/** Reported when a merge hides a write. Both sides come with their clocks. */
+export interface ConflictEvent {
+  readonly kind: ConflictKind
+  /** Type name of the replica that reported it. */
+  readonly typeName: string
+  /** Path inside the object (map keys, set element), empty for the root. */
+  readonly path: readonly string[]
+  /** What the merged state shows, when one write wins. */
+  readonly winner?: ConflictSide
+  /** The hidden writes (for `siblings`: every concurrent value). */
+  readonly losers: readonly ConflictSide[]
+}
+
+/**
+ * One replicated object.
+ *
+ * Laws every implementation keeps (checked by the suites in `@concord/testing`):
+ * `apply` is a join: idempotent, commutative and associative over deltas; applying bytes that do not
+ * decode throws `DecodeError` and leaves the replica unchanged; two replicas that have applied the
+ * same deltas have equal `value()` and equal `state()` bytes.
+ */
+export interface Replica<V> {
+  /** Backend type name: `or-set`, `yjs`, `automerge`, ... */
+  readonly typeName: string
+  /** This writer's id, unique across all regions and instances. */
+  readonly replicaId: string
+  /** Plain JS view of the current value, for reads and equality checks. */
+  value(): V
+  /** Encoded frontier: everything this replica has seen. */
+  version(): Uint8Array
+  /** What a holder of `version` lacks; without it, the whole state. */
+  deltaSince(version?: Uint8Array): Uint8Array
+  /** Joins a delta (or a whole state). Bad bytes → `DecodeError` and no change. Never emits a remote delta back as local. */
+  apply(delta: Uint8Array): void
+  /**
+   * Canonical encoding of the full replicated state: replicas that saw the same updates return
+   * identical bytes. Also the persistence snapshot: `apply(state())` on an empty replica restores it.
+   */
+  state(): Uint8Array
+  /** Subscribes to deltas: local mutations and applied remote deltas. Returns an unsubscribe function. */
+  onDelta(fn: (delta: Uint8Array, origin: DeltaOrigin) => void): () => void
+  /** Subscribes to conflict events raised by merges. Returns an unsubscribe function. */
+  onConflict(fn: (event: ConflictEvent) => void): () => void
+}
+
+/** Creates empty replicas of one type, for replication, stores and the simulator. */
+export interface ReplicaFactory<V, R extends Replica<V> = Replica<V>> {
+  readonly typeName: string
+  /** An empty replica with the given writer id. */
+  create(replicaId: string): R
+}

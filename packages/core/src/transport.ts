@@ -1,0 +1,53 @@
+/**
+ * The Transport contract: a durable log per origin, ordered per origin, read by every other
+ * region with a committed position. MemoryTransport, Redis Streams and Kafka implement it, and one
+ * contract suite in `@concord/testing` checks all of them.
+ */
+
+/** Position of a record in one origin's log. Opaque; order with {@link Transport.comparePositions}. */
+export type LogPosition = string
+
+/** One record read from a log. */
+export interface LogRecord {
+  /** The log (origin region) it was read from. */
+  readonly origin: string
+  readonly position: LogPosition
+  readonly bytes: Uint8Array
+}
+
+/** Options for {@link Transport.poll}. */
+export interface PollOptions {
+  /** Most records returned. @default 256 */
+  readonly max?: number
+  /** How long to wait for a record when none is ready. @default 0 */
+  readonly waitMs?: number
+  /** Aborts a waiting poll. */
+  readonly signal?: AbortSignal
+}
+
+/** A durable, per-origin ordered log between regions. */
+export interface Transport {
+  /** Transport name, for metrics and errors: `memory`, `redis`, `kafka`. */
+  readonly name: string
+  /** Appends records to `origin`'s log; resolves with their positions once durable. */
+  append(origin: string, records: readonly Uint8Array[]): Promise<readonly LogPosition[]>
+  /**
+   * Reads `origin`'s log for consumer `reader`, after the last record delivered to it (initially
+   * after its committed position). Redelivers uncommitted records after {@link Transport.rewind}.
+   */
+  poll(reader: string, origin: string, options?: PollOptions): Promise<readonly LogRecord[]>
+  /** Records that `reader` has durably applied everything up to and including `position`. */
+  commit(reader: string, origin: string, position: LogPosition): Promise<void>
+  /** The committed position of `reader` on `origin`, if any. */
+  committed(reader: string, origin: string): Promise<LogPosition | undefined>
+  /** Moves `reader`'s delivery cursor back to its committed position (after a crash or a failed apply). */
+  rewind(reader: string, origin: string): Promise<void>
+  /** First position still held by `origin`'s log (earlier ones were trimmed), if any. */
+  earliest(origin: string): Promise<LogPosition | undefined>
+  /** Removes records of `origin` strictly before `position`. Only call below the stability frontier. */
+  trim(origin: string, before: LogPosition): Promise<void>
+  /** Orders two positions of the same log: negative, zero or positive. */
+  comparePositions(a: LogPosition, b: LogPosition): number
+  /** Releases connections. Further calls throw ClosedError. */
+  close(): Promise<void>
+}
