@@ -13,7 +13,7 @@ export default mergeConfig(
       testTimeout: 120_000,
       hookTimeout: 120_000,
       pool: 'forks',
-      reporters: process.env.CI ? ['default'] : ['default'],
+      reporters: ['default', './scripts/summary-reporter.ts'],
     },
   }),
 )

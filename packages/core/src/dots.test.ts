@@ -1,0 +1,52 @@
+import { describe, expect, it } from 'vitest'
+import fc from 'fast-check'
+import { DotSet, VersionVector } from './index.js'
+
+const dotArb = fc.record({ replica: fc.constantFrom('a', 'b', 'c'), counter: fc.integer({ min: 1, max: 60 }) })
+const key = (d: { replica: string; counter: number }) => `${d.replica}:${d.counter}`
+
+describe('DotSet', () => {
+  it('behaves as a set of dots (model-checked against a Set)', () => {
+    fc.assert(
+      fc.property(fc.array(dotArb, { maxLength: 80 }), fc.array(dotArb, { maxLength: 80 }), fc.array(dotArb, { maxLength: 20 }), (xs, ys, probes) => {
+        const a = DotSet.of(xs)
+        const b = DotSet.of(ys)
+        const ma = new Set(xs.map(key))
+        const mb = new Set(ys.map(key))
+        for (const p of [...xs, ...ys, ...probes]) {
+          expect(a.has(p)).toBe(ma.has(key(p)))
+          expect(a.clone().union(b).has(p)).toBe(ma.has(key(p)) || mb.has(key(p)))
+          expect(a.difference(b).has(p)).toBe(ma.has(key(p)) && !mb.has(key(p)))
+        }
+        expect(a.size()).toBe(ma.size)
+        expect(a.clone().union(b).includes(a)).toBe(true)
+        expect(DotSet.decode(a.encode()).equals(a)).toBe(true)
+        // canonical: same set, same bytes, whatever the insertion order
+        expect(DotSet.of([...xs].reverse()).encode()).toEqual(a.encode())
+      }),
+    )
+  })
+
+  it('keeps contiguous histories as one range', () => {
+    const s = new DotSet()
+    for (let i = 1; i <= 1_000_000; i++) s.add({ replica: 'r', counter: i })
+    expect(s.ranges('r')).toEqual([[1, 1_000_000]])
+    expect(s.encode().length).toBeLessThan(12)
+    expect(s.contiguous('r')).toBe(1_000_000)
+  })
+})
+
+describe('VersionVector', () => {
+  it('compares causally', () => {
+    const a = VersionVector.from([['x', 2], ['y', 1]])
+    const b = VersionVector.from([['x', 2], ['y', 3]])
+    const c = VersionVector.from([['x', 3]])
+    expect(a.compare(b)).toBe('before')
+    expect(b.compare(a)).toBe('after')
+    expect(b.compare(c)).toBe('concurrent')
+    expect(a.compare(a.clone())).toBe('equal')
+    expect(b.clone().merge(c).toJSON()).toEqual({ x: 3, y: 3 })
+    expect(b.meet(c).toJSON()).toEqual({ x: 2 })
+    expect(VersionVector.decode(b.encode()).toJSON()).toEqual(b.toJSON())
+  })
+})

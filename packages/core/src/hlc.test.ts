@@ -1,0 +1,78 @@
+import { describe, expect, it } from 'vitest'
+import fc from 'fast-check'
+import { Hlc, compareHlc, ClockDriftError, ConfigError, decodeHlc, encodeHlc, type HlcTimestamp } from './index.js'
+
+describe('Hlc', () => {
+  it('is strictly monotonic when the wall clock jumps backwards', () => {
+    let t = 10_000
+    const clock = new Hlc('a', { now: () => t })
+    const a = clock.now()
+    t = 5_000 // wall clock stepped back (NTP correction)
+    const b = clock.now()
+    const c = clock.now()
+    expect(compareHlc(a, b)).toBeLessThan(0)
+    expect(compareHlc(b, c)).toBeLessThan(0)
+    expect(b.wall).toBe(10_000)
+  })
+
+  it('stays monotonic over any sequence of wall readings and receives', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.oneof(fc.record({ kind: fc.constant('tick' as const), wall: fc.integer({ min: 0, max: 1e6 }) }), fc.record({ kind: fc.constant('recv' as const), wall: fc.integer({ min: 0, max: 1e6 }), logical: fc.integer({ min: 0, max: 10 }) })), { maxLength: 50 }),
+        (steps) => {
+          let t = 0
+          const clock = new Hlc('me', { now: () => t, maxDriftMs: 2e6 })
+          let last: HlcTimestamp | undefined
+          for (const s of steps) {
+            let ts: HlcTimestamp
+            if (s.kind === 'tick') {
+              t = s.wall
+              ts = clock.now()
+            } else {
+              const remote = { wall: s.wall, logical: s.logical, node: 'other' }
+              ts = clock.receive(remote)
+              expect(compareHlc(ts, remote)).toBeGreaterThan(0)
+            }
+            if (last !== undefined) expect(compareHlc(last, ts)).toBeLessThan(0)
+            last = ts
+          }
+        },
+      ),
+    )
+  })
+
+  it('refuses a remote timestamp beyond the drift bound and is left unchanged', () => {
+    const clock = new Hlc('a', { now: () => 1_000, maxDriftMs: 500 })
+    clock.now()
+    const before = clock.peek()
+    expect(() => clock.receive({ wall: 1_501, logical: 0, node: 'b' })).toThrow(ClockDriftError)
+    expect(clock.peek()).toEqual(before)
+    expect(clock.observe({ wall: 9_999_999, logical: 0, node: 'b' })).toBe(false)
+    expect(clock.peek()).toEqual(before)
+    // within the bound it is taken in
+    const t = clock.receive({ wall: 1_500, logical: 7, node: 'b' })
+    expect(t).toEqual({ wall: 1_500, logical: 8, node: 'a' })
+  })
+
+  it('breaks ties by node id so timestamps are totally ordered', () => {
+    const a = { wall: 1, logical: 1, node: 'a' }
+    const b = { wall: 1, logical: 1, node: 'b' }
+    expect(compareHlc(a, b)).toBeLessThan(0)
+    expect(compareHlc(b, a)).toBeGreaterThan(0)
+    expect(compareHlc(a, { ...a })).toBe(0)
+  })
+
+  it('rejects bad options', () => {
+    expect(() => new Hlc('')).toThrow(ConfigError)
+    expect(() => new Hlc('a', { maxDriftMs: -1 })).toThrow(ConfigError)
+    expect(() => new Hlc('a', { maxDriftMs: Number.NaN })).toThrow(ConfigError)
+  })
+
+  it('round-trips through its encoding', () => {
+    fc.assert(
+      fc.property(fc.record({ wall: fc.integer({ min: 0, max: 2 ** 48 }), logical: fc.integer({ min: 0, max: 2 ** 32 - 1 }), node: fc.string({ minLength: 1, maxLength: 40 }) }), (t) => {
+        expect(decodeHlc(encodeHlc(t))).toEqual(t)
+      }),
+    )
+  })
+})
