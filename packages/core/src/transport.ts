@@ -25,12 +25,21 @@ export interface PollOptions {
   readonly signal?: AbortSignal
 }
 
+/** Options for {@link Transport.append}. */
+export interface AppendOptions {
+  /**
+   * A key per record, parallel to `records` (usually the document id). Transports that key their
+   * messages use it (Kafka message key, a Redis entry field); others ignore it. @default no keys
+   */
+  readonly keys?: readonly (string | undefined)[]
+}
+
 /** A durable, per-origin ordered log between regions. */
 export interface Transport {
   /** Transport name, for metrics and errors: `memory`, `redis`, `kafka`. */
   readonly name: string
   /** Appends records to `origin`'s log; resolves with their positions once durable. */
-  append(origin: string, records: readonly Uint8Array[]): Promise<readonly LogPosition[]>
+  append(origin: string, records: readonly Uint8Array[], options?: AppendOptions): Promise<readonly LogPosition[]>
   /**
    * Reads `origin`'s log for consumer `reader`, after the last record delivered to it (initially
    * after its committed position). Redelivers uncommitted records after {@link Transport.rewind}.

@@ -21,7 +21,11 @@ export interface OpRecord<Op> {
   /** Replica that performed it. */
   readonly replica: string
   readonly op: Op
-  /** Ids of every operation visible at the issuer when this one was performed (transitively closed). */
+  /**
+   * Ids of every operation whose effect had reached the issuer when this one was performed: its
+   * observed causal past, tracked by the simulator from message flow. A delta that arrives ahead
+   * of its own causal past brings only itself, so `deps` is not always transitively closed.
+   */
   readonly deps: ReadonlySet<number>
   /** Whatever {@link ReplicaSpec.perform} returned (for example the HLC timestamp of an LWW write). */
   readonly meta: unknown
@@ -39,7 +43,7 @@ export interface ReplicaSpec<V, Op, R extends Replica<V> = Replica<V>> {
   perform(replica: R, op: Op): unknown
   /**
    * The sequential specification: the value a replica must show once it has seen exactly `ops`
-   * (every op's causal past is included in `ops`). Omit for types with no meaningful oracle.
+   * (the ops that survived the run, in issue order). Omit for types with no meaningful oracle.
    */
   oracle?(ops: readonly OpRecord<Op>[]): V
   /** Value equality; defaults to structural deep equality. */

@@ -1,0 +1,113 @@
+/**
+ * Benchmark results: one shape for every suite, printed as a table, saved as JSON and drawn as an
+ * SVG bar chart so that runs can be compared by eye.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+/** One measured figure. `ratio` compares it with the baseline measured in the same run. */
+export interface BenchRow {
+  readonly name: string
+  readonly metric: string
+  readonly value: number
+  readonly unit: string
+  /** Name of the row this one is compared with (same run). */
+  readonly baseline?: string
+  /** value / baseline value (for times: lower is better; for throughput: higher is better). */
+  readonly ratio?: number
+  /** Target for the ratio, if the project has one, e.g. `<= 1.10`. */
+  readonly target?: string
+  readonly pass?: boolean
+}
+
+/** A suite's results plus how they were produced. */
+export interface BenchReport {
+  readonly suite: string
+  readonly command: string
+  readonly machine: string
+  readonly date: string
+  readonly notes: readonly string[]
+  readonly rows: readonly BenchRow[]
+}
+
+export const resultsDir = join(dirname(fileURLToPath(import.meta.url)), '..', 'results')
+
+/** Machine description recorded with every report. */
+export async function machine(): Promise<string> {
+  const os = await import('node:os')
+  const cpu = os.cpus()[0]?.model ?? 'unknown cpu'
+  return `${os.cpus().length} x ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`
+}
+
+function fmt(n: number): string {
+  if (!Number.isFinite(n)) return String(n)
+  if (Math.abs(n) >= 1000) return Math.round(n).toLocaleString('en-US')
+  if (Math.abs(n) >= 10) return n.toFixed(1)
+  return n.toFixed(3)
+}
+
+/** Renders a report as a fixed-width table. */
+export function formatTable(r: BenchReport): string {
+  const head = ['name', 'metric', 'value', 'unit', 'vs baseline', 'target', '']
+  const rows = r.rows.map((x) => [x.name, x.metric, fmt(x.value), x.unit, x.ratio === undefined ? '' : `${x.ratio.toFixed(3)}x ${x.baseline ?? ''}`, x.target ?? '', x.pass === undefined ? '' : x.pass ? 'ok' : 'MISSED'])
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] as string).length)))
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i] as number)).join('  ').trimEnd()
+  return [`# ${r.suite}`, line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n')
+}
+
+function esc(s: string): string {
+  return s.replace(/[<>&"]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;' })[c] as string)
+}
+
+/** Horizontal bar chart (one group per metric) as a standalone SVG document. */
+export function barChart(r: BenchReport): string {
+  const groups = new Map<string, BenchRow[]>()
+  for (const row of r.rows) {
+    const key = `${row.metric} (${row.unit})`
+    groups.set(key, [...(groups.get(key) ?? []), row])
+  }
+  const W = 760
+  const labelW = 260
+  const barH = 18
+  let y = 40
+  const parts: string[] = [`<text x="10" y="22" font-size="15" font-weight="bold">${esc(r.suite)}</text>`]
+  for (const [metric, rows] of groups) {
+    parts.push(`<text x="10" y="${y + 12}" font-size="12" font-weight="bold">${esc(metric)}</text>`)
+    y += 20
+    const max = Math.max(...rows.map((x) => x.value), 1e-12)
+    for (const row of rows) {
+      const w = Math.max(1, ((W - labelW - 110) * row.value) / max)
+      const colour = row.pass === false ? '#d9534f' : row.baseline === undefined ? '#888888' : '#337ab7'
+      parts.push(`<text x="10" y="${y + 13}" font-size="11">${esc(row.name)}</text>`)
+      parts.push(`<rect x="${labelW}" y="${y}" width="${w.toFixed(1)}" height="${barH - 4}" fill="${colour}"/>`)
+      const label = `${fmt(row.value)}${row.ratio === undefined ? '' : ` (${row.ratio.toFixed(2)}x)`}`
+      parts.push(`<text x="${(labelW + w + 6).toFixed(1)}" y="${y + 12}" font-size="11">${esc(label)}</text>`)
+      y += barH
+    }
+    y += 10
+  }
+  parts.push(`<text x="10" y="${y + 12}" font-size="10" fill="#666">${esc(`${r.machine} · ${r.date} · ${r.command}`)}</text>`)
+  y += 24
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${y}" font-family="sans-serif"><rect width="100%" height="100%" fill="white"/>${parts.join('')}</svg>\n`
+}
+
+/** Prints a report and writes results/<suite>.json and results/<suite>.svg. */
+export function saveReport(r: BenchReport): void {
+  mkdirSync(resultsDir, { recursive: true })
+  writeFileSync(join(resultsDir, `${r.suite}.json`), JSON.stringify(r, null, 2) + '\n')
+  writeFileSync(join(resultsDir, `${r.suite}.svg`), barChart(r))
+  process.stdout.write(`${formatTable(r)}\n${r.notes.map((n) => `  note: ${n}`).join('\n')}\n  wrote benchmarks/results/${r.suite}.json and .svg\n\n`)
+}
+
+/** Median of a list of numbers. */
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = s.length >> 1
+  return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2
+}
+
+/** Progress line on stderr (so stdout stays a clean report). */
+export function progress(msg: string): void {
+  process.stderr.write(`  … ${msg}\n`)
+}

@@ -1,0 +1,305 @@
+import { describe, expect, it } from 'vitest'
+import * as A from '@automerge/automerge'
+import { ConfigError, DecodeError, bytesEqual, seededRandom, type ConflictEvent, type DeltaOrigin } from '@concord/core'
+import { AutomergeReplica, actorFor, decodeHeads, encodeHeads } from './automergeReplica.js'
+import { automergeFactory } from './factory.js'
+import { splitChunks } from './chunks.js'
+
+interface Doc {
+  text?: string
+  m?: Record<string, number | string | { nested: string }>
+  list?: number[]
+}
+
+function replica(id: string): AutomergeReplica<Doc> {
+  return new AutomergeReplica<Doc>(id)
+}
+
+function shuffled<T>(xs: readonly T[], seed: number): T[] {
+  const rnd = seededRandom(seed)
+  const out = [...xs]
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(rnd() * (i + 1))
+    ;[out[i], out[j]] = [out[j] as T, out[i] as T]
+  }
+  return out
+}
+
+/** Three replicas editing text and a map concurrently, with occasional syncs; every local delta logged. */
+function randomHistory(seed: number, steps = 30): { replicas: AutomergeReplica<Doc>[]; deltas: Uint8Array[] } {
+  const rnd = seededRandom(seed)
+  const replicas = ['a', 'b', 'c'].map(replica)
+  const deltas: Uint8Array[] = []
+  for (const r of replicas) r.onDelta((d, o) => o === 'local' && deltas.push(d))
+  for (let s = 0; s < steps; s++) {
+    const r = replicas[Math.floor(rnd() * 3)] as AutomergeReplica<Doc>
+    const op = rnd()
+    r.change((d) => {
+      if (op < 0.3) (d.m ??= {})[`k${Math.floor(rnd() * 3)}`] = s
+      else {
+        if (d.text === undefined) d.text = ''
+        const len = d.text.length
+        if (op < 0.5 && len > 0) A.splice(d, ['text'], Math.floor(rnd() * len), 1)
+        else A.splice(d, ['text'], Math.floor(rnd() * (len + 1)), 0, 'xy'.slice(0, 1 + Math.floor(rnd() * 2)))
+      }
+    })
+    if (rnd() < 0.35) {
+      const other = replicas[Math.floor(rnd() * 3)] as AutomergeReplica<Doc>
+      other.apply(r.deltaSince(other.version()))
+    }
+  }
+  return { replicas, deltas }
+}
+
+describe('AutomergeReplica', () => {
+  it('emits one local delta per change and marks applied changes remote', () => {
+    const a = replica('a')
+    const b = replica('b')
+    const seenA: DeltaOrigin[] = []
+    const seenB: DeltaOrigin[] = []
+    a.onDelta((_, o) => seenA.push(o))
+    b.onDelta((_, o) => seenB.push(o))
+    a.change((d) => {
+      d.text = 'hello'
+      d.m = { k: 1 }
+    })
+    a.change((d) => A.splice(d, ['text'], 5, 0, '!'))
+    a.change(() => {})
+    expect(seenA).toEqual(['local', 'local'])
+    b.apply(a.deltaSince(b.version()))
+    expect(seenB).toEqual(['remote'])
+    expect(b.value()).toEqual({ text: 'hello!', m: { k: 1 } })
+    b.apply(a.deltaSince())
+    expect(seenB).toEqual(['remote'])
+    expect(a.typeName).toBe('automerge')
+    expect(A.getActorId(a.doc)).toBe(actorFor('a'))
+  })
+
+  it('validates options', () => {
+    expect(() => new AutomergeReplica('')).toThrow(ConfigError)
+    expect(() => new AutomergeReplica('x', { actor: 'xyz' })).toThrow(ConfigError)
+    const r = new AutomergeReplica('x', { actor: 'abcd', initial: A.from({ n: 1 }) })
+    expect(r.value()).toEqual({ n: 1 })
+    expect(r.actor).toBe('abcd')
+  })
+
+  it('encodes heads and sends only what a version lacks, ignoring unknown heads', () => {
+    const a = replica('a')
+    const b = replica('b')
+    a.change((d) => {
+      d.text = 'x'.repeat(200)
+    })
+    b.apply(a.deltaSince())
+    const v = b.version()
+    expect(decodeHeads(v)).toEqual(A.getHeads(b.doc))
+    expect(encodeHeads(decodeHeads(v))).toEqual(v)
+    a.change((d) => A.splice(d, ['text'], 0, 0, 'y'))
+    const delta = a.deltaSince(v)
+    expect(splitChunks(delta)).toHaveLength(1)
+    // b now also has its own change a does not know: a must not throw, and sends what b may lack.
+    b.change((d) => {
+      d.list = [1]
+    })
+    const fromUnknown = a.deltaSince(b.version())
+    b.apply(fromUnknown)
+    a.apply(b.deltaSince(a.version()))
+    expect(a.value()).toEqual(b.value())
+    expect(b.value().text).toBe('y' + 'x'.repeat(200))
+    expect(() => a.deltaSince(new Uint8Array(31))).toThrow(DecodeError)
+  })
+
+  it.each([1, 2, 3, 4, 5, 6])('state() is canonical whatever the delivery order (seed %i)', (seed) => {
+    const { replicas, deltas } = randomHistory(seed)
+    const x = replica('x')
+    const y = replica('y')
+    for (const d of deltas) x.apply(d)
+    for (const d of shuffled(deltas, seed * 17)) y.apply(d)
+    for (const r of replicas) for (const d of shuffled(deltas, seed)) r.apply(d)
+    const states = [x, y, ...replicas].map((r) => r.state())
+    for (const s of states) expect(bytesEqual(s, states[0] as Uint8Array)).toBe(true)
+    expect(y.value()).toEqual(x.value())
+    // Snapshot round trip, and state() stays canonical after more local edits.
+    const z = replica('z')
+    z.apply(x.state())
+    expect(z.value()).toEqual(x.value())
+    expect(bytesEqual(z.state(), x.state())).toBe(true)
+    x.change((d) => {
+      d.list = [seed]
+    })
+    z.apply(x.deltaSince(z.version()))
+    expect(bytesEqual(z.state(), x.state())).toBe(true)
+  })
+
+  it('queues changes with missing dependencies until they arrive', () => {
+    const a = replica('a')
+    const deltas: Uint8Array[] = []
+    a.onDelta((d) => deltas.push(d))
+    a.change((d) => {
+      d.text = 'one '
+    })
+    a.change((d) => A.splice(d, ['text'], 4, 0, 'two'))
+    const b = replica('b')
+    b.apply(deltas[1] as Uint8Array)
+    expect(b.value()).toEqual({})
+    expect(b.version()).toEqual(new Uint8Array(0))
+    b.apply(deltas[0] as Uint8Array)
+    expect(b.value()).toEqual({ text: 'one two' })
+  })
+
+  it('reports concurrent assignments with winner, losers, op ids and replicas', () => {
+    const a = replica('eu-west')
+    const b = replica('us-east')
+    a.change((d) => {
+      d.m = { price: 1 }
+    })
+    b.apply(a.deltaSince())
+    a.change((d) => {
+      ;(d.m as Record<string, number>)['price'] = 2
+    })
+    b.change((d) => {
+      ;(d.m as Record<string, number>)['price'] = 3
+    })
+    const events: ConflictEvent[] = []
+    a.onConflict((e) => events.push(e))
+    const bEvents: ConflictEvent[] = []
+    b.onConflict((e) => bEvents.push(e))
+    a.apply(b.deltaSince(a.version()))
+    b.apply(a.deltaSince(b.version()))
+    expect(events).toHaveLength(1)
+    const e = events[0] as ConflictEvent
+    expect(e.kind).toBe('concurrent-assign')
+    expect(e.typeName).toBe('automerge')
+    expect(e.path).toEqual(['m', 'price'])
+    expect(e.winner?.value).toBe(a.value().m?.['price'])
+    expect(e.losers).toHaveLength(1)
+    expect(new Set([e.winner?.replica, e.losers[0]?.replica])).toEqual(new Set(['eu-west', 'us-east']))
+    expect(new Set([e.winner?.value, e.losers[0]?.value])).toEqual(new Set([2, 3]))
+    expect(e.winner?.opId).toMatch(/^\d+@[0-9a-f]+$/)
+    // Automerge emits no patch where the incoming write loses, so only the side whose value changed reports.
+    expect(bEvents).toEqual([])
+    expect(a.value()).toEqual(b.value())
+    // A sequential overwrite is no conflict.
+    b.change((d) => {
+      ;(d.m as Record<string, number>)['price'] = 4
+    })
+    a.apply(b.deltaSince(a.version()))
+    expect(events).toHaveLength(1)
+  })
+
+  it('rejects bytes that do not frame, load or parse, and changes nothing', () => {
+    const src = replica('src')
+    src.change((d) => {
+      d.text = 'hello world'
+      d.m = { a: 1 }
+    })
+    src.change((d) => A.splice(d, ['text'], 2, 3))
+    const deltas = [src.deltaSince(new Uint8Array(0)), src.deltaSince()]
+    const rnd = seededRandom(3)
+    const target = replica('t')
+    target.change((d) => {
+      d.list = [1]
+    })
+    let before = target.state()
+    let rejected = 0
+    for (let i = 0; i < 1500; i++) {
+      const bad = Uint8Array.from(deltas[i % 2] as Uint8Array)
+      let input: Uint8Array
+      if (rnd() < 0.3) input = bad.slice(0, 1 + Math.floor(rnd() * (bad.length - 1)))
+      else {
+        for (let k = 0; k < 1 + Math.floor(rnd() * 3); k++) bad[Math.floor(rnd() * bad.length)] = Math.floor(rnd() * 256)
+        input = bad
+      }
+      try {
+        target.apply(input)
+      } catch (e) {
+        expect(e).toBeInstanceOf(DecodeError)
+        rejected++
+        expect(bytesEqual(target.state(), before)).toBe(true)
+        continue
+      }
+      // Accepted bytes must be a genuine prefix of the history (a truncation at a chunk boundary).
+      expect(target.value().list).toEqual([1])
+      before = target.state()
+    }
+    expect(rejected).toBeGreaterThan(1400)
+    expect(() => target.apply(new Uint8Array([1, 2, 3]))).toThrow(DecodeError)
+    expect(() => target.apply('x' as unknown as Uint8Array)).toThrow(DecodeError)
+  })
+
+  it('factory creates empty replicas', () => {
+    const f = automergeFactory<Doc>()
+    expect(f.typeName).toBe('automerge')
+    expect(f.create('r').value()).toEqual({})
+  })
+})
+
+describe('interop with a plain Automerge peer over the sync protocol', () => {
+  it('converges with a peer using initSyncState / generateSyncMessage / receiveSyncMessage', () => {
+    // The Concord side runs Automerge's sync protocol on the replica's current document and hands
+    // whatever the protocol delivered to the replica as a delta (the changes it gained).
+    const replica = new AutomergeReplica<Doc>('concord')
+    replica.change((d) => {
+      d.text = 'from concord'
+      d.m = { who: 'concord' }
+    })
+    let peer = A.change(A.init<Doc>(), (d) => {
+      d.list = [1, 2]
+      d.m = { peer: 'yes' }
+    })
+    let peerState = A.initSyncState()
+    let ourState = A.initSyncState()
+    const pump = (): void => {
+      for (let i = 0; i < 10; i++) {
+        const [s1, toPeer] = A.generateSyncMessage(replica.doc, ourState)
+        ourState = s1
+        if (toPeer !== null) [peer, peerState] = A.receiveSyncMessage(peer, peerState, toPeer)
+        const [s2, toUs] = A.generateSyncMessage(peer, peerState)
+        peerState = s2
+        if (toUs !== null) {
+          const before = replica.version()
+          const [merged, s3] = A.receiveSyncMessage(A.clone(replica.doc), ourState, toUs)
+          ourState = s3
+          // Feed what the sync message carried through the Replica contract.
+          replica.apply(concat(A.getChangesSince(merged, decodeHeads(before))))
+        }
+        if (toPeer === null && toUs === null) return
+      }
+    }
+    pump()
+    expect(replica.value()).toEqual(A.toJS(peer))
+    replica.change((d) => A.splice(d, ['text'], 0, 0, '['))
+    peer = A.change(peer, (d) => {
+      d.list?.push(3)
+    })
+    pump()
+    expect(replica.value()).toEqual(A.toJS(peer))
+    expect(replica.value().text).toBe('[from concord')
+    expect(A.getHeads(peer)).toEqual(decodeHeads(replica.version()))
+  })
+
+  it('a plain document loads Concord deltas and states directly', () => {
+    const replica = new AutomergeReplica<Doc>('concord')
+    const deltas: Uint8Array[] = []
+    replica.onDelta((d) => deltas.push(d))
+    replica.change((d) => {
+      d.text = 'abc'
+    })
+    replica.change((d) => A.splice(d, ['text'], 3, 0, 'd'))
+    const [plainDoc] = A.applyChanges(A.init<Doc>(), deltas)
+    expect(A.toJS(plainDoc)).toEqual(replica.value())
+    expect(A.toJS(A.load<Doc>(replica.state()))).toEqual(replica.value())
+    const back = new AutomergeReplica<Doc>('back')
+    back.apply(A.save(plainDoc))
+    expect(back.value()).toEqual(replica.value())
+  })
+})
+
+function concat(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
+  let o = 0
+  for (const p of parts) {
+    out.set(p, o)
+    o += p.length
+  }
+  return out
+}

@@ -1,0 +1,315 @@
+/**
+ * An Automerge document as a Concord replica. Deltas are Automerge change chunks (the bytes
+ * `Automerge.getLastLocalChange` and `getChangesSince` return), so any Automerge peer can read them.
+ */
+import * as A from '@automerge/automerge'
+import { ConfigError, DecodeError } from '@concord/core'
+import type { ConflictEvent, ConflictSide, DeltaOrigin, Replica } from '@concord/core'
+import { CHUNK_DOCUMENT, concatBytes, splitChunks } from './chunks.js'
+
+/** Options for {@link AutomergeReplica}. */
+export interface AutomergeReplicaOptions<T> {
+  /**
+   * Automerge actor id (even-length hex). Two live writers must never share one.
+   * @default the hex of `replicaId`'s UTF-8 bytes, so conflict events name the replica
+   */
+  readonly actor?: string
+  /**
+   * Initial document. Its history is adopted as this replica's (re-rooted on this replica's actor);
+   * pass the same `initial` everywhere only if it was created once and shared, never re-created.
+   * @default an empty document
+   */
+  readonly initial?: A.Doc<T>
+}
+
+/** Hex of the UTF-8 bytes of `replicaId`: the default actor id. */
+export function actorFor(replicaId: string): string {
+  let hex = ''
+  for (const b of new TextEncoder().encode(replicaId)) hex += b.toString(16).padStart(2, '0')
+  return hex
+}
+
+const HASH_BYTES = 32
+const HEX = /^(?:[0-9a-f]{2})+$/
+const utf8 = new TextDecoder('utf-8', { fatal: true })
+
+function actorName(actor: string): string {
+  try {
+    const bytes = new Uint8Array(actor.length / 2)
+    for (let i = 0; i < bytes.length; i++) bytes[i] = parseInt(actor.slice(2 * i, 2 * i + 2), 16)
+    const s = utf8.decode(bytes)
+    // Random actor ids of other Automerge peers rarely decode; if they do, control characters betray them.
+    return /^[\x20-\x7e\u00a0-\uffff]+$/.test(s) ? s : actor
+  } catch {
+    return actor
+  }
+}
+
+/** Automerge op ids are `counter@actor`; the op with the highest (counter, actor) wins a conflict. */
+function compareOpIds(a: string, b: string): number {
+  const [ca, aa = ''] = a.split('@')
+  const [cb, ab = ''] = b.split('@')
+  const d = Number(ca) - Number(cb)
+  if (d !== 0) return d
+  return aa < ab ? -1 : aa > ab ? 1 : 0
+}
+
+function plain(v: unknown): unknown {
+  return v !== null && typeof v === 'object' ? (JSON.parse(JSON.stringify(v)) as unknown) : v
+}
+
+/** Encodes heads as concatenated 32-byte hashes, in Automerge's (sorted) order. */
+export function encodeHeads(heads: readonly string[]): Uint8Array {
+  const out = new Uint8Array(heads.length * HASH_BYTES)
+  heads.forEach((h, i) => {
+    for (let j = 0; j < HASH_BYTES; j++) out[i * HASH_BYTES + j] = parseInt(h.slice(2 * j, 2 * j + 2), 16)
+  })
+  return out
+}
+
+/** Decodes {@link encodeHeads}; throws DecodeError unless the length is a multiple of 32. */
+export function decodeHeads(bytes: Uint8Array): string[] {
+  if (!(bytes instanceof Uint8Array) || bytes.length % HASH_BYTES !== 0) throw new DecodeError('automerge: version is not a list of 32-byte hashes')
+  const heads: string[] = []
+  for (let i = 0; i < bytes.length; i += HASH_BYTES) {
+    let h = ''
+    for (let j = i; j < i + HASH_BYTES; j++) h += (bytes[j] as number).toString(16).padStart(2, '0')
+    heads.push(h)
+  }
+  return heads
+}
+
+/**
+ * One Automerge document as a {@link Replica}.
+ *
+ * - `change(fn)` is `Automerge.change`; each call that changes something emits its change as one
+ *   local delta;
+ * - `version()` is the encoded heads; `deltaSince(heads)` is the changes after the heads this replica
+ *   knows — heads it does not know are ignored, so the holder may receive changes it already has,
+ *   which `apply` absorbs (it is idempotent);
+ * - `apply` checks the chunk framing, loads document chunks, then applies all changes at once with
+ *   `Automerge.applyChanges` (which parses every change before applying any); changes whose
+ *   dependencies are missing are queued by Automerge until they arrive;
+ * - concurrent assignments to one map key or list slot touched by a remote apply are reported as
+ *   `concurrent-assign` conflict events (winner and losers with their op ids and actors).
+ */
+export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T> {
+  readonly typeName = 'automerge'
+  readonly replicaId: string
+  /** Actor id of this replica's changes. */
+  readonly actor: string
+  private current: A.Doc<T>
+  /** True while the history order is the canonical one (see {@link state}), so `save()` is canonical. */
+  private canonical = true
+  private readonly listeners: Array<(delta: Uint8Array, origin: DeltaOrigin) => void> = []
+  private readonly conflictListeners: Array<(event: ConflictEvent) => void> = []
+
+  constructor(replicaId: string, options: AutomergeReplicaOptions<T> = {}) {
+    if (typeof replicaId !== 'string' || replicaId === '') throw new ConfigError('AutomergeReplica: replicaId must be a non-empty string')
+    const actor = options.actor ?? actorFor(replicaId)
+    if (!HEX.test(actor)) throw new ConfigError(`AutomergeReplica: actor must be even-length lowercase hex, got ${actor}`)
+    this.replicaId = replicaId
+    this.actor = actor
+    this.current = options.initial === undefined ? A.init<T>({ actor }) : A.clone(options.initial, { actor })
+    this.canonical = options.initial === undefined
+  }
+
+  /** The current document (immutable: read it, change it through {@link change}). */
+  get doc(): A.Doc<T> {
+    return this.current
+  }
+
+  /** Makes a local change; emits it as one local delta unless `fn` changed nothing. */
+  change(fn: A.ChangeFn<T>, message?: string): void {
+    const before = this.current
+    const next = message === undefined ? A.change(before, fn) : A.change(before, { message }, fn)
+    if (next === before) return
+    this.current = next
+    const ls = this.listeners
+    if (ls.length === 0) return
+    const c = A.getLastLocalChange(next) as Uint8Array
+    for (let i = 0; i < ls.length; i++) (ls[i] as (d: Uint8Array, o: DeltaOrigin) => void)(c, 'local')
+  }
+
+  /** Plain JS copy of the document. */
+  value(): T {
+    return A.toJS(this.current)
+  }
+
+  version(): Uint8Array {
+    return encodeHeads(A.getHeads(this.current))
+  }
+
+  deltaSince(version?: Uint8Array): Uint8Array {
+    if (version === undefined) return A.save(this.current)
+    const known = decodeHeads(version).filter((h) => A.hasHeads(this.current, [h]))
+    return concatBytes(A.getChangesSince(this.current, known))
+  }
+
+  /**
+   * Joins changes or saved documents (concatenated chunks). Bytes that do not frame, load or parse
+   * throw {@link DecodeError} and leave the document unchanged.
+   */
+  apply(delta: Uint8Array): void {
+    if (!(delta instanceof Uint8Array)) throw new DecodeError('automerge: delta must be a Uint8Array')
+    const chunks = splitChunks(delta)
+    const changes: Uint8Array[] = []
+    for (const c of chunks) {
+      if (c.type === CHUNK_DOCUMENT) {
+        let loaded: A.Doc<unknown>
+        try {
+          loaded = A.load(c.bytes)
+        } catch (e) {
+          throw new DecodeError('automerge: document chunk does not load', { cause: e })
+        }
+        for (const ch of A.getAllChanges(loaded)) changes.push(ch)
+      } else {
+        changes.push(c.bytes)
+      }
+    }
+    if (changes.length === 0) return
+    const headsBefore = A.getHeads(this.current)
+    let conflictPaths: A.Prop[][] | undefined
+    const wantConflicts = this.conflictListeners.length > 0
+    let next: A.Doc<T>
+    try {
+      ;[next] = A.applyChanges(
+        this.current,
+        changes,
+        wantConflicts
+          ? {
+              patchCallback: (patches) => {
+                for (const p of patches) if (p.action === 'put' && p.conflict === true) (conflictPaths ??= []).push(p.path)
+              },
+            }
+          : undefined,
+      )
+    } catch (e) {
+      throw new DecodeError('automerge: changes do not parse', { cause: e })
+    }
+    const headsAfter = A.getHeads(next)
+    this.current = next
+    if (sameHeads(headsBefore, headsAfter)) return
+    if (this.canonical) this.canonical = appendedLinearly(next, headsBefore)
+    for (const l of [...this.listeners]) l(delta, 'remote')
+    if (conflictPaths !== undefined) for (const path of conflictPaths) this.reportConflict(path)
+  }
+
+  private reportConflict(path: A.Prop[]): void {
+    let parent: unknown = this.current
+    for (const p of path.slice(0, -1)) {
+      if (parent === null || typeof parent !== 'object') return
+      parent = (parent as Record<string | number, unknown>)[p]
+    }
+    const prop = path[path.length - 1]
+    if (prop === undefined || parent === null || typeof parent !== 'object') return
+    const conflicts = A.getConflicts(parent as A.Doc<unknown>, prop)
+    if (conflicts === undefined) return
+    const ids = Object.keys(conflicts).sort(compareOpIds)
+    if (ids.length < 2) return
+    const side = (opId: string): ConflictSide => ({
+      value: plain(conflicts[opId]),
+      replica: actorName(opId.slice(opId.indexOf('@') + 1)),
+      opId,
+    })
+    const winner = side(ids[ids.length - 1] as string)
+    const event: ConflictEvent = {
+      kind: 'concurrent-assign',
+      typeName: this.typeName,
+      path: path.map(String),
+      winner,
+      losers: ids.slice(0, -1).map(side),
+    }
+    for (const l of [...this.conflictListeners]) l(event)
+  }
+
+  /**
+   * The document in canonical form: `Automerge.save` of a history in one fixed order — topological,
+   * ties broken by the smaller change hash. `save()` alone is not canonical (it keeps the order in
+   * which changes arrived), so while changes arrive in that order (local edits, or remote changes that
+   * each extend all current heads) this is just `save()`; after concurrent changes the document is
+   * rebuilt once in canonical order (cost: one replay of the history), and stays canonical after.
+   * Changes still waiting for dependencies are not included.
+   */
+  state(): Uint8Array {
+    if (!this.canonical) {
+      const metas = A.getChangesMetaSince(this.current, [])
+      const changes = A.getAllChanges(this.current)
+      const byHash = new Map<string, Uint8Array>()
+      metas.forEach((m, i) => byHash.set(m.hash, changes[i] as Uint8Array))
+      const order = canonicalOrder(metas)
+      const [rebuilt] = A.applyChanges(
+        A.init<T>({ actor: this.actor }),
+        order.map((h) => byHash.get(h) as Uint8Array),
+      )
+      this.current = rebuilt
+      this.canonical = true
+    }
+    return A.save(this.current)
+  }
+
+  onDelta(fn: (delta: Uint8Array, origin: DeltaOrigin) => void): () => void {
+    this.listeners.push(fn)
+    return () => {
+      const i = this.listeners.indexOf(fn)
+      if (i >= 0) this.listeners.splice(i, 1)
+    }
+  }
+
+  onConflict(fn: (event: ConflictEvent) => void): () => void {
+    this.conflictListeners.push(fn)
+    return () => {
+      const i = this.conflictListeners.indexOf(fn)
+      if (i >= 0) this.conflictListeners.splice(i, 1)
+    }
+  }
+}
+
+function sameHeads(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((h, i) => h === b[i])
+}
+
+/** True when every change added since `before` depended on all heads present when it was added. */
+function appendedLinearly(doc: A.Doc<unknown>, before: A.Heads): boolean {
+  let heads = new Set(before)
+  for (const m of A.getChangesMetaSince(doc, before)) {
+    if (m.deps.length !== heads.size || !m.deps.every((d) => heads.has(d))) return false
+    heads = new Set([m.hash])
+  }
+  return true
+}
+
+/** Kahn's topological sort of change metadata, always taking the smallest ready hash. */
+function canonicalOrder(metas: readonly { readonly hash: string; readonly deps: readonly string[] }[]): string[] {
+  const children = new Map<string, string[]>()
+  const missing = new Map<string, number>()
+  const known = new Set(metas.map((m) => m.hash))
+  const ready: string[] = []
+  for (const m of metas) {
+    const deps = m.deps.filter((d) => known.has(d))
+    missing.set(m.hash, deps.length)
+    if (deps.length === 0) ready.push(m.hash)
+    for (const d of deps) {
+      const c = children.get(d)
+      if (c === undefined) children.set(d, [m.hash])
+      else c.push(m.hash)
+    }
+  }
+  const out: string[] = []
+  ready.sort()
+  while (ready.length > 0) {
+    const h = ready.shift() as string
+    out.push(h)
+    for (const c of children.get(h) ?? []) {
+      const n = (missing.get(c) as number) - 1
+      missing.set(c, n)
+      if (n === 0) {
+        // Insert in sorted position; ready sets are small (the width of the concurrency).
+        let i = 0
+        while (i < ready.length && (ready[i] as string) < c) i++
+        ready.splice(i, 0, c)
+      }
+    }
+  }
+  return out
+}

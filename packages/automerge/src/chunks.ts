@@ -1,0 +1,66 @@
+/**
+ * Framing of Automerge's binary chunks, checked before any byte reaches the document.
+ * Every chunk starts with the magic bytes 85 6f 4a 83, a 4-byte checksum, a type byte
+ * (0 document, 1 change, 2 compressed change) and a LEB128 body length; chunks concatenate.
+ */
+import { DecodeError } from '@concord/core'
+
+/** Chunk type of a whole saved document (`Automerge.save`). */
+export const CHUNK_DOCUMENT = 0
+/** Chunk type of one change. */
+export const CHUNK_CHANGE = 1
+/** Chunk type of one deflate-compressed change. */
+export const CHUNK_COMPRESSED_CHANGE = 2
+
+const MAGIC = [0x85, 0x6f, 0x4a, 0x83] as const
+const HEADER_FIXED = 9
+
+/** One chunk: its type and its bytes (header included). */
+export interface Chunk {
+  readonly type: number
+  readonly bytes: Uint8Array
+}
+
+/** Splits concatenated chunks; throws DecodeError on a bad magic, an unknown type or truncation. */
+export function splitChunks(data: Uint8Array): Chunk[] {
+  const out: Chunk[] = []
+  let pos = 0
+  while (pos < data.length) {
+    if (data.length - pos < HEADER_FIXED + 1) throw new DecodeError(`automerge: truncated chunk header at byte ${pos}`)
+    for (let i = 0; i < 4; i++) if (data[pos + i] !== MAGIC[i]) throw new DecodeError(`automerge: bad magic at byte ${pos}`)
+    const type = data[pos + 8] as number
+    if (type !== CHUNK_DOCUMENT && type !== CHUNK_CHANGE && type !== CHUNK_COMPRESSED_CHANGE) {
+      throw new DecodeError(`automerge: unknown chunk type ${type}`)
+    }
+    let p = pos + HEADER_FIXED
+    let len = 0
+    let mult = 1
+    for (;;) {
+      if (p >= data.length) throw new DecodeError('automerge: truncated chunk length')
+      const b = data[p++] as number
+      len += (b & 0x7f) * mult
+      if (b < 0x80) break
+      mult *= 128
+      if (mult > 2 ** 49) throw new DecodeError('automerge: chunk length out of range')
+    }
+    const end = p + len
+    if (end > data.length) throw new DecodeError(`automerge: chunk of ${len} bytes exceeds the ${data.length - p} left`)
+    out.push({ type, bytes: data.subarray(pos, end) })
+    pos = end
+  }
+  return out
+}
+
+/** Concatenates byte arrays. */
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0] as Uint8Array
+  let n = 0
+  for (const p of parts) n += p.length
+  const out = new Uint8Array(n)
+  let o = 0
+  for (const p of parts) {
+    out.set(p, o)
+    o += p.length
+  }
+  return out
+}

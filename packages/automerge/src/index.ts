@@ -1,0 +1,2 @@
+export { AutomergeReplica, actorFor, encodeHeads, decodeHeads, type AutomergeReplicaOptions } from './automergeReplica.js'
+export { automergeFactory } from './factory.js'

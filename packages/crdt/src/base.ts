@@ -1,0 +1,198 @@
+/**
+ * The machinery every native CRDT shares: a causal state `(store, ctx)`, local mutations committed
+ * as small deltas, `apply` as the lattice join, `deltaSince` from a causal context, canonical
+ * `state()`, and the delta/conflict subscriptions. Internal module: the public classes extend it.
+ */
+import {
+  ConfigError,
+  DotSet,
+  Hlc,
+  MAX_REPLICA_ID_BYTES,
+  type ConflictEvent,
+  type DeltaOrigin,
+  type Dot,
+  type Replica,
+} from '@concord/core'
+import { MAX_MAP_DEPTH, type CausalTypeName, type Schema } from './schema.js'
+import { MapStore, collectDots, dotSetOf, emptyStore, filterStore, joinStore, newJoinOut, type ConflictSink, type Store } from './store.js'
+import { decodeDelta, encodeDelta } from './wire.js'
+
+/** Options every native CRDT accepts. */
+export interface CrdtOptions {
+  /** This writer's id: unique across all regions and instances, at most 256 UTF-8 bytes. */
+  readonly replicaId: string
+  /**
+   * Clock for LWW timestamps. Give one to share a clock between objects of one region.
+   * @default new Hlc(replicaId, { now })
+   */
+  readonly clock?: Hlc
+  /**
+   * Physical time in ms for the default clock (ignored when `clock` is given; giving both is an error).
+   * @default Date.now
+   */
+  readonly now?: () => number
+}
+
+function validateOptions(type: string, options: unknown): { replicaId: string; clock: Hlc } {
+  if (typeof options !== 'object' || options === null) throw new ConfigError(`${type}: options must be an object with a replicaId`)
+  const o = options as Record<string, unknown>
+  const { replicaId, clock, now } = o
+  if (typeof replicaId !== 'string' || replicaId.length === 0) throw new ConfigError(`${type}: replicaId must be a non-empty string`)
+  if (new TextEncoder().encode(replicaId).length > MAX_REPLICA_ID_BYTES) throw new ConfigError(`${type}: replicaId longer than ${MAX_REPLICA_ID_BYTES} bytes`)
+  if (clock !== undefined && !(clock instanceof Hlc)) throw new ConfigError(`${type}: clock must be an Hlc`)
+  if (now !== undefined && typeof now !== 'function') throw new ConfigError(`${type}: now must be a function`)
+  if (clock !== undefined && now !== undefined) throw new ConfigError(`${type}: give either clock or now, not both`)
+  return { replicaId, clock: clock ?? new Hlc(replicaId, now === undefined ? {} : { now: now as () => number }) }
+}
+
+/** Base of the native CRDTs. */
+export abstract class CausalReplica<V> implements Replica<V> {
+  readonly typeName: CausalTypeName
+  readonly replicaId: string
+  /** The clock stamping LWW writes; remote timestamps are observed into it on apply. */
+  readonly clock: Hlc
+  /** @internal */
+  readonly schema: Schema
+  /** @internal the live store */
+  root: Store
+  /** @internal every dot seen */
+  readonly ctx = new DotSet()
+  private readonly deltaListeners = new Set<(delta: Uint8Array, origin: DeltaOrigin) => void>()
+  private readonly conflictListeners = new Set<(event: ConflictEvent) => void>()
+  private batchDepth = 0
+  private pending: { store: Store; ctx: DotSet } | undefined
+
+  protected constructor(type: CausalTypeName, schema: Schema, options: CrdtOptions) {
+    const { replicaId, clock } = validateOptions(type, options)
+    this.typeName = type
+    this.replicaId = replicaId
+    this.clock = clock
+    this.schema = schema
+    this.root = emptyStore(schema.kind)
+  }
+
+  abstract value(): V
+
+  version(): Uint8Array {
+    return this.ctx.encode()
+  }
+
+  deltaSince(version?: Uint8Array): Uint8Array {
+    if (version === undefined) return this.state()
+    const v = DotSet.decode(version)
+    // Alive dots the asker already holds need no word; everything else we know (new dots and
+    // dead ones) goes in the context, which ranges keep compact.
+    const known = collectDots(this.root).filter((d) => v.has(d))
+    return encodeDelta(this.typeName, this.schema, filterStore(this.root, v), this.ctx.difference(dotSetOf(known)))
+  }
+
+  state(): Uint8Array {
+    return encodeDelta(this.typeName, this.schema, this.root, this.ctx)
+  }
+
+  apply(delta: Uint8Array): void {
+    const dec = decodeDelta(this.typeName, this.schema, delta)
+    // Everything below works on validated data and cannot fail.
+    const sink: ConflictSink = { typeName: this.typeName, events: [] }
+    const out = newJoinOut()
+    const grows = !this.ctx.includes(dec.ctx)
+    joinStore(this.schema, this.root, this.ctx, dec.store, dec.ctx, [], sink, out)
+    this.ctx.union(dec.ctx)
+    for (const t of out.times) this.clock.observe(t)
+    if (!grows && out.added.length === 0 && out.removed.length === 0) return
+    for (const ev of sink.events) for (const fn of [...this.conflictListeners]) fn(ev)
+    this.emit(delta, 'remote')
+  }
+
+  onDelta(fn: (delta: Uint8Array, origin: DeltaOrigin) => void): () => void {
+    this.deltaListeners.add(fn)
+    return () => {
+      this.deltaListeners.delete(fn)
+    }
+  }
+
+  onConflict(fn: (event: ConflictEvent) => void): () => void {
+    this.conflictListeners.add(fn)
+    return () => {
+      this.conflictListeners.delete(fn)
+    }
+  }
+
+  /** @internal A fresh dot for a local write. */
+  nextDot(): Dot {
+    const counter = this.ctx.max(this.replicaId) + 1
+    if (!Number.isSafeInteger(counter)) throw new RangeError(`${this.typeName}: dot counter exhausted`)
+    return { replica: this.replicaId, counter }
+  }
+
+  /** @internal Joins a local delta into the state and emits it (or adds it to the open batch). */
+  commit(store: Store | undefined, ctx: DotSet): void {
+    joinStore(this.schema, this.root, this.ctx, store, ctx, [], undefined, newJoinOut())
+    this.ctx.union(ctx)
+    if (this.pending !== undefined) {
+      joinStore(this.schema, this.pending.store, this.pending.ctx, store, ctx, [], undefined, newJoinOut())
+      this.pending.ctx.union(ctx)
+    } else this.emit(encodeDelta(this.typeName, this.schema, store, ctx), 'local')
+  }
+
+  /** @internal Runs `fn`, emitting the mutations it commits as one delta. */
+  batch<R>(fn: () => R): R {
+    if (this.batchDepth === 0) this.pending = { store: emptyStore(this.schema.kind), ctx: new DotSet() }
+    this.batchDepth++
+    try {
+      return fn()
+    } finally {
+      this.batchDepth--
+      if (this.batchDepth === 0) {
+        const p = this.pending as { store: Store; ctx: DotSet }
+        this.pending = undefined
+        // Emitted even when fn threw: what it committed is already in the state.
+        if (!p.ctx.isEmpty()) this.emit(encodeDelta(this.typeName, this.schema, p.store, p.ctx), 'local')
+      }
+    }
+  }
+
+  private emit(delta: Uint8Array, origin: DeltaOrigin): void {
+    for (const fn of [...this.deltaListeners]) fn(delta, origin)
+  }
+}
+
+/**
+ * A position in a replica's store (a path of map keys) with its schema: what a kernel operates
+ * on, whether it is the root of a standalone type or a field nested in an OrMap.
+ * @internal
+ */
+export class Cursor {
+  constructor(
+    readonly root: CausalReplica<unknown>,
+    readonly path: readonly string[],
+    readonly schema: Schema,
+  ) {
+    if (path.length > MAX_MAP_DEPTH) throw new RangeError(`maps nest deeper than ${MAX_MAP_DEPTH}`)
+  }
+
+  /** The live store at this position, if any. */
+  store(): Store | undefined {
+    let s: Store | undefined = this.root.root
+    for (const k of this.path) {
+      if (s === undefined || s.kind !== 'map') return undefined
+      s = s.entries.get(k)
+    }
+    return s
+  }
+
+  child(key: string, schema: Schema): Cursor {
+    return new Cursor(this.root, [...this.path, key], schema)
+  }
+
+  /** Commits a delta expressed at this position, wrapping it in the enclosing map keys. */
+  commit(store: Store | undefined, ctx: DotSet): void {
+    let s = store
+    for (let i = this.path.length - 1; i >= 0; i--) {
+      const m = new MapStore()
+      if (s !== undefined && s.entries.size > 0) m.entries.set(this.path[i] as string, s)
+      s = m
+    }
+    this.root.commit(s, ctx)
+  }
+}

@@ -1,0 +1,51 @@
+import type { Hlc, ReplicaFactory } from '@concord/core'
+import type { CausalReplica } from './base.js'
+import { LwwMap } from './lwwMap.js'
+import { LwwRegister } from './lwwRegister.js'
+import { MvRegister } from './mvRegister.js'
+import { OrMap } from './orMap.js'
+import { OrSet } from './orSet.js'
+import { PnCounter } from './pnCounter.js'
+import type { CausalTypeName } from './schema.js'
+
+/** The class of each native type, by type name. */
+export interface CrdtTypes {
+  'lww-register': LwwRegister
+  'mv-register': MvRegister
+  'pn-counter': PnCounter
+  'or-set': OrSet
+  'lww-map': LwwMap
+  'or-map': OrMap
+}
+
+/** Options for {@link crdtFactory}: shared by every replica it creates. */
+export interface CrdtFactoryOptions {
+  /** Physical time for each replica's own clock. @default Date.now */
+  readonly now?: () => number
+  /** Clock for each created replica (called with its replica id); overrides `now`. */
+  readonly clock?: (replicaId: string) => Hlc
+}
+
+/** A {@link ReplicaFactory} for one native type, for replication, stores and the simulator. */
+export function crdtFactory<K extends CausalTypeName>(type: K, options: CrdtFactoryOptions = {}): ReplicaFactory<unknown, CrdtTypes[K]> {
+  const make = (replicaId: string): CausalReplica<unknown> => {
+    const o = options.clock !== undefined ? { replicaId, clock: options.clock(replicaId) } : options.now !== undefined ? { replicaId, now: options.now } : { replicaId }
+    switch (type) {
+      case 'lww-register':
+        return new LwwRegister(o)
+      case 'mv-register':
+        return new MvRegister(o)
+      case 'pn-counter':
+        return new PnCounter(o)
+      case 'or-set':
+        return new OrSet(o)
+      case 'lww-map':
+        return new LwwMap(o)
+      case 'or-map':
+        return new OrMap(o)
+      default:
+        throw new TypeError(`unknown native type ${String(type)}`)
+    }
+  }
+  return { typeName: type, create: (replicaId) => make(replicaId) as CrdtTypes[K] }
+}

@@ -1,0 +1,135 @@
+import { describe, expect, test } from 'vitest'
+import { DecodeError, type ConflictEvent } from '@concord/core'
+import { OrMap } from './index.js'
+
+function sync(...rs: OrMap[]): void {
+  for (const x of rs) for (const y of rs) if (x !== y) y.apply(x.state())
+}
+
+describe('OrMap', () => {
+  test('typed fields, nested maps and a plain value', () => {
+    const m = new OrMap({ replicaId: 'a', now: () => 1 })
+    m.update('tags', 'or-set', (s) => {
+      s.add('x')
+      s.add('y')
+    })
+    m.update('count', 'pn-counter', (c) => c.increment(3))
+    m.update('title', 'lww-register', (r) => r.set('hello'))
+    m.update('notes', 'mv-register', (r) => r.set('n1'))
+    m.update('attrs', 'lww-map', (a) => a.set('color', 'red'))
+    m.update('profile', 'or-map', (p) => p.update('address', 'or-map', (q) => q.update('city', 'lww-register', (r) => r.set('Oslo'))))
+    expect(m.value()).toEqual({
+      title: 'hello',
+      notes: ['n1'],
+      count: 3,
+      tags: ['x', 'y'],
+      attrs: { color: 'red' },
+      profile: { address: { city: 'Oslo' } },
+    })
+    expect(m.get('tags', 'or-set')).toEqual(['x', 'y'])
+    expect(m.get('missing', 'or-set')).toBeUndefined()
+    expect(m.has('count')).toBe(true)
+    expect(m.has('count', 'or-set')).toBe(false)
+    const copy = new OrMap({ replicaId: 'b' })
+    copy.apply(m.state())
+    expect(copy.value()).toEqual(m.value())
+    expect(copy.state()).toEqual(m.state())
+  })
+
+  test('one update emits one delta', () => {
+    const m = new OrMap({ replicaId: 'a' })
+    const deltas: Uint8Array[] = []
+    m.onDelta((d) => deltas.push(d))
+    m.update('tags', 'or-set', (s) => {
+      s.add(1)
+      s.add(2)
+      s.remove(1)
+    })
+    expect(deltas).toHaveLength(1)
+    const other = new OrMap({ replicaId: 'b' })
+    other.apply(deltas[0] as Uint8Array)
+    expect(other.value()).toEqual({ tags: [2] })
+  })
+
+  test('remove resets the field; a concurrent update survives on top of the reset (update wins)', () => {
+    const a = new OrMap({ replicaId: 'a' })
+    const b = new OrMap({ replicaId: 'b' })
+    a.update('n', 'pn-counter', (c) => c.increment(10))
+    sync(a, b)
+    const events: ConflictEvent[] = []
+    a.onConflict((e) => events.push(e))
+    b.onConflict((e) => events.push(e))
+    a.remove('n') // resets what a observed: the 10
+    b.update('n', 'pn-counter', (c) => c.increment(1)) // concurrent
+    sync(a, b)
+    expect(a.value()).toEqual({ n: 1 })
+    expect(b.value()).toEqual({ n: 1 })
+    expect(events).toHaveLength(1)
+    const ev = events[0] as ConflictEvent
+    expect(ev.kind).toBe('update-wins')
+    expect(ev.path).toEqual(['n'])
+    expect(ev.winner?.value).toBe(1)
+    expect(ev.winner?.replica).toBe('b')
+    expect(ev.losers.map((l) => l.replica)).toEqual(['a'])
+    // after the reset, a's increments start from zero
+    a.update('n', 'pn-counter', (c) => c.increment(2))
+    sync(a, b)
+    expect(b.value()).toEqual({ n: 3 })
+  })
+
+  test('a removed nested map reports conflicts with the full path', () => {
+    const a = new OrMap({ replicaId: 'a' })
+    const b = new OrMap({ replicaId: 'b' })
+    const c = new OrMap({ replicaId: 'c' })
+    a.update('p', 'or-map', (p) => p.update('tags', 'or-set', (s) => s.add('x')))
+    sync(a, b) // c has not seen a's add
+    const events: ConflictEvent[] = []
+    a.onConflict((e) => events.push(e))
+    let removal: Uint8Array | undefined
+    b.onDelta((d) => (removal = d))
+    b.update('p', 'or-map', (p) => p.update('tags', 'or-set', (s) => s.remove('x')))
+    c.update('p', 'or-map', (p) => p.update('tags', 'or-set', (s) => s.add('x')))
+    a.apply(c.state())
+    a.apply(removal as Uint8Array)
+    expect(a.value()).toEqual({ p: { tags: ['x'] } })
+    expect(events.map((e) => [e.kind, e.path])).toEqual([['add-wins', ['p', 'tags', '"x"']]])
+  })
+
+  test('remove without a type removes every field of that name; same name, two types shows both', () => {
+    const a = new OrMap({ replicaId: 'a' })
+    const b = new OrMap({ replicaId: 'b' })
+    a.update('x', 'pn-counter', (c) => c.increment())
+    b.update('x', 'mv-register', (r) => r.set('v'))
+    sync(a, b)
+    expect(a.value()).toEqual({ 'x:mv-register': ['v'], 'x:pn-counter': 1 })
+    expect(a.fields()).toEqual([
+      { name: 'x', type: 'mv-register' },
+      { name: 'x', type: 'pn-counter' },
+    ])
+    expect(a.remove('x')).toBe(true)
+    expect(a.value()).toEqual({})
+    expect(a.remove('x')).toBe(false)
+    b.apply(a.state())
+    expect(b.value()).toEqual({})
+  })
+
+  test('bad field names and types are refused before any write', () => {
+    const a = new OrMap({ replicaId: 'a' })
+    expect(() => a.update('x', 'nope' as 'or-set', () => undefined)).toThrow(TypeError)
+    expect(() => a.update(3 as unknown as string, 'or-set', () => undefined)).toThrow(TypeError)
+    expect(() => a.apply(new Uint8Array([0x16, 0, 1]))).toThrow(DecodeError)
+    expect(a.state()).toEqual(new OrMap({ replicaId: 'z' }).state())
+  })
+
+  test('lww siblings inside a map report the field path', () => {
+    const a = new OrMap({ replicaId: 'a', now: () => 1 })
+    const b = new OrMap({ replicaId: 'b', now: () => 2 })
+    const events: ConflictEvent[] = []
+    a.onConflict((e) => events.push(e))
+    a.update('m', 'lww-map', (m) => m.set('k', 1))
+    b.update('m', 'lww-map', (m) => m.set('k', 2))
+    a.apply(b.state())
+    expect(a.value()).toEqual({ m: { k: 2 } })
+    expect(events.map((e) => [e.kind, e.path, e.winner?.value])).toEqual([['lww-overwrite', ['m', 'k'], 2]])
+  })
+})

@@ -1,0 +1,375 @@
+/**
+ * The shape of each causal type's store, and how its values encode, read back and report
+ * conflicts. One schema per kernel, shared by the standalone type and its nested form in an OrMap.
+ * Internal module.
+ */
+import {
+  DecodeError,
+  canonicalJson,
+  compareDots,
+  compareHlc,
+  readByte,
+  readJson,
+  readString,
+  readUint,
+  writeByte,
+  writeJson,
+  writeString,
+  writeUint,
+  type ConflictEvent,
+  type ConflictSide,
+  type Decoder,
+  type Encoder,
+  type HlcTimestamp,
+  type Dot,
+  type Json,
+} from '@concord/core'
+import type { Entry, Store } from './store.js'
+
+/** The causal CRDT types, by type name. */
+export type CausalTypeName = 'lww-register' | 'mv-register' | 'pn-counter' | 'or-set' | 'lww-map' | 'or-map'
+
+/** Type tag of each type in the first byte of its deltas (low nibble). */
+export const TYPE_CODES: Readonly<Record<CausalTypeName, number>> = {
+  'lww-register': 1,
+  'mv-register': 2,
+  'pn-counter': 3,
+  'or-set': 4,
+  'lww-map': 5,
+  'or-map': 6,
+}
+const CODE_NAMES = new Map<number, CausalTypeName>(Object.entries(TYPE_CODES).map(([k, v]) => [v, k as CausalTypeName]))
+
+/** Deepest OrMap nesting accepted (also the limit on decoding). */
+export const MAX_MAP_DEPTH = 32
+/** Deepest JSON value accepted in a value or element (matches the core codec's limit). */
+export const MAX_JSON_DEPTH = 64
+
+export interface FunSchema {
+  readonly kind: 'fun'
+  readonly type: CausalTypeName | 'element'
+  write(e: Encoder, v: unknown, idx: ReadonlyMap<string, number>): void
+  read(d: Decoder, table: readonly string[]): unknown
+  /** Strings the value refers to (HLC node), interned in the message table. */
+  readonly strings?: (v: unknown) => string
+  /** Remote timestamp carried by the value, fed to the local HLC. */
+  readonly time?: (v: unknown) => HlcTimestamp
+  /** Conflict to report when a remote join leaves several siblings. */
+  readonly siblings?: (entries: Entry[], path: readonly string[], typeName: string) => ConflictEvent | undefined
+  value(s: Store | undefined): unknown
+}
+
+export interface MapSchema {
+  readonly kind: 'map'
+  readonly type: 'or-set' | 'lww-map' | 'or-map'
+  child(key: string): Schema | undefined
+  writeKey(e: Encoder, key: string): void
+  /** Reads and validates a key; throws DecodeError. */
+  readKey(d: Decoder): string
+  /** Path component reported in conflict events. */
+  label(key: string): string
+  /** Conflict for a removal under `key` overridden by concurrent writes (`surviving`). */
+  readonly removal?: (key: string, child: Store, surviving: Dot[], removed: Dot[], path: readonly string[], typeName: string) => ConflictEvent
+  value(s: Store | undefined): unknown
+}
+
+export type Schema = FunSchema | MapSchema
+
+/** Throws unless `v` is a finite JSON value no deeper than {@link MAX_JSON_DEPTH}. */
+export function checkJson(v: unknown, depth = 0): asserts v is Json {
+  if (depth > MAX_JSON_DEPTH) throw new DecodeError('value nests too deeply')
+  if (v === null || typeof v === 'string' || typeof v === 'boolean') return
+  if (typeof v === 'number') {
+    if (!Number.isFinite(v)) throw new DecodeError('non-finite number')
+    return
+  }
+  if (Array.isArray(v)) {
+    for (const x of v) checkJson(x, depth + 1)
+    return
+  }
+  if (typeof v === 'object') {
+    for (const x of Object.values(v)) checkJson(x, depth + 1)
+    return
+  }
+  throw new DecodeError('not a JSON value')
+}
+
+function readCheckedJson(d: Decoder): Json {
+  const v = readJson(d)
+  checkJson(v)
+  return v
+}
+
+function readIdx(d: Decoder, table: readonly string[]): string {
+  if (table.length === 0) throw new DecodeError('string index with an empty table')
+  return table[readUint(d, table.length - 1)] as string
+}
+
+function byCanonical(a: Json, b: Json): number {
+  const x = canonicalJson(a)
+  const y = canonicalJson(b)
+  return x < y ? -1 : x > y ? 1 : 0
+}
+
+// ---------------------------------------------------------------- leaves
+
+/** Value of an element dot in an OR-set (a DotSet-store): nothing. */
+export const ELEMENT: FunSchema = {
+  kind: 'fun',
+  type: 'element',
+  write() {},
+  read: () => true,
+  value: (s) => s !== undefined && s.entries.size > 0,
+}
+
+/** Multi-value register: dot → JSON value. */
+export const MV: FunSchema = {
+  kind: 'fun',
+  type: 'mv-register',
+  write: (e, v) => writeJson(e, v as Json),
+  read: (d) => readCheckedJson(d),
+  siblings: (entries, path, typeName) => ({
+    kind: 'siblings',
+    typeName,
+    path,
+    losers: entries
+      .slice()
+      .sort((a, b) => compareDots(a.dot, b.dot))
+      .map((e) => ({ value: e.value, replica: e.dot.replica, dot: e.dot })),
+  }),
+  // Ties in canonical form (0 and -0) fall back to the dot, so every replica lists the same order.
+  value: (s) => (s?.kind === 'fun' ? [...s.entries.values()].sort((a, b) => byCanonical(a.value as Json, b.value as Json) || compareDots(a.dot, b.dot)).map((e) => e.value as Json) : []),
+}
+
+/** LWW write: its timestamp and value; `v` undefined marks a deletion (LwwMap). */
+export interface LwwValue {
+  readonly t: HlcTimestamp
+  readonly v: Json | undefined
+}
+
+/** Orders LWW entries: higher HLC wins, then higher dot. */
+export function compareLww(a: Entry, b: Entry): number {
+  return compareHlc((a.value as LwwValue).t, (b.value as LwwValue).t) || compareDots(a.dot, b.dot)
+}
+
+/** The winning entry of an LWW leaf, or undefined when empty. */
+export function lwwWinner(s: Store | undefined): Entry | undefined {
+  if (s === undefined || s.kind !== 'fun') return undefined
+  let best: Entry | undefined
+  for (const e of s.entries.values()) if (best === undefined || compareLww(e, best) > 0) best = e
+  return best
+}
+
+function lwwSide(e: Entry): ConflictSide {
+  const lv = e.value as LwwValue
+  return { value: lv.v, replica: e.dot.replica, dot: e.dot, time: lv.t }
+}
+
+/** Last-writer-wins register: dot → (HLC time, value). Siblings stay until overwritten. */
+export const LWW: FunSchema = {
+  kind: 'fun',
+  type: 'lww-register',
+  write(e, v, idx) {
+    const lv = v as LwwValue
+    writeUint(e, lv.t.wall)
+    writeUint(e, lv.t.logical)
+    writeUint(e, idx.get(lv.t.node) as number)
+    if (lv.v === undefined) writeByte(e, 0)
+    else {
+      writeByte(e, 1)
+      writeJson(e, lv.v)
+    }
+  },
+  read(d, table) {
+    const wall = readUint(d)
+    const logical = readUint(d, 0xffff_ffff)
+    const node = readIdx(d, table)
+    const flag = readByte(d)
+    if (flag > 1) throw new DecodeError(`bad lww flag ${flag}`)
+    const lv: LwwValue = { t: { wall, logical, node }, v: flag === 1 ? readCheckedJson(d) : undefined }
+    return lv
+  },
+  strings: (v) => (v as LwwValue).t.node,
+  time: (v) => (v as LwwValue).t,
+  siblings(entries, path, typeName) {
+    const sorted = entries.slice().sort((a, b) => compareLww(b, a))
+    const [winner, ...losers] = sorted
+    if (winner === undefined) return undefined
+    return { kind: 'lww-overwrite', typeName, path, winner: lwwSide(winner), losers: losers.map(lwwSide) }
+  },
+  value: (s) => (lwwWinner(s)?.value as LwwValue | undefined)?.v,
+}
+
+/** A replica's accumulated counter totals. */
+export interface CounterValue {
+  readonly inc: number
+  readonly dec: number
+}
+
+/** Causal counter: one live dot per replica holding that replica's (increments, decrements). */
+export const COUNTER: FunSchema = {
+  kind: 'fun',
+  type: 'pn-counter',
+  write(e, v) {
+    const c = v as CounterValue
+    writeUint(e, c.inc)
+    writeUint(e, c.dec)
+  },
+  read(d) {
+    const c: CounterValue = { inc: readUint(d), dec: readUint(d) }
+    return c
+  },
+  value(s) {
+    let n = 0
+    if (s?.kind === 'fun') for (const e of s.entries.values()) n += (e.value as CounterValue).inc - (e.value as CounterValue).dec
+    return n
+  },
+}
+
+// ---------------------------------------------------------------- maps
+
+/** Reads a canonical JSON element key: must parse and re-canonicalise to itself. */
+function readElementKey(d: Decoder): string {
+  const k = readString(d)
+  let v: unknown
+  try {
+    v = JSON.parse(k)
+  } catch (e) {
+    throw new DecodeError('or-set element is not JSON', { cause: e })
+  }
+  checkJson(v)
+  if (canonicalJson(v) !== k) throw new DecodeError('or-set element is not canonical JSON')
+  return k
+}
+
+/** Add-wins observed-remove set: canonical JSON element → DotSet-store. */
+export const ORSET: MapSchema = {
+  kind: 'map',
+  type: 'or-set',
+  child: () => ELEMENT,
+  writeKey: (e, k) => writeString(e, k),
+  readKey: readElementKey,
+  label: (k) => k,
+  removal(key, _child, surviving, removed, path, typeName) {
+    const value = JSON.parse(key) as Json
+    const [w] = surviving.slice().sort(compareDots)
+    const dot = w as Dot
+    return {
+      kind: 'add-wins',
+      typeName,
+      path,
+      winner: { value, replica: dot.replica, dot },
+      losers: removed
+        .slice()
+        .sort(compareDots)
+        .map((r) => ({ value, replica: r.replica, dot: r })),
+    }
+  },
+  value(s) {
+    if (s === undefined) return []
+    return [...s.entries.keys()].sort().map((k) => JSON.parse(k) as Json)
+  },
+}
+
+/** Map of string keys to LWW registers; deletions are LWW writes without a value. */
+export const LWWMAP: MapSchema = {
+  kind: 'map',
+  type: 'lww-map',
+  child: () => LWW,
+  writeKey: (e, k) => writeString(e, k),
+  readKey: (d) => readString(d),
+  label: (k) => k,
+  value(s) {
+    const out: Record<string, Json> = {}
+    if (s === undefined || s.kind !== 'map') return out
+    for (const k of [...s.entries.keys()].sort()) {
+      const v = LWW.value(s.entries.get(k)) as Json | undefined
+      if (v !== undefined) Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true })
+    }
+    return out
+  },
+}
+
+/** Schema of a field type nested in an OrMap. */
+export function schemaOf(type: CausalTypeName): Schema {
+  switch (type) {
+    case 'lww-register':
+      return LWW
+    case 'mv-register':
+      return MV
+    case 'pn-counter':
+      return COUNTER
+    case 'or-set':
+      return ORSET
+    case 'lww-map':
+      return LWWMAP
+    case 'or-map':
+      return ORMAP
+  }
+}
+
+/** Internal key of an OrMap field: the type's code digit, ':', the field name. */
+export function fieldKey(type: CausalTypeName, name: string): string {
+  return `${TYPE_CODES[type]}:${name}`
+}
+
+/** Splits a field key into (type, name), or undefined when malformed. */
+export function parseFieldKey(key: string): { type: CausalTypeName; name: string } | undefined {
+  const type = CODE_NAMES.get(key.charCodeAt(0) - 48)
+  if (type === undefined || key[1] !== ':') return undefined
+  return { type, name: key.slice(2) }
+}
+
+/** Nested CRDTs by (name, type), sharing the map's context; update wins over a concurrent remove. */
+export const ORMAP: MapSchema = {
+  kind: 'map',
+  type: 'or-map',
+  child(k) {
+    const f = parseFieldKey(k)
+    return f === undefined ? undefined : schemaOf(f.type)
+  },
+  writeKey(e, k) {
+    const f = parseFieldKey(k) as { type: CausalTypeName; name: string }
+    writeByte(e, TYPE_CODES[f.type])
+    writeString(e, f.name)
+  },
+  readKey(d) {
+    const type = CODE_NAMES.get(readByte(d))
+    if (type === undefined) throw new DecodeError('or-map: unknown field type')
+    return fieldKey(type, readString(d))
+  },
+  label: (k) => parseFieldKey(k)?.name ?? k,
+  removal(key, child, surviving, removed, path, typeName) {
+    const schema = ORMAP.child(key) as Schema
+    const [w] = surviving.slice().sort(compareDots)
+    const dot = w as Dot
+    return {
+      kind: 'update-wins',
+      typeName,
+      path,
+      winner: { value: schema.value(child), replica: dot.replica, dot },
+      losers: removed
+        .slice()
+        .sort(compareDots)
+        .map((r) => ({ value: undefined, replica: r.replica, dot: r })),
+    }
+  },
+  value(s) {
+    const out: Record<string, unknown> = {}
+    if (s === undefined || s.kind !== 'map') return out
+    const keys = [...s.entries.keys()].sort()
+    const names = new Map<string, number>()
+    for (const k of keys) {
+      const n = parseFieldKey(k)?.name ?? k
+      names.set(n, (names.get(n) ?? 0) + 1)
+    }
+    for (const k of keys) {
+      const f = parseFieldKey(k)
+      if (f === undefined) continue
+      // A name used with two types (concurrently) shows both, qualified by type.
+      const label = (names.get(f.name) ?? 0) > 1 ? `${f.name}:${f.type}` : f.name
+      Object.defineProperty(out, label, { value: schemaOf(f.type).value(s.entries.get(k)), enumerable: true, writable: true, configurable: true })
+    }
+    return out
+  },
+}

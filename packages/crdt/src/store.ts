@@ -1,0 +1,239 @@
+/**
+ * Dot stores and their join (Almeida, Shoker & Baquero, "Delta state replicated data types", 2018).
+ * A causal state is `(store, ctx)`: `ctx` is every dot ever seen, `store` holds the dots still
+ * alive. A dot in `ctx` but not in `store` is dead, so removals need no tombstones beyond the
+ * range-compressed context. Stores are:
+ * - {@link FunStore}: dot → immutable value (a DotSet-store is a FunStore whose values are `true`);
+ * - {@link MapStore}: key → nested store, all sharing the one `ctx`.
+ * Internal module: the public types wrap it.
+ */
+import { DotSet, compareDots, dotKey, type ConflictEvent, type Dot, type HlcTimestamp } from '@concord/core'
+import type { Schema, MapSchema, FunSchema } from './schema.js'
+
+/** One live write: its dot and its (immutable) value. */
+export interface Entry {
+  readonly dot: Dot
+  readonly value: unknown
+}
+
+/** dot → value. */
+export class FunStore {
+  readonly kind = 'fun' as const
+  /** dotKey → entry */
+  readonly entries = new Map<string, Entry>()
+}
+
+/** key → nested store. */
+export class MapStore {
+  readonly kind = 'map' as const
+  readonly entries = new Map<string, Store>()
+  /**
+   * dotKey → key of the child holding that dot (transitively). Maintained by {@link joinStore} on
+   * stores it joins into, so a removal delta finds its keys without scanning every key. Stores
+   * built only to be encoded (decoded deltas, deltaSince output) leave it empty.
+   */
+  readonly index = new Map<string, string>()
+}
+
+export type Store = FunStore | MapStore
+
+/** A delta or a whole state: a store fragment and the dots it speaks about. */
+export interface CausalDelta {
+  readonly store: Store | undefined
+  readonly ctx: DotSet
+}
+
+export function emptyStore(kind: 'fun' | 'map'): Store {
+  return kind === 'fun' ? new FunStore() : new MapStore()
+}
+
+export function isEmptyStore(s: Store | undefined): boolean {
+  return s === undefined || s.entries.size === 0
+}
+
+/** Calls `fn` for every live entry under `s`, with the leaf schema it belongs to. */
+export function forEachEntry(schema: Schema, s: Store | undefined, fn: (e: Entry, leaf: FunSchema) => void): void {
+  if (s === undefined) return
+  if (s.kind === 'fun') {
+    if (schema.kind !== 'fun') return
+    for (const e of s.entries.values()) fn(e, schema)
+    return
+  }
+  if (schema.kind !== 'map') return
+  for (const [k, child] of s.entries) {
+    const cs = schema.child(k)
+    if (cs !== undefined) forEachEntry(cs, child, fn)
+  }
+}
+
+/** Every live dot under `s`. */
+export function collectDots(s: Store | undefined): Dot[] {
+  const out: Dot[] = []
+  const walk = (x: Store): void => {
+    if (x.kind === 'fun') for (const e of x.entries.values()) out.push(e.dot)
+    else for (const c of x.entries.values()) walk(c)
+  }
+  if (s !== undefined) walk(s)
+  return out
+}
+
+/** Builds a DotSet from dots in any order, sorting first so ranges append cheaply. */
+export function dotSetOf(dots: Dot[]): DotSet {
+  return DotSet.of(dots.slice().sort(compareDots))
+}
+
+/** What a join changed, and the remote timestamps it took in (for the HLC). */
+export interface JoinOut {
+  readonly added: Dot[]
+  readonly removed: Dot[]
+  readonly times: HlcTimestamp[]
+}
+
+export function newJoinOut(): JoinOut {
+  return { added: [], removed: [], times: [] }
+}
+
+/** Collects conflict events during a remote join; absent for local mutations. */
+export interface ConflictSink {
+  readonly typeName: string
+  readonly events: ConflictEvent[]
+}
+
+/**
+ * Joins `delta` (with context `dctx`) into `target` (with context `tctx`, not yet unioned) in place.
+ * A dot survives if both sides hold it, or one side holds it and the other side's context has
+ * never seen it. Map keys join recursively; keys left empty are dropped. Returns whether a
+ * conflict was reported at or below this store (so enclosing maps do not report it twice).
+ */
+export function joinStore(
+  schema: Schema,
+  target: Store,
+  tctx: DotSet,
+  delta: Store | undefined,
+  dctx: DotSet,
+  path: readonly string[],
+  sink: ConflictSink | undefined,
+  out: JoinOut,
+): boolean {
+  if (target.kind === 'fun') {
+    if (schema.kind !== 'fun') throw new Error('store/schema mismatch')
+    return joinFun(schema, target, tctx, delta?.kind === 'fun' ? delta : undefined, dctx, path, sink, out)
+  }
+  if (schema.kind !== 'map') throw new Error('store/schema mismatch')
+  return joinMap(schema, target, tctx, delta?.kind === 'map' ? delta : undefined, dctx, path, sink, out)
+}
+
+function joinFun(
+  schema: FunSchema,
+  target: FunStore,
+  tctx: DotSet,
+  delta: FunStore | undefined,
+  dctx: DotSet,
+  path: readonly string[],
+  sink: ConflictSink | undefined,
+  out: JoinOut,
+): boolean {
+  let added = 0
+  if (delta !== undefined) {
+    for (const [k, e] of delta.entries) {
+      if (!target.entries.has(k) && !tctx.has(e.dot)) {
+        target.entries.set(k, e)
+        out.added.push(e.dot)
+        if (schema.time !== undefined) out.times.push(schema.time(e.value))
+        added++
+      }
+    }
+  }
+  if (!dctx.isEmpty()) {
+    for (const [k, e] of target.entries) {
+      if (dctx.has(e.dot) && delta?.entries.has(k) !== true) {
+        target.entries.delete(k)
+        out.removed.push(e.dot)
+      }
+    }
+  }
+  if (sink !== undefined && added > 0 && target.entries.size > 1 && schema.siblings !== undefined) {
+    const ev = schema.siblings([...target.entries.values()], path, sink.typeName)
+    if (ev !== undefined) {
+      sink.events.push(ev)
+      return true
+    }
+  }
+  return false
+}
+
+function joinMap(
+  schema: MapSchema,
+  target: MapStore,
+  tctx: DotSet,
+  delta: MapStore | undefined,
+  dctx: DotSet,
+  path: readonly string[],
+  sink: ConflictSink | undefined,
+  out: JoinOut,
+): boolean {
+  const keys = new Set<string>(delta?.entries.keys())
+  if (!dctx.isEmpty() && target.entries.size > 0) {
+    // Find the keys a removal speaks about: walk the smaller of the delta context and our index.
+    if (dctx.size() <= target.index.size) {
+      for (const replica of dctx.replicas()) {
+        for (const [s, e] of dctx.ranges(replica)) {
+          for (let c = s; c <= e; c++) {
+            const k = target.index.get(dotKey({ replica, counter: c }))
+            if (k !== undefined) keys.add(k)
+          }
+        }
+      }
+    } else for (const k of target.entries.keys()) keys.add(k)
+  }
+  let reported = false
+  for (const k of [...keys].sort()) {
+    const cs = schema.child(k)
+    if (cs === undefined) continue
+    const d = delta?.entries.get(k)
+    let t = target.entries.get(k)
+    if (t === undefined) {
+      if (d === undefined) continue
+      t = emptyStore(d.kind)
+    }
+    const sub = newJoinOut()
+    const childPath = sink === undefined ? path : [...path, schema.label(k)]
+    const childReported = joinStore(cs, t, tctx, d, dctx, childPath, sink, sub)
+    for (const dot of sub.added) target.index.set(dotKey(dot), k)
+    for (const dot of sub.removed) target.index.delete(dotKey(dot))
+    if (t.entries.size === 0) target.entries.delete(k)
+    else target.entries.set(k, t)
+    reported ||= childReported
+    if (sink !== undefined && !childReported && d === undefined && sub.removed.length > 0 && t.entries.size > 0 && schema.removal !== undefined) {
+      // A removal this delta made (it writes nothing under k) lost to writes it had not seen.
+      const surviving = collectDots(t).filter((dot) => !dctx.has(dot))
+      if (surviving.length > 0) {
+        sink.events.push(schema.removal(k, t, surviving, sub.removed, childPath, sink.typeName))
+        reported = true
+      }
+    }
+    out.added.push(...sub.added)
+    out.removed.push(...sub.removed)
+    out.times.push(...sub.times)
+  }
+  return reported
+}
+
+/**
+ * The part of `s` a holder of context `v` lacks: entries whose dots `v` has not seen. Returns
+ * undefined when nothing is left.
+ */
+export function filterStore(s: Store | undefined, v: DotSet): Store | undefined {
+  if (s === undefined) return undefined
+  if (s.kind === 'fun') {
+    const f = new FunStore()
+    for (const [k, e] of s.entries) if (!v.has(e.dot)) f.entries.set(k, e)
+    return f.entries.size === 0 ? undefined : f
+  }
+  const m = new MapStore()
+  for (const [k, c] of s.entries) {
+    const fc = filterStore(c, v)
+    if (fc !== undefined) m.entries.set(k, fc)
+  }
+  return m.entries.size === 0 ? undefined : m
+}

@@ -1,0 +1,169 @@
+/**
+ * Wire format of native CRDT deltas and states (docs/semantics.md, "Encoding"):
+ *
+ * ```
+ * byte    tag: format version (high nibble, 1) | type code (low nibble)
+ * uint    n, then n strings: replica ids (and HLC nodes), strictly sorted — the string table
+ * ctx     for each table entry: uint range count, then (gap, length) pairs as in DotSet.write
+ * store   fun: uint n, n × (uint replica index, uint counter, value)   sorted by dot
+ *         map: uint n, n × (key, store)                                sorted by key
+ * ```
+ * Decoding validates everything (sorted, unique, every store dot inside the context, no empty
+ * nested store, known keys and types, limits) before the caller touches any state.
+ * Internal module.
+ */
+import {
+  DecodeError,
+  MAX_COLLECTION,
+  MAX_REPLICA_ID_BYTES,
+  DotSet,
+  compareDots,
+  decodeWith,
+  dotKey,
+  encodeWith,
+  readByte,
+  readLength,
+  readString,
+  readUint,
+  writeByte,
+  writeString,
+  writeUint,
+  type Decoder,
+  type Encoder,
+} from '@concord/core'
+import { MAX_MAP_DEPTH, TYPE_CODES, type CausalTypeName, type Schema } from './schema.js'
+import { FunStore, MapStore, forEachEntry, type CausalDelta, type Store } from './store.js'
+
+const FORMAT = 1
+
+function tagOf(type: CausalTypeName): number {
+  return (FORMAT << 4) | TYPE_CODES[type]
+}
+
+/** Encodes `(store, ctx)` canonically: equal states give equal bytes. */
+export function encodeDelta(type: CausalTypeName, schema: Schema, store: Store | undefined, ctx: DotSet): Uint8Array {
+  const strings = new Set<string>(ctx.replicas())
+  forEachEntry(schema, store, (e, leaf) => {
+    strings.add(e.dot.replica)
+    if (leaf.strings !== undefined) strings.add(leaf.strings(e.value))
+  })
+  const table = [...strings].sort()
+  const idx = new Map(table.map((s, i) => [s, i]))
+  return encodeWith((e) => {
+    writeByte(e, tagOf(type))
+    writeUint(e, table.length)
+    for (const s of table) writeString(e, s)
+    for (const s of table) {
+      const ranges = ctx.ranges(s)
+      writeUint(e, ranges.length)
+      let prev = 0
+      for (const [a, b] of ranges) {
+        writeUint(e, a - prev)
+        writeUint(e, b - a)
+        prev = b
+      }
+    }
+    writeStore(e, schema, store, idx)
+  })
+}
+
+function writeStore(e: Encoder, schema: Schema, s: Store | undefined, idx: ReadonlyMap<string, number>): void {
+  if (s === undefined) return writeUint(e, 0)
+  if (s.kind === 'fun') {
+    if (schema.kind !== 'fun') throw new Error('store/schema mismatch')
+    const entries = [...s.entries.values()].sort((a, b) => compareDots(a.dot, b.dot))
+    writeUint(e, entries.length)
+    for (const en of entries) {
+      writeUint(e, idx.get(en.dot.replica) as number)
+      writeUint(e, en.dot.counter)
+      schema.write(e, en.value, idx)
+    }
+    return
+  }
+  if (schema.kind !== 'map') throw new Error('store/schema mismatch')
+  const keys = [...s.entries.keys()].sort()
+  writeUint(e, keys.length)
+  for (const k of keys) {
+    schema.writeKey(e, k)
+    writeStore(e, schema.child(k) as Schema, s.entries.get(k), idx)
+  }
+}
+
+interface ReadState {
+  readonly table: readonly string[]
+  readonly ctx: DotSet
+  readonly seen: Set<string>
+}
+
+/** Decodes and validates a delta of `type`. Throws DecodeError, never anything else. */
+export function decodeDelta(type: CausalTypeName, schema: Schema, bytes: Uint8Array): CausalDelta {
+  return decodeWith(`${type} delta`, bytes, (d) => {
+    const tag = readByte(d)
+    if (tag !== tagOf(type)) throw new DecodeError(`${type} delta: unexpected tag 0x${tag.toString(16)} (format ${tag >> 4}, type ${tag & 15})`)
+    const n = readLength(d, 1_000_000, 2)
+    const table: string[] = []
+    for (let i = 0; i < n; i++) {
+      const s = readString(d, MAX_REPLICA_ID_BYTES)
+      if (s.length === 0) throw new DecodeError('empty replica id')
+      const prev = table[i - 1]
+      if (prev !== undefined && s <= prev) throw new DecodeError('string table not strictly sorted')
+      table.push(s)
+    }
+    const ctx = new DotSet()
+    for (const replica of table) {
+      const k = readLength(d, MAX_COLLECTION, 2)
+      let prev = 0
+      for (let j = 0; j < k; j++) {
+        const gap = readUint(d)
+        const len = readUint(d)
+        if (gap < (j === 0 ? 1 : 2)) throw new DecodeError('context: overlapping or adjacent ranges')
+        const start = prev + gap
+        const end = start + len
+        if (!Number.isSafeInteger(end)) throw new DecodeError('context: counter overflow')
+        ctx.addRange(replica, start, end)
+        prev = end
+      }
+    }
+    const store = readStore(d, schema, { table, ctx, seen: new Set() }, 0)
+    return { store, ctx }
+  })
+}
+
+function readStore(d: Decoder, schema: Schema, rs: ReadState, depth: number): Store {
+  if (depth > MAX_MAP_DEPTH) throw new DecodeError('maps nest too deeply')
+  if (schema.kind === 'fun') {
+    const f = new FunStore()
+    const n = readLength(d, MAX_COLLECTION, 2)
+    let pi = -1
+    let pc = 0
+    for (let i = 0; i < n; i++) {
+      const ri = readUint(d, rs.table.length - 1)
+      const counter = readUint(d)
+      if (counter === 0) throw new DecodeError('dot counter 0')
+      if (ri < pi || (ri === pi && counter <= pc)) throw new DecodeError('dots not strictly sorted')
+      pi = ri
+      pc = counter
+      const dot = { replica: rs.table[ri] as string, counter }
+      if (!rs.ctx.has(dot)) throw new DecodeError('store dot outside the delta context')
+      const k = dotKey(dot)
+      if (rs.seen.has(k)) throw new DecodeError('dot appears twice')
+      rs.seen.add(k)
+      f.entries.set(k, { dot, value: schema.read(d, rs.table) })
+    }
+    return f
+  }
+  const m = new MapStore()
+  const n = readLength(d, MAX_COLLECTION, 2)
+  let prev: string | undefined
+  for (let i = 0; i < n; i++) {
+    const k = schema.readKey(d)
+    if (prev !== undefined && k <= prev) throw new DecodeError('map keys not strictly sorted')
+    prev = k
+    const cs = schema.child(k)
+    if (cs === undefined) throw new DecodeError('unknown map key type')
+    const child = readStore(d, cs, rs, depth + 1)
+    if (child.entries.size === 0) throw new DecodeError('empty nested store')
+    m.entries.set(k, child)
+  }
+  return m
+}

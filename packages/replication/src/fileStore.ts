@@ -1,0 +1,274 @@
+/**
+ * FileStore: the durable embedded Store. One append-only file of checksummed batch records; a
+ * batch is one record, so it is atomic: on restart a torn or corrupt last record is detected by
+ * its length or checksum and cut off, and every record before it is kept. When dead records
+ * dominate, the live map is compacted into a new file (written to a temporary file, fsynced,
+ * renamed over the old one, directory fsynced), so a crash during compaction leaves either the old
+ * or the new file, never a mix.
+ *
+ * The whole map is held in memory (the file is the durability, not the index): suited to the
+ * state of one region node, not to large data sets.
+ */
+import { createHash } from 'node:crypto'
+import { open, rename, mkdir, type FileHandle } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import {
+  ClosedError,
+  ConfigError,
+  DecodeError,
+  decodeWith,
+  encodeWith,
+  readByte,
+  readBytes,
+  readLength,
+  readString,
+  writeByte,
+  writeBytes,
+  writeString,
+  writeUint,
+  MAX_COLLECTION,
+  type Store,
+  type StoreOp,
+} from '@concord/core'
+import { validateBatch } from './memoryStore.js'
+
+/** Options for {@link FileStore.open}. */
+export interface FileStoreOptions {
+  /**
+   * Compact when the file is larger than this many bytes and more than twice the live data.
+   * @default 4 MiB
+   */
+  readonly compactMinBytes?: number
+  /**
+   * fsync after every batch. Turning it off trades durability on power loss for speed (a process
+   * crash still loses nothing the OS accepted).
+   * @default true
+   */
+  readonly fsync?: boolean
+}
+
+const MAGIC = new TextEncoder().encode('CONCORD-STORE-1\n')
+const HEADER_BYTES = 4 + 8 // u32 LE payload length + first 8 bytes of SHA-256(payload)
+const MAX_RECORD_BYTES = 512 * 1024 * 1024
+const OP_PUT = 1
+const OP_DELETE = 2
+
+function checksum(payload: Uint8Array): Uint8Array {
+  return createHash('sha256').update(payload).digest().subarray(0, 8)
+}
+
+function encodeBatch(batch: readonly StoreOp[]): Uint8Array {
+  return encodeWith((e) => {
+    writeUint(e, batch.length)
+    for (const op of batch) {
+      writeByte(e, op.op === 'put' ? OP_PUT : OP_DELETE)
+      writeString(e, op.key)
+      if (op.op === 'put') writeBytes(e, op.value)
+    }
+  })
+}
+
+function decodeBatch(payload: Uint8Array): StoreOp[] {
+  return decodeWith('store record', payload, (d) => {
+    const n = readLength(d, MAX_COLLECTION, 2)
+    const ops: StoreOp[] = []
+    for (let i = 0; i < n; i++) {
+      const kind = readByte(d)
+      const key = readString(d)
+      if (kind === OP_PUT) ops.push({ op: 'put', key, value: readBytes(d, MAX_RECORD_BYTES).slice() })
+      else if (kind === OP_DELETE) ops.push({ op: 'delete', key })
+      else throw new DecodeError(`store record: unknown op ${kind}`)
+    }
+    return ops
+  })
+}
+
+function frame(payload: Uint8Array): Uint8Array {
+  const out = new Uint8Array(HEADER_BYTES + payload.length)
+  new DataView(out.buffer).setUint32(0, payload.length, true)
+  out.set(checksum(payload), 4)
+  out.set(payload, HEADER_BYTES)
+  return out
+}
+
+/** Durable {@link Store} in one append-only file. Create with {@link FileStore.open}. */
+export class FileStore implements Store {
+  readonly name = 'file'
+  /** Path of the data file. */
+  readonly path: string
+  /** Bytes cut off the end of the file when it was opened (a torn last write), 0 when clean. */
+  readonly recoveredBytes: number
+  private readonly map: Map<string, Uint8Array>
+  private handle: FileHandle | undefined
+  private fileBytes: number
+  private liveBytes: number
+  private readonly compactMinBytes: number
+  private readonly fsync: boolean
+  private queue: Promise<void> = Promise.resolve()
+
+  private constructor(path: string, handle: FileHandle, map: Map<string, Uint8Array>, fileBytes: number, recovered: number, options: FileStoreOptions) {
+    this.path = path
+    this.handle = handle
+    this.map = map
+    this.fileBytes = fileBytes
+    this.recoveredBytes = recovered
+    this.compactMinBytes = options.compactMinBytes ?? 4 * 1024 * 1024
+    this.fsync = options.fsync ?? true
+    this.liveBytes = 0
+    for (const [k, v] of map) this.liveBytes += k.length + v.length + 8
+  }
+
+  /** Opens (or creates) the store at `path`, recovering from a torn last record. */
+  static async open(path: string, options: FileStoreOptions = {}): Promise<FileStore> {
+    if (typeof path !== 'string' || path.length === 0) throw new ConfigError('FileStore: path must be a non-empty string')
+    if (options.compactMinBytes !== undefined && !(options.compactMinBytes >= 0)) {
+      throw new ConfigError(`FileStore: compactMinBytes must be >= 0, got ${options.compactMinBytes}`)
+    }
+    await mkdir(dirname(path), { recursive: true })
+    const handle = await open(path, 'a+')
+    try {
+      const data = await handle.readFile()
+      const map = new Map<string, Uint8Array>()
+      if (data.length === 0) {
+        await handle.write(MAGIC)
+        await handle.sync()
+        return new FileStore(path, handle, map, MAGIC.length, 0, options)
+      }
+      if (data.length < MAGIC.length || !MAGIC.every((b, i) => data[i] === b)) {
+        throw new ConfigError(`FileStore: ${path} is not a Concord store file`)
+      }
+      let pos = MAGIC.length
+      const view = new DataView(data.buffer, data.byteOffset, data.byteLength)
+      while (pos + HEADER_BYTES <= data.length) {
+        const len = view.getUint32(pos, true)
+        const end = pos + HEADER_BYTES + len
+        if (end > data.length) break
+        const payload = data.subarray(pos + HEADER_BYTES, end)
+        const sum = checksum(payload)
+        if (!sum.every((b, i) => data[pos + 4 + i] === b)) break
+        let ops: StoreOp[]
+        try {
+          ops = decodeBatch(payload)
+        } catch {
+          break
+        }
+        for (const op of ops) {
+          if (op.op === 'put') map.set(op.key, op.value)
+          else map.delete(op.key)
+        }
+        pos = end
+      }
+      const recovered = data.length - pos
+      if (recovered > 0) {
+        // Everything from the first bad record on was never acknowledged as durable: cut it off.
+        await handle.truncate(pos)
+        await handle.sync()
+      }
+      return new FileStore(path, handle, map, pos, recovered, options)
+    } catch (e) {
+      await handle.close()
+      throw e
+    }
+  }
+
+  private check(): FileHandle {
+    if (this.handle === undefined) throw new ClosedError(`file store ${this.path} is closed`)
+    return this.handle
+  }
+
+  async get(key: string): Promise<Uint8Array | undefined> {
+    this.check()
+    const v = this.map.get(key)
+    return v === undefined ? undefined : v.slice()
+  }
+
+  async put(key: string, value: Uint8Array): Promise<void> {
+    await this.write([{ op: 'put', key, value }])
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.write([{ op: 'delete', key }])
+  }
+
+  async keys(prefix: string): Promise<readonly string[]> {
+    this.check()
+    return [...this.map.keys()].filter((k) => k.startsWith(prefix)).sort()
+  }
+
+  write(batch: readonly StoreOp[]): Promise<void> {
+    try {
+      this.check()
+      validateBatch(batch)
+    } catch (e) {
+      return Promise.reject(e)
+    }
+    const copy = batch.map((op): StoreOp => (op.op === 'put' ? { op: 'put', key: op.key, value: op.value.slice() } : op))
+    // Serialise writes: records must reach the file in the order their effects are applied.
+    const run = this.queue.then(() => this.doWrite(copy))
+    this.queue = run.catch(() => undefined)
+    return run
+  }
+
+  private async doWrite(batch: readonly StoreOp[]): Promise<void> {
+    const handle = this.check()
+    if (batch.length === 0) return
+    const record = frame(encodeBatch(batch))
+    await handle.write(record)
+    if (this.fsync) await handle.datasync()
+    this.fileBytes += record.length
+    for (const op of batch) {
+      const prev = this.map.get(op.key)
+      if (prev !== undefined) this.liveBytes -= op.key.length + prev.length + 8
+      if (op.op === 'put') {
+        this.map.set(op.key, op.value)
+        this.liveBytes += op.key.length + op.value.length + 8
+      } else this.map.delete(op.key)
+    }
+    if (this.fileBytes > this.compactMinBytes && this.fileBytes > 2 * this.liveBytes) await this.compact()
+  }
+
+  /** Rewrites the file with only the live entries. Runs automatically; exposed for tools and tests. */
+  async compactNow(): Promise<void> {
+    const run = this.queue.then(() => this.compact())
+    this.queue = run.catch(() => undefined)
+    return run
+  }
+
+  private async compact(): Promise<void> {
+    const old = this.check()
+    const tmp = `${this.path}.compact`
+    const out = await open(tmp, 'w')
+    let size = MAGIC.length
+    try {
+      await out.write(MAGIC)
+      const ops: StoreOp[] = [...this.map].map(([key, value]) => ({ op: 'put', key, value }))
+      if (ops.length > 0) {
+        const record = frame(encodeBatch(ops))
+        await out.write(record)
+        size += record.length
+      }
+      await out.sync()
+    } finally {
+      await out.close()
+    }
+    await rename(tmp, this.path)
+    // Make the rename itself durable.
+    const dir = await open(dirname(this.path), 'r')
+    try {
+      await dir.sync()
+    } finally {
+      await dir.close()
+    }
+    await old.close()
+    this.handle = await open(this.path, 'a')
+    this.fileBytes = size
+  }
+
+  async close(): Promise<void> {
+    const h = this.handle
+    if (h === undefined) return
+    await this.queue
+    this.handle = undefined
+    await h.close()
+  }
+}

@@ -1,0 +1,65 @@
+/**
+ * MemoryStore: the Store contract in memory. Durable only for the life of the object, which is
+ * what tests and the simulator need: a "crashed" node is restarted over the same MemoryStore.
+ */
+import { ClosedError, ConfigError, type Store, type StoreOp } from '@concord/core'
+
+/** In-memory {@link Store}. Batches are atomic because they are applied synchronously. */
+export class MemoryStore implements Store {
+  readonly name = 'memory'
+  private readonly map = new Map<string, Uint8Array>()
+  private closed = false
+
+  private check(): void {
+    if (this.closed) throw new ClosedError('memory store is closed')
+  }
+
+  async get(key: string): Promise<Uint8Array | undefined> {
+    this.check()
+    const v = this.map.get(key)
+    return v === undefined ? undefined : v.slice()
+  }
+
+  async put(key: string, value: Uint8Array): Promise<void> {
+    await this.write([{ op: 'put', key, value }])
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.write([{ op: 'delete', key }])
+  }
+
+  async write(batch: readonly StoreOp[]): Promise<void> {
+    this.check()
+    validateBatch(batch)
+    for (const op of batch) {
+      if (op.op === 'put') this.map.set(op.key, op.value.slice())
+      else this.map.delete(op.key)
+    }
+  }
+
+  async keys(prefix: string): Promise<readonly string[]> {
+    this.check()
+    return [...this.map.keys()].filter((k) => k.startsWith(prefix)).sort()
+  }
+
+  /** Reopens after {@link close} keeping the data, as a process restart over the same disk would. */
+  reopen(): MemoryStore {
+    const s = new MemoryStore()
+    for (const [k, v] of this.map) s.map.set(k, v)
+    return s
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+  }
+}
+
+/** Rejects a malformed batch before anything is applied. */
+export function validateBatch(batch: readonly StoreOp[]): void {
+  for (const op of batch) {
+    if (typeof op.key !== 'string' || op.key.length === 0) throw new ConfigError('store: keys must be non-empty strings')
+    if (op.op === 'put') {
+      if (!(op.value instanceof Uint8Array)) throw new ConfigError(`store: value for ${op.key} must be a Uint8Array`)
+    } else if (op.op !== 'delete') throw new ConfigError(`store: unknown operation ${String((op as { op: unknown }).op)}`)
+  }
+}

@@ -1,0 +1,248 @@
+/**
+ * MemoryTransport: the embedded, in-process Transport. A {@link MemoryBroker} holds the logs and
+ * the committed positions (what a Redis server or Kafka cluster would hold); each
+ * {@link MemoryTransport} is one client of it with its own delivery cursors (what a connection
+ * holds), so closing a client and opening another over the same broker behaves like a process
+ * restart: delivery resumes from the committed position.
+ */
+import { ClosedError, TransportError, type LogPosition, type LogRecord, type PollOptions, type Transport } from '@concord/core'
+
+interface OriginLog {
+  /** Absolute offset of `records[0]`. */
+  base: number
+  records: Uint8Array[]
+  waiters: Set<() => void>
+}
+
+/** Shared state behind one or more {@link MemoryTransport} clients. */
+export class MemoryBroker {
+  private readonly logs = new Map<string, OriginLog>()
+  // reader -> origin -> committed offset (inclusive)
+  private readonly committedOffsets = new Map<string, Map<string, number>>()
+
+  /** @internal */
+  log(origin: string): OriginLog {
+    let l = this.logs.get(origin)
+    if (l === undefined) {
+      l = { base: 0, records: [], waiters: new Set() }
+      this.logs.set(origin, l)
+    }
+    return l
+  }
+
+  /** @internal */
+  getCommitted(reader: string, origin: string): number | undefined {
+    return this.committedOffsets.get(reader)?.get(origin)
+  }
+
+  /** @internal */
+  setCommitted(reader: string, origin: string, offset: number): void {
+    let m = this.committedOffsets.get(reader)
+    if (m === undefined) {
+      m = new Map()
+      this.committedOffsets.set(reader, m)
+    }
+    const prev = m.get(origin)
+    // Commits never move backwards: a late commit from a slower path must not cause redelivery of
+    // records a newer commit already covered.
+    if (prev === undefined || offset > prev) m.set(origin, offset)
+  }
+
+  /** Origins with a log (for tests and tools). */
+  origins(): readonly string[] {
+    return [...this.logs.keys()]
+  }
+
+  /** Number of records currently held in `origin`'s log. */
+  size(origin: string): number {
+    return this.logs.get(origin)?.records.length ?? 0
+  }
+}
+
+/**
+ * Test-only fault hooks, applied when a record is delivered by {@link MemoryTransport.poll}.
+ * Without them the transport keeps the contract exactly.
+ */
+export interface MemoryTransportFaults {
+  /** Skip this record (it is never delivered to this client again unless rewound). */
+  readonly drop?: (record: LogRecord, reader: string) => boolean
+  /** Deliver this record twice in a row. */
+  readonly duplicate?: (record: LogRecord, reader: string) => boolean
+}
+
+/** Options for {@link MemoryTransport}. */
+export interface MemoryTransportOptions {
+  /**
+   * Shared logs; pass the same broker to several clients to connect them.
+   * @default a new broker private to this client
+   */
+  readonly broker?: MemoryBroker
+  /** Fault injection for tests. @default none */
+  readonly faults?: MemoryTransportFaults
+}
+
+const DEFAULT_POLL_MAX = 256
+
+function toPosition(offset: number): LogPosition {
+  return String(offset)
+}
+
+function toOffset(position: LogPosition): number {
+  if (typeof position !== 'string' || !/^(0|[1-9][0-9]{0,15})$/.test(position)) {
+    throw new TransportError(`memory transport: malformed position ${JSON.stringify(position)}`, { retriable: false })
+  }
+  return Number(position)
+}
+
+/** The embedded Transport. Positions are decimal offsets, starting at "0". */
+export class MemoryTransport implements Transport {
+  readonly name = 'memory'
+  /** The broker this client talks to. */
+  readonly broker: MemoryBroker
+  private readonly faults: MemoryTransportFaults
+  // reader -> origin -> next offset to deliver
+  private readonly cursors = new Map<string, Map<string, number>>()
+  private closed = false
+  private readonly closeWaiters = new Set<() => void>()
+
+  constructor(options: MemoryTransportOptions = {}) {
+    this.broker = options.broker ?? new MemoryBroker()
+    this.faults = options.faults ?? {}
+  }
+
+  /** A new client over the same broker (as if another process connected). */
+  reopen(options: Omit<MemoryTransportOptions, 'broker'> = {}): MemoryTransport {
+    return new MemoryTransport({ ...options, broker: this.broker })
+  }
+
+  private check(): void {
+    if (this.closed) throw new ClosedError('memory transport is closed')
+  }
+
+  async append(origin: string, records: readonly Uint8Array[]): Promise<readonly LogPosition[]> {
+    this.check()
+    const log = this.broker.log(origin)
+    const out: LogPosition[] = []
+    for (const r of records) {
+      if (!(r instanceof Uint8Array)) throw new TransportError('memory transport: records must be Uint8Array', { retriable: false })
+      out.push(toPosition(log.base + log.records.length))
+      // Copy: the caller may reuse its buffer; the log must be immutable.
+      log.records.push(r.slice())
+    }
+    if (records.length > 0) {
+      const waiters = [...log.waiters]
+      log.waiters.clear()
+      for (const w of waiters) w()
+    }
+    return out
+  }
+
+  private cursor(reader: string, origin: string): number {
+    let m = this.cursors.get(reader)
+    if (m === undefined) {
+      m = new Map()
+      this.cursors.set(reader, m)
+    }
+    let c = m.get(origin)
+    if (c === undefined) {
+      const committed = this.broker.getCommitted(reader, origin)
+      c = committed === undefined ? 0 : committed + 1
+      m.set(origin, c)
+    }
+    return c
+  }
+
+  private setCursor(reader: string, origin: string, offset: number): void {
+    this.cursor(reader, origin)
+    ;(this.cursors.get(reader) as Map<string, number>).set(origin, offset)
+  }
+
+  async poll(reader: string, origin: string, options: PollOptions = {}): Promise<readonly LogRecord[]> {
+    this.check()
+    const max = options.max ?? DEFAULT_POLL_MAX
+    if (!(max >= 1)) throw new TransportError(`memory transport: poll max must be >= 1, got ${max}`, { retriable: false })
+    const waitMs = options.waitMs ?? 0
+    const log = this.broker.log(origin)
+    if (this.cursor(reader, origin) >= log.base + log.records.length && waitMs > 0 && options.signal?.aborted !== true) {
+      await this.waitForAppend(log, waitMs, options.signal)
+      this.check()
+    }
+    return this.take(reader, origin, log, max)
+  }
+
+  private take(reader: string, origin: string, log: OriginLog, max: number): LogRecord[] {
+    // A cursor below the trimmed base skips to the earliest record still held; the consumer
+    // notices the loss through sequence gaps and earliest().
+    let c = Math.max(this.cursor(reader, origin), log.base)
+    const out: LogRecord[] = []
+    while (out.length < max && c < log.base + log.records.length) {
+      const rec: LogRecord = { origin, position: toPosition(c), bytes: log.records[c - log.base] as Uint8Array }
+      c++
+      if (this.faults.drop?.(rec, reader) === true) continue
+      out.push(rec)
+      if (out.length < max && this.faults.duplicate?.(rec, reader) === true) out.push(rec)
+    }
+    this.setCursor(reader, origin, c)
+    return out
+  }
+
+  private waitForAppend(log: OriginLog, waitMs: number, signal: AbortSignal | undefined): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer)
+        log.waiters.delete(done)
+        this.closeWaiters.delete(done)
+        signal?.removeEventListener('abort', done)
+        resolve()
+      }
+      const timer = setTimeout(done, waitMs)
+      log.waiters.add(done)
+      this.closeWaiters.add(done)
+      signal?.addEventListener('abort', done, { once: true })
+    })
+  }
+
+  async commit(reader: string, origin: string, position: LogPosition): Promise<void> {
+    this.check()
+    this.broker.setCommitted(reader, origin, toOffset(position))
+  }
+
+  async committed(reader: string, origin: string): Promise<LogPosition | undefined> {
+    this.check()
+    const c = this.broker.getCommitted(reader, origin)
+    return c === undefined ? undefined : toPosition(c)
+  }
+
+  async rewind(reader: string, origin: string): Promise<void> {
+    this.check()
+    const c = this.broker.getCommitted(reader, origin)
+    this.setCursor(reader, origin, c === undefined ? 0 : c + 1)
+  }
+
+  async earliest(origin: string): Promise<LogPosition | undefined> {
+    this.check()
+    const log = this.broker.log(origin)
+    return log.records.length === 0 ? undefined : toPosition(log.base)
+  }
+
+  async trim(origin: string, before: LogPosition): Promise<void> {
+    this.check()
+    const log = this.broker.log(origin)
+    const end = log.base + log.records.length
+    const to = Math.min(toOffset(before), end)
+    if (to <= log.base) return
+    log.records.splice(0, to - log.base)
+    log.base = to
+  }
+
+  comparePositions(a: LogPosition, b: LogPosition): number {
+    return Math.sign(toOffset(a) - toOffset(b))
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    // Pending polls wake up and reject with ClosedError.
+    for (const w of [...this.closeWaiters]) w()
+  }
+}

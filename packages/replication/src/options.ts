@@ -1,0 +1,175 @@
+/**
+ * RegionNode options, their defaults, and validation (every problem is a ConfigError raised at
+ * construction, before any work).
+ */
+import type { Meter } from '@opentelemetry/api'
+import { ConfigError, DEFAULT_MAX_DRIFT_MS, MAX_PAYLOAD_BYTES, type Replica, type ReplicaFactory, type Store, type Transport } from '@concord/core'
+
+/** Any replica factory: native, Yjs and Automerge alike. */
+export type AnyReplicaFactory = ReplicaFactory<unknown, Replica<unknown>>
+
+/** Batching of local deltas into envelopes. */
+export interface BatchOptions {
+  /** Flush as soon as this many local deltas are pending (in the `start()` loop). @default 64 */
+  readonly maxDeltas?: number
+  /** Flush local deltas at the latest this long after the first one (in the `start()` loop). @default 10 */
+  readonly maxDelayMs?: number
+}
+
+/** Options for {@link RegionNode}. */
+export interface RegionNodeOptions {
+  /** This node's region; one of `regions`. */
+  readonly region: string
+  /** Instance id, unique within the region; the writer id is `region/instance`. */
+  readonly instance: string
+  /** Every region of the deployment; the node consumes each one's log. */
+  readonly regions: readonly string[]
+  readonly transport: Transport
+  readonly store: Store
+  /** Replica factories by type name. Type names starting with `$` are reserved. */
+  readonly factories: Readonly<Record<string, AnyReplicaFactory>>
+  /**
+   * HMAC-SHA256 keys by region. When given, every region needs one, envelopes are signed with this
+   * region's key, and unsigned, forged or unknown-region envelopes are rejected.
+   * @default none (no signing)
+   */
+  readonly keys?: Readonly<Record<string, Uint8Array>>
+  /** Open replicas kept in memory (LRU); colder ones are persisted and dropped. @default 1000 */
+  readonly cacheSize?: number
+  /** Physical clock in ms. @default Date.now */
+  readonly now?: () => number
+  /** Random source in [0, 1), for incarnation and request ids. @default Math.random */
+  readonly random?: () => number
+  readonly batch?: BatchOptions
+  /** Most records read from one log per round. @default 256 */
+  readonly pollMax?: number
+  /** How long the `start()` loop waits for new records when idle. @default 50 */
+  readonly pollWaitMs?: number
+  /** Heartbeat period. @default 1000 */
+  readonly heartbeatIntervalMs?: number
+  /** A repair request not answered within this time is re-sent (to any node after the first try). @default 5000 */
+  readonly repairTimeoutMs?: number
+  /**
+   * A node whose writer id heartbeated less than this long ago counts as alive: a second node with
+   * the same id refuses to start. @default 3 × heartbeatIntervalMs
+   */
+  readonly livenessMs?: number
+  /** Largest accepted clock lead of a remote envelope. @default 300_000 */
+  readonly maxDriftMs?: number
+  /** Records larger than this are rejected as oversize before decoding. @default 8 MiB + 64 KiB */
+  readonly maxEnvelopeBytes?: number
+  /** Dead letters kept (memory and store); older ones are dropped. @default 10_000 */
+  readonly deadLetterLimit?: number
+  /** When given, metrics are also exported as OpenTelemetry observable instruments. */
+  readonly meter?: Meter
+  /** Errors of the `start()` loop (the loop keeps going unless the error is fatal). @default ignore */
+  readonly onError?: (error: unknown) => void
+}
+
+/** Options with defaults applied. */
+export interface ResolvedOptions {
+  readonly region: string
+  readonly instance: string
+  readonly writer: string
+  readonly regions: readonly string[]
+  readonly transport: Transport
+  readonly store: Store
+  readonly factories: ReadonlyMap<string, AnyReplicaFactory>
+  readonly keys: ReadonlyMap<string, Uint8Array> | undefined
+  readonly cacheSize: number
+  readonly now: () => number
+  readonly random: () => number
+  readonly maxDeltas: number
+  readonly maxDelayMs: number
+  readonly pollMax: number
+  readonly pollWaitMs: number
+  readonly heartbeatIntervalMs: number
+  readonly repairTimeoutMs: number
+  readonly livenessMs: number
+  readonly maxDriftMs: number
+  readonly maxEnvelopeBytes: number
+  readonly deadLetterLimit: number
+  readonly meter: Meter | undefined
+  readonly onError: (error: unknown) => void
+}
+
+function fail(msg: string): never {
+  throw new ConfigError(`RegionNode: ${msg}`)
+}
+
+function positiveInt(name: string, v: number | undefined, dflt: number, min = 1): number {
+  const x = v ?? dflt
+  if (!Number.isSafeInteger(x) || x < min) fail(`${name} must be an integer >= ${min}, got ${String(v)}`)
+  return x
+}
+
+function nonNegative(name: string, v: number | undefined, dflt: number): number {
+  const x = v ?? dflt
+  if (typeof x !== 'number' || !Number.isFinite(x) || x < 0) fail(`${name} must be a finite number >= 0, got ${String(v)}`)
+  return x
+}
+
+const ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/
+
+/** Validates options and applies defaults. */
+export function resolveOptions(o: RegionNodeOptions): ResolvedOptions {
+  if (typeof o !== 'object' || o === null) fail('options are required')
+  if (typeof o.region !== 'string' || !ID.test(o.region)) fail(`region must match ${String(ID)}, got ${JSON.stringify(o.region)}`)
+  if (typeof o.instance !== 'string' || !ID.test(o.instance)) fail(`instance must match ${String(ID)}, got ${JSON.stringify(o.instance)}`)
+  if (!Array.isArray(o.regions) || o.regions.length === 0) fail('regions must list every region of the deployment')
+  const seen = new Set<string>()
+  for (const r of o.regions) {
+    if (typeof r !== 'string' || !ID.test(r)) fail(`region names must match ${String(ID)}, got ${JSON.stringify(r)}`)
+    if (seen.has(r)) fail(`region ${r} is listed twice in regions`)
+    seen.add(r)
+  }
+  if (!seen.has(o.region)) fail(`unknown region ${o.region}: not in regions [${o.regions.join(', ')}]`)
+  if (typeof o.transport !== 'object' || o.transport === null || typeof o.transport.poll !== 'function') fail('transport is required')
+  if (typeof o.store !== 'object' || o.store === null || typeof o.store.write !== 'function') fail('store is required')
+  if (typeof o.factories !== 'object' || o.factories === null) fail('factories are required')
+  const factories = new Map<string, AnyReplicaFactory>()
+  for (const [name, f] of Object.entries(o.factories)) {
+    if (name.startsWith('$') || name.length === 0) fail(`type name ${JSON.stringify(name)} is reserved`)
+    if (typeof f !== 'object' || f === null || typeof f.create !== 'function') fail(`factory ${name} has no create()`)
+    if (f.typeName !== name) fail(`factory registered as ${name} has typeName ${f.typeName}`)
+    factories.set(name, f)
+  }
+  if (factories.size === 0) fail('at least one replica factory is required')
+  let keys: Map<string, Uint8Array> | undefined
+  if (o.keys !== undefined) {
+    keys = new Map()
+    for (const [region, key] of Object.entries(o.keys)) {
+      if (!seen.has(region)) fail(`key given for unknown region ${region}`)
+      if (!(key instanceof Uint8Array) || key.length < 16) fail(`key for region ${region} must be a Uint8Array of at least 16 bytes`)
+      keys.set(region, key)
+    }
+    for (const r of o.regions) if (!keys.has(r)) fail(`missing key for region ${r} (keys are configured, so every region needs one)`)
+  }
+  const heartbeatIntervalMs = positiveInt('heartbeatIntervalMs', o.heartbeatIntervalMs, 1000)
+  const batch = o.batch ?? {}
+  return {
+    region: o.region,
+    instance: o.instance,
+    writer: `${o.region}/${o.instance}`,
+    regions: [...o.regions],
+    transport: o.transport,
+    store: o.store,
+    factories,
+    keys,
+    cacheSize: positiveInt('cacheSize', o.cacheSize, 1000),
+    now: o.now ?? Date.now,
+    random: o.random ?? Math.random,
+    maxDeltas: positiveInt('batch.maxDeltas', batch.maxDeltas, 64),
+    maxDelayMs: nonNegative('batch.maxDelayMs', batch.maxDelayMs, 10),
+    pollMax: positiveInt('pollMax', o.pollMax, 256),
+    pollWaitMs: nonNegative('pollWaitMs', o.pollWaitMs, 50),
+    heartbeatIntervalMs,
+    repairTimeoutMs: positiveInt('repairTimeoutMs', o.repairTimeoutMs, 5000),
+    livenessMs: positiveInt('livenessMs', o.livenessMs, 3 * heartbeatIntervalMs),
+    maxDriftMs: nonNegative('maxDriftMs', o.maxDriftMs, DEFAULT_MAX_DRIFT_MS),
+    maxEnvelopeBytes: positiveInt('maxEnvelopeBytes', o.maxEnvelopeBytes, MAX_PAYLOAD_BYTES + 64 * 1024, 64),
+    deadLetterLimit: positiveInt('deadLetterLimit', o.deadLetterLimit, 10_000),
+    meter: o.meter,
+    onError: o.onError ?? (() => undefined),
+  }
+}

@@ -1,0 +1,171 @@
+import { describe, expect, it } from 'vitest'
+import { bytesEqual, seededRandom, type Store } from '@concord/core'
+import { crdtFactory, type OrSet, type PnCounter } from '@concord/crdt'
+import { MemoryBroker, MemoryTransport } from './memoryTransport.js'
+import { MemoryStore } from './memoryStore.js'
+import { RegionNode } from './regionNode.js'
+import type { RegionNodeOptions } from './options.js'
+
+/** A virtual clock the tests advance by hand. */
+function virtualClock(start = 1_700_000_000_000): { now: () => number; advance: (ms: number) => void } {
+  let t = start
+  return { now: () => t, advance: (ms) => (t += ms) }
+}
+
+const REGIONS = ['eu', 'us', 'ap'] as const
+
+function makeCluster(opts: { instances?: number; keys?: Record<string, Uint8Array>; extra?: Partial<RegionNodeOptions> } = {}) {
+  const clock = virtualClock()
+  const broker = new MemoryBroker()
+  const factories = { 'or-set': crdtFactory('or-set', { now: clock.now }), 'pn-counter': crdtFactory('pn-counter', { now: clock.now }) }
+  const nodes: RegionNode[] = []
+  let seed = 1
+  const make = (region: string, instance: string, store: Store = new MemoryStore(), more: Partial<RegionNodeOptions> = {}): RegionNode =>
+    new RegionNode({
+      region,
+      instance,
+      regions: [...REGIONS],
+      transport: new MemoryTransport({ broker }),
+      store,
+      factories,
+      now: clock.now,
+      random: seededRandom(seed++),
+      ...(opts.keys === undefined ? {} : { keys: opts.keys }),
+      ...opts.extra,
+      ...more,
+    })
+  for (const r of REGIONS) for (let i = 1; i <= (opts.instances ?? 2); i++) nodes.push(make(r, `i${i}`))
+  return { clock, broker, nodes, make, factories }
+}
+
+/** Pumps every node round-robin, advancing the clock, until `done()` holds (or the round budget runs out). */
+async function settle(nodes: readonly RegionNode[], clock: { advance: (ms: number) => void }, done: () => Promise<boolean>, rounds = 400): Promise<number> {
+  for (let i = 0; i < rounds; i++) {
+    for (const n of nodes) await n.pump()
+    clock.advance(50)
+    if (i % 5 === 4 && (await done())) return i
+  }
+  return rounds
+}
+
+async function values<V>(nodes: readonly RegionNode[], docId: string, type: string): Promise<V[]> {
+  return Promise.all(nodes.map(async (n) => (await n.open<V>(docId, type)).value()))
+}
+
+async function states(nodes: readonly RegionNode[], docId: string, type: string): Promise<Uint8Array[]> {
+  return Promise.all(nodes.map(async (n) => (await n.open(docId, type)).state()))
+}
+
+function allEqual(xs: readonly Uint8Array[]): boolean {
+  return xs.every((x) => bytesEqual(x, xs[0] as Uint8Array))
+}
+
+describe('RegionNode end to end (3 regions × 2 instances)', () => {
+  it('converges sets and counters written everywhere, applying each envelope once', async () => {
+    const { clock, nodes } = makeCluster()
+    const expected = new Set<string>()
+    let total = 0
+    for (let round = 0; round < 5; round++) {
+      for (const [i, n] of nodes.entries()) {
+        const set = (await n.open<string[]>('cart', 'or-set')) as unknown as OrSet<string>
+        const counter = (await n.open<number>('hits', 'pn-counter')) as unknown as PnCounter
+        set.add(`${n.writer}#${round}`)
+        expected.add(`${n.writer}#${round}`)
+        counter.increment(i + 1)
+        total += i + 1
+      }
+      for (const n of nodes) await n.pump()
+    }
+    await settle(nodes, clock, async () => allEqual(await states(nodes, 'cart', 'or-set')) && allEqual(await states(nodes, 'hits', 'pn-counter')))
+    for (const v of await values<string[]>(nodes, 'cart', 'or-set')) expect([...v].sort()).toEqual([...expected].sort())
+    expect(await values<number>(nodes, 'hits', 'pn-counter')).toEqual(nodes.map(() => total))
+    for (const n of nodes) {
+      const m = n.metrics()
+      expect(n.deadLetters()).toEqual([])
+      // Each node applies every other writer's envelopes exactly once: seq = envelopes issued.
+      const issued = nodes.filter((o) => o !== n).reduce((acc, o) => acc + o.metrics().seq, 0)
+      expect(m.peers.reduce((acc, p) => acc + p.applied, 0)).toBe(issued)
+      expect(m.peers.every((p) => p.pending === 0 && p.rejected === 0)).toBe(true)
+    }
+  })
+
+  it('batches local deltas: several writes between pumps become one envelope with deps', async () => {
+    const { clock, nodes } = makeCluster({ instances: 1 })
+    const [eu, us] = nodes as [RegionNode, RegionNode, RegionNode]
+    const set = (await eu.open('b', 'or-set')) as unknown as OrSet<string>
+    for (let i = 0; i < 20; i++) set.add(`x${i}`)
+    set.remove('x3')
+    await eu.flush()
+    expect(eu.metrics().seq).toBe(1)
+    await settle(nodes, clock, async () => ((await us.open<string[]>('b', 'or-set')).value().length === 19))
+    expect((await us.open<string[]>('b', 'or-set')).value()).toHaveLength(19)
+  })
+
+  it('repairs a gap caused by lost deliveries through anti-entropy', async () => {
+    const { clock, nodes, broker } = makeCluster({ instances: 1 })
+    // ap's client loses two of eu's records on delivery.
+    let dropped = 0
+    const lossy = new RegionNode({
+      region: 'ap',
+      instance: 'lossy',
+      regions: [...REGIONS],
+      transport: new MemoryTransport({ broker, faults: { drop: (r) => r.origin === 'eu' && (r.position === '1' || r.position === '2') && dropped++ < 2 } }),
+      store: new MemoryStore(),
+      factories: { 'or-set': crdtFactory('or-set', { now: clock.now }), 'pn-counter': crdtFactory('pn-counter', { now: clock.now }) },
+      now: clock.now,
+      random: seededRandom(99),
+    })
+    const all = [...nodes, lossy]
+    const eu = nodes[0] as RegionNode
+    const set = (await eu.open('g', 'or-set')) as unknown as OrSet<string>
+    for (let i = 0; i < 6; i++) {
+      set.add(`e${i}`)
+      await eu.flush()
+    }
+    await settle(all, clock, async () => allEqual(await states(all, 'g', 'or-set')))
+    expect(dropped).toBe(2)
+    expect([...(await lossy.open<string[]>('g', 'or-set')).value()].sort()).toEqual(['e0', 'e1', 'e2', 'e3', 'e4', 'e5'])
+    expect(lossy.metrics().peers.find((p) => p.region === 'eu')?.repairsApplied).toBeGreaterThanOrEqual(1)
+  })
+
+  it('a node joining after the log was trimmed catches up from a snapshot', async () => {
+    const { clock, nodes, make, broker } = makeCluster({ instances: 1 })
+    const eu = nodes[0] as RegionNode
+    const set = (await eu.open('t', 'or-set')) as unknown as OrSet<string>
+    for (let i = 0; i < 30; i++) {
+      set.add(`v${i}`)
+      await eu.flush()
+    }
+    await settle(nodes, clock, async () => allEqual(await states(nodes, 't', 'or-set')))
+    // Let everyone publish what it has seen, then trim what every region has applied.
+    clock.advance(2000)
+    for (let i = 0; i < 3; i++) for (const n of nodes) await n.pump()
+    expect(eu.stabilityFrontier().get('eu/i1')).toBe(30)
+    const cut = await eu.trimStable()
+    expect(cut).toBeDefined()
+    const probe = new MemoryTransport({ broker })
+    expect(probe.comparePositions((await probe.earliest('eu')) as string, '10')).toBeGreaterThan(0)
+    const late = make('us', 'late')
+    const all = [...nodes, late]
+    await settle(all, clock, async () => (await late.open<string[]>('t', 'or-set')).value().length === 30)
+    expect((await late.open<string[]>('t', 'or-set')).value()).toHaveLength(30)
+    expect(late.metrics().peers.find((p) => p.region === 'eu')?.repairsApplied).toBeGreaterThanOrEqual(1)
+  })
+
+  it('a writer that is gone is repaired by any node that has seen its updates', async () => {
+    const { clock, nodes, make } = makeCluster({ instances: 1, extra: { repairTimeoutMs: 200 } })
+    const eu = nodes[0] as RegionNode
+    const set = (await eu.open('p', 'or-set')) as unknown as OrSet<string>
+    for (let i = 0; i < 10; i++) set.add(`p${i}`)
+    await eu.flush()
+    await settle(nodes, clock, async () => allEqual(await states(nodes, 'p', 'or-set')))
+    clock.advance(2000)
+    for (let i = 0; i < 3; i++) for (const n of nodes) await n.pump()
+    await eu.trimStable()
+    // eu/i1 disappears; a new node must get eu's updates from us or ap.
+    const rest = nodes.slice(1)
+    const late = make('ap', 'late')
+    await settle([...rest, late], clock, async () => (await late.open<string[]>('p', 'or-set')).value().length === 10)
+    expect((await late.open<string[]>('p', 'or-set')).value()).toHaveLength(10)
+  })
+})

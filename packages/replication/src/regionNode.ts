@@ -1,0 +1,864 @@
+/**
+ * RegionNode: one process of one region. Local deltas go to an outbox, are persisted with the
+ * replica state, appended to the region's log and then dropped from the outbox; every region's log
+ * (the own one included, for the region's other instances) is consumed, verified, de-duplicated by
+ * (writer, seq), applied, and the replica state is saved in the same atomic store batch as the
+ * consumer position before the position is committed on the transport. Gaps are repaired by
+ * anti-entropy over the logs; poison records are dead-lettered.
+ *
+ * Drive it with {@link RegionNode.pump} (one round, no timers: the simulator's way) or
+ * {@link RegionNode.start} (a loop with timers).
+ */
+import type { ObservableResult } from '@opentelemetry/api'
+import {
+  ConfigError,
+  DecodeError,
+  DotSet,
+  Hlc,
+  TypeMismatchError,
+  VersionVector,
+  ClosedError,
+  decodeEnvelope,
+  decodeWith,
+  encodeEnvelope,
+  encodeWith,
+  isConcordError,
+  readUint,
+  writeUint,
+  type Envelope,
+  type LogPosition,
+  type LogRecord,
+  type Replica,
+  type StoreOp,
+} from '@concord/core'
+import { resolveOptions, type RegionNodeOptions, type ResolvedOptions } from './options.js'
+import {
+  ANY_RESPONDER,
+  HEARTBEAT,
+  NO_DOC,
+  REGISTER,
+  REPAIR_REQUEST,
+  REPAIR_RESPONSE,
+  decodeDeadLetter,
+  decodeDocRecord,
+  decodeHeartbeat,
+  decodeRegistration,
+  decodeRepairRequest,
+  decodeRepairResponse,
+  encodeDeadLetter,
+  encodeDocRecord,
+  encodeHeartbeat,
+  encodeRegistration,
+  encodeRepairRequest,
+  encodeRepairResponse,
+  type DeadLetter,
+  type RepairDoc,
+  type RepairRequest,
+} from './wire.js'
+
+/** Replication metrics for one region's log, as seen by this node. */
+export interface PeerMetrics {
+  readonly region: string
+  /** Envelopes applied from this region's writers. */
+  readonly applied: number
+  /** Envelopes dropped because they were already applied (redelivery, replay). */
+  readonly duplicates: number
+  /** Records rejected and dead-lettered. */
+  readonly rejected: number
+  /** Envelopes known to exist (from sequence numbers and heartbeats) but not yet applied. */
+  readonly pending: number
+  /** Local time minus the HLC time of the last applied envelope, at the moment it was applied (ms). */
+  readonly lagMs: number
+  /** Repair requests sent for this region's writers. */
+  readonly repairsRequested: number
+  /** Repair responses fully applied for this region's writers. */
+  readonly repairsApplied: number
+}
+
+/** Everything {@link RegionNode.metrics} reports. */
+export interface NodeMetrics {
+  readonly writer: string
+  readonly peers: readonly PeerMetrics[]
+  readonly deadLetters: number
+  readonly cachedReplicas: number
+  readonly evictions: number
+  /** Envelopes persisted but not yet appended to the log. */
+  readonly outbox: number
+  /** Highest sequence number this node has issued. */
+  readonly seq: number
+}
+
+/** What one {@link RegionNode.pump} round did. */
+export interface PumpResult {
+  /** Records read from all logs. */
+  readonly records: number
+  /** Envelopes appended to the own log (deltas and control records). */
+  readonly appended: number
+}
+
+interface OpenDoc {
+  readonly docId: string
+  readonly typeName: string
+  readonly replica: Replica<unknown>
+  /** Version before the first pending local delta (or the current version when none is pending). */
+  lastVersion: Uint8Array
+  deps: Uint8Array
+  pending: Uint8Array[]
+}
+
+interface MutablePeer {
+  applied: number
+  duplicates: number
+  rejected: number
+  lagMs: number
+  repairsRequested: number
+  repairsApplied: number
+}
+
+interface PendingRepair {
+  readonly requestId: string
+  readonly sentAt: number
+  readonly attempts: number
+}
+
+interface Sighting {
+  readonly incarnation: string
+  readonly wall: number
+  readonly stopped: boolean
+}
+
+/** Store keys. */
+const K_SEQ = 'meta/seq'
+const K_SEEN = 'meta/seen'
+const docKey = (docId: string): string => `doc/${docId}`
+const posKey = (origin: string): string => `pos/${origin}`
+const outKey = (seq: number): string => `out/${String(seq).padStart(16, '0')}`
+const idxPrefix = (writer: string): string => `idx/${writer}|`
+const idxKey = (writer: string, docId: string): string => `${idxPrefix(writer)}${docId}`
+const dlKey = (n: number): string => `dl/${String(n).padStart(16, '0')}`
+
+const utf8 = new TextEncoder()
+const encodeUint = (n: number): Uint8Array => encodeWith((e) => writeUint(e, n))
+const decodeUint = (b: Uint8Array): number => decodeWith('counter', b, (d) => readUint(d))
+
+/** Marks a failure of the store or transport inside record processing: not the record's fault. */
+class InfrastructureFailure {
+  constructor(readonly error: unknown) {}
+}
+
+/** A region node. See the module documentation and docs/replication.md. */
+export class RegionNode {
+  /** This node's writer id, `region/instance`. */
+  readonly writer: string
+  readonly region: string
+  readonly instance: string
+  private readonly o: ResolvedOptions
+  private readonly hlc: Hlc
+  private readonly incarnation: string
+  private initPromise: Promise<void> | undefined
+  private fatal: Error | undefined
+  private closed = false
+  private lock: Promise<unknown> = Promise.resolve()
+
+  private seq = 0
+  private seen = new DotSet()
+  private seenDirty = false
+  private readonly knownMax = new VersionVector()
+  private readonly docs = new Map<string, OpenDoc>()
+  private readonly loading = new Map<string, Promise<OpenDoc>>()
+  private readonly dirtyDocs = new Set<string>()
+  private readonly pendingLocal = new Set<string>()
+  private pendingCount = 0
+  private orphans: Array<{ docId: string; typeName: string; delta: Uint8Array }> = []
+  private outbox: Array<{ key: string; bytes: Uint8Array }> = []
+  private deadList: Array<{ key: string; letter: DeadLetter }> = []
+  private dlCounter = 0
+  private evictions = 0
+  private readonly peers = new Map<string, MutablePeer>()
+  private readonly nodeSeen = new Map<string, VersionVector>()
+  private readonly sightings: Sighting[] = []
+  private initializing = false
+  private readonly pendingRepairs = new Map<string, PendingRepair>()
+  private readonly repairParts = new Map<string, Set<number>>()
+  private readonly answered = new Set<string>()
+  private repairQueue: Array<{ req: RepairRequest; requester: string }> = []
+  private requestCounter = 0
+  private readonly caughtUp = new Map<string, boolean>()
+  private lastHeartbeat = Number.NEGATIVE_INFINITY
+  private trimIndex: Array<{ position: LogPosition; writer: string; seq: number }> = []
+  private loop: Promise<void> | undefined
+  private running = false
+  private wake: (() => void) | undefined
+  private firstPendingAt: number | undefined
+
+  /** Validates `options` (ConfigError on any problem); no I/O happens until {@link init}. */
+  constructor(options: RegionNodeOptions) {
+    this.o = resolveOptions(options)
+    this.writer = this.o.writer
+    this.region = this.o.region
+    this.instance = this.o.instance
+    this.hlc = new Hlc(this.writer, { now: this.o.now, maxDriftMs: this.o.maxDriftMs })
+    const hex = (): string => Math.floor(this.o.random() * 0x1_0000_0000).toString(16).padStart(8, '0')
+    this.incarnation = `${hex()}${hex()}`
+    for (const r of this.o.regions) this.peers.set(r, { applied: 0, duplicates: 0, rejected: 0, lagMs: 0, repairsRequested: 0, repairsApplied: 0 })
+    if (this.o.meter !== undefined) this.registerInstruments()
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  /**
+   * Loads state from the store, re-sends the outbox, catches up with the own region's log and
+   * registers. Called by {@link pump}, {@link open} and {@link start} when needed.
+   * @throws ConfigError when another live node uses the same writer id.
+   */
+  init(): Promise<void> {
+    this.initPromise ??= this.exclusive(() => this.doInit())
+    return this.initPromise
+  }
+
+  private async doInit(): Promise<void> {
+    const store = this.o.store
+    const seqBytes = await store.get(K_SEQ)
+    if (seqBytes !== undefined) this.seq = decodeUint(seqBytes)
+    const seenBytes = await store.get(K_SEEN)
+    if (seenBytes !== undefined) this.seen = DotSet.decode(seenBytes)
+    for (const w of this.seen.replicas()) this.knownMax.advance(w, this.seen.max(w))
+    this.knownMax.advance(this.writer, this.seq)
+    for (const key of await store.keys('out/')) {
+      const bytes = await store.get(key)
+      if (bytes !== undefined) this.outbox.push({ key, bytes })
+    }
+    for (const key of await store.keys('dl/')) {
+      const bytes = await store.get(key)
+      if (bytes === undefined) continue
+      this.deadList.push({ key, letter: decodeDeadLetter(bytes) })
+      this.dlCounter = Math.max(this.dlCounter, Number(key.slice(3)))
+    }
+    // Catch up with the own region's log first: it holds the last words of any earlier process
+    // with this writer id, which decide whether that process may still be alive.
+    this.initializing = true
+    try {
+      while ((await this.consume(this.region)) >= this.o.pollMax) {
+        /* keep reading */
+      }
+    } finally {
+      this.initializing = false
+    }
+    const last = this.sightings[this.sightings.length - 1]
+    if (last !== undefined && !last.stopped && this.o.now() - last.wall < this.o.livenessMs) {
+      const err = new ConfigError(
+        `RegionNode: duplicate instance id: writer ${this.writer} is in use by a live process (incarnation ${last.incarnation}, ` +
+          `last heard ${this.o.now() - last.wall} ms ago); give each instance its own id, or wait ${this.o.livenessMs} ms after a crash`,
+      )
+      this.fatal = err
+      throw err
+    }
+    await this.sendOutbox()
+    await this.appendControl(REGISTER, NO_DOC, 1, encodeRegistration({ incarnation: this.incarnation, event: 'start' }))
+  }
+
+  /** Runs {@link pump} in a loop with timers until {@link stop}. Errors go to `onError`. */
+  async start(): Promise<void> {
+    this.check()
+    await this.init()
+    if (this.running) return
+    this.running = true
+    this.loop = this.runLoop()
+  }
+
+  private async runLoop(): Promise<void> {
+    while (this.running) {
+      let busy = false
+      try {
+        const r = await this.pump()
+        busy = r.records > 0
+      } catch (e) {
+        this.o.onError(e)
+        if (this.fatal !== undefined || this.closed) {
+          this.running = false
+          break
+        }
+      }
+      if (!this.running || busy) continue
+      const wait = this.firstPendingAt !== undefined ? this.o.maxDelayMs : this.o.pollWaitMs
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, wait)
+        function done(): void {
+          clearTimeout(timer)
+          resolve()
+        }
+        this.wake = done
+      })
+      this.wake = undefined
+    }
+  }
+
+  /** Stops the {@link start} loop after its current round. */
+  async stop(): Promise<void> {
+    this.running = false
+    this.wake?.()
+    await this.loop
+    this.loop = undefined
+  }
+
+  /**
+   * Stops, flushes local writes, and records a clean shutdown (so the same writer id may start
+   * again at once). Does not close the transport or the store: their owner does.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return
+    await this.stop()
+    if (this.initPromise !== undefined && this.fatal === undefined) {
+      await this.initPromise
+      await this.flush()
+      await this.exclusive(() => this.appendControl(REGISTER, NO_DOC, 1, encodeRegistration({ incarnation: this.incarnation, event: 'stop' })))
+    }
+    this.closed = true
+  }
+
+  private check(): void {
+    if (this.closed) throw new ClosedError(`RegionNode ${this.writer} is closed`)
+    if (this.fatal !== undefined) throw this.fatal
+  }
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.lock.then(fn)
+    this.lock = run.catch(() => undefined)
+    return run
+  }
+
+  // ---------------------------------------------------------------- documents
+
+  /**
+   * The replica of `docId`, loaded from the store on demand. Its local mutations are replicated.
+   * A handle stays usable after the cache evicts it (its writes are still replicated), but reads
+   * through it may be stale: open again to read.
+   * @throws TypeMismatchError when the document exists with another type, or no factory exists.
+   */
+  async open<V = unknown>(docId: string, typeName: string): Promise<Replica<V>> {
+    this.check()
+    if (typeof docId !== 'string' || docId.length === 0 || utf8.encode(docId).length > 1024 || docId.startsWith('$')) {
+      throw new ConfigError(`open: docId must be 1..1024 bytes and not start with $, got ${JSON.stringify(docId)}`)
+    }
+    if (!this.o.factories.has(typeName)) throw new TypeMismatchError(`open: no factory for type ${typeName}`)
+    await this.init()
+    const doc = await this.loadDoc(docId, typeName)
+    return doc.replica as Replica<V>
+  }
+
+  private async loadDoc(docId: string, typeName: string | undefined): Promise<OpenDoc> {
+    const cached = this.docs.get(docId)
+    if (cached !== undefined) {
+      // LRU: most recently used last.
+      this.docs.delete(docId)
+      this.docs.set(docId, cached)
+      if (typeName !== undefined && cached.typeName !== typeName) {
+        throw new TypeMismatchError(`document ${docId} is a ${cached.typeName}, not a ${typeName}`)
+      }
+      return cached
+    }
+    let p = this.loading.get(docId)
+    if (p === undefined) {
+      p = this.readDoc(docId, typeName).finally(() => this.loading.delete(docId))
+      this.loading.set(docId, p)
+    }
+    const doc = await p
+    if (typeName !== undefined && doc.typeName !== typeName) throw new TypeMismatchError(`document ${docId} is a ${doc.typeName}, not a ${typeName}`)
+    return doc
+  }
+
+  private async readDoc(docId: string, typeName: string | undefined): Promise<OpenDoc> {
+    let stored: Uint8Array | undefined
+    try {
+      stored = await this.o.store.get(docKey(docId))
+    } catch (e) {
+      throw new InfrastructureFailure(e)
+    }
+    const record = stored === undefined ? undefined : decodeDocRecord(stored)
+    const type = record?.typeName ?? typeName
+    if (type === undefined) throw new TypeMismatchError(`document ${docId} does not exist`)
+    const factory = this.o.factories.get(type)
+    if (factory === undefined) throw new TypeMismatchError(`no factory for type ${type} (document ${docId})`)
+    const replica = factory.create(this.writer)
+    if (record !== undefined) replica.apply(record.state)
+    const v = replica.version()
+    const doc: OpenDoc = { docId, typeName: type, replica, lastVersion: v, deps: v, pending: [] }
+    replica.onDelta((delta, origin) => {
+      if (origin !== 'local') return
+      const current = this.docs.get(docId)
+      if (current?.replica !== replica) {
+        // A write through a handle the cache has evicted: replay it on the current replica.
+        this.orphans.push({ docId, typeName: type, delta: delta.slice() })
+      } else {
+        if (current.pending.length === 0) current.deps = current.lastVersion
+        current.pending.push(delta.slice())
+        this.pendingLocal.add(docId)
+      }
+      this.notePending()
+    })
+    this.docs.set(docId, doc)
+    return doc
+  }
+
+  private notePending(): void {
+    this.pendingCount++
+    this.firstPendingAt ??= this.o.now()
+    if (this.pendingCount >= this.o.maxDeltas) this.wake?.()
+  }
+
+  private evict(): void {
+    for (const [docId, doc] of this.docs) {
+      if (this.docs.size <= this.o.cacheSize) return
+      if (this.dirtyDocs.has(docId) || this.pendingLocal.has(docId) || doc.pending.length > 0) continue
+      this.docs.delete(docId)
+      this.evictions++
+    }
+  }
+
+  // ---------------------------------------------------------------- rounds
+
+  /** Persists local writes as envelopes and appends them to the log. Resolves once they are durable. */
+  async flush(): Promise<void> {
+    this.check()
+    await this.init()
+    await this.exclusive(async () => {
+      await this.adoptOrphans()
+      await this.persist([])
+    })
+  }
+
+  /**
+   * One round without timers: flush local writes, read each region's log once (up to `pollMax`
+   * records), answer and send repair requests, heartbeat when due, evict cold replicas.
+   */
+  async pump(): Promise<PumpResult> {
+    this.check()
+    await this.init()
+    return this.exclusive(async () => {
+      this.check()
+      let appended = 0
+      await this.adoptOrphans()
+      appended += await this.persist([])
+      let records = 0
+      for (const origin of this.o.regions) records += await this.consume(origin)
+      appended += await this.answerRepairs()
+      appended += await this.requestRepairs()
+      if (this.o.now() - this.lastHeartbeat >= this.o.heartbeatIntervalMs) {
+        await this.heartbeat()
+        appended++
+      }
+      this.evict()
+      return { records, appended }
+    })
+  }
+
+  private async adoptOrphans(): Promise<void> {
+    const orphans = this.orphans
+    this.orphans = []
+    for (const o of orphans) {
+      const doc = await this.loadDoc(o.docId, o.typeName)
+      if (doc.pending.length === 0) doc.deps = doc.replica.version()
+      doc.replica.apply(o.delta)
+      doc.pending.push(o.delta)
+      this.pendingLocal.add(o.docId)
+    }
+  }
+
+  /** Turns pending local deltas into outbox envelopes (same batch as `ops`), writes, then appends. */
+  private async persist(ops: StoreOp[]): Promise<number> {
+    const key = this.o.keys?.get(this.region)
+    for (const docId of this.pendingLocal) {
+      const doc = this.docs.get(docId)
+      if (doc === undefined || doc.pending.length === 0) continue
+      const payload = doc.pending.length === 1 ? (doc.pending[0] as Uint8Array) : doc.replica.deltaSince(doc.deps)
+      const seq = ++this.seq
+      const env: Envelope = { docId, typeName: doc.typeName, region: this.region, writer: this.writer, seq, time: this.hlc.now(), deps: doc.deps, payload }
+      const bytes = encodeEnvelope(env, key)
+      const k = outKey(seq)
+      this.outbox.push({ key: k, bytes })
+      ops.push({ op: 'put', key: k, value: bytes })
+      ops.push({ op: 'put', key: idxKey(this.writer, docId), value: encodeUint(seq) })
+      this.seen.addRange(this.writer, seq, seq)
+      this.seenDirty = true
+      this.knownMax.advance(this.writer, seq)
+      doc.pending = []
+      doc.lastVersion = doc.replica.version()
+      doc.deps = doc.lastVersion
+      this.dirtyDocs.add(docId)
+    }
+    if (this.pendingLocal.size > 0) ops.push({ op: 'put', key: K_SEQ, value: encodeUint(this.seq) })
+    this.pendingLocal.clear()
+    this.pendingCount = 0
+    this.firstPendingAt = undefined
+    for (const docId of this.dirtyDocs) {
+      const doc = this.docs.get(docId)
+      if (doc !== undefined) ops.push({ op: 'put', key: docKey(docId), value: encodeDocRecord(doc.typeName, doc.replica.state()) })
+    }
+    if (this.seenDirty) ops.push({ op: 'put', key: K_SEEN, value: this.seen.encode() })
+    if (ops.length > 0) await this.o.store.write(ops)
+    this.dirtyDocs.clear()
+    this.seenDirty = false
+    return this.sendOutbox()
+  }
+
+  private async sendOutbox(): Promise<number> {
+    if (this.outbox.length === 0) return 0
+    const batch = this.outbox.slice()
+    await this.o.transport.append(this.region, batch.map((x) => x.bytes))
+    this.outbox.splice(0, batch.length)
+    await this.o.store.write(batch.map((x) => ({ op: 'delete', key: x.key })))
+    return batch.length
+  }
+
+  private async appendControl(typeName: string, docId: string, seq: number, payload: Uint8Array): Promise<void> {
+    const env: Envelope = { docId, typeName, region: this.region, writer: this.writer, seq, time: this.hlc.now(), deps: new Uint8Array(0), payload }
+    await this.o.transport.append(this.region, [encodeEnvelope(env, this.o.keys?.get(this.region))])
+  }
+
+  private async heartbeat(): Promise<void> {
+    this.lastHeartbeat = this.o.now()
+    await this.appendControl(HEARTBEAT, NO_DOC, this.seq + 1, encodeHeartbeat({ incarnation: this.incarnation, seen: this.seenVector() }))
+  }
+
+  private seenVector(): VersionVector {
+    const v = new VersionVector()
+    for (const w of this.seen.replicas()) v.set(w, this.seen.contiguous(w))
+    return v
+  }
+
+  // ---------------------------------------------------------------- consuming
+
+  private async consume(origin: string): Promise<number> {
+    const records = await this.o.transport.poll(this.writer, origin, { max: this.o.pollMax, waitMs: 0 })
+    this.caughtUp.set(origin, records.length < this.o.pollMax)
+    if (records.length === 0) return 0
+    const ops: StoreOp[] = []
+    try {
+      for (const rec of records) await this.processRecord(rec, ops)
+      const last = (records[records.length - 1] as LogRecord).position
+      ops.push({ op: 'put', key: posKey(origin), value: utf8.encode(last) })
+      await this.persist(ops)
+      await this.o.transport.commit(this.writer, origin, last)
+    } catch (e) {
+      // Not the records' fault (store or transport failed): read them again next round.
+      await this.o.transport.rewind(this.writer, origin).catch(() => undefined)
+      throw e instanceof InfrastructureFailure ? e.error : e
+    }
+    return records.length
+  }
+
+  private peer(region: string): MutablePeer {
+    return this.peers.get(region) as MutablePeer
+  }
+
+  private async processRecord(rec: LogRecord, ops: StoreOp[]): Promise<void> {
+    const m = this.peer(rec.origin)
+    try {
+      if (rec.bytes.length > this.o.maxEnvelopeBytes) {
+        throw new DecodeError(`envelope: ${rec.bytes.length} bytes exceeds the limit of ${this.o.maxEnvelopeBytes}`)
+      }
+      const env = decodeEnvelope(rec.bytes, this.o.keys)
+      if (env.region !== rec.origin) throw new TypeMismatchError(`envelope of region ${env.region} found in the log of ${rec.origin}`)
+      if (!env.writer.startsWith(`${rec.origin}/`) || env.writer.length === rec.origin.length + 1) {
+        throw new TypeMismatchError(`writer ${env.writer} does not belong to region ${rec.origin}`)
+      }
+      if (env.typeName.startsWith('$')) return await this.processControl(env, ops)
+      if (this.seen.hasCounter(env.writer, env.seq)) {
+        if (env.writer !== this.writer) m.duplicates++
+        return
+      }
+      this.hlc.receive(env.time)
+      const doc = await this.loadDoc(env.docId, env.typeName)
+      applyOrThrow(doc.replica, env.payload)
+      doc.lastVersion = doc.replica.version()
+      this.dirtyDocs.add(env.docId)
+      this.seen.addRange(env.writer, env.seq, env.seq)
+      this.seenDirty = true
+      this.knownMax.advance(env.writer, env.seq)
+      ops.push({ op: 'put', key: idxKey(env.writer, env.docId), value: encodeUint(env.seq) })
+      m.applied++
+      m.lagMs = Math.max(0, this.o.now() - env.time.wall)
+    } catch (e) {
+      if (e instanceof InfrastructureFailure) throw e
+      m.rejected++
+      this.deadLetter(rec, e, ops)
+    }
+  }
+
+  private deadLetter(rec: LogRecord, e: unknown, ops: StoreOp[]): void {
+    const letter: DeadLetter = {
+      origin: rec.origin,
+      position: rec.position,
+      code: isConcordError(e) ? e.code : 'INTERNAL',
+      error: e instanceof Error ? e.name : 'Error',
+      message: e instanceof Error ? e.message : String(e),
+      at: Math.max(0, Math.floor(this.o.now())),
+      bytes: rec.bytes.slice(0, 4096),
+    }
+    const key = dlKey(++this.dlCounter)
+    this.deadList.push({ key, letter })
+    ops.push({ op: 'put', key, value: encodeDeadLetter(letter) })
+    while (this.deadList.length > this.o.deadLetterLimit) {
+      const old = this.deadList.shift() as { key: string }
+      ops.push({ op: 'delete', key: old.key })
+    }
+  }
+
+  private async processControl(env: Envelope, ops: StoreOp[]): Promise<void> {
+    this.hlc.receive(env.time)
+    switch (env.typeName) {
+      case HEARTBEAT: {
+        const hb = decodeHeartbeat(env.payload)
+        if (env.writer === this.writer) {
+          if (hb.incarnation !== this.incarnation) this.sight(hb.incarnation, env.time.wall, false)
+          return
+        }
+        this.nodeSeen.set(env.writer, hb.seen)
+        this.knownMax.advance(env.writer, env.seq - 1)
+        for (const [w, c] of hb.seen.entries()) this.knownMax.advance(w, c)
+        return
+      }
+      case REGISTER: {
+        const r = decodeRegistration(env.payload)
+        if (env.writer === this.writer && r.incarnation !== this.incarnation) this.sight(r.incarnation, env.time.wall, r.event === 'stop')
+        return
+      }
+      case REPAIR_REQUEST: {
+        const req = decodeRepairRequest(env.payload)
+        if (env.writer === this.writer || this.answered.has(req.requestId)) return
+        const mine = req.responder === this.writer
+        const canProxy = req.responder === ANY_RESPONDER && req.target !== env.writer && this.coverage(req.target) > req.from
+        if (mine || canProxy) {
+          this.answered.add(req.requestId)
+          this.repairQueue.push({ req, requester: env.writer })
+        }
+        return
+      }
+      case REPAIR_RESPONSE: {
+        const resp = decodeRepairResponse(env.payload)
+        if (resp.requester !== this.writer) return
+        for (const d of resp.docs) {
+          const doc = await this.loadDoc(d.docId, d.typeName)
+          applyOrThrow(doc.replica, d.state)
+          doc.lastVersion = doc.replica.version()
+          this.dirtyDocs.add(d.docId)
+          ops.push({ op: 'put', key: idxKey(resp.target, d.docId), value: encodeUint(resp.upTo) })
+        }
+        const parts = this.repairParts.get(resp.requestId) ?? new Set<number>()
+        parts.add(resp.part)
+        this.repairParts.set(resp.requestId, parts)
+        if (parts.size === resp.parts) {
+          this.repairParts.delete(resp.requestId)
+          // The states hold every update of the target up to `upTo`: those sequence numbers are done.
+          if (resp.upTo > resp.from) this.seen.addRange(resp.target, resp.from + 1, resp.upTo)
+          this.seenDirty = true
+          this.knownMax.advance(resp.target, resp.upTo)
+          if (this.pendingRepairs.get(resp.target)?.requestId === resp.requestId) this.pendingRepairs.delete(resp.target)
+          const region = regionOf(resp.target)
+          if (this.peers.has(region)) this.peer(region).repairsApplied++
+        }
+        return
+      }
+      default:
+        throw new DecodeError(`unknown control record type ${env.typeName}`)
+    }
+  }
+
+  private sight(incarnation: string, wall: number, stopped: boolean): void {
+    if (this.initializing) {
+      this.sightings.push({ incarnation, wall, stopped })
+      return
+    }
+    if (!stopped) {
+      this.fatal = new ConfigError(`RegionNode: duplicate instance id: another live process (incarnation ${incarnation}) writes as ${this.writer}`)
+      this.o.onError(this.fatal)
+    }
+  }
+
+  /** Highest sequence number of `writer` whose effect this node holds. */
+  private coverage(writer: string): number {
+    return writer === this.writer ? this.seq : this.seen.contiguous(writer)
+  }
+
+  // ---------------------------------------------------------------- repair
+
+  private async requestRepairs(): Promise<number> {
+    let sent = 0
+    const now = this.o.now()
+    for (const [w, max] of this.knownMax.entries()) {
+      if (w === this.writer) continue
+      const region = regionOf(w)
+      if (!this.peers.has(region)) continue
+      const have = this.seen.contiguous(w)
+      if (max <= have) continue
+      // Under plain lag the records are still on their way; only a caught-up reader sees a real gap.
+      if (this.caughtUp.get(region) !== true) continue
+      const prev = this.pendingRepairs.get(w)
+      if (prev !== undefined && now - prev.sentAt < this.o.repairTimeoutMs) continue
+      const attempts = prev === undefined ? 0 : prev.attempts + 1
+      const requestId = `${this.writer}.${this.incarnation}.${++this.requestCounter}`
+      // First ask the writer itself; if it does not answer, anyone who has seen its updates.
+      const responder = attempts % 2 === 0 ? w : ANY_RESPONDER
+      await this.appendControl(REPAIR_REQUEST, w, have + 1, encodeRepairRequest({ requestId, target: w, from: have, responder }))
+      this.pendingRepairs.set(w, { requestId, sentAt: now, attempts })
+      this.peer(region).repairsRequested++
+      sent++
+    }
+    return sent
+  }
+
+  private async answerRepairs(): Promise<number> {
+    const queue = this.repairQueue
+    this.repairQueue = []
+    let sent = 0
+    for (const { req, requester } of queue) {
+      const upTo = this.coverage(req.target)
+      if (upTo <= req.from) continue
+      const docs: RepairDoc[] = []
+      for (const key of await this.o.store.keys(idxPrefix(req.target))) {
+        const seqBytes = await this.o.store.get(key)
+        if (seqBytes === undefined || decodeUint(seqBytes) <= req.from) continue
+        const docId = key.slice(idxPrefix(req.target).length)
+        const doc = await this.loadDoc(docId, undefined)
+        docs.push({ docId, typeName: doc.typeName, state: doc.replica.deltaSince() })
+      }
+      // Split so that no part exceeds half the envelope limit.
+      const limit = Math.floor(this.o.maxEnvelopeBytes / 2)
+      const parts: RepairDoc[][] = [[]]
+      let size = 0
+      for (const d of docs) {
+        const s = d.state.length + d.docId.length + d.typeName.length + 16
+        const cur = parts[parts.length - 1] as RepairDoc[]
+        if (cur.length > 0 && size + s > limit) {
+          parts.push([d])
+          size = s
+        } else {
+          cur.push(d)
+          size += s
+        }
+      }
+      for (let i = 0; i < parts.length; i++) {
+        const payload = encodeRepairResponse({ requestId: req.requestId, requester, target: req.target, from: req.from, upTo, part: i, parts: parts.length, docs: parts[i] as RepairDoc[] })
+        await this.appendControl(REPAIR_RESPONSE, req.requestId, upTo + 1, payload)
+        sent++
+      }
+    }
+    return sent
+  }
+
+  // ---------------------------------------------------------------- stability and trimming
+
+  /**
+   * Per writer, the sequence number up to which every region has applied its updates (the minimum
+   * over every node heard from, this one included). Empty until each region has heartbeated.
+   */
+  stabilityFrontier(): VersionVector {
+    const reports: Array<[string, VersionVector]> = [[this.writer, this.seenVector().set(this.writer, this.seq)]]
+    for (const [w, v] of this.nodeSeen) reports.push([w, v])
+    const covered = new Set(reports.map(([w]) => regionOf(w)))
+    if (!this.o.regions.every((r) => covered.has(r))) return new VersionVector()
+    const writers = new Set<string>()
+    for (const [, v] of reports) for (const [w] of v.entries()) writers.add(w)
+    const out = new VersionVector()
+    for (const w of writers) {
+      let min = Number.POSITIVE_INFINITY
+      for (const [, v] of reports) min = Math.min(min, v.get(w))
+      if (min > 0) out.set(w, min)
+    }
+    return out
+  }
+
+  /**
+   * Trims the own region's log below the first data envelope some region has not applied yet.
+   * Control records in the trimmed range go too. Returns the new earliest position, if trimmed.
+   */
+  async trimStable(): Promise<LogPosition | undefined> {
+    this.check()
+    await this.init()
+    return this.exclusive(async () => {
+      const reader = `${this.writer}#trim`
+      for (;;) {
+        const recs = await this.o.transport.poll(reader, this.region, { max: this.o.pollMax, waitMs: 0 })
+        for (const rec of recs) {
+          try {
+            const env = decodeEnvelope(rec.bytes, this.o.keys)
+            if (!env.typeName.startsWith('$')) this.trimIndex.push({ position: rec.position, writer: env.writer, seq: env.seq })
+          } catch {
+            // Not a valid envelope: nobody needs it, it may go.
+          }
+        }
+        if (recs.length < this.o.pollMax) break
+      }
+      const frontier = this.stabilityFrontier()
+      let cut = this.trimIndex.findIndex((e) => e.seq > frontier.get(e.writer))
+      if (cut === -1) cut = this.trimIndex.length - 1 // keep the last record: trim() removes strictly before
+      if (cut <= 0) return undefined
+      const position = (this.trimIndex[cut] as { position: LogPosition }).position
+      await this.o.transport.trim(this.region, position)
+      this.trimIndex = this.trimIndex.slice(cut)
+      return position
+    })
+  }
+
+  // ---------------------------------------------------------------- observability
+
+  /** Dead-lettered records, oldest first (at most `deadLetterLimit`; persisted in the store). */
+  deadLetters(): readonly DeadLetter[] {
+    return this.deadList.map((x) => x.letter)
+  }
+
+  /** Plain-value metrics. */
+  metrics(): NodeMetrics {
+    const pendingByRegion = new Map<string, number>()
+    for (const [w, max] of this.knownMax.entries()) {
+      if (w === this.writer) continue
+      const r = regionOf(w)
+      let missing = 0
+      for (let s = this.seen.contiguous(w) + 1; s <= max && missing < 1_000_000; s++) if (!this.seen.hasCounter(w, s)) missing++
+      pendingByRegion.set(r, (pendingByRegion.get(r) ?? 0) + missing)
+    }
+    return {
+      writer: this.writer,
+      peers: this.o.regions.map((region) => ({ region, ...this.peer(region), pending: pendingByRegion.get(region) ?? 0 })),
+      deadLetters: this.deadList.length,
+      cachedReplicas: this.docs.size,
+      evictions: this.evictions,
+      outbox: this.outbox.length,
+      seq: this.seq,
+    }
+  }
+
+  private registerInstruments(): void {
+    const meter = this.o.meter
+    if (meter === undefined) return
+    const gauge = (name: string, description: string, unit: string, pick: (p: PeerMetrics) => number): void => {
+      meter.createObservableGauge(name, { description, unit }).addCallback((r: ObservableResult) => {
+        for (const p of this.metrics().peers) r.observe(pick(p), { 'concord.writer': this.writer, 'concord.peer_region': p.region })
+      })
+    }
+    const counter = (name: string, description: string, pick: (p: PeerMetrics) => number): void => {
+      meter.createObservableCounter(name, { description }).addCallback((r: ObservableResult) => {
+        for (const p of this.metrics().peers) r.observe(pick(p), { 'concord.writer': this.writer, 'concord.peer_region': p.region })
+      })
+    }
+    gauge('concord.replication.lag', 'Replication delay of the last applied envelope', 'ms', (p) => p.lagMs)
+    gauge('concord.replication.pending', 'Envelopes known but not yet applied', '{envelope}', (p) => p.pending)
+    counter('concord.replication.applied', 'Envelopes applied', (p) => p.applied)
+    counter('concord.replication.duplicates', 'Duplicate envelopes dropped', (p) => p.duplicates)
+    counter('concord.replication.rejected', 'Records rejected and dead-lettered', (p) => p.rejected)
+  }
+}
+
+function regionOf(writer: string): string {
+  const i = writer.indexOf('/')
+  return i < 0 ? writer : writer.slice(0, i)
+}
+
+function applyOrThrow(replica: Replica<unknown>, delta: Uint8Array): void {
+  try {
+    replica.apply(delta)
+  } catch (e) {
+    if (isConcordError(e)) throw e
+    throw new DecodeError(`apply failed: ${e instanceof Error ? e.message : String(e)}`, { cause: e })
+  }
+}

@@ -1,0 +1,222 @@
+/**
+ * Control records: heartbeats, registrations, repair requests and repair responses travel in the
+ * same logs as deltas, inside ordinary envelopes (so they are signed and verified the same way)
+ * whose type name starts with `$`. Their payloads are specified in docs/wire-format.md.
+ */
+import {
+  DecodeError,
+  VersionVector,
+  decodeWith,
+  encodeWith,
+  readByte,
+  readBytes,
+  readLength,
+  readString,
+  readUint,
+  writeByte,
+  writeBytes,
+  writeString,
+  writeUint,
+  MAX_REPLICA_ID_BYTES,
+} from '@concord/core'
+
+/** Type name of a heartbeat record. */
+export const HEARTBEAT = '$heartbeat'
+/** Type name of a registration record (a node starting or stopping). */
+export const REGISTER = '$register'
+/** Type name of a repair request. */
+export const REPAIR_REQUEST = '$repair-request'
+/** Type name of a repair response. */
+export const REPAIR_RESPONSE = '$repair-response'
+/** docId used by records that concern no document. */
+export const NO_DOC = '$'
+/** Repair request responder meaning "any node that has seen enough". */
+export const ANY_RESPONDER = '*'
+
+const MAX_ID = 1024
+
+/** Heartbeat payload: who is alive, and what it has applied. */
+export interface Heartbeat {
+  /** Random id of the node's current run; a different one under the same writer id is another process. */
+  readonly incarnation: string
+  /** Per writer, the contiguous prefix of sequence numbers this node has applied. */
+  readonly seen: VersionVector
+}
+
+export function encodeHeartbeat(h: Heartbeat): Uint8Array {
+  return encodeWith((e) => {
+    writeString(e, h.incarnation)
+    h.seen.write(e)
+  })
+}
+
+export function decodeHeartbeat(bytes: Uint8Array): Heartbeat {
+  return decodeWith('heartbeat', bytes, (d) => ({ incarnation: readString(d, MAX_ID), seen: VersionVector.read(d) }))
+}
+
+/** Registration payload. */
+export interface Registration {
+  readonly incarnation: string
+  /** `start` when a node comes up, `stop` after a clean shutdown. */
+  readonly event: 'start' | 'stop'
+}
+
+export function encodeRegistration(r: Registration): Uint8Array {
+  return encodeWith((e) => {
+    writeString(e, r.incarnation)
+    writeByte(e, r.event === 'start' ? 1 : 2)
+  })
+}
+
+export function decodeRegistration(bytes: Uint8Array): Registration {
+  return decodeWith('registration', bytes, (d) => {
+    const incarnation = readString(d, MAX_ID)
+    const ev = readByte(d)
+    if (ev !== 1 && ev !== 2) throw new DecodeError(`registration: unknown event ${ev}`)
+    return { incarnation, event: ev === 1 ? 'start' : 'stop' }
+  })
+}
+
+/** Repair request payload: "send me what `target` wrote after sequence `from`". */
+export interface RepairRequest {
+  readonly requestId: string
+  /** Writer whose updates are missing. */
+  readonly target: string
+  /** The requester holds every update of `target` up to and including this sequence number. */
+  readonly from: number
+  /** Who should answer: the target writer itself, or {@link ANY_RESPONDER}. */
+  readonly responder: string
+}
+
+export function encodeRepairRequest(r: RepairRequest): Uint8Array {
+  return encodeWith((e) => {
+    writeString(e, r.requestId)
+    writeString(e, r.target)
+    writeUint(e, r.from)
+    writeString(e, r.responder)
+  })
+}
+
+export function decodeRepairRequest(bytes: Uint8Array): RepairRequest {
+  return decodeWith('repair request', bytes, (d) => ({
+    requestId: readString(d, MAX_ID),
+    target: readString(d, MAX_REPLICA_ID_BYTES),
+    from: readUint(d),
+    responder: readString(d, MAX_REPLICA_ID_BYTES),
+  }))
+}
+
+/** One document's state in a repair response. */
+export interface RepairDoc {
+  readonly docId: string
+  readonly typeName: string
+  /** `deltaSince()` of the responder's replica: its whole state. */
+  readonly state: Uint8Array
+}
+
+/** Repair response payload, possibly split in parts. */
+export interface RepairResponse {
+  readonly requestId: string
+  /** Writer that asked. */
+  readonly requester: string
+  /** Writer whose updates this repairs. */
+  readonly target: string
+  /** Same as the request's `from`. */
+  readonly from: number
+  /** The states include every update of `target` up to this sequence number. */
+  readonly upTo: number
+  /** 0-based part index and part count. */
+  readonly part: number
+  readonly parts: number
+  readonly docs: readonly RepairDoc[]
+}
+
+export function encodeRepairResponse(r: RepairResponse): Uint8Array {
+  return encodeWith((e) => {
+    writeString(e, r.requestId)
+    writeString(e, r.requester)
+    writeString(e, r.target)
+    writeUint(e, r.from)
+    writeUint(e, r.upTo)
+    writeUint(e, r.part)
+    writeUint(e, r.parts)
+    writeUint(e, r.docs.length)
+    for (const doc of r.docs) {
+      writeString(e, doc.docId)
+      writeString(e, doc.typeName)
+      writeBytes(e, doc.state)
+    }
+  })
+}
+
+export function decodeRepairResponse(bytes: Uint8Array): RepairResponse {
+  return decodeWith('repair response', bytes, (d) => {
+    const requestId = readString(d, MAX_ID)
+    const requester = readString(d, MAX_REPLICA_ID_BYTES)
+    const target = readString(d, MAX_REPLICA_ID_BYTES)
+    const from = readUint(d)
+    const upTo = readUint(d)
+    const part = readUint(d)
+    const parts = readUint(d)
+    if (parts === 0 || part >= parts) throw new DecodeError(`repair response: part ${part} of ${parts}`)
+    if (upTo < from) throw new DecodeError(`repair response: upTo ${upTo} < from ${from}`)
+    const n = readLength(d, 1_000_000, 3)
+    const docs: RepairDoc[] = []
+    for (let i = 0; i < n; i++) {
+      docs.push({ docId: readString(d, 1024), typeName: readString(d, 128), state: readBytes(d).slice() })
+    }
+    return { requestId, requester, target, from, upTo, part, parts, docs }
+  })
+}
+
+/** A persisted document: its type name and state snapshot. */
+export function encodeDocRecord(typeName: string, state: Uint8Array): Uint8Array {
+  return encodeWith((e) => {
+    writeString(e, typeName)
+    writeBytes(e, state)
+  })
+}
+
+export function decodeDocRecord(bytes: Uint8Array): { typeName: string; state: Uint8Array } {
+  return decodeWith('document record', bytes, (d) => ({ typeName: readString(d, 128), state: readBytes(d).slice() }))
+}
+
+/** One dead-lettered record. */
+export interface DeadLetter {
+  /** Log it was read from. */
+  readonly origin: string
+  readonly position: string
+  /** Error code (`DECODE`, `SIGNATURE`, `TYPE_MISMATCH`, `CLOCK_DRIFT`, ...). */
+  readonly code: string
+  /** Error class name. */
+  readonly error: string
+  readonly message: string
+  /** Local time (ms) it was rejected. */
+  readonly at: number
+  /** The record's bytes, truncated to 4 KiB, for diagnosis. */
+  readonly bytes: Uint8Array
+}
+
+export function encodeDeadLetter(x: DeadLetter): Uint8Array {
+  return encodeWith((e) => {
+    writeString(e, x.origin)
+    writeString(e, x.position)
+    writeString(e, x.code)
+    writeString(e, x.error)
+    writeString(e, x.message)
+    writeUint(e, x.at)
+    writeBytes(e, x.bytes)
+  })
+}
+
+export function decodeDeadLetter(bytes: Uint8Array): DeadLetter {
+  return decodeWith('dead letter', bytes, (d) => ({
+    origin: readString(d),
+    position: readString(d),
+    code: readString(d),
+    error: readString(d),
+    message: readString(d),
+    at: readUint(d),
+    bytes: readBytes(d).slice(),
+  }))
+}

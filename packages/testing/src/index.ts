@@ -1,0 +1,80 @@
+export type { ReplicaSpec, OpRecord, SpecEnv } from './spec.js'
+export {
+  Simulation,
+  type SimulationOptions,
+  type NetworkFaults,
+  type SimulationStats,
+  type ReplicaFailure,
+  type RegionHandle,
+} from './simulation.js'
+export { LATENCY_PROFILES, latencyProfile, type LatencyProfile, type LatencyProfileName, type LinkLatency } from './latency.js'
+export { RegionDownError, NotConvergedError } from './errors.js'
+export {
+  FAULT_CLASSES,
+  faultSchedule,
+  opSequence,
+  runSchedule,
+  regionNames,
+  type FaultClass,
+  type FaultAction,
+  type FaultStep,
+  type FaultSchedule,
+  type FaultScheduleOptions,
+  type SimulationLike,
+  type LawStep,
+  type OpSequence,
+  type OpSequenceOptions,
+} from './arbitraries.js'
+export {
+  MERGE_LAWS,
+  checkMergeLaws,
+  checkConvergence,
+  checkLiveness,
+  checkOracle,
+  assertProperty,
+  describeReplicaSuites,
+  defaultRuns,
+  propertyIds,
+  type MergeLaw,
+  type Regression,
+  type SuiteOptions,
+  type AssertOptions,
+} from './suites.js'
+export { deepEqual, show } from './equality.js'
+export {
+  nativeSpecs,
+  pnCounterSpec,
+  orSetSpec,
+  mvRegisterSpec,
+  lwwRegisterSpec,
+  lwwMapSpec,
+  orMapSpec,
+  type AnyReplicaSpec,
+  type CounterOp,
+  type SetOp,
+  type RegisterOp,
+  type LwwMapOp,
+  type OrMapOp,
+  type OrMapField,
+} from './specs/native.js'
+export { runTransportContract, type TransportHarness, type TransportContractOptions } from './transportContract.js'
+export {
+  SEQUENTIAL_TRACES,
+  CONCURRENT_TRACES,
+  tracesDir,
+  tracePath,
+  hasTrace,
+  tracesAvailable,
+  loadTrace,
+  loadSequentialTrace,
+  loadConcurrentTrace,
+  codePointToUtf16,
+  patchToUtf16,
+  applyPatches,
+  type Trace,
+  type TracePatch,
+  type SequentialTrace,
+  type SequentialTxn,
+  type ConcurrentTrace,
+  type ConcurrentTxn,
+} from './traces.js'

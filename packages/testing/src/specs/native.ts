@@ -1,0 +1,284 @@
+/**
+ * ReplicaSpecs, with sequential-spec oracles, for the native CRDTs of `@concord/crdt`.
+ *
+ * Every oracle reasons over dots: an op that writes (an add, a register write, a counter bump, a
+ * map-key write) creates a dot; the dot is *live* unless some op that had seen it (`dot ∈ op.deps`)
+ * overwrites or removes it — a later write of the same register or key, a `remove(e)`/`clear()`
+ * for set adds (and a later add of the same element), the same writer's next bump for counters, and `remove(field)` for anything inside
+ * an OrMap field. The value is then read off the live dots, exactly as the type's semantics say:
+ * - PnCounter: sum of increments minus decrements;
+ * - OrSet (add-wins): `e` present iff some `add(e)` is not in the deps of a `remove(e)`/`clear()`
+ *   or of a later `add(e)` (which overwrites it, so a remove that saw only the later add removes both);
+ * - MvRegister: the values of writes not in the deps of another write (sorted, duplicates kept);
+ * - LwwRegister: among those, the write with the greatest HLC timestamp (`perform` returns it);
+ * - LwwMap: per key likewise, a winning delete meaning absent;
+ * - OrMap: per field, the nested type's oracle over the field's ops minus those observed by a
+ *   `remove(field)` (observed-remove reset; a concurrent update survives on top of the reset).
+ */
+import * as fc from 'fast-check'
+import { canonicalJson, compareHlc, type HlcTimestamp, type Json, type Replica } from '@concord/core'
+import { LwwMap, LwwRegister, MvRegister, OrMap, OrSet, PnCounter } from '@concord/crdt'
+import type { OpRecord, ReplicaSpec } from '../spec.js'
+
+/** Counter operation: add or subtract `n` (≥ 1). */
+export type CounterOp = { readonly type: 'inc'; readonly n: number } | { readonly type: 'dec'; readonly n: number }
+/** Set operation. */
+export type SetOp = { readonly type: 'add'; readonly e: string } | { readonly type: 'remove'; readonly e: string } | { readonly type: 'clear' }
+/** Register write. */
+export interface RegisterOp {
+  readonly type: 'set'
+  readonly value: number
+}
+/** LWW map operation. */
+export type LwwMapOp = { readonly type: 'set'; readonly key: string; readonly value: number } | { readonly type: 'delete'; readonly key: string }
+/** The fields of the OrMap spec, each with a fixed nested type. */
+export type OrMapField = 'tags' | 'count' | 'title' | 'note' | 'prefs'
+/** OrMap operation: one nested op on a field, or a field removal. */
+export type OrMapOp =
+  | { readonly type: 'update'; readonly field: 'tags'; readonly op: SetOp }
+  | { readonly type: 'update'; readonly field: 'count'; readonly op: CounterOp }
+  | { readonly type: 'update'; readonly field: 'title'; readonly op: RegisterOp }
+  | { readonly type: 'update'; readonly field: 'note'; readonly op: RegisterOp }
+  | { readonly type: 'update'; readonly field: 'prefs'; readonly op: LwwMapOp }
+  | { readonly type: 'remove'; readonly field: OrMapField }
+
+/** An op as the oracles see it: its record, narrowed to one nested op. */
+interface Rec<O> {
+  readonly id: number
+  readonly replica: string
+  readonly deps: ReadonlySet<number>
+  readonly op: O
+  readonly meta: unknown
+}
+
+/** True when some op in `killers` had seen `d` (and so overwrote or removed it). */
+function seenBy(d: Rec<unknown>, killers: readonly Rec<unknown>[]): boolean {
+  for (const k of killers) if (k.id !== d.id && k.deps.has(d.id)) return true
+  return false
+}
+
+const byCanonical = (a: Json, b: Json): number => {
+  const x = canonicalJson(a)
+  const y = canonicalJson(b)
+  return x < y ? -1 : x > y ? 1 : 0
+}
+
+/** Nested value, or absent when no dot is live. */
+type Scoped<V> = { readonly present: false } | { readonly present: true; readonly value: V }
+
+function counterOracle(ops: readonly Rec<CounterOp>[], resets: readonly Rec<unknown>[]): Scoped<number> {
+  // A bump carries its writer's running total, restarted from zero when a reset it had seen removed the previous bump.
+  const total = new Map<number, number>()
+  const last = new Map<string, Rec<CounterOp>>()
+  for (const x of ops) {
+    const amount = x.op.type === 'inc' ? x.op.n : -x.op.n
+    const prev = last.get(x.replica)
+    const prevAlive = prev !== undefined && !resets.some((r) => x.deps.has(r.id) && r.deps.has(prev.id))
+    total.set(x.id, amount + (prevAlive ? (total.get(prev.id) as number) : 0))
+    last.set(x.replica, x)
+  }
+  let sum = 0
+  let present = false
+  for (const x of last.values()) {
+    if (seenBy(x, resets)) continue
+    present = true
+    sum += total.get(x.id) as number
+  }
+  return present ? { present, value: sum } : { present: false }
+}
+
+function setOracle(ops: readonly Rec<SetOp>[], resets: readonly Rec<unknown>[]): Scoped<string[]> {
+  const out = new Set<string>()
+  for (const a of ops) {
+    if (a.op.type !== 'add') continue
+    const e = a.op.e
+    // A later add of `e` that saw this one overwrites it too: a remove that saw only the later add
+    // removes `e` even where the earlier add has not arrived yet.
+    const killers = ops.filter((k) => k.op.type === 'clear' || k.op.e === e)
+    if (!seenBy(a, killers) && !seenBy(a, resets)) out.add(e)
+  }
+  return out.size > 0 ? { present: true, value: [...out].sort(byCanonical) } : { present: false }
+}
+
+function liveWrites<O>(ops: readonly Rec<O>[], resets: readonly Rec<unknown>[]): Rec<O>[] {
+  return ops.filter((w) => !seenBy(w, ops) && !seenBy(w, resets))
+}
+
+function mvOracle(ops: readonly Rec<RegisterOp>[], resets: readonly Rec<unknown>[]): Scoped<number[]> {
+  const live = liveWrites(ops, resets)
+  return live.length > 0 ? { present: true, value: live.map((w) => w.op.value).sort(byCanonical) } : { present: false }
+}
+
+function lwwWinner<O>(ops: readonly Rec<O>[], resets: readonly Rec<unknown>[]): Rec<O> | undefined {
+  let best: Rec<O> | undefined
+  for (const w of liveWrites(ops, resets)) {
+    if (best === undefined || compareHlc(w.meta as HlcTimestamp, best.meta as HlcTimestamp) > 0) best = w
+  }
+  return best
+}
+
+function lwwOracle(ops: readonly Rec<RegisterOp>[], resets: readonly Rec<unknown>[]): Scoped<number> {
+  const w = lwwWinner(ops, resets)
+  return w === undefined ? { present: false } : { present: true, value: w.op.value }
+}
+
+function lwwMapOracle(ops: readonly Rec<LwwMapOp>[], resets: readonly Rec<unknown>[]): Scoped<Record<string, number>> {
+  const keys = [...new Set(ops.map((o) => o.op.key))].sort()
+  const out: Record<string, number> = {}
+  let present = false
+  for (const key of keys) {
+    const w = lwwWinner(
+      ops.filter((o) => o.op.key === key),
+      resets,
+    )
+    if (w === undefined) continue
+    present = true // a live delete marker keeps the map's dot alive
+    if (w.op.type === 'set') out[key] = w.op.value
+  }
+  return present ? { present, value: out } : { present: false }
+}
+
+function narrow<O, P>(ops: readonly OpRecord<O>[], f: (op: O) => P | undefined): Rec<P>[] {
+  const out: Rec<P>[] = []
+  for (const o of ops) {
+    const p = f(o.op)
+    if (p !== undefined) out.push({ id: o.id, replica: o.replica, deps: o.deps, op: p, meta: o.meta })
+  }
+  return out
+}
+
+const same = <O>(o: O): O => o
+
+// ---- arbitraries ---------------------------------------------------------------------------
+
+const counterOp: fc.Arbitrary<CounterOp> = fc.record({ type: fc.constantFrom('inc' as const, 'dec' as const), n: fc.integer({ min: 1, max: 5 }) })
+const element = fc.constantFrom('a', 'b', 'c', 'd')
+const setOp: fc.Arbitrary<SetOp> = fc.oneof(
+  { weight: 5, arbitrary: fc.record({ type: fc.constant('add' as const), e: element }) },
+  { weight: 4, arbitrary: fc.record({ type: fc.constant('remove' as const), e: element }) },
+  { weight: 1, arbitrary: fc.constant({ type: 'clear' as const }) },
+)
+const registerOp: fc.Arbitrary<RegisterOp> = fc.record({ type: fc.constant('set' as const), value: fc.integer({ min: 0, max: 9 }) })
+const key = fc.constantFrom('k1', 'k2', 'k3')
+const lwwMapOp: fc.Arbitrary<LwwMapOp> = fc.oneof(
+  { weight: 3, arbitrary: fc.record({ type: fc.constant('set' as const), key, value: fc.integer({ min: 0, max: 9 }) }) },
+  { weight: 1, arbitrary: fc.record({ type: fc.constant('delete' as const), key }) },
+)
+const orMapOp: fc.Arbitrary<OrMapOp> = fc.oneof(
+  { weight: 2, arbitrary: setOp.map((op): OrMapOp => ({ type: 'update', field: 'tags', op })) },
+  { weight: 2, arbitrary: counterOp.map((op): OrMapOp => ({ type: 'update', field: 'count', op })) },
+  { weight: 1, arbitrary: registerOp.map((op): OrMapOp => ({ type: 'update', field: 'title', op })) },
+  { weight: 1, arbitrary: registerOp.map((op): OrMapOp => ({ type: 'update', field: 'note', op })) },
+  { weight: 1, arbitrary: lwwMapOp.map((op): OrMapOp => ({ type: 'update', field: 'prefs', op })) },
+  { weight: 2, arbitrary: fc.constantFrom<OrMapField>('tags', 'count', 'title', 'note', 'prefs').map((field): OrMapOp => ({ type: 'remove', field })) },
+)
+
+// ---- specs ---------------------------------------------------------------------------------
+
+/** PnCounter: the value is the sum of increments minus decrements. */
+export const pnCounterSpec: ReplicaSpec<number, CounterOp, PnCounter> = {
+  name: 'PnCounter',
+  create: (replicaId, env) => new PnCounter({ replicaId, now: env.now }),
+  op: counterOp,
+  perform: (r, op) => (op.type === 'inc' ? r.increment(op.n) : r.decrement(op.n)),
+  oracle: (ops) => ops.reduce((s, o) => s + (o.op.type === 'inc' ? o.op.n : -o.op.n), 0),
+}
+
+function applySet(r: { add(e: string): void; remove(e: string): boolean; clear(): void }, op: SetOp): unknown {
+  if (op.type === 'add') return r.add(op.e)
+  if (op.type === 'remove') return r.remove(op.e)
+  return r.clear()
+}
+
+/** OrSet (add-wins): present iff some add is not in the deps of a remove of it (or a clear). */
+export const orSetSpec: ReplicaSpec<Json[], SetOp, OrSet> = {
+  name: 'OrSet',
+  create: (replicaId, env) => new OrSet({ replicaId, now: env.now }),
+  op: setOp,
+  perform: (r, op) => applySet(r, op),
+  oracle: (ops) => {
+    const s = setOracle(narrow(ops, same), [])
+    return s.present ? s.value : []
+  },
+}
+
+/** MvRegister: the values of the writes no other write had seen. */
+export const mvRegisterSpec: ReplicaSpec<Json[], RegisterOp, MvRegister> = {
+  name: 'MvRegister',
+  create: (replicaId, env) => new MvRegister({ replicaId, now: env.now }),
+  op: registerOp,
+  perform: (r, op) => r.set(op.value),
+  oracle: (ops) => {
+    const s = mvOracle(narrow(ops, same), [])
+    return s.present ? s.value : []
+  },
+}
+
+/** LwwRegister: the value of the write with the greatest HLC timestamp (returned by `set`, kept as meta). */
+export const lwwRegisterSpec: ReplicaSpec<Json | undefined, RegisterOp, LwwRegister> = {
+  name: 'LwwRegister',
+  create: (replicaId, env) => new LwwRegister({ replicaId, now: env.now }),
+  op: registerOp,
+  perform: (r, op) => r.set(op.value),
+  oracle: (ops) => {
+    const s = lwwOracle(narrow(ops, same), [])
+    return s.present ? s.value : undefined
+  },
+}
+
+function applyLwwMap(r: { set(k: string, v: number): HlcTimestamp; delete(k: string): HlcTimestamp }, op: LwwMapOp): HlcTimestamp {
+  return op.type === 'set' ? r.set(op.key, op.value) : r.delete(op.key)
+}
+
+/** LwwMap: per key, the greatest-HLC write; a winning delete means absent. */
+export const lwwMapSpec: ReplicaSpec<Record<string, Json>, LwwMapOp, LwwMap> = {
+  name: 'LwwMap',
+  create: (replicaId, env) => new LwwMap({ replicaId, now: env.now }),
+  op: lwwMapOp,
+  perform: (r, op) => applyLwwMap(r, op),
+  oracle: (ops) => {
+    const s = lwwMapOracle(narrow(ops, same), [])
+    return s.present ? s.value : {}
+  },
+}
+
+/** OrMap with five fields (or-set, pn-counter, lww-register, mv-register, lww-map), observed-remove per field. */
+export const orMapSpec: ReplicaSpec<Record<string, unknown>, OrMapOp, OrMap> = {
+  name: 'OrMap',
+  create: (replicaId, env) => new OrMap({ replicaId, now: env.now }),
+  op: orMapOp,
+  perform: (r, op) => {
+    if (op.type === 'remove') return r.remove(op.field)
+    switch (op.field) {
+      case 'tags':
+        return r.update('tags', 'or-set', (s) => applySet(s, op.op))
+      case 'count':
+        return r.update('count', 'pn-counter', (c) => (op.op.type === 'inc' ? c.increment(op.op.n) : c.decrement(op.op.n)))
+      case 'title':
+        return r.update('title', 'lww-register', (v) => v.set(op.op.value))
+      case 'note':
+        return r.update('note', 'mv-register', (v) => v.set(op.op.value))
+      case 'prefs':
+        return r.update('prefs', 'lww-map', (m) => applyLwwMap(m, op.op))
+    }
+  },
+  oracle: (ops) => {
+    const out: Record<string, unknown> = {}
+    const resetsOf = (field: OrMapField): Rec<unknown>[] => narrow(ops, (o) => (o.type === 'remove' && o.field === field ? o : undefined))
+    const put = (field: OrMapField, s: Scoped<unknown>): void => {
+      if (s.present) out[field] = s.value
+    }
+    put('tags', setOracle(narrow(ops, (o) => (o.type === 'update' && o.field === 'tags' ? o.op : undefined)), resetsOf('tags')))
+    put('count', counterOracle(narrow(ops, (o) => (o.type === 'update' && o.field === 'count' ? o.op : undefined)), resetsOf('count')))
+    put('title', lwwOracle(narrow(ops, (o) => (o.type === 'update' && o.field === 'title' ? o.op : undefined)), resetsOf('title')))
+    put('note', mvOracle(narrow(ops, (o) => (o.type === 'update' && o.field === 'note' ? o.op : undefined)), resetsOf('note')))
+    put('prefs', lwwMapOracle(narrow(ops, (o) => (o.type === 'update' && o.field === 'prefs' ? o.op : undefined)), resetsOf('prefs')))
+    return out
+  },
+}
+
+/** A spec of any value, op and replica type, as held in {@link nativeSpecs}. */
+export type AnyReplicaSpec = ReplicaSpec<unknown, unknown, Replica<unknown>>
+
+/** Every native spec, for suites that run over all of them. */
+export const nativeSpecs: readonly AnyReplicaSpec[] = [pnCounterSpec, orSetSpec, mvRegisterSpec, lwwRegisterSpec, lwwMapSpec, orMapSpec]

@@ -1,0 +1,126 @@
+import * as fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import {
+  assertProperty,
+  checkConvergence,
+  checkLiveness,
+  checkMergeLaws,
+  checkOracle,
+  defaultRuns,
+  propertyIds,
+} from './suites.js'
+import type { FaultSchedule } from './arbitraries.js'
+import { firstDeliveredSpec, forgetfulCounterSpec, gCounterSpec, maxCounterSpec } from './fixtures.js'
+
+function failure(fn: () => void): string {
+  try {
+    fn()
+  } catch (e) {
+    return e instanceof Error ? e.message : String(e)
+  }
+  throw new Error('expected the property to fail, it passed')
+}
+
+describe('suites catch broken types', () => {
+  it('a non-commutative register fails the merge laws', () => {
+    const laws = checkMergeLaws(firstDeliveredSpec)
+    const msg = failure(() => assertProperty('laws/commutative', laws.commutative, { numRuns: 300 }))
+    expect(msg).toMatch(/property laws\/commutative failed \(seed -?\d+, path [\d:]+\)/)
+    expect(msg).toMatch(/values differ/)
+    expect(failure(() => assertProperty('laws/order-independent', laws['order-independent'], { numRuns: 300 }))).toMatch(/values differ/)
+  })
+
+  it('a non-commutative register diverges in simulation', () => {
+    const msg = failure(() => assertProperty('convergence/reordering', checkConvergence(firstDeliveredSpec, 'reordering'), { numRuns: 300 }))
+    expect(msg).toMatch(/diverged: not converged after 60 anti-entropy rounds/)
+  })
+
+  it('a counter converging to the wrong value passes the laws but fails the oracle', () => {
+    const laws = checkMergeLaws(maxCounterSpec)
+    for (const [name, p] of Object.entries(laws)) assertProperty(name, p, { numRuns: 100 })
+    expect(failure(() => assertProperty('oracle', checkOracle(maxCounterSpec), { numRuns: 300 }))).toMatch(/converged to the wrong value/)
+  })
+
+  it('a type that does not relay what it learned fails delta-since and crash-restart convergence', () => {
+    expect(failure(() => assertProperty('laws/delta-since', checkMergeLaws(forgetfulCounterSpec)['delta-since'], { numRuns: 300 }))).toMatch(/deltaSince/)
+    const crash = failure(() => assertProperty('convergence/crash-restart', checkConvergence(forgetfulCounterSpec, 'crash-restart'), { numRuns: 1000 }))
+    expect(crash).toMatch(/diverged|wrong value/)
+    // without crashes every writer relays its own increments, so it converges
+    assertProperty('convergence/loss', checkConvergence(forgetfulCounterSpec, 'loss'), { numRuns: 100 })
+  })
+
+  it('liveness fails when anti-entropy cannot finish within the bound', () => {
+    // a one-round bound cannot be met after a partition on three continents
+    const msg = failure(() => assertProperty('liveness', checkLiveness(gCounterSpec, { livenessRounds: 0 }), { numRuns: 300 }))
+    expect(msg).toMatch(/liveness: took \d+ anti-entropy rounds after heal, bound is 0/)
+  })
+})
+
+describe('replay and regressions', () => {
+  it('the printed seed and path replay the same failure', () => {
+    const prop = checkConvergence(firstDeliveredSpec, 'none')
+    const msg = failure(() => assertProperty('p', prop, { numRuns: 300, seed: 1234 }))
+    const m = /seed (-?\d+), path ([\d:]+)/.exec(msg)
+    expect(m).not.toBeNull()
+    const seed = Number(m?.[1])
+    const path = m?.[2] ?? ''
+    const replayed = fc.check(prop, { seed, path, numRuns: 300 })
+    expect(replayed.failed).toBe(true)
+    expect(replayed.counterexamplePath).toBe(path)
+    expect(msg).toContain(`Pin it: regressions: [{ property: 'p', seed: ${seed}, path: '${path}' }]`)
+  })
+
+  it('pinned counter-examples run first, even when random cases would not find them', () => {
+    // Regression pinned from a failure of the max counter: two writers, one increment each.
+    const pinned: FaultSchedule<number> = {
+      seed: 7,
+      regions: 5,
+      latency: 'lan',
+      steps: [
+        { delayMs: 0, action: { type: 'op', region: 0, op: 1 } },
+        { delayMs: 0, action: { type: 'op', region: 1, op: 1 } },
+      ],
+    }
+    const prop = checkConvergence(maxCounterSpec, 'none', { maxOps: 1 }) // one op: random cases never fail
+    assertProperty('one op', prop, { numRuns: 50 })
+    expect(failure(() => assertProperty('pinned', prop, { numRuns: 1, examples: [pinned] }))).toMatch(/wrong value[\s\S]*expected 2/)
+    expect(failure(() => assertProperty('pinned', prop, { numRuns: 1, replays: [{ seed: 1, path: '0' }], examples: [pinned] }))).toMatch(/wrong value/)
+  })
+
+  it('regression: garbage that happens to decode is a valid delta, not a failed rejection', () => {
+    // Found by the suite itself (seed 1050595873): random bytes decoded as a MaxCounter total, and
+    // the law then compared a later rejection against the state from before that valid apply.
+    const found = { writers: 3, steps: [1, 1, 1].map((op) => ({ type: 'op' as const, writer: 0, op })), seed: -1073078233 }
+    assertProperty('laws/rejects-bad-bytes', checkMergeLaws(maxCounterSpec)['rejects-bad-bytes'], { numRuns: 1, examples: [found] })
+  })
+
+  it('numRuns comes from the option, then CONCORD_RUNS, then 1,000', () => {
+    const before = process.env['CONCORD_RUNS']
+    try {
+      delete process.env['CONCORD_RUNS']
+      expect(defaultRuns()).toBe(process.env['CONCORD_SOAK'] ? 10_000 : 1_000)
+      process.env['CONCORD_RUNS'] = '17'
+      expect(defaultRuns()).toBe(17)
+      expect(defaultRuns(3)).toBe(3)
+      process.env['CONCORD_RUNS'] = 'lots'
+      expect(() => defaultRuns()).toThrow(/CONCORD_RUNS/)
+    } finally {
+      if (before === undefined) delete process.env['CONCORD_RUNS']
+      else process.env['CONCORD_RUNS'] = before
+    }
+  })
+
+  it('lists property ids', () => {
+    expect(propertyIds({ faults: ['loss'], oracle: false })).toEqual([
+      'laws/commutative',
+      'laws/associative',
+      'laws/idempotent',
+      'laws/duplicate-delivery',
+      'laws/order-independent',
+      'laws/delta-since',
+      'laws/rejects-bad-bytes',
+      'convergence/loss',
+      'liveness',
+    ])
+  })
+})

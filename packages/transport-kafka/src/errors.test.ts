@@ -1,0 +1,49 @@
+import { describe, expect, it } from 'vitest'
+import { KafkaJSConnectionError, KafkaJSNonRetriableError, KafkaJSNumberOfRetriesExceeded, KafkaJSProtocolError } from 'kafkajs'
+import { ConfigError, TransportError } from '@concord/core'
+import { translateError } from './errors.js'
+import { resolveOptions, topicName } from './options.js'
+import { KafkaTransport } from './kafkaTransport.js'
+
+describe('translateError', () => {
+  it('maps authentication and authorization failures to ConfigError', () => {
+    const denied = new KafkaJSProtocolError({ message: 'denied', type: 'TOPIC_AUTHORIZATION_FAILED', code: 29, retriable: false })
+    expect(translateError(denied, 'append')).toBeInstanceOf(ConfigError)
+  })
+
+  it('maps connection trouble and exhausted retries to retriable TransportError', () => {
+    for (const e of [new KafkaJSConnectionError('refused'), new KafkaJSNumberOfRetriesExceeded(new Error('x'), { retryCount: 5, retryTime: 100 })]) {
+      const t = translateError(e, 'poll')
+      expect(t).toBeInstanceOf(TransportError)
+      expect(t.retriable).toBe(true)
+      expect(t.cause).toBe(e)
+    }
+    const leader = new KafkaJSProtocolError({ message: 'moving', type: 'NOT_LEADER_FOR_PARTITION', code: 6, retriable: true })
+    expect(translateError(leader, 'append').retriable).toBe(true)
+    expect(translateError(new KafkaJSNonRetriableError('bad'), 'append').retriable).toBe(false)
+  })
+})
+
+describe('KafkaTransport options', () => {
+  it('applies defaults: unlimited retention, broker replication factor', () => {
+    const o = resolveOptions({ topicConfig: { 'min.insync.replicas': '2' } })
+    expect(o.topicConfig).toEqual({ 'retention.ms': '-1', 'retention.bytes': '-1', 'min.insync.replicas': '2' })
+    expect(o.replicationFactor).toBe(-1)
+  })
+
+  it('rejects bad options and origins that cannot name a topic', () => {
+    expect(() => resolveOptions({ topicPrefix: 'a b' })).toThrow(ConfigError)
+    expect(() => resolveOptions({ replicationFactor: 0 })).toThrow(ConfigError)
+    expect(() => resolveOptions({ bufferRecords: 0 })).toThrow(ConfigError)
+    expect(topicName('concord', 'eu-west-1')).toBe('concord.eu-west-1')
+    expect(() => topicName('concord', 'eu/west')).toThrow(ConfigError)
+    expect(() => topicName('concord', '')).toThrow(ConfigError)
+  })
+
+  it('orders offsets numerically', () => {
+    const t = new KafkaTransport()
+    expect(t.comparePositions('9', '10')).toBe(-1)
+    expect(t.comparePositions('10', '10')).toBe(0)
+    expect(() => t.comparePositions('01', '1')).toThrow()
+  })
+})

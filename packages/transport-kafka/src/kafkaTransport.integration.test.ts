@@ -1,0 +1,224 @@
+import { randomUUID } from 'node:crypto'
+import { Kafka, logLevel, type Admin } from 'kafkajs'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { isConcordError, type LogRecord, type Transport } from '@concord/core'
+import { KafkaTransport } from './kafkaTransport.js'
+import type { KafkaTransportOptions } from './options.js'
+import { requireKafka } from './testServer.js'
+
+const server = await requireKafka()
+
+const enc = new TextEncoder()
+const dec = new TextDecoder()
+const bytes = (s: string): Uint8Array => enc.encode(s)
+const text = (r: LogRecord): string => dec.decode(r.bytes)
+
+/** Polls until `n` records arrived or `maxEmpty` polls in a row returned nothing. */
+async function pollN(t: Transport, reader: string, origin: string, n: number, maxEmpty = 100): Promise<LogRecord[]> {
+  const out: LogRecord[] = []
+  let empty = 0
+  while (out.length < n && empty < maxEmpty) {
+    const got = await t.poll(reader, origin, { max: n - out.length, waitMs: 200 })
+    empty = got.length === 0 ? empty + 1 : 0
+    out.push(...got)
+  }
+  return out
+}
+
+describe.skipIf(!server.available)('KafkaTransport against a real broker', () => {
+  // One topic and group namespace per run; its topics are deleted at the end.
+  const prefix = `concord-test-${randomUUID().slice(0, 8)}`
+  const kafka = new Kafka({ clientId: 'concord-test', brokers: [...server.brokers], logLevel: logLevel.ERROR })
+  let admin: Admin
+  const opened: KafkaTransport[] = []
+  let counter = 0
+  const unique = (kind: string): string => `${kind}-${++counter}`
+
+  function open(options: KafkaTransportOptions = {}): KafkaTransport {
+    const t = new KafkaTransport({ kafka, topicPrefix: prefix, groupPrefix: prefix, ...options })
+    opened.push(t)
+    return t
+  }
+
+  beforeAll(async () => {
+    admin = kafka.admin()
+    await admin.connect()
+  })
+  afterEach(async () => {
+    for (const t of opened.splice(0)) await t.close()
+  })
+  afterAll(async () => {
+    const topics = (await admin.listTopics()).filter((t) => t.startsWith(`${prefix}.`))
+    if (topics.length > 0) await admin.deleteTopics({ topics })
+    await admin.disconnect()
+  })
+
+  it('creates the topic with one partition and unlimited retention, and keys messages', async () => {
+    const t = open()
+    const origin = unique('o')
+    await t.append(origin, [bytes('a'), bytes('b')], { keys: ['doc-1', undefined] })
+    const topic = `${prefix}.${origin}`
+    const [meta] = (await admin.fetchTopicMetadata({ topics: [topic] })).topics
+    expect(meta?.partitions).toHaveLength(1)
+    const configs = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: 2, name: topic, configNames: ['retention.ms'] }] })
+    expect(configs.resources[0]?.configEntries[0]?.configValue).toBe('-1')
+    // Read the raw messages with a plain consumer to see the keys.
+    const consumer = kafka.consumer({ groupId: `${prefix}-raw-${randomUUID()}` })
+    await consumer.connect()
+    await consumer.subscribe({ topics: [topic], fromBeginning: true })
+    const keys: (string | null)[] = []
+    await new Promise<void>((resolve) => {
+      void consumer.run({
+        eachMessage: async ({ message }) => {
+          keys.push(message.key === null ? null : message.key.toString())
+          if (keys.length === 2) resolve()
+        },
+      })
+    })
+    await consumer.disconnect()
+    expect(keys).toEqual(['doc-1', null])
+  })
+
+  it('delivers each origin in append order with increasing positions', async () => {
+    const t = open()
+    const origin = unique('o')
+    const p1 = await t.append(origin, [bytes('a'), bytes('b')])
+    const p2 = await t.append(origin, [bytes('c'), new Uint8Array([0, 255, 0]), new Uint8Array(0)])
+    const positions = [...p1, ...p2]
+    expect(positions).toEqual(['0', '1', '2', '3', '4'])
+    const got = await pollN(t, unique('r'), origin, 5)
+    expect(got.map((r) => r.position)).toEqual(positions)
+    expect(got.slice(0, 3).map(text)).toEqual(['a', 'b', 'c'])
+    expect([...(got[3] as LogRecord).bytes]).toEqual([0, 255, 0])
+    expect((got[4] as LogRecord).bytes.length).toBe(0)
+    expect(got.every((r) => r.origin === origin)).toBe(true)
+  })
+
+  it('rewind redelivers everything after the committed position; commits never move backwards', async () => {
+    const t = open()
+    const origin = unique('o')
+    const reader = unique('r')
+    await t.append(origin, ['a', 'b', 'c', 'd'].map(bytes))
+    const got = await pollN(t, reader, origin, 4)
+    expect(got.map(text)).toEqual(['a', 'b', 'c', 'd'])
+    await t.commit(reader, origin, (got[1] as LogRecord).position)
+    expect(await t.committed(reader, origin)).toBe((got[1] as LogRecord).position)
+    await t.rewind(reader, origin)
+    expect((await pollN(t, reader, origin, 2)).map(text)).toEqual(['c', 'd'])
+    await t.commit(reader, origin, (got[0] as LogRecord).position)
+    expect(await t.committed(reader, origin)).toBe((got[1] as LogRecord).position)
+    // Nothing committed: rewind goes back to the start.
+    const other = unique('r')
+    expect(await pollN(t, other, origin, 4)).toHaveLength(4)
+    await t.rewind(other, origin)
+    expect((await pollN(t, other, origin, 4)).map(text)).toEqual(['a', 'b', 'c', 'd'])
+  })
+
+  it('a new client resumes after the committed position and redelivers what was not committed', async () => {
+    const t1 = open()
+    const origin = unique('o')
+    const reader = unique('r')
+    await t1.append(origin, ['a', 'b', 'c', 'd', 'e'].map(bytes))
+    const got = await pollN(t1, reader, origin, 5)
+    await t1.commit(reader, origin, (got[2] as LogRecord).position)
+    await t1.close()
+    const t2 = open()
+    expect(await t2.committed(reader, origin)).toBe((got[2] as LogRecord).position)
+    expect((await pollN(t2, reader, origin, 2)).map(text)).toEqual(['d', 'e'])
+  })
+
+  it('concurrent publishers: every record once, each publisher in its own order', async () => {
+    const p1 = open()
+    const p2 = open()
+    const origin = unique('o')
+    const n = 200
+    const publish = async (t: Transport, tag: string): Promise<void> => {
+      for (let i = 0; i < n; i += 10) await t.append(origin, Array.from({ length: 10 }, (_, j) => bytes(`${tag}:${i + j}`)))
+    }
+    await Promise.all([publish(p1, 'p'), publish(p2, 'q')])
+    const got = await pollN(open(), unique('r'), origin, 2 * n)
+    expect(got).toHaveLength(2 * n)
+    for (const tag of ['p', 'q']) {
+      const seq = got.map(text).filter((s) => s.startsWith(`${tag}:`)).map((s) => Number(s.slice(2)))
+      expect(seq).toEqual(Array.from({ length: n }, (_, i) => i))
+    }
+  })
+
+  it('pauses at the buffer bound and still delivers everything in order', async () => {
+    const t = open({ bufferRecords: 8 })
+    const origin = unique('o')
+    const n = 100
+    await t.append(origin, Array.from({ length: n }, (_, i) => bytes(`m${i}`)))
+    const got: LogRecord[] = []
+    const reader = unique('r')
+    while (got.length < n) {
+      const batch = await t.poll(reader, origin, { max: 3, waitMs: 1000 })
+      expect(batch.length).toBeLessThanOrEqual(3)
+      if (batch.length === 0) break
+      got.push(...batch)
+    }
+    expect(got.map(text)).toEqual(Array.from({ length: n }, (_, i) => `m${i}`))
+  })
+
+  it('trim removes records strictly before the position; readers continue with what is held', async () => {
+    const t = open()
+    const origin = unique('o')
+    expect(await t.earliest(origin)).toBeUndefined()
+    const positions = await t.append(origin, ['a', 'b', 'c', 'd', 'e'].map(bytes))
+    expect(await t.earliest(origin)).toBe(positions[0])
+    await t.trim(origin, positions[2] as string)
+    expect(await t.earliest(origin)).toBe(positions[2])
+    await t.trim(origin, positions[0] as string)
+    expect(await t.earliest(origin)).toBe(positions[2])
+    const reader = unique('r')
+    await t.commit(reader, origin, positions[0] as string)
+    expect((await pollN(t, reader, origin, 3)).map(text)).toEqual(['c', 'd', 'e'])
+  })
+
+  it('a waiting poll wakes on append, and ends when aborted', async () => {
+    const reader = open()
+    const writer = open()
+    const origin = unique('o')
+    const r = unique('r')
+    await writer.append(origin, [bytes('first')])
+    expect((await pollN(reader, r, origin, 1)).map(text)).toEqual(['first'])
+    const waiting = reader.poll(r, origin, { waitMs: 30_000 })
+    await writer.append(origin, [bytes('second')])
+    expect((await waiting).map(text)).toEqual(['second'])
+    const ac = new AbortController()
+    const aborted = reader.poll(r, origin, { waitMs: 60_000, signal: ac.signal })
+    ac.abort()
+    expect(await aborted).toEqual([])
+  })
+
+  it('close ends a waiting poll and further calls throw ClosedError', async () => {
+    const t = new KafkaTransport({ kafka, topicPrefix: prefix, groupPrefix: prefix })
+    const origin = unique('o')
+    await t.append(origin, [bytes('x')])
+    const r = unique('r')
+    await pollN(t, r, origin, 1)
+    const waiting = t.poll(r, origin, { waitMs: 60_000 }).then(
+      () => 'resolved',
+      (e: unknown) => (isConcordError(e) ? e.code : 'other'),
+    )
+    await t.close()
+    expect(await waiting).toBe('CLOSED')
+    const calls: Array<() => Promise<unknown>> = [
+      () => t.append(origin, [bytes('y')]),
+      () => t.poll(r, origin),
+      () => t.commit(r, origin, '0'),
+      () => t.committed(r, origin),
+      () => t.rewind(r, origin),
+      () => t.earliest(origin),
+      () => t.trim(origin, '0'),
+    ]
+    for (const call of calls) {
+      const err = await call().then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+      expect(isConcordError(err) && err.code === 'CLOSED', String(err)).toBe(true)
+    }
+    await t.close()
+  })
+})

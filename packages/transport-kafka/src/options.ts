@@ -1,0 +1,110 @@
+/**
+ * Options of {@link KafkaTransport}, with their defaults beside them.
+ */
+import type { Kafka, KafkaConfig } from 'kafkajs'
+import { ConfigError } from '@concord/core'
+
+/** Options for {@link KafkaTransport}. Every field is optional. */
+export interface KafkaTransportOptions {
+  /**
+   * How to reach Kafka: a kafkajs client config (brokers, `ssl`, `sasl`, clientId, retry... pass
+   * through unchanged) or an existing kafkajs `Kafka` instance.
+   * @default { clientId: 'concord', brokers: ['127.0.0.1:9092'] }
+   */
+  readonly kafka?: KafkaConfig | Kafka
+  /** Topics are `<topicPrefix>.<origin>`, one partition each. @default 'concord' */
+  readonly topicPrefix?: string
+  /** Consumer groups are `<groupPrefix>/<reader>/<origin>` (URI-encoded parts). @default 'concord' */
+  readonly groupPrefix?: string
+  /** Replication factor of topics the transport creates; -1 takes the broker's default. @default -1 */
+  readonly replicationFactor?: number
+  /**
+   * Extra configs of topics the transport creates. Time and size retention are off by default:
+   * records leave the log only through {@link KafkaTransport.trim}, below the stability frontier.
+   * @default { 'retention.ms': '-1', 'retention.bytes': '-1' }
+   */
+  readonly topicConfig?: Readonly<Record<string, string>>
+  /** Records buffered per reader and origin before the consumer pauses fetching. @default 1024 */
+  readonly bufferRecords?: number
+  /** Consumer group session timeout. @default 30_000 */
+  readonly sessionTimeoutMs?: number
+  /** Consumer heartbeat interval. @default 3_000 */
+  readonly heartbeatIntervalMs?: number
+  /** How long commit() waits for the consumer to join its group. @default 30_000 */
+  readonly joinTimeoutMs?: number
+  /**
+   * Longest time the broker holds an idle fetch. Records are returned as soon as they arrive; this
+   * bounds how long closing a consumer waits for its outstanding fetch.
+   * @default 1_000
+   */
+  readonly fetchMaxWaitMs?: number
+}
+
+/** Options with every default applied. */
+export interface ResolvedKafkaTransportOptions {
+  readonly kafka: KafkaConfig | Kafka
+  readonly topicPrefix: string
+  readonly groupPrefix: string
+  readonly replicationFactor: number
+  readonly topicConfig: Readonly<Record<string, string>>
+  readonly bufferRecords: number
+  readonly sessionTimeoutMs: number
+  readonly heartbeatIntervalMs: number
+  readonly joinTimeoutMs: number
+  readonly fetchMaxWaitMs: number
+}
+
+/** The defaults, as documented on {@link KafkaTransportOptions}. */
+export const KAFKA_TRANSPORT_DEFAULTS = {
+  kafka: { clientId: 'concord', brokers: ['127.0.0.1:9092'] },
+  topicPrefix: 'concord',
+  groupPrefix: 'concord',
+  replicationFactor: -1,
+  topicConfig: { 'retention.ms': '-1', 'retention.bytes': '-1' },
+  bufferRecords: 1024,
+  sessionTimeoutMs: 30_000,
+  heartbeatIntervalMs: 3_000,
+  joinTimeoutMs: 30_000,
+  fetchMaxWaitMs: 1_000,
+} as const
+
+const TOPIC_CHARS = /^[a-zA-Z0-9._-]+$/
+
+function positiveInteger(name: string, value: number): number {
+  if (!Number.isInteger(value) || value < 1) throw new ConfigError(`kafka transport: ${name} must be a positive integer, got ${value}`)
+  return value
+}
+
+/** Applies defaults and validates; throws ConfigError on bad options. */
+export function resolveOptions(options: KafkaTransportOptions): ResolvedKafkaTransportOptions {
+  const d = KAFKA_TRANSPORT_DEFAULTS
+  const topicPrefix = options.topicPrefix ?? d.topicPrefix
+  if (!TOPIC_CHARS.test(topicPrefix)) throw new ConfigError(`kafka transport: topicPrefix ${JSON.stringify(topicPrefix)} may only hold [a-zA-Z0-9._-]`)
+  const groupPrefix = options.groupPrefix ?? d.groupPrefix
+  if (groupPrefix.length === 0) throw new ConfigError('kafka transport: groupPrefix must not be empty')
+  const replicationFactor = options.replicationFactor ?? d.replicationFactor
+  if (!Number.isInteger(replicationFactor) || (replicationFactor < 1 && replicationFactor !== -1)) {
+    throw new ConfigError(`kafka transport: replicationFactor must be -1 or a positive integer, got ${replicationFactor}`)
+  }
+  return {
+    kafka: options.kafka ?? { clientId: d.kafka.clientId, brokers: [...d.kafka.brokers] },
+    topicPrefix,
+    groupPrefix,
+    replicationFactor,
+    topicConfig: { ...d.topicConfig, ...options.topicConfig },
+    bufferRecords: positiveInteger('bufferRecords', options.bufferRecords ?? d.bufferRecords),
+    sessionTimeoutMs: positiveInteger('sessionTimeoutMs', options.sessionTimeoutMs ?? d.sessionTimeoutMs),
+    heartbeatIntervalMs: positiveInteger('heartbeatIntervalMs', options.heartbeatIntervalMs ?? d.heartbeatIntervalMs),
+    joinTimeoutMs: positiveInteger('joinTimeoutMs', options.joinTimeoutMs ?? d.joinTimeoutMs),
+    fetchMaxWaitMs: positiveInteger('fetchMaxWaitMs', options.fetchMaxWaitMs ?? d.fetchMaxWaitMs),
+  }
+}
+
+/** The topic of `origin`; throws ConfigError when the name is not a valid Kafka topic. */
+export function topicName(prefix: string, origin: string): string {
+  const topic = `${prefix}.${origin}`
+  if (origin.length === 0 || !TOPIC_CHARS.test(origin) || topic.length > 249) {
+    throw new ConfigError(`kafka transport: origin ${JSON.stringify(origin)} does not make a valid topic name ([a-zA-Z0-9._-], at most 249 chars in all)`)
+  }
+  return topic
+}

@@ -1,0 +1,27 @@
+/**
+ * Translates ioredis errors into Concord errors: server replies by their error code, everything
+ * else (connection lost, retries exhausted) as a retriable TransportError.
+ */
+import { ConfigError, TransportError, isConcordError, type ConcordError } from '@concord/core'
+
+// Replies that mean "try again later": the server is loading, failing over, or out of memory.
+const RETRIABLE_REPLIES = new Set(['LOADING', 'BUSY', 'TRYAGAIN', 'CLUSTERDOWN', 'MASTERDOWN', 'READONLY', 'NOREPLICAS', 'OOM', 'MOVED', 'ASK'])
+// Replies that mean the configuration is wrong: retrying cannot help.
+const CONFIG_REPLIES = new Set(['NOAUTH', 'WRONGPASS', 'NOPERM', 'WRONGTYPE'])
+
+/** The error code of a Redis error reply (`NOGROUP`, `BUSYGROUP`, `ERR`...), if `e` is one. */
+export function replyCode(e: unknown): string | undefined {
+  if (!(e instanceof Error) || e.name !== 'ReplyError') return undefined
+  return e.message.split(' ', 1)[0]
+}
+
+/** Wraps `e` (from an ioredis call doing `what`) into a ConcordError. */
+export function translateError(e: unknown, what: string): ConcordError {
+  if (isConcordError(e)) return e
+  const message = `redis transport: ${what} failed: ${e instanceof Error ? e.message : String(e)}`
+  const code = replyCode(e)
+  if (code === undefined) return new TransportError(message, { cause: e })
+  if (CONFIG_REPLIES.has(code)) return new ConfigError(message, { cause: e })
+  if (RETRIABLE_REPLIES.has(code) || code === 'NOGROUP') return new TransportError(message, { cause: e })
+  return new TransportError(message, { cause: e, retriable: false })
+}

@@ -1,0 +1,41 @@
+import { describe, expect, it } from 'vitest'
+import { ConfigError, DecodeError } from '@concord/core'
+import { hasHashTag, resolveOptions, REDIS_TRANSPORT_DEFAULTS } from './options.js'
+import { RedisTransport } from './redisTransport.js'
+
+describe('RedisTransport options', () => {
+  it('applies the documented defaults', () => {
+    const o = resolveOptions({})
+    expect(o.keyPrefix).toBe(REDIS_TRANSPORT_DEFAULTS.keyPrefix)
+    expect(o.claimMinIdleMs).toBe(60_000)
+    expect(o.consumer).toBe('concord')
+  })
+
+  it('requires a Redis Cluster hash tag in the prefix', () => {
+    expect(hasHashTag('{concord}')).toBe(true)
+    expect(hasHashTag('app:{eu}:x')).toBe(true)
+    expect(hasHashTag('concord')).toBe(false)
+    expect(hasHashTag('{}concord')).toBe(false)
+    expect(hasHashTag('concord}{')).toBe(false)
+    expect(() => resolveOptions({ keyPrefix: 'concord' })).toThrow(ConfigError)
+    expect(() => resolveOptions({ claimMinIdleMs: -1 })).toThrow(ConfigError)
+    expect(() => resolveOptions({ consumer: '' })).toThrow(ConfigError)
+  })
+})
+
+describe('RedisTransport.comparePositions', () => {
+  // Positions are compared without a server; lazyConnect keeps this test offline.
+  const t = new RedisTransport({ redis: { lazyConnect: true } })
+
+  it('orders stream ids numerically, not as strings', () => {
+    expect(t.comparePositions('9-0', '10-0')).toBe(-1)
+    expect(t.comparePositions('10-2', '10-10')).toBe(-1)
+    expect(t.comparePositions('10-10', '10-10')).toBe(0)
+    expect(t.comparePositions('18446744073709551615-1', '18446744073709551615-0')).toBe(1)
+  })
+
+  it('rejects malformed positions', () => {
+    expect(() => t.comparePositions('abc', '1-0')).toThrow(DecodeError)
+    expect(() => t.comparePositions('1', '1-0')).toThrow(DecodeError)
+  })
+})

@@ -1,0 +1,104 @@
+/**
+ * Options of {@link RedisTransport}, with their defaults beside them.
+ */
+import type { Cluster, Redis, RedisOptions } from 'ioredis'
+import { ConfigError } from '@concord/core'
+
+/** Options for {@link RedisTransport}. Every field is optional. */
+export interface RedisTransportOptions {
+  /**
+   * How to reach Redis: a URL, ioredis options (TLS, auth, retryStrategy, sentinels... pass through
+   * unchanged), or an existing `Redis`/`Cluster` client. A client passed in is borrowed: `close()`
+   * leaves it open. Blocking reads always use dedicated connections duplicated from it.
+   * @default 'redis://127.0.0.1:6379'
+   */
+  readonly redis?: string | RedisOptions | Redis | Cluster
+  /**
+   * Prefix of every key. It must contain a Redis Cluster hash tag (`{...}`) so that an origin's
+   * stream and its committed positions live in the same slot (commit updates both in one script).
+   * Keys: `<prefix>:log:<origin>` (the stream), `<prefix>:committed:<origin>` (hash reader → position).
+   * @default '{concord}'
+   */
+  readonly keyPrefix?: string
+  /**
+   * Consumer name inside each reader's consumer group. Give each process of a region its own
+   * name when several consume the same origin.
+   * @default 'concord'
+   */
+  readonly consumer?: string
+  /**
+   * Entries pending (delivered, not committed) for at least this long are claimed with XAUTOCLAIM
+   * and delivered again: their consumer is presumed dead.
+   * @default 60_000
+   */
+  readonly claimMinIdleMs?: number
+  /** Least time between two XAUTOCLAIM sweeps of one reader's origin. @default 5_000 */
+  readonly claimIntervalMs?: number
+  /**
+   * After each append, WAIT until this many replicas acknowledged the writes; fewer within
+   * {@link RedisTransportOptions.waitTimeoutMs} fails the append with a retriable TransportError.
+   * @default 0
+   */
+  readonly waitReplicas?: number
+  /** Timeout of that WAIT. @default 1_000 */
+  readonly waitTimeoutMs?: number
+  /** Clock in ms, used to schedule claim sweeps. @default Date.now */
+  readonly now?: () => number
+}
+
+/** Options with every default applied. */
+export interface ResolvedRedisTransportOptions {
+  readonly redis: string | RedisOptions | Redis | Cluster
+  readonly keyPrefix: string
+  readonly consumer: string
+  readonly claimMinIdleMs: number
+  readonly claimIntervalMs: number
+  readonly waitReplicas: number
+  readonly waitTimeoutMs: number
+  readonly now: () => number
+}
+
+/** The defaults, as documented on {@link RedisTransportOptions}. */
+export const REDIS_TRANSPORT_DEFAULTS = {
+  redis: 'redis://127.0.0.1:6379',
+  keyPrefix: '{concord}',
+  consumer: 'concord',
+  claimMinIdleMs: 60_000,
+  claimIntervalMs: 5_000,
+  waitReplicas: 0,
+  waitTimeoutMs: 1_000,
+} as const
+
+function nonNegativeInteger(name: string, value: number): number {
+  if (!Number.isInteger(value) || value < 0) throw new ConfigError(`redis transport: ${name} must be a non-negative integer, got ${value}`)
+  return value
+}
+
+/** True when `prefix` holds a Redis Cluster hash tag: a `{`, then a non-empty run up to the next `}`. */
+export function hasHashTag(prefix: string): boolean {
+  const open = prefix.indexOf('{')
+  if (open < 0) return false
+  const close = prefix.indexOf('}', open + 1)
+  return close > open + 1
+}
+
+/** Applies defaults and validates; throws ConfigError on bad options. */
+export function resolveOptions(options: RedisTransportOptions): ResolvedRedisTransportOptions {
+  const d = REDIS_TRANSPORT_DEFAULTS
+  const keyPrefix = options.keyPrefix ?? d.keyPrefix
+  if (!hasHashTag(keyPrefix)) {
+    throw new ConfigError(`redis transport: keyPrefix ${JSON.stringify(keyPrefix)} needs a hash tag such as '{concord}'`)
+  }
+  const consumer = options.consumer ?? d.consumer
+  if (consumer.length === 0) throw new ConfigError('redis transport: consumer must not be empty')
+  return {
+    redis: options.redis ?? d.redis,
+    keyPrefix,
+    consumer,
+    claimMinIdleMs: nonNegativeInteger('claimMinIdleMs', options.claimMinIdleMs ?? d.claimMinIdleMs),
+    claimIntervalMs: nonNegativeInteger('claimIntervalMs', options.claimIntervalMs ?? d.claimIntervalMs),
+    waitReplicas: nonNegativeInteger('waitReplicas', options.waitReplicas ?? d.waitReplicas),
+    waitTimeoutMs: nonNegativeInteger('waitTimeoutMs', options.waitTimeoutMs ?? d.waitTimeoutMs),
+    now: options.now ?? Date.now,
+  }
+}

@@ -1,0 +1,275 @@
+import { randomUUID } from 'node:crypto'
+import { Redis } from 'ioredis'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { isConcordError, type LogRecord, type Transport } from '@concord/core'
+import { RedisTransport } from './redisTransport.js'
+import type { RedisTransportOptions } from './options.js'
+import { requireRedis } from './testServer.js'
+
+const server = await requireRedis()
+
+const enc = new TextEncoder()
+const dec = new TextDecoder()
+const bytes = (s: string): Uint8Array => enc.encode(s)
+const text = (r: LogRecord): string => dec.decode(r.bytes)
+
+/** Polls until `n` records arrived or `maxEmpty` polls in a row returned nothing; retries retriable errors. */
+async function pollN(t: Transport, reader: string, origin: string, n: number, maxEmpty = 50): Promise<LogRecord[]> {
+  const out: LogRecord[] = []
+  let empty = 0
+  while (out.length < n && empty < maxEmpty) {
+    let got: readonly LogRecord[]
+    try {
+      got = await t.poll(reader, origin, { max: n - out.length, waitMs: 100 })
+    } catch (e) {
+      if (isConcordError(e) && e.retriable) {
+        empty++
+        continue
+      }
+      throw e
+    }
+    empty = got.length === 0 ? empty + 1 : 0
+    out.push(...got)
+  }
+  return out
+}
+
+describe.skipIf(!server.available)('RedisTransport against a real Redis', () => {
+  // One key namespace per run; its keys are deleted at the end.
+  const keyPrefix = `{concord-test-${randomUUID()}}`
+  let admin: Redis
+  const opened: RedisTransport[] = []
+  let counter = 0
+  const unique = (kind: string): string => `${kind}-${++counter}`
+
+  function open(options: RedisTransportOptions = {}): RedisTransport {
+    const t = new RedisTransport({ redis: server.url, keyPrefix, ...options })
+    opened.push(t)
+    return t
+  }
+
+  beforeAll(() => {
+    admin = new Redis(server.url)
+  })
+  afterEach(async () => {
+    for (const t of opened.splice(0)) await t.close()
+  })
+  afterAll(async () => {
+    const keys = await admin.keys(`${keyPrefix}*`)
+    if (keys.length > 0) await admin.del(...keys)
+    await admin.quit()
+  })
+
+  it('delivers each origin in append order with increasing positions, keys stored beside the bytes', async () => {
+    const t = open()
+    const origin = unique('o')
+    const p1 = await t.append(origin, [bytes('a'), bytes('b')], { keys: ['doc-1', undefined] })
+    const p2 = await t.append(origin, [bytes('c'), new Uint8Array([0, 255, 0]), new Uint8Array(0)])
+    const positions = [...p1, ...p2]
+    for (let i = 1; i < positions.length; i++) expect(t.comparePositions(positions[i - 1] as string, positions[i] as string)).toBe(-1)
+    const got = await pollN(t, unique('r'), origin, 5)
+    expect(got.map((r) => r.position)).toEqual(positions)
+    expect(got.slice(0, 3).map(text)).toEqual(['a', 'b', 'c'])
+    expect([...(got[3] as LogRecord).bytes]).toEqual([0, 255, 0])
+    expect((got[4] as LogRecord).bytes.length).toBe(0)
+    const entry = await admin.xrange(`${keyPrefix}:log:${origin}`, '-', '+', 'COUNT', 1)
+    expect(entry[0]?.[1]).toEqual(['b', 'a', 'k', 'doc-1'])
+    expect(await t.poll(unique('r'), unique('empty-origin'), { waitMs: 0 })).toEqual([])
+  })
+
+  it('rewind redelivers everything after the committed position', async () => {
+    const t = open()
+    const origin = unique('o')
+    const reader = unique('r')
+    await t.append(origin, ['a', 'b', 'c', 'd'].map(bytes))
+    const got = await pollN(t, reader, origin, 4)
+    expect(await t.poll(reader, origin)).toEqual([])
+    await t.commit(reader, origin, (got[1] as LogRecord).position)
+    expect(await t.committed(reader, origin)).toBe((got[1] as LogRecord).position)
+    await t.rewind(reader, origin)
+    expect((await pollN(t, reader, origin, 2)).map(text)).toEqual(['c', 'd'])
+    // Commits never move backwards.
+    await t.commit(reader, origin, (got[0] as LogRecord).position)
+    expect(await t.committed(reader, origin)).toBe((got[1] as LogRecord).position)
+    // Committing acknowledges the pending entries up to the position.
+    await t.commit(reader, origin, (got[3] as LogRecord).position)
+    expect(await admin.xpending(`${keyPrefix}:log:${origin}`, reader)).toEqual([0, null, null, null])
+  })
+
+  it('a new client resumes after the committed position and redelivers what was not committed', async () => {
+    const t1 = open()
+    const origin = unique('o')
+    const reader = unique('r')
+    await t1.append(origin, ['a', 'b', 'c', 'd', 'e'].map(bytes))
+    const got = await pollN(t1, reader, origin, 5)
+    await t1.commit(reader, origin, (got[2] as LogRecord).position)
+    await t1.close()
+    const t2 = open()
+    expect(await t2.committed(reader, origin)).toBe((got[2] as LogRecord).position)
+    expect((await pollN(t2, reader, origin, 2)).map(text)).toEqual(['d', 'e'])
+  })
+
+  it('concurrent publishers: every record once, each publisher in its own order', async () => {
+    const p1 = open()
+    const p2 = open()
+    const origin = unique('o')
+    const n = 200
+    const publish = async (t: Transport, tag: string): Promise<void> => {
+      for (let i = 0; i < n; i += 10) await t.append(origin, Array.from({ length: 10 }, (_, j) => bytes(`${tag}:${i + j}`)))
+    }
+    await Promise.all([publish(p1, 'p'), publish(p2, 'q')])
+    const got = await pollN(open(), unique('r'), origin, 2 * n)
+    expect(got).toHaveLength(2 * n)
+    for (const tag of ['p', 'q']) {
+      const seq = got.map(text).filter((s) => s.startsWith(`${tag}:`)).map((s) => Number(s.slice(2)))
+      expect(seq).toEqual(Array.from({ length: n }, (_, i) => i))
+    }
+  })
+
+  it('trim removes records strictly before the position; readers continue with what is held', async () => {
+    const t = open()
+    const origin = unique('o')
+    expect(await t.earliest(origin)).toBeUndefined()
+    const positions = await t.append(origin, ['a', 'b', 'c', 'd', 'e'].map(bytes))
+    expect(await t.earliest(origin)).toBe(positions[0])
+    await t.trim(origin, positions[2] as string)
+    expect(await t.earliest(origin)).toBe(positions[2])
+    await t.trim(origin, positions[0] as string)
+    expect(await t.earliest(origin)).toBe(positions[2])
+    const reader = unique('r')
+    await t.commit(reader, origin, positions[0] as string)
+    expect((await pollN(t, reader, origin, 3)).map(text)).toEqual(['c', 'd', 'e'])
+  })
+
+  it('a waiting poll wakes on append, and ends when aborted', async () => {
+    const reader = open()
+    const writer = open()
+    const origin = unique('o')
+    const r = unique('r')
+    expect(await reader.poll(r, origin)).toEqual([])
+    const waiting = reader.poll(r, origin, { waitMs: 30_000 })
+    await writer.append(origin, [bytes('late')])
+    expect((await waiting).map(text)).toEqual(['late'])
+    const ac = new AbortController()
+    const aborted = reader.poll(r, origin, { waitMs: 60_000, signal: ac.signal })
+    ac.abort()
+    expect(await aborted).toEqual([])
+    // Still usable after the abort.
+    await writer.append(origin, [bytes('after')])
+    // The aborted read may have delivered entries: the next poll replays what is pending ('late').
+    const next = await pollN(reader, r, origin, 2)
+    expect(next.map(text)).toEqual(['late', 'after'])
+  })
+
+  it('claims entries left pending by a dead consumer (XAUTOCLAIM)', async () => {
+    const origin = unique('o')
+    const reader = unique('r')
+    const survivor = open({ consumer: 'survivor', claimMinIdleMs: 0, claimIntervalMs: 0 })
+    expect(await survivor.poll(reader, origin)).toEqual([])
+    const dying = open({ consumer: 'dying' })
+    await dying.append(origin, ['a', 'b', 'c'].map(bytes))
+    expect((await pollN(dying, reader, origin, 3)).map(text)).toEqual(['a', 'b', 'c'])
+    await dying.close() // without committing
+    // The group's cursor is past a, b, c: only the claim can bring them back.
+    const bystander = open({ consumer: 'bystander', claimMinIdleMs: 3_600_000 })
+    await bystander.rewind(reader, origin) // starts the session without claiming
+    const claimed = await pollN(survivor, reader, origin, 3)
+    expect(claimed.map(text)).toEqual(['a', 'b', 'c'])
+  })
+
+  it('recovers when its connections are killed mid-stream (CLIENT KILL)', async () => {
+    const name = `concord-kill-${randomUUID().slice(0, 8)}`
+    const t = open({ redis: { host: new URL(server.url).hostname, port: Number(new URL(server.url).port || 6379), connectionName: name } })
+    const origin = unique('o')
+    const reader = unique('r')
+    const n = 300
+    const killAll = async (): Promise<number> => {
+      const list = await admin.client('LIST')
+      const ids = String(list)
+        .split('\n')
+        .filter((line) => line.includes(` name=${name} `))
+        .map((line) => /(?:^|\s)id=(\d+)/.exec(line)?.[1])
+        .filter((id): id is string => id !== undefined)
+      for (const id of ids) await admin.client('KILL', 'ID', id)
+      return ids.length
+    }
+    const seen = new Map<string, string>()
+
+    // The consumer runs concurrently, mostly blocked in XREADGROUP, so kills hit it mid-read.
+    const consume = (async () => {
+      let idle = 0
+      while (seen.size < n && idle < 20) {
+        try {
+          const got = await t.poll(reader, origin, { waitMs: 500 })
+          idle = got.length === 0 && seen.size > 0 ? idle + 1 : 0
+          for (const r of got) seen.set(r.position, text(r))
+        } catch (e) {
+          if (!(isConcordError(e) && e.retriable)) throw e
+
+        }
+      }
+    })()
+    let killed = 0
+    for (let i = 0; i < n; i += 20) {
+      for (;;) {
+        try {
+          await t.append(origin, Array.from({ length: 20 }, (_, j) => bytes(`m${i + j}`)))
+          break
+        } catch (e) {
+          if (!(isConcordError(e) && e.retriable)) throw e
+        }
+      }
+      if (i === 100 || i === 200) killed += await killAll()
+    }
+    await consume
+    expect(killed).toBeGreaterThan(1)
+    // At-least-once: duplicates collapse by position; nothing is missing and the order holds.
+    const ordered = [...seen.entries()].sort(([a], [b]) => t.comparePositions(a, b)).map(([, v]) => v)
+    expect(ordered).toEqual(Array.from({ length: n }, (_, i) => `m${i}`))
+    // The transport stays usable: commit and a fresh reader see everything.
+    await t.commit(reader, origin, [...seen.keys()].sort((a, b) => t.comparePositions(a, b))[n - 1] as string)
+    expect(await t.poll(reader, origin)).toEqual([])
+  })
+
+  it('close ends a waiting poll and further calls throw ClosedError', async () => {
+    const t = new RedisTransport({ redis: server.url, keyPrefix })
+    const origin = unique('o')
+    await t.append(origin, [bytes('x')])
+    const r = unique('r')
+    await pollN(t, r, origin, 1)
+    const waiting = t.poll(r, origin, { waitMs: 60_000 }).then(
+      () => 'resolved',
+      (e: unknown) => (isConcordError(e) ? e.code : 'other'),
+    )
+    await t.close()
+    expect(await waiting).toBe('CLOSED')
+    const calls: Array<() => Promise<unknown>> = [
+      () => t.append(origin, [bytes('y')]),
+      () => t.poll(r, origin),
+      () => t.commit(r, origin, '0-1'),
+      () => t.committed(r, origin),
+      () => t.rewind(r, origin),
+      () => t.earliest(origin),
+      () => t.trim(origin, '0-1'),
+    ]
+    for (const call of calls) {
+      const err = await call().then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+      expect(isConcordError(err) && err.code === 'CLOSED', String(err)).toBe(true)
+    }
+    await t.close()
+  })
+
+  it('borrows a client passed in and leaves it open on close', async () => {
+    const client = new Redis(server.url)
+    const t = new RedisTransport({ redis: client, keyPrefix })
+    const origin = unique('o')
+    await t.append(origin, [bytes('x')])
+    expect((await pollN(t, unique('r'), origin, 1)).map(text)).toEqual(['x'])
+    await t.close()
+    expect(await client.ping()).toBe('PONG')
+    await client.quit()
+  })
+})

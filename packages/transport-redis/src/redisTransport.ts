@@ -1,0 +1,437 @@
+/**
+ * RedisTransport: the Transport contract over Redis Streams.
+ *
+ * One stream per origin region; one consumer group per reading region (the group name is the
+ * reader). The group's last-delivered id is the delivery cursor, a hash beside the stream holds
+ * the committed positions, and the group's pending entries list (PEL) holds what was delivered but
+ * not committed yet, so nothing delivered is lost when a consumer or a connection dies.
+ */
+import { createHash } from 'node:crypto'
+import { Cluster, Redis } from 'ioredis'
+import {
+  ClosedError,
+  ConfigError,
+  DecodeError,
+  type LogPosition,
+  type LogRecord,
+  type PollOptions,
+  type Transport,
+} from '@concord/core'
+import { replyCode, translateError } from './errors.js'
+import { resolveOptions, type RedisTransportOptions, type ResolvedRedisTransportOptions } from './options.js'
+
+type Client = Redis | Cluster
+type AppendOptions = NonNullable<Parameters<Transport['append']>[2]>
+
+const DEFAULT_POLL_MAX = 256
+const POSITION = /^(\d{1,20})-(\d{1,20})$/
+const BYTES_FIELD = 'b'
+const KEY_FIELD = 'k'
+
+// Acknowledges every pending entry up to the position, then raises the committed position (never
+// lowers it). One script, so the acks and the stored position cannot disagree after a crash.
+const COMMIT_SCRIPT = `
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local stream, committed = KEYS[1], KEYS[2]
+local group, pos = ARGV[1], ARGV[2]
+while true do
+  local pending = redis.call('XPENDING', stream, group, '-', pos, 500)
+  local n = #pending
+  if n == 0 then break end
+  local ids = {}
+  for i = 1, n do ids[i] = pending[i][1] end
+  redis.call('XACK', stream, group, unpack(ids))
+  if n < 500 then break end
+end
+local current = redis.call('HGET', committed, group)
+local raise = not current
+if current then
+  local cm, cs = parse(current)
+  local pm, ps = parse(pos)
+  raise = cm < pm or (cm == pm and cs < ps)
+end
+if raise then redis.call('HSET', committed, group, pos) end
+return 1
+`
+const COMMIT_SHA = createHash('sha1').update(COMMIT_SCRIPT).digest('hex')
+
+interface StreamEntry {
+  readonly id: string
+  /** Null when the entry was deleted (trimmed) while pending. */
+  readonly fields: readonly Buffer[] | null
+}
+
+/** Delivery state of one reader on one origin, in this client. */
+interface Session {
+  readonly reader: string
+  readonly origin: string
+  readonly stream: string
+  /** The cursor was reset to the committed position (done once per client, like a process start). */
+  started: boolean
+  /** Re-read this consumer's own pending entries before new ones (a reply may have been lost). */
+  replay: boolean
+  replayCursor: string
+  claimCursor: string
+  nextClaimAt: number
+  /** Dedicated connection for this session's reads (blocking reads hold a connection). */
+  conn: Client | undefined
+}
+
+function parsePosition(position: LogPosition): readonly [bigint, bigint] {
+  const m = typeof position === 'string' ? POSITION.exec(position) : null
+  if (m === null) throw new DecodeError(`redis transport: malformed position ${JSON.stringify(position)}`)
+  return [BigInt(m[1] as string), BigInt(m[2] as string)]
+}
+
+function asString(v: unknown): string {
+  if (typeof v === 'string') return v
+  if (Buffer.isBuffer(v)) return v.toString('utf8')
+  throw new DecodeError(`redis transport: unexpected reply element ${typeof v}`)
+}
+
+/** Parses `[[id, [field, value, ...] | null], ...]`. */
+function parseEntries(raw: unknown): StreamEntry[] {
+  if (!Array.isArray(raw)) return []
+  const out: StreamEntry[] = []
+  for (const e of raw as unknown[]) {
+    if (!Array.isArray(e)) continue
+    const [id, fields] = e as [unknown, unknown]
+    out.push({ id: asString(id), fields: Array.isArray(fields) ? (fields as Buffer[]) : null })
+  }
+  return out
+}
+
+/** Parses an XREADGROUP reply `[[stream, entries]]` or null. */
+function parseRead(raw: unknown): StreamEntry[] {
+  if (!Array.isArray(raw) || raw.length === 0) return []
+  const first = raw[0] as unknown
+  return Array.isArray(first) ? parseEntries(first[1]) : []
+}
+
+function recordOf(origin: string, entry: StreamEntry): LogRecord | undefined {
+  const fields = entry.fields
+  if (fields === null) return undefined
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    if (asString(fields[i]) === BYTES_FIELD) {
+      // Copy: the parser's buffers may share memory with other replies.
+      return { origin, position: entry.id, bytes: new Uint8Array(fields[i + 1] as Buffer) }
+    }
+  }
+  return undefined
+}
+
+function checkName(kind: string, name: string): void {
+  if (typeof name !== 'string' || name.length === 0) throw new ConfigError(`redis transport: ${kind} must be a non-empty string`)
+}
+
+/**
+ * The Transport contract over Redis Streams (works on a single server, with replicas, Sentinel or
+ * Cluster). Positions are stream ids (`<ms>-<seq>`).
+ *
+ * Guarantees: records of one origin are delivered in append order; delivery is at-least-once
+ * (after {@link RedisTransport.rewind}, a new client, a lost connection or a claim, uncommitted
+ * records come again); commits never move backwards.
+ */
+export class RedisTransport implements Transport {
+  readonly name = 'redis'
+  private readonly options: ResolvedRedisTransportOptions
+  private readonly client: Client
+  private readonly ownsClient: boolean
+  private readonly sessions = new Map<string, Session>()
+  private readonly groups = new Set<string>()
+  private closed = false
+
+  constructor(options: RedisTransportOptions = {}) {
+    this.options = resolveOptions(options)
+    const redis = this.options.redis
+    if (redis instanceof Redis || redis instanceof Cluster) {
+      this.client = redis
+      this.ownsClient = false
+    } else {
+      this.client = typeof redis === 'string' ? new Redis(redis) : new Redis(redis)
+      this.ownsClient = true
+      // Errors surface through the failing commands; without a listener ioredis also logs them.
+      this.client.on('error', () => undefined)
+    }
+  }
+
+  private check(): void {
+    if (this.closed) throw new ClosedError('redis transport is closed')
+  }
+
+  private streamKey(origin: string): string {
+    return `${this.options.keyPrefix}:log:${origin}`
+  }
+
+  private committedKey(origin: string): string {
+    return `${this.options.keyPrefix}:committed:${origin}`
+  }
+
+  async append(origin: string, records: readonly Uint8Array[], options: AppendOptions = {}): Promise<readonly LogPosition[]> {
+    this.check()
+    checkName('origin', origin)
+    if (records.length === 0) return []
+    const key = this.streamKey(origin)
+    const keys = options.keys
+    const pipeline = this.client.pipeline()
+    records.forEach((bytes, i) => {
+      const value = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+      const recordKey = keys?.[i]
+      const args: (string | Buffer)[] = [key, '*', BYTES_FIELD, value]
+      if (recordKey !== undefined) args.push(KEY_FIELD, recordKey)
+      pipeline.call('XADD', args)
+    })
+    let results: [Error | null, unknown][] | null
+    try {
+      results = await pipeline.exec()
+    } catch (e) {
+      throw this.fail(e, 'append')
+    }
+    if (results === null) throw this.fail(new Error('pipeline was discarded'), 'append')
+    const positions: LogPosition[] = []
+    for (const [error, id] of results) {
+      // Earlier records of the batch may be in the log: a retry appends them again (at-least-once).
+      if (error !== null) throw this.fail(error, 'append')
+      positions.push(asString(id))
+    }
+    if (this.options.waitReplicas > 0) {
+      let acked: unknown
+      try {
+        acked = await this.client.call('WAIT', [this.options.waitReplicas, this.options.waitTimeoutMs])
+      } catch (e) {
+        throw this.fail(e, 'append (WAIT)')
+      }
+      if (typeof acked !== 'number' || acked < this.options.waitReplicas) {
+        throw this.fail(new Error(`only ${String(acked)} of ${this.options.waitReplicas} replicas acknowledged`), 'append (WAIT)')
+      }
+    }
+    return positions
+  }
+
+  async poll(reader: string, origin: string, options: PollOptions = {}): Promise<readonly LogRecord[]> {
+    this.check()
+    checkName('reader', reader)
+    checkName('origin', origin)
+    const max = options.max ?? DEFAULT_POLL_MAX
+    if (!Number.isInteger(max) || max < 1) throw new ConfigError(`redis transport: poll max must be a positive integer, got ${max}`)
+    const signal = options.signal
+    const waitMs = signal?.aborted === true ? 0 : (options.waitMs ?? 0)
+    const s = this.session(reader, origin)
+    const out: LogRecord[] = []
+    let onAbort: (() => void) | undefined
+    try {
+      if (!s.started) await this.reset(s)
+      const conn = this.connection(s)
+      if (s.replay) await this.replayOwn(s, conn, max, out)
+      if (out.length < max && this.options.now() >= s.nextClaimAt) await this.claim(s, conn, max - out.length, out)
+      if (out.length < max) {
+        const args: (string | number)[] = ['GROUP', reader, this.options.consumer, 'COUNT', max - out.length]
+        const block = out.length === 0 && waitMs > 0
+        if (block) {
+          args.push('BLOCK', waitMs)
+          // A blocked read cannot be cancelled on its connection: drop the connection. Entries the
+          // server delivered meanwhile stay pending and are replayed by the next poll.
+          onAbort = () => this.dropConnection(s)
+          signal?.addEventListener('abort', onAbort, { once: true })
+        }
+        args.push('STREAMS', s.stream, '>')
+        const raw = await conn.callBuffer('XREADGROUP', args)
+        for (const entry of parseRead(raw)) {
+          const record = recordOf(origin, entry)
+          if (record !== undefined) out.push(record)
+        }
+      }
+      return out
+    } catch (e) {
+      s.replay = true
+      s.replayCursor = '0'
+      this.dropConnection(s)
+      if (this.closed) throw new ClosedError('redis transport was closed during poll', { cause: e })
+      if (signal?.aborted === true) return out
+      if (replyCode(e) === 'NOGROUP') this.groups.delete(`${s.stream}\u0000${reader}`)
+      throw translateError(e, 'poll')
+    } finally {
+      if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort)
+    }
+  }
+
+  async commit(reader: string, origin: string, position: LogPosition): Promise<void> {
+    this.check()
+    checkName('reader', reader)
+    parsePosition(position)
+    const stream = this.streamKey(origin)
+    const args = [2, stream, this.committedKey(origin), reader, position]
+    try {
+      await this.ensureGroup(stream, reader)
+      try {
+        await this.client.call('EVALSHA', [COMMIT_SHA, ...args])
+      } catch (e) {
+        if (replyCode(e) !== 'NOSCRIPT') throw e
+        await this.client.call('EVAL', [COMMIT_SCRIPT, ...args])
+      }
+    } catch (e) {
+      if (replyCode(e) === 'NOGROUP') this.groups.delete(`${stream}\u0000${reader}`)
+      throw this.fail(e, 'commit')
+    }
+  }
+
+  async committed(reader: string, origin: string): Promise<LogPosition | undefined> {
+    this.check()
+    try {
+      const v = await this.client.hget(this.committedKey(origin), reader)
+      return v ?? undefined
+    } catch (e) {
+      throw this.fail(e, 'committed')
+    }
+  }
+
+  async rewind(reader: string, origin: string): Promise<void> {
+    this.check()
+    checkName('reader', reader)
+    const s = this.session(reader, origin)
+    try {
+      await this.reset(s)
+    } catch (e) {
+      throw this.fail(e, 'rewind')
+    }
+  }
+
+  async earliest(origin: string): Promise<LogPosition | undefined> {
+    this.check()
+    try {
+      const entries = parseEntries(await this.client.call('XRANGE', [this.streamKey(origin), '-', '+', 'COUNT', 1]))
+      return entries[0]?.id
+    } catch (e) {
+      throw this.fail(e, 'earliest')
+    }
+  }
+
+  async trim(origin: string, before: LogPosition): Promise<void> {
+    this.check()
+    parsePosition(before)
+    try {
+      // Exact trimming (no `~`): earliest() must report `before` afterwards.
+      await this.client.call('XTRIM', [this.streamKey(origin), 'MINID', before])
+    } catch (e) {
+      throw this.fail(e, 'trim')
+    }
+  }
+
+  comparePositions(a: LogPosition, b: LogPosition): number {
+    const [am, as] = parsePosition(a)
+    const [bm, bs] = parsePosition(b)
+    if (am !== bm) return am < bm ? -1 : 1
+    return as < bs ? -1 : as > bs ? 1 : 0
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    for (const s of this.sessions.values()) this.dropConnection(s)
+    if (this.ownsClient) {
+      await this.client.quit().catch(() => undefined)
+      this.client.disconnect()
+    }
+  }
+
+  private fail(e: unknown, what: string): Error {
+    if (this.closed) return new ClosedError(`redis transport was closed during ${what}`, { cause: e })
+    return translateError(e, what)
+  }
+
+  private session(reader: string, origin: string): Session {
+    const id = `${reader}\u0000${origin}`
+    let s = this.sessions.get(id)
+    if (s === undefined) {
+      s = {
+        reader,
+        origin,
+        stream: this.streamKey(origin),
+        started: false,
+        replay: false,
+        replayCursor: '0',
+        claimCursor: '0-0',
+        nextClaimAt: this.options.now() + this.options.claimIntervalMs,
+        conn: undefined,
+      }
+      this.sessions.set(id, s)
+    }
+    return s
+  }
+
+  private connection(s: Session): Client {
+    if (s.conn !== undefined) return s.conn
+    // No reconnect on this connection: a read whose reply was lost may have delivered entries,
+    // and resending it would skip them (ioredis without resend leaves the promise unsettled). The
+    // failed poll drops the connection instead; the next poll opens a new one and replays the PEL.
+    const override = { retryStrategy: () => null, autoResendUnfulfilledCommands: false, lazyConnect: false }
+    const conn =
+      this.client instanceof Cluster
+        ? this.client.duplicate([], { clusterRetryStrategy: () => null, redisOptions: { ...this.client.options.redisOptions, ...override } })
+        : this.client.duplicate(override)
+    conn.on('error', () => undefined)
+    s.conn = conn
+    return conn
+  }
+
+  private dropConnection(s: Session): void {
+    const conn = s.conn
+    s.conn = undefined
+    conn?.disconnect()
+  }
+
+  private async ensureGroup(stream: string, group: string): Promise<void> {
+    const id = `${stream}\u0000${group}`
+    if (this.groups.has(id)) return
+    try {
+      await this.client.call('XGROUP', ['CREATE', stream, group, '0', 'MKSTREAM'])
+    } catch (e) {
+      if (replyCode(e) !== 'BUSYGROUP') throw e
+    }
+    this.groups.add(id)
+  }
+
+  /** Moves the group's cursor back to the committed position (or the start of the stream). */
+  private async reset(s: Session): Promise<void> {
+    await this.ensureGroup(s.stream, s.reader)
+    const committed = await this.client.hget(this.committedKey(s.origin), s.reader)
+    await this.client.call('XGROUP', ['SETID', s.stream, s.reader, committed ?? '0'])
+    // Everything after the committed position comes again through '>', pending entries included.
+    s.started = true
+    s.replay = false
+    s.replayCursor = '0'
+  }
+
+  /** Re-reads this consumer's pending entries (history, oldest first), a page per call. */
+  private async replayOwn(s: Session, conn: Client, max: number, out: LogRecord[]): Promise<void> {
+    const raw = await conn.callBuffer('XREADGROUP', ['GROUP', s.reader, this.options.consumer, 'COUNT', max, 'STREAMS', s.stream, s.replayCursor])
+    const entries = parseRead(raw)
+    if (entries.length === 0) {
+      s.replay = false
+      return
+    }
+    s.replayCursor = (entries[entries.length - 1] as StreamEntry).id
+    this.collect(s, entries, out)
+  }
+
+  /** Claims entries pending too long on any consumer of the group (presumed dead), one page per call. */
+  private async claim(s: Session, conn: Client, count: number, out: LogRecord[]): Promise<void> {
+    const raw = await conn.callBuffer('XAUTOCLAIM', [s.stream, s.reader, this.options.consumer, this.options.claimMinIdleMs, s.claimCursor, 'COUNT', count])
+    if (!Array.isArray(raw) || raw.length < 2) return
+    const next = asString(raw[0])
+    s.claimCursor = next
+    // A finished sweep waits for the next interval; an unfinished one continues on the next poll.
+    if (next === '0-0') s.nextClaimAt = this.options.now() + this.options.claimIntervalMs
+    this.collect(s, parseEntries(raw[1]), out)
+  }
+
+  private collect(s: Session, entries: readonly StreamEntry[], out: LogRecord[]): void {
+    for (const entry of entries) {
+      const record = recordOf(s.origin, entry)
+      if (record !== undefined) out.push(record)
+    }
+  }
+}

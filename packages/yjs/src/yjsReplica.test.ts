@@ -1,0 +1,322 @@
+import { describe, expect, it } from 'vitest'
+import * as Y from 'yjs'
+import * as encoding from 'lib0/encoding'
+import * as decoding from 'lib0/decoding'
+import * as syncProtocol from 'y-protocols/sync'
+import { ConfigError, DecodeError, bytesEqual, seededRandom, type DeltaOrigin } from '@concord/core'
+import { YjsReplica, clientIdFor } from './yjsReplica.js'
+import { yjsFactory } from './factory.js'
+
+function record(r: YjsReplica): Array<[number, DeltaOrigin]> {
+  const out: Array<[number, DeltaOrigin]> = []
+  r.onDelta((d, o) => out.push([d.length, o]))
+  return out
+}
+
+/** Three replicas making random text and map edits, with every local delta logged. */
+function randomHistory(seed: number, steps = 40): { replicas: YjsReplica[]; deltas: Uint8Array[] } {
+  const rnd = seededRandom(seed)
+  const replicas = ['a', 'b', 'c'].map((id) => new YjsReplica(id))
+  const deltas: Uint8Array[] = []
+  for (const r of replicas) r.onDelta((d, o) => o === 'local' && deltas.push(d))
+  for (let s = 0; s < steps; s++) {
+    const r = replicas[Math.floor(rnd() * 3)] as YjsReplica
+    const t = r.text('t')
+    const op = rnd()
+    if (op < 0.2) r.map('m').set(`k${Math.floor(rnd() * 3)}`, s)
+    else if (op < 0.45 && t.length > 0) t.delete(Math.floor(rnd() * t.length), 1 + Math.floor(rnd() * Math.min(3, t.length - 1)))
+    else t.insert(Math.floor(rnd() * (t.length + 1)), 'xyz'.slice(0, 1 + Math.floor(rnd() * 3)))
+    if (rnd() < 0.35) {
+      const other = replicas[Math.floor(rnd() * 3)] as YjsReplica
+      other.apply(r.deltaSince(other.version()))
+    }
+  }
+  return { replicas, deltas }
+}
+
+function shuffled<T>(xs: readonly T[], seed: number): T[] {
+  const rnd = seededRandom(seed)
+  const out = [...xs]
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(rnd() * (i + 1))
+    ;[out[i], out[j]] = [out[j] as T, out[i] as T]
+  }
+  return out
+}
+
+describe('YjsReplica', () => {
+  it('emits one local delta per transaction and marks applied updates remote', () => {
+    const a = new YjsReplica('a')
+    const b = new YjsReplica('b')
+    const seenA = record(a)
+    const seenB = record(b)
+    a.transact((doc) => {
+      doc.getText('t').insert(0, 'hello')
+      doc.getMap('m').set('k', 1)
+    })
+    a.text('t').insert(5, '!')
+    expect(seenA.map(([, o]) => o)).toEqual(['local', 'local'])
+    b.apply(a.deltaSince(b.version()))
+    expect(seenB.map(([, o]) => o)).toEqual(['remote'])
+    expect(b.value()).toEqual({ t: 'hello!', m: { k: 1 } })
+    // Applying the same bytes again changes nothing and emits nothing.
+    b.apply(a.deltaSince())
+    expect(seenB).toHaveLength(1)
+    expect(a.typeName).toBe('yjs')
+    expect(a.onConflict(() => {})).toBeTypeOf('function')
+  })
+
+  it('derives distinct, stable client ids from replica ids', () => {
+    expect(clientIdFor('region-a/1')).toBe(clientIdFor('region-a/1'))
+    expect(clientIdFor('region-a/1')).not.toBe(clientIdFor('region-a/2'))
+    expect(Number.isSafeInteger(clientIdFor('x'.repeat(100)))).toBe(true)
+    expect(new YjsReplica('r1').doc.clientID).toBe(clientIdFor('r1'))
+    expect(new YjsReplica('r1', { clientId: 7 }).doc.clientID).toBe(7)
+    expect(() => new YjsReplica('')).toThrow(ConfigError)
+    expect(() => new YjsReplica('x', { clientId: -1 })).toThrow(ConfigError)
+  })
+
+  it('sends a holder of a version exactly what it lacks', () => {
+    const a = new YjsReplica('a')
+    const b = new YjsReplica('b')
+    a.text('t').insert(0, 'abc'.repeat(100))
+    b.apply(a.deltaSince())
+    const v = b.version()
+    a.text('t').insert(300, 'def')
+    const delta = a.deltaSince(v)
+    expect(delta.length).toBeLessThan(a.deltaSince().length)
+    b.apply(delta)
+    expect(b.value()).toEqual({ t: 'abc'.repeat(100) + 'def' })
+    expect(bytesEqual(a.version(), b.version())).toBe(true)
+    expect(() => a.deltaSince(new Uint8Array([5, 1]))).toThrow(DecodeError)
+  })
+
+  it.each([1, 2, 3, 4, 5, 6, 7, 8])('state() is canonical whatever the delivery order (seed %i)', (seed) => {
+    const { replicas, deltas } = randomHistory(seed)
+    const x = new YjsReplica('x')
+    const y = new YjsReplica('y')
+    for (const d of deltas) x.apply(d)
+    for (const d of shuffled(deltas, seed * 31)) y.apply(d)
+    for (const r of replicas) for (const d of shuffled(deltas, seed)) r.apply(d)
+    const states = [x, y, ...replicas].map((r) => r.state())
+    for (const s of states) expect(bytesEqual(s, states[0] as Uint8Array)).toBe(true)
+    expect(y.value()).toEqual(x.value())
+    // state() is also a snapshot: an empty replica restores from it.
+    const z = new YjsReplica('z')
+    z.apply(x.state())
+    expect(z.value()).toEqual(x.value())
+    expect(bytesEqual(z.state(), x.state())).toBe(true)
+  })
+
+  it('buffers updates with missing dependencies as pending until the gap is filled', () => {
+    const a = new YjsReplica('a')
+    const deltas: Uint8Array[] = []
+    a.onDelta((d) => deltas.push(d))
+    a.text('t').insert(0, 'one ')
+    a.text('t').insert(4, 'two')
+    const b = new YjsReplica('b', { roots: { t: 'text' } })
+    b.apply(deltas[1] as Uint8Array)
+    expect(b.hasPending).toBe(true)
+    expect(b.value()).toEqual({ t: '' })
+    expect(b.version()).toEqual(new YjsReplica('e').version())
+    b.apply(deltas[0] as Uint8Array)
+    expect(b.hasPending).toBe(false)
+    expect(b.value()).toEqual({ t: 'one two' })
+  })
+
+  it('shows declared roots when empty and infers undeclared ones without claiming them', () => {
+    const a = new YjsReplica('a')
+    a.text('notes').insert(0, 'hi')
+    a.map('meta').set('owner', 'eu')
+    a.array('list').push([1, 'two'])
+    const nested = new Y.Map<number>()
+    a.map('meta').set('nested', nested)
+    nested.set('n', 3)
+    const b = new YjsReplica('b', { roots: { todo: 'array', title: 'text' } })
+    expect(b.value()).toEqual({ todo: [], title: '' })
+    b.apply(a.state())
+    const expected = { notes: 'hi', meta: { owner: 'eu', nested: { n: 3 } }, list: [1, 'two'], todo: [], title: '' }
+    expect(b.value()).toEqual(expected)
+    // Inference did not instantiate the roots, so the application can still declare them.
+    expect(b.text('notes').toString()).toBe('hi')
+    expect(b.value()).toEqual(expected)
+  })
+
+  it('rejects a non-state-vector version and non-bytes', () => {
+    const a = new YjsReplica('a')
+    expect(() => a.apply('nope' as unknown as Uint8Array)).toThrow(DecodeError)
+    expect(() => a.apply(new Uint8Array([1, 2, 3]))).toThrow(DecodeError)
+  })
+
+  it.each(['strict', 'decode'] as const)('%s: truncated and corrupted updates throw DecodeError and change nothing', (validation) => {
+    const src = new YjsReplica('src')
+    src.text('t').insert(0, 'hello world')
+    src.map('m').set('a', { x: 1 })
+    src.text('t').delete(2, 3)
+    src.array('arr').insert(0, [1, 'two', new Uint8Array([3])])
+    const full = src.deltaSince()
+    const rnd = seededRandom(11)
+    const target = new YjsReplica('t', { validation })
+    target.text('t').insert(0, 'X')
+    let rejected = 0
+    for (let i = 0; i < 3000; i++) {
+      const bad = Uint8Array.from(full)
+      let input: Uint8Array
+      if (rnd() < 0.3) input = bad.slice(0, Math.floor(rnd() * bad.length))
+      else {
+        for (let k = 0; k < 1 + Math.floor(rnd() * 3); k++) bad[Math.floor(rnd() * bad.length)] = Math.floor(rnd() * 256)
+        input = bad
+      }
+      const before = target.state()
+      const probe = new YjsReplica('probe', { validation })
+      probe.apply(before)
+      try {
+        probe.apply(input)
+      } catch (e) {
+        expect(e).toBeInstanceOf(DecodeError)
+        rejected++
+        // Strict mode guarantees the document is untouched; decode mode only for framing errors.
+        if (validation === 'strict') expect(bytesEqual(probe.state(), before)).toBe(true)
+      }
+    }
+    expect(rejected).toBeGreaterThan(2000)
+  })
+
+  it('strict: an update that decodes but does not integrate is refused without touching the document', () => {
+    // Found by the fuzz test above: corrupted bytes that Y.decodeUpdate accepts but applyUpdate throws on.
+    const src = new YjsReplica('src', { clientId: 1 })
+    src.text('t').insert(0, 'hello world')
+    const full = src.deltaSince()
+    const rnd = seededRandom(5)
+    let found: Uint8Array | undefined
+    for (let i = 0; i < 20_000 && found === undefined; i++) {
+      const bad = Uint8Array.from(full)
+      bad[Math.floor(rnd() * bad.length)] = Math.floor(rnd() * 256)
+      try {
+        Y.decodeUpdate(bad)
+      } catch {
+        continue
+      }
+      const scratch = new Y.Doc()
+      Y.applyUpdate(scratch, Y.encodeStateAsUpdate(new YjsReplica('t', { clientId: 2 }).doc))
+      try {
+        Y.applyUpdate(scratch, bad)
+      } catch {
+        found = bad
+      }
+    }
+    expect(found).toBeDefined()
+    const target = new YjsReplica('t', { clientId: 2 })
+    target.text('t').insert(0, 'mine')
+    const before = target.state()
+    expect(() => target.apply(found as Uint8Array)).toThrow(DecodeError)
+    expect(bytesEqual(target.state(), before)).toBe(true)
+    // The replica keeps working: the shadow is rebuilt and good updates still apply.
+    target.apply(src.deltaSince())
+    expect(new Set(Object.keys(target.value()))).toEqual(new Set(['t']))
+    expect((target.value()['t'] as string).length).toBe('mine'.length + 'hello world'.length)
+  })
+
+  it('strict: the shadow follows local edits between remote updates', () => {
+    const a = new YjsReplica('a')
+    const b = new YjsReplica('b')
+    a.text('t').insert(0, 'a')
+    b.apply(a.deltaSince())
+    for (let i = 0; i < 5000; i++) b.text('t').insert(b.text('t').length, 'b')
+    a.text('t').insert(0, '<')
+    b.apply(a.deltaSince(b.version()))
+    a.apply(b.deltaSince(a.version()))
+    expect(a.value()).toEqual(b.value())
+    expect((b.value()['t'] as string).length).toBe(5002)
+  })
+
+  it('close() stops emitting', () => {
+    const a = new YjsReplica('a')
+    const seen = record(a)
+    a.close()
+    a.text('t').insert(0, 'x')
+    expect(seen).toEqual([])
+  })
+
+  it('factory creates empty replicas with shared options', () => {
+    const f = yjsFactory({ roots: { t: 'text' } })
+    expect(f.typeName).toBe('yjs')
+    expect(f.create('r').value()).toEqual({ t: '' })
+  })
+})
+
+describe('interop with a plain Y.Doc over y-protocols/sync', () => {
+  /** Concord's side of the y-protocols sync protocol, written only against the Replica contract. */
+  function concordHandle(replica: YjsReplica, message: Uint8Array): Uint8Array | undefined {
+    const d = decoding.createDecoder(message)
+    const type = decoding.readVarUint(d)
+    const payload = decoding.readVarUint8Array(d)
+    if (type === syncProtocol.messageYjsSyncStep1) {
+      const e = encoding.createEncoder()
+      encoding.writeVarUint(e, syncProtocol.messageYjsSyncStep2)
+      encoding.writeVarUint8Array(e, replica.deltaSince(payload))
+      return encoding.toUint8Array(e)
+    }
+    replica.apply(payload)
+    return undefined
+  }
+
+  function concordStep1(replica: YjsReplica): Uint8Array {
+    const e = encoding.createEncoder()
+    encoding.writeVarUint(e, syncProtocol.messageYjsSyncStep1)
+    encoding.writeVarUint8Array(e, replica.version())
+    return encoding.toUint8Array(e)
+  }
+
+  function plainHandle(doc: Y.Doc, message: Uint8Array): Uint8Array | undefined {
+    const reply = encoding.createEncoder()
+    syncProtocol.readSyncMessage(decoding.createDecoder(message), reply, doc, 'peer')
+    return encoding.length(reply) > 0 ? encoding.toUint8Array(reply) : undefined
+  }
+
+  it('syncs both ways and keeps converging on live updates', () => {
+    const plain = new Y.Doc()
+    plain.getText('t').insert(0, 'from plain ')
+    plain.getMap('m').set('who', 'plain')
+    const replica = new YjsReplica('concord')
+    replica.text('t').insert(0, 'from concord ')
+    replica.map('m').set('who', 'concord')
+
+    // Handshake: each side sends step 1, the other answers with step 2.
+    const e = encoding.createEncoder()
+    syncProtocol.writeSyncStep1(e, plain)
+    const toPlain = concordHandle(replica, encoding.toUint8Array(e))
+    expect(toPlain).toBeDefined()
+    plainHandle(plain, toPlain as Uint8Array)
+    const toConcord = plainHandle(plain, concordStep1(replica))
+    expect(toConcord).toBeDefined()
+    concordHandle(replica, toConcord as Uint8Array)
+
+    expect(replica.value()['t']).toBe(plain.getText('t').toString())
+    expect(replica.value()['m']).toEqual(plain.getMap('m').toJSON())
+
+    // Live updates in both directions.
+    plain.on('update', (u: Uint8Array, origin: unknown) => {
+      if (origin === 'peer') return
+      const m = encoding.createEncoder()
+      syncProtocol.writeUpdate(m, u)
+      concordHandle(replica, encoding.toUint8Array(m))
+    })
+    replica.onDelta((u, origin) => {
+      if (origin !== 'local') return
+      const m = encoding.createEncoder()
+      syncProtocol.writeUpdate(m, u)
+      plainHandle(plain, encoding.toUint8Array(m))
+    })
+    plain.getText('t').insert(0, '[')
+    replica.text('t').insert(replica.text('t').length, ']')
+    replica.map('m').delete('who')
+    expect(replica.value()['t']).toBe(plain.getText('t').toString())
+    expect(plain.getText('t').toString()).toMatch(/^\[.*\]$/)
+    expect(plain.getMap('m').toJSON()).toEqual({})
+    expect(bytesEqual(Y.encodeStateVector(plain), replica.version())).toBe(true)
+    const snapshot = new YjsReplica('check')
+    snapshot.apply(Y.encodeStateAsUpdate(plain))
+    expect(bytesEqual(snapshot.state(), replica.state())).toBe(true)
+  })
+})

@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# Runs a single-node KRaft Apache Kafka broker (broker + controller in one JVM) for Concord's
+# integration tests, from the Apache Kafka jars on Maven Central (fetched by Maven, cached in .kafka/).
+#
+#   bash scripts/kafka.sh start    fetch jars if needed, format storage once, start, wait until ready
+#   bash scripts/kafka.sh stop     stop the broker this script started (SIGTERM, then SIGKILL after a timeout)
+#   bash scripts/kafka.sh status   exit 0 when the broker accepts connections, 3 when not
+#   bash scripts/kafka.sh reset    stop, then delete the broker's data (topics, offsets); jars are kept
+#
+# Environment (all optional):
+#   KAFKA_VERSION        Apache Kafka release to fetch               (default 3.9.1)
+#   KAFKA_PORT           client listener port on 127.0.0.1           (default 9092)
+#   KAFKA_CONTROLLER_PORT controller listener port on 127.0.0.1      (default 9093)
+#   KAFKA_DIR            working directory: jars, data, config, logs (default <repo>/.kafka)
+#   KAFKA_HEAP_OPTS      JVM heap                                    (default -Xms256m -Xmx512m)
+#   KAFKA_START_TIMEOUT  seconds to wait for the broker to be ready  (default 120)
+#   JAVA_HOME            Java 17+ to use                             (default: java on PATH)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+
+version="${KAFKA_VERSION:-3.9.1}"
+port="${KAFKA_PORT:-9092}"
+controller_port="${KAFKA_CONTROLLER_PORT:-9093}"
+dir="${KAFKA_DIR:-$repo/.kafka}"
+heap="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
+timeout="${KAFKA_START_TIMEOUT:-120}"
+java="${JAVA_HOME:+$JAVA_HOME/bin/}java"
+
+libs="$dir/libs-$version"
+data="$dir/data"
+config="$dir/server.properties"
+log4j="$dir/log4j.properties"
+logfile="$dir/kafka.log"
+pidfile="$dir/kafka.pid"
+
+say() { printf 'kafka.sh: %s\n' "$*" >&2; }
+
+# True when something accepts TCP connections on 127.0.0.1:$1 (bash's /dev/tcp, no extra tools).
+port_open() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Pid of the broker this script started, if it is still alive.
+running_pid() {
+  [[ -f "$pidfile" ]] || return 1
+  local pid
+  pid="$(cat "$pidfile")"
+  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && printf '%s' "$pid"
+}
+
+fetch_jars() {
+  if [[ -f "$libs/.complete" ]]; then return 0; fi
+  command -v mvn >/dev/null || { say "mvn not found: install Maven 3.8+ (apt-get install maven)"; exit 1; }
+  say "fetching Apache Kafka $version jars from Maven Central into $libs"
+  rm -rf "$libs"
+  mkdir -p "$libs"
+  mvn -B -q -Dstyle.color=never -f "$here/kafka/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -Dkafka.version="$version" -DoutputDirectory="$libs"
+  [[ -f "$libs/kafka_2.13-$version.jar" ]] || { say "Maven did not deliver kafka_2.13-$version.jar"; exit 1; }
+  touch "$libs/.complete"
+}
+
+write_config() {
+  mkdir -p "$dir"
+  cat >"$config" <<EOF
+# Written by scripts/kafka.sh: single-node KRaft broker + controller for tests.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$controller_port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$data
+num.partitions=1
+default.replication.factor=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=3
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+min.insync.replicas=1
+# Concord's Kafka transport creates its topics itself; a typo in a topic name should fail, not create one.
+auto.create.topics.enable=false
+# Tests start consumer groups often: do not wait for more members before the first rebalance.
+group.initial.rebalance.delay.ms=0
+log.retention.hours=24
+EOF
+  cat >"$log4j" <<'EOF'
+log4j.rootLogger=INFO, stdout
+log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
+log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.request.logger=WARN
+log4j.logger.state.change.logger=WARN
+log4j.logger.org.apache.kafka.controller=INFO
+EOF
+}
+
+format_storage() {
+  if [[ -f "$data/meta.properties" ]]; then return 0; fi
+  # A cluster id is a Kafka Uuid: 16 random bytes as URL-safe base64 without padding (22 chars).
+  local cluster_id
+  cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22)"
+  say "formatting KRaft storage in $data (cluster id $cluster_id)"
+  mkdir -p "$data"
+  "$java" -Xmx256m -Dlog4j.configuration="file:$log4j" -cp "$libs/*" \
+    kafka.tools.StorageTool format -t "$cluster_id" -c "$config" >>"$logfile" 2>&1 \
+    || { say "storage format failed; see $logfile"; tail -n 20 "$logfile" >&2; exit 1; }
+}
+
+# Ready = the client port accepts connections and the server logged the end of its startup.
+broker_ready() {
+  port_open "$port" && grep -q 'Kafka Server started' "$logfile" 2>/dev/null
+}
+
+start() {
+  if pid="$(running_pid)"; then
+    say "already running (pid $pid) on 127.0.0.1:$port"
+    return 0
+  fi
+  if port_open "$port"; then
+    say "something already listens on 127.0.0.1:$port; assuming it is a Kafka broker, not starting another"
+    return 0
+  fi
+  command -v "$java" >/dev/null || { say "java not found: install Java 17+ (apt-get install openjdk-17-jre-headless)"; exit 1; }
+  fetch_jars
+  write_config
+  : >"$logfile"
+  format_storage
+  say "starting Kafka $version on 127.0.0.1:$port (controller 127.0.0.1:$controller_port), log: $logfile"
+  # setsid + nohup: the broker outlives this shell and the terminal; its own session gets no SIGHUP.
+  # shellcheck disable=SC2086 # $heap is a list of JVM flags
+  setsid nohup "$java" $heap -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j.configuration="file:$log4j" -cp "$libs/*" kafka.Kafka "$config" \
+    >>"$logfile" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+  local pid=$! waited=0
+  until broker_ready; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      say "broker exited during startup; last log lines:"
+      tail -n 30 "$logfile" >&2
+      rm -f "$pidfile"
+      exit 1
+    fi
+    if (( waited >= timeout )); then
+      say "broker not ready after ${timeout}s; last log lines:"
+      tail -n 30 "$logfile" >&2
+      exit 1
+    fi
+    if (( waited % 5 == 0 )); then say "waiting for the broker... (${waited}s)"; fi
+    sleep 1
+    waited=$((waited + 1))
+  done
+  say "ready on 127.0.0.1:$port after ${waited}s (pid $pid)"
+}
+
+stop() {
+  local pid
+  if ! pid="$(running_pid)"; then
+    rm -f "$pidfile"
+    if port_open "$port"; then
+      say "a broker on 127.0.0.1:$port was not started by this script; leaving it alone"
+    else
+      say "not running"
+    fi
+    return 0
+  fi
+  say "stopping broker (pid $pid)"
+  kill -TERM "$pid"
+  local waited=0
+  while kill -0 "$pid" 2>/dev/null; do
+    if (( waited >= 60 )); then
+      say "broker did not stop after 60s; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+      break
+    fi
+    sleep 1
+    waited=$((waited + 1))
+  done
+  rm -f "$pidfile"
+  say "stopped"
+}
+
+status() {
+  if port_open "$port"; then
+    if pid="$(running_pid)"; then
+      say "running on 127.0.0.1:$port (pid $pid, Kafka $version)"
+    else
+      say "a broker accepts connections on 127.0.0.1:$port (not started by this script)"
+    fi
+    return 0
+  fi
+  if pid="$(running_pid)"; then
+    say "starting (pid $pid), not yet accepting connections on 127.0.0.1:$port"
+  else
+    say "not running"
+  fi
+  return 3
+}
+
+reset() {
+  stop
+  say "deleting broker data in $data"
+  rm -rf "$data"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  reset) reset ;;
+  *)
+    echo "usage: bash scripts/kafka.sh start|stop|status|reset" >&2
+    exit 2
+    ;;
+esac
