@@ -101,6 +101,8 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
   private current: A.Doc<T>
   /** True while the history order is the canonical one (see {@link state}), so `save()` is canonical. */
   private canonical = true
+  /** Changes queued by Automerge for missing dependencies, by hash. */
+  private readonly pending = new Map<string, Uint8Array>()
   private readonly listeners: Array<(delta: Uint8Array, origin: DeltaOrigin) => void> = []
   private readonly conflictListeners: Array<(event: ConflictEvent) => void> = []
 
@@ -141,9 +143,10 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
   }
 
   deltaSince(version?: Uint8Array): Uint8Array {
-    if (version === undefined) return A.save(this.current)
+    if (version === undefined) return this.state()
     const known = decodeHeads(version).filter((h) => A.hasHeads(this.current, [h]))
-    return concatBytes(A.getChangesSince(this.current, known))
+    const changes = A.getChangesSince(this.current, known)
+    return concatBytes(this.pending.size === 0 ? changes : [...changes, ...this.pendingBytes()])
   }
 
   /**
@@ -189,10 +192,35 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
     }
     const headsAfter = A.getHeads(next)
     this.current = next
+    this.trackPending(next, changes)
     if (sameHeads(headsBefore, headsAfter)) return
     if (this.canonical) this.canonical = appendedLinearly(next, headsBefore)
     for (const l of [...this.listeners]) l(delta, 'remote')
     if (conflictPaths !== undefined) for (const path of conflictPaths) this.reportConflict(path)
+  }
+
+  /**
+   * Automerge queues changes whose dependencies are missing but does not expose them, and `save()`
+   * leaves them out; they are kept here (by hash) so that `state()` and `deltaSince()` still carry
+   * them, as Yjs does with its pending structs. Only runs when something is actually queued.
+   */
+  private trackPending(doc: A.Doc<T>, batch: readonly Uint8Array[]): void {
+    if (A.getMissingDeps(doc, []).length === 0) {
+      if (this.pending.size > 0) this.pending.clear()
+      return
+    }
+    for (const c of batch) this.pending.set(A.decodeChange(c).hash ?? '', c)
+    for (const h of [...this.pending.keys()]) if (A.hasHeads(doc, [h])) this.pending.delete(h)
+  }
+
+  /** Queued changes in hash order, as one byte string (empty when none). */
+  private pendingBytes(): Uint8Array[] {
+    return [...this.pending.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, c]) => c)
+  }
+
+  /** True while some applied changes wait for missing dependencies. */
+  get hasPending(): boolean {
+    return this.pending.size > 0
   }
 
   private reportConflict(path: A.Prop[]): void {
@@ -229,7 +257,7 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
    * which changes arrived), so while changes arrive in that order (local edits, or remote changes that
    * each extend all current heads) this is just `save()`; after concurrent changes the document is
    * rebuilt once in canonical order (cost: one replay of the history), and stays canonical after.
-   * Changes still waiting for dependencies are not included.
+   * Changes still waiting for dependencies follow the document chunk, in hash order.
    */
   state(): Uint8Array {
     if (!this.canonical) {
@@ -245,7 +273,8 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
       this.current = rebuilt
       this.canonical = true
     }
-    return A.save(this.current)
+    const saved = A.save(this.current)
+    return this.pending.size === 0 ? saved : concatBytes([saved, ...this.pendingBytes()])
   }
 
   onDelta(fn: (delta: Uint8Array, origin: DeltaOrigin) => void): () => void {

@@ -30,9 +30,9 @@ function textReplica(id: string): AutomergeReplica<TextDoc> {
 }
 const ROOT = A.load<TextDoc>(A.save(A.change(A.init<TextDoc>({ actor: '00' }), (d) => (d.text = ''))))
 
-// The full automerge-paper and seph-blog1 replays take ~35 s and ~17 s with Automerge; they run in
-// benchmarks/src/docs-bench.ts instead.
-const SEQUENTIAL = ['sveltecomponent', 'rustcode'] as const
+// Automerge JS takes ~0.1-1 ms per change on these documents: automerge-paper (~35 s) runs in
+// benchmarks/src/docs-bench.ts, rustcode (~30 s) only in soak runs (CONCORD_SOAK=1).
+const SEQUENTIAL = process.env['CONCORD_SOAK'] === '1' ? ['sveltecomponent', 'rustcode', 'seph-blog1'] : ['sveltecomponent']
 
 describe.skipIf(!tracesAvailable([...SEQUENTIAL, ...CONCURRENT_TRACES]))('editing traces through AutomergeReplica', () => {
   it.each(SEQUENTIAL)('%s replays to its endContent, and a peer fed its deltas matches', (name) => {
@@ -56,6 +56,7 @@ describe.skipIf(!tracesAvailable([...SEQUENTIAL, ...CONCURRENT_TRACES]))('editin
       trace,
       (agent) => textReplica(`agent-${agent}`),
       (r, txn) => r.change((d) => edit(d, txn.patches, trace.bmpOnly)),
+      concat, // Automerge chunks concatenate; each applyChanges call costs O(document) in Automerge JS
     )
     const first = replicas[0] as AutomergeReplica<TextDoc>
     for (const r of replicas) {

@@ -204,8 +204,11 @@ function joinMap(
     if (t.entries.size === 0) target.entries.delete(k)
     else target.entries.set(k, t)
     reported ||= childReported
-    if (sink !== undefined && !childReported && d === undefined && sub.removed.length > 0 && t.entries.size > 0 && schema.removal !== undefined) {
+    if (sink !== undefined && !childReported && cs.kind === 'fun' && d === undefined && sub.removed.length > 0 && t.entries.size > 0 && schema.removal !== undefined) {
       // A removal this delta made (it writes nothing under k) lost to writes it had not seen.
+      // Only for leaf fields: under a nested map, dots surviving beside removed ones may belong to
+      // other elements the remover saw and kept (removing one set element is not removing the
+      // field), and the nested level reports the element-level conflict itself.
       const surviving = collectDots(t).filter((dot) => !dctx.has(dot))
       if (surviving.length > 0) {
         sink.events.push(schema.removal(k, t, surviving, sub.removed, childPath, sink.typeName))

@@ -206,11 +206,14 @@ export function applyPatches(text: string, patches: readonly TracePatch[], bmpOn
  * (as the local deltas those transactions emitted, applied in trace order), then `edit` performs the
  * patches as one local mutation. Afterwards every pair of replicas syncs through
  * `version()`/`deltaSince()` until all have seen everything. Returns the replicas, one per agent.
+ * `batch`, when given, joins the deltas one agent catches up on into a single delta (one `apply`
+ * per catch-up instead of one per transaction, for backends where each apply has a fixed cost).
  */
 export function replayConcurrentTrace<R extends Replica<unknown>>(
   trace: ConcurrentTrace,
   create: (agent: number) => R,
   edit: (replica: R, txn: ConcurrentTxn) => void,
+  batch?: (deltas: readonly Uint8Array[]) => Uint8Array,
 ): R[] {
   const replicas = Array.from({ length: trace.numAgents }, (_, a) => create(a))
   const deltas: Uint8Array[][] = []
@@ -235,7 +238,9 @@ export function replayConcurrentTrace<R extends Replica<unknown>>(
       for (const q of (trace.txns[p] as ConcurrentTxn).parents) stack.push(q)
     }
     need.sort((a, b) => a - b)
-    for (const p of need) for (const d of deltas[p] as Uint8Array[]) replica.apply(d)
+    const incoming = need.flatMap((p) => deltas[p] as Uint8Array[])
+    if (batch !== undefined && incoming.length > 1) replica.apply(batch(incoming))
+    else for (const d of incoming) replica.apply(d)
     current = []
     edit(replica, txn)
     deltas[i] = current

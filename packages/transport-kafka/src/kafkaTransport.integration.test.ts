@@ -79,21 +79,6 @@ describe.skipIf(!server.available)('KafkaTransport against a real broker', () =>
     expect(keys).toEqual(['doc-1', null])
   })
 
-  it('delivers each origin in append order with increasing positions', async () => {
-    const t = open()
-    const origin = unique('o')
-    const p1 = await t.append(origin, [bytes('a'), bytes('b')])
-    const p2 = await t.append(origin, [bytes('c'), new Uint8Array([0, 255, 0]), new Uint8Array(0)])
-    const positions = [...p1, ...p2]
-    expect(positions).toEqual(['0', '1', '2', '3', '4'])
-    const got = await pollN(t, unique('r'), origin, 5)
-    expect(got.map((r) => r.position)).toEqual(positions)
-    expect(got.slice(0, 3).map(text)).toEqual(['a', 'b', 'c'])
-    expect([...(got[3] as LogRecord).bytes]).toEqual([0, 255, 0])
-    expect((got[4] as LogRecord).bytes.length).toBe(0)
-    expect(got.every((r) => r.origin === origin)).toBe(true)
-  })
-
   it('rewind redelivers everything after the committed position; commits never move backwards', async () => {
     const t = open()
     const origin = unique('o')
@@ -114,36 +99,6 @@ describe.skipIf(!server.available)('KafkaTransport against a real broker', () =>
     expect((await pollN(t, other, origin, 4)).map(text)).toEqual(['a', 'b', 'c', 'd'])
   })
 
-  it('a new client resumes after the committed position and redelivers what was not committed', async () => {
-    const t1 = open()
-    const origin = unique('o')
-    const reader = unique('r')
-    await t1.append(origin, ['a', 'b', 'c', 'd', 'e'].map(bytes))
-    const got = await pollN(t1, reader, origin, 5)
-    await t1.commit(reader, origin, (got[2] as LogRecord).position)
-    await t1.close()
-    const t2 = open()
-    expect(await t2.committed(reader, origin)).toBe((got[2] as LogRecord).position)
-    expect((await pollN(t2, reader, origin, 2)).map(text)).toEqual(['d', 'e'])
-  })
-
-  it('concurrent publishers: every record once, each publisher in its own order', async () => {
-    const p1 = open()
-    const p2 = open()
-    const origin = unique('o')
-    const n = 200
-    const publish = async (t: Transport, tag: string): Promise<void> => {
-      for (let i = 0; i < n; i += 10) await t.append(origin, Array.from({ length: 10 }, (_, j) => bytes(`${tag}:${i + j}`)))
-    }
-    await Promise.all([publish(p1, 'p'), publish(p2, 'q')])
-    const got = await pollN(open(), unique('r'), origin, 2 * n)
-    expect(got).toHaveLength(2 * n)
-    for (const tag of ['p', 'q']) {
-      const seq = got.map(text).filter((s) => s.startsWith(`${tag}:`)).map((s) => Number(s.slice(2)))
-      expect(seq).toEqual(Array.from({ length: n }, (_, i) => i))
-    }
-  })
-
   it('pauses at the buffer bound and still delivers everything in order', async () => {
     const t = open({ bufferRecords: 8 })
     const origin = unique('o')
@@ -158,21 +113,6 @@ describe.skipIf(!server.available)('KafkaTransport against a real broker', () =>
       got.push(...batch)
     }
     expect(got.map(text)).toEqual(Array.from({ length: n }, (_, i) => `m${i}`))
-  })
-
-  it('trim removes records strictly before the position; readers continue with what is held', async () => {
-    const t = open()
-    const origin = unique('o')
-    expect(await t.earliest(origin)).toBeUndefined()
-    const positions = await t.append(origin, ['a', 'b', 'c', 'd', 'e'].map(bytes))
-    expect(await t.earliest(origin)).toBe(positions[0])
-    await t.trim(origin, positions[2] as string)
-    expect(await t.earliest(origin)).toBe(positions[2])
-    await t.trim(origin, positions[0] as string)
-    expect(await t.earliest(origin)).toBe(positions[2])
-    const reader = unique('r')
-    await t.commit(reader, origin, positions[0] as string)
-    expect((await pollN(t, reader, origin, 3)).map(text)).toEqual(['c', 'd', 'e'])
   })
 
   it('a waiting poll wakes on append, and ends when aborted', async () => {

@@ -230,6 +230,21 @@ describe('YjsReplica', () => {
     expect((b.value()['t'] as string).length).toBe(5002)
   })
 
+  it('lone surrogates do not survive encoding (pinned from convergence/none, seed -1679167913)', () => {
+    // Yjs encodes strings as UTF-8, so half a surrogate pair becomes U+FFFD on the wire while the
+    // writer keeps it: the writer diverges from everyone else. Edit Y.Text by whole code points.
+    const a = new YjsReplica('a')
+    a.text('t').insert(0, '\ud83d')
+    const b = new YjsReplica('b')
+    b.apply(a.deltaSince())
+    expect(b.text('t').toString()).toBe('\ufffd')
+    expect(a.text('t').toString()).toBe('\ud83d')
+    const c = new YjsReplica('c')
+    c.text('t').insert(0, '😀')
+    b.apply(c.deltaSince())
+    expect(b.text('t').toString()).toContain('😀')
+  })
+
   it('close() stops emitting', () => {
     const a = new YjsReplica('a')
     const seen = record(a)
