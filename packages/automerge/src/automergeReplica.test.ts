@@ -141,9 +141,17 @@ describe('AutomergeReplica', () => {
     const b = replica('b')
     b.apply(deltas[1] as Uint8Array)
     expect(b.value()).toEqual({})
+    expect(b.hasPending).toBe(true)
     expect(b.version()).toEqual(new Uint8Array(0))
+    // Queued changes travel with state() and deltaSince() (pinned from laws/associative, seed -707488909).
+    const c = replica('c')
+    c.apply(b.state())
+    c.apply(a.deltaSince(new Uint8Array(0)).subarray(0, (deltas[0] as Uint8Array).length))
+    expect(c.value()).toEqual({ text: 'one two' })
     b.apply(deltas[0] as Uint8Array)
+    expect(b.hasPending).toBe(false)
     expect(b.value()).toEqual({ text: 'one two' })
+    expect(bytesEqual(b.state(), c.state())).toBe(true)
   })
 
   it('reports concurrent assignments with winner, losers, op ids and replicas', () => {

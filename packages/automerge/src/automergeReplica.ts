@@ -143,7 +143,7 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
   }
 
   deltaSince(version?: Uint8Array): Uint8Array {
-    if (version === undefined) return this.state()
+    if (version === undefined) return concatBytes([A.save(this.current), ...this.pendingBytes()])
     const known = decodeHeads(version).filter((h) => A.hasHeads(this.current, [h]))
     const changes = A.getChangesSince(this.current, known)
     return concatBytes(this.pending.size === 0 ? changes : [...changes, ...this.pendingBytes()])

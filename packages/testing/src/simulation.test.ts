@@ -36,6 +36,17 @@ describe('Simulation', () => {
     expect(sim.region('ap').known.has(0)).toBe(true)
   })
 
+  it('counts the bytes it carries', () => {
+    const sim = new Simulation({ spec: gCounterSpec, regions: names, seed: 3, antiEntropyIntervalMs: 10_000 })
+    const sent: Uint8Array[] = []
+    sim.region('us').replica.onDelta((d, origin) => origin === 'local' && sent.push(d))
+    sim.perform('us', 2)
+    sim.advance(5)
+    expect(sent).toHaveLength(1)
+    // one delta to each of the two peers, no anti-entropy yet
+    expect(sim.stats().bytes).toBe(2 * (sent[0] as Uint8Array).length)
+  })
+
   it('records causal deps from what the issuer had seen', () => {
     const sim = new Simulation({ spec: gCounterSpec, regions: names, latency: 'lan', seed: 1 })
     const a = sim.perform('us', 1)

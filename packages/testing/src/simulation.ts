@@ -730,6 +730,8 @@ export class Simulation<V, Op, R extends Replica<V> = Replica<V>> {
   private send(m: Message): void {
     const link = ((this.links[m.from] as LinkState[])[m.to]) as LinkState
     this.counters.sent++
+    // bytes put on the wire by the sender: the delta plus, for sync messages, the version
+    this.counters.bytes += (m.delta?.length ?? 0) + (m.version?.length ?? 0)
     if (link.cut) {
       this.counters.dropped++
       return

@@ -1,0 +1,31 @@
+/**
+ * The benchmark suite: `npm run bench` runs every suite, `npm run bench -- convergence docs`
+ * runs some. Each suite prints a table, shows progress on stderr, and writes
+ * benchmarks/results/<suite>.json and an SVG chart beside it.
+ */
+import { saveReport, type BenchReport } from './report.js'
+
+const SUITES: Record<string, () => Promise<BenchReport>> = {
+  convergence: async () => (await import('./convergence-bench.js')).run(),
+  docs: async () => (await import('./docs-bench.js')).runDocsBench(),
+  transport: async () => (await import('./transport-bench.js')).run(),
+}
+
+const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'))
+const unknown = wanted.filter((w) => !(w in SUITES))
+if (unknown.length > 0) {
+  process.stderr.write(`unknown suite(s): ${unknown.join(', ')}; known: ${Object.keys(SUITES).join(', ')}\n`)
+  process.exit(2)
+}
+const names = wanted.length > 0 ? wanted : Object.keys(SUITES)
+let failed = 0
+for (const [i, name] of names.entries()) {
+  process.stderr.write(`[${i + 1}/${names.length}] ${name}\n`)
+  try {
+    saveReport(await (SUITES[name] as () => Promise<BenchReport>)())
+  } catch (e) {
+    failed++
+    process.stderr.write(`suite ${name} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
+  }
+}
+process.exit(failed === 0 ? 0 : 1)

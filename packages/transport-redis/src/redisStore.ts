@@ -1,0 +1,177 @@
+/**
+ * RedisStore: the Store contract (a region node's durable local state) in Redis.
+ *
+ * Each value is a string key `<prefix>:kv:<key>`; a sorted set `<prefix>:keys` (all scores 0, so
+ * ordered by bytes) indexes the keys for prefix listings. Both share the prefix's hash tag, so on
+ * Redis Cluster they live in one slot and a batch is one MULTI/EXEC transaction.
+ */
+import { Cluster, Redis, type RedisOptions } from 'ioredis'
+import { ClosedError, ConfigError, type Store, type StoreOp } from '@concord/core'
+import { translateError } from './errors.js'
+import { hasHashTag } from './options.js'
+
+type Client = Redis | Cluster
+
+/** Options for {@link RedisStore}. */
+export interface RedisStoreOptions {
+  /**
+   * How to reach Redis: a URL, ioredis options, or an existing `Redis`/`Cluster` client (borrowed:
+   * `close()` leaves it open).
+   * @default 'redis://127.0.0.1:6379'
+   */
+  readonly redis?: string | RedisOptions | Redis | Cluster
+  /**
+   * Prefix of every key, with a Redis Cluster hash tag (`{...}`) so that a batch stays in one slot.
+   * Give each region node its own prefix, e.g. `{concord-store:eu/i1}`.
+   */
+  readonly keyPrefix: string
+  /**
+   * After each batch, WAIT until this many replicas acknowledged it; fewer within
+   * {@link RedisStoreOptions.waitTimeoutMs} fails the write with a retriable TransportError (the
+   * batch may still be applied on the primary: writes of a region node are idempotent).
+   * @default 0
+   */
+  readonly waitReplicas?: number
+  /** Timeout of that WAIT. @default 1_000 */
+  readonly waitTimeoutMs?: number
+}
+
+/** The defaults, as documented on {@link RedisStoreOptions}. */
+export const REDIS_STORE_DEFAULTS = { redis: 'redis://127.0.0.1:6379', waitReplicas: 0, waitTimeoutMs: 1_000 } as const
+
+function validateBatch(batch: readonly StoreOp[]): void {
+  for (const op of batch) {
+    if (typeof op.key !== 'string' || op.key.length === 0) throw new ConfigError('redis store: keys must be non-empty strings')
+    if (op.op === 'put') {
+      if (!(op.value instanceof Uint8Array)) throw new ConfigError(`redis store: value for ${op.key} must be a Uint8Array`)
+    } else if (op.op !== 'delete') throw new ConfigError(`redis store: unknown operation ${String((op as { op: unknown }).op)}`)
+  }
+}
+
+function nonNegativeInteger(name: string, value: number): number {
+  if (!Number.isInteger(value) || value < 0) throw new ConfigError(`redis store: ${name} must be a non-negative integer, got ${value}`)
+  return value
+}
+
+/**
+ * The Store contract over Redis. Batches are atomic (one MULTI/EXEC: other clients never see half
+ * of one, and an AOF replay restores all or none of it). Durability is Redis's: with
+ * `appendonly yes` + `appendfsync always` a resolved write survives a server crash; with
+ * replication, {@link RedisStoreOptions.waitReplicas} also waits for replicas.
+ */
+export class RedisStore implements Store {
+  readonly name = 'redis'
+  private readonly client: Client
+  private readonly ownsClient: boolean
+  private readonly prefix: string
+  private readonly index: string
+  private readonly waitReplicas: number
+  private readonly waitTimeoutMs: number
+  private closed = false
+
+  constructor(options: RedisStoreOptions) {
+    if (typeof options.keyPrefix !== 'string' || !hasHashTag(options.keyPrefix)) {
+      throw new ConfigError(`redis store: keyPrefix ${JSON.stringify(options.keyPrefix)} needs a hash tag such as '{concord-store:eu}'`)
+    }
+    this.prefix = `${options.keyPrefix}:kv:`
+    this.index = `${options.keyPrefix}:keys`
+    this.waitReplicas = nonNegativeInteger('waitReplicas', options.waitReplicas ?? REDIS_STORE_DEFAULTS.waitReplicas)
+    this.waitTimeoutMs = nonNegativeInteger('waitTimeoutMs', options.waitTimeoutMs ?? REDIS_STORE_DEFAULTS.waitTimeoutMs)
+    const redis = options.redis ?? REDIS_STORE_DEFAULTS.redis
+    if (redis instanceof Redis || redis instanceof Cluster) {
+      this.client = redis
+      this.ownsClient = false
+    } else {
+      this.client = typeof redis === 'string' ? new Redis(redis) : new Redis(redis)
+      this.ownsClient = true
+      // Errors surface through the failing commands; without a listener ioredis also logs them.
+      this.client.on('error', () => undefined)
+    }
+  }
+
+  private check(): void {
+    if (this.closed) throw new ClosedError('redis store is closed')
+  }
+
+  private fail(e: unknown, what: string): Error {
+    if (this.closed) return new ClosedError(`redis store was closed during ${what}`, { cause: e })
+    return translateError(e, `store ${what}`)
+  }
+
+  async get(key: string): Promise<Uint8Array | undefined> {
+    this.check()
+    try {
+      const v = await this.client.getBuffer(this.prefix + key)
+      return v === null ? undefined : new Uint8Array(v)
+    } catch (e) {
+      throw this.fail(e, 'get')
+    }
+  }
+
+  async put(key: string, value: Uint8Array): Promise<void> {
+    await this.write([{ op: 'put', key, value }])
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.write([{ op: 'delete', key }])
+  }
+
+  async write(batch: readonly StoreOp[]): Promise<void> {
+    this.check()
+    validateBatch(batch)
+    if (batch.length === 0) return
+    const tx = this.client.multi()
+    for (const op of batch) {
+      if (op.op === 'put') {
+        tx.set(this.prefix + op.key, Buffer.from(op.value.buffer, op.value.byteOffset, op.value.byteLength))
+        tx.zadd(this.index, 0, op.key)
+      } else {
+        tx.del(this.prefix + op.key)
+        tx.zrem(this.index, op.key)
+      }
+    }
+    let results: [Error | null, unknown][] | null
+    try {
+      results = await tx.exec()
+    } catch (e) {
+      throw this.fail(e, 'write')
+    }
+    if (results === null) throw this.fail(new Error('transaction was discarded'), 'write')
+    for (const [error] of results) if (error !== null) throw this.fail(error, 'write')
+    if (this.waitReplicas > 0) {
+      let acked: unknown
+      try {
+        acked = await this.client.call('WAIT', [this.waitReplicas, this.waitTimeoutMs])
+      } catch (e) {
+        throw this.fail(e, 'write (WAIT)')
+      }
+      if (typeof acked !== 'number' || acked < this.waitReplicas) {
+        throw this.fail(new Error(`only ${String(acked)} of ${this.waitReplicas} replicas acknowledged`), 'write (WAIT)')
+      }
+    }
+  }
+
+  async keys(prefix: string): Promise<readonly string[]> {
+    this.check()
+    // Members with this prefix sort between `[prefix` and `[prefix` + 0xff (no UTF-8 byte is 0xff).
+    const min = prefix.length === 0 ? '-' : Buffer.from(`[${prefix}`)
+    const max = prefix.length === 0 ? '+' : Buffer.concat([Buffer.from(`[${prefix}`), Buffer.from([0xff])])
+    let raw: string[]
+    try {
+      raw = await this.client.zrangebylex(this.index, min, max)
+    } catch (e) {
+      throw this.fail(e, 'keys')
+    }
+    // Redis orders by UTF-8 bytes; the contract orders by UTF-16 code units (they differ above U+FFFF).
+    return raw.filter((k) => k.startsWith(prefix)).sort()
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    if (this.ownsClient) {
+      await this.client.quit().catch(() => undefined)
+      this.client.disconnect()
+    }
+  }
+}
