@@ -429,7 +429,9 @@ export class RegionNode {
 
   /**
    * One round without timers: flush local writes, read each region's log once (up to `pollMax`
-   * records), answer and send repair requests, heartbeat when due, evict cold replicas.
+   * records), answer and send repair requests, heartbeat when due, evict cold replicas. A failure
+   * reading one log (an unreachable region) does not stop the round: the other logs are read and
+   * repairs and the heartbeat go out, then the first failure is thrown.
    */
   async pump(): Promise<PumpResult> {
     this.check()
@@ -440,7 +442,17 @@ export class RegionNode {
       await this.adoptOrphans()
       appended += await this.persist([])
       let records = 0
-      for (const origin of this.o.regions) records += await this.consume(origin)
+      // One unreachable log must not stall the others (nor repairs and heartbeats): read every
+      // log, finish the round, then report the first failure.
+      let failure: { error: unknown } | undefined
+      for (const origin of this.o.regions) {
+        try {
+          records += await this.consume(origin)
+        } catch (e) {
+          if (this.fatal !== undefined) throw e
+          failure ??= { error: e }
+        }
+      }
       appended += await this.answerRepairs()
       appended += await this.requestRepairs()
       if (this.o.now() - this.lastHeartbeat >= this.o.heartbeatIntervalMs) {
@@ -448,6 +460,7 @@ export class RegionNode {
         appended++
       }
       this.evict()
+      if (failure !== undefined) throw failure.error
       return { records, appended }
     })
   }

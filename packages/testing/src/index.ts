@@ -78,3 +78,21 @@ export {
   type ConcurrentTrace,
   type ConcurrentTxn,
 } from './traces.js'
+export {
+  replicationSchedule,
+  runReplicationSchedule,
+  checkReplication,
+  assertAsyncProperty,
+  DEFAULT_SIM_TIMING,
+  SIM_DOC_IDS,
+  type ReplicationBackend,
+  type SimNode,
+  type SimNodeOptions,
+  type ReplicationSchedule,
+  type ReplicationStep,
+  type ReplicationAction,
+  type PartitionShape,
+  type ReplicationScheduleOptions,
+  type ReplicationCheckOptions,
+  type ReplicationRunReport,
+} from './replicationSim.js'

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { KafkaJSConnectionError, KafkaJSNonRetriableError, KafkaJSNumberOfRetriesExceeded, KafkaJSProtocolError } from 'kafkajs'
+import { KafkaJSConnectionError, KafkaJSGroupCoordinatorNotFound, KafkaJSNonRetriableError, KafkaJSNumberOfRetriesExceeded, KafkaJSProtocolError } from 'kafkajs'
 import { ConfigError, TransportError } from '@concord/core'
 import { translateError } from './errors.js'
 import { resolveOptions, topicName } from './options.js'
@@ -21,6 +21,14 @@ describe('translateError', () => {
     const leader = new KafkaJSProtocolError({ message: 'moving', type: 'NOT_LEADER_FOR_PARTITION', code: 6, retriable: true })
     expect(translateError(leader, 'append').retriable).toBe(true)
     expect(translateError(new KafkaJSNonRetriableError('bad'), 'append').retriable).toBe(false)
+    // What an outer kafkajs retrier throws when an inner one gave up on a refused connection.
+    const refused = new KafkaJSConnectionError('connect ECONNREFUSED')
+    const wrapped = new KafkaJSNonRetriableError(new KafkaJSNumberOfRetriesExceeded(refused, { retryCount: 5, retryTime: 100 }), { cause: refused })
+    expect(translateError(wrapped, 'append').retriable).toBe(true)
+    // A restarted broker has no group coordinator until it has loaded its offsets.
+    const notFound = new KafkaJSGroupCoordinatorNotFound('Failed to find group coordinator')
+    const loading = new KafkaJSNonRetriableError(notFound, { cause: notFound })
+    expect(translateError(loading, 'poll').retriable).toBe(true)
   })
 })
 

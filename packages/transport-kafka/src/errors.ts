@@ -19,6 +19,10 @@ const CONFIG_TYPES = new Set([
   'POLICY_VIOLATION',
 ])
 
+// kafkajs errors that a later attempt may not meet: the broker is down, slow, or still loading
+// after a restart (no group coordinator yet; kafkajs itself marks that one non-retriable).
+const TRANSIENT_NAMES = new Set(['KafkaJSNumberOfRetriesExceeded', 'KafkaJSConnectionError', 'KafkaJSRequestTimeoutError', 'KafkaJSGroupCoordinatorNotFound'])
+
 function field(e: unknown, name: string): unknown {
   return typeof e === 'object' && e !== null ? (e as Record<string, unknown>)[name] : undefined
 }
@@ -33,8 +37,14 @@ export function translateError(e: unknown, what: string): ConcordError {
     return new ConfigError(message, { cause: e })
   }
   // Retries exhausted on a retriable condition (broker down, leader moving): later may succeed.
-  if (name === 'KafkaJSNumberOfRetriesExceeded' || name === 'KafkaJSConnectionError' || name === 'KafkaJSRequestTimeoutError') {
-    return new TransportError(message, { cause: e })
+  // Nested kafkajs retriers wrap an exhausted inner retry as KafkaJSNonRetriableError, whose
+  // cause is the retriable error (connection refused, coordinator not found while a restarted
+  // broker loads): look down the cause chain.
+  for (let c: unknown = e, depth = 0; c instanceof Error && depth < 8; c = c.cause, depth++) {
+    if (TRANSIENT_NAMES.has(c.name)) {
+      return new TransportError(message, { cause: e })
+    }
+    if (depth > 0 && field(c, 'retriable') === true) return new TransportError(message, { cause: e })
   }
   const retriable = field(e, 'retriable')
   return new TransportError(message, { cause: e, retriable: retriable === true || !name.startsWith('KafkaJS') })
