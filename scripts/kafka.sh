@@ -103,7 +103,11 @@ format_storage() {
   if [[ -f "$data/meta.properties" ]]; then return 0; fi
   # A cluster id is a Kafka Uuid: 16 random bytes as URL-safe base64 without padding (22 chars).
   local cluster_id
-  cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22)"
+  # A leading '-' would be read by StorageTool as an option: draw again until it does not start with one.
+  cluster_id="-"
+  while [ "${cluster_id:0:1}" = "-" ]; do
+    cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22)"
+  done
   say "formatting KRaft storage in $data (cluster id $cluster_id)"
   mkdir -p "$data"
   "$java" -Xmx256m -Dlog4j.configuration="file:$log4j" -cp "$libs/*" \
