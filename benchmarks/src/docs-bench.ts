@@ -104,7 +104,8 @@ const concordYjs: Variant = (trace) => {
 const ROOT = A.save(A.change(A.init<TextDoc>({ actor: '00' }), (d) => (d.text = '')))
 
 const rawAutomerge: Variant = (trace) => {
-  let doc = A.load<TextDoc>(ROOT, { actor: 'aa' })
+  // Built exactly as AutomergeReplica builds its document from `initial`, so both start alike.
+  let doc = A.clone(A.load<TextDoc>(ROOT), { actor: 'aa' })
   let updates = 0
   let bytes = 0
   const send = (c: Uint8Array | undefined): void => {

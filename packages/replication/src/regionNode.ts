@@ -167,6 +167,13 @@ export class RegionNode {
   private readonly docs = new Map<string, OpenDoc>()
   private readonly loading = new Map<string, Promise<OpenDoc>>()
   private readonly dirtyDocs = new Set<string>()
+  /** Positions this process appended to its region's log and has not read back yet (from ownHead). */
+  private ownAppended: LogPosition[] = []
+  private ownHead = 0
+  /** Documents changed by remote records whose `lastVersion` is not yet refreshed (done in persist). */
+  private readonly staleVersions = new Set<OpenDoc>()
+  /** Index entries (writer|doc → last seq) to save with the next store batch; one op per key. */
+  private readonly idxUpdates = new Map<string, number>()
   private readonly pendingLocal = new Set<string>()
   private pendingCount = 0
   private orphans: Array<{ docId: string; typeName: string; delta: Uint8Array }> = []
@@ -238,7 +245,8 @@ export class RegionNode {
     // with this writer id, which decide whether that process may still be alive.
     this.initializing = true
     try {
-      while ((await this.consume(this.region)) >= this.o.pollMax) {
+      // Until a poll comes back empty: a transport may return short batches before the end.
+      while ((await this.consume(this.region)) > 0) {
         /* keep reading */
       }
     } finally {
@@ -441,18 +449,9 @@ export class RegionNode {
       let appended = 0
       await this.adoptOrphans()
       appended += await this.persist([])
-      let records = 0
       // One unreachable log must not stall the others (nor repairs and heartbeats): read every
       // log, finish the round, then report the first failure.
-      let failure: { error: unknown } | undefined
-      for (const origin of this.o.regions) {
-        try {
-          records += await this.consume(origin)
-        } catch (e) {
-          if (this.fatal !== undefined) throw e
-          failure ??= { error: e }
-        }
-      }
+      const { records, failure } = await this.consumeAll()
       appended += await this.answerRepairs()
       appended += await this.requestRepairs()
       if (this.o.now() - this.lastHeartbeat >= this.o.heartbeatIntervalMs) {
@@ -490,15 +489,20 @@ export class RegionNode {
       const k = outKey(seq)
       this.outbox.push({ key: k, bytes })
       ops.push({ op: 'put', key: k, value: bytes })
-      ops.push({ op: 'put', key: idxKey(this.writer, docId), value: encodeUint(seq) })
+      this.idxUpdates.set(idxKey(this.writer, docId), seq)
       this.seen.addRange(this.writer, seq, seq)
       this.seenDirty = true
       this.knownMax.advance(this.writer, seq)
       doc.pending = []
       doc.lastVersion = doc.replica.version()
       doc.deps = doc.lastVersion
+      this.staleVersions.delete(doc)
       this.dirtyDocs.add(docId)
     }
+    // Once per document and batch rather than per applied record. A local write between an apply
+    // and this point takes the older version as deps: deltaSince(deps) is then a superset, still correct.
+    for (const doc of this.staleVersions) if (doc.pending.length === 0) doc.lastVersion = doc.replica.version()
+    this.staleVersions.clear()
     if (this.pendingLocal.size > 0) ops.push({ op: 'put', key: K_SEQ, value: encodeUint(this.seq) })
     this.pendingLocal.clear()
     this.pendingCount = 0
@@ -508,8 +512,10 @@ export class RegionNode {
       if (doc !== undefined) ops.push({ op: 'put', key: docKey(docId), value: encodeDocRecord(doc.typeName, doc.replica.state()) })
     }
     if (this.seenDirty) ops.push({ op: 'put', key: K_SEEN, value: this.seen.encode() })
+    for (const [k, seq] of this.idxUpdates) ops.push({ op: 'put', key: k, value: encodeUint(seq) })
     if (ops.length > 0) await this.o.store.write(ops)
     this.dirtyDocs.clear()
+    this.idxUpdates.clear()
     this.seenDirty = false
     return this.sendOutbox()
   }
@@ -517,7 +523,7 @@ export class RegionNode {
   private async sendOutbox(): Promise<number> {
     if (this.outbox.length === 0) return 0
     const batch = this.outbox.slice()
-    await this.o.transport.append(this.region, batch.map((x) => x.bytes))
+    this.noteOwn(await this.o.transport.append(this.region, batch.map((x) => x.bytes)))
     this.outbox.splice(0, batch.length)
     await this.o.store.write(batch.map((x) => ({ op: 'delete', key: x.key })))
     return batch.length
@@ -525,7 +531,36 @@ export class RegionNode {
 
   private async appendControl(typeName: string, docId: string, seq: number, payload: Uint8Array): Promise<void> {
     const env: Envelope = { docId, typeName, region: this.region, writer: this.writer, seq, time: this.hlc.now(), deps: new Uint8Array(0), payload }
-    await this.o.transport.append(this.region, [encodeEnvelope(env, this.o.keys?.get(this.region))])
+    this.noteOwn(await this.o.transport.append(this.region, [encodeEnvelope(env, this.o.keys?.get(this.region))]))
+  }
+
+  private noteOwn(positions: readonly LogPosition[]): void {
+    for (const p of positions) this.ownAppended.push(p)
+  }
+
+  /**
+   * Whether `rec` is a record this process appended (so reading it back changes nothing: its
+   * writer is this node, already applied, and its control records concern this incarnation). Saves
+   * decoding a third of what a node reads. Positions come back in log order, so a queue suffices.
+   */
+  private isOwnAppend(rec: LogRecord): boolean {
+    if (rec.origin !== this.region) return false
+    const q = this.ownAppended
+    let own = false
+    while (this.ownHead < q.length) {
+      const p = q[this.ownHead] as LogPosition
+      if (p !== rec.position && this.o.transport.comparePositions(p, rec.position) > 0) break
+      this.ownHead++
+      if (p === rec.position) {
+        own = true
+        break
+      }
+    }
+    if (this.ownHead > 1024 && this.ownHead * 2 > q.length) {
+      this.ownAppended = q.slice(this.ownHead)
+      this.ownHead = 0
+    }
+    return own
   }
 
   private async heartbeat(): Promise<void> {
@@ -560,11 +595,65 @@ export class RegionNode {
     return records.length
   }
 
+  /**
+   * One read of every region's log. The polls and the commits run concurrently (their round trips
+   * overlap); everything read is applied and then saved in one atomic store batch — replica states
+   * (once per touched document), the applied set and every log's position — before any position is
+   * committed on the transport. A failed poll or commit affects only its log; a failed apply or
+   * store write rewinds every log read in this round. The first failure is returned.
+   */
+  private async consumeAll(): Promise<{ records: number; failure: { error: unknown } | undefined }> {
+    const origins = this.o.regions
+    const polled = await Promise.allSettled(origins.map((origin) => this.o.transport.poll(this.writer, origin, { max: this.o.pollMax, waitMs: 0 })))
+    let failure: { error: unknown } | undefined
+    const batches: Array<{ origin: string; last: LogPosition; records: readonly LogRecord[] }> = []
+    let records = 0
+    polled.forEach((r, i) => {
+      const origin = origins[i] as string
+      if (r.status === 'rejected') {
+        failure ??= { error: r.reason }
+        return
+      }
+      this.caughtUp.set(origin, r.value.length < this.o.pollMax)
+      const last = r.value[r.value.length - 1]
+      if (last === undefined) return
+      batches.push({ origin, last: last.position, records: r.value })
+      records += r.value.length
+    })
+    if (this.fatal !== undefined && failure !== undefined) throw failure.error
+    if (batches.length === 0) return { records, failure }
+    const ops: StoreOp[] = []
+    try {
+      for (const b of batches) {
+        for (const rec of b.records) await this.processRecord(rec, ops)
+        ops.push({ op: 'put', key: posKey(b.origin), value: utf8.encode(b.last) })
+      }
+      await this.persist(ops)
+    } catch (e) {
+      // Not the records' fault (store or transport failed): read them again next round.
+      await Promise.all(batches.map((b) => this.o.transport.rewind(this.writer, b.origin).catch(() => undefined)))
+      const error = e instanceof InfrastructureFailure ? e.error : e
+      if (this.fatal !== undefined) throw error
+      return { records, failure: failure ?? { error } }
+    }
+    const commits = await Promise.allSettled(batches.map((b) => this.o.transport.commit(this.writer, b.origin, b.last)))
+    for (let i = 0; i < batches.length; i++) {
+      const c = commits[i] as PromiseSettledResult<void>
+      if (c.status === 'fulfilled') continue
+      // The store holds the position already: a rewind only redelivers what is then dropped.
+      await this.o.transport.rewind(this.writer, (batches[i] as { origin: string }).origin).catch(() => undefined)
+      failure ??= { error: c.reason }
+    }
+    if (this.fatal !== undefined && failure !== undefined) throw failure.error
+    return { records, failure }
+  }
+
   private peer(region: string): MutablePeer {
     return this.peers.get(region) as MutablePeer
   }
 
   private async processRecord(rec: LogRecord, ops: StoreOp[]): Promise<void> {
+    if (this.isOwnAppend(rec)) return
     const m = this.peer(rec.origin)
     try {
       if (rec.bytes.length > this.o.maxEnvelopeBytes) {
@@ -583,12 +672,12 @@ export class RegionNode {
       this.hlc.receive(env.time)
       const doc = await this.loadDoc(env.docId, env.typeName)
       applyOrThrow(doc.replica, env.payload)
-      doc.lastVersion = doc.replica.version()
+      this.staleVersions.add(doc)
       this.dirtyDocs.add(env.docId)
       this.seen.addRange(env.writer, env.seq, env.seq)
       this.seenDirty = true
       this.knownMax.advance(env.writer, env.seq)
-      ops.push({ op: 'put', key: idxKey(env.writer, env.docId), value: encodeUint(env.seq) })
+      this.idxUpdates.set(idxKey(env.writer, env.docId), env.seq)
       m.applied++
       m.lagMs = Math.max(0, this.o.now() - env.time.wall)
     } catch (e) {
@@ -653,9 +742,9 @@ export class RegionNode {
         for (const d of resp.docs) {
           const doc = await this.loadDoc(d.docId, d.typeName)
           applyOrThrow(doc.replica, d.state)
-          doc.lastVersion = doc.replica.version()
+          this.staleVersions.add(doc)
           this.dirtyDocs.add(d.docId)
-          ops.push({ op: 'put', key: idxKey(resp.target, d.docId), value: encodeUint(resp.upTo) })
+          this.idxUpdates.set(idxKey(resp.target, d.docId), resp.upTo)
         }
         const parts = this.repairParts.get(resp.requestId) ?? new Set<number>()
         parts.add(resp.part)
@@ -682,7 +771,8 @@ export class RegionNode {
       this.sightings.push({ incarnation, wall, stopped })
       return
     }
-    if (!stopped) {
+    // A record of an incarnation silent for livenessMs is history (read late), not a live twin.
+    if (!stopped && this.o.now() - wall < this.o.livenessMs) {
       this.fatal = new ConfigError(`RegionNode: duplicate instance id: another live process (incarnation ${incarnation}) writes as ${this.writer}`)
       this.o.onError(this.fatal)
     }
