@@ -170,6 +170,8 @@ export class RegionNode {
   /** Positions this process appended to its region's log and has not read back yet (from ownHead). */
   private ownAppended: LogPosition[] = []
   private ownHead = 0
+  /** The last round's transport commits, still running; see consumeAll. */
+  private commitsInFlight: Promise<{ error: unknown } | undefined> | undefined
   /** Documents changed by remote records whose `lastVersion` is not yet refreshed (done in persist). */
   private readonly staleVersions = new Set<OpenDoc>()
   /** Index entries (writer|doc → last seq) to save with the next store batch; one op per key. */
@@ -321,6 +323,8 @@ export class RegionNode {
       await this.flush()
       await this.exclusive(() => this.appendControl(REGISTER, NO_DOC, 1, encodeRegistration({ incarnation: this.incarnation, event: 'stop' })))
     }
+    // A failed last commit only means redelivery after a restart, which is dropped.
+    await this.exclusive(() => this.settleCommits())
     this.closed = true
   }
 
@@ -354,17 +358,22 @@ export class RegionNode {
     return doc.replica as Replica<V>
   }
 
-  private async loadDoc(docId: string, typeName: string | undefined): Promise<OpenDoc> {
+  /** The cached replica of `docId`, if any (marked most recently used). */
+  private cachedDoc(docId: string, typeName: string | undefined): OpenDoc | undefined {
     const cached = this.docs.get(docId)
-    if (cached !== undefined) {
-      // LRU: most recently used last.
-      this.docs.delete(docId)
-      this.docs.set(docId, cached)
-      if (typeName !== undefined && cached.typeName !== typeName) {
-        throw new TypeMismatchError(`document ${docId} is a ${cached.typeName}, not a ${typeName}`)
-      }
-      return cached
+    if (cached === undefined) return undefined
+    // LRU: most recently used last.
+    this.docs.delete(docId)
+    this.docs.set(docId, cached)
+    if (typeName !== undefined && cached.typeName !== typeName) {
+      throw new TypeMismatchError(`document ${docId} is a ${cached.typeName}, not a ${typeName}`)
     }
+    return cached
+  }
+
+  private async loadDoc(docId: string, typeName: string | undefined): Promise<OpenDoc> {
+    const cached = this.cachedDoc(docId, typeName)
+    if (cached !== undefined) return cached
     let p = this.loading.get(docId)
     if (p === undefined) {
       p = this.readDoc(docId, typeName).finally(() => this.loading.delete(docId))
@@ -604,8 +613,11 @@ export class RegionNode {
    */
   private async consumeAll(): Promise<{ records: number; failure: { error: unknown } | undefined }> {
     const origins = this.o.regions
-    const polled = await Promise.allSettled(origins.map((origin) => this.o.transport.poll(this.writer, origin, { max: this.o.pollMax, waitMs: 0 })))
-    let failure: { error: unknown } | undefined
+    const [polled, prior] = await Promise.all([
+      Promise.allSettled(origins.map((origin) => this.o.transport.poll(this.writer, origin, { max: this.o.pollMax, waitMs: 0 }))),
+      this.settleCommits(),
+    ])
+    let failure: { error: unknown } | undefined = prior
     const batches: Array<{ origin: string; last: LogPosition; records: readonly LogRecord[] }> = []
     let records = 0
     polled.forEach((r, i) => {
@@ -625,7 +637,10 @@ export class RegionNode {
     const ops: StoreOp[] = []
     try {
       for (const b of batches) {
-        for (const rec of b.records) await this.processRecord(rec, ops)
+        for (const rec of b.records) {
+          const pending = this.processRecord(rec, ops)
+          if (pending !== undefined) await pending
+        }
         ops.push({ op: 'put', key: posKey(b.origin), value: utf8.encode(b.last) })
       }
       await this.persist(ops)
@@ -636,24 +651,40 @@ export class RegionNode {
       if (this.fatal !== undefined) throw error
       return { records, failure: failure ?? { error } }
     }
-    const commits = await Promise.allSettled(batches.map((b) => this.o.transport.commit(this.writer, b.origin, b.last)))
-    for (let i = 0; i < batches.length; i++) {
-      const c = commits[i] as PromiseSettledResult<void>
-      if (c.status === 'fulfilled') continue
-      // The store holds the position already: a rewind only redelivers what is then dropped.
-      await this.o.transport.rewind(this.writer, (batches[i] as { origin: string }).origin).catch(() => undefined)
-      failure ??= { error: c.reason }
-    }
+    // The store holds state and positions now, so the transport commit only spares redelivery: it
+    // runs behind the round (the next round awaits it before committing again and reports a failure).
+    this.commitsInFlight = Promise.allSettled(batches.map((b) => this.o.transport.commit(this.writer, b.origin, b.last))).then(async (commits) => {
+      let failed: { error: unknown } | undefined
+      for (let i = 0; i < batches.length; i++) {
+        const c = commits[i] as PromiseSettledResult<void>
+        if (c.status === 'fulfilled') continue
+        // A rewind only redelivers what is then dropped as already applied.
+        await this.o.transport.rewind(this.writer, (batches[i] as { origin: string }).origin).catch(() => undefined)
+        failed ??= { error: c.reason }
+      }
+      return failed
+    })
     if (this.fatal !== undefined && failure !== undefined) throw failure.error
     return { records, failure }
+  }
+
+  /** Awaits the previous round's commits; resolves with the first failure among them. */
+  private async settleCommits(): Promise<{ error: unknown } | undefined> {
+    const inFlight = this.commitsInFlight
+    this.commitsInFlight = undefined
+    return inFlight === undefined ? undefined : await inFlight
   }
 
   private peer(region: string): MutablePeer {
     return this.peers.get(region) as MutablePeer
   }
 
-  private async processRecord(rec: LogRecord, ops: StoreOp[]): Promise<void> {
-    if (this.isOwnAppend(rec)) return
+  /**
+   * Verifies, de-duplicates and applies one record. Synchronous when the document is cached (no
+   * promise per record on the hot path); returns a promise only when it must load or await.
+   */
+  private processRecord(rec: LogRecord, ops: StoreOp[]): Promise<void> | undefined {
+    if (this.isOwnAppend(rec)) return undefined
     const m = this.peer(rec.origin)
     try {
       if (rec.bytes.length > this.o.maxEnvelopeBytes) {
@@ -664,27 +695,49 @@ export class RegionNode {
       if (!env.writer.startsWith(`${rec.origin}/`) || env.writer.length === rec.origin.length + 1) {
         throw new TypeMismatchError(`writer ${env.writer} does not belong to region ${rec.origin}`)
       }
-      if (env.typeName.startsWith('$')) return await this.processControl(env, ops)
+      if (env.typeName.startsWith('$')) return this.settleRecord(rec, m, ops, this.processControl(env, ops))
       if (this.seen.hasCounter(env.writer, env.seq)) {
         if (env.writer !== this.writer) m.duplicates++
-        return
+        return undefined
       }
       this.hlc.receive(env.time)
-      const doc = await this.loadDoc(env.docId, env.typeName)
-      applyOrThrow(doc.replica, env.payload)
-      this.staleVersions.add(doc)
-      this.dirtyDocs.add(env.docId)
-      this.seen.addRange(env.writer, env.seq, env.seq)
-      this.seenDirty = true
-      this.knownMax.advance(env.writer, env.seq)
-      this.idxUpdates.set(idxKey(env.writer, env.docId), env.seq)
-      m.applied++
-      m.lagMs = Math.max(0, this.o.now() - env.time.wall)
+      const cached = this.cachedDoc(env.docId, env.typeName)
+      if (cached !== undefined) {
+        this.applyRemote(cached, env, m)
+        return undefined
+      }
+      return this.settleRecord(rec, m, ops, this.loadDoc(env.docId, env.typeName).then((doc) => this.applyRemote(doc, env, m)))
     } catch (e) {
-      if (e instanceof InfrastructureFailure) throw e
-      m.rejected++
-      this.deadLetter(rec, e, ops)
+      this.rejectRecord(rec, m, e, ops)
+      return undefined
     }
+  }
+
+  private applyRemote(doc: OpenDoc, env: Envelope, m: MutablePeer): void {
+    applyOrThrow(doc.replica, env.payload)
+    this.staleVersions.add(doc)
+    this.dirtyDocs.add(env.docId)
+    this.seen.addRange(env.writer, env.seq, env.seq)
+    this.seenDirty = true
+    this.knownMax.advance(env.writer, env.seq)
+    this.idxUpdates.set(idxKey(env.writer, env.docId), env.seq)
+    m.applied++
+    m.lagMs = Math.max(0, this.o.now() - env.time.wall)
+  }
+
+  private async settleRecord(rec: LogRecord, m: MutablePeer, ops: StoreOp[], work: Promise<void>): Promise<void> {
+    try {
+      await work
+    } catch (e) {
+      this.rejectRecord(rec, m, e, ops)
+    }
+  }
+
+  /** Dead-letters a record that failed; rethrows store/transport failures (not the record's fault). */
+  private rejectRecord(rec: LogRecord, m: MutablePeer, e: unknown, ops: StoreOp[]): void {
+    if (e instanceof InfrastructureFailure) throw e
+    m.rejected++
+    this.deadLetter(rec, e, ops)
   }
 
   private deadLetter(rec: LogRecord, e: unknown, ops: StoreOp[]): void {

@@ -71,6 +71,8 @@ export {
   codePointToUtf16,
   patchToUtf16,
   applyPatches,
+  replayConcurrentTrace,
+  syncReplicas,
   type Trace,
   type TracePatch,
   type SequentialTrace,

@@ -45,7 +45,9 @@ describe.skipIf(!tracesAvailable([...SEQUENTIAL_TRACES, ...CONCURRENT_TRACES]))(
     const trace = loadConcurrentTrace(name)
     const replicas = replayConcurrentTrace(
       trace,
-      (agent) => new YjsReplica(`agent-${agent}`, { roots: { text: 'text' } }),
+      // The traces' endContent orders concurrent inserts at one position by agent number; Yjs orders
+      // them by client id, so the agents get client ids in agent order (as the recording editor did).
+      (agent) => new YjsReplica(`agent-${agent}`, { roots: { text: 'text' }, clientId: agent + 1 }),
       (r, txn) => r.transact(() => edit(r.text('text'), txn.patches, trace.bmpOnly)),
     )
     const first = replicas[0] as YjsReplica
