@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest'
+import type { Attributes, Meter, ObservableResult } from '@opentelemetry/api'
 import { bytesEqual, seededRandom, type Store } from '@concord/core'
 import { crdtFactory, type OrSet, type PnCounter } from '@concord/crdt'
 import { MemoryBroker, MemoryTransport } from './memoryTransport.js'
@@ -167,5 +168,34 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     const late = make('ap', 'late')
     await settle([...rest, late], clock, async () => (await late.open<string[]>('p', 'or-set')).value().length === 10)
     expect((await late.open<string[]>('p', 'or-set')).value()).toHaveLength(10)
+  })
+})
+
+describe('RegionNode metrics as OpenTelemetry instruments', () => {
+  it('reports per-peer applied, duplicates, rejected, pending and lag through the given meter', async () => {
+    // A recording Meter: keeps every observable callback so the test can collect like an SDK reader would.
+    const callbacks = new Map<string, (r: ObservableResult) => void>()
+    const instrument = (name: string) => ({ addCallback: (cb: (r: ObservableResult) => void) => void callbacks.set(name, cb), removeCallback: () => undefined })
+    const meter = { createObservableGauge: instrument, createObservableCounter: instrument } as unknown as Meter
+    const { clock, nodes, make } = makeCluster({ instances: 1 })
+    const observed = make('eu', 'metered', new MemoryStore(), { meter })
+    const all = [...nodes, observed]
+    for (const n of nodes) ((await n.open<number>('hits', 'pn-counter')) as unknown as PnCounter).increment(2)
+    await settle(all, clock, async () => allEqual(await states(all, 'hits', 'pn-counter')))
+    const collect = (name: string): Map<string, number> => {
+      const out = new Map<string, number>()
+      const cb = callbacks.get(name)
+      expect(cb, `instrument ${name} registered`).toBeDefined()
+      cb?.({ observe: (v: number, attrs?: Attributes) => void out.set(String(attrs?.['concord.peer_region']), v) } as ObservableResult)
+      return out
+    }
+    const applied = collect('concord.replication.applied')
+    const fromMetrics = new Map(observed.metrics().peers.map((p) => [p.region, p.applied]))
+    expect(applied).toEqual(fromMetrics)
+    expect([...applied.values()].reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(nodes.length)
+    expect([...collect('concord.replication.rejected').values()].every((v) => v === 0)).toBe(true)
+    expect([...collect('concord.replication.pending').values()].every((v) => v === 0)).toBe(true)
+    expect(collect('concord.replication.lag').size).toBe(fromMetrics.size)
+    expect(collect('concord.replication.duplicates').size).toBe(fromMetrics.size)
   })
 })
