@@ -121,7 +121,7 @@ async function rawRedisRun(prefix: string, envelopes: number, batch: number, siz
       for (const origin of REGIONS) {
         if (origin === reader) continue
         const conn = readers[i] as Redis
-        const res = (await conn.xreadgroupBuffer('GROUP', reader, 'c', 'COUNT', 256, 'STREAMS', stream(origin), '>')) as [Buffer, [Buffer, Buffer[]][]][] | null
+        const res = (await conn.callBuffer('XREADGROUP', 'GROUP', reader, 'c', 'COUNT', 256, 'STREAMS', stream(origin), '>')) as [Buffer, [Buffer, Buffer[]][]][] | null
         const entries = res?.[0]?.[1] ?? []
         if (entries.length === 0) continue
         await conn.xack(stream(origin), reader, ...entries.map((e) => e[0]))

@@ -426,6 +426,7 @@ class ReplicationRun<V, Op, R extends Replica<V>> {
   // -- faulty transport
 
   private faulty(s: Slot, inner: Transport): Transport {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the returned object's methods need the harness, not themselves
     const run = this
     const region = this.regionNames[s.region] as string
     const mutate = (): void => {
