@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { runDemo } from './demo.js'
+import { assertProperty, checkConvergence } from '@concord/testing'
+import { cartSpec, runDemo } from './demo.js'
 
 describe('demo', () => {
   it('diverges during the partition and converges to the merged cart after it heals', () => {
@@ -13,5 +14,11 @@ describe('demo', () => {
     // no false conflict: removing one set element is not a conflict with the elements kept beside it
     expect(r.conflicts.some((c) => c.kind === 'update-wins')).toBe(false)
     expect(r.conflicts.some((c) => c.kind === 'lww-overwrite')).toBe(true)
+  })
+})
+
+describe('the demo cart under the property suites', () => {
+  it('converges under mixed faults (partitions, loss, duplication, crashes, skew)', () => {
+    assertProperty('cart convergence/mixed', checkConvergence(cartSpec, 'mixed'), { numRuns: 200 })
   })
 })
