@@ -15,11 +15,26 @@ export const MAX_FIELD_BYTES = 16 * 1024 * 1024
 /** Largest element count a decoder accepts for one collection. */
 export const MAX_COLLECTION = 10_000_000
 
-/** Encodes with `fn` and returns the bytes. */
+// Idle encoders for reuse: a fresh lib0 Encoder allocates a 100-byte ArrayBuffer, which showed as
+// the top self-time entry on the replication hot path. A stack (not a single encoder) because
+// encodeWith nests (an envelope body encodes a version inside it).
+const idleEncoders: Encoder[] = []
+const MAX_IDLE_ENCODERS = 8
+// An encoder that grew past this is dropped rather than pooled, so a rare huge state does not pin memory.
+const MAX_POOLED_BUFFER = 64 * 1024
+
+/** Encodes with `fn` and returns the bytes (a fresh array the caller owns). */
 export function encodeWith(fn: (e: Encoder) => void): Uint8Array {
-  const e = encoding.createEncoder()
-  fn(e)
-  return encoding.toUint8Array(e)
+  const e = idleEncoders.pop() ?? encoding.createEncoder()
+  try {
+    fn(e)
+    // The common case (everything in the current buffer) copies once, without lib0's extra view.
+    return e.bufs.length === 0 ? e.cbuf.slice(0, e.cpos) : encoding.toUint8Array(e)
+  } finally {
+    e.cpos = 0
+    e.bufs = []
+    if (e.cbuf.length <= MAX_POOLED_BUFFER && idleEncoders.length < MAX_IDLE_ENCODERS) idleEncoders.push(e)
+  }
 }
 
 /**
@@ -50,7 +65,12 @@ export function writeString(e: Encoder, s: string): void {
   encoding.writeVarString(e, s)
 }
 export function writeBytes(e: Encoder, b: Uint8Array): void {
-  encoding.writeVarUint8Array(e, b)
+  encoding.writeVarUint(e, b.length)
+  // Fast path when the bytes fit the current buffer: lib0 would allocate a subarray view first.
+  if (e.cbuf.length - e.cpos >= b.length) {
+    e.cbuf.set(b, e.cpos)
+    e.cpos += b.length
+  } else encoding.writeUint8Array(e, b)
 }
 export function writeFloat(e: Encoder, n: number): void {
   encoding.writeFloat64(e, n)
@@ -96,10 +116,24 @@ export function readBytes(d: Decoder, max = MAX_FIELD_BYTES): Uint8Array {
   d.pos += n
   return out
 }
+// One decoder for all reads: non-streaming decode() keeps no state between calls.
+const utf8Fatal = new TextDecoder('utf-8', { fatal: true })
 export function readString(d: Decoder, max = MAX_FIELD_BYTES): string {
   const b = readBytes(d, max)
+  // Short ASCII (ids, type names) is the common case: skip TextDecoder's native call. ASCII is
+  // valid UTF-8, so the result is the same as the fatal decoder's.
+  if (b.length <= 64) {
+    let s = ''
+    let i = 0
+    for (; i < b.length; i++) {
+      const c = b[i] as number
+      if (c >= 0x80) break
+      s += String.fromCharCode(c)
+    }
+    if (i === b.length) return s
+  }
   try {
-    return new TextDecoder('utf-8', { fatal: true }).decode(b)
+    return utf8Fatal.decode(b)
   } catch (e) {
     throw new DecodeError('invalid UTF-8 in string', { cause: e })
   }

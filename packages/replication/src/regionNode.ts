@@ -759,7 +759,7 @@ export class RegionNode {
     }
   }
 
-  private async processControl(env: Envelope, ops: StoreOp[]): Promise<void> {
+  private async processControl(env: Envelope, _ops: StoreOp[]): Promise<void> {
     this.hlc.receive(env.time)
     switch (env.typeName) {
       case HEARTBEAT: {
