@@ -16,6 +16,7 @@ import {
   ConfigError,
   DecodeError,
   TransportError,
+  isConcordError,
   type LogPosition,
   type LogRecord,
   type PollOptions,
@@ -44,6 +45,8 @@ interface Session {
   started: Promise<void>
   /** Resolves once the consumer was assigned the partition. */
   readonly joined: Promise<void>
+  /** kafkajs is restarting the consumer after a retriable crash (it has no group until it rejoins). */
+  restarting: boolean
   readonly buffer: LogRecord[]
   /** Next offset to accept: a refetch after a rebalance must not deliver a record twice. */
   next: bigint | undefined
@@ -153,11 +156,19 @@ export class KafkaTransport implements Transport {
     try {
       await s.started
       await this.withTimeout(s.joined, this.options.joinTimeoutMs, 'joining the consumer group')
+      if (s.failure !== undefined) throw s.failure
+      if (s.restarting) throw new TransportError('kafka transport: commit failed: the consumer is rejoining its group after a crash', { retriable: true })
       s.committed ??= await this.fetchCommitted(reader, origin)
       if (s.committed !== undefined && next <= s.committed) return
       await s.consumer.commitOffsets([{ topic: s.topic, partition: PARTITION, offset: String(next) }])
       s.committed = next
     } catch (e) {
+      // Crashed during the commit: kafkajs has dropped the group until the restarted consumer
+      // rejoins. Not waited for (one origin's broker must not stall a round): a later commit,
+      // of this or a later position, succeeds after the rejoin; the store keeps the position.
+      if (s.restarting && s.failure === undefined && !this.closed && !isConcordError(e)) {
+        throw new TransportError('kafka transport: commit failed: the consumer is rejoining its group after a crash', { cause: e, retriable: true })
+      }
       throw this.fail(e, 'commit')
     }
   }
@@ -344,6 +355,7 @@ export class KafkaTransport implements Transport {
       consumer,
       started: Promise.resolve(),
       joined,
+      restarting: false,
       buffer: [],
       next: undefined,
       paused: false,
@@ -353,12 +365,21 @@ export class KafkaTransport implements Transport {
     }
     consumer.on(consumer.events.GROUP_JOIN, (event) => {
       const assigned = event.payload.memberAssignment[topic]
-      if (assigned?.includes(PARTITION) === true) onJoin()
+      if (assigned?.includes(PARTITION) === true) {
+        s.restarting = false
+        onJoin()
+      }
+    })
+    // A crash stops the consumer (kafkajs drops its group) and, when retriable (a broker restart),
+    // restarts it: until it has rejoined, commits fail fast as retriable (see commit).
+    consumer.on(consumer.events.STOP, () => {
+      s.restarting = true
     })
     consumer.on(consumer.events.CRASH, (event) => {
-      // kafkajs restarts the consumer after retriable crashes; otherwise the session is dead.
+      // Not restarted: the session is dead; release whoever waits for a join or for records.
       if (!event.payload.restart) {
         s.failure = event.payload.error
+        onJoin()
         for (const wake of [...s.waiters]) wake()
       }
     })
