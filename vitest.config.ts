@@ -1,5 +1,5 @@
 import { defineConfig, defaultServerConditions } from 'vite'
-import { defineConfig as defineVitest, mergeConfig } from 'vitest/config'
+import { configDefaults, defineConfig as defineVitest, mergeConfig } from 'vitest/config'
 
 // Packages export their TypeScript sources under the `@concord/source` condition, so tests run
 // against src/ without a build step.
@@ -24,7 +24,7 @@ export default mergeConfig(
           test: {
             name: 'concord',
             include: ['packages/*/src/**/*.test.ts', 'examples/*/src/**/*.test.ts', 'benchmarks/src/**/*.test.ts'],
-            exclude: [kafkaIntegration, '**/node_modules/**'],
+            exclude: [...configDefaults.exclude, kafkaIntegration],
           },
         },
         {

@@ -695,7 +695,7 @@ export class RegionNode {
       if (!env.writer.startsWith(`${rec.origin}/`) || env.writer.length === rec.origin.length + 1) {
         throw new TypeMismatchError(`writer ${env.writer} does not belong to region ${rec.origin}`)
       }
-      if (env.typeName.startsWith('$')) return this.settleRecord(rec, m, ops, this.processControl(env, ops))
+      if (env.typeName.startsWith('$')) return this.settleRecord(rec, m, ops, this.processControl(env))
       if (this.seen.hasCounter(env.writer, env.seq)) {
         if (env.writer !== this.writer) m.duplicates++
         return undefined
@@ -759,7 +759,7 @@ export class RegionNode {
     }
   }
 
-  private async processControl(env: Envelope, _ops: StoreOp[]): Promise<void> {
+  private async processControl(env: Envelope): Promise<void> {
     this.hlc.receive(env.time)
     switch (env.typeName) {
       case HEARTBEAT: {

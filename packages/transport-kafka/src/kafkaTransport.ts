@@ -157,7 +157,7 @@ export class KafkaTransport implements Transport {
       await s.started
       await this.withTimeout(s.joined, this.options.joinTimeoutMs, 'joining the consumer group')
       if (s.failure !== undefined) throw s.failure
-      if (s.restarting) throw new TransportError('kafka transport: commit failed: the consumer is rejoining its group after a crash', { retriable: true })
+      if (s.restarting) throw rejoining()
       s.committed ??= await this.fetchCommitted(reader, origin)
       if (s.committed !== undefined && next <= s.committed) return
       await s.consumer.commitOffsets([{ topic: s.topic, partition: PARTITION, offset: String(next) }])
@@ -166,9 +166,7 @@ export class KafkaTransport implements Transport {
       // Crashed during the commit: kafkajs has dropped the group until the restarted consumer
       // rejoins. Not waited for (one origin's broker must not stall a round): a later commit,
       // of this or a later position, succeeds after the rejoin; the store keeps the position.
-      if (s.restarting && s.failure === undefined && !this.closed && !isConcordError(e)) {
-        throw new TransportError('kafka transport: commit failed: the consumer is rejoining its group after a crash', { cause: e, retriable: true })
-      }
+      if (s.restarting && s.failure === undefined && !this.closed && !isConcordError(e)) throw rejoining(e)
       throw this.fail(e, 'commit')
     }
   }
@@ -452,6 +450,11 @@ export class KafkaTransport implements Transport {
       clearTimeout(timer)
     }
   }
+}
+
+/** A commit refused while kafkajs restarts a crashed consumer: retriable, the rejoin is not waited for. */
+function rejoining(cause?: unknown): TransportError {
+  return new TransportError('kafka transport: commit failed: the consumer is rejoining its group after a crash', { cause, retriable: true })
 }
 
 function sessionId(reader: string, origin: string): string {
