@@ -14,7 +14,7 @@
  * Kafka ≥ 0.7). Needs Redis on REDIS_URL (default 127.0.0.1:6379) and Kafka on KAFKA_BROKERS
  * (default 127.0.0.1:9092).
  *
- *   node --conditions=@concord/source --import tsx benchmarks/src/transport-bench.ts [--repeats=3] [--envelopes=3000] [--batch=100] [--only=redis|kafka]
+ *   node --conditions=@concord/source --import tsx benchmarks/src/transport-bench.ts [--repeats=3] [--warmup=1] [--envelopes=3000] [--batch=100] [--only=redis|kafka]
  */
 import { randomBytes, randomUUID } from 'node:crypto'
 import { pathToFileURL } from 'node:url'
@@ -34,6 +34,8 @@ const COMMAND = 'node --conditions=@concord/source --import tsx benchmarks/src/t
 export interface TransportBenchOptions {
   /** Measured runs per variant (medians are reported). @default 3 */
   readonly repeats?: number
+  /** Unmeasured runs per variant first (JIT warm-up, connections, server caches). @default 1 */
+  readonly warmup?: number
   /** Envelopes written per region and run. @default 3000 */
   readonly envelopes?: number
   /** Envelopes per flush / per raw append. @default 100 */
@@ -46,7 +48,7 @@ const redisUrl = (): string => process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const kafkaBrokers = (): string[] => (process.env.KAFKA_BROKERS ?? '127.0.0.1:9092').split(',').map((b) => b.trim())
 
 /** Byte size of one Concord envelope of this benchmark (a one-increment PnCounter delta). */
-async function envelopeSize(): Promise<number> {
+export async function envelopeSize(): Promise<number> {
   const { MemoryTransport } = await import('@concord/replication')
   const t = new MemoryTransport()
   const node = new RegionNode({ region: 'eu', instance: 'i1', regions: ['eu'], transport: t, store: new MemoryStore(), factories: { 'pn-counter': crdtFactory('pn-counter') } })
@@ -59,7 +61,7 @@ async function envelopeSize(): Promise<number> {
 }
 
 /** Concord: three RegionNodes over `open()` transports; resolves with the elapsed ms. */
-async function concordRun(open: () => Transport, envelopes: number, batch: number): Promise<number> {
+export async function concordRun(open: () => Transport, envelopes: number, batch: number): Promise<number> {
   const transports: Transport[] = []
   const nodes = REGIONS.map((region) => {
     const transport = open()
@@ -98,7 +100,7 @@ async function concordRun(open: () => Transport, envelopes: number, batch: numbe
 }
 
 /** Raw Redis: pipelined XADD + XREADGROUP/XACK with the same batching. */
-async function rawRedisRun(prefix: string, envelopes: number, batch: number, size: number): Promise<number> {
+export async function rawRedisRun(prefix: string, envelopes: number, batch: number, size: number): Promise<number> {
   const writers = REGIONS.map(() => new Redis(redisUrl()))
   const readers = REGIONS.map(() => new Redis(redisUrl()))
   const stream = (o: string): string => `${prefix}:raw:${o}`
@@ -136,7 +138,7 @@ async function rawRedisRun(prefix: string, envelopes: number, batch: number, siz
 }
 
 /** Raw kafkajs: one send of `batch` messages per region and round; a consumer group per (reader, origin). */
-async function rawKafkaRun(prefix: string, envelopes: number, batch: number, size: number): Promise<number> {
+export async function rawKafkaRun(prefix: string, envelopes: number, batch: number, size: number): Promise<number> {
   const kafka = new Kafka({ clientId: 'bench-raw', brokers: kafkaBrokers(), logLevel: logLevel.NOTHING })
   const admin = kafka.admin()
   await admin.connect()
@@ -182,23 +184,28 @@ async function rawKafkaRun(prefix: string, envelopes: number, batch: number, siz
 /** Runs the benchmark and saves results/transport-throughput.{json,svg}. */
 export async function run(options: TransportBenchOptions = {}): Promise<BenchReport> {
   const repeats = options.repeats ?? 3
+  const warmup = options.warmup ?? 1
   const envelopes = options.envelopes ?? 3000
   const batch = options.batch ?? 100
   const only = options.only ?? ['redis', 'kafka']
   const size = await envelopeSize()
   const rows: BenchRow[] = []
   const notes = [
-    `3 regions, ${envelopes} envelopes written per region (${size} B each, one PnCounter increment), ${batch} per flush/append; throughput = 3 x ${envelopes} envelopes, each applied in both other regions, / elapsed; median of ${repeats}`,
+    `3 regions, ${envelopes} envelopes written per region (${size} B each, one PnCounter increment), ${batch} per flush/append; throughput = 3 x ${envelopes} envelopes, each applied in both other regions, / elapsed; median of ${repeats} after ${warmup} unmeasured warm-up run(s) of each variant, raw and Concord alternating`,
   ]
   const rate = (ms: number): number => (3 * envelopes) / (ms / 1000)
   if (only.includes('redis')) {
     const concord: number[] = []
     const raw: number[] = []
-    for (let i = 0; i < repeats; i++) {
+    for (let i = 0; i < warmup + repeats; i++) {
       const prefix = `{bench-${randomUUID()}}`
-      progress(`redis run ${i + 1}/${repeats}`)
-      raw.push(rate(await rawRedisRun(prefix, envelopes, batch, size)))
-      concord.push(rate(await concordRun(() => new RedisTransport({ redis: redisUrl(), keyPrefix: prefix }), envelopes, batch)))
+      progress(i < warmup ? `redis warm-up ${i + 1}/${warmup}` : `redis run ${i - warmup + 1}/${repeats}`)
+      const r = rate(await rawRedisRun(prefix, envelopes, batch, size))
+      const c = rate(await concordRun(() => new RedisTransport({ redis: redisUrl(), keyPrefix: prefix }), envelopes, batch))
+      if (i >= warmup) {
+        raw.push(r)
+        concord.push(c)
+      }
       const admin = new Redis(redisUrl())
       const keys = await admin.keys(`${prefix}*`)
       if (keys.length > 0) await admin.del(...keys)
@@ -213,11 +220,15 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
     const concord: number[] = []
     const raw: number[] = []
     const kafka = new Kafka({ clientId: 'bench', brokers: kafkaBrokers(), logLevel: logLevel.NOTHING })
-    for (let i = 0; i < repeats; i++) {
+    for (let i = 0; i < warmup + repeats; i++) {
       const prefix = `bench-${randomUUID().slice(0, 8)}`
-      progress(`kafka run ${i + 1}/${repeats}`)
-      raw.push(rate(await rawKafkaRun(prefix, envelopes, batch, size)))
-      concord.push(rate(await concordRun(() => new KafkaTransport({ kafka, topicPrefix: prefix, groupPrefix: prefix, fetchMaxWaitMs: 100 }), envelopes, batch)))
+      progress(i < warmup ? `kafka warm-up ${i + 1}/${warmup}` : `kafka run ${i - warmup + 1}/${repeats}`)
+      const r = rate(await rawKafkaRun(prefix, envelopes, batch, size))
+      const c = rate(await concordRun(() => new KafkaTransport({ kafka, topicPrefix: prefix, groupPrefix: prefix, fetchMaxWaitMs: 100 }), envelopes, batch))
+      if (i >= warmup) {
+        raw.push(r)
+        concord.push(c)
+      }
       const admin = kafka.admin()
       await admin.connect()
       const topics = (await admin.listTopics()).filter((t) => t.startsWith(`${prefix}.`))
@@ -239,6 +250,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const onlyArg = arg('only')
   await run({
     repeats: Number(arg('repeats') ?? 3),
+    warmup: Number(arg('warmup') ?? 1),
     envelopes: Number(arg('envelopes') ?? 3000),
     batch: Number(arg('batch') ?? 100),
     ...(onlyArg === 'redis' || onlyArg === 'kafka' ? { only: [onlyArg] } : {}),

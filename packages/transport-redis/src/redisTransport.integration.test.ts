@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { Redis } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { isConcordError, type LogRecord, type Transport } from '@concord/core'
+import { ConfigError, isConcordError, type LogRecord, type Transport } from '@concord/core'
 import { RedisTransport } from './redisTransport.js'
 import type { RedisTransportOptions } from './options.js'
 import { requireRedis } from './testServer.js'
@@ -75,6 +75,32 @@ describe.skipIf(!server.available)('RedisTransport against a real Redis', () => 
     const entry = await admin.xrange(`${keyPrefix}:log:${origin}`, '-', '+', 'COUNT', 1)
     expect(entry[0]?.[1]).toEqual(['b', 'a', 'k', 'doc-1'])
     expect(await t.poll(unique('r'), unique('empty-origin'), { waitMs: 0 })).toEqual([])
+  })
+
+  it('appends a batch larger than one script call (by count and by bytes) whole and in order', async () => {
+    const t = open()
+    const origin = unique('o')
+    const n = 1300
+    const records = Array.from({ length: n }, (_, i) => (i % 500 === 7 ? new Uint8Array(700_000).fill(i % 251) : bytes(`r${i}`)))
+    const keys = records.map((_, i) => (i % 3 === 0 ? undefined : i % 3 === 1 ? `doc-${i}` : ''))
+    const positions = await t.append(origin, records, { keys })
+    expect(positions).toHaveLength(n)
+    for (let i = 1; i < n; i++) expect(t.comparePositions(positions[i - 1] as string, positions[i] as string)).toBe(-1)
+    const got = await pollN(t, unique('r'), origin, n)
+    expect(got.map((r) => r.position)).toEqual(positions)
+    got.forEach((r, i) => expect(Buffer.from(r.bytes).equals(Buffer.from(records[i] as Uint8Array))).toBe(true))
+    const entries = await admin.xrange(`${keyPrefix}:log:${origin}`, '-', '+', 'COUNT', 3)
+    expect(entries.map((e) => e[1].slice(2))).toEqual([[], ['k', 'doc-1'], ['k', '']])
+  })
+
+  it('an append to a key that is not a stream fails with a ConfigError (a key clash, not a passing fault)', async () => {
+    const t = open()
+    const origin = unique('o')
+    await admin.set(`${keyPrefix}:log:${origin}`, 'not a stream')
+    const err = await t.append(origin, [bytes('a')]).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(ConfigError)
+    expect((err as ConfigError).retriable).toBe(false)
+    expect(String((err as Error).message)).toMatch(/WRONGTYPE/)
   })
 
   it('rewind redelivers everything after the committed position', async () => {
