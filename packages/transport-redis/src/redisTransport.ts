@@ -25,8 +25,8 @@ type AppendOptions = NonNullable<Parameters<Transport['append']>[2]>
 
 const DEFAULT_POLL_MAX = 256
 const POSITION = /^(\d{1,20})-(\d{1,20})$/
+/** Entry field holding the record's bytes (the append script also writes the record key as field `k`). */
 const BYTES_FIELD = 'b'
-const KEY_FIELD = 'k'
 
 // Acknowledges every pending entry up to the position, then raises the committed position (never
 // lowers it). One script, so the acks and the stored position cannot disagree after a crash.
