@@ -102,6 +102,48 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     expect((await us.open<string[]>('b', 'or-set')).value()).toHaveLength(19)
   })
 
+  it('saves deltas to a per-document journal, folds it into a state record past its limit, and restarts from both', async () => {
+    const stores = [new MemoryStore(), new MemoryStore()]
+    const { clock, make } = makeCluster({ instances: 0 })
+    const eu = make('eu', 'i1', stores[0])
+    const us = make('us', 'i1', stores[1])
+    const counter = (await eu.open('n', 'pn-counter')) as unknown as PnCounter
+    const journalOf = async (store: MemoryStore): Promise<string[]> => (await store.keys('jrn/n/')).sort((a, b) => Number(a.slice(6)) - Number(b.slice(6)))
+    const seen: number[] = []
+    let receiverJournal = 0
+    const N = 120
+    for (let i = 1; i <= N; i++) {
+      counter.increment(1)
+      await eu.pump()
+      await us.pump()
+      const j = await journalOf(stores[0] as MemoryStore)
+      seen.push(j.length)
+      // Entries are numbered 1..n without gaps, and never more than the limit (32).
+      expect(j).toEqual(j.map((_, k) => `jrn/n/${k + 1}`))
+      expect(j.length).toBeLessThanOrEqual(32)
+      expect(await (stores[0] as MemoryStore).get('doc/n')).toBeDefined()
+      receiverJournal = Math.max(receiverJournal, (await (stores[1] as MemoryStore).keys('jrn/n/')).length)
+    }
+    // The journal grew and was folded into the record more than once.
+    expect(Math.max(...seen)).toBeGreaterThan(10)
+    expect(seen.filter((n, i) => i > 0 && n < (seen[i - 1] as number)).length).toBeGreaterThanOrEqual(2)
+    await settle([eu, us], clock, async () => (await us.open<number>('n', 'pn-counter')).value() === N)
+    // The receiver journals what it applies too; a restart over each store rebuilds the same state
+    // from its record and the journal entries after it.
+    expect(receiverJournal).toBeGreaterThan(10)
+    for (const store of stores) expect((await store.keys('jrn/n/')).length).toBeGreaterThan(0)
+    for (const [node, store, region] of [[eu, stores[0], 'eu'], [us, stores[1], 'us']] as const) {
+      const before = (await node.open('n', 'pn-counter')).state()
+      await node.close()
+      const again = make(region, 'i1', store.reopen())
+      clock.advance(60_000)
+      const replica = await again.open<number>('n', 'pn-counter')
+      expect(replica.value()).toBe(N)
+      expect(bytesEqual(replica.state(), before)).toBe(true)
+      await again.close()
+    }
+  })
+
   it('repairs a gap caused by lost deliveries through anti-entropy', async () => {
     const { clock, nodes, broker } = makeCluster({ instances: 1 })
     // ap's client loses two of eu's records on delivery.

@@ -104,6 +104,21 @@ interface OpenDoc {
   lastVersion: Uint8Array
   deps: Uint8Array
   pending: Uint8Array[]
+  /** Whether the store holds a document record (state) for it. */
+  stored: boolean
+  /** Journal entries in the store after that record (`jrn/<doc>/1..journal`), and their bytes. */
+  journal: number
+  journalBytes: number
+  /** Size of the last state record written or read. */
+  stateBytes: number
+  /** Deltas applied (or sent) since the last store write, to journal with the next batch. */
+  unsaved: Uint8Array[]
+  /**
+   * Per writer, an upper bound of the highest sequence number of it applied to this document
+   * (rounded up to a multiple of TOUCH_BUCKET, so it changes rarely), as saved under `dix/<doc>`.
+   * Repair answers use it to find the documents a writer changed after a given sequence number.
+   */
+  readonly touched: VersionVector
 }
 
 interface MutablePeer {
@@ -131,10 +146,17 @@ interface Sighting {
 const K_SEQ = 'meta/seq'
 const K_SEEN = 'meta/seen'
 const docKey = (docId: string): string => `doc/${docId}`
+/** Journal entry `n` (from 1) of a document: a delta to apply after its state record. */
+const jrnKey = (docId: string, n: number): string => `jrn/${docId}/${n}`
+/** A document's journal is folded into a new state record beyond this many entries... */
+const JOURNAL_MAX_ENTRIES = 32
+/** ...or once it holds more bytes than the state record (and at least this many). */
+const JOURNAL_MIN_BYTES = 4096
 const posKey = (origin: string): string => `pos/${origin}`
 const outKey = (seq: number): string => `out/${String(seq).padStart(16, '0')}`
-const idxPrefix = (writer: string): string => `idx/${writer}|`
-const idxKey = (writer: string, docId: string): string => `${idxPrefix(writer)}${docId}`
+const dixKey = (docId: string): string => `dix/${docId}`
+/** Granularity of the per-document `touched` bounds: a repair answer may include documents a writer last changed up to this many sequence numbers before the gap. */
+const TOUCH_BUCKET = 1024
 const dlKey = (n: number): string => `dl/${String(n).padStart(16, '0')}`
 
 const utf8 = new TextEncoder()
@@ -174,8 +196,8 @@ export class RegionNode {
   private commitsInFlight: Promise<{ error: unknown } | undefined> | undefined
   /** Documents changed by remote records whose `lastVersion` is not yet refreshed (done in persist). */
   private readonly staleVersions = new Set<OpenDoc>()
-  /** Index entries (writer|doc → last seq) to save with the next store batch; one op per key. */
-  private readonly idxUpdates = new Map<string, number>()
+  /** Documents whose `touched` bounds grew since the last store batch. */
+  private readonly touchedDirty = new Set<OpenDoc>()
   private readonly pendingLocal = new Set<string>()
   private pendingCount = 0
   private orphans: Array<{ docId: string; typeName: string; delta: Uint8Array }> = []
@@ -397,9 +419,46 @@ export class RegionNode {
     const factory = this.o.factories.get(type)
     if (factory === undefined) throw new TypeMismatchError(`no factory for type ${type} (document ${docId})`)
     const replica = factory.create(this.writer)
-    if (record !== undefined) replica.apply(record.state)
+    let journal = 0
+    let journalBytes = 0
+    if (record !== undefined) {
+      replica.apply(record.state)
+      // The journal: deltas saved after the record, numbered from 1 without gaps.
+      for (;;) {
+        let entry: Uint8Array | undefined
+        try {
+          entry = await this.o.store.get(jrnKey(docId, journal + 1))
+        } catch (e) {
+          throw new InfrastructureFailure(e)
+        }
+        if (entry === undefined) break
+        replica.apply(entry)
+        journal++
+        journalBytes += entry.length
+      }
+    }
+    let touched: VersionVector
+    try {
+      const bytes = record === undefined ? undefined : await this.o.store.get(dixKey(docId))
+      touched = bytes === undefined ? new VersionVector() : VersionVector.decode(bytes)
+    } catch (e) {
+      throw isConcordError(e) ? e : new InfrastructureFailure(e)
+    }
     const v = replica.version()
-    const doc: OpenDoc = { docId, typeName: type, replica, lastVersion: v, deps: v, pending: [] }
+    const doc: OpenDoc = {
+      docId,
+      typeName: type,
+      replica,
+      lastVersion: v,
+      deps: v,
+      pending: [],
+      stored: record !== undefined,
+      journal,
+      journalBytes,
+      stateBytes: stored?.length ?? 0,
+      unsaved: [],
+      touched,
+    }
     replica.onDelta((delta, origin) => {
       if (origin !== 'local') return
       const current = this.docs.get(docId)
@@ -426,7 +485,7 @@ export class RegionNode {
   private evict(): void {
     for (const [docId, doc] of this.docs) {
       if (this.docs.size <= this.o.cacheSize) return
-      if (this.dirtyDocs.has(docId) || this.pendingLocal.has(docId) || doc.pending.length > 0) continue
+      if (this.dirtyDocs.has(docId) || this.pendingLocal.has(docId) || doc.pending.length > 0 || doc.unsaved.length > 0) continue
       this.docs.delete(docId)
       this.evictions++
     }
@@ -498,11 +557,12 @@ export class RegionNode {
       const k = outKey(seq)
       this.outbox.push({ key: k, bytes })
       ops.push({ op: 'put', key: k, value: bytes })
-      this.idxUpdates.set(idxKey(this.writer, docId), seq)
+      this.touch(doc, this.writer, seq)
       this.seen.addRange(this.writer, seq, seq)
       this.seenDirty = true
       this.knownMax.advance(this.writer, seq)
       doc.pending = []
+      doc.unsaved.push(payload)
       doc.lastVersion = doc.replica.version()
       doc.deps = doc.lastVersion
       this.staleVersions.delete(doc)
@@ -516,15 +576,43 @@ export class RegionNode {
     this.pendingLocal.clear()
     this.pendingCount = 0
     this.firstPendingAt = undefined
+    // A changed document's new deltas go to its journal; past the journal limits, or when the
+    // store holds no record yet, a new state record replaces record and journal. The state is thus
+    // encoded once per JOURNAL_MAX_ENTRIES deltas or so, not once per batch.
+    const saved: Array<() => void> = []
     for (const docId of this.dirtyDocs) {
       const doc = this.docs.get(docId)
-      if (doc !== undefined) ops.push({ op: 'put', key: docKey(docId), value: encodeDocRecord(doc.typeName, doc.replica.state()) })
+      if (doc === undefined) continue
+      const n = doc.unsaved.length
+      if (n === 0 && doc.stored) continue
+      let bytes = 0
+      for (let i = 0; i < n; i++) bytes += (doc.unsaved[i] as Uint8Array).length
+      if (!doc.stored || doc.journal + n > JOURNAL_MAX_ENTRIES || doc.journalBytes + bytes > Math.max(doc.stateBytes, JOURNAL_MIN_BYTES)) {
+        const record = encodeDocRecord(doc.typeName, doc.replica.state())
+        ops.push({ op: 'put', key: docKey(docId), value: record })
+        for (let i = 1; i <= doc.journal; i++) ops.push({ op: 'delete', key: jrnKey(docId, i) })
+        saved.push(() => {
+          doc.stored = true
+          doc.journal = 0
+          doc.journalBytes = 0
+          doc.stateBytes = record.length
+          doc.unsaved.splice(0, n)
+        })
+      } else {
+        for (let i = 0; i < n; i++) ops.push({ op: 'put', key: jrnKey(docId, doc.journal + 1 + i), value: doc.unsaved[i] as Uint8Array })
+        saved.push(() => {
+          doc.journal += n
+          doc.journalBytes += bytes
+          doc.unsaved.splice(0, n)
+        })
+      }
     }
     if (this.seenDirty) ops.push({ op: 'put', key: K_SEEN, value: this.seen.encode() })
-    for (const [k, seq] of this.idxUpdates) ops.push({ op: 'put', key: k, value: encodeUint(seq) })
+    for (const doc of this.touchedDirty) ops.push({ op: 'put', key: dixKey(doc.docId), value: doc.touched.encode() })
     if (ops.length > 0) await this.o.store.write(ops)
+    for (const fn of saved) fn()
     this.dirtyDocs.clear()
-    this.idxUpdates.clear()
+    this.touchedDirty.clear()
     this.seenDirty = false
     return this.sendOutbox()
   }
@@ -715,14 +803,23 @@ export class RegionNode {
 
   private applyRemote(doc: OpenDoc, env: Envelope, m: MutablePeer): void {
     applyOrThrow(doc.replica, env.payload)
+    doc.unsaved.push(env.payload)
     this.staleVersions.add(doc)
     this.dirtyDocs.add(env.docId)
     this.seen.addRange(env.writer, env.seq, env.seq)
     this.seenDirty = true
     this.knownMax.advance(env.writer, env.seq)
-    this.idxUpdates.set(idxKey(env.writer, env.docId), env.seq)
+    this.touch(doc, env.writer, env.seq)
     m.applied++
     m.lagMs = Math.max(0, this.o.now() - env.time.wall)
+  }
+
+  /** Records that `writer`'s update `seq` reached `doc` (for repair answers); saved with the next batch when the bound grows. */
+  private touch(doc: OpenDoc, writer: string, seq: number): void {
+    const bound = (Math.floor(seq / TOUCH_BUCKET) + 1) * TOUCH_BUCKET
+    if (doc.touched.get(writer) >= bound) return
+    doc.touched.set(writer, bound)
+    this.touchedDirty.add(doc)
   }
 
   private async settleRecord(rec: LogRecord, m: MutablePeer, ops: StoreOp[], work: Promise<void>): Promise<void> {
@@ -795,9 +892,10 @@ export class RegionNode {
         for (const d of resp.docs) {
           const doc = await this.loadDoc(d.docId, d.typeName)
           applyOrThrow(doc.replica, d.state)
+          doc.unsaved.push(d.state)
           this.staleVersions.add(doc)
           this.dirtyDocs.add(d.docId)
-          this.idxUpdates.set(idxKey(resp.target, d.docId), resp.upTo)
+          this.touch(doc, resp.target, resp.upTo)
         }
         const parts = this.repairParts.get(resp.requestId) ?? new Set<number>()
         parts.add(resp.part)
@@ -871,10 +969,13 @@ export class RegionNode {
       const upTo = this.coverage(req.target)
       if (upTo <= req.from) continue
       const docs: RepairDoc[] = []
-      for (const key of await this.o.store.keys(idxPrefix(req.target))) {
-        const seqBytes = await this.o.store.get(key)
-        if (seqBytes === undefined || decodeUint(seqBytes) <= req.from) continue
-        const docId = key.slice(idxPrefix(req.target).length)
+      for (const key of await this.o.store.keys('dix/')) {
+        const docId = key.slice(4)
+        // A cached document may hold bounds newer than the store's (saved with the next batch).
+        const cached = this.docs.get(docId)
+        const bytes = cached === undefined ? await this.o.store.get(key) : undefined
+        const touched = cached?.touched ?? (bytes === undefined ? undefined : VersionVector.decode(bytes))
+        if (touched === undefined || touched.get(req.target) <= req.from) continue
         const doc = await this.loadDoc(docId, undefined)
         docs.push({ docId, typeName: doc.typeName, state: doc.replica.deltaSince() })
       }
