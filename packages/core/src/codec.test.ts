@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import fc from 'fast-check'
+import * as encoding from 'lib0/encoding'
 import { DecodeError, decodeWith, encodeWith, readBytes, readString, writeBytes, writeString, writeUint } from './index.js'
 
 describe('encodeWith', () => {
@@ -55,6 +56,35 @@ describe('readString', () => {
       }),
       { numRuns: 1000 },
     )
+  })
+
+  it('writes the same bytes as lib0 writeVarString, at every length around the fast-path limit and buffer end', () => {
+    const strings = ['', 'a', '\u007f', 'é', 'eu/i1', 'x'.repeat(63), 'x'.repeat(64), 'x'.repeat(65), `${'x'.repeat(63)}é`, '\u{1F600}']
+    for (const s of strings) {
+      for (const pad of [0, 90, 99, 100, 130]) {
+        const ours = encodeWith((e) => {
+          for (let i = 0; i < pad; i++) writeUint(e, 1)
+          writeString(e, s)
+        })
+        const lib = encoding.encode((e) => {
+          for (let i = 0; i < pad; i++) encoding.writeVarUint(e, 1)
+          encoding.writeVarString(e, s)
+        })
+        expect(ours).toEqual(lib)
+      }
+    }
+  })
+
+  it('decodes repeated and colliding short strings to the right values (the intern table never mixes them up)', () => {
+    // Many distinct short ASCII strings of equal length, decoded twice in different orders: far
+    // more than the table's slots, so slots are shared and overwritten.
+    const strings = Array.from({ length: 20_000 }, (_, i) => `w${i.toString(36).padStart(6, '0')}`)
+    const bytes = encodeWith((e) => {
+      for (const s of strings) writeString(e, s)
+      for (let i = strings.length - 1; i >= 0; i--) writeString(e, strings[i] as string)
+    })
+    const read = decodeWith('test', bytes, (d) => Array.from({ length: 2 * strings.length }, () => readString(d)))
+    expect(read).toEqual([...strings, ...[...strings].reverse()])
   })
 
   it('rejects invalid UTF-8 with DecodeError, short and long', () => {

@@ -62,6 +62,21 @@ export function writeInt(e: Encoder, n: number): void {
   encoding.writeVarInt(e, n)
 }
 export function writeString(e: Encoder, s: string): void {
+  const n = s.length
+  // Short ASCII (ids, type names) fitting the current buffer: copy the char codes, skipping the
+  // native UTF-8 encoder call. Same bytes as lib0's writeVarString (length < 128 is one byte).
+  if (n <= SHORT_STRING && e.cbuf.length - e.cpos > n) {
+    let i = 0
+    while (i < n && s.charCodeAt(i) < 0x80) i++
+    if (i === n) {
+      const buf = e.cbuf
+      let pos = e.cpos
+      buf[pos++] = n
+      for (let j = 0; j < n; j++) buf[pos++] = s.charCodeAt(j)
+      e.cpos = pos
+      return
+    }
+  }
   encoding.writeVarString(e, s)
 }
 export function writeBytes(e: Encoder, b: Uint8Array): void {
@@ -118,20 +133,43 @@ export function readBytes(d: Decoder, max = MAX_FIELD_BYTES): Uint8Array {
 }
 // One decoder for all reads: non-streaming decode() keeps no state between calls.
 const utf8Fatal = new TextDecoder('utf-8', { fatal: true })
+/** Strings up to this many bytes take the ASCII fast paths of readString and writeString. */
+const SHORT_STRING = 64
+// Recently decoded short ASCII strings by a hash of their bytes: the same writer ids, region and
+// type names and document ids come back in every envelope, and a hit allocates nothing. A slot
+// is checked byte by byte before use, so a collision only costs a miss.
+const INTERN_SLOTS = 4096
+const interned: (string | undefined)[] = new Array<string | undefined>(INTERN_SLOTS).fill(undefined)
 export function readString(d: Decoder, max = MAX_FIELD_BYTES): string {
-  const b = readBytes(d, max)
-  // Short ASCII (ids, type names) is the common case: skip TextDecoder's native call. ASCII is
-  // valid UTF-8, so the result is the same as the fatal decoder's.
-  if (b.length <= 64) {
-    let s = ''
-    let i = 0
-    for (; i < b.length; i++) {
-      const c = b[i] as number
+  const n = readLength(d, max)
+  const arr = d.arr
+  const start = d.pos
+  const end = start + n
+  if (n <= SHORT_STRING) {
+    let h = n
+    let i = start
+    for (; i < end; i++) {
+      const c = arr[i] as number
       if (c >= 0x80) break
-      s += String.fromCharCode(c)
+      h = Math.imul(h ^ c, 16777619)
     }
-    if (i === b.length) return s
+    // ASCII is valid UTF-8: the result is the same as the fatal decoder's.
+    if (i === end) {
+      const slot = (h >>> 0) & (INTERN_SLOTS - 1)
+      const hit = interned[slot]
+      d.pos = end
+      if (hit !== undefined && hit.length === n) {
+        let j = 0
+        while (j < n && hit.charCodeAt(j) === arr[start + j]) j++
+        if (j === n) return hit
+      }
+      const s = String.fromCharCode.apply(null, arr.subarray(start, end) as unknown as number[])
+      interned[slot] = s
+      return s
+    }
   }
+  const b = arr.subarray(start, end)
+  d.pos = end
   try {
     return utf8Fatal.decode(b)
   } catch (e) {

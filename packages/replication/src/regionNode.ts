@@ -41,12 +41,14 @@ import {
   REPAIR_RESPONSE,
   decodeDeadLetter,
   decodeDocRecord,
+  decodeJournalEntry,
   decodeHeartbeat,
   decodeRegistration,
   decodeRepairRequest,
   decodeRepairResponse,
   encodeDeadLetter,
   encodeDocRecord,
+  encodeJournalEntry,
   encodeHeartbeat,
   encodeRegistration,
   encodeRepairRequest,
@@ -106,7 +108,7 @@ interface OpenDoc {
   pending: Uint8Array[]
   /** Whether the store holds a document record (state) for it. */
   stored: boolean
-  /** Journal entries in the store after that record (`jrn/<doc>/1..journal`), and their bytes. */
+  /** Journal entries (one per store batch) after that record (`jrn/<doc>/1..journal`), and their bytes. */
   journal: number
   journalBytes: number
   /** Size of the last state record written or read. */
@@ -146,7 +148,7 @@ interface Sighting {
 const K_SEQ = 'meta/seq'
 const K_SEEN = 'meta/seen'
 const docKey = (docId: string): string => `doc/${docId}`
-/** Journal entry `n` (from 1) of a document: a delta to apply after its state record. */
+/** Journal entry `n` (from 1) of a document: the deltas of one store batch, to apply after its state record. */
 const jrnKey = (docId: string, n: number): string => `jrn/${docId}/${n}`
 /** A document's journal is folded into a new state record beyond this many entries... */
 const JOURNAL_MAX_ENTRIES = 32
@@ -432,7 +434,7 @@ export class RegionNode {
           throw new InfrastructureFailure(e)
         }
         if (entry === undefined) break
-        replica.apply(entry)
+        for (const delta of decodeJournalEntry(entry)) replica.apply(delta)
         journal++
         journalBytes += entry.length
       }
@@ -587,7 +589,7 @@ export class RegionNode {
       if (n === 0 && doc.stored) continue
       let bytes = 0
       for (let i = 0; i < n; i++) bytes += (doc.unsaved[i] as Uint8Array).length
-      if (!doc.stored || doc.journal + n > JOURNAL_MAX_ENTRIES || doc.journalBytes + bytes > Math.max(doc.stateBytes, JOURNAL_MIN_BYTES)) {
+      if (!doc.stored || doc.journal >= JOURNAL_MAX_ENTRIES || doc.journalBytes + bytes > Math.max(doc.stateBytes, JOURNAL_MIN_BYTES)) {
         const record = encodeDocRecord(doc.typeName, doc.replica.state())
         ops.push({ op: 'put', key: docKey(docId), value: record })
         for (let i = 1; i <= doc.journal; i++) ops.push({ op: 'delete', key: jrnKey(docId, i) })
@@ -599,9 +601,9 @@ export class RegionNode {
           doc.unsaved.splice(0, n)
         })
       } else {
-        for (let i = 0; i < n; i++) ops.push({ op: 'put', key: jrnKey(docId, doc.journal + 1 + i), value: doc.unsaved[i] as Uint8Array })
+        ops.push({ op: 'put', key: jrnKey(docId, doc.journal + 1), value: encodeJournalEntry(doc.unsaved) })
         saved.push(() => {
-          doc.journal += n
+          doc.journal++
           doc.journalBytes += bytes
           doc.unsaved.splice(0, n)
         })

@@ -17,6 +17,7 @@ import {
   writeBytes,
   writeString,
   writeUint,
+  MAX_COLLECTION,
   MAX_REPLICA_ID_BYTES,
 } from '@concord/core'
 
@@ -179,6 +180,23 @@ export function encodeDocRecord(typeName: string, state: Uint8Array): Uint8Array
 
 export function decodeDocRecord(bytes: Uint8Array): { typeName: string; state: Uint8Array } {
   return decodeWith('document record', bytes, (d) => ({ typeName: readString(d, 128), state: readBytes(d).slice() }))
+}
+
+/** A document's journal entry: the deltas one store batch applied to it, in order (`uint n`, n × `bytes`). */
+export function encodeJournalEntry(deltas: readonly Uint8Array[]): Uint8Array {
+  return encodeWith((e) => {
+    writeUint(e, deltas.length)
+    for (const d of deltas) writeBytes(e, d)
+  })
+}
+
+export function decodeJournalEntry(bytes: Uint8Array): Uint8Array[] {
+  return decodeWith('journal entry', bytes, (d) => {
+    const n = readLength(d, MAX_COLLECTION)
+    const out: Uint8Array[] = []
+    for (let i = 0; i < n; i++) out.push(readBytes(d))
+    return out
+  })
 }
 
 /** One dead-lettered record. */
