@@ -45,6 +45,13 @@ export interface Transport {
    * after its committed position). Redelivers uncommitted records after {@link Transport.rewind}.
    */
   poll(reader: string, origin: string, options?: PollOptions): Promise<readonly LogRecord[]>
+  /**
+   * Optional. Announces every origin `reader` is going to poll, before its first poll. Transports
+   * that read several origins through one consumer (Kafka: one consumer group per reading region)
+   * subscribe to all of them at once instead of re-subscribing as each origin is first polled.
+   * Polling an origin that was not announced still works.
+   */
+  subscribe?(reader: string, origins: readonly string[]): Promise<void>
   /** Records that `reader` has durably applied everything up to and including `position`. */
   commit(reader: string, origin: string, position: LogPosition): Promise<void>
   /** The committed position of `reader` on `origin`, if any. */

@@ -267,6 +267,8 @@ export class RegionNode {
       this.deadList.push({ key, letter: decodeDeadLetter(bytes) })
       this.dlCounter = Math.max(this.dlCounter, Number(key.slice(3)))
     }
+    // One subscription for every log this node reads (where the transport multiplexes them).
+    await this.o.transport.subscribe?.(this.writer, this.o.regions)
     // Catch up with the own region's log first: it holds the last words of any earlier process
     // with this writer id, which decide whether that process may still be alive.
     this.initializing = true

@@ -79,6 +79,36 @@ describe.skipIf(!server.available)('KafkaTransport against a real broker', () =>
     expect(keys).toEqual(['doc-1', null])
   })
 
+  it('reads every origin of a reader through one consumer group; an origin polled later is added; commits of one turn land together', async () => {
+    const t = open()
+    const reader = unique('r')
+    const [a, b, c] = [unique('o'), unique('o'), unique('o')]
+    for (const o of [a, b, c]) await t.append(o, [bytes(`${o}-1`), bytes(`${o}-2`)])
+    await t.subscribe(reader, [a, b])
+    const groupId = `${prefix}/${reader}`
+    const described = await admin.describeGroups([groupId])
+    const members = described.groups[0]?.members ?? []
+    expect(members).toHaveLength(1)
+    for (const o of [a, b]) expect((await pollN(t, reader, o, 2)).map(text)).toEqual([`${o}-1`, `${o}-2`])
+    // Not announced: the consumer re-subscribes with it, and the others keep their place.
+    await t.append(a, [bytes(`${a}-3`)])
+    expect((await pollN(t, reader, c, 2)).map(text)).toEqual([`${c}-1`, `${c}-2`])
+    expect((await pollN(t, reader, a, 1)).map(text)).toEqual([`${a}-3`])
+    // Three commits in one turn: all of them are stored in the reader's group.
+    await Promise.all([t.commit(reader, a, '2'), t.commit(reader, b, '1'), t.commit(reader, c, '0')])
+    const offsets = await admin.fetchOffsets({ groupId, topics: [a, b, c].map((o) => `${prefix}.${o}`) })
+    const byTopic = new Map(offsets.map((x) => [x.topic, x.partitions[0]?.offset]))
+    expect([a, b, c].map((o) => byTopic.get(`${prefix}.${o}`))).toEqual(['3', '2', '1'])
+    // A new client of the same reader resumes every origin after its committed position.
+    await t.close()
+    const again = open()
+    await again.append(b, [bytes(`${b}-3`)])
+    await again.subscribe(reader, [a, b, c])
+    expect(await pollN(again, reader, a, 1, 5)).toEqual([])
+    expect((await pollN(again, reader, b, 1)).map(text)).toEqual([`${b}-3`])
+    expect((await pollN(again, reader, c, 1)).map(text)).toEqual([`${c}-2`])
+  })
+
   it('rewind redelivers everything after the committed position; commits never move backwards', async () => {
     const t = open()
     const origin = unique('o')

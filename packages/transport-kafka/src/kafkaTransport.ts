@@ -2,12 +2,13 @@
  * KafkaTransport: the Transport contract over Kafka.
  *
  * One single-partition topic per origin region (one partition keeps the whole origin in order and
- * makes a position one offset). Each (reader, origin) pair has its own consumer group: kafkajs's
- * assigners expect every member of a group to subscribe to the same topics, and separate groups
- * keep one origin's rebalance or stall from pausing the others.
+ * makes a position one offset). One consumer group per reader (reading region), subscribed to
+ * every origin topic it reads: one fetch request covers all origins, and the commits of one round
+ * go out as one OffsetCommit request. The topics are known up front through subscribe() (a
+ * RegionNode announces its regions); an origin first seen in poll() re-subscribes the consumer.
  *
- * kafkajs consumers push batches (`eachBatch`); poll() pulls. Each pair's consumer fills a bounded
- * buffer and pauses its topic when the buffer is full; poll() drains the buffer and resumes it.
+ * kafkajs consumers push batches (`eachBatch`); poll() pulls. The consumer fills a bounded buffer
+ * per origin and pauses that topic when its buffer is full; poll() drains it and resumes the topic.
  * Offsets are committed only by commit(), never automatically.
  */
 import { Kafka, Partitioners, logLevel, type Admin, type Consumer, type Producer } from 'kafkajs'
@@ -36,26 +37,39 @@ function offsetOf(position: LogPosition): bigint {
   return BigInt(position)
 }
 
-/** One reader's consumer of one origin. */
-interface Session {
+/** What one reader's consumer holds for one origin. */
+interface OriginState {
   readonly topic: string
   readonly origin: string
-  readonly consumer: Consumer
-  /** Connected, subscribed, running. */
-  started: Promise<void>
-  /** Resolves once the consumer was assigned the partition. */
-  readonly joined: Promise<void>
-  /** kafkajs is restarting the consumer after a retriable crash (it has no group until it rejoins). */
-  restarting: boolean
   readonly buffer: LogRecord[]
-  /** Next offset to accept: a refetch after a rebalance must not deliver a record twice. */
+  /** Next offset to accept: a refetch after a rebalance or restart must not deliver a record twice. */
   next: bigint | undefined
   paused: boolean
   /** The highest offset committed through this session (Kafka's meaning: next to read). */
   committed: bigint | undefined
   readonly waiters: Set<() => void>
+}
+
+/** One reader's consumer (its consumer group), over every origin it reads. */
+interface Session {
+  readonly reader: string
+  readonly consumer: Consumer
+  /** By topic. */
+  readonly origins: Map<string, OriginState>
+  /** Topics the running consumer is subscribed to. */
+  readonly subscribed: Set<string>
+  /** Connected, subscribed to every topic in `origins`, running. */
+  started: Promise<void>
+  /** Resolves once the consumer was assigned every subscribed topic. */
+  joined: Promise<void>
+  onJoin: () => void
+  /** kafkajs is restarting the consumer after a retriable crash (it has no group until it rejoins). */
+  restarting: boolean
   /** A crash kafkajs does not restart from. */
   failure: unknown
+  /** Commits waiting for the next OffsetCommit request (topic → next offset), and its promise. */
+  readonly commitQueue: Map<string, bigint>
+  commitBatch: Promise<void> | undefined
 }
 
 /**
@@ -122,28 +136,29 @@ export class KafkaTransport implements Transport {
     this.check()
     const max = options.max ?? DEFAULT_POLL_MAX
     if (!Number.isInteger(max) || max < 1) throw new ConfigError(`kafka transport: poll max must be a positive integer, got ${max}`)
-    const s = this.session(reader, origin)
+    const s = this.session(reader, [origin])
     try {
       await s.started
     } catch (e) {
-      this.dropSession(reader, origin, s)
+      this.dropSession(s)
       throw this.fail(e, 'poll')
     }
     if (s.failure !== undefined) {
       const failure = s.failure
-      this.dropSession(reader, origin, s)
+      this.dropSession(s)
       throw this.fail(failure, 'poll')
     }
     this.check()
+    const o = s.origins.get(topicName(this.options.topicPrefix, origin)) as OriginState
     const waitMs = options.waitMs ?? 0
-    if (s.buffer.length === 0 && waitMs > 0 && options.signal?.aborted !== true) {
-      await this.waitForRecords(s, waitMs, options.signal)
+    if (o.buffer.length === 0 && waitMs > 0 && options.signal?.aborted !== true) {
+      await this.waitForRecords(o, waitMs, options.signal)
       this.check()
     }
-    const out = s.buffer.splice(0, max)
-    if (s.paused && s.buffer.length <= this.options.bufferRecords / 2) {
-      s.paused = false
-      s.consumer.resume([{ topic: s.topic }])
+    const out = o.buffer.splice(0, max)
+    if (o.paused && o.buffer.length <= this.options.bufferRecords / 2) {
+      o.paused = false
+      s.consumer.resume([{ topic: o.topic }])
     }
     return out
   }
@@ -152,16 +167,16 @@ export class KafkaTransport implements Transport {
     this.check()
     // Kafka commits the next offset to read; the contract commits the last one applied.
     const next = offsetOf(position) + 1n
-    const s = this.session(reader, origin)
+    const s = this.session(reader, [origin])
     try {
       await s.started
       await this.withTimeout(s.joined, this.options.joinTimeoutMs, 'joining the consumer group')
       if (s.failure !== undefined) throw s.failure
       if (s.restarting) throw rejoining()
-      s.committed ??= await this.fetchCommitted(reader, origin)
-      if (s.committed !== undefined && next <= s.committed) return
-      await s.consumer.commitOffsets([{ topic: s.topic, partition: PARTITION, offset: String(next) }])
-      s.committed = next
+      const o = s.origins.get(topicName(this.options.topicPrefix, origin)) as OriginState
+      o.committed ??= await this.fetchCommitted(reader, origin)
+      if (o.committed !== undefined && next <= o.committed) return
+      await this.queueCommit(s, o.topic, next)
     } catch (e) {
       // Crashed during the commit: kafkajs has dropped the group until the restarted consumer
       // rejoins. Not waited for (one origin's broker must not stall a round): a later commit,
@@ -183,21 +198,23 @@ export class KafkaTransport implements Transport {
 
   async rewind(reader: string, origin: string): Promise<void> {
     this.check()
-    const s = this.sessions.get(sessionId(reader, origin))
+    const s = this.sessions.get(reader)
+    const topic = topicName(this.options.topicPrefix, origin)
     // Without a session there is no cursor: a new consumer starts at the committed offset anyway.
-    if (s === undefined) return
+    if (s === undefined || !s.origins.has(topic)) return
     try {
       await s.started
       await this.withTimeout(s.joined, this.options.joinTimeoutMs, 'joining the consumer group')
+      const o = s.origins.get(topic) as OriginState
       const committed = await this.fetchCommitted(reader, origin)
-      const target = committed ?? (await this.lowWatermark(s.topic)) ?? 0n
-      s.buffer.length = 0
-      s.next = target
+      const target = committed ?? (await this.lowWatermark(topic)) ?? 0n
+      o.buffer.length = 0
+      o.next = target
       // Batches fetched before the seek are stale (kafkajs reports it) and dropped by eachBatch.
-      s.consumer.seek({ topic: s.topic, partition: PARTITION, offset: String(target) })
-      if (s.paused) {
-        s.paused = false
-        s.consumer.resume([{ topic: s.topic }])
+      s.consumer.seek({ topic, partition: PARTITION, offset: String(target) })
+      if (o.paused) {
+        o.paused = false
+        s.consumer.resume([{ topic }])
       }
     } catch (e) {
       throw this.fail(e, 'rewind')
@@ -249,7 +266,7 @@ export class KafkaTransport implements Transport {
     this.closed = true
     const sessions = [...this.sessions.values()]
     this.sessions.clear()
-    for (const s of sessions) for (const wake of [...s.waiters]) wake()
+    for (const s of sessions) for (const o of s.origins.values()) for (const wake of [...o.waiters]) wake()
     const closing: Promise<unknown>[] = sessions.map((s) => s.consumer.disconnect())
     if (this.producer !== undefined) closing.push(this.producer.then((p) => p.disconnect()))
     if (this.admin !== undefined) closing.push(this.admin.then((a) => a.disconnect()))
@@ -314,7 +331,7 @@ export class KafkaTransport implements Transport {
   private async fetchCommitted(reader: string, origin: string): Promise<bigint | undefined> {
     const topic = topicName(this.options.topicPrefix, origin)
     const admin = await this.connectAdmin()
-    const result = await admin.fetchOffsets({ groupId: this.groupId(reader, origin), topics: [topic] })
+    const result = await admin.fetchOffsets({ groupId: this.groupId(reader), topics: [topic] })
     const offset = result.find((t) => t.topic === topic)?.partitions.find((p) => p.partition === PARTITION)?.offset
     if (offset === undefined || offset === '-1') return undefined
     return BigInt(offset)
@@ -326,104 +343,174 @@ export class KafkaTransport implements Transport {
     return p === undefined ? undefined : BigInt(p.low)
   }
 
-  private groupId(reader: string, origin: string): string {
+  private groupId(reader: string): string {
     if (reader.length === 0) throw new ConfigError('kafka transport: reader must not be empty')
-    return `${this.options.groupPrefix}/${encodeURIComponent(reader)}/${encodeURIComponent(origin)}`
+    return `${this.options.groupPrefix}/${encodeURIComponent(reader)}`
   }
 
-  private session(reader: string, origin: string): Session {
-    const id = sessionId(reader, origin)
-    const existing = this.sessions.get(id)
-    if (existing !== undefined) return existing
-    const topic = topicName(this.options.topicPrefix, origin)
-    const consumer = this.kafka.consumer({
-      groupId: this.groupId(reader, origin),
-      sessionTimeout: this.options.sessionTimeoutMs,
-      heartbeatInterval: this.options.heartbeatIntervalMs,
-      maxWaitTimeInMs: this.options.fetchMaxWaitMs,
-      allowAutoTopicCreation: false,
-    })
-    let onJoin: () => void = () => undefined
-    const joined = new Promise<void>((resolve) => {
-      onJoin = resolve
-    })
-    const s: Session = {
-      topic,
-      origin,
-      consumer,
-      started: Promise.resolve(),
-      joined,
-      restarting: false,
-      buffer: [],
-      next: undefined,
-      paused: false,
-      committed: undefined,
-      waiters: new Set(),
-      failure: undefined,
-    }
-    consumer.on(consumer.events.GROUP_JOIN, (event) => {
-      const assigned = event.payload.memberAssignment[topic]
-      if (assigned?.includes(PARTITION) === true) {
-        s.restarting = false
-        onJoin()
-      }
-    })
-    // A crash stops the consumer (kafkajs drops its group) and, when retriable (a broker restart),
-    // restarts it: until it has rejoined, commits fail fast as retriable (see commit).
-    consumer.on(consumer.events.STOP, () => {
-      s.restarting = true
-    })
-    consumer.on(consumer.events.CRASH, (event) => {
-      // Not restarted: the session is dead; release whoever waits for a join or for records.
-      if (!event.payload.restart) {
-        s.failure = event.payload.error
-        onJoin()
-        for (const wake of [...s.waiters]) wake()
-      }
-    })
-    const started = (async () => {
-      await this.ensureTopic(topic)
-      await consumer.connect()
-      // No committed offset yet: start at the beginning of what the log still holds.
-      await consumer.subscribe({ topics: [topic], fromBeginning: true })
-      await consumer.run({
-        autoCommit: false,
-        eachBatchAutoResolve: false,
-        eachBatch: async ({ batch, resolveOffset, isStale, isRunning, heartbeat }) => {
-          for (const message of batch.messages) {
-            if (!isRunning() || isStale()) break
-            const offset = BigInt(message.offset)
-            if (s.next === undefined || offset >= s.next) {
-              // Copy: the decoder's buffer may be shared with other messages of the fetch.
-              const bytes = message.value === null ? new Uint8Array(0) : new Uint8Array(message.value)
-              s.buffer.push({ origin, position: message.offset, bytes })
-              s.next = offset + 1n
-            }
-            // Resolving moves the fetch position only: autoCommit is off.
-            resolveOffset(message.offset)
-          }
-          for (const wake of [...s.waiters]) wake()
-          if (!s.paused && s.buffer.length >= this.options.bufferRecords) {
-            s.paused = true
-            consumer.pause([{ topic }])
-          }
-          await heartbeat()
-        },
+  /**
+   * The session of `reader`, covering at least `origins`. Origins it does not cover yet are added
+   * with one re-subscription (stop, subscribe, run: the consumer rejoins its group and resumes from
+   * the committed offsets; records buffered meanwhile stay, and `next` drops refetched ones).
+   */
+  private session(reader: string, origins: readonly string[]): Session {
+    const groupId = this.groupId(reader)
+    let s = this.sessions.get(reader)
+    if (s === undefined) {
+      const consumer = this.kafka.consumer({
+        groupId,
+        sessionTimeout: this.options.sessionTimeoutMs,
+        heartbeatInterval: this.options.heartbeatIntervalMs,
+        maxWaitTimeInMs: this.options.fetchMaxWaitMs,
+        allowAutoTopicCreation: false,
       })
-    })()
-    // Observed here so an unawaited failure is not an unhandled rejection; poll() reports it.
-    started.catch(() => undefined)
-    s.started = started
-    this.sessions.set(id, s)
+      const session: Session = {
+        reader,
+        consumer,
+        origins: new Map(),
+        subscribed: new Set(),
+        started: Promise.resolve(),
+        joined: Promise.resolve(),
+        onJoin: () => undefined,
+        restarting: false,
+        failure: undefined,
+        commitQueue: new Map(),
+        commitBatch: undefined,
+      }
+      s = session
+      consumer.on(consumer.events.GROUP_JOIN, (event) => {
+        const assignment = event.payload.memberAssignment
+        if ([...session.subscribed].every((t) => assignment[t]?.includes(PARTITION) === true)) {
+          session.restarting = false
+          session.onJoin()
+        }
+      })
+      // A crash stops the consumer (kafkajs drops its group) and, when retriable (a broker restart),
+      // restarts it: until it has rejoined, commits fail fast as retriable (see commit).
+      consumer.on(consumer.events.STOP, () => {
+        session.restarting = true
+      })
+      consumer.on(consumer.events.CRASH, (event) => {
+        // Not restarted: the session is dead; release whoever waits for a join or for records.
+        if (!event.payload.restart) {
+          session.failure = event.payload.error
+          session.onJoin()
+          for (const o of session.origins.values()) for (const wake of [...o.waiters]) wake()
+        }
+      })
+      this.sessions.set(reader, s)
+    }
+    const added: string[] = []
+    for (const origin of origins) {
+      const topic = topicName(this.options.topicPrefix, origin)
+      if (s.origins.has(topic)) continue
+      s.origins.set(topic, { topic, origin, buffer: [], next: undefined, paused: false, committed: undefined, waiters: new Set() })
+      added.push(topic)
+    }
+    if (added.length > 0) {
+      const session = s
+      // Chained: concurrent additions re-subscribe one after the other, each taking every topic
+      // still missing (so the later ones find nothing left to do).
+      const started = session.started.catch(() => undefined).then(() => this.resubscribe(session))
+      // Observed here so an unawaited failure is not an unhandled rejection; poll() reports it.
+      started.catch(() => undefined)
+      session.started = started
+    }
     return s
   }
 
-  private dropSession(reader: string, origin: string, s: Session): void {
-    if (this.sessions.get(sessionId(reader, origin)) === s) this.sessions.delete(sessionId(reader, origin))
+  private async resubscribe(s: Session): Promise<void> {
+    const missing = [...s.origins.keys()].filter((t) => !s.subscribed.has(t))
+    if (missing.length === 0) return
+    for (const topic of missing) await this.ensureTopic(topic)
+    const consumer = s.consumer
+    if (s.subscribed.size === 0) await consumer.connect()
+    else {
+      await consumer.stop()
+      // kafkajs forgets pauses across a restart; eachBatch pauses again when a buffer fills.
+      for (const o of s.origins.values()) o.paused = false
+    }
+    // No committed offset yet: start at the beginning of what the log still holds.
+    await consumer.subscribe({ topics: missing, fromBeginning: true })
+    for (const t of missing) s.subscribed.add(t)
+    s.joined = new Promise<void>((resolve) => {
+      s.onJoin = resolve
+    })
+    s.restarting = false
+    await consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      eachBatch: async ({ batch, resolveOffset, isStale, isRunning, heartbeat }) => {
+        const o = s.origins.get(batch.topic)
+        if (o === undefined) return
+        for (const message of batch.messages) {
+          if (!isRunning() || isStale()) break
+          const offset = BigInt(message.offset)
+          if (o.next === undefined || offset >= o.next) {
+            // Copy: the decoder's buffer may be shared with other messages of the fetch.
+            const bytes = message.value === null ? new Uint8Array(0) : new Uint8Array(message.value)
+            o.buffer.push({ origin: o.origin, position: message.offset, bytes })
+            o.next = offset + 1n
+          }
+          // Resolving moves the fetch position only: autoCommit is off.
+          resolveOffset(message.offset)
+        }
+        for (const wake of [...o.waiters]) wake()
+        if (!o.paused && o.buffer.length >= this.options.bufferRecords) {
+          o.paused = true
+          consumer.pause([{ topic: o.topic }])
+        }
+        await heartbeat()
+      },
+    })
+  }
+
+  /**
+   * Commits `next` for `topic` with the other commits of this reader made in the same turn of the
+   * event loop: one OffsetCommit request for all of them (a RegionNode commits every origin of a
+   * round together). Each caller learns the outcome of the request that carried its offset.
+   */
+  private queueCommit(s: Session, topic: string, next: bigint): Promise<void> {
+    const queued = s.commitQueue.get(topic)
+    if (queued === undefined || next > queued) s.commitQueue.set(topic, next)
+    s.commitBatch ??= new Promise<void>((resolve, reject) => {
+      setImmediate(() => {
+        const entries = [...s.commitQueue]
+        s.commitQueue.clear()
+        s.commitBatch = undefined
+        s.consumer.commitOffsets(entries.map(([t, offset]) => ({ topic: t, partition: PARTITION, offset: String(offset) }))).then(() => {
+          for (const [t, offset] of entries) {
+            const o = s.origins.get(t)
+            if (o !== undefined && (o.committed === undefined || offset > o.committed)) o.committed = offset
+          }
+          resolve()
+        }, reject)
+      })
+    })
+    return s.commitBatch
+  }
+
+  /**
+   * Announces every origin `reader` will poll: its consumer subscribes to all of their topics at
+   * once (one group join) instead of re-subscribing as each origin is first polled.
+   */
+  async subscribe(reader: string, origins: readonly string[]): Promise<void> {
+    this.check()
+    const s = this.session(reader, origins)
+    try {
+      await s.started
+    } catch (e) {
+      this.dropSession(s)
+      throw this.fail(e, 'subscribe')
+    }
+  }
+
+  private dropSession(s: Session): void {
+    if (this.sessions.get(s.reader) === s) this.sessions.delete(s.reader)
     s.consumer.disconnect().catch(() => undefined)
   }
 
-  private waitForRecords(s: Session, waitMs: number, signal: AbortSignal | undefined): Promise<void> {
+  private waitForRecords(s: OriginState, waitMs: number, signal: AbortSignal | undefined): Promise<void> {
     return new Promise((resolve) => {
       const done = (): void => {
         clearTimeout(timer)
@@ -457,6 +544,3 @@ function rejoining(cause?: unknown): TransportError {
   return new TransportError('kafka transport: commit failed: the consumer is rejoining its group after a crash', { cause, retriable: true })
 }
 
-function sessionId(reader: string, origin: string): string {
-  return `${reader}\u0000${origin}`
-}

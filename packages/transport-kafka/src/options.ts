@@ -14,7 +14,7 @@ export interface KafkaTransportOptions {
   readonly kafka?: KafkaConfig | Kafka
   /** Topics are `<topicPrefix>.<origin>`, one partition each. @default 'concord' */
   readonly topicPrefix?: string
-  /** Consumer groups are `<groupPrefix>/<reader>/<origin>` (URI-encoded parts). @default 'concord' */
+  /** One consumer group per reader, `<groupPrefix>/<reader>` (reader URI-encoded). @default 'concord' */
   readonly groupPrefix?: string
   /** Replication factor of topics the transport creates; -1 takes the broker's default. @default -1 */
   readonly replicationFactor?: number
