@@ -20,6 +20,9 @@ describe('DotSet', () => {
         }
         expect(a.size()).toBe(ma.size)
         expect(a.clone().union(b).includes(a)).toBe(true)
+        // includes against the model: every dot of b is in a
+        expect(a.includes(b)).toBe([...mb].every((k) => ma.has(k)))
+        expect(b.includes(a)).toBe([...ma].every((k) => mb.has(k)))
         expect(DotSet.decode(a.encode()).equals(a)).toBe(true)
         // canonical: same set, same bytes, whatever the insertion order
         expect(DotSet.of([...xs].reverse()).encode()).toEqual(a.encode())

@@ -165,7 +165,19 @@ export class DotSet {
 
   /** True when every dot of `other` is in this set. */
   includes(other: DotSet): boolean {
-    return other.difference(this).isEmpty()
+    for (const [replica, r] of other.map) {
+      const o = this.map.get(replica)
+      if (o === undefined) return false
+      // Both sorted: walk this set's ranges once; each of other's ranges must fit inside one.
+      let j = 0
+      for (let i = 0; i < r.length; i += 2) {
+        const s = r[i] as number
+        const e = r[i + 1] as number
+        while (j < o.length && (o[j + 1] as number) < s) j += 2
+        if (j >= o.length || (o[j] as number) > s || (o[j + 1] as number) < e) return false
+      }
+    }
+    return true
   }
 
   /** Deep copy. */

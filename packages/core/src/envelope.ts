@@ -80,11 +80,12 @@ function readBody(d: Decoder): { env: Envelope; signed: boolean } {
   const time = readHlc(d)
   const deps = readBytes(d, 1024 * 1024)
   const payload = readBytes(d, MAX_PAYLOAD_BYTES)
-  return { env: { docId, typeName, region, writer, seq, time, deps: deps.slice(), payload: payload.slice() }, signed: (flags & FLAG_SIGNED) !== 0 }
+  return { env: { docId, typeName, region, writer, seq, time, deps, payload }, signed: (flags & FLAG_SIGNED) !== 0 }
 }
 
 /**
- * Decodes and, when `keys` is given, verifies an envelope.
+ * Decodes and, when `keys` is given, verifies an envelope. `deps` and `payload` are views into
+ * `bytes`, not copies (a receiver applies them and moves on): copy them before changing `bytes`.
  * @throws DecodeError for bytes that do not decode; SignatureError when keys are configured and the
  *   envelope is unsigned, signed by an unknown region, or the MAC does not match.
  */

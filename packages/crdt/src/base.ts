@@ -58,6 +58,8 @@ export abstract class CausalReplica<V> implements Replica<V> {
   /** @internal every dot seen */
   readonly ctx = new DotSet()
   private readonly deltaListeners = new Set<(delta: Uint8Array, origin: DeltaOrigin) => void>()
+  /** Snapshot of `deltaListeners`, replaced (never mutated) when it changes. */
+  private deltaFns: ReadonlyArray<(delta: Uint8Array, origin: DeltaOrigin) => void> = []
   private readonly conflictListeners = new Set<(event: ConflictEvent) => void>()
   private batchDepth = 0
   private pending: { store: Store; ctx: DotSet } | undefined
@@ -106,8 +108,10 @@ export abstract class CausalReplica<V> implements Replica<V> {
 
   onDelta(fn: (delta: Uint8Array, origin: DeltaOrigin) => void): () => void {
     this.deltaListeners.add(fn)
+    this.deltaFns = [...this.deltaListeners]
     return () => {
       this.deltaListeners.delete(fn)
+      this.deltaFns = [...this.deltaListeners]
     }
   }
 
@@ -153,7 +157,8 @@ export abstract class CausalReplica<V> implements Replica<V> {
   }
 
   private emit(delta: Uint8Array, origin: DeltaOrigin): void {
-    for (const fn of [...this.deltaListeners]) fn(delta, origin)
+    // The snapshot array: listeners (un)subscribing during the loop do not change who is called.
+    for (const fn of this.deltaFns) fn(delta, origin)
   }
 }
 

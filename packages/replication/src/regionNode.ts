@@ -784,7 +784,8 @@ export class RegionNode {
       }
       const env = decodeEnvelope(rec.bytes, this.o.keys)
       if (env.region !== rec.origin) throw new TypeMismatchError(`envelope of region ${env.region} found in the log of ${rec.origin}`)
-      if (!env.writer.startsWith(`${rec.origin}/`) || env.writer.length === rec.origin.length + 1) {
+      const o = rec.origin
+      if (env.writer.length <= o.length + 1 || env.writer.charCodeAt(o.length) !== 47 /* '/' */ || !env.writer.startsWith(o)) {
         throw new TypeMismatchError(`writer ${env.writer} does not belong to region ${rec.origin}`)
       }
       if (env.typeName.startsWith('$')) return this.settleRecord(rec, m, ops, this.processControl(env))

@@ -27,6 +27,7 @@ const DEFAULT_POLL_MAX = 256
 const POSITION = /^(\d{1,20})-(\d{1,20})$/
 /** Entry field holding the record's bytes (the append script also writes the record key as field `k`). */
 const BYTES_FIELD = 'b'
+const BYTES_FIELD_BYTE = BYTES_FIELD.charCodeAt(0)
 
 // Acknowledges every pending entry up to the position, then raises the committed position (never
 // lowers it). One script, so the acks and the stored position cannot disagree after a crash.
@@ -141,7 +142,9 @@ function recordOf(origin: string, entry: StreamEntry): LogRecord | undefined {
   const fields = entry.fields
   if (fields === null) return undefined
   for (let i = 0; i + 1 < fields.length; i += 2) {
-    if (asString(fields[i]) === BYTES_FIELD) {
+    const name = fields[i]
+    // The field name compared as bytes (no string per entry); replies are Buffers (callBuffer).
+    if (Buffer.isBuffer(name) ? name.length === 1 && name[0] === BYTES_FIELD_BYTE : asString(name) === BYTES_FIELD) {
       // Copy: the parser's buffers may share memory with other replies.
       return { origin, position: entry.id, bytes: new Uint8Array(fields[i + 1] as Buffer) }
     }
@@ -177,7 +180,9 @@ export class RedisTransport implements Transport {
       this.client = redis
       this.ownsClient = false
     } else {
-      this.client = typeof redis === 'string' ? new Redis(redis) : new Redis(redis)
+      // Auto-pipelining: the commands of one event-loop turn (a round's commits, say) go out in
+      // one write. Options given explicitly win.
+      this.client = typeof redis === 'string' ? new Redis(redis, { enableAutoPipelining: true }) : new Redis({ enableAutoPipelining: true, ...redis })
       this.ownsClient = true
       // Errors surface through the failing commands; without a listener ioredis also logs them.
       this.client.on('error', () => undefined)
@@ -414,7 +419,7 @@ export class RedisTransport implements Transport {
     // No reconnect on this connection: a read whose reply was lost may have delivered entries,
     // and resending it would skip them (ioredis without resend leaves the promise unsettled). The
     // failed poll drops the connection instead; the next poll opens a new one and replays the PEL.
-    const override = { retryStrategy: () => null, autoResendUnfulfilledCommands: false, lazyConnect: false }
+    const override = { retryStrategy: () => null, autoResendUnfulfilledCommands: false, lazyConnect: false, enableAutoPipelining: false }
     const conn =
       this.client instanceof Cluster
         ? this.client.duplicate([], { clusterRetryStrategy: () => null, redisOptions: { ...this.client.options.redisOptions, ...override } })
