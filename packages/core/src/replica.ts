@@ -73,7 +73,10 @@ export interface Replica<V> {
    * identical bytes. Also the persistence snapshot: `apply(state())` on an empty replica restores it.
    */
   state(): Uint8Array
-  /** Subscribes to deltas: local mutations and applied remote deltas. Returns an unsubscribe function. */
+  /**
+   * Subscribes to deltas: local mutations and applied remote deltas. Every listener gets the same
+   * array: read it or keep it, never change it. Returns an unsubscribe function.
+   */
   onDelta(fn: (delta: Uint8Array, origin: DeltaOrigin) => void): () => void
   /** Subscribes to conflict events raised by merges. Returns an unsubscribe function. */
   onConflict(fn: (event: ConflictEvent) => void): () => void

@@ -23,7 +23,8 @@ export interface Store {
   delete(key: string): Promise<void>
   /**
    * Applies every operation in order, atomically: after a crash either all of them are visible or
-   * none. Resolves once durable. Later operations on the same key win.
+   * none. Resolves once durable. Later operations on the same key win. Values are handed over:
+   * do not change an array after writing it (an in-memory store may keep it as it is).
    */
   write(batch: readonly StoreOp[]): Promise<void>
   /** Keys starting with `prefix`, in ascending code-unit order. */

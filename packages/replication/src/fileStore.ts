@@ -202,7 +202,8 @@ export class FileStore implements Store {
     } catch (e) {
       return Promise.reject(e)
     }
-    const copy = batch.map((op): StoreOp => (op.op === 'put' ? { op: 'put', key: op.key, value: op.value.slice() } : op))
+    // The values are handed over (Store contract); the list is copied, the caller may reuse it.
+    const copy = batch.slice()
     // Serialise writes: records must reach the file in the order their effects are applied.
     const run = this.queue.then(() => this.doWrite(copy))
     this.queue = run.catch(() => undefined)

@@ -471,7 +471,8 @@ export class RegionNode {
         this.orphans.push({ docId, typeName: type, delta: delta.slice() })
       } else {
         if (current.pending.length === 0) current.deps = current.lastVersion
-        current.pending.push(delta.slice())
+        // Kept as is: listeners share the array and must not change it (Replica contract).
+        current.pending.push(delta)
         this.pendingLocal.add(docId)
       }
       this.notePending()
