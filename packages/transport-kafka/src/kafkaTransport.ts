@@ -31,6 +31,7 @@ type AppendOptions = NonNullable<Parameters<Transport['append']>[2]>
 const DEFAULT_POLL_MAX = 256
 const POSITION = /^(0|[1-9][0-9]{0,18})$/
 const PARTITION = 0
+const EMPTY = new Uint8Array(0)
 
 function offsetOf(position: LogPosition): bigint {
   if (typeof position !== 'string' || !POSITION.test(position)) throw new DecodeError(`kafka transport: malformed position ${JSON.stringify(position)}`)
@@ -443,18 +444,21 @@ export class KafkaTransport implements Transport {
       eachBatch: async ({ batch, resolveOffset, isStale, isRunning, heartbeat }) => {
         const o = s.origins.get(batch.topic)
         if (o === undefined) return
+        let last: string | undefined
         for (const message of batch.messages) {
           if (!isRunning() || isStale()) break
           const offset = BigInt(message.offset)
           if (o.next === undefined || offset >= o.next) {
-            // Copy: the decoder's buffer may be shared with other messages of the fetch.
-            const bytes = message.value === null ? new Uint8Array(0) : new Uint8Array(message.value)
-            o.buffer.push({ origin: o.origin, position: message.offset, bytes })
+            // The value is a view into the fetch response (a Buffer is a Uint8Array); records are
+            // read, never written, so no copy.
+            o.buffer.push({ origin: o.origin, position: message.offset, bytes: message.value ?? EMPTY })
             o.next = offset + 1n
           }
-          // Resolving moves the fetch position only: autoCommit is off.
-          resolveOffset(message.offset)
+          last = message.offset
         }
+        // Resolving moves the fetch position only (autoCommit is off); the last offset covers the
+        // batch's earlier ones.
+        if (last !== undefined) resolveOffset(last)
         for (const wake of [...o.waiters]) wake()
         if (!o.paused && o.buffer.length >= this.options.bufferRecords) {
           o.paused = true
