@@ -144,6 +144,54 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     }
   })
 
+  it('reads its own region log every ownLogPollMs while alone, and every round once another instance writes there', async () => {
+    const { clock, make } = makeCluster({ instances: 0 })
+    const ownPolls: string[] = []
+    const spy = (node: RegionNode): void => {
+      const t = (node as unknown as { o: { transport: MemoryTransport } }).o.transport
+      const poll = t.poll.bind(t)
+      t.poll = (reader, origin, options) => {
+        if (origin === node.region) ownPolls.push(reader)
+        return poll(reader, origin, options)
+      }
+    }
+    const a = make('eu', 'i1')
+    const us = make('us', 'i1')
+    await a.init()
+    await us.init()
+    spy(a)
+    for (let i = 0; i < 10; i++) await a.pump()
+    expect(ownPolls.length).toBe(1)
+    clock.advance(200)
+    for (let i = 0; i < 5; i++) await a.pump()
+    expect(ownPolls.length).toBe(2)
+    // A twin starts (its registration lands in the shared log) and writes.
+    const b = make('eu', 'i2')
+    const counter = (await b.open('n', 'pn-counter')) as unknown as PnCounter
+    counter.increment(5)
+    await b.flush()
+    // Found at the next own-log read at the latest; from then on every round.
+    clock.advance(200)
+    await a.pump()
+    expect((await a.open<number>('n', 'pn-counter')).value()).toBe(5)
+    const before = ownPolls.length
+    for (let i = 0; i < 5; i++) {
+      counter.increment(1)
+      await b.flush()
+      await a.pump()
+      expect((await a.open<number>('n', 'pn-counter')).value()).toBe(6 + i)
+    }
+    expect(ownPolls.length - before).toBe(5)
+    // ownLogPollMs 0: every round, alone or not.
+    const c = make('us', 'i9', new MemoryStore(), { ownLogPollMs: 0 })
+    await c.init()
+    spy(c)
+    const n0 = ownPolls.length
+    for (let i = 0; i < 4; i++) await c.pump()
+    expect(ownPolls.length - n0).toBe(4)
+    for (const n of [a, b, c, us]) await n.close()
+  })
+
   it('repairs a gap caused by lost deliveries through anti-entropy', async () => {
     const { clock, nodes, broker } = makeCluster({ instances: 1 })
     // ap's client loses two of eu's records on delivery.

@@ -218,6 +218,9 @@ export class RegionNode {
   private requestCounter = 0
   private readonly caughtUp = new Map<string, boolean>()
   private lastHeartbeat = Number.NEGATIVE_INFINITY
+  /** When the own region's log was last read, and when a record of another instance was last found in it. */
+  private lastOwnPoll = Number.NEGATIVE_INFINITY
+  private twinHeardAt = Number.NEGATIVE_INFINITY
   private trimIndex: Array<{ position: LogPosition; writer: string; seq: number }> = []
   private loop: Promise<void> | undefined
   private running = false
@@ -705,7 +708,11 @@ export class RegionNode {
    * store write rewinds every log read in this round. The first failure is returned.
    */
   private async consumeAll(): Promise<{ records: number; failure: { error: unknown } | undefined }> {
-    const origins = this.o.regions
+    // The own log every round only while another instance of the region writes to it (see ownLogPollMs).
+    const now = this.o.now()
+    const readOwn = now - this.twinHeardAt < this.o.livenessMs || now - this.lastOwnPoll >= this.o.ownLogPollMs
+    if (readOwn) this.lastOwnPoll = now
+    const origins = readOwn ? this.o.regions : this.o.regions.filter((r) => r !== this.region)
     const [polled, prior] = await Promise.all([
       Promise.allSettled(origins.map((origin) => this.o.transport.poll(this.writer, origin, { max: this.o.pollMax, waitMs: 0 }))),
       this.settleCommits(),
@@ -778,6 +785,7 @@ export class RegionNode {
    */
   private processRecord(rec: LogRecord, ops: StoreOp[]): Promise<void> | undefined {
     if (this.isOwnAppend(rec)) return undefined
+    if (rec.origin === this.region) this.twinHeardAt = this.o.now()
     const m = this.peer(rec.origin)
     try {
       if (rec.bytes.length > this.o.maxEnvelopeBytes) {
