@@ -6,6 +6,7 @@
  */
 import { decodeWith, encodeWith, readLength, readString, readUint, writeString, writeUint, type Decoder, type Encoder } from './codec.js'
 import { DecodeError } from './errors.js'
+import { sortedStrings } from './sort.js'
 
 /** One event: the `counter`-th event issued by `replica` (counters start at 1). */
 export interface Dot {
@@ -133,9 +134,9 @@ export class DotSet {
 
   /** Adds every dot of `other` (in place). */
   union(other: DotSet): this {
-    for (const [replica, r] of other.map) {
+    other.map.forEach((r, replica) => {
       for (let i = 0; i < r.length; i += 2) this.addRange(replica, r[i] as number, r[i + 1] as number)
-    }
+    })
     return this
   }
 
@@ -165,7 +166,8 @@ export class DotSet {
 
   /** True when every dot of `other` is in this set. */
   includes(other: DotSet): boolean {
-    for (const [replica, r] of other.map) {
+    for (const replica of other.map.keys()) {
+      const r = other.map.get(replica) as number[]
       const o = this.map.get(replica)
       if (o === undefined) return false
       // Both sorted: walk this set's ranges once; each of other's ranges must fit inside one.
@@ -221,7 +223,7 @@ export class DotSet {
 
   /** Writes the set: replica count, then per replica (sorted) its ranges delta-encoded. */
   write(e: Encoder): void {
-    const replicas = [...this.map.keys()].sort()
+    const replicas = sortedStrings(this.map.keys())
     writeUint(e, replicas.length)
     for (const replica of replicas) {
       const r = this.map.get(replica) as number[]
@@ -356,7 +358,7 @@ export class VersionVector {
   }
 
   write(e: Encoder): void {
-    const keys = [...this.map.keys()].sort()
+    const keys = sortedStrings(this.map.keys())
     writeUint(e, keys.length)
     for (const k of keys) {
       writeString(e, k)

@@ -7,7 +7,7 @@
  * - {@link MapStore}: key → nested store, all sharing the one `ctx`.
  * Internal module: the public types wrap it.
  */
-import { DotSet, compareDots, dotKey, type ConflictEvent, type Dot, type HlcTimestamp } from '@concord/core'
+import { DotSet, compareDots, dotKey, sortInPlace, sortedStrings, type ConflictEvent, type Dot, type HlcTimestamp } from '@concord/core'
 import type { Schema, MapSchema, FunSchema } from './schema.js'
 
 /** One live write: its dot and its (immutable) value. */
@@ -79,7 +79,7 @@ export function collectDots(s: Store | undefined): Dot[] {
 
 /** Builds a DotSet from dots in any order, sorting first so ranges append cheaply. */
 export function dotSetOf(dots: Dot[]): DotSet {
-  return DotSet.of(dots.slice().sort(compareDots))
+  return DotSet.of(sortInPlace(dots.slice(), compareDots))
 }
 
 /** What a join changed, and the remote timestamps it took in (for the HLC). */
@@ -134,23 +134,25 @@ function joinFun(
   out: JoinOut,
 ): boolean {
   let added = 0
+  // forEach rather than for-of over entries(): no [key, value] array per entry on this hot path.
   if (delta !== undefined) {
-    for (const [k, e] of delta.entries) {
+    delta.entries.forEach((e, k) => {
       if (!target.entries.has(k) && !tctx.has(e.dot)) {
         target.entries.set(k, e)
         out.added.push(e.dot)
         if (schema.time !== undefined) out.times.push(schema.time(e.value))
         added++
       }
-    }
+    })
   }
   if (!dctx.isEmpty()) {
-    for (const [k, e] of target.entries) {
+    // Deleting the visited entry during forEach is safe (Map iteration is live).
+    target.entries.forEach((e, k) => {
       if (dctx.has(e.dot) && delta?.entries.has(k) !== true) {
         target.entries.delete(k)
         out.removed.push(e.dot)
       }
-    }
+    })
   }
   if (sink !== undefined && added > 0 && target.entries.size > 1 && schema.siblings !== undefined) {
     const ev = schema.siblings([...target.entries.values()], path, sink.typeName)
@@ -187,7 +189,7 @@ function joinMap(
     } else for (const k of target.entries.keys()) keys.add(k)
   }
   let reported = false
-  for (const k of [...keys].sort()) {
+  for (const k of sortedStrings(keys)) {
     const cs = schema.child(k)
     if (cs === undefined) continue
     const d = delta?.entries.get(k)

@@ -25,6 +25,8 @@ import {
   readLength,
   readString,
   readUint,
+  sortInPlace,
+  sortedStrings,
   writeByte,
   writeString,
   writeUint,
@@ -32,9 +34,10 @@ import {
   type Encoder,
 } from '@concord/core'
 import { MAX_MAP_DEPTH, TYPE_CODES, type CausalTypeName, type Schema } from './schema.js'
-import { FunStore, MapStore, forEachEntry, type CausalDelta, type Store } from './store.js'
+import { FunStore, MapStore, forEachEntry, type CausalDelta, type Entry, type Store } from './store.js'
 
 const FORMAT = 1
+const byDot = (a: Entry, b: Entry): number => compareDots(a.dot, b.dot)
 
 function tagOf(type: CausalTypeName): number {
   return (FORMAT << 4) | TYPE_CODES[type]
@@ -47,7 +50,7 @@ export function encodeDelta(type: CausalTypeName, schema: Schema, store: Store |
     strings.add(e.dot.replica)
     if (leaf.strings !== undefined) strings.add(leaf.strings(e.value))
   })
-  const table = [...strings].sort()
+  const table = sortedStrings(strings)
   const idx = new Map(table.map((s, i) => [s, i]))
   return encodeWith((e) => {
     writeByte(e, tagOf(type))
@@ -71,7 +74,7 @@ function writeStore(e: Encoder, schema: Schema, s: Store | undefined, idx: Reado
   if (s === undefined) return writeUint(e, 0)
   if (s.kind === 'fun') {
     if (schema.kind !== 'fun') throw new Error('store/schema mismatch')
-    const entries = [...s.entries.values()].sort((a, b) => compareDots(a.dot, b.dot))
+    const entries = sortInPlace([...s.entries.values()], byDot)
     writeUint(e, entries.length)
     for (const en of entries) {
       writeUint(e, idx.get(en.dot.replica) as number)
@@ -81,7 +84,7 @@ function writeStore(e: Encoder, schema: Schema, s: Store | undefined, idx: Reado
     return
   }
   if (schema.kind !== 'map') throw new Error('store/schema mismatch')
-  const keys = [...s.entries.keys()].sort()
+  const keys = sortedStrings(s.entries.keys())
   writeUint(e, keys.length)
   for (const k of keys) {
     schema.writeKey(e, k)

@@ -32,6 +32,8 @@ const DEFAULT_POLL_MAX = 256
 const POSITION = /^(0|[1-9][0-9]{0,18})$/
 const PARTITION = 0
 const EMPTY = new Uint8Array(0)
+/** An origin not polled for this long stops being fetched once it has records buffered. */
+const IDLE_PAUSE_MS = 100
 
 function offsetOf(position: LogPosition): bigint {
   if (typeof position !== 'string' || !POSITION.test(position)) throw new DecodeError(`kafka transport: malformed position ${JSON.stringify(position)}`)
@@ -46,6 +48,8 @@ interface OriginState {
   /** Next offset to accept: a refetch after a rebalance or restart must not deliver a record twice. */
   next: bigint | undefined
   paused: boolean
+  /** When poll() last drained this origin (ms, Date.now). */
+  polledAt: number
   /** The highest offset committed through this session (Kafka's meaning: next to read). */
   committed: bigint | undefined
   readonly waiters: Set<() => void>
@@ -157,6 +161,7 @@ export class KafkaTransport implements Transport {
       this.check()
     }
     const out = o.buffer.splice(0, max)
+    o.polledAt = Date.now()
     if (o.paused && o.buffer.length <= this.options.bufferRecords / 2) {
       o.paused = false
       s.consumer.resume([{ topic: o.topic }])
@@ -405,7 +410,7 @@ export class KafkaTransport implements Transport {
     for (const origin of origins) {
       const topic = topicName(this.options.topicPrefix, origin)
       if (s.origins.has(topic)) continue
-      s.origins.set(topic, { topic, origin, buffer: [], next: undefined, paused: false, committed: undefined, waiters: new Set() })
+      s.origins.set(topic, { topic, origin, buffer: [], next: undefined, paused: false, polledAt: Date.now(), committed: undefined, waiters: new Set() })
       added.push(topic)
     }
     if (added.length > 0) {
@@ -460,7 +465,10 @@ export class KafkaTransport implements Transport {
         // batch's earlier ones.
         if (last !== undefined) resolveOffset(last)
         for (const wake of [...o.waiters]) wake()
-        if (!o.paused && o.buffer.length >= this.options.bufferRecords) {
+        // Pause when the buffer is full, or when it holds records its reader has not asked for
+        // lately (an origin polled now and then, like a node's own log while it is alone in its
+        // region): no fetching for a reader that is not reading. poll() resumes it.
+        if (!o.paused && (o.buffer.length >= this.options.bufferRecords || (o.buffer.length > 0 && o.waiters.size === 0 && Date.now() - o.polledAt > IDLE_PAUSE_MS))) {
           o.paused = true
           consumer.pause([{ topic: o.topic }])
         }
