@@ -192,6 +192,44 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     for (const n of [a, b, c, us]) await n.close()
   })
 
+  it('appends each envelope keyed by its document id (control records unkeyed), also when re-sent from the outbox', async () => {
+    const { make, clock } = makeCluster({ instances: 0 })
+    const store = new MemoryStore()
+    const node = make('eu', 'i1', store)
+    const t = (node as unknown as { o: { transport: MemoryTransport } }).o.transport
+    const appended: Array<string | undefined> = []
+    const append = t.append.bind(t)
+    let fail = false
+    t.append = async (origin, records, options) => {
+      if (fail) throw new Error('log unreachable')
+      appended.push(...records.map((_, i) => options?.keys?.[i]))
+      return append(origin, records, options)
+    }
+    await node.init()
+    appended.length = 0
+    ;((await node.open('cart:1', 'or-set')) as unknown as OrSet<string>).add('x')
+    ;((await node.open('cart:2', 'or-set')) as unknown as OrSet<string>).add('y')
+    await node.flush()
+    expect(appended).toEqual(['cart:1', 'cart:2'])
+    // Saved but not appended (the log is down); a restart re-sends the outbox with its keys.
+    fail = true
+    ;((await node.open('cart:3', 'or-set')) as unknown as OrSet<string>).add('z')
+    await expect(node.flush()).rejects.toThrow(/unreachable/)
+    // The same writer after a crash (silent for longer than livenessMs, so not a live twin).
+    clock.advance(10_000)
+    const again = make('eu', 'i1', store.reopen())
+    const t2 = (again as unknown as { o: { transport: MemoryTransport } }).o.transport
+    const keys2: Array<string | undefined> = []
+    const append2 = t2.append.bind(t2)
+    t2.append = async (origin, records, options) => {
+      keys2.push(...records.map((_, i) => options?.keys?.[i]))
+      return append2(origin, records, options)
+    }
+    await again.init()
+    expect(keys2).toContain('cart:3')
+    expect(keys2.filter((k) => k !== undefined)).toEqual(['cart:3'])
+  })
+
   it('repairs a gap caused by lost deliveries through anti-entropy', async () => {
     const { clock, nodes, broker } = makeCluster({ instances: 1 })
     // ap's client loses two of eu's records on delivery.

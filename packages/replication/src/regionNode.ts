@@ -203,7 +203,8 @@ export class RegionNode {
   private readonly pendingLocal = new Set<string>()
   private pendingCount = 0
   private orphans: Array<{ docId: string; typeName: string; delta: Uint8Array }> = []
-  private outbox: Array<{ key: string; bytes: Uint8Array }> = []
+  /** Envelopes saved, not yet appended; `docId` becomes the record key (Kafka message key). */
+  private outbox: Array<{ key: string; bytes: Uint8Array; docId: string | undefined }> = []
   private deadList: Array<{ key: string; letter: DeadLetter }> = []
   private dlCounter = 0
   private evictions = 0
@@ -262,7 +263,14 @@ export class RegionNode {
     this.knownMax.advance(this.writer, this.seq)
     for (const key of await store.keys('out/')) {
       const bytes = await store.get(key)
-      if (bytes !== undefined) this.outbox.push({ key, bytes })
+      if (bytes === undefined) continue
+      let docId: string | undefined
+      try {
+        docId = decodeEnvelope(bytes).docId
+      } catch {
+        // Our own bytes; if they no longer decode, they still go out (receivers dead-letter them).
+      }
+      this.outbox.push({ key, bytes, docId })
     }
     for (const key of await store.keys('dl/')) {
       const bytes = await store.get(key)
@@ -563,7 +571,7 @@ export class RegionNode {
       const env: Envelope = { docId, typeName: doc.typeName, region: this.region, writer: this.writer, seq, time: this.hlc.now(), deps: doc.deps, payload }
       const bytes = encodeEnvelope(env, key)
       const k = outKey(seq)
-      this.outbox.push({ key: k, bytes })
+      this.outbox.push({ key: k, bytes, docId })
       ops.push({ op: 'put', key: k, value: bytes })
       this.touch(doc, this.writer, seq)
       this.seen.addRange(this.writer, seq, seq)
@@ -628,7 +636,8 @@ export class RegionNode {
   private async sendOutbox(): Promise<number> {
     if (this.outbox.length === 0) return 0
     const batch = this.outbox.slice()
-    this.noteOwn(await this.o.transport.append(this.region, batch.map((x) => x.bytes)))
+    // Keyed by document: a Kafka topic keeps one document's envelopes in one partition's order.
+    this.noteOwn(await this.o.transport.append(this.region, batch.map((x) => x.bytes), { keys: batch.map((x) => x.docId) }))
     this.outbox.splice(0, batch.length)
     await this.o.store.write(batch.map((x) => ({ op: 'delete', key: x.key })))
     return batch.length

@@ -44,6 +44,13 @@ export interface RedisTransportOptions {
   readonly waitTimeoutMs?: number
   /** Clock in ms, used to schedule claim sweeps. @default Date.now */
   readonly now?: () => number
+  /**
+   * Store each record's key (`append(..., { keys })`, the document id for a RegionNode) as entry
+   * field `k` beside the bytes, for tools reading the stream. Off by default: nothing in Concord
+   * reads it (a stream is one ordered log, keys do not route), and every reader would parse it.
+   * @default false
+   */
+  readonly storeKeys?: boolean
 }
 
 /** Options with every default applied. */
@@ -56,6 +63,7 @@ export interface ResolvedRedisTransportOptions {
   readonly waitReplicas: number
   readonly waitTimeoutMs: number
   readonly now: () => number
+  readonly storeKeys: boolean
 }
 
 /** The defaults, as documented on {@link RedisTransportOptions}. */
@@ -100,5 +108,6 @@ export function resolveOptions(options: RedisTransportOptions): ResolvedRedisTra
     waitReplicas: nonNegativeInteger('waitReplicas', options.waitReplicas ?? d.waitReplicas),
     waitTimeoutMs: nonNegativeInteger('waitTimeoutMs', options.waitTimeoutMs ?? d.waitTimeoutMs),
     now: options.now ?? Date.now,
+    storeKeys: options.storeKeys ?? false,
   }
 }

@@ -60,8 +60,8 @@ describe.skipIf(!server.available)('RedisTransport against a real Redis', () => 
     await admin.quit()
   })
 
-  it('delivers each origin in append order with increasing positions, keys stored beside the bytes', async () => {
-    const t = open()
+  it('delivers each origin in append order with increasing positions, keys stored beside the bytes (storeKeys)', async () => {
+    const t = open({ storeKeys: true })
     const origin = unique('o')
     const p1 = await t.append(origin, [bytes('a'), bytes('b')], { keys: ['doc-1', undefined] })
     const p2 = await t.append(origin, [bytes('c'), new Uint8Array([0, 255, 0]), new Uint8Array(0)])
@@ -78,7 +78,7 @@ describe.skipIf(!server.available)('RedisTransport against a real Redis', () => 
   })
 
   it('appends a batch larger than one script call (by count and by bytes) whole and in order', async () => {
-    const t = open()
+    const t = open({ storeKeys: true })
     const origin = unique('o')
     const n = 1300
     const records = Array.from({ length: n }, (_, i) => (i % 500 === 7 ? new Uint8Array(700_000).fill(i % 251) : bytes(`r${i}`)))
@@ -91,6 +91,14 @@ describe.skipIf(!server.available)('RedisTransport against a real Redis', () => 
     got.forEach((r, i) => expect(Buffer.from(r.bytes).equals(Buffer.from(records[i] as Uint8Array))).toBe(true))
     const entries = await admin.xrange(`${keyPrefix}:log:${origin}`, '-', '+', 'COUNT', 3)
     expect(entries.map((e) => e[1].slice(2))).toEqual([[], ['k', 'doc-1'], ['k', '']])
+  })
+
+  it('without storeKeys, entries hold the bytes only', async () => {
+    const t = open()
+    const origin = unique('o')
+    await t.append(origin, [bytes('a')], { keys: ['doc-1'] })
+    const entries = await admin.xrange(`${keyPrefix}:log:${origin}`, '-', '+')
+    expect(entries.map((e) => e[1])).toEqual([['b', 'a']])
   })
 
   it('an append to a key that is not a stream fails with a ConfigError (a key clash, not a passing fault)', async () => {

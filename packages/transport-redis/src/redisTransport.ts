@@ -207,7 +207,7 @@ export class RedisTransport implements Transport {
     if (records.length === 0) return []
     const key = this.streamKey(origin)
     const keys = options.keys
-    const keyed = keys !== undefined && keys.some((k) => k !== undefined)
+    const keyed = this.options.storeKeys && keys !== undefined && keys.some((k) => k !== undefined)
     // Chunks of at most APPEND_CHUNK_RECORDS records / ~APPEND_CHUNK_BYTES, one script call each.
     const chunks: (string | Buffer)[][] = []
     let args: (string | Buffer)[] = []
