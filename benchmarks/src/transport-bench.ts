@@ -192,19 +192,40 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
   const rows: BenchRow[] = []
   const notes = [
     `3 regions, ${envelopes} envelopes written per region (${size} B each, one PnCounter increment), ${batch} per flush/append; throughput = 3 x ${envelopes} envelopes, each applied in both other regions, / elapsed; median of ${repeats} after ${warmup} unmeasured warm-up run(s) of each variant, raw and Concord alternating`,
+    'client CPU = CPU time of this Node process (all threads: JavaScript, GC, I/O) during a run / written envelopes; the Redis server and the Kafka broker run in their own processes',
   ]
   const rate = (ms: number): number => (3 * envelopes) / (ms / 1000)
+  // CPU of this process (every thread: JS, GC, I/O) per written envelope, in µs, during one run.
+  const withCpu = async (run: () => Promise<number>): Promise<{ rate: number; cpu: number }> => {
+    const c0 = process.cpuUsage()
+    const ms = await run()
+    const c = process.cpuUsage(c0)
+    return { rate: rate(ms), cpu: (c.user + c.system) / (3 * envelopes) }
+  }
+  const cpuRows = (transport: string, rawName: string, concordName: string, raw: number[], concord: number[]): BenchRow[] => {
+    const r = median(raw)
+    const c = median(concord)
+    const metric = `client CPU per envelope (${transport})`
+    return [
+      { name: rawName, metric, value: r, unit: 'µs' },
+      { name: concordName, metric, value: c, unit: 'µs', baseline: rawName, ratio: c / r },
+    ]
+  }
   if (only.includes('redis')) {
     const concord: number[] = []
     const raw: number[] = []
+    const rawCpu: number[] = []
+    const concordCpu: number[] = []
     for (let i = 0; i < warmup + repeats; i++) {
       const prefix = `{bench-${randomUUID()}}`
       progress(i < warmup ? `redis warm-up ${i + 1}/${warmup}` : `redis run ${i - warmup + 1}/${repeats}`)
-      const r = rate(await rawRedisRun(prefix, envelopes, batch, size))
-      const c = rate(await concordRun(() => new RedisTransport({ redis: redisUrl(), keyPrefix: prefix }), envelopes, batch))
+      const r = await withCpu(() => rawRedisRun(prefix, envelopes, batch, size))
+      const c = await withCpu(() => concordRun(() => new RedisTransport({ redis: redisUrl(), keyPrefix: prefix }), envelopes, batch))
       if (i >= warmup) {
-        raw.push(r)
-        concord.push(c)
+        raw.push(r.rate)
+        concord.push(c.rate)
+        rawCpu.push(r.cpu)
+        concordCpu.push(c.cpu)
       }
       const admin = new Redis(redisUrl())
       const keys = await admin.keys(`${prefix}*`)
@@ -215,19 +236,24 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
     const c = median(concord)
     rows.push({ name: 'raw XADD + XREADGROUP', metric: 'replication throughput (Redis)', value: r, unit: 'envelopes/s' })
     rows.push({ name: 'Concord RegionNode + RedisTransport', metric: 'replication throughput (Redis)', value: c, unit: 'envelopes/s', baseline: 'raw XADD + XREADGROUP', ratio: c / r, target: '>= 0.50', pass: c / r >= 0.5 })
+    rows.push(...cpuRows('Redis', 'raw XADD + XREADGROUP', 'Concord RegionNode + RedisTransport', rawCpu, concordCpu))
   }
   if (only.includes('kafka')) {
     const concord: number[] = []
     const raw: number[] = []
+    const rawCpu: number[] = []
+    const concordCpu: number[] = []
     const kafka = new Kafka({ clientId: 'bench', brokers: kafkaBrokers(), logLevel: logLevel.NOTHING })
     for (let i = 0; i < warmup + repeats; i++) {
       const prefix = `bench-${randomUUID().slice(0, 8)}`
       progress(i < warmup ? `kafka warm-up ${i + 1}/${warmup}` : `kafka run ${i - warmup + 1}/${repeats}`)
-      const r = rate(await rawKafkaRun(prefix, envelopes, batch, size))
-      const c = rate(await concordRun(() => new KafkaTransport({ kafka, topicPrefix: prefix, groupPrefix: prefix, fetchMaxWaitMs: 100 }), envelopes, batch))
+      const r = await withCpu(() => rawKafkaRun(prefix, envelopes, batch, size))
+      const c = await withCpu(() => concordRun(() => new KafkaTransport({ kafka, topicPrefix: prefix, groupPrefix: prefix, fetchMaxWaitMs: 100 }), envelopes, batch))
       if (i >= warmup) {
-        raw.push(r)
-        concord.push(c)
+        raw.push(r.rate)
+        concord.push(c.rate)
+        rawCpu.push(r.cpu)
+        concordCpu.push(c.cpu)
       }
       const admin = kafka.admin()
       await admin.connect()
@@ -239,6 +265,7 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
     const c = median(concord)
     rows.push({ name: 'raw kafkajs produce + consume', metric: 'replication throughput (Kafka)', value: r, unit: 'envelopes/s' })
     rows.push({ name: 'Concord RegionNode + KafkaTransport', metric: 'replication throughput (Kafka)', value: c, unit: 'envelopes/s', baseline: 'raw kafkajs produce + consume', ratio: c / r, target: '>= 0.70', pass: c / r >= 0.7 })
+    rows.push(...cpuRows('Kafka', 'raw kafkajs produce + consume', 'Concord RegionNode + KafkaTransport', rawCpu, concordCpu))
   }
   const report: BenchReport = { suite: 'transport-throughput', command: COMMAND, machine: await machine(), date: new Date().toISOString(), notes, rows }
   saveReport(report)
