@@ -30,6 +30,12 @@ import { machine, median, progress, saveReport, type BenchReport, type BenchRow 
 const REGIONS = ['eu', 'us', 'ap'] as const
 const COMMAND = 'node --conditions=@concord/source --import tsx benchmarks/src/transport-bench.ts'
 
+/** Elapsed time of the measured part of a run, and the CPU time this process spent in it (µs, all threads). */
+export interface Timing {
+  readonly ms: number
+  readonly cpuUs: number
+}
+
 /** Options of {@link run}. */
 export interface TransportBenchOptions {
   /** Measured runs per variant (medians are reported). @default 3 */
@@ -61,7 +67,7 @@ export async function envelopeSize(): Promise<number> {
 }
 
 /** Concord: three RegionNodes over `open()` transports; resolves with the elapsed ms. */
-export async function concordRun(open: () => Transport, envelopes: number, batch: number): Promise<number> {
+export async function concordRun(open: () => Transport, envelopes: number, batch: number): Promise<Timing> {
   const transports: Transport[] = []
   const nodes = REGIONS.map((region) => {
     const transport = open()
@@ -80,6 +86,7 @@ export async function concordRun(open: () => Transport, envelopes: number, batch
   const target = 2 * envelopes
   const applied = (i: number): number => (nodes[i] as RegionNode).metrics().peers.reduce((s, p) => s + p.applied, 0) - (base[i] as number)
   const start = performance.now()
+  const cpu0 = process.cpuUsage()
   let written = 0
   while (written < envelopes || nodes.some((_, i) => applied(i) < target)) {
     if (written < envelopes) {
@@ -94,13 +101,14 @@ export async function concordRun(open: () => Transport, envelopes: number, batch
     if (records === 0 && written >= envelopes) await new Promise((r) => setTimeout(r, 1))
   }
   const ms = performance.now() - start
+  const cpu = process.cpuUsage(cpu0)
   for (const node of nodes) await node.close()
   for (const t of transports) await t.close()
-  return ms
+  return { ms, cpuUs: cpu.user + cpu.system }
 }
 
 /** Raw Redis: pipelined XADD + XREADGROUP/XACK with the same batching. */
-export async function rawRedisRun(prefix: string, envelopes: number, batch: number, size: number): Promise<number> {
+export async function rawRedisRun(prefix: string, envelopes: number, batch: number, size: number): Promise<Timing> {
   const writers = REGIONS.map(() => new Redis(redisUrl()))
   const readers = REGIONS.map(() => new Redis(redisUrl()))
   const stream = (o: string): string => `${prefix}:raw:${o}`
@@ -108,6 +116,7 @@ export async function rawRedisRun(prefix: string, envelopes: number, batch: numb
   const got = new Map<string, number>(REGIONS.map((r) => [r, 0]))
   const payload = randomBytes(size)
   const start = performance.now()
+  const cpu0 = process.cpuUsage()
   let written = 0
   while (written < envelopes || REGIONS.some((r) => (got.get(r) as number) < 2 * envelopes)) {
     if (written < envelopes) {
@@ -132,13 +141,14 @@ export async function rawRedisRun(prefix: string, envelopes: number, batch: numb
     }
   }
   const ms = performance.now() - start
+  const cpu = process.cpuUsage(cpu0)
   await (writers[0] as Redis).del(...REGIONS.map(stream))
   for (const c of [...writers, ...readers]) await c.quit()
-  return ms
+  return { ms, cpuUs: cpu.user + cpu.system }
 }
 
 /** Raw kafkajs: one send of `batch` messages per region and round; a consumer group per (reader, origin). */
-export async function rawKafkaRun(prefix: string, envelopes: number, batch: number, size: number): Promise<number> {
+export async function rawKafkaRun(prefix: string, envelopes: number, batch: number, size: number): Promise<Timing> {
   const kafka = new Kafka({ clientId: 'bench-raw', brokers: kafkaBrokers(), logLevel: logLevel.NOTHING })
   const admin = kafka.admin()
   await admin.connect()
@@ -169,16 +179,18 @@ export async function rawKafkaRun(prefix: string, envelopes: number, batch: numb
   await Promise.all(joins)
   const payload = randomBytes(size)
   const start = performance.now()
+  const cpu0 = process.cpuUsage()
   for (let written = 0; written < envelopes; written += batch) {
     for (const origin of REGIONS) await producer.send({ topic: topic(origin), acks: -1, messages: Array.from({ length: batch }, () => ({ value: payload })) })
   }
   while (REGIONS.some((r) => (got.get(r) as number) < 2 * envelopes)) await new Promise((r) => setTimeout(r, 1))
   const ms = performance.now() - start
+  const cpu = process.cpuUsage(cpu0)
   await Promise.all(consumers.map((c) => c.disconnect()))
   await producer.disconnect()
   await admin.deleteTopics({ topics: REGIONS.map(topic) }).catch(() => undefined)
   await admin.disconnect()
-  return ms
+  return { ms, cpuUs: cpu.user + cpu.system }
 }
 
 /** Runs the benchmark and saves results/transport-throughput.{json,svg}. */
@@ -192,15 +204,13 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
   const rows: BenchRow[] = []
   const notes = [
     `3 regions, ${envelopes} envelopes written per region (${size} B each, one PnCounter increment), ${batch} per flush/append; throughput = 3 x ${envelopes} envelopes, each applied in both other regions, / elapsed; median of ${repeats} after ${warmup} unmeasured warm-up run(s) of each variant, raw and Concord alternating`,
-    'client CPU = CPU time of this Node process (all threads: JavaScript, GC, I/O) during a run / written envelopes; the Redis server and the Kafka broker run in their own processes',
+    'client CPU = CPU time of this Node process (all threads: JavaScript, GC, I/O) during the measured part of a run / written envelopes; the Redis server and the Kafka broker run in their own processes',
   ]
   const rate = (ms: number): number => (3 * envelopes) / (ms / 1000)
-  // CPU of this process (every thread: JS, GC, I/O) per written envelope, in µs, during one run.
-  const withCpu = async (run: () => Promise<number>): Promise<{ rate: number; cpu: number }> => {
-    const c0 = process.cpuUsage()
-    const ms = await run()
-    const c = process.cpuUsage(c0)
-    return { rate: rate(ms), cpu: (c.user + c.system) / (3 * envelopes) }
+  // CPU of this process (every thread: JS, GC, I/O) per written envelope, in µs, during the measured part.
+  const withCpu = async (run: () => Promise<Timing>): Promise<{ rate: number; cpu: number }> => {
+    const t = await run()
+    return { rate: rate(t.ms), cpu: t.cpuUs / (3 * envelopes) }
   }
   const cpuRows = (transport: string, rawName: string, concordName: string, raw: number[], concord: number[]): BenchRow[] => {
     const r = median(raw)
