@@ -238,6 +238,8 @@ class Tracker {
   private readonly raw = new WeakMap<object, Replica<unknown>>()
   /** Op being performed: its local deltas carry it. */
   currentOp: number | undefined
+  /** Ops the local delta being emitted carries: the current op and those `spec.carries` names. */
+  currentCarried: readonly number[] = []
   /** Whether the op being performed emitted a local delta (a no-op, like removing an absent element, emits none). */
   emitted = false
 
@@ -273,7 +275,7 @@ class Tracker {
     target.onDelta((delta, origin) => {
       if (origin !== 'local') return
       this.emitted = true
-      this.tag(delta, this.currentOp === undefined ? [] : [this.currentOp])
+      this.tag(delta, this.currentCarried)
     })
     const apply = (delta: Uint8Array): void => {
       target.apply(delta)
@@ -579,12 +581,15 @@ class ReplicationRun<V, Op, R extends Replica<V>> {
     const id = this.ops.length
     const deps = new Set(this.tracker.knowledge(replica))
     this.tracker.currentOp = id
+    const carries = this.spec.carries?.({ id, replica: this.writer(s), op, deps, meta: undefined }, this.ops.filter((o) => o.doc === doc))
+    this.tracker.currentCarried = [id, ...(carries ?? [])]
     this.tracker.emitted = false
     let meta: unknown
     try {
       meta = this.spec.perform(replica, op)
     } finally {
       this.tracker.currentOp = undefined
+      this.tracker.currentCarried = []
     }
     this.tracker.learn(replica, id)
     this.ops.push({ id, replica: this.writer(s), op, deps, meta, doc, effective: this.tracker.emitted })

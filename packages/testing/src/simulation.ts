@@ -275,6 +275,8 @@ export class Simulation<V, Op, R extends Replica<V> = Replica<V>> {
   /** Bumped by {@link heal}, so scheduled fault steps (swizzles) from before the heal do nothing. */
   private faultGeneration = 0
   private currentOp: number | undefined
+  /** Ops the delta being emitted carries: the current op and those `spec.carries` names. */
+  private currentCarried: readonly number[] = []
   private net: Required<NetworkFaults> = { loss: 0, duplicate: 0, reorder: 0, reorderWindowMs: 300 }
   private counters = { sent: 0, delivered: 0, dropped: 0, duplicated: 0, bytes: 0, crashes: 0 }
 
@@ -416,11 +418,13 @@ export class Simulation<V, Op, R extends Replica<V> = Replica<V>> {
     const id = this.records.length
     const deps: ReadonlySet<number> = new Set(r.known)
     this.currentOp = id
+    this.currentCarried = [id, ...(this.spec.carries?.({ id, replica: r.replicaId, op, deps, meta: undefined }, this.records) ?? [])]
     let meta: unknown
     try {
       meta = this.spec.perform(r.replica, op)
     } finally {
       this.currentOp = undefined
+      this.currentCarried = []
     }
     const record: OpRecord<Op> = { id, replica: r.replicaId, op, deps, meta }
     this.records.push(record)
@@ -680,7 +684,7 @@ export class Simulation<V, Op, R extends Replica<V> = Replica<V>> {
   }
 
   private broadcast(r: RegionState<R>, delta: Uint8Array): void {
-    const carried = this.currentOp === undefined ? [] : [this.currentOp]
+    const carried = this.currentCarried
     for (const t of this.regions) {
       if (t === r) continue
       this.send({ from: r.index, to: t.index, kind: 'delta', delta, version: undefined, senderKnown: undefined, carried, targetIncarnation: t.incarnation })

@@ -46,6 +46,14 @@ export interface ReplicaSpec<V, Op, R extends Replica<V> = Replica<V>> {
    * (the ops that survived the run, in issue order). Omit for types with no meaningful oracle.
    */
   oracle?(ops: readonly OpRecord<Op>[]): V
+  /**
+   * Ids of earlier operations whose effect the delta of `op` carries besides its own — for types
+   * whose deltas restate a running value, like a counter's per-writer total: that delta brings the
+   * writer's earlier increments along, so where it arrives they count as seen even if their own
+   * deltas were lost. `history` holds every earlier op (of the document); `op.meta` is not known yet
+   * (this is asked before the op runs). Omit when a delta carries only its own op.
+   */
+  carries?(op: OpRecord<Op>, history: readonly OpRecord<Op>[]): Iterable<number>
   /** Value equality; defaults to structural deep equality. */
   equals?(a: V, b: V): boolean
 }

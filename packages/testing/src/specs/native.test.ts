@@ -78,3 +78,28 @@ describe('native oracles', () => {
     expect(finish()).toEqual({ count: 3 })
   })
 })
+
+describe('carries: the ops a delta restates', () => {
+  const rec = <O>(id: number, replica: string, op: O, deps: number[]) => ({ id, replica, op, deps: new Set(deps), meta: undefined })
+
+  it('a counter bump carries every earlier bump of its writer it had seen, none of other writers', () => {
+    const history = [rec(0, 'a', { type: 'inc', n: 1 } as const, []), rec(1, 'b', { type: 'inc', n: 1 } as const, []), rec(2, 'a', { type: 'dec', n: 1 } as const, [0])]
+    const op = rec(3, 'a', { type: 'inc', n: 2 } as const, [0, 1, 2])
+    expect([...(pnCounterSpec.carries?.(op, history) ?? [])].sort()).toEqual([0, 2])
+    // A bump that had not seen the writer's earlier bump (its own delta replayed elsewhere) carries nothing.
+    expect([...(pnCounterSpec.carries?.(rec(4, 'c', { type: 'inc', n: 1 } as const, [0]), history) ?? [])]).toEqual([])
+  })
+
+  it('an OrMap count bump stops at a removal of the field that had seen the earlier bump; other fields carry nothing', () => {
+    const bump = { type: 'update', field: 'count', op: { type: 'inc', n: 1 } } as const
+    const history = [rec(0, 'a', bump, []), rec(1, 'b', { type: 'remove', field: 'count' } as const, [0]), rec(2, 'a', bump, [0, 1]), rec(3, 'a', { type: 'update', field: 'title', op: { type: 'set', value: 1 } } as const, [0, 1, 2])]
+    expect([...(orMapSpec.carries?.(rec(4, 'a', bump, [0, 1, 2, 3]), history) ?? [])]).toEqual([2])
+    expect([...(orMapSpec.carries?.(rec(4, 'a', { type: 'update', field: 'title', op: { type: 'set', value: 2 } } as const, [0, 1, 2, 3]), history) ?? [])]).toEqual([])
+    // The chain follows what each bump had seen: bump 2 saw the removal, so it restarted from zero
+    // even for a later bump that did not see the removal itself...
+    expect([...(orMapSpec.carries?.(rec(4, 'a', bump, [0, 2]), history) ?? [])]).toEqual([2])
+    // ...and without any removal it goes back to the first bump.
+    const plain = [rec(0, 'a', bump, []), rec(1, 'a', bump, [0])]
+    expect([...(orMapSpec.carries?.(rec(2, 'a', bump, [0, 1]), plain) ?? [])]).toEqual([1, 0])
+  })
+})

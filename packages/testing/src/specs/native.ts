@@ -87,6 +87,26 @@ function counterOracle(ops: readonly Rec<CounterOp>[], resets: readonly Rec<unkn
   return present ? { present, value: sum } : { present: false }
 }
 
+/**
+ * The earlier ops whose amounts a counter bump's delta restates: walking back through the same
+ * writer's earlier bumps it had seen, while no reset (a field removal) seen by the later bump had
+ * seen the earlier one (that removal killed its dot, and the total restarted from zero).
+ */
+function runningChain<O>(op: OpRecord<O>, history: readonly OpRecord<O>[], isBump: (o: O) => boolean, isReset: (o: O) => boolean): number[] {
+  if (!isBump(op.op)) return []
+  const out: number[] = []
+  let cur: OpRecord<O> = op
+  for (let i = history.length - 1; i >= 0; i--) {
+    const prev = history[i] as OpRecord<O>
+    if (prev.replica !== op.replica || !isBump(prev.op) || !cur.deps.has(prev.id)) continue
+    const killed = history.some((r) => isReset(r.op) && cur.deps.has(r.id) && r.deps.has(prev.id))
+    if (killed) break
+    out.push(prev.id)
+    cur = prev
+  }
+  return out
+}
+
 function setOracle(ops: readonly Rec<SetOp>[], resets: readonly Rec<unknown>[]): Scoped<string[]> {
   const out = new Set<string>()
   for (const a of ops) {
@@ -182,6 +202,8 @@ export const pnCounterSpec: ReplicaSpec<number, CounterOp, PnCounter> = {
   op: counterOp,
   perform: (r, op) => (op.type === 'inc' ? r.increment(op.n) : r.decrement(op.n)),
   oracle: (ops) => ops.reduce((s, o) => s + (o.op.type === 'inc' ? o.op.n : -o.op.n), 0),
+  // A bump's delta restates its writer's running total: every earlier bump of that writer it has seen.
+  carries: (op, history) => runningChain(op, history, () => true, () => false),
 }
 
 function applySet(r: { add(e: string): void; remove(e: string): boolean; clear(): void }, op: SetOp): unknown {
@@ -275,6 +297,14 @@ export const orMapSpec: ReplicaSpec<Record<string, unknown>, OrMapOp, OrMap> = {
     put('prefs', lwwMapOracle(narrow(ops, (o) => (o.type === 'update' && o.field === 'prefs' ? o.op : undefined)), resetsOf('prefs')))
     return out
   },
+  // A count bump restates its writer's running total for the field (see runningChain).
+  carries: (op, history) =>
+    runningChain(
+      op,
+      history,
+      (o) => o.type === 'update' && o.field === 'count',
+      (o) => o.type === 'remove' && o.field === 'count',
+    ),
 }
 
 /** A spec of any value, op and replica type, as held in {@link nativeSpecs}. */
