@@ -51,8 +51,9 @@ export interface RegionNodeOptions {
    * there (recognised and skipped) — reading it every round would cost a third of all reads for
    * nothing. A record of another instance (a twin's registration, heartbeat or delta) switches to
    * reading it every round until that instance has been silent for `livenessMs`. So a new twin's
-   * first writes reach this node at most this much later; everything after, at once. 0 reads it
-   * every round. @default 200
+   * first writes reach this node at most this much later; everything after, at once. A read that
+   * comes back full (`pollMax` records) is followed by another the next round, so the log is never
+   * left behind. 0 reads it every round. @default 200
    */
   readonly ownLogPollMs?: number
   /** Heartbeat period. @default 1000 */

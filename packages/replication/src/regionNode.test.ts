@@ -182,6 +182,23 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
       expect((await a.open<number>('n', 'pn-counter')).value()).toBe(6 + i)
     }
     expect(ownPolls.length - before).toBe(5)
+    // A read of the own log that comes back full is followed by another next round (it cannot fall
+    // behind a node that appends more than pollMax records per ownLogPollMs).
+    const d = make('ap', 'i1', new MemoryStore(), { pollMax: 16 })
+    await d.init()
+    spy(d)
+    const set = (await d.open('s', 'or-set')) as unknown as OrSet<string>
+    for (let i = 0; i < 40; i++) {
+      set.add(`e${i}`)
+      await d.flush()
+    }
+    clock.advance(200)
+    const d0 = ownPolls.filter((r) => r === d.writer).length
+    for (let i = 0; i < 6; i++) await d.pump()
+    // 41 records (its registration and 40 deltas): two full reads of 16 and a short one, then back
+    // to one read per ownLogPollMs.
+    expect(ownPolls.filter((r) => r === d.writer).length - d0).toBe(3)
+    await d.close()
     // ownLogPollMs 0: every round, alone or not.
     const c = make('us', 'i9', new MemoryStore(), { ownLogPollMs: 0 })
     await c.init()

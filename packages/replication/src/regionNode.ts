@@ -717,9 +717,11 @@ export class RegionNode {
    * store write rewinds every log read in this round. The first failure is returned.
    */
   private async consumeAll(): Promise<{ records: number; failure: { error: unknown } | undefined }> {
-    // The own log every round only while another instance of the region writes to it (see ownLogPollMs).
+    // The own log every round only while another instance of the region writes to it (see
+    // ownLogPollMs), or until a read of it comes back short (so it cannot fall behind).
     const now = this.o.now()
-    const readOwn = now - this.twinHeardAt < this.o.livenessMs || now - this.lastOwnPoll >= this.o.ownLogPollMs
+    const readOwn =
+      now - this.twinHeardAt < this.o.livenessMs || now - this.lastOwnPoll >= this.o.ownLogPollMs || this.caughtUp.get(this.region) === false
     if (readOwn) this.lastOwnPoll = now
     const origins = readOwn ? this.o.regions : this.o.regions.filter((r) => r !== this.region)
     const [polled, prior] = await Promise.all([
