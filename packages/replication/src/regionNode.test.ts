@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import type { Attributes, Meter, ObservableResult } from '@opentelemetry/api'
-import { bytesEqual, seededRandom, type Store } from '@concord/core'
+import { bytesEqual, decodeEnvelope, seededRandom, type Store } from '@concord/core'
 import { crdtFactory, type OrSet, type PnCounter } from '@concord/crdt'
 import { MemoryBroker, MemoryTransport } from './memoryTransport.js'
 import { MemoryStore } from './memoryStore.js'
@@ -245,6 +245,47 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     await again.init()
     expect(keys2).toContain('cart:3')
     expect(keys2.filter((k) => k !== undefined)).toEqual(['cart:3'])
+  })
+
+  it('a start while the log is unreachable fails, and the next call starts it (nothing lost, nothing sent twice)', async () => {
+    const { clock, make } = makeCluster({ instances: 0 })
+    const store = new MemoryStore()
+    const first = make('eu', 'i1', store)
+    ;((await first.open('c', 'or-set')) as unknown as OrSet<string>).add('x')
+    // Saved to the outbox, not appended: the log goes away before the flush reaches it.
+    const t1 = (first as unknown as { o: { transport: MemoryTransport } }).o.transport
+    t1.append = () => Promise.reject(new Error('log unreachable'))
+    await expect(first.flush()).rejects.toThrow(/unreachable/)
+    clock.advance(10_000)
+    // A new process over the same store while the log is still down.
+    const node = make('eu', 'i1', store.reopen())
+    const t = (node as unknown as { o: { transport: MemoryTransport } }).o.transport
+    const poll = t.poll.bind(t)
+    const append = t.append.bind(t)
+    let down = true
+    let sent = 0
+    t.poll = (reader, origin, options) => (down ? Promise.reject(new Error('log unreachable')) : poll(reader, origin, options))
+    t.append = async (origin, records, options) => {
+      if (down) throw new Error('log unreachable')
+      sent += records.length
+      return append(origin, records, options)
+    }
+    await expect(node.pump()).rejects.toThrow(/unreachable/)
+    await expect(node.init()).rejects.toThrow(/unreachable/)
+    down = false
+    await node.pump()
+    // The outbox entry went out exactly once (beside the registration and a heartbeat), and the node works.
+    expect(sent).toBe(3)
+    const log = await poll('probe', 'eu', { max: 100 })
+    expect(log.map((r) => decodeEnvelope(r.bytes)).filter((e) => e.docId === 'c')).toHaveLength(1)
+    const us = make('us', 'i1')
+    for (let i = 0; i < 3; i++) {
+      await node.pump()
+      await us.pump()
+    }
+    expect((await us.open<string[]>('c', 'or-set')).value()).toEqual(['x'])
+    await node.close()
+    await us.close()
   })
 
   it('repairs a gap caused by lost deliveries through anti-entropy', async () => {

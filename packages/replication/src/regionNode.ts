@@ -245,16 +245,24 @@ export class RegionNode {
 
   /**
    * Loads state from the store, re-sends the outbox, catches up with the own region's log and
-   * registers. Called by {@link pump}, {@link open} and {@link start} when needed.
-   * @throws ConfigError when another live node uses the same writer id.
+   * registers. Called by {@link pump}, {@link open} and {@link start} when needed. A failure of the
+   * store or the log (unreachable at start) is thrown and the next call tries again.
+   * @throws ConfigError when another live node uses the same writer id (for good).
    */
   init(): Promise<void> {
-    this.initPromise ??= this.exclusive(() => this.doInit())
+    this.initPromise ??= this.exclusive(() => this.doInit()).catch((e: unknown) => {
+      if (this.fatal === undefined) this.initPromise = undefined
+      throw e
+    })
     return this.initPromise
   }
 
   private async doInit(): Promise<void> {
     const store = this.o.store
+    // From scratch each try (an earlier one may have failed halfway).
+    this.outbox = []
+    this.deadList = []
+    this.sightings.length = 0
     const seqBytes = await store.get(K_SEQ)
     if (seqBytes !== undefined) this.seq = decodeUint(seqBytes)
     const seenBytes = await store.get(K_SEEN)
