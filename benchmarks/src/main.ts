@@ -9,6 +9,7 @@ const SUITES: Record<string, () => Promise<BenchReport>> = {
   convergence: async () => (await import('./convergence-bench.js')).run(),
   docs: async () => (await import('./docs-bench.js')).runDocsBench(),
   transport: async () => (await import('./transport-bench.js')).run(),
+  engine: async () => (await import('./engine-bench.js')).run(),
 }
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'))
