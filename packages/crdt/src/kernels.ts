@@ -3,7 +3,7 @@
  * use a cursor at their root, an {@link OrMapView} hands out cursors to its fields. Every mutation
  * builds a small delta — the new dot plus the dots it overwrites — and commits it.
  */
-import { assertJson, canonicalJson, dotKey, type DotSet, type HlcTimestamp, type Json } from '@concord/core'
+import { DotSet, assertJson, canonicalJson, dotKey, type HlcTimestamp, type Json } from '@concord/core'
 import type { Cursor } from './base.js'
 import { COUNTER, LWW, LWWMAP, MV, ORMAP, ORSET, checkJson, fieldKey, parseFieldKey, schemaOf, type CausalTypeName, type CounterValue, type LwwValue } from './schema.js'
 import { FunStore, MapStore, collectDots, dotSetOf, type Store } from './store.js'
@@ -150,21 +150,23 @@ export class PnCounterView {
   private bump(inc: number, dec: number): void {
     if (inc === 0 && dec === 0) return
     // Our totals live in our one live dot; a reset (map remove) killed it, so we start from zero.
-    const own = [...(asFun(this.c.store())?.entries.values() ?? [])].filter((e) => e.dot.replica === this.c.root.replicaId)
+    const me = this.c.root.replicaId
+    const ctx = new DotSet()
     let i = inc
     let d = dec
-    for (const e of own) {
+    asFun(this.c.store())?.entries.forEach((e) => {
+      if (e.dot.replica !== me) return
       i += (e.value as CounterValue).inc
       d += (e.value as CounterValue).dec
-    }
+      ctx.add(e.dot)
+    })
     if (!Number.isSafeInteger(i) || !Number.isSafeInteger(d)) throw new RangeError('pn-counter: total exceeds Number.MAX_SAFE_INTEGER')
     const dot = this.c.root.nextDot()
     const f = new FunStore()
     const v: CounterValue = { inc: i, dec: d }
     f.entries.set(dotKey(dot), { dot, value: v })
-    const dots = own.map((e) => e.dot)
-    dots.push(dot)
-    this.c.commit(f, dotSetOf(dots))
+    ctx.add(dot)
+    this.c.commit(f, ctx)
   }
 }
 

@@ -51,7 +51,8 @@ export function encodeDelta(type: CausalTypeName, schema: Schema, store: Store |
     if (leaf.strings !== undefined) strings.add(leaf.strings(e.value))
   })
   const table = sortedStrings(strings)
-  const idx = new Map(table.map((s, i) => [s, i]))
+  const idx = new Map<string, number>()
+  for (let i = 0; i < table.length; i++) idx.set(table[i] as string, i)
   return encodeWith((e) => {
     writeByte(e, tagOf(type))
     writeUint(e, table.length)
@@ -95,7 +96,8 @@ function writeStore(e: Encoder, schema: Schema, s: Store | undefined, idx: Reado
 interface ReadState {
   readonly table: readonly string[]
   readonly ctx: DotSet
-  readonly seen: Set<string>
+  /** Dots met so far, to reject one dot under two map keys; absent when the root is a fun store (its dots are strictly sorted, so unique). */
+  readonly seen: Set<string> | undefined
 }
 
 /** Decodes and validates a delta of `type`. Throws DecodeError, never anything else. */
@@ -127,7 +129,7 @@ export function decodeDelta(type: CausalTypeName, schema: Schema, bytes: Uint8Ar
         prev = end
       }
     }
-    const store = readStore(d, schema, { table, ctx, seen: new Set() }, 0)
+    const store = readStore(d, schema, { table, ctx, seen: schema.kind === 'map' ? new Set() : undefined }, 0)
     return { store, ctx }
   })
 }
@@ -149,8 +151,10 @@ function readStore(d: Decoder, schema: Schema, rs: ReadState, depth: number): St
       const dot = { replica: rs.table[ri] as string, counter }
       if (!rs.ctx.has(dot)) throw new DecodeError('store dot outside the delta context')
       const k = dotKey(dot)
-      if (rs.seen.has(k)) throw new DecodeError('dot appears twice')
-      rs.seen.add(k)
+      if (rs.seen !== undefined) {
+        if (rs.seen.has(k)) throw new DecodeError('dot appears twice')
+        rs.seen.add(k)
+      }
       f.entries.set(k, { dot, value: schema.read(d, rs.table) })
     }
     return f
