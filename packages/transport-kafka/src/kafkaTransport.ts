@@ -454,9 +454,12 @@ export class KafkaTransport implements Transport {
           if (!isRunning() || isStale()) break
           const offset = BigInt(message.offset)
           if (o.next === undefined || offset >= o.next) {
-            // The value is a view into the fetch response (a Buffer is a Uint8Array); records are
-            // read, never written, so no copy.
-            o.buffer.push({ origin: o.origin, position: message.offset, bytes: message.value ?? EMPTY })
+            // A view into the fetch response, no copy (records are read, never written). A plain
+            // Uint8Array, not the Buffer: its slice() copies, so whoever keeps a piece (a dead
+            // letter) does not pin the whole response.
+            const v = message.value
+            const bytes = v === null ? EMPTY : new Uint8Array(v.buffer, v.byteOffset, v.byteLength)
+            o.buffer.push({ origin: o.origin, position: message.offset, bytes })
             o.next = offset + 1n
           }
           last = message.offset
