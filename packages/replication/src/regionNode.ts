@@ -399,7 +399,7 @@ export class RegionNode {
     }
     if (!this.o.factories.has(typeName)) throw new TypeMismatchError(`open: no factory for type ${typeName}`)
     await this.init()
-    const doc = await this.loadDoc(docId, typeName)
+    const doc = await this.loadDocUnwrapped(docId, typeName)
     return doc.replica as Replica<V>
   }
 
@@ -414,6 +414,15 @@ export class RegionNode {
       throw new TypeMismatchError(`document ${docId} is a ${cached.typeName}, not a ${typeName}`)
     }
     return cached
+  }
+
+  /** loadDoc for callers outside record processing: a store failure comes out as the store's own error. */
+  private async loadDocUnwrapped(docId: string, typeName: string | undefined): Promise<OpenDoc> {
+    try {
+      return await this.loadDoc(docId, typeName)
+    } catch (e) {
+      throw e instanceof InfrastructureFailure ? e.error : e
+    }
   }
 
   private async loadDoc(docId: string, typeName: string | undefined): Promise<OpenDoc> {
@@ -566,7 +575,7 @@ export class RegionNode {
     const orphans = this.orphans
     this.orphans = []
     for (const o of orphans) {
-      const doc = await this.loadDoc(o.docId, o.typeName)
+      const doc = await this.loadDocUnwrapped(o.docId, o.typeName)
       if (doc.pending.length === 0) doc.deps = doc.replica.version()
       doc.replica.apply(o.delta)
       doc.pending.push(o.delta)
@@ -1015,7 +1024,7 @@ export class RegionNode {
         const bytes = cached === undefined ? await this.o.store.get(key) : undefined
         const touched = cached?.touched ?? (bytes === undefined ? undefined : VersionVector.decode(bytes))
         if (touched === undefined || touched.get(req.target) <= req.from) continue
-        const doc = await this.loadDoc(docId, undefined)
+        const doc = await this.loadDocUnwrapped(docId, undefined)
         docs.push({ docId, typeName: doc.typeName, state: doc.replica.deltaSince() })
       }
       // Split so that no part exceeds half the envelope limit.

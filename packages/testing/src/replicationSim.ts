@@ -315,6 +315,13 @@ class Tracker {
 
 // ---- the harness -----------------------------------------------------------------------------
 
+/** One process of a node: dead from its crash point on (see faulty). */
+interface Life {
+  dead: boolean
+  /** Called once, at the crash point. */
+  died?: () => void
+}
+
 /** Thrown by the faulty transport at an armed crash point: the process dies there. */
 class CrashSignal extends Error {
   constructor() {
@@ -330,6 +337,8 @@ interface Slot {
   readonly store: Store
   node: SimNode | undefined
   transport: Transport | undefined
+  /** The current process's life: marked dead when it crashes or is killed. */
+  life: Life | undefined
   incarnation: number
   /** Transport appends/commits left before the armed crash. */
   crashIn: number | undefined
@@ -414,7 +423,7 @@ class ReplicationRun<V, Op, R extends Replica<V>> {
   }
 
   private slot(region: number, instance: string): Slot {
-    return { index: this.slots.length, region, instance, store: this.backend.store(), node: undefined, transport: undefined, incarnation: 0, crashIn: undefined, unacked: [] }
+    return { index: this.slots.length, region, instance, store: this.backend.store(), node: undefined, transport: undefined, life: undefined, incarnation: 0, crashIn: undefined, unacked: [] }
   }
 
   private clock(region: number): () => number {
@@ -427,15 +436,23 @@ class ReplicationRun<V, Op, R extends Replica<V>> {
 
   // -- faulty transport
 
-  private faulty(s: Slot, inner: Transport): Transport {
+  private faulty(s: Slot, inner: Transport, life: Life): Transport {
     // eslint-disable-next-line @typescript-eslint/no-this-alias -- the returned object's methods need the harness, not themselves
     const run = this
     const region = this.regionNames[s.region] as string
+    const alive = (): void => {
+      if (life.dead) throw new CrashSignal()
+    }
     const mutate = (): void => {
+      alive()
       if (s.crashIn === undefined) return
       s.crashIn--
       if (s.crashIn <= 0) {
         s.crashIn = undefined
+        // The process dies here: nothing it does afterwards (a round still running, say, when the
+        // crash hit a background commit) reaches the log or its store.
+        life.dead = true
+        life.died?.()
         throw new CrashSignal()
       }
     }
@@ -446,6 +463,7 @@ class ReplicationRun<V, Op, R extends Replica<V>> {
         return inner.append(origin, records, options)
       },
       async poll(reader: string, origin: string, options: PollOptions = {}): Promise<readonly LogRecord[]> {
+        alive()
         const from = run.regionNames.indexOf(origin)
         if (origin !== region && run.cut.has(`${from}>${s.region}`)) {
           throw new TransportError(`simulated partition: ${region} cannot reach the log of ${origin}`, { retriable: true })
@@ -467,10 +485,22 @@ class ReplicationRun<V, Op, R extends Replica<V>> {
         mutate()
         return inner.commit(reader, origin, position)
       },
-      committed: (reader, origin) => inner.committed(reader, origin),
-      rewind: (reader, origin) => inner.rewind(reader, origin),
-      earliest: (origin) => inner.earliest(origin),
-      trim: (origin, before) => inner.trim(origin, before),
+      committed: async (reader, origin) => {
+        alive()
+        return inner.committed(reader, origin)
+      },
+      rewind: async (reader, origin) => {
+        alive()
+        return inner.rewind(reader, origin)
+      },
+      earliest: async (origin) => {
+        alive()
+        return inner.earliest(origin)
+      },
+      trim: async (origin, before) => {
+        alive()
+        return inner.trim(origin, before)
+      },
       comparePositions: (a, b) => inner.comparePositions(a, b),
       close: () => inner.close(),
     }
@@ -500,15 +530,33 @@ class ReplicationRun<V, Op, R extends Replica<V>> {
     return { [this.typeName]: factory }
   }
 
+  /** The node's store, as long as its process lives (see faulty). */
+  private mortal(store: Store, life: Life): Store {
+    const alive = (): void => {
+      if (life.dead) throw new CrashSignal()
+    }
+    return {
+      name: store.name,
+      get: async (key) => (alive(), store.get(key)),
+      put: async (key, value) => (alive(), store.put(key, value)),
+      delete: async (key) => (alive(), store.delete(key)),
+      write: async (batch) => (alive(), store.write(batch)),
+      keys: async (prefix) => (alive(), store.keys(prefix)),
+      // Closing is the harness's business (the store outlives the process).
+      close: async () => undefined,
+    }
+  }
+
   /** Starts a node on `s` (a first start or a restart). Returns false when it refused to start. */
   private async start(s: Slot): Promise<boolean> {
-    const transport = this.faulty(s, this.backend.connect())
+    const life: Life = { dead: false }
+    const transport = this.faulty(s, this.backend.connect(), life)
     const node = this.backend.node({
       region: this.regionNames[s.region] as string,
       instance: s.instance,
       regions: this.shuffled(this.regionNames),
       transport,
-      store: s.store,
+      store: this.mortal(s.store, life),
       factories: this.factories(s.region),
       now: this.clock(s.region),
       random: seededRandom(Math.floor(this.rng() * 0x7fff_ffff)),
@@ -518,8 +566,20 @@ class ReplicationRun<V, Op, R extends Replica<V>> {
     })
     s.node = node
     s.transport = transport
+    s.life = life
     s.incarnation++
     s.unacked = []
+    // The slot is down from the crash point on, even when the crash hit work running behind a
+    // round (a background commit) and no call of the harness is waiting on the node.
+    life.died = () => {
+      if (s.node !== node) return
+      this.crashes++
+      s.node = undefined
+      s.transport = undefined
+      s.crashIn = undefined
+      s.unacked = []
+      void transport.close().catch(() => undefined)
+    }
     try {
       await this.pump(s)
     } catch (e) {
@@ -535,6 +595,9 @@ class ReplicationRun<V, Op, R extends Replica<V>> {
 
   private async kill(s: Slot): Promise<void> {
     const t = s.transport
+    // Whatever it still has running (a background commit) reaches neither its log nor its store.
+    if (s.life !== undefined) s.life.dead = true
+    s.life = undefined
     s.node = undefined
     s.transport = undefined
     s.crashIn = undefined
@@ -551,11 +614,8 @@ class ReplicationRun<V, Op, R extends Replica<V>> {
       await node.pump()
       for (const id of before) this.acked.add(id)
     } catch (e) {
-      if (e instanceof CrashSignal) {
-        this.crashes++
-        await this.kill(s)
-        return
-      }
+      // The slot went down at the crash point (life.died); the rest of the round failed with it.
+      if (e instanceof CrashSignal) return
       // The round failed on an unreachable peer log (documented: the next round retries). Local
       // writes were persisted before any poll, but only a resolved round acknowledges them.
       if (isConcordError(e) && e.code === 'TRANSPORT' && e.retriable && this.cut.size > 0) {
@@ -577,7 +637,14 @@ class ReplicationRun<V, Op, R extends Replica<V>> {
   private async perform(s: Slot, doc: string, op: Op): Promise<void> {
     const node = s.node
     if (node === undefined) return
-    const replica = (await node.open(doc, this.typeName)) as unknown as R
+    let replica: R
+    try {
+      replica = (await node.open(doc, this.typeName)) as unknown as R
+    } catch (e) {
+      // It died at a crash point on the way (opening may load, start and register): no op.
+      if (e instanceof CrashSignal) return
+      throw e
+    }
     const id = this.ops.length
     const deps = new Set(this.tracker.knowledge(replica))
     this.tracker.currentOp = id
