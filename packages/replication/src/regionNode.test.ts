@@ -288,6 +288,22 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     await us.close()
   })
 
+  it('open() with the store failing rejects with the error the store threw', async () => {
+    const { make } = makeCluster({ instances: 0 })
+    const store = new MemoryStore()
+    const failing: Store = Object.assign(Object.create(store) as MemoryStore, {
+      get: async (key: string) => {
+        if (key.startsWith('doc/')) throw new Error('disk gone')
+        return store.get(key)
+      },
+    })
+    const node = make('eu', 'i1', failing)
+    const err = await node.open('cart', 'or-set').catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(Error)
+    expect((err as Error).message).toBe('disk gone')
+    await node.close()
+  })
+
   it('repairs a gap caused by lost deliveries through anti-entropy', async () => {
     const { clock, nodes, broker } = makeCluster({ instances: 1 })
     // ap's client loses two of eu's records on delivery.
