@@ -221,6 +221,8 @@ export class RegionNode {
   private lastHeartbeat = Number.NEGATIVE_INFINITY
   /** When the own region's log was last read, and when a record of another instance was last found in it. */
   private lastOwnPoll = Number.NEGATIVE_INFINITY
+  /** Every region but this one: the logs read in a round that skips the own log. */
+  private readonly otherRegions: readonly string[]
   private twinHeardAt = Number.NEGATIVE_INFINITY
   private trimIndex: Array<{ position: LogPosition; writer: string; seq: number }> = []
   private loop: Promise<void> | undefined
@@ -237,6 +239,7 @@ export class RegionNode {
     this.hlc = new Hlc(this.writer, { now: this.o.now, maxDriftMs: this.o.maxDriftMs })
     const hex = (): string => Math.floor(this.o.random() * 0x1_0000_0000).toString(16).padStart(8, '0')
     this.incarnation = `${hex()}${hex()}`
+    this.otherRegions = this.o.regions.filter((r) => r !== this.region)
     for (const r of this.o.regions) this.peers.set(r, { applied: 0, duplicates: 0, rejected: 0, lagMs: 0, repairsRequested: 0, repairsApplied: 0 })
     if (this.o.meter !== undefined) this.registerInstruments()
   }
@@ -746,7 +749,7 @@ export class RegionNode {
     const readOwn =
       now - this.twinHeardAt < this.o.livenessMs || now - this.lastOwnPoll >= this.o.ownLogPollMs || this.caughtUp.get(this.region) === false
     if (readOwn) this.lastOwnPoll = now
-    const origins = readOwn ? this.o.regions : this.o.regions.filter((r) => r !== this.region)
+    const origins = readOwn ? this.o.regions : this.otherRegions
     const [polled, prior] = await Promise.all([
       Promise.allSettled(origins.map((origin) => this.o.transport.poll(this.writer, origin, { max: this.o.pollMax, waitMs: 0 }))),
       this.settleCommits(),

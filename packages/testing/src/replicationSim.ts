@@ -237,7 +237,6 @@ class Tracker {
   private readonly known = new WeakMap<object, Set<number>>()
   private readonly raw = new WeakMap<object, Replica<unknown>>()
   /** Op being performed: its local deltas carry it. */
-  currentOp: number | undefined
   /** Ops the local delta being emitted carries: the current op and those `spec.carries` names. */
   currentCarried: readonly number[] = []
   /** Whether the op being performed emitted a local delta (a no-op, like removing an absent element, emits none). */
@@ -647,7 +646,6 @@ class ReplicationRun<V, Op, R extends Replica<V>> {
     }
     const id = this.ops.length
     const deps = new Set(this.tracker.knowledge(replica))
-    this.tracker.currentOp = id
     const carries = this.spec.carries?.({ id, replica: this.writer(s), op, deps, meta: undefined }, this.ops.filter((o) => o.doc === doc))
     this.tracker.currentCarried = [id, ...(carries ?? [])]
     this.tracker.emitted = false
@@ -655,7 +653,6 @@ class ReplicationRun<V, Op, R extends Replica<V>> {
     try {
       meta = this.spec.perform(replica, op)
     } finally {
-      this.tracker.currentOp = undefined
       this.tracker.currentCarried = []
     }
     this.tracker.learn(replica, id)

@@ -274,7 +274,6 @@ export class Simulation<V, Op, R extends Replica<V> = Replica<V>> {
   private seq = 0
   /** Bumped by {@link heal}, so scheduled fault steps (swizzles) from before the heal do nothing. */
   private faultGeneration = 0
-  private currentOp: number | undefined
   /** Ops the delta being emitted carries: the current op and those `spec.carries` names. */
   private currentCarried: readonly number[] = []
   private net: Required<NetworkFaults> = { loss: 0, duplicate: 0, reorder: 0, reorderWindowMs: 300 }
@@ -417,13 +416,11 @@ export class Simulation<V, Op, R extends Replica<V> = Replica<V>> {
     }
     const id = this.records.length
     const deps: ReadonlySet<number> = new Set(r.known)
-    this.currentOp = id
     this.currentCarried = [id, ...(this.spec.carries?.({ id, replica: r.replicaId, op, deps, meta: undefined }, this.records) ?? [])]
     let meta: unknown
     try {
       meta = this.spec.perform(r.replica, op)
     } finally {
-      this.currentOp = undefined
       this.currentCarried = []
     }
     const record: OpRecord<Op> = { id, replica: r.replicaId, op, deps, meta }
