@@ -1,7 +1,8 @@
 /**
  * Sorting for the hot paths. V8's Array.prototype.sort allocates its work state on every call,
- * and the codecs sort short arrays (a handful of replica ids or dots) on every encode. Results are the same as the built-in sort's: both are
- * stable, and the string order is the built-in default (UTF-16 code units).
+ * and the codecs sort short arrays (a handful of replica ids or dots) on every encode. Results are
+ * the same as the built-in sort's: both are stable, and the string order is the built-in default
+ * (UTF-16 code units).
  */
 
 /** Sorts `a` in place with `cmp` (insertion sort up to 16 elements, the built-in sort beyond). */
