@@ -98,19 +98,61 @@ const zombieHeartbeat: ReplicationSchedule<LwwMapOp> = {
   ],
 }
 
+// Pinned: harness false failures (CI seeds -939369932 and 1766332909). A node writes, crashes before
+// the write reaches its log or store, restarts and writes the same again: the node reissues the
+// dot (safe: the first was never sent), so both writes emit byte-identical deltas. The tracker keys
+// knowledge by bytes, so the lost write counted as surviving and the oracle expected two siblings
+// (MvRegister) or both decrements (PnCounter). The harness now treats an unacknowledged write of a
+// dead incarnation that a later incarnation reissued with the same bytes as one write.
+const redoneMvRegister: ReplicationSchedule<RegisterOp> = {
+  seed: 875541475,
+  regions: 5,
+  twin: true,
+  docs: 1,
+  steps: [
+    { delayMs: 100, action: { type: 'op', node: 5, doc: 0, op: { type: 'set', value: 1 } } },
+    { delayMs: 100, action: { type: 'crash', node: 5, at: 0 } },
+    { delayMs: 100, action: { type: 'op', node: 0, doc: 0, op: { type: 'set', value: 0 } } },
+    { delayMs: 1, action: { type: 'restart', node: 5 } },
+    { delayMs: 1, action: { type: 'round' } },
+    { delayMs: 0, action: { type: 'op', node: 5, doc: 0, op: { type: 'set', value: 1 } } },
+    { delayMs: 1, action: { type: 'op', node: 0, doc: 0, op: { type: 'set', value: 0 } } },
+  ],
+}
+const redonePnCounter: ReplicationSchedule<CounterOp> = {
+  seed: 0,
+  regions: 5,
+  twin: false,
+  docs: 1,
+  steps: [
+    { delayMs: 1, action: { type: 'network', dropPct: 0, duplicatePct: 0, delayPct: 0, smallBatches: false } },
+    { delayMs: 0, action: { type: 'pump', node: 0 } },
+    { delayMs: 1, action: { type: 'partition', shape: { kind: 'split', side: [0] }, swizzle: false } },
+    { delayMs: 0, action: { type: 'op', node: 4, doc: 0, op: { type: 'dec', n: 3 } } },
+    { delayMs: 100, action: { type: 'crash', node: 4, at: 0 } },
+    { delayMs: 143, action: { type: 'heal' } },
+    { delayMs: 6, action: { type: 'pump', node: 0 } },
+    { delayMs: 49, action: { type: 'restart', node: 4 } },
+    { delayMs: 0, action: { type: 'op', node: 4, doc: 0, op: { type: 'dec', n: 3 } } },
+    { delayMs: 100, action: { type: 'op', node: 0, doc: 0, op: { type: 'inc', n: 1 } } },
+  ],
+}
+
 describe('replication: native types under faults', () => {
   for (const spec of nativeSpecs) {
     it(`${spec.name}: converges, no loss, exactly-once, oracle, liveness, availability`, async () => {
       const examples =
         spec === (pnCounterSpec as unknown)
-          ? [stalledBehindUnreachableLog]
+          ? [stalledBehindUnreachableLog, redonePnCounter]
           : spec === (orSetSpec as unknown)
             ? [stalledOrSet]
-            : spec === (mvRegisterSpec as unknown) || spec === (lwwRegisterSpec as unknown)
-              ? [restartMissedOwnHistory]
-              : spec === (lwwMapSpec as unknown)
-                ? [zombieHeartbeat]
-                : []
+            : spec === (mvRegisterSpec as unknown)
+              ? [restartMissedOwnHistory, redoneMvRegister]
+              : spec === (lwwRegisterSpec as unknown)
+                ? [restartMissedOwnHistory]
+                : spec === (lwwMapSpec as unknown)
+                  ? [zombieHeartbeat]
+                  : []
       await assertAsyncProperty(`${spec.name} replication/mixed`, checkReplication(spec, memoryBackend), { examples: examples as ReplicationSchedule<unknown>[] })
     })
   }

@@ -78,6 +78,47 @@ describe('replication harness', () => {
     await expect(runReplicationSchedule(lossy, memoryBackend(), schedule)).rejects.toThrow()
   })
 
+  it('counts a lost write that the restarted node reissued with the same bytes once', async () => {
+    // r1 increments, dies before the delta leaves the process, restarts from a store without it and
+    // increments again: the node reissues the dot (the first never left), byte-identical deltas.
+    // (The value and the oracle are checked at r0, which applies those bytes.)
+    const redo: ReplicationSchedule<CounterOp> = {
+      seed: 1,
+      regions: 3,
+      twin: false,
+      docs: 1,
+      steps: [inc(1, 3), { delayMs: 0, action: { type: 'crash', node: 1, at: 0 } }, { delayMs: 300, action: { type: 'restart', node: 1 } }, inc(1, 3), inc(0, 1)],
+    }
+    const r = await runReplicationSchedule(pnCounterSpec, memoryBackend(), redo)
+    expect(r.values).toEqual({ 'doc-a': 4 })
+    expect(r.crashes).toBe(1)
+  })
+
+  it('still fails when a node reissues the dot of an acknowledged write', async () => {
+    // The restarted r0 forgets its own history (its replica drops every delta it applies), so it
+    // reissues an acknowledged write's dot with the same bytes: the second write is lost.
+    const created = new Map<string, number>()
+    const forgetful: ReplicaSpec<number, CounterOp, PnCounter> = {
+      ...pnCounterSpec,
+      name: 'ForgetfulCounter',
+      create: (id, env) => {
+        const c = new PnCounter({ replicaId: id, now: env.now })
+        const n = (created.get(id) ?? 0) + 1
+        created.set(id, n)
+        if (id.startsWith('r0') && n > 1) c.apply = (): void => undefined
+        return c
+      },
+    }
+    const schedule: ReplicationSchedule<CounterOp> = {
+      seed: 1,
+      regions: 3,
+      twin: false,
+      docs: 1,
+      steps: [inc(0, 3), { delayMs: 1, action: { type: 'round' } }, { delayMs: 0, action: { type: 'crash', node: 0, at: 0 } }, { delayMs: 300, action: { type: 'restart', node: 0 } }, inc(0, 3)],
+    }
+    await expect(runReplicationSchedule(forgetful, memoryBackend(), schedule)).rejects.toThrow(/wrong value/)
+  })
+
   it('generates schedules with at least 3 regions, 1..maxOps ops and in-range skews', () => {
     fc.assert(
       fc.property(replicationSchedule(pnCounterSpec.op, { regions: 4, maxOps: 5 }), (s) => {

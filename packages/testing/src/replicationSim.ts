@@ -241,6 +241,8 @@ class Tracker {
   currentCarried: readonly number[] = []
   /** Whether the op being performed emitted a local delta (a no-op, like removing an absent element, emits none). */
   emitted = false
+  /** The local deltas the op being performed emitted, as tag keys, in order. */
+  emittedKeys: string[] = []
 
   private tag(bytes: Uint8Array, ids: Iterable<number>): void {
     const k = bytesKey(bytes)
@@ -274,6 +276,7 @@ class Tracker {
     target.onDelta((delta, origin) => {
       if (origin !== 'local') return
       this.emitted = true
+      this.emittedKeys.push(bytesKey(delta))
       this.tag(delta, this.currentCarried)
     })
     const apply = (delta: Uint8Array): void => {
@@ -313,6 +316,17 @@ class Tracker {
 }
 
 // ---- the harness -----------------------------------------------------------------------------
+
+/** An op as the harness records it. */
+type SimOp<Op> = OpRecord<Op> & {
+  readonly doc: string
+  /** The op emitted a delta; an op that changed nothing has nothing to deliver. */
+  readonly effective: boolean
+  /** Incarnation of the writer's slot that performed it. */
+  readonly incarnation: number
+  /** Tag keys of the local deltas it emitted, joined. */
+  readonly emitted: string
+}
 
 /** One process of a node: dead from its crash point on (see faulty). */
 interface Life {
@@ -400,8 +414,17 @@ class ReplicationRun<V, Op, R extends Replica<V>> {
   private readonly typeName: string
   private readonly docIds: string[]
   /** `effective`: the op emitted a delta; an op that changed nothing has nothing to deliver. */
-  private readonly ops: Array<OpRecord<Op> & { readonly doc: string; readonly effective: boolean }> = []
+  private readonly ops: Array<SimOp<Op>> = []
   private readonly acked = new Set<number>()
+  /**
+   * Ops a later incarnation of their writer redid: op id → the op that redid it. A write that died
+   * unsent with its process may be issued again after the restart with the same dot (the node's
+   * store never saw the first); both then emit byte-identical deltas, so the tracker, which keys
+   * knowledge by bytes, cannot tell them apart: they are one write, counted once.
+   */
+  private readonly redoneBy = new Map<number, number>()
+  /** The inverse of `redoneBy`, transitively: op id → the earlier ops it redid. */
+  private readonly redid = new Map<number, number[]>()
   private crashes = 0
   private restarts = 0
   private unreachable = 0
@@ -649,6 +672,7 @@ class ReplicationRun<V, Op, R extends Replica<V>> {
     const carries = this.spec.carries?.({ id, replica: this.writer(s), op, deps, meta: undefined }, this.ops.filter((o) => o.doc === doc))
     this.tracker.currentCarried = [id, ...(carries ?? [])]
     this.tracker.emitted = false
+    this.tracker.emittedKeys = []
     let meta: unknown
     try {
       meta = this.spec.perform(replica, op)
@@ -656,8 +680,42 @@ class ReplicationRun<V, Op, R extends Replica<V>> {
       this.tracker.currentCarried = []
     }
     this.tracker.learn(replica, id)
-    this.ops.push({ id, replica: this.writer(s), op, deps, meta, doc, effective: this.tracker.emitted })
+    const rec: SimOp<Op> = { id, replica: this.writer(s), op, deps, meta, doc, effective: this.tracker.emitted, incarnation: s.incarnation, emitted: this.tracker.emittedKeys.join('|') }
+    this.tracker.emittedKeys = []
+    this.noteRedo(rec)
+    this.ops.push(rec)
     s.unacked.push(id)
+  }
+
+  /**
+   * Records `rec` as the redo of the latest earlier op of its writer and document that emitted the
+   * same bytes on an incarnation that has died since without acknowledging it (see `redoneBy`).
+   * Only those: equal bytes from an acknowledged op, or from a live incarnation, would be a real
+   * reuse of a dot and must stay two ops (the oracle then sees the lost one).
+   */
+  private noteRedo(rec: SimOp<Op>): void {
+    if (!rec.effective) return
+    for (let i = this.ops.length - 1; i >= 0; i--) {
+      const o = this.ops[i] as SimOp<Op>
+      if (o.replica !== rec.replica || o.doc !== rec.doc || o.emitted !== rec.emitted) continue
+      if (o.incarnation >= rec.incarnation || this.acked.has(o.id) || this.redoneBy.has(o.id)) return
+      this.redoneBy.set(o.id, rec.id)
+      this.redid.set(rec.id, [o.id, ...(this.redid.get(o.id) ?? [])])
+      return
+    }
+  }
+
+  /** Whether `replica` has seen op `id` (or a write it redid: the same bytes). */
+  private knows(replica: object, id: number): boolean {
+    const known = this.tracker.knowledge(replica)
+    return known.has(id) || (this.redid.get(id)?.some((x) => known.has(x)) ?? false)
+  }
+
+  /** The op that stands for `id` (itself unless redone). */
+  private standIn(id: number): number {
+    let cur = id
+    for (let next = this.redoneBy.get(cur); next !== undefined; next = this.redoneBy.get(cur)) cur = next
+    return cur
   }
 
   private async round(): Promise<void> {
@@ -767,7 +825,7 @@ class ReplicationRun<V, Op, R extends Replica<V>> {
         if (!everywhere && !this.connected(from.region, s.region)) continue
         if (s.node === undefined) return `${this.writer(s)} is down`
         const r = await s.node.open(o.doc, this.typeName)
-        if (!this.tracker.knowledge(r).has(o.id)) return `op #${o.id} by ${o.replica} has not reached ${this.writer(s)}`
+        if (!this.knows(r, o.id)) return `op #${o.id} by ${o.replica} has not reached ${this.writer(s)}`
       }
     }
     return undefined
@@ -824,12 +882,15 @@ class ReplicationRun<V, Op, R extends Replica<V>> {
         if (!equals(value, v)) throw new Error(`${doc}: equal state bytes but values differ: ${first.w} ${show(value)}, ${w} ${show(v)}`)
       }
       // Every acknowledged write reached every replica; unacknowledged ones survive only if durable.
-      const docOps = this.ops.filter((o) => o.doc === doc)
-      const surviving = docOps.filter((o) => this.acked.has(o.id) || this.tracker.knowledge(first.r).has(o.id))
+      // A redone op is its redo (one write); a dependency on it is one on its redo.
+      const docOps = this.ops
+        .filter((o) => o.doc === doc && !this.redoneBy.has(o.id))
+        .map((o) => ([...o.deps].some((d) => this.redoneBy.has(d)) ? { ...o, deps: new Set([...o.deps].map((d) => this.standIn(d))) } : o))
+      const surviving = docOps.filter((o) => this.acked.has(o.id) || this.knows(first.r, o.id))
       for (const o of docOps) {
         if (!this.acked.has(o.id) || !o.effective) continue
         for (const { w, r } of replicas) {
-          if (!this.tracker.knowledge(r).has(o.id)) throw new Error(`${doc}: acknowledged op #${o.id} ${show(o.op)} by ${o.replica} never reached ${w}`)
+          if (!this.knows(r, o.id)) throw new Error(`${doc}: acknowledged op #${o.id} ${show(o.op)} by ${o.replica} never reached ${w}`)
         }
       }
       if (options.oracle !== false && this.spec.oracle !== undefined) {
