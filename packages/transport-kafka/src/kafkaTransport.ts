@@ -120,9 +120,12 @@ export class KafkaTransport implements Transport {
       const metadata = await producer.send({
         topic,
         acks: -1,
+        // The topic's one partition, named: kafkajs then skips its partitioner (a murmur2 hash of
+        // every key). The key still goes with the record (log compaction, mirroring, tooling).
         messages: records.map((bytes, i) => ({
           key: keys?.[i] ?? null,
           value: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength),
+          partition: PARTITION,
         })),
       })
       const meta = metadata.find((m) => m.partition === PARTITION)
@@ -449,21 +452,25 @@ export class KafkaTransport implements Transport {
       eachBatch: async ({ batch, resolveOffset, isStale, isRunning, heartbeat }) => {
         const o = s.origins.get(batch.topic)
         if (o === undefined) return
-        let last: string | undefined
-        for (const message of batch.messages) {
-          if (!isRunning() || isStale()) break
-          const offset = BigInt(message.offset)
-          if (o.next === undefined || offset >= o.next) {
-            // A view into the fetch response, no copy (records are read, never written). A plain
-            // Uint8Array, not the Buffer: its slice() copies, so whoever keeps a piece (a dead
-            // letter) does not pin the whole response.
-            const v = message.value
-            const bytes = v === null ? EMPTY : new Uint8Array(v.buffer, v.byteOffset, v.byteLength)
-            o.buffer.push({ origin: o.origin, position: message.offset, bytes })
-            o.next = offset + 1n
-          }
-          last = message.offset
+        // Asked once: the loop below does not yield, so neither can change during it (each call
+        // is a lookup keyed by a JSON string in kafkajs, a cost per record otherwise).
+        if (!isRunning() || isStale()) return
+        const messages = batch.messages
+        const first = messages[0]
+        const last = messages[messages.length - 1]?.offset
+        // Offsets grow within a batch: when the first is new, all are (no BigInt per record).
+        const allNew = first !== undefined && (o.next === undefined || BigInt(first.offset) >= o.next)
+        for (const message of messages) {
+          if (!allNew && BigInt(message.offset) < (o.next as bigint)) continue
+          // A view into the fetch response, no copy (records are read, never written). A plain
+          // Uint8Array, not the Buffer: its slice() copies, so whoever keeps a piece (a dead
+          // letter) does not pin the whole response.
+          const v = message.value
+          const bytes = v === null ? EMPTY : new Uint8Array(v.buffer, v.byteOffset, v.byteLength)
+          o.buffer.push({ origin: o.origin, position: message.offset, bytes })
+          if (!allNew) o.next = BigInt(message.offset) + 1n
         }
+        if (allNew && last !== undefined) o.next = BigInt(last) + 1n
         // Resolving moves the fetch position only (autoCommit is off); the last offset covers the
         // batch's earlier ones.
         if (last !== undefined) resolveOffset(last)
