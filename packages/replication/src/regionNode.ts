@@ -48,7 +48,9 @@ import {
   decodeRepairResponse,
   encodeDeadLetter,
   encodeDocRecord,
-  encodeJournalEntry,
+  encodeWalEntry,
+  decodeWalEntry,
+  type WalItem,
   encodeHeartbeat,
   encodeRegistration,
   encodeRepairRequest,
@@ -106,14 +108,7 @@ interface OpenDoc {
   lastVersion: Uint8Array
   deps: Uint8Array
   pending: Uint8Array[]
-  /** Whether the store holds a document record (state) for it. */
-  stored: boolean
-  /** Journal entries (one per store batch) after that record (`jrn/<doc>/1..journal`), and their bytes. */
-  journal: number
-  journalBytes: number
-  /** Size of the last state record written or read. */
-  stateBytes: number
-  /** Deltas applied (or sent) since the last store write, to journal with the next batch. */
+  /** Deltas applied (or sent) since the last store write, for the next batch's write-ahead-log entry. */
   unsaved: Uint8Array[]
   /**
    * Per writer, an upper bound of the highest sequence number of it applied to this document
@@ -121,6 +116,19 @@ interface OpenDoc {
    * Repair answers use it to find the documents a writer changed after a given sequence number.
    */
   readonly touched: VersionVector
+}
+
+/** A live write-ahead-log entry (in the store under `keys`), with the documents not folded since it was written. */
+interface WalEntry {
+  readonly seq: number
+  readonly keys: readonly string[]
+  readonly bytes: number
+  readonly docs: Set<string>
+  /** Its deltas by document: decoded from `data` when a document is loaded from the store. */
+  items: Map<string, readonly Uint8Array[]> | undefined
+  readonly data: Uint8Array | undefined
+  /** Per-document journals of an earlier version (`jrn/<doc>/<n>`): read from the store per document. */
+  readonly legacy: boolean
 }
 
 interface MutablePeer {
@@ -148,12 +156,18 @@ interface Sighting {
 const K_SEQ = 'meta/seq'
 const K_SEEN = 'meta/seen'
 const docKey = (docId: string): string => `doc/${docId}`
-/** Journal entry `n` (from 1) of a document: the deltas of one store batch, to apply after its state record. */
+/** Write-ahead-log entry `seq`: the deltas one store batch applied, per document. */
+const walKey = (seq: number): string => `wal/${String(seq).padStart(16, '0')}`
+/** Per-document journal entries of earlier versions: read at start, folded into records. */
 const jrnKey = (docId: string, n: number): string => `jrn/${docId}/${n}`
-/** A document's journal is folded into a new state record beyond this many entries... */
-const JOURNAL_MAX_ENTRIES = 32
-/** ...or once it holds more bytes than the state record (and at least this many). */
-const JOURNAL_MIN_BYTES = 4096
+/**
+ * The write-ahead log is kept to at most this many entries and bytes: past either, the documents
+ * of its oldest entries are folded into new state records and the entries no document needs any
+ * more are deleted (in the same atomic store batch). So a document's state is encoded about once
+ * per WAL_MAX_ENTRIES batches that change it, not once per batch.
+ */
+const WAL_MAX_ENTRIES = 32
+const WAL_MAX_BYTES = 1024 * 1024
 const posKey = (origin: string): string => `pos/${origin}`
 const outKey = (seq: number): string => `out/${String(seq).padStart(16, '0')}`
 const dixKey = (docId: string): string => `dix/${docId}`
@@ -205,6 +219,12 @@ export class RegionNode {
   private orphans: Array<{ docId: string; typeName: string; delta: Uint8Array }> = []
   /** Envelopes saved, not yet appended; `docId` becomes the record key (Kafka message key). */
   private outbox: Array<{ key: string; bytes: Uint8Array; docId: string | undefined }> = []
+  /** Live write-ahead-log entries, oldest first (see WAL_MAX_ENTRIES); a legacy journal is one more, first. */
+  private wal = new Map<number, WalEntry>()
+  private walBytes = 0
+  private walSeq = 0
+  /** Documents with deltas in live WAL entries and not folded into their record since: type and entries. */
+  private walDocs = new Map<string, { typeName: string; seqs: number[] }>()
   private deadList: Array<{ key: string; letter: DeadLetter }> = []
   private dlCounter = 0
   private evictions = 0
@@ -266,6 +286,10 @@ export class RegionNode {
     this.outbox = []
     this.deadList = []
     this.sightings.length = 0
+    this.wal = new Map()
+    this.walBytes = 0
+    this.walSeq = 0
+    this.walDocs = new Map()
     const seqBytes = await store.get(K_SEQ)
     if (seqBytes !== undefined) this.seq = decodeUint(seqBytes)
     const seenBytes = await store.get(K_SEEN)
@@ -289,6 +313,7 @@ export class RegionNode {
       this.deadList.push({ key, letter: decodeDeadLetter(bytes) })
       this.dlCounter = Math.max(this.dlCounter, Number(key.slice(3)))
     }
+    await this.loadWal()
     // One subscription for every log this node reads (where the transport multiplexes them).
     await this.o.transport.subscribe?.(this.writer, this.o.regions)
     // Catch up with the own region's log first: it holds the last words of any earlier process
@@ -313,6 +338,43 @@ export class RegionNode {
     }
     await this.sendOutbox()
     await this.appendControl(REGISTER, NO_DOC, 1, encodeRegistration({ incarnation: this.incarnation, event: 'start' }))
+  }
+
+  /**
+   * Reads the write-ahead log (and the per-document journals an earlier version wrote, as one
+   * entry before it, folded by the next store batch).
+   */
+  private async loadWal(): Promise<void> {
+    const store = this.o.store
+    const legacyKeys = await store.keys('jrn/')
+    if (legacyKeys.length > 0) {
+      const docs = new Set<string>()
+      for (const key of legacyKeys) docs.add(key.slice(4, key.lastIndexOf('/')))
+      const entry: WalEntry = { seq: 0, keys: legacyKeys, bytes: 0, docs, items: undefined, data: undefined, legacy: true }
+      this.wal.set(0, entry)
+      for (const docId of docs) this.walDocs.set(docId, { typeName: '', seqs: [0] })
+    }
+    for (const key of await store.keys('wal/')) {
+      const data = await store.get(key)
+      if (data === undefined) continue
+      const seq = Number(key.slice(4))
+      const items = decodeWalEntry(data)
+      const byDoc = new Map<string, readonly Uint8Array[]>()
+      const entry: WalEntry = { seq, keys: [key], bytes: data.length, docs: new Set(), items: byDoc, data, legacy: false }
+      for (const it of items) {
+        entry.docs.add(it.docId)
+        byDoc.set(it.docId, it.deltas)
+        const w = this.walDocs.get(it.docId)
+        if (w === undefined) this.walDocs.set(it.docId, { typeName: it.typeName, seqs: [seq] })
+        else {
+          if (w.typeName === '') w.typeName = it.typeName
+          w.seqs.push(seq)
+        }
+      }
+      this.wal.set(seq, entry)
+      this.walBytes += data.length
+      this.walSeq = Math.max(this.walSeq, seq)
+    }
   }
 
   /** Runs {@link pump} in a loop with timers until {@link stop}. Errors go to `onError`. */
@@ -441,7 +503,12 @@ export class RegionNode {
     return doc
   }
 
-  private async readDoc(docId: string, typeName: string | undefined): Promise<OpenDoc> {
+  /**
+   * A document's replica as the store has it: its state record, then its deltas in the write-ahead
+   * log (and in a legacy journal). `undefined` when neither the store nor the log knows it and no
+   * type is given.
+   */
+  private async rebuild(docId: string, typeName: string | undefined): Promise<{ replica: Replica<unknown>; type: string; known: boolean } | undefined> {
     let stored: Uint8Array | undefined
     try {
       stored = await this.o.store.get(docKey(docId))
@@ -449,38 +516,57 @@ export class RegionNode {
       throw new InfrastructureFailure(e)
     }
     const record = stored === undefined ? undefined : decodeDocRecord(stored)
-    const type = record?.typeName ?? typeName
-    if (type === undefined) throw new TypeMismatchError(`document ${docId} does not exist`)
+    const inWal = this.walDocs.get(docId)
+    const type = record?.typeName ?? (inWal?.typeName || undefined) ?? typeName
+    if (type === undefined) return undefined
     const factory = this.o.factories.get(type)
     if (factory === undefined) throw new TypeMismatchError(`no factory for type ${type} (document ${docId})`)
     const replica = factory.create(this.writer)
-    let journal = 0
-    let journalBytes = 0
-    if (record !== undefined) {
-      replica.apply(record.state)
-      // The journal: deltas saved after the record, numbered from 1 without gaps. Read eight
-      // entries at a time (one round trip to a remote store, not eight).
-      for (let done = false; !done; ) {
-        let entries: (Uint8Array | undefined)[]
-        try {
-          entries = await Promise.all(Array.from({ length: 8 }, (_, i) => this.o.store.get(jrnKey(docId, journal + 1 + i))))
-        } catch (e) {
-          throw new InfrastructureFailure(e)
+    if (record !== undefined) replica.apply(record.state)
+    for (const seq of inWal?.seqs ?? []) {
+      const entry = this.wal.get(seq)
+      if (entry === undefined) continue
+      if (entry.legacy) {
+        await this.applyLegacyJournal(docId, replica)
+        continue
+      }
+      if (entry.items === undefined) {
+        const items = new Map<string, readonly Uint8Array[]>()
+        for (const it of decodeWalEntry(entry.data as Uint8Array)) items.set(it.docId, it.deltas)
+        entry.items = items
+      }
+      for (const delta of entry.items.get(docId) ?? []) replica.apply(delta)
+    }
+    return { replica, type, known: record !== undefined || inWal !== undefined }
+  }
+
+  /** Applies a per-document journal of an earlier version (`jrn/<doc>/1..n`, read eight entries per round trip). */
+  private async applyLegacyJournal(docId: string, replica: Replica<unknown>): Promise<void> {
+    for (let n = 0, done = false; !done; ) {
+      let entries: (Uint8Array | undefined)[]
+      try {
+        entries = await Promise.all(Array.from({ length: 8 }, (_, i) => this.o.store.get(jrnKey(docId, n + 1 + i))))
+      } catch (e) {
+        throw new InfrastructureFailure(e)
+      }
+      for (const entry of entries) {
+        if (entry === undefined) {
+          done = true
+          break
         }
-        for (const entry of entries) {
-          if (entry === undefined) {
-            done = true
-            break
-          }
-          for (const delta of decodeJournalEntry(entry)) replica.apply(delta)
-          journal++
-          journalBytes += entry.length
-        }
+        for (const delta of decodeJournalEntry(entry)) replica.apply(delta)
+        n++
       }
     }
+  }
+
+  private async readDoc(docId: string, typeName: string | undefined): Promise<OpenDoc> {
+    const built = await this.rebuild(docId, typeName)
+    if (built === undefined) throw new TypeMismatchError(`document ${docId} does not exist`)
+    const { replica, type, known } = built
     let touched: VersionVector
     try {
-      const bytes = record === undefined ? undefined : await this.o.store.get(dixKey(docId))
+      const bytes = known ? await this.o.store.get(dixKey(docId)) : undefined
       touched = bytes === undefined ? new VersionVector() : VersionVector.decode(bytes)
     } catch (e) {
       throw isConcordError(e) ? e : new InfrastructureFailure(e)
@@ -493,10 +579,6 @@ export class RegionNode {
       lastVersion: v,
       deps: v,
       pending: [],
-      stored: record !== undefined,
-      journal,
-      journalBytes,
-      stateBytes: stored?.length ?? 0,
       unsaved: [],
       touched,
     }
@@ -618,45 +700,109 @@ export class RegionNode {
     this.pendingLocal.clear()
     this.pendingCount = 0
     this.firstPendingAt = undefined
-    // A changed document's new deltas go to its journal; past the journal limits, or when the
-    // store holds no record yet, a new state record replaces record and journal. The state is thus
-    // encoded once per JOURNAL_MAX_ENTRIES deltas or so, not once per batch.
-    const saved: Array<() => void> = []
+    // The changed documents' new deltas go to one write-ahead-log entry: one store key per batch,
+    // not one per document. Past the log's limits, documents are folded into state records.
+    const items: WalItem[] = []
+    const written: Array<{ doc: OpenDoc; n: number }> = []
     for (const docId of this.dirtyDocs) {
       const doc = this.docs.get(docId)
-      if (doc === undefined) continue
-      const n = doc.unsaved.length
-      if (n === 0 && doc.stored) continue
-      let bytes = 0
-      for (let i = 0; i < n; i++) bytes += (doc.unsaved[i] as Uint8Array).length
-      if (!doc.stored || doc.journal >= JOURNAL_MAX_ENTRIES || doc.journalBytes + bytes > Math.max(doc.stateBytes, JOURNAL_MIN_BYTES)) {
-        const record = encodeDocRecord(doc.typeName, doc.replica.state())
-        ops.push({ op: 'put', key: docKey(docId), value: record })
-        for (let i = 1; i <= doc.journal; i++) ops.push({ op: 'delete', key: jrnKey(docId, i) })
-        saved.push(() => {
-          doc.stored = true
-          doc.journal = 0
-          doc.journalBytes = 0
-          doc.stateBytes = record.length
-          doc.unsaved.splice(0, n)
-        })
-      } else {
-        ops.push({ op: 'put', key: jrnKey(docId, doc.journal + 1), value: encodeJournalEntry(doc.unsaved) })
-        saved.push(() => {
-          doc.journal++
-          doc.journalBytes += bytes
-          doc.unsaved.splice(0, n)
-        })
-      }
+      if (doc === undefined || doc.unsaved.length === 0) continue
+      items.push({ docId, typeName: doc.typeName, deltas: doc.unsaved })
+      written.push({ doc, n: doc.unsaved.length })
     }
+    const saved = await this.walBatch(items, ops)
     if (this.seenDirty) ops.push({ op: 'put', key: K_SEEN, value: this.seen.encode() })
     for (const doc of this.touchedDirty) ops.push({ op: 'put', key: dixKey(doc.docId), value: doc.touched.encode() })
     if (ops.length > 0) await this.o.store.write(ops)
-    for (const fn of saved) fn()
+    saved()
+    for (const { doc, n } of written) doc.unsaved.splice(0, n)
     this.dirtyDocs.clear()
     this.touchedDirty.clear()
     this.seenDirty = false
     return this.sendOutbox()
+  }
+
+  /**
+   * Adds to `ops` the write-ahead-log entry for `items`, and, while the log (with it) is past
+   * WAL_MAX_ENTRIES or WAL_MAX_BYTES or holds a legacy journal, state records for the documents of
+   * its oldest entries and the deletion of every entry left without an unfolded document. Returns
+   * what to do in memory once the batch is written (nothing changes before: a failed write is retried).
+   */
+  private async walBatch(items: readonly WalItem[], ops: StoreOp[]): Promise<() => void> {
+    const seq = this.walSeq + 1
+    const data = items.length === 0 ? undefined : encodeWalEntry(items)
+    const fresh: WalEntry | undefined =
+      data === undefined ? undefined : { seq, keys: [walKey(seq)], bytes: data.length, docs: new Set(items.map((it) => it.docId)), items: undefined, data, legacy: false }
+    const entries = fresh === undefined ? [...this.wal.values()] : [...this.wal.values(), fresh]
+    // Unfolded documents left per entry, as documents get folded.
+    const left = new Map<WalEntry, number>()
+    let count = 0
+    let bytes = 0
+    for (const e of entries) {
+      left.set(e, e.docs.size)
+      if (e.docs.size > 0) {
+        count++
+        bytes += e.bytes
+      }
+    }
+    const folded = new Set<string>()
+    const fold = (docId: string): void => {
+      if (folded.has(docId)) return
+      folded.add(docId)
+      const seqs = this.walDocs.get(docId)?.seqs ?? []
+      const holding = fresh?.docs.has(docId) === true ? [...seqs, seq] : seqs
+      for (const s of holding) {
+        const e = s === seq && fresh !== undefined ? fresh : this.wal.get(s)
+        if (e === undefined) continue
+        const n = (left.get(e) as number) - 1
+        left.set(e, n)
+        if (n === 0) {
+          count--
+          bytes -= e.bytes
+        }
+      }
+    }
+    for (const e of entries) {
+      if (count <= WAL_MAX_ENTRIES && bytes <= WAL_MAX_BYTES && !e.legacy) break
+      for (const docId of e.docs) fold(docId)
+    }
+    for (const docId of folded) {
+      const cached = this.docs.get(docId)
+      let record: Uint8Array
+      if (cached !== undefined) record = encodeDocRecord(cached.typeName, cached.replica.state())
+      else {
+        const built = await this.rebuild(docId, undefined)
+        if (built === undefined) continue
+        record = encodeDocRecord(built.type, built.replica.state())
+      }
+      ops.push({ op: 'put', key: docKey(docId), value: record })
+    }
+    const dropped = entries.filter((e) => e !== fresh && left.get(e) === 0)
+    for (const e of dropped) for (const key of e.keys) ops.push({ op: 'delete', key })
+    const written = fresh !== undefined && (left.get(fresh) as number) > 0
+    if (written) ops.push({ op: 'put', key: walKey(seq), value: data as Uint8Array })
+    return () => {
+      for (const e of dropped) {
+        this.wal.delete(e.seq)
+        this.walBytes -= e.bytes
+      }
+      for (const docId of folded) {
+        for (const s of this.walDocs.get(docId)?.seqs ?? []) this.wal.get(s)?.docs.delete(docId)
+        this.walDocs.delete(docId)
+      }
+      if (!written) return
+      const entry = fresh as WalEntry
+      for (const docId of folded) entry.docs.delete(docId)
+      this.wal.set(seq, entry)
+      this.walBytes += entry.bytes
+      this.walSeq = seq
+      for (const it of items) {
+        if (folded.has(it.docId)) continue
+        const w = this.walDocs.get(it.docId)
+        if (w === undefined) this.walDocs.set(it.docId, { typeName: it.typeName, seqs: [seq] })
+        else w.seqs.push(seq)
+      }
+    }
   }
 
   private async sendOutbox(): Promise<number> {

@@ -182,14 +182,50 @@ export function decodeDocRecord(bytes: Uint8Array): { typeName: string; state: U
   return decodeWith('document record', bytes, (d) => ({ typeName: readString(d, 128), state: readBytes(d).slice() }))
 }
 
-/** A document's journal entry: the deltas one store batch applied to it, in order (`uint n`, n × `bytes`). */
-export function encodeJournalEntry(deltas: readonly Uint8Array[]): Uint8Array {
+/** One document's part of a write-ahead-log entry: the deltas one store batch applied to it, in order. */
+export interface WalItem {
+  readonly docId: string
+  readonly typeName: string
+  readonly deltas: readonly Uint8Array[]
+}
+
+/**
+ * A write-ahead-log entry: what one store batch applied, per document
+ * (`uint n`, n × (`string` docId, `string` typeName, `uint k`, k × `bytes` delta)).
+ */
+export function encodeWalEntry(items: readonly WalItem[]): Uint8Array {
   return encodeWith((e) => {
-    writeUint(e, deltas.length)
-    for (const d of deltas) writeBytes(e, d)
+    writeUint(e, items.length)
+    for (const it of items) {
+      writeString(e, it.docId)
+      writeString(e, it.typeName)
+      writeUint(e, it.deltas.length)
+      for (const d of it.deltas) writeBytes(e, d)
+    }
   })
 }
 
+/** Decodes a write-ahead-log entry; the deltas are views into `bytes`. */
+export function decodeWalEntry(bytes: Uint8Array): WalItem[] {
+  return decodeWith('wal entry', bytes, (d) => {
+    const n = readLength(d, MAX_COLLECTION)
+    const out: WalItem[] = []
+    for (let i = 0; i < n; i++) {
+      const docId = readString(d, 1024)
+      const typeName = readString(d, 128)
+      const k = readLength(d, MAX_COLLECTION)
+      const deltas: Uint8Array[] = []
+      for (let j = 0; j < k; j++) deltas.push(readBytes(d))
+      out.push({ docId, typeName, deltas })
+    }
+    return out
+  })
+}
+
+/**
+ * A per-document journal entry of earlier versions (`jrn/<doc>/<n>`: `uint n`, n × `bytes`), read
+ * once at start and folded into the document's record.
+ */
 export function decodeJournalEntry(bytes: Uint8Array): Uint8Array[] {
   return decodeWith('journal entry', bytes, (d) => {
     const n = readLength(d, MAX_COLLECTION)
