@@ -142,6 +142,12 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
     return encodeHeads(A.getHeads(this.current))
   }
 
+  /** The chunks of `deltas` concatenated (apply takes any run of chunks; each is checked there). */
+  mergeDeltas(deltas: readonly Uint8Array[]): Uint8Array {
+    for (const d of deltas) splitChunks(d)
+    return concatBytes(deltas)
+  }
+
   deltaSince(version?: Uint8Array): Uint8Array {
     if (version === undefined) return concatBytes([A.save(this.current), ...this.pendingBytes()])
     const known = decodeHeads(version).filter((h) => A.hasHeads(this.current, [h]))

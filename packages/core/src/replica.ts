@@ -80,6 +80,13 @@ export interface Replica<V> {
   onDelta(fn: (delta: Uint8Array, origin: DeltaOrigin) => void): () => void
   /** Subscribes to conflict events raised by merges. Returns an unsubscribe function. */
   onConflict(fn: (event: ConflictEvent) => void): () => void
+  /**
+   * Optional: one delta with the effect of applying `deltas` in order (deltas this replica emitted
+   * or applied). A replication node merges a document's local deltas of one flush with it; a type
+   * without it is merged with `deltaSince` of a version the node keeps per document instead (a
+   * `version()` per document and batch).
+   */
+  mergeDeltas?(deltas: readonly Uint8Array[]): Uint8Array
 }
 
 /** Creates empty replicas of one type, for replication, stores and the simulator. */

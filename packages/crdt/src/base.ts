@@ -92,6 +92,18 @@ export abstract class CausalReplica<V> implements Replica<V> {
     return encodeDelta(this.typeName, this.schema, this.root, this.ctx)
   }
 
+  /** One delta joining `deltas` (each validated as in {@link apply}): what applying them in order does. */
+  mergeDeltas(deltas: readonly Uint8Array[]): Uint8Array {
+    const store = emptyStore(this.schema.kind)
+    const ctx = new DotSet()
+    for (const d of deltas) {
+      const dec = decodeDelta(this.typeName, this.schema, d)
+      joinStore(this.schema, store, ctx, dec.store, dec.ctx, [], undefined, newJoinOut())
+      ctx.union(dec.ctx)
+    }
+    return encodeDelta(this.typeName, this.schema, store, ctx)
+  }
+
   apply(delta: Uint8Array): void {
     const dec = decodeDelta(this.typeName, this.schema, delta)
     // Everything below works on validated data and cannot fail.

@@ -147,6 +147,38 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     }
   })
 
+  it('sends a flush of several local deltas as one envelope: merged by mergeDeltas (no deps), or deltaSince(deps) for a type without it', async () => {
+    const { clock, broker, make, factories } = makeCluster({ instances: 0 })
+    const plain = {
+      typeName: 'or-set',
+      create: (id: string) => {
+        const r = factories['or-set'].create(id)
+        ;(r as { mergeDeltas?: unknown }).mergeDeltas = undefined
+        return r
+      },
+    }
+    for (const [label, extra] of [['merges', {}], ['no mergeDeltas', { factories: { 'or-set': plain } }]] as const) {
+      const eu = make('eu', 'i1', new MemoryStore(), extra)
+      const us = make('us', 'i1', new MemoryStore(), extra)
+      const set = (await eu.open(`s-${label}`, 'or-set')) as unknown as OrSet
+      set.add('a')
+      await eu.pump()
+      set.add('b')
+      set.add('c')
+      set.remove('a')
+      await eu.pump()
+      const log = await new MemoryTransport({ broker }).poll(`probe-${label}`, 'eu', { max: 100 })
+      const envs = log.map((r) => decodeEnvelope(r.bytes)).filter((e) => e.docId === `s-${label}`)
+      expect(envs).toHaveLength(2)
+      // With mergeDeltas the node keeps no versions; without, deps is the version before the flush.
+      for (const e of envs) expect(e.deps.length === 0).toBe(label === 'merges')
+      await settle([eu, us], clock, async () => (await us.open<string[]>(`s-${label}`, 'or-set')).value().length === 2)
+      expect((await us.open<string[]>(`s-${label}`, 'or-set')).value()).toEqual(['b', 'c'])
+      await eu.close()
+      await us.close()
+    }
+  })
+
   it('reloads an evicted document from its record and the log, and folds it while evicted', async () => {
     const store = new MemoryStore()
     const { make } = makeCluster({ instances: 0 })

@@ -104,6 +104,11 @@ interface OpenDoc {
   readonly docId: string
   readonly typeName: string
   readonly replica: Replica<unknown>
+  /**
+   * Whether the replica merges deltas itself (`mergeDeltas`): then a flush of several local deltas
+   * sends their merge, and the node keeps no versions (`lastVersion` and `deps` stay empty).
+   */
+  readonly merges: boolean
   /** Version before the first pending local delta (or the current version when none is pending). */
   lastVersion: Uint8Array
   deps: Uint8Array
@@ -169,6 +174,8 @@ const jrnKey = (docId: string, n: number): string => `jrn/${docId}/${n}`
 const WAL_MAX_ENTRIES = 32
 const WAL_MAX_BYTES = 1024 * 1024
 const posKey = (origin: string): string => `pos/${origin}`
+/** The `deps` of envelopes of documents whose replica merges deltas itself (no version is kept). */
+const NO_VERSION = new Uint8Array(0)
 const outKey = (seq: number): string => `out/${String(seq).padStart(16, '0')}`
 const dixKey = (docId: string): string => `dix/${docId}`
 /** Granularity of the per-document `touched` bounds: a repair answer may include documents a writer last changed up to this many sequence numbers before the gap. */
@@ -571,11 +578,13 @@ export class RegionNode {
     } catch (e) {
       throw isConcordError(e) ? e : new InfrastructureFailure(e)
     }
-    const v = replica.version()
+    const merges = typeof replica.mergeDeltas === 'function'
+    const v = merges ? NO_VERSION : replica.version()
     const doc: OpenDoc = {
       docId,
       typeName: type,
       replica,
+      merges,
       lastVersion: v,
       deps: v,
       pending: [],
@@ -661,7 +670,7 @@ export class RegionNode {
     this.orphans = []
     for (const o of orphans) {
       const doc = await this.loadDocUnwrapped(o.docId, o.typeName)
-      if (doc.pending.length === 0) doc.deps = doc.replica.version()
+      if (doc.pending.length === 0 && !doc.merges) doc.deps = doc.replica.version()
       doc.replica.apply(o.delta)
       doc.pending.push(o.delta)
       this.pendingLocal.add(o.docId)
@@ -674,7 +683,12 @@ export class RegionNode {
     for (const docId of this.pendingLocal) {
       const doc = this.docs.get(docId)
       if (doc === undefined || doc.pending.length === 0) continue
-      const payload = doc.pending.length === 1 ? (doc.pending[0] as Uint8Array) : doc.replica.deltaSince(doc.deps)
+      const payload =
+        doc.pending.length === 1
+          ? (doc.pending[0] as Uint8Array)
+          : doc.merges
+            ? (doc.replica.mergeDeltas as (d: readonly Uint8Array[]) => Uint8Array).call(doc.replica, doc.pending)
+            : doc.replica.deltaSince(doc.deps)
       const seq = ++this.seq
       const env: Envelope = { docId, typeName: doc.typeName, region: this.region, writer: this.writer, seq, time: this.hlc.now(), deps: doc.deps, payload }
       const bytes = encodeEnvelope(env, key)
@@ -687,9 +701,11 @@ export class RegionNode {
       this.knownMax.advance(this.writer, seq)
       doc.pending = []
       doc.unsaved.push(payload)
-      doc.lastVersion = doc.replica.version()
-      doc.deps = doc.lastVersion
-      this.staleVersions.delete(doc)
+      if (!doc.merges) {
+        doc.lastVersion = doc.replica.version()
+        doc.deps = doc.lastVersion
+        this.staleVersions.delete(doc)
+      }
       this.dirtyDocs.add(docId)
     }
     // Once per document and batch rather than per applied record. A local write between an apply
@@ -1001,7 +1017,7 @@ export class RegionNode {
   private applyRemote(doc: OpenDoc, env: Envelope, m: MutablePeer): void {
     applyOrThrow(doc.replica, env.payload)
     doc.unsaved.push(env.payload)
-    this.staleVersions.add(doc)
+    if (!doc.merges) this.staleVersions.add(doc)
     this.dirtyDocs.add(env.docId)
     this.seen.addRange(env.writer, env.seq, env.seq)
     this.seenDirty = true
@@ -1090,7 +1106,7 @@ export class RegionNode {
           const doc = await this.loadDoc(d.docId, d.typeName)
           applyOrThrow(doc.replica, d.state)
           doc.unsaved.push(d.state)
-          this.staleVersions.add(doc)
+          if (!doc.merges) this.staleVersions.add(doc)
           this.dirtyDocs.add(d.docId)
           this.touch(doc, resp.target, resp.upTo)
         }

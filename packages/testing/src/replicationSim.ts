@@ -302,6 +302,17 @@ class Tracker {
       return out
     }
     const overrides: Record<string | symbol, unknown> = { apply, version, deltaSince, state }
+    const merge = target.mergeDeltas
+    if (merge !== undefined) {
+      // A merge carries what its inputs carry.
+      overrides['mergeDeltas'] = (deltas: readonly Uint8Array[]): Uint8Array => {
+        const out = merge.call(target, deltas)
+        const ids = new Set<number>()
+        for (const d of deltas) for (const id of this.tags.get(bytesKey(d)) ?? []) ids.add(id)
+        this.tag(out, ids)
+        return out
+      }
+    }
     const proxy = new Proxy(target, {
       get(t, prop) {
         if (Object.prototype.hasOwnProperty.call(overrides, prop)) return overrides[prop]

@@ -11,6 +11,9 @@ import {
 } from './suites.js'
 import type { FaultSchedule } from './arbitraries.js'
 import { firstDeliveredSpec, forgetfulCounterSpec, gCounterSpec, maxCounterSpec } from './fixtures.js'
+import { pnCounterSpec, type CounterOp } from './specs/native.js'
+import type { ReplicaSpec } from './spec.js'
+import type { PnCounter } from '@concord/crdt'
 
 function failure(fn: () => void): string {
   try {
@@ -39,6 +42,21 @@ describe('suites catch broken types', () => {
     const laws = checkMergeLaws(maxCounterSpec)
     for (const [name, p] of Object.entries(laws)) assertProperty(name, p, { numRuns: 100 })
     expect(failure(() => assertProperty('oracle', checkOracle(maxCounterSpec), { numRuns: 300 }))).toMatch(/converged to the wrong value/)
+  })
+
+  it('a type whose mergeDeltas drops deltas fails merge-deltas (and types without it pass it)', () => {
+    const dropping: ReplicaSpec<number, CounterOp, PnCounter> = {
+      ...pnCounterSpec,
+      name: 'DroppingMerge',
+      create: (id, env) => {
+        const c = pnCounterSpec.create(id, env)
+        c.mergeDeltas = (deltas) => deltas[0] as Uint8Array
+        return c
+      },
+    }
+    expect(failure(() => assertProperty('laws/merge-deltas', checkMergeLaws(dropping)['merge-deltas'], { numRuns: 300 }))).toMatch(/mergeDeltas/)
+    assertProperty('laws/merge-deltas', checkMergeLaws(pnCounterSpec)['merge-deltas'], { numRuns: 100 })
+    assertProperty('laws/merge-deltas', checkMergeLaws(gCounterSpec)['merge-deltas'], { numRuns: 20 })
   })
 
   it('a type that does not relay what it learned fails delta-since and crash-restart convergence', () => {
@@ -118,6 +136,7 @@ describe('replay and regressions', () => {
       'laws/duplicate-delivery',
       'laws/order-independent',
       'laws/delta-since',
+      'laws/merge-deltas',
       'laws/rejects-bad-bytes',
       'convergence/loss',
       'liveness',

@@ -24,10 +24,10 @@ import { Simulation } from './simulation.js'
 import type { ReplicaSpec, SpecEnv } from './spec.js'
 
 /** Names of the merge-law properties. */
-export type MergeLaw = 'commutative' | 'associative' | 'idempotent' | 'duplicate-delivery' | 'order-independent' | 'delta-since' | 'rejects-bad-bytes'
+export type MergeLaw = 'commutative' | 'associative' | 'idempotent' | 'duplicate-delivery' | 'order-independent' | 'delta-since' | 'merge-deltas' | 'rejects-bad-bytes'
 
 /** Every {@link MergeLaw}. */
-export const MERGE_LAWS: readonly MergeLaw[] = ['commutative', 'associative', 'idempotent', 'duplicate-delivery', 'order-independent', 'delta-since', 'rejects-bad-bytes']
+export const MERGE_LAWS: readonly MergeLaw[] = ['commutative', 'associative', 'idempotent', 'duplicate-delivery', 'order-independent', 'delta-since', 'merge-deltas', 'rejects-bad-bytes']
 
 /**
  * A pinned failure, run before the random cases of the property it names (or of every property
@@ -238,6 +238,20 @@ function laws<V, R extends Replica<V>>(): Record<MergeLaw, Law<V, R>> {
       check(difference(c.equals, partial, full, 'partial ⊔ full.deltaSince(partial.version())'))
       check(difference(c.equals, applied(c.fresh(), [full.deltaSince()]), full, 'empty ⊔ full.deltaSince()'))
       check(difference(c.equals, applied(c.fresh(), [full.state()]), full, 'restore from state()'))
+    },
+    'merge-deltas'(c) {
+      // Types with mergeDeltas: a merged run of deltas (in issue order, as a node merges the local
+      // deltas of one flush) does what the run does, on any state.
+      const full = applied(c.fresh(), c.deltas)
+      if (full.mergeDeltas === undefined || c.deltas.length === 0) return
+      for (let k = 0; k < 3; k++) {
+        const i = Math.floor(c.rng() * c.deltas.length)
+        const j = i + 1 + Math.floor(c.rng() * (c.deltas.length - i))
+        const run = c.deltas.slice(i, j)
+        const merged = full.mergeDeltas(run)
+        const base = c.deltas.filter(() => c.rng() < 0.5)
+        check(difference(c.equals, applied(c.fresh(), [...base, merged]), applied(c.fresh(), [...base, ...run]), `base ⊔ mergeDeltas(deltas ${i}..${j - 1}) vs base ⊔ each in turn`))
+      }
     },
     'rejects-bad-bytes'(c) {
       const r = applied(

@@ -183,6 +183,15 @@ export class YjsReplica implements Replica<YjsValue> {
     return Y.encodeStateVector(this.doc)
   }
 
+  /** `Y.mergeUpdates`: one V1 update with the effect of `deltas`. */
+  mergeDeltas(deltas: readonly Uint8Array[]): Uint8Array {
+    try {
+      return Y.mergeUpdates(deltas as Uint8Array[])
+    } catch (e) {
+      throw new DecodeError('yjs: deltas to merge are not V1 updates', { cause: e })
+    }
+  }
+
   deltaSince(version?: Uint8Array): Uint8Array {
     if (version === undefined) return Y.encodeStateAsUpdate(this.doc)
     try {
