@@ -13,6 +13,12 @@ export interface LogRecord {
   readonly origin: string
   readonly position: LogPosition
   readonly bytes: Uint8Array
+  /**
+   * Set on a record that stands for a run of records left out under
+   * {@link PollOptions.skipAppendsOf}: `bytes` is empty and `position` is the run's last, so the
+   * reader can commit past the run.
+   */
+  readonly skipped?: true
 }
 
 /** Options for {@link Transport.poll}. */
@@ -23,6 +29,14 @@ export interface PollOptions {
   readonly waitMs?: number
   /** Aborts a waiting poll. */
   readonly signal?: AbortSignal
+  /**
+   * A hint: records this transport object appended with this `source` ({@link AppendOptions.source})
+   * need not be delivered — the reader has them already (a node reading its own region's log). A
+   * transport that honours it delivers each run of them as one record marked `skipped`, and may
+   * not fetch them at all (Kafka seeks past them); others ignore it. Records of other appenders,
+   * and of other transport objects, are always delivered.
+   */
+  readonly skipAppendsOf?: string
 }
 
 /** Options for {@link Transport.append}. */
@@ -32,6 +46,8 @@ export interface AppendOptions {
    * messages use it (Kafka message key, a Redis entry field); others ignore it. @default no keys
    */
   readonly keys?: readonly (string | undefined)[]
+  /** Who appends (a node passes its writer id), for {@link PollOptions.skipAppendsOf}. @default none */
+  readonly source?: string
 }
 
 /** A durable, per-origin ordered log between regions. */

@@ -28,6 +28,7 @@ import {
   type Envelope,
   type LogPosition,
   type LogRecord,
+  type PollOptions,
   type Replica,
   type StoreOp,
 } from '@concord/core'
@@ -825,7 +826,7 @@ export class RegionNode {
     if (this.outbox.length === 0) return 0
     const batch = this.outbox.slice()
     // Keyed by document: a Kafka topic keeps one document's envelopes in one partition's order.
-    this.noteOwn(await this.o.transport.append(this.region, batch.map((x) => x.bytes), { keys: batch.map((x) => x.docId) }))
+    this.noteOwn(await this.o.transport.append(this.region, batch.map((x) => x.bytes), { keys: batch.map((x) => x.docId), source: this.writer }))
     this.outbox.splice(0, batch.length)
     await this.o.store.write(batch.map((x) => ({ op: 'delete', key: x.key })))
     return batch.length
@@ -833,7 +834,7 @@ export class RegionNode {
 
   private async appendControl(typeName: string, docId: string, seq: number, payload: Uint8Array): Promise<void> {
     const env: Envelope = { docId, typeName, region: this.region, writer: this.writer, seq, time: this.hlc.now(), deps: new Uint8Array(0), payload }
-    this.noteOwn(await this.o.transport.append(this.region, [encodeEnvelope(env, this.o.keys?.get(this.region))]))
+    this.noteOwn(await this.o.transport.append(this.region, [encodeEnvelope(env, this.o.keys?.get(this.region))], { source: this.writer }))
   }
 
   private noteOwn(positions: readonly LogPosition[]): void {
@@ -879,7 +880,7 @@ export class RegionNode {
   // ---------------------------------------------------------------- consuming
 
   private async consume(origin: string): Promise<number> {
-    const records = await this.o.transport.poll(this.writer, origin, { max: this.o.pollMax, waitMs: 0 })
+    const records = await this.o.transport.poll(this.writer, origin, this.pollOptions(origin))
     this.caughtUp.set(origin, records.length < this.o.pollMax)
     if (records.length === 0) return 0
     const ops: StoreOp[] = []
@@ -913,7 +914,7 @@ export class RegionNode {
     if (readOwn) this.lastOwnPoll = now
     const origins = readOwn ? this.o.regions : this.otherRegions
     const [polled, prior] = await Promise.all([
-      Promise.allSettled(origins.map((origin) => this.o.transport.poll(this.writer, origin, { max: this.o.pollMax, waitMs: 0 }))),
+      Promise.allSettled(origins.map((origin) => this.o.transport.poll(this.writer, origin, this.pollOptions(origin)))),
       this.settleCommits(),
     ])
     let failure: { error: unknown } | undefined = prior
@@ -967,6 +968,11 @@ export class RegionNode {
     return { records, failure }
   }
 
+  /** Own log: what this process appended need not come back (see PollOptions.skipAppendsOf). */
+  private pollOptions(origin: string): PollOptions {
+    return origin === this.region ? { max: this.o.pollMax, waitMs: 0, skipAppendsOf: this.writer } : { max: this.o.pollMax, waitMs: 0 }
+  }
+
   /** Awaits the previous round's commits; resolves with the first failure among them. */
   private async settleCommits(): Promise<{ error: unknown } | undefined> {
     const inFlight = this.commitsInFlight
@@ -983,7 +989,8 @@ export class RegionNode {
    * promise per record on the hot path); returns a promise only when it must load or await.
    */
   private processRecord(rec: LogRecord, ops: StoreOp[]): Promise<void> | undefined {
-    if (this.isOwnAppend(rec)) return undefined
+    // A run of our own appends the transport left out (skipped) changes nothing either.
+    if (this.isOwnAppend(rec) || rec.skipped === true) return undefined
     if (rec.origin === this.region) this.twinHeardAt = this.o.now()
     const m = this.peer(rec.origin)
     try {

@@ -120,6 +120,40 @@ export function runTransportContract(
       expect(await t.poll(reader, origin, { waitMs: 0 })).toEqual([])
     }, timeout)
 
+    it('skipAppendsOf: every record of other appenders arrives in order; a skipped record stands for a run of the source\'s own', async () => {
+      const t = await open()
+      const twin = await open()
+      const origin = unique('o')
+      const reader = unique('r')
+      const mine = new Set<string>()
+      const theirs: string[] = []
+      for (let i = 0; i < 4; i++) {
+        for (const p of await t.append(origin, [bytes(`m${i}a`), bytes(`m${i}b`)], { source: 'me' })) mine.add(p)
+        theirs.push(...(await twin.append(origin, [bytes(`t${i}`)], { source: 'me' })))
+        // Same transport object, another source: delivered too.
+        theirs.push(...(await t.append(origin, [bytes(`x${i}`)], { source: 'other' })))
+      }
+      const got: LogRecord[] = []
+      for (let empty = 0; empty < 30 && !theirs.every((p) => got.some((r) => r.position === p)); ) {
+        const batch = await t.poll(reader, origin, { max: 3, waitMs: 100, skipAppendsOf: 'me' })
+        empty = batch.length === 0 ? empty + 1 : 0
+        got.push(...batch)
+      }
+      const delivered = got.filter((r) => r.skipped !== true)
+      expect(delivered.filter((r) => !mine.has(r.position)).map(text)).toEqual(['t0', 'x0', 't1', 'x1', 't2', 'x2', 't3', 'x3'])
+      for (const r of got) {
+        if (r.skipped === true) {
+          expect(mine.has(r.position)).toBe(true)
+          expect(r.bytes.length).toBe(0)
+        }
+      }
+      for (let i = 1; i < got.length; i++) expect(t.comparePositions((got[i - 1] as LogRecord).position, (got[i] as LogRecord).position)).toBeLessThan(0)
+      // Committing past a skipped run works like any other position.
+      const last = got[got.length - 1] as LogRecord
+      await t.commit(reader, origin, last.position)
+      expect(await t.committed(reader, origin)).toBe(last.position)
+    }, timeout)
+
     it('keeps origins and readers independent', async () => {
       const t = await open()
       const o1 = unique('o')

@@ -35,6 +35,30 @@ const EMPTY = new Uint8Array(0)
 /** An origin not polled for this long stops being fetched once it has records buffered. */
 const IDLE_PAUSE_MS = 100
 
+/** Offset runs one source appended to a topic, ascending and disjoint (see skipAppendsOf). */
+interface OffsetRange {
+  readonly first: bigint
+  last: bigint
+}
+const MAX_APPENDED_RANGES = 4096
+
+function findRange(ranges: readonly OffsetRange[], offset: bigint): OffsetRange | undefined {
+  let lo = 0
+  let hi = ranges.length - 1
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1
+    const r = ranges[mid] as OffsetRange
+    if (offset < r.first) hi = mid - 1
+    else if (offset > r.last) lo = mid + 1
+    else return r
+  }
+  return undefined
+}
+
+function inRanges(ranges: readonly OffsetRange[], offset: bigint): boolean {
+  return findRange(ranges, offset) !== undefined
+}
+
 function offsetOf(position: LogPosition): bigint {
   if (typeof position !== 'string' || !POSITION.test(position)) throw new DecodeError(`kafka transport: malformed position ${JSON.stringify(position)}`)
   return BigInt(position)
@@ -52,6 +76,8 @@ interface OriginState {
   polledAt: number
   /** The highest offset committed through this session (Kafka's meaning: next to read). */
   committed: bigint | undefined
+  /** The `skipAppendsOf` of the last poll: runs of that source's appends are left out. */
+  skipSource: string | undefined
   readonly waiters: Set<() => void>
 }
 
@@ -89,6 +115,8 @@ export class KafkaTransport implements Transport {
   private readonly options: ResolvedKafkaTransportOptions
   private readonly kafka: Kafka
   private readonly sessions = new Map<string, Session>()
+  /** Offsets appended with a `source`, by topic and source (for skipAppendsOf). */
+  private readonly appended = new Map<string, OffsetRange[]>()
   private readonly topics = new Map<string, Promise<void>>()
   private producer: Promise<Producer> | undefined
   private admin: Promise<Admin> | undefined
@@ -134,6 +162,7 @@ export class KafkaTransport implements Transport {
       }
       // One send to one partition is one record batch: its offsets are contiguous.
       const base = BigInt(meta.baseOffset)
+      if (options.source !== undefined) this.noteAppended(topic, options.source, base, base + BigInt(records.length - 1))
       return records.map((_, i) => String(base + BigInt(i)))
     } catch (e) {
       throw this.fail(e, 'append')
@@ -158,6 +187,7 @@ export class KafkaTransport implements Transport {
     }
     this.check()
     const o = s.origins.get(topicName(this.options.topicPrefix, origin)) as OriginState
+    o.skipSource = options.skipAppendsOf
     const waitMs = options.waitMs ?? 0
     if (o.buffer.length === 0 && waitMs > 0 && options.signal?.aborted !== true) {
       await this.waitForRecords(o, waitMs, options.signal)
@@ -165,6 +195,7 @@ export class KafkaTransport implements Transport {
     }
     const out = o.buffer.splice(0, max)
     o.polledAt = Date.now()
+    if (o.skipSource !== undefined && o.buffer.length === 0 && out.length < max) this.skipOwnRun(s, o, out)
     if (o.paused && o.buffer.length <= this.options.bufferRecords / 2) {
       o.paused = false
       s.consumer.resume([{ topic: o.topic }])
@@ -413,7 +444,7 @@ export class KafkaTransport implements Transport {
     for (const origin of origins) {
       const topic = topicName(this.options.topicPrefix, origin)
       if (s.origins.has(topic)) continue
-      s.origins.set(topic, { topic, origin, buffer: [], next: undefined, paused: false, polledAt: Date.now(), committed: undefined, waiters: new Set() })
+      s.origins.set(topic, { topic, origin, buffer: [], next: undefined, paused: false, polledAt: Date.now(), committed: undefined, skipSource: undefined, waiters: new Set() })
       added.push(topic)
     }
     if (added.length > 0) {
@@ -460,8 +491,19 @@ export class KafkaTransport implements Transport {
         const last = messages[messages.length - 1]?.offset
         // Offsets grow within a batch: when the first is new, all are (no BigInt per record).
         const allNew = first !== undefined && (o.next === undefined || BigInt(first.offset) >= o.next)
+        const own = o.skipSource === undefined ? undefined : this.appended.get(`${o.topic}\u0000${o.skipSource}`)
+        let run: string | undefined
         for (const message of messages) {
           if (!allNew && BigInt(message.offset) < (o.next as bigint)) continue
+          if (own !== undefined && inRanges(own, BigInt(message.offset))) {
+            // The reader's own append (fetched before a seek could skip it): one placeholder per run.
+            run = message.offset
+            continue
+          }
+          if (run !== undefined) {
+            o.buffer.push({ origin: o.origin, position: run, bytes: EMPTY, skipped: true })
+            run = undefined
+          }
           // A view into the fetch response, no copy (records are read, never written). A plain
           // Uint8Array, not the Buffer: its slice() copies, so whoever keeps a piece (a dead
           // letter) does not pin the whole response.
@@ -470,6 +512,7 @@ export class KafkaTransport implements Transport {
           o.buffer.push({ origin: o.origin, position: message.offset, bytes })
           if (!allNew) o.next = BigInt(message.offset) + 1n
         }
+        if (run !== undefined) o.buffer.push({ origin: o.origin, position: run, bytes: EMPTY, skipped: true })
         if (allNew && last !== undefined) o.next = BigInt(last) + 1n
         // Resolving moves the fetch position only (autoCommit is off); the last offset covers the
         // batch's earlier ones.
@@ -478,13 +521,44 @@ export class KafkaTransport implements Transport {
         // Pause when the buffer is full, or when it holds records its reader has not asked for
         // lately (an origin polled now and then, like a node's own log while it is alone in its
         // region): no fetching for a reader that is not reading. poll() resumes it.
-        if (!o.paused && (o.buffer.length >= this.options.bufferRecords || (o.buffer.length > 0 && o.waiters.size === 0 && Date.now() - o.polledAt > IDLE_PAUSE_MS))) {
+        // An origin read with skipAppendsOf (a node's own log) is fetched once per poll: the poll
+        // seeks past the reader's own appends first, so they are mostly never fetched.
+        if (!o.paused && (o.skipSource !== undefined || o.buffer.length >= this.options.bufferRecords || (o.buffer.length > 0 && o.waiters.size === 0 && Date.now() - o.polledAt > IDLE_PAUSE_MS))) {
           o.paused = true
           consumer.pause([{ topic: o.topic }])
         }
         await heartbeat()
       },
     })
+  }
+
+  /** Remembers offsets `first..last` of `topic` as appended by `source` (for skipAppendsOf). */
+  private noteAppended(topic: string, source: string, first: bigint, last: bigint): void {
+    const key = `${topic}\u0000${source}`
+    let ranges = this.appended.get(key)
+    if (ranges === undefined) {
+      ranges = []
+      this.appended.set(key, ranges)
+    }
+    const prev = ranges[ranges.length - 1]
+    if (prev !== undefined && prev.last + 1n === first) prev.last = last
+    else ranges.push({ first, last })
+    // Bounded: a forgotten range is only fetched and delivered like any other record.
+    if (ranges.length > MAX_APPENDED_RANGES) ranges.splice(0, ranges.length - MAX_APPENDED_RANGES)
+  }
+
+  /**
+   * At the end of a poll with skipAppendsOf: when the next offset to read starts a run of the
+   * source's appends, delivers one `skipped` record for the run and seeks the consumer past it.
+   */
+  private skipOwnRun(s: Session, o: OriginState, out: LogRecord[]): void {
+    const ranges = this.appended.get(`${o.topic}\u0000${o.skipSource as string}`)
+    if (ranges === undefined || o.next === undefined) return
+    const r = findRange(ranges, o.next)
+    if (r === undefined) return
+    out.push({ origin: o.origin, position: String(r.last), bytes: EMPTY, skipped: true })
+    o.next = r.last + 1n
+    s.consumer.seek({ topic: o.topic, partition: PARTITION, offset: String(o.next) })
   }
 
   /**
