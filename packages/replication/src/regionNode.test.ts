@@ -206,6 +206,20 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     await again.close()
   })
 
+  it('refuses to start over a damaged write-ahead-log entry, naming it', async () => {
+    const store = new MemoryStore()
+    const { make } = makeCluster({ instances: 0 })
+    const eu = make('eu', 'i1', store)
+    ;((await eu.open('n', 'pn-counter')) as unknown as PnCounter).increment(1)
+    await eu.pump()
+    await eu.close()
+    const [key] = await store.keys('wal/')
+    await store.put(key as string, new Uint8Array([0xff, 0xff, 0x01]))
+    const again = make('eu', 'i1', store.reopen())
+    await expect(again.init()).rejects.toThrow(new RegExp(`store entry ${key} does not decode`))
+    await again.close()
+  })
+
   it('reads per-document journals an earlier version wrote, and folds them into records', async () => {
     // Written by a node of the earlier format: a record of 'n' (value 2) and two journal entries (+3, +4).
     const store = new MemoryStore()

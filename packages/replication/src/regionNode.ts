@@ -366,7 +366,14 @@ export class RegionNode {
       const data = await store.get(key)
       if (data === undefined) continue
       const seq = Number(key.slice(4))
-      const items = decodeWalEntry(data)
+      let items: WalItem[]
+      try {
+        items = decodeWalEntry(data)
+      } catch (e) {
+        // A damaged local store: say which entry, start nothing (the deltas in it are not lost
+        // silently; restore the entry or the store, or remove it knowingly).
+        throw new DecodeError(`store entry ${key} does not decode: ${e instanceof Error ? e.message : String(e)}`, { cause: e })
+      }
       const byDoc = new Map<string, readonly Uint8Array[]>()
       const entry: WalEntry = { seq, keys: [key], bytes: data.length, docs: new Set(), items: byDoc, data, legacy: false }
       for (const it of items) {
