@@ -998,7 +998,6 @@ export class RegionNode {
   private processRecord(rec: LogRecord, ops: StoreOp[]): Promise<void> | undefined {
     // A run of our own appends the transport left out (skipped) changes nothing either.
     if (this.isOwnAppend(rec) || rec.skipped === true) return undefined
-    if (rec.origin === this.region) this.twinHeardAt = this.o.now()
     const m = this.peer(rec.origin)
     try {
       if (rec.bytes.length > this.o.maxEnvelopeBytes) {
@@ -1010,6 +1009,9 @@ export class RegionNode {
       if (env.writer.length <= o.length + 1 || env.writer.charCodeAt(o.length) !== 47 /* '/' */ || !env.writer.startsWith(o)) {
         throw new TypeMismatchError(`writer ${env.writer} does not belong to region ${rec.origin}`)
       }
+      // Another instance writes to our log: read it every round. (Not our own writer id: an own
+      // record can arrive before its append has resolved, which isOwnAppend cannot know yet.)
+      if (o === this.region && env.writer !== this.writer) this.twinHeardAt = this.o.now()
       if (env.typeName.startsWith('$')) return this.settleRecord(rec, m, ops, this.processControl(env))
       if (this.seen.hasCounter(env.writer, env.seq)) {
         if (env.writer !== this.writer) m.duplicates++
