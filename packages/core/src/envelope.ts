@@ -98,7 +98,7 @@ export function decodeEnvelope(bytes: Uint8Array, keys?: EnvelopeKeys): Envelope
     if (bytes.length < 4 + HMAC_BYTES) throw new DecodeError('envelope: too short for a signature')
     bodyEnd = bytes.length - HMAC_BYTES
   }
-  const body = bytes.subarray(0, bodyEnd)
+  const body = signed ? bytes.subarray(0, bodyEnd) : bytes
   const { env } = decodeWith('envelope', body, readBody)
   if (keys !== undefined) {
     if (!signed) throw new SignatureError(`envelope from ${env.region} is unsigned`)
