@@ -106,10 +106,10 @@ interface OpenDoc {
   readonly typeName: string
   readonly replica: Replica<unknown>
   /**
-   * Whether the replica merges deltas itself (`mergeDeltas`): then a flush of several local deltas
-   * sends their merge, and the node keeps no versions (`lastVersion` and `deps` stay empty).
+   * The replica's `mergeDeltas`, when it has one: then a flush of several local deltas sends their
+   * merge, and the node keeps no versions (`lastVersion` and `deps` stay empty).
    */
-  readonly merges: boolean
+  readonly merge: ((deltas: readonly Uint8Array[]) => Uint8Array) | undefined
   /** Version before the first pending local delta (or the current version when none is pending). */
   lastVersion: Uint8Array
   deps: Uint8Array
@@ -122,6 +122,13 @@ interface OpenDoc {
    * Repair answers use it to find the documents a writer changed after a given sequence number.
    */
   readonly touched: VersionVector
+}
+
+/** A write-ahead-log entry's deltas by document. */
+function deltasByDoc(items: readonly WalItem[]): Map<string, readonly Uint8Array[]> {
+  const out = new Map<string, readonly Uint8Array[]>()
+  for (const it of items) out.set(it.docId, it.deltas)
+  return out
 }
 
 /** A live write-ahead-log entry (in the store under `keys`), with the documents not folded since it was written. */
@@ -374,11 +381,9 @@ export class RegionNode {
         // silently; restore the entry or the store, or remove it knowingly).
         throw new DecodeError(`store entry ${key} does not decode: ${e instanceof Error ? e.message : String(e)}`, { cause: e })
       }
-      const byDoc = new Map<string, readonly Uint8Array[]>()
-      const entry: WalEntry = { seq, keys: [key], bytes: data.length, docs: new Set(), items: byDoc, data, legacy: false }
+      const byDoc = deltasByDoc(items)
+      const entry: WalEntry = { seq, keys: [key], bytes: data.length, docs: new Set(byDoc.keys()), items: byDoc, data, legacy: false }
       for (const it of items) {
-        entry.docs.add(it.docId)
-        byDoc.set(it.docId, it.deltas)
         const w = this.walDocs.get(it.docId)
         if (w === undefined) this.walDocs.set(it.docId, { typeName: it.typeName, seqs: [seq] })
         else {
@@ -545,11 +550,7 @@ export class RegionNode {
         await this.applyLegacyJournal(docId, replica)
         continue
       }
-      if (entry.items === undefined) {
-        const items = new Map<string, readonly Uint8Array[]>()
-        for (const it of decodeWalEntry(entry.data as Uint8Array)) items.set(it.docId, it.deltas)
-        entry.items = items
-      }
+      entry.items ??= deltasByDoc(decodeWalEntry(entry.data as Uint8Array))
       for (const delta of entry.items.get(docId) ?? []) replica.apply(delta)
     }
     return { replica, type, known: record !== undefined || inWal !== undefined }
@@ -586,13 +587,13 @@ export class RegionNode {
     } catch (e) {
       throw isConcordError(e) ? e : new InfrastructureFailure(e)
     }
-    const merges = typeof replica.mergeDeltas === 'function'
-    const v = merges ? NO_VERSION : replica.version()
+    const merge = replica.mergeDeltas?.bind(replica)
+    const v = merge !== undefined ? NO_VERSION : replica.version()
     const doc: OpenDoc = {
       docId,
       typeName: type,
       replica,
-      merges,
+      merge,
       lastVersion: v,
       deps: v,
       pending: [],
@@ -678,7 +679,7 @@ export class RegionNode {
     this.orphans = []
     for (const o of orphans) {
       const doc = await this.loadDocUnwrapped(o.docId, o.typeName)
-      if (doc.pending.length === 0 && !doc.merges) doc.deps = doc.replica.version()
+      if (doc.pending.length === 0 && doc.merge === undefined) doc.deps = doc.replica.version()
       doc.replica.apply(o.delta)
       doc.pending.push(o.delta)
       this.pendingLocal.add(o.docId)
@@ -694,8 +695,8 @@ export class RegionNode {
       const payload =
         doc.pending.length === 1
           ? (doc.pending[0] as Uint8Array)
-          : doc.merges
-            ? (doc.replica.mergeDeltas as (d: readonly Uint8Array[]) => Uint8Array).call(doc.replica, doc.pending)
+          : doc.merge !== undefined
+            ? doc.merge(doc.pending)
             : doc.replica.deltaSince(doc.deps)
       const seq = ++this.seq
       const env: Envelope = { docId, typeName: doc.typeName, region: this.region, writer: this.writer, seq, time: this.hlc.now(), deps: doc.deps, payload }
@@ -709,7 +710,7 @@ export class RegionNode {
       this.knownMax.advance(this.writer, seq)
       doc.pending = []
       doc.unsaved.push(payload)
-      if (!doc.merges) {
+      if (doc.merge === undefined) {
         doc.lastVersion = doc.replica.version()
         doc.deps = doc.lastVersion
         this.staleVersions.delete(doc)
@@ -790,16 +791,19 @@ export class RegionNode {
       if (count <= WAL_MAX_ENTRIES && bytes <= WAL_MAX_BYTES && !e.legacy) break
       for (const docId of e.docs) fold(docId)
     }
-    for (const docId of folded) {
-      const cached = this.docs.get(docId)
-      let record: Uint8Array
-      if (cached !== undefined) record = encodeDocRecord(cached.typeName, cached.replica.state())
-      else {
+    // Evicted documents are rebuilt from record and log, their store reads overlapping.
+    const records = await Promise.all(
+      [...folded].map(async (docId) => {
+        const cached = this.docs.get(docId)
+        if (cached !== undefined) return encodeDocRecord(cached.typeName, cached.replica.state())
         const built = await this.rebuild(docId, undefined)
-        if (built === undefined) continue
-        record = encodeDocRecord(built.type, built.replica.state())
-      }
-      ops.push({ op: 'put', key: docKey(docId), value: record })
+        return built === undefined ? undefined : encodeDocRecord(built.type, built.replica.state())
+      }),
+    )
+    let i = 0
+    for (const docId of folded) {
+      const record = records[i++]
+      if (record !== undefined) ops.push({ op: 'put', key: docKey(docId), value: record })
     }
     const dropped = entries.filter((e) => e !== fresh && left.get(e) === 0)
     for (const e of dropped) for (const key of e.keys) ops.push({ op: 'delete', key })
@@ -1033,7 +1037,7 @@ export class RegionNode {
   private applyRemote(doc: OpenDoc, env: Envelope, m: MutablePeer): void {
     applyOrThrow(doc.replica, env.payload)
     doc.unsaved.push(env.payload)
-    if (!doc.merges) this.staleVersions.add(doc)
+    if (doc.merge === undefined) this.staleVersions.add(doc)
     this.dirtyDocs.add(env.docId)
     this.seen.addRange(env.writer, env.seq, env.seq)
     this.seenDirty = true
@@ -1122,7 +1126,7 @@ export class RegionNode {
           const doc = await this.loadDoc(d.docId, d.typeName)
           applyOrThrow(doc.replica, d.state)
           doc.unsaved.push(d.state)
-          if (!doc.merges) this.staleVersions.add(doc)
+          if (doc.merge === undefined) this.staleVersions.add(doc)
           this.dirtyDocs.add(d.docId)
           this.touch(doc, resp.target, resp.upTo)
         }

@@ -335,7 +335,7 @@ type SimOp<Op> = OpRecord<Op> & {
   readonly effective: boolean
   /** Incarnation of the writer's slot that performed it. */
   readonly incarnation: number
-  /** Tag keys of the local deltas it emitted, joined. */
+  /** Tag keys of the local deltas it emitted, in order, as one string (JSON: unambiguous). */
   readonly emitted: string
 }
 
@@ -691,7 +691,7 @@ class ReplicationRun<V, Op, R extends Replica<V>> {
       this.tracker.currentCarried = []
     }
     this.tracker.learn(replica, id)
-    const rec: SimOp<Op> = { id, replica: this.writer(s), op, deps, meta, doc, effective: this.tracker.emitted, incarnation: s.incarnation, emitted: this.tracker.emittedKeys.join('|') }
+    const rec: SimOp<Op> = { id, replica: this.writer(s), op, deps, meta, doc, effective: this.tracker.emitted, incarnation: s.incarnation, emitted: JSON.stringify(this.tracker.emittedKeys) }
     this.tracker.emittedKeys = []
     this.noteRedo(rec)
     this.ops.push(rec)

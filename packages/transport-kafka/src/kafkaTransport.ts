@@ -55,10 +55,6 @@ function findRange(ranges: readonly OffsetRange[], offset: bigint): OffsetRange 
   return undefined
 }
 
-function inRanges(ranges: readonly OffsetRange[], offset: bigint): boolean {
-  return findRange(ranges, offset) !== undefined
-}
-
 function offsetOf(position: LogPosition): bigint {
   if (typeof position !== 'string' || !POSITION.test(position)) throw new DecodeError(`kafka transport: malformed position ${JSON.stringify(position)}`)
   return BigInt(position)
@@ -495,7 +491,7 @@ export class KafkaTransport implements Transport {
         let run: string | undefined
         for (const message of messages) {
           if (!allNew && BigInt(message.offset) < (o.next as bigint)) continue
-          if (own !== undefined && inRanges(own, BigInt(message.offset))) {
+          if (own !== undefined && findRange(own, BigInt(message.offset)) !== undefined) {
             // The reader's own append (fetched before a seek could skip it): one placeholder per run.
             run = message.offset
             continue
