@@ -9,12 +9,15 @@
  *   - Kafka: one kafkajs send of `batch` messages per region and round (acks=-1); each region has a
  *     consumer group per other region's topic and counts the messages it receives.
  *
+ * A third variant drives the Concord transport alone (no RegionNode) the way the nodes drive it,
+ * to tell the transport's cost from the engine's.
+ *
  * Raw entries have the byte size of a Concord envelope. Reports envelopes/s (written envelopes
  * delivered to both other regions, per second) and Concord/raw ratios (targets: Redis ≥ 0.5,
  * Kafka ≥ 0.7). Needs Redis on REDIS_URL (default 127.0.0.1:6379) and Kafka on KAFKA_BROKERS
  * (default 127.0.0.1:9092).
  *
- *   node --conditions=@concord/source --import tsx benchmarks/src/transport-bench.ts [--repeats=3] [--warmup=1] [--envelopes=3000] [--batch=100] [--only=redis|kafka]
+ *   node --conditions=@concord/source --import tsx benchmarks/src/transport-bench.ts [--repeats=3] [--warmup=1] [--envelopes=20000] [--batch=100] [--only=redis|kafka]
  */
 import { randomBytes, randomUUID } from 'node:crypto'
 import { pathToFileURL } from 'node:url'
@@ -42,7 +45,10 @@ export interface TransportBenchOptions {
   readonly repeats?: number
   /** Unmeasured runs per variant first (JIT warm-up, connections, server caches). @default 1 */
   readonly warmup?: number
-  /** Envelopes written per region and run. @default 3000 */
+  /**
+   * Envelopes written per region and run. Long enough for the steady state: with 3,000 the fixed
+   * costs of a run (first fetches, the tail) were a large share and flattered Concord. @default 20000
+   */
   readonly envelopes?: number
   /** Envelopes per flush / per raw append. @default 100 */
   readonly batch?: number
@@ -103,6 +109,54 @@ export async function concordRun(open: () => Transport, envelopes: number, batch
   const ms = performance.now() - start
   const cpu = process.cpuUsage(cpu0)
   for (const node of nodes) await node.close()
+  for (const t of transports) await t.close()
+  return { ms, cpuUs: cpu.user + cpu.system }
+}
+
+/**
+ * A Concord transport alone, no engine: the same loop as {@link concordRun} (each region appends
+ * `batch` records keyed by document, then each reader polls the other two origins and commits),
+ * with raw bytes of an envelope's size. Separates the transport's cost from the engine's.
+ */
+export async function transportRun(open: () => Transport, envelopes: number, batch: number, size: number): Promise<Timing> {
+  const transports = REGIONS.map(() => open())
+  const reader = (i: number): string => `${REGIONS[i] as string}/i1`
+  for (let i = 0; i < REGIONS.length; i++) await (transports[i] as Transport).subscribe?.(reader(i), REGIONS)
+  const got = REGIONS.map(() => 0)
+  const readRound = async (): Promise<number> => {
+    let n = 0
+    for (let i = 0; i < REGIONS.length; i++) {
+      const t = transports[i] as Transport
+      for (const origin of REGIONS) {
+        if (origin === REGIONS[i]) continue
+        const recs = await t.poll(reader(i), origin, { max: 256, waitMs: 0 })
+        const last = recs[recs.length - 1]
+        if (last === undefined) continue
+        got[i] = (got[i] as number) + recs.length
+        n += recs.length
+        await t.commit(reader(i), origin, last.position)
+      }
+    }
+    return n
+  }
+  // Warm up as concordRun does: connections, consumer groups, a first record each.
+  for (let i = 0; i < REGIONS.length; i++) await (transports[i] as Transport).append(REGIONS[i] as string, [new Uint8Array(size)])
+  while (got.some((g) => g < 2)) if ((await readRound()) === 0) await new Promise((r) => setTimeout(r, 5))
+  got.fill(0)
+  const payload = randomBytes(size)
+  const keys = Array.from({ length: batch }, (_, d) => `d${d}`)
+  const start = performance.now()
+  const cpu0 = process.cpuUsage()
+  let written = 0
+  while (written < envelopes || got.some((g) => g < 2 * envelopes)) {
+    if (written < envelopes) {
+      for (let i = 0; i < REGIONS.length; i++) await (transports[i] as Transport).append(REGIONS[i] as string, Array.from({ length: batch }, () => payload), { keys })
+      written += batch
+    }
+    if ((await readRound()) === 0 && written >= envelopes) await new Promise((r) => setTimeout(r, 1))
+  }
+  const ms = performance.now() - start
+  const cpu = process.cpuUsage(cpu0)
   for (const t of transports) await t.close()
   return { ms, cpuUs: cpu.user + cpu.system }
 }
@@ -197,85 +251,86 @@ export async function rawKafkaRun(prefix: string, envelopes: number, batch: numb
 export async function run(options: TransportBenchOptions = {}): Promise<BenchReport> {
   const repeats = options.repeats ?? 3
   const warmup = options.warmup ?? 1
-  const envelopes = options.envelopes ?? 3000
+  const envelopes = options.envelopes ?? 20_000
   const batch = options.batch ?? 100
   const only = options.only ?? ['redis', 'kafka']
   const size = await envelopeSize()
   const rows: BenchRow[] = []
   const notes = [
-    `3 regions, ${envelopes} envelopes written per region (${size} B each, one PnCounter increment), ${batch} per flush/append; throughput = 3 x ${envelopes} envelopes, each applied in both other regions, / elapsed; median of ${repeats} after ${warmup} unmeasured warm-up run(s) of each variant, raw and Concord alternating`,
+    `3 regions, ${envelopes} envelopes written per region (${size} B each, one PnCounter increment), ${batch} per flush/append; throughput = 3 x ${envelopes} envelopes, each applied in both other regions, / elapsed; median of ${repeats} after ${warmup} unmeasured warm-up run(s) of each variant, the variants alternating`,
+    '"alone (no engine)" = the Concord transport driven like the nodes drive it (append a flush\'s records keyed by document, poll each other origin, commit) with raw bytes of an envelope\'s size: what the transport costs without the replication engine',
     'client CPU = CPU time of this Node process (all threads: JavaScript, GC, I/O) during the measured part of a run / written envelopes; the Redis server and the Kafka broker run in their own processes',
   ]
   const rate = (ms: number): number => (3 * envelopes) / (ms / 1000)
   // CPU of this process (every thread: JS, GC, I/O) per written envelope, in µs, during the measured part.
-  const withCpu = async (run: () => Promise<Timing>): Promise<{ rate: number; cpu: number }> => {
+  const measure = async (run: () => Promise<Timing>): Promise<{ rate: number; cpu: number }> => {
     const t = await run()
     return { rate: rate(t.ms), cpu: t.cpuUs / (3 * envelopes) }
   }
-  const cpuRows = (transport: string, rawName: string, concordName: string, raw: number[], concord: number[]): BenchRow[] => {
-    const r = median(raw)
-    const c = median(concord)
-    const metric = `client CPU per envelope (${transport})`
-    return [
-      { name: rawName, metric, value: r, unit: 'µs' },
-      { name: concordName, metric, value: c, unit: 'µs', baseline: rawName, ratio: c / r },
-    ]
+  /** Raw client, the Concord transport alone, and Concord: warm-up runs, then `repeats` measured, alternating. */
+  const compare = async (
+    transport: 'Redis' | 'Kafka',
+    names: { raw: string; alone: string; concord: string },
+    target: number,
+    round: (prefix: string) => { raw: () => Promise<Timing>; alone: () => Promise<Timing>; concord: () => Promise<Timing>; cleanup: () => Promise<void> },
+  ): Promise<void> => {
+    const results = { raw: [] as { rate: number; cpu: number }[], alone: [] as { rate: number; cpu: number }[], concord: [] as { rate: number; cpu: number }[] }
+    for (let i = 0; i < warmup + repeats; i++) {
+      const prefix = transport === 'Redis' ? `{bench-${randomUUID()}}` : `bench-${randomUUID().slice(0, 8)}`
+      progress(i < warmup ? `${transport.toLowerCase()} warm-up ${i + 1}/${warmup}` : `${transport.toLowerCase()} run ${i - warmup + 1}/${repeats}`)
+      const r = round(prefix)
+      const raw = await measure(r.raw)
+      const alone = await measure(r.alone)
+      const concord = await measure(r.concord)
+      await r.cleanup()
+      if (i < warmup) continue
+      results.raw.push(raw)
+      results.alone.push(alone)
+      results.concord.push(concord)
+    }
+    const throughput = `replication throughput (${transport})`
+    const cpu = `client CPU per envelope (${transport})`
+    const rawRate = median(results.raw.map((x) => x.rate))
+    const rawCpu = median(results.raw.map((x) => x.cpu))
+    rows.push({ name: names.raw, metric: throughput, value: rawRate, unit: 'envelopes/s' })
+    for (const variant of ['alone', 'concord'] as const) {
+      const v = median(results[variant].map((x) => x.rate))
+      const ratio = v / rawRate
+      rows.push({ name: names[variant], metric: throughput, value: v, unit: 'envelopes/s', baseline: names.raw, ratio, ...(variant === 'concord' ? { target: `>= ${target.toFixed(2)}`, pass: ratio >= target } : {}) })
+    }
+    rows.push({ name: names.raw, metric: cpu, value: rawCpu, unit: 'µs' })
+    for (const variant of ['alone', 'concord'] as const) {
+      const v = median(results[variant].map((x) => x.cpu))
+      rows.push({ name: names[variant], metric: cpu, value: v, unit: 'µs', baseline: names.raw, ratio: v / rawCpu })
+    }
   }
   if (only.includes('redis')) {
-    const concord: number[] = []
-    const raw: number[] = []
-    const rawCpu: number[] = []
-    const concordCpu: number[] = []
-    for (let i = 0; i < warmup + repeats; i++) {
-      const prefix = `{bench-${randomUUID()}}`
-      progress(i < warmup ? `redis warm-up ${i + 1}/${warmup}` : `redis run ${i - warmup + 1}/${repeats}`)
-      const r = await withCpu(() => rawRedisRun(prefix, envelopes, batch, size))
-      const c = await withCpu(() => concordRun(() => new RedisTransport({ redis: redisUrl(), keyPrefix: prefix }), envelopes, batch))
-      if (i >= warmup) {
-        raw.push(r.rate)
-        concord.push(c.rate)
-        rawCpu.push(r.cpu)
-        concordCpu.push(c.cpu)
-      }
-      const admin = new Redis(redisUrl())
-      const keys = await admin.keys(`${prefix}*`)
-      if (keys.length > 0) await admin.del(...keys)
-      await admin.quit()
-    }
-    const r = median(raw)
-    const c = median(concord)
-    rows.push({ name: 'raw XADD + XREADGROUP', metric: 'replication throughput (Redis)', value: r, unit: 'envelopes/s' })
-    rows.push({ name: 'Concord RegionNode + RedisTransport', metric: 'replication throughput (Redis)', value: c, unit: 'envelopes/s', baseline: 'raw XADD + XREADGROUP', ratio: c / r, target: '>= 0.50', pass: c / r >= 0.5 })
-    rows.push(...cpuRows('Redis', 'raw XADD + XREADGROUP', 'Concord RegionNode + RedisTransport', rawCpu, concordCpu))
+    await compare('Redis', { raw: 'raw XADD + XREADGROUP', alone: 'RedisTransport alone (no engine)', concord: 'Concord RegionNode + RedisTransport' }, 0.5, (prefix) => ({
+      raw: () => rawRedisRun(prefix, envelopes, batch, size),
+      alone: () => transportRun(() => new RedisTransport({ redis: redisUrl(), keyPrefix: `${prefix}t` }), envelopes, batch, size),
+      concord: () => concordRun(() => new RedisTransport({ redis: redisUrl(), keyPrefix: prefix }), envelopes, batch),
+      cleanup: async () => {
+        const admin = new Redis(redisUrl())
+        const keys = [...(await admin.keys(`${prefix}*`))]
+        if (keys.length > 0) await admin.del(...keys)
+        await admin.quit()
+      },
+    }))
   }
   if (only.includes('kafka')) {
-    const concord: number[] = []
-    const raw: number[] = []
-    const rawCpu: number[] = []
-    const concordCpu: number[] = []
     const kafka = new Kafka({ clientId: 'bench', brokers: kafkaBrokers(), logLevel: logLevel.NOTHING })
-    for (let i = 0; i < warmup + repeats; i++) {
-      const prefix = `bench-${randomUUID().slice(0, 8)}`
-      progress(i < warmup ? `kafka warm-up ${i + 1}/${warmup}` : `kafka run ${i - warmup + 1}/${repeats}`)
-      const r = await withCpu(() => rawKafkaRun(prefix, envelopes, batch, size))
-      const c = await withCpu(() => concordRun(() => new KafkaTransport({ kafka, topicPrefix: prefix, groupPrefix: prefix, fetchMaxWaitMs: 100 }), envelopes, batch))
-      if (i >= warmup) {
-        raw.push(r.rate)
-        concord.push(c.rate)
-        rawCpu.push(r.cpu)
-        concordCpu.push(c.cpu)
-      }
-      const admin = kafka.admin()
-      await admin.connect()
-      const topics = (await admin.listTopics()).filter((t) => t.startsWith(`${prefix}.`))
-      if (topics.length > 0) await admin.deleteTopics({ topics })
-      await admin.disconnect()
-    }
-    const r = median(raw)
-    const c = median(concord)
-    rows.push({ name: 'raw kafkajs produce + consume', metric: 'replication throughput (Kafka)', value: r, unit: 'envelopes/s' })
-    rows.push({ name: 'Concord RegionNode + KafkaTransport', metric: 'replication throughput (Kafka)', value: c, unit: 'envelopes/s', baseline: 'raw kafkajs produce + consume', ratio: c / r, target: '>= 0.70', pass: c / r >= 0.7 })
-    rows.push(...cpuRows('Kafka', 'raw kafkajs produce + consume', 'Concord RegionNode + KafkaTransport', rawCpu, concordCpu))
+    await compare('Kafka', { raw: 'raw kafkajs produce + consume', alone: 'KafkaTransport alone (no engine)', concord: 'Concord RegionNode + KafkaTransport' }, 0.7, (prefix) => ({
+      raw: () => rawKafkaRun(prefix, envelopes, batch, size),
+      alone: () => transportRun(() => new KafkaTransport({ kafka, topicPrefix: `${prefix}-t`, groupPrefix: `${prefix}-t`, fetchMaxWaitMs: 100 }), envelopes, batch, size),
+      concord: () => concordRun(() => new KafkaTransport({ kafka, topicPrefix: prefix, groupPrefix: prefix, fetchMaxWaitMs: 100 }), envelopes, batch),
+      cleanup: async () => {
+        const admin = kafka.admin()
+        await admin.connect()
+        const topics = (await admin.listTopics()).filter((t) => t.startsWith(`${prefix}.`) || t.startsWith(`${prefix}-t.`))
+        if (topics.length > 0) await admin.deleteTopics({ topics })
+        await admin.disconnect()
+      },
+    }))
   }
   const report: BenchReport = { suite: 'transport-throughput', command: COMMAND, machine: await machine(), date: new Date().toISOString(), notes, rows }
   saveReport(report)
@@ -288,7 +343,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   await run({
     repeats: Number(arg('repeats') ?? 3),
     warmup: Number(arg('warmup') ?? 1),
-    envelopes: Number(arg('envelopes') ?? 3000),
+    envelopes: Number(arg('envelopes') ?? 20_000),
     batch: Number(arg('batch') ?? 100),
     ...(onlyArg === 'redis' || onlyArg === 'kafka' ? { only: [onlyArg] } : {}),
   })
