@@ -6,7 +6,7 @@
  * the journal and applied-set bookkeeping, and the garbage they make. The transport benchmark
  * measures the same traffic over Redis and Kafka, where the client library's work is added on top.
  *
- *   node --conditions=@concord/source --import tsx benchmarks/src/engine-bench.ts [--repeats=5] [--envelopes=3000] [--batch=100]
+ *   node --conditions=@concord/source --import tsx benchmarks/src/engine-bench.ts [--repeats=5] [--envelopes=20000] [--batch=100]
  */
 import { pathToFileURL } from 'node:url'
 import { crdtFactory, type PnCounter } from '@concord/crdt'
@@ -20,7 +20,7 @@ const COMMAND = 'node --conditions=@concord/source --import tsx benchmarks/src/e
 export interface EngineBenchOptions {
   /** Measured runs per variant (medians are reported). @default 5 */
   readonly repeats?: number
-  /** Envelopes written per region and run. @default 3000 */
+  /** Envelopes written per region and run (the transport benchmark's steady-state size). @default 20000 */
   readonly envelopes?: number
   /** Envelopes per flush / per raw append. @default 100 */
   readonly batch?: number
@@ -94,7 +94,7 @@ async function rawRun(envelopes: number, batch: number, size: number): Promise<T
 /** Runs the benchmark and saves results/engine-overhead.{json,svg}. */
 export async function run(options: EngineBenchOptions = {}): Promise<BenchReport> {
   const repeats = options.repeats ?? 5
-  const envelopes = options.envelopes ?? 3000
+  const envelopes = options.envelopes ?? 20_000
   const batch = options.batch ?? 100
   const size = 59
   const concord: Timing[] = []
@@ -131,5 +131,5 @@ export async function run(options: EngineBenchOptions = {}): Promise<BenchReport
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const arg = (name: string): string | undefined => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)
-  await run({ repeats: Number(arg('repeats') ?? 5), envelopes: Number(arg('envelopes') ?? 3000), batch: Number(arg('batch') ?? 100) })
+  await run({ repeats: Number(arg('repeats') ?? 5), envelopes: Number(arg('envelopes') ?? 20_000), batch: Number(arg('batch') ?? 100) })
 }
