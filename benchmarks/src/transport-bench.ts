@@ -59,6 +59,15 @@ export interface TransportBenchOptions {
 const redisUrl = (): string => process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const kafkaBrokers = (): string[] => (process.env.KAFKA_BROKERS ?? '127.0.0.1:9092').split(',').map((b) => b.trim())
 
+/** A run that stops delivering fails instead of hanging the suite (a dead server, a lost consumer). */
+const RUN_DEADLINE_MS = 180_000
+function deadline(what: string): () => void {
+  const until = Date.now() + RUN_DEADLINE_MS
+  return () => {
+    if (Date.now() > until) throw new Error(`${what}: not every envelope was delivered within ${RUN_DEADLINE_MS / 1000} s`)
+  }
+}
+
 /** Byte size of one Concord envelope of this benchmark (a one-increment PnCounter delta). */
 export async function envelopeSize(): Promise<number> {
   const { MemoryTransport } = await import('@concord/replication')
@@ -94,7 +103,9 @@ export async function concordRun(open: () => Transport, envelopes: number, batch
   const start = performance.now()
   const cpu0 = process.cpuUsage()
   let written = 0
+  const check = deadline('Concord run')
   while (written < envelopes || nodes.some((_, i) => applied(i) < target)) {
+    check()
     if (written < envelopes) {
       for (let r = 0; r < nodes.length; r++) {
         for (const c of counters[r] as PnCounter[]) c.increment(1)
@@ -141,14 +152,20 @@ export async function transportRun(open: () => Transport, envelopes: number, bat
   }
   // Warm up as concordRun does: connections, consumer groups, a first record each.
   for (let i = 0; i < REGIONS.length; i++) await (transports[i] as Transport).append(REGIONS[i] as string, [new Uint8Array(size)])
-  while (got.some((g) => g < 2)) if ((await readRound()) === 0) await new Promise((r) => setTimeout(r, 5))
+  const warm = deadline('transport warm-up')
+  while (got.some((g) => g < 2)) {
+    warm()
+    if ((await readRound()) === 0) await new Promise((r) => setTimeout(r, 5))
+  }
   got.fill(0)
   const payload = randomBytes(size)
   const keys = Array.from({ length: batch }, (_, d) => `d${d}`)
   const start = performance.now()
   const cpu0 = process.cpuUsage()
   let written = 0
+  const check = deadline('transport run')
   while (written < envelopes || got.some((g) => g < 2 * envelopes)) {
+    check()
     if (written < envelopes) {
       for (let i = 0; i < REGIONS.length; i++) await (transports[i] as Transport).append(REGIONS[i] as string, Array.from({ length: batch }, () => payload), { keys })
       written += batch
@@ -172,7 +189,9 @@ export async function rawRedisRun(prefix: string, envelopes: number, batch: numb
   const start = performance.now()
   const cpu0 = process.cpuUsage()
   let written = 0
+  const check = deadline('raw Redis run')
   while (written < envelopes || REGIONS.some((r) => (got.get(r) as number) < 2 * envelopes)) {
+    check()
     if (written < envelopes) {
       for (let i = 0; i < REGIONS.length; i++) {
         const p = (writers[i] as Redis).pipeline()
@@ -237,7 +256,11 @@ export async function rawKafkaRun(prefix: string, envelopes: number, batch: numb
   for (let written = 0; written < envelopes; written += batch) {
     for (const origin of REGIONS) await producer.send({ topic: topic(origin), acks: -1, messages: Array.from({ length: batch }, () => ({ value: payload })) })
   }
-  while (REGIONS.some((r) => (got.get(r) as number) < 2 * envelopes)) await new Promise((r) => setTimeout(r, 1))
+  const check = deadline('raw Kafka run')
+  while (REGIONS.some((r) => (got.get(r) as number) < 2 * envelopes)) {
+    check()
+    await new Promise((r) => setTimeout(r, 1))
+  }
   const ms = performance.now() - start
   const cpu = process.cpuUsage(cpu0)
   await Promise.all(consumers.map((c) => c.disconnect()))
