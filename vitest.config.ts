@@ -17,6 +17,8 @@ export default mergeConfig(
       testTimeout: 120_000,
       hookTimeout: 120_000,
       pool: 'forks',
+      // REDIS_URL, else 127.0.0.1:6379, else a private redis-server on a free port when installed.
+      globalSetup: ['./scripts/vitest-redis.ts'],
       reporters: ['default', './scripts/summary-reporter.ts'],
       projects: [
         {

@@ -13,7 +13,7 @@ import { Redis } from 'ioredis'
 
 /** Where the test Redis is and whether it answered. */
 export interface RedisTestServer {
-  /** `REDIS_URL`, else `redis://127.0.0.1:6379`. */
+  /** `REDIS_URL` (set by scripts/vitest-redis.ts when it started a server), else `redis://127.0.0.1:6379`. */
   readonly url: string
   readonly available: boolean
 }
@@ -33,7 +33,7 @@ export async function requireRedis(): Promise<RedisTestServer> {
     client.disconnect()
   }
   if (problem === undefined) return { url, available: true }
-  const message = `Redis is not reachable at ${url} (${problem}). Start it with \`bash scripts/redis.sh start\` or set REDIS_URL.`
+  const message = `Redis is not reachable at ${url} (${problem}), and no redis-server could be started on a free port (scripts/vitest-redis.ts). Install Redis, start it with \`bash scripts/redis.sh start\`, or set REDIS_URL.`
   if (process.env.CI === 'true') throw new Error(`${message} Required under CI=true.`)
   console.warn(`[skipped] ${message}`)
   return { url, available: false }
