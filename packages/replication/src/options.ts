@@ -58,6 +58,15 @@ export interface RegionNodeOptions {
   readonly ownLogPollMs?: number
   /** Heartbeat period. @default 1000 */
   readonly heartbeatIntervalMs?: number
+  /**
+   * How often read positions are committed on the transport. Every round saves what it applied,
+   * with the applied set, in the node's store before anything is committed, so a commit only
+   * bounds what a restarted node reads again (and recognises and drops): committing every round
+   * would cost a commit request per round — on Kafka an OffsetCommit the broker writes to its
+   * offsets topic — for records that are never lost either way. `close()` commits what is left.
+   * 0 commits every round. @default 1000
+   */
+  readonly commitIntervalMs?: number
   /** A repair request not answered within this time is re-sent (to any node after the first try). @default 5000 */
   readonly repairTimeoutMs?: number
   /**
@@ -96,6 +105,7 @@ export interface ResolvedOptions {
   readonly pollWaitMs: number
   readonly ownLogPollMs: number
   readonly heartbeatIntervalMs: number
+  readonly commitIntervalMs: number
   readonly repairTimeoutMs: number
   readonly livenessMs: number
   readonly maxDriftMs: number
@@ -177,6 +187,7 @@ export function resolveOptions(o: RegionNodeOptions): ResolvedOptions {
     pollWaitMs: nonNegative('pollWaitMs', o.pollWaitMs, 50),
     ownLogPollMs: nonNegative('ownLogPollMs', o.ownLogPollMs, 200),
     heartbeatIntervalMs,
+    commitIntervalMs: nonNegative('commitIntervalMs', o.commitIntervalMs, 1000),
     repairTimeoutMs: positiveInt('repairTimeoutMs', o.repairTimeoutMs, 5000),
     livenessMs: positiveInt('livenessMs', o.livenessMs, 3 * heartbeatIntervalMs),
     maxDriftMs: nonNegative('maxDriftMs', o.maxDriftMs, DEFAULT_MAX_DRIFT_MS),

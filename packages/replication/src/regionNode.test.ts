@@ -334,6 +334,94 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     for (const n of [a, b, c, us]) await n.close()
   })
 
+  it('commits read positions every commitIntervalMs and at close; a restart re-reads the uncommitted part and applies nothing twice', async () => {
+    const { clock, make, broker } = makeCluster({ instances: 0 })
+    const eu = make('eu', 'i1')
+    const us = make('us', 'i1', new MemoryStore(), { commitIntervalMs: 0 })
+    await eu.init()
+    await us.init()
+    const reader = make('ap', 'i1')
+    await reader.init()
+    const probe = new MemoryTransport({ broker })
+    const committed = async (): Promise<{ eu: string | undefined; us: string | undefined }> => ({
+      eu: await probe.committed(reader.writer, 'eu'),
+      us: await probe.committed(reader.writer, 'us'),
+    })
+    const euCounter = (await eu.open('n', 'pn-counter')) as unknown as PnCounter
+    const usCounter = (await us.open('n', 'pn-counter')) as unknown as PnCounter
+    const write = async (): Promise<void> => {
+      euCounter.increment(1)
+      usCounter.increment(1)
+      await eu.flush()
+      await us.flush()
+    }
+    // The first round commits (nothing was committed yet), then not again within the interval.
+    await write()
+    await reader.pump()
+    await reader.pump() // lets the first commits settle
+    const first = await committed()
+    expect(first.eu).toBeDefined()
+    for (let i = 0; i < 5; i++) {
+      await write()
+      await reader.pump()
+      clock.advance(100)
+    }
+    await reader.pump()
+    expect(await committed()).toEqual(first)
+    expect((await reader.open<number>('n', 'pn-counter')).value()).toBe(12)
+    // Past the interval the next round commits the positions it saved.
+    clock.advance(1000)
+    await write()
+    await reader.pump()
+    await reader.pump()
+    const second = await committed()
+    expect(probe.comparePositions(second.eu as string, first.eu as string)).toBe(1)
+    // commitIntervalMs 0 commits every round: us's reader commits on its own log read each round.
+    const usReads = make('us', 'i2', new MemoryStore(), { commitIntervalMs: 0 })
+    await usReads.init()
+    await write()
+    await usReads.pump()
+    await usReads.pump()
+    const c1 = await probe.committed(usReads.writer, 'eu')
+    await write()
+    await usReads.pump()
+    await usReads.pump()
+    const c2 = await probe.committed(usReads.writer, 'eu')
+    expect(probe.comparePositions(c2 as string, c1 as string)).toBe(1)
+    // A crash (no close) after more rounds leaves them uncommitted: the restarted node, on the same
+    // store, reads them again and drops every one as already applied.
+    const store = (reader as unknown as { o: { store: MemoryStore } }).o.store
+    for (let i = 0; i < 3; i++) {
+      await write()
+      await reader.pump()
+    }
+    expect((await reader.open<number>('n', 'pn-counter')).value()).toBe(24)
+    const applied = reader.metrics().peers.reduce((sum, p) => sum + p.applied, 0)
+    await reader.stop()
+    clock.advance(10_000) // past the liveness window: the crashed incarnation is history
+    const restarted = make('ap', 'i1', store)
+    await restarted.init()
+    for (let i = 0; i < 3; i++) await restarted.pump()
+    expect((await restarted.open<number>('n', 'pn-counter')).value()).toBe(24)
+    const again = restarted.metrics().peers
+    expect(again.reduce((sum, p) => sum + p.applied, 0)).toBe(0)
+    expect(again.reduce((sum, p) => sum + p.duplicates, 0)).toBeGreaterThan(0)
+    // close() commits what is left: a node restarted after a clean close reads nothing twice.
+    await write()
+    await restarted.pump()
+    await restarted.close()
+    const committedAtClose = await committed()
+    const last = (await probe.poll('tail', 'eu', { max: 1000 })).at(-1)?.position
+    expect(committedAtClose.eu).toBe(last)
+    expect(applied).toBe(24)
+    for (const n of [eu, us, usReads]) await n.close()
+  })
+
+  it('rejects a negative commitIntervalMs', () => {
+    const { make } = makeCluster({ instances: 0 })
+    expect(() => make('eu', 'i1', new MemoryStore(), { commitIntervalMs: -1 })).toThrow(/commitIntervalMs/)
+  })
+
   it('appends each envelope keyed by its document id (control records unkeyed), also when re-sent from the outbox', async () => {
     const { make, clock } = makeCluster({ instances: 0 })
     const store = new MemoryStore()

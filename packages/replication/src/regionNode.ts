@@ -225,6 +225,9 @@ export class RegionNode {
   private ownHead = 0
   /** The last round's transport commits, still running; see consumeAll. */
   private commitsInFlight: Promise<{ error: unknown } | undefined> | undefined
+  /** Positions applied and saved but not yet committed on the transport, by origin (see commitIntervalMs). */
+  private readonly toCommit = new Map<string, LogPosition>()
+  private lastCommitAt = Number.NEGATIVE_INFINITY
   /** Documents changed by remote records whose `lastVersion` is not yet refreshed (done in persist). */
   private readonly staleVersions = new Set<OpenDoc>()
   /** Documents whose `touched` bounds grew since the last store batch. */
@@ -453,8 +456,13 @@ export class RegionNode {
       await this.flush()
       await this.exclusive(() => this.appendControl(REGISTER, NO_DOC, 1, encodeRegistration({ incarnation: this.incarnation, event: 'stop' })))
     }
-    // A failed last commit only means redelivery after a restart, which is dropped.
-    await this.exclusive(() => this.settleCommits())
+    // What was applied since the last commit is committed now. A failed last commit only means
+    // redelivery after a restart, which is dropped.
+    await this.exclusive(async () => {
+      await this.settleCommits()
+      this.startCommits()
+      await this.settleCommits()
+    })
     this.closed = true
   }
 
@@ -963,18 +971,10 @@ export class RegionNode {
       return { records, failure: failure ?? { error } }
     }
     // The store holds state and positions now, so the transport commit only spares redelivery: it
-    // runs behind the round (the next round awaits it before committing again and reports a failure).
-    this.commitsInFlight = Promise.allSettled(batches.map((b) => this.o.transport.commit(this.writer, b.origin, b.last))).then(async (commits) => {
-      let failed: { error: unknown } | undefined
-      for (let i = 0; i < batches.length; i++) {
-        const c = commits[i] as PromiseSettledResult<void>
-        if (c.status === 'fulfilled') continue
-        // A rewind only redelivers what is then dropped as already applied.
-        await this.o.transport.rewind(this.writer, (batches[i] as { origin: string }).origin).catch(() => undefined)
-        failed ??= { error: c.reason }
-      }
-      return failed
-    })
+    // goes out every commitIntervalMs, behind the round (the next round awaits it before committing
+    // again and reports a failure).
+    for (const b of batches) this.toCommit.set(b.origin, b.last)
+    if (this.o.now() - this.lastCommitAt >= this.o.commitIntervalMs) this.startCommits()
     if (this.fatal !== undefined && failure !== undefined) throw failure.error
     return { records, failure }
   }
@@ -982,6 +982,25 @@ export class RegionNode {
   /** Own log: what this process appended need not come back (see PollOptions.skipAppendsOf). */
   private pollOptions(origin: string): PollOptions {
     return origin === this.region ? { max: this.o.pollMax, waitMs: 0, skipAppendsOf: this.writer } : { max: this.o.pollMax, waitMs: 0 }
+  }
+
+  /** Commits every saved position not committed yet (the previous commits have settled). */
+  private startCommits(): void {
+    const entries = [...this.toCommit]
+    this.toCommit.clear()
+    this.lastCommitAt = this.o.now()
+    if (entries.length === 0) return
+    this.commitsInFlight = Promise.allSettled(entries.map(([origin, position]) => this.o.transport.commit(this.writer, origin, position))).then(async (commits) => {
+      let failed: { error: unknown } | undefined
+      for (let i = 0; i < entries.length; i++) {
+        const c = commits[i] as PromiseSettledResult<void>
+        if (c.status === 'fulfilled') continue
+        // A rewind only redelivers what is then dropped as already applied.
+        await this.o.transport.rewind(this.writer, (entries[i] as [string, LogPosition])[0]).catch(() => undefined)
+        failed ??= { error: c.reason }
+      }
+      return failed
+    })
   }
 
   /** Awaits the previous round's commits; resolves with the first failure among them. */
