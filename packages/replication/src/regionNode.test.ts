@@ -340,7 +340,9 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     const us = make('us', 'i1', new MemoryStore(), { commitIntervalMs: 0 })
     await eu.init()
     await us.init()
-    const reader = make('ap', 'i1')
+    // No heartbeats or own-log reads within the test: a round without new records is really idle.
+    const quiet = { heartbeatIntervalMs: 60_000, ownLogPollMs: 600_000 }
+    const reader = make('ap', 'i1', new MemoryStore(), quiet)
     await reader.init()
     const probe = new MemoryTransport({ broker })
     const committed = async (): Promise<{ eu: string | undefined; us: string | undefined }> => ({
@@ -376,6 +378,17 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     await reader.pump()
     const second = await committed()
     expect(probe.comparePositions(second.eu as string, first.eu as string)).toBe(1)
+    // Writes within the interval stay uncommitted while the logs then go quiet, until a round
+    // past the interval commits them without new records.
+    await write()
+    await reader.pump()
+    await reader.pump()
+    expect(await committed()).toEqual(second)
+    clock.advance(1000)
+    await reader.pump()
+    await reader.pump()
+    const tail = async (origin: string): Promise<string | undefined> => (await probe.poll(`tail-${origin}-${clock.now()}`, origin, { max: 1000 })).at(-1)?.position
+    expect(await committed()).toEqual({ eu: await tail('eu'), us: await tail('us') })
     // commitIntervalMs 0 commits every round: us's reader commits on its own log read each round.
     const usReads = make('us', 'i2', new MemoryStore(), { commitIntervalMs: 0 })
     await usReads.init()
@@ -395,14 +408,14 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
       await write()
       await reader.pump()
     }
-    expect((await reader.open<number>('n', 'pn-counter')).value()).toBe(24)
+    expect((await reader.open<number>('n', 'pn-counter')).value()).toBe(26)
     const applied = reader.metrics().peers.reduce((sum, p) => sum + p.applied, 0)
     await reader.stop()
-    clock.advance(10_000) // past the liveness window: the crashed incarnation is history
-    const restarted = make('ap', 'i1', store)
+    clock.advance(200_000) // past the liveness window: the crashed incarnation is history
+    const restarted = make('ap', 'i1', store, quiet)
     await restarted.init()
     for (let i = 0; i < 3; i++) await restarted.pump()
-    expect((await restarted.open<number>('n', 'pn-counter')).value()).toBe(24)
+    expect((await restarted.open<number>('n', 'pn-counter')).value()).toBe(26)
     const again = restarted.metrics().peers
     expect(again.reduce((sum, p) => sum + p.applied, 0)).toBe(0)
     expect(again.reduce((sum, p) => sum + p.duplicates, 0)).toBeGreaterThan(0)
@@ -413,7 +426,7 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     const committedAtClose = await committed()
     const last = (await probe.poll('tail', 'eu', { max: 1000 })).at(-1)?.position
     expect(committedAtClose.eu).toBe(last)
-    expect(applied).toBe(24)
+    expect(applied).toBe(26)
     for (const n of [eu, us, usReads]) await n.close()
   })
 

@@ -952,7 +952,11 @@ export class RegionNode {
       records += r.value.length
     })
     if (this.fatal !== undefined && failure !== undefined) throw failure.error
-    if (batches.length === 0) return { records, failure }
+    if (batches.length === 0) {
+      // Idle rounds commit too: a reader whose logs went quiet does not keep its last positions uncommitted.
+      if (this.toCommit.size > 0 && this.o.now() - this.lastCommitAt >= this.o.commitIntervalMs) this.startCommits()
+      return { records, failure }
+    }
     const ops: StoreOp[] = []
     try {
       for (const b of batches) {
