@@ -1,0 +1,118 @@
+/**
+ * RoutedTransport: one Transport over several, chosen by origin — each region's log where that
+ * region keeps it. The Redis topology runs one Redis per region: a node appends to its own
+ * region's Redis and reads every other region's stream from that region's Redis, so it needs one
+ * RedisTransport per origin behind the single transport a RegionNode takes.
+ */
+import { ConfigError, type AppendOptions, type LogPosition, type LogRecord, type PollOptions, type Transport } from '@concord/core'
+
+/** Options for {@link RoutedTransport}. */
+export interface RoutedTransportOptions {
+  /** The transport holding each origin's log, by origin (region) name. */
+  readonly routes: Readonly<Record<string, Transport>> | ReadonlyMap<string, Transport>
+  /** The transport of every origin without a route. @default none: such an origin is a ConfigError */
+  readonly fallback?: Transport
+}
+
+/**
+ * Routes every call by its origin to the transport holding that origin's log. Each origin's
+ * guarantees are its transport's. All transports must be of one kind (one `name`): positions are
+ * ordered by {@link Transport.comparePositions}, which names no origin. `close()` closes every
+ * transport once (they belong to the router from then on).
+ */
+export class RoutedTransport implements Transport {
+  readonly name: string
+  private readonly routes: ReadonlyMap<string, Transport>
+  private readonly fallback: Transport | undefined
+  private readonly all: readonly Transport[]
+
+  /** @throws ConfigError without any transport, or with transports of different kinds. */
+  constructor(options: RoutedTransportOptions) {
+    if (typeof options !== 'object' || options === null || typeof options.routes !== 'object' || options.routes === null) {
+      throw new ConfigError('routed transport: routes must be an object or a Map of origin → transport')
+    }
+    const routes = new Map<string, Transport>(options.routes instanceof Map ? options.routes : Object.entries(options.routes))
+    for (const [origin, t] of routes) {
+      if (origin.length === 0) throw new ConfigError('routed transport: an origin name must not be empty')
+      if (!isTransport(t)) throw new ConfigError(`routed transport: the route of ${origin} is not a Transport`)
+    }
+    if (options.fallback !== undefined && !isTransport(options.fallback)) throw new ConfigError('routed transport: fallback is not a Transport')
+    this.routes = routes
+    this.fallback = options.fallback
+    this.all = [...new Set([...routes.values(), ...(options.fallback === undefined ? [] : [options.fallback])])]
+    const first = this.all[0]
+    if (first === undefined) throw new ConfigError('routed transport: give at least one route or a fallback')
+    const kinds = new Set(this.all.map((t) => t.name))
+    if (kinds.size > 1) throw new ConfigError(`routed transport: every route must be one kind of transport (positions of different kinds do not compare), got ${[...kinds].join(', ')}`)
+    this.name = `routed(${first.name})`
+  }
+
+  /** The transport holding `origin`'s log. @throws ConfigError for an origin without a route and no fallback. */
+  route(origin: string): Transport {
+    const t = this.routes.get(origin) ?? this.fallback
+    if (t === undefined) throw new ConfigError(`routed transport: no route for origin ${JSON.stringify(origin)} (routes: ${[...this.routes.keys()].join(', ')})`)
+    return t
+  }
+
+  append(origin: string, records: readonly Uint8Array[], options?: AppendOptions): Promise<readonly LogPosition[]> {
+    return this.call(origin, (t) => t.append(origin, records, options))
+  }
+
+  poll(reader: string, origin: string, options?: PollOptions): Promise<readonly LogRecord[]> {
+    return this.call(origin, (t) => t.poll(reader, origin, options))
+  }
+
+  /** Announces each transport's share of `origins` to it (those without `subscribe` need none). */
+  async subscribe(reader: string, origins: readonly string[]): Promise<void> {
+    const byTransport = new Map<Transport, string[]>()
+    for (const origin of origins) {
+      const t = this.route(origin)
+      const list = byTransport.get(t)
+      if (list === undefined) byTransport.set(t, [origin])
+      else list.push(origin)
+    }
+    await Promise.all([...byTransport].map(([t, list]) => t.subscribe?.(reader, list)))
+  }
+
+  commit(reader: string, origin: string, position: LogPosition): Promise<void> {
+    return this.call(origin, (t) => t.commit(reader, origin, position))
+  }
+
+  committed(reader: string, origin: string): Promise<LogPosition | undefined> {
+    return this.call(origin, (t) => t.committed(reader, origin))
+  }
+
+  rewind(reader: string, origin: string): Promise<void> {
+    return this.call(origin, (t) => t.rewind(reader, origin))
+  }
+
+  earliest(origin: string): Promise<LogPosition | undefined> {
+    return this.call(origin, (t) => t.earliest(origin))
+  }
+
+  trim(origin: string, before: LogPosition): Promise<void> {
+    return this.call(origin, (t) => t.trim(origin, before))
+  }
+
+  comparePositions(a: LogPosition, b: LogPosition): number {
+    return (this.all[0] as Transport).comparePositions(a, b)
+  }
+
+  /** Closes every transport once, all of them even when one fails; rejects with the first failure. */
+  async close(): Promise<void> {
+    const results = await Promise.allSettled(this.all.map((t) => t.close()))
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+    if (failed !== undefined) throw failed.reason
+  }
+
+  /** Runs `fn` on `origin`'s transport; an unknown origin rejects (like every other failure of a call). */
+  private async call<T>(origin: string, fn: (t: Transport) => Promise<T>): Promise<T> {
+    return fn(this.route(origin))
+  }
+}
+
+function isTransport(t: unknown): t is Transport {
+  if (typeof t !== 'object' || t === null) return false
+  const o = t as Record<string, unknown>
+  return typeof o.name === 'string' && ['append', 'poll', 'commit', 'committed', 'rewind', 'earliest', 'trim', 'comparePositions', 'close'].every((m) => typeof o[m] === 'function')
+}
