@@ -9,10 +9,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
+import { freePort } from '@concord/testing'
 
 const DEFAULT_URL = 'redis://127.0.0.1:6379'
 const START_TIMEOUT_MS = 10_000
@@ -30,17 +30,6 @@ async function answers(url: string): Promise<boolean> {
   }
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const address = srv.address()
-      const port = typeof address === 'object' && address !== null ? address.port : 0
-      srv.close(() => resolve(port))
-    })
-  })
-}
 
 /** Resolves with the running child, or undefined when the binary is missing or the server does not come up. */
 async function startServer(port: number, dir: string): Promise<ChildProcess | undefined> {

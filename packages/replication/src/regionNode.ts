@@ -182,6 +182,8 @@ const jrnKey = (docId: string, n: number): string => `jrn/${docId}/${n}`
 const WAL_MAX_ENTRIES = 32
 const WAL_MAX_BYTES = 1024 * 1024
 const posKey = (origin: string): string => `pos/${origin}`
+/** Longest close() waits for commits in flight (they only spare redelivery after a restart). */
+const CLOSE_COMMIT_WAIT_MS = 5_000
 /** The `deps` of envelopes of documents whose replica merges deltas itself (no version is kept). */
 const NO_VERSION = new Uint8Array(0)
 const outKey = (seq: number): string => `out/${String(seq).padStart(16, '0')}`
@@ -224,7 +226,9 @@ export class RegionNode {
   private ownAppended: LogPosition[] = []
   private ownHead = 0
   /** The last round's transport commits, still running; see consumeAll. */
-  private commitsInFlight: Promise<{ error: unknown } | undefined> | undefined
+  private commitsInFlight: Promise<void> | undefined
+  /** The first failure of finished commits, reported by the next round. */
+  private commitFailure: { error: unknown } | undefined
   /** Positions applied and saved but not yet committed on the transport, by origin (see commitIntervalMs). */
   private readonly toCommit = new Map<string, LogPosition>()
   private lastCommitAt = Number.NEGATIVE_INFINITY
@@ -456,12 +460,14 @@ export class RegionNode {
       await this.flush()
       await this.exclusive(() => this.appendControl(REGISTER, NO_DOC, 1, encodeRegistration({ incarnation: this.incarnation, event: 'stop' })))
     }
-    // What was applied since the last commit is committed now. A failed last commit only means
-    // redelivery after a restart, which is dropped.
+    // What was applied since the last commit is committed now. Waited for at most
+    // CLOSE_COMMIT_WAIT_MS (a vanished region's log must not hold up a shutdown): a commit that did
+    // not make it only means redelivery after a restart, which is dropped.
     await this.exclusive(async () => {
-      await this.settleCommits()
+      const until = Date.now() + CLOSE_COMMIT_WAIT_MS
+      await this.commitsSettled(until)
       this.startCommits()
-      await this.settleCommits()
+      await this.commitsSettled(until)
     })
     this.closed = true
   }
@@ -932,11 +938,9 @@ export class RegionNode {
       now - this.twinHeardAt < this.o.livenessMs || now - this.lastOwnPoll >= this.o.ownLogPollMs || this.caughtUp.get(this.region) === false
     if (readOwn) this.lastOwnPoll = now
     const origins = readOwn ? this.o.regions : this.otherRegions
-    const [polled, prior] = await Promise.all([
-      Promise.allSettled(origins.map((origin) => this.o.transport.poll(this.writer, origin, this.pollOptions(origin)))),
-      this.settleCommits(),
-    ])
-    let failure: { error: unknown } | undefined = prior
+    const polled = await Promise.allSettled(origins.map((origin) => this.o.transport.poll(this.writer, origin, this.pollOptions(origin))))
+    let failure: { error: unknown } | undefined = this.commitFailure
+    this.commitFailure = undefined
     const batches: Array<{ origin: string; last: LogPosition; records: readonly LogRecord[] }> = []
     let records = 0
     polled.forEach((r, i) => {
@@ -975,8 +979,8 @@ export class RegionNode {
       return { records, failure: failure ?? { error } }
     }
     // The store holds state and positions now, so the transport commit only spares redelivery: it
-    // goes out every commitIntervalMs, behind the round (the next round awaits it before committing
-    // again and reports a failure).
+    // goes out every commitIntervalMs, behind the rounds (never awaited by one: a slow or vanished
+    // log must not stall the others), one batch of commits at a time; the next round reports a failure.
     for (const b of batches) this.toCommit.set(b.origin, b.last)
     if (this.o.now() - this.lastCommitAt >= this.o.commitIntervalMs) this.startCommits()
     if (this.fatal !== undefined && failure !== undefined) throw failure.error
@@ -988,30 +992,37 @@ export class RegionNode {
     return origin === this.region ? { max: this.o.pollMax, waitMs: 0, skipAppendsOf: this.writer } : { max: this.o.pollMax, waitMs: 0 }
   }
 
-  /** Commits every saved position not committed yet (the previous commits have settled). */
+  /**
+   * Commits every saved position not committed yet, unless commits are still running (then a
+   * later round does, with the positions saved by then).
+   */
   private startCommits(): void {
+    if (this.commitsInFlight !== undefined || this.toCommit.size === 0) return
     const entries = [...this.toCommit]
     this.toCommit.clear()
     this.lastCommitAt = this.o.now()
-    if (entries.length === 0) return
-    this.commitsInFlight = Promise.allSettled(entries.map(([origin, position]) => this.o.transport.commit(this.writer, origin, position))).then(async (commits) => {
-      let failed: { error: unknown } | undefined
-      for (let i = 0; i < entries.length; i++) {
-        const c = commits[i] as PromiseSettledResult<void>
-        if (c.status === 'fulfilled') continue
-        // A rewind only redelivers what is then dropped as already applied.
-        await this.o.transport.rewind(this.writer, (entries[i] as [string, LogPosition])[0]).catch(() => undefined)
-        failed ??= { error: c.reason }
-      }
-      return failed
-    })
+    this.commitsInFlight = Promise.allSettled(entries.map(([origin, position]) => this.o.transport.commit(this.writer, origin, position)))
+      .then(async (commits) => {
+        for (let i = 0; i < entries.length; i++) {
+          const c = commits[i] as PromiseSettledResult<void>
+          if (c.status === 'fulfilled') continue
+          // A rewind only redelivers what is then dropped as already applied.
+          await this.o.transport.rewind(this.writer, (entries[i] as [string, LogPosition])[0]).catch(() => undefined)
+          this.commitFailure ??= { error: c.reason }
+        }
+      })
+      .finally(() => {
+        this.commitsInFlight = undefined
+      })
   }
 
-  /** Awaits the previous round's commits; resolves with the first failure among them. */
-  private async settleCommits(): Promise<{ error: unknown } | undefined> {
+  /** Waits for the running commits, until `until` (ms, Date.now) at the latest. */
+  private async commitsSettled(until: number): Promise<void> {
     const inFlight = this.commitsInFlight
-    this.commitsInFlight = undefined
-    return inFlight === undefined ? undefined : await inFlight
+    if (inFlight === undefined) return
+    let timer: ReturnType<typeof setTimeout> | undefined
+    await Promise.race([inFlight, new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, until - Date.now()))))])
+    clearTimeout(timer)
   }
 
   private peer(region: string): MutablePeer {

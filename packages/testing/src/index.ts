@@ -98,3 +98,4 @@ export {
   type ReplicationCheckOptions,
   type ReplicationRunReport,
 } from './replicationSim.js'
+export { freePort } from './freePort.js'

@@ -8,7 +8,6 @@
 import { execFile } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, rm, symlink } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -18,6 +17,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { bytesEqual, encodeEnvelope, isConcordError, type Envelope, type Store, type StoreOp } from '@concord/core'
 import { crdtFactory, type OrSet, type PnCounter } from '@concord/crdt'
 import { MemoryStore, RegionNode } from '@concord/replication'
+import { freePort } from '@concord/testing'
 import { KafkaTransport } from './kafkaTransport.js'
 
 const run = promisify(execFile)
@@ -45,17 +45,6 @@ async function canRunKafka(): Promise<boolean> {
   }
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const address = srv.address()
-      const port = typeof address === 'object' && address !== null ? address.port : 0
-      srv.close(() => resolve(port))
-    })
-  })
-}
 
 /** A KRaft broker of this test file only, run by scripts/kafka.sh on its own ports and directory. */
 class PrivateKafka {

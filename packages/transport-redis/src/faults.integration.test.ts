@@ -5,20 +5,14 @@
  * envelopes written straight into a stream. Each test runs on a private redis-server (its own
  * port), so killing clients or restarting it never disturbs the shared server on 6379.
  */
-import { execFile } from 'node:child_process'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer } from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { Redis } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { bytesEqual, encodeEnvelope, isConcordError, type Envelope, type Store, type StoreOp } from '@concord/core'
 import { crdtFactory, type OrSet, type PnCounter } from '@concord/crdt'
 import { MemoryStore, RegionNode } from '@concord/replication'
 import { RedisTransport } from './redisTransport.js'
+import { PrivateRedis, hasRedisServer } from './testServer.js'
 
-const run = promisify(execFile)
 const REGIONS = ['eu', 'us', 'ap'] as const
 type Region = (typeof REGIONS)[number]
 const KEYS: Record<Region, Uint8Array> = {
@@ -27,92 +21,6 @@ const KEYS: Record<Region, Uint8Array> = {
   ap: new Uint8Array(32).fill(3),
 }
 const factories = { 'pn-counter': crdtFactory('pn-counter'), 'or-set': crdtFactory('or-set') }
-
-/** Whether redis-server can be started here; under CI=true its absence fails the suite. */
-async function hasRedisServer(): Promise<boolean> {
-  try {
-    await run('redis-server', ['--version'])
-    return true
-  } catch {
-    const message = 'redis-server is not installed: the Redis fault tests need it to run a private server (apt-get install redis-server).'
-    if (process.env.CI === 'true') throw new Error(`${message} Required under CI=true.`)
-    console.warn(`[skipped] ${message}`)
-    return false
-  }
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const address = srv.address()
-      const port = typeof address === 'object' && address !== null ? address.port : 0
-      srv.close(() => resolve(port))
-    })
-  })
-}
-
-/** A redis-server of this test file only, without persistence (a restart loses everything). */
-class PrivateRedis {
-  private constructor(
-    readonly port: number,
-    private readonly dir: string,
-  ) {}
-
-  static async start(): Promise<PrivateRedis> {
-    const s = new PrivateRedis(await freePort(), await mkdtemp(join(tmpdir(), 'concord-redis-')))
-    await s.up()
-    return s
-  }
-
-  get url(): string {
-    return `redis://127.0.0.1:${this.port}`
-  }
-
-  async up(): Promise<void> {
-    await run('redis-server', ['--daemonize', 'yes', '--bind', '127.0.0.1', '--port', String(this.port), '--save', '', '--appendonly', 'no', '--dir', this.dir])
-    for (let i = 0; ; i++) {
-      const c = new Redis(this.url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
-      c.on('error', () => undefined)
-      try {
-        await c.connect()
-        if ((await c.ping()) === 'PONG') return
-      } catch (e) {
-        if (i > 100) throw e
-      } finally {
-        c.disconnect()
-      }
-      await new Promise((r) => setTimeout(r, 50))
-    }
-  }
-
-  /** SHUTDOWN NOSAVE: the server exits and its data is gone. */
-  async down(): Promise<void> {
-    const c = new Redis(this.url, { retryStrategy: () => null, maxRetriesPerRequest: 0 })
-    c.on('error', () => undefined)
-    await c.call('SHUTDOWN', ['NOSAVE']).catch(() => undefined)
-    c.disconnect()
-    // Wait until the port is free before a restart binds it again.
-    for (let i = 0; i < 200; i++) {
-      const probe = new Redis(this.url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
-      probe.on('error', () => undefined)
-      const alive = await probe.connect().then(
-        () => true,
-        () => false,
-      )
-      probe.disconnect()
-      if (!alive) return
-      await new Promise((r) => setTimeout(r, 25))
-    }
-    throw new Error(`redis-server on ${this.port} did not shut down`)
-  }
-
-  async stop(): Promise<void> {
-    await this.down()
-    await rm(this.dir, { recursive: true, force: true })
-  }
-}
 
 /** Store wrapper: remembers the node's applied counts at each durable write, and can freeze (a crash). */
 class WatchedStore implements Store {

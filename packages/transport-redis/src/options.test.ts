@@ -21,6 +21,17 @@ describe('RedisTransport options', () => {
     expect(() => resolveOptions({ claimMinIdleMs: -1 })).toThrow(ConfigError)
     expect(() => resolveOptions({ consumer: '' })).toThrow(ConfigError)
   })
+
+  it('creates its client with one retry per command (fail fast while a server is down), unless told otherwise', async () => {
+    const retries = (t: RedisTransport): unknown => (t as unknown as { client: { options: { maxRetriesPerRequest: unknown } } }).client.options.maxRetriesPerRequest
+    const fromUrl = new RedisTransport({ redis: 'redis://127.0.0.1:1?lazyConnect=true' })
+    const fromOptions = new RedisTransport({ redis: { lazyConnect: true } })
+    const given = new RedisTransport({ redis: { lazyConnect: true, maxRetriesPerRequest: 5 } })
+    expect(retries(fromUrl)).toBe(1)
+    expect(retries(fromOptions)).toBe(1)
+    expect(retries(given)).toBe(5)
+    for (const t of [fromUrl, fromOptions, given]) await t.close()
+  })
 })
 
 describe('RedisTransport.comparePositions', () => {

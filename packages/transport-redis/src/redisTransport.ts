@@ -156,6 +156,9 @@ function checkName(kind: string, name: string): void {
   if (typeof name !== 'string' || name.length === 0) throw new ConfigError(`redis transport: ${kind} must be a non-empty string`)
 }
 
+/** ioredis `maxRetriesPerRequest` of the clients the transport creates (see the constructor). */
+const DEFAULT_MAX_RETRIES_PER_REQUEST = 1
+
 /**
  * The Transport contract over Redis Streams (works on a single server, with replicas, Sentinel or
  * Cluster). Positions are stream ids (`<ms>-<seq>`).
@@ -181,8 +184,13 @@ export class RedisTransport implements Transport {
       this.ownsClient = false
     } else {
       // Auto-pipelining: the commands of one event-loop turn (a round's commits, say) go out in
-      // one write. Options given explicitly win.
-      this.client = typeof redis === 'string' ? new Redis(redis, { enableAutoPipelining: true }) : new Redis({ enableAutoPipelining: true, ...redis })
+      // one write. One retry per command (ioredis's default is 20, about 30 s of reconnect
+      // attempts): while the server is down a command fails fast with a retriable error, and the
+      // node retries on its next round, instead of one vanished region's Redis holding every call
+      // for half a minute. The connection keeps reconnecting in the background. Options given
+      // explicitly win.
+      const defaults = { enableAutoPipelining: true, maxRetriesPerRequest: DEFAULT_MAX_RETRIES_PER_REQUEST }
+      this.client = typeof redis === 'string' ? new Redis(redis, defaults) : new Redis({ ...defaults, ...redis })
       this.ownsClient = true
       // Errors surface through the failing commands; without a listener ioredis also logs them.
       this.client.on('error', () => undefined)

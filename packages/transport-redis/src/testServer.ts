@@ -1,5 +1,6 @@
 /**
- * Test helper: finds the Redis server the integration suites run against. Not part of the public API.
+ * Test helpers: the Redis server the integration suites run against, and private servers for the
+ * fault suites. Not part of the package (excluded from its build and files, like the tests).
  *
  * Under `CI=true` a missing server is an error (the suite must run); elsewhere the suite is skipped
  * with a notice saying how to start one. Use it at the top of a `*.integration.test.ts`:
@@ -9,7 +10,15 @@
  * describe.skipIf(!redis.available)('...', () => { ... })
  * ```
  */
+import { execFile } from 'node:child_process'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
 import { Redis } from 'ioredis'
+import { freePort } from '@concord/testing'
+
+const run = promisify(execFile)
 
 /** Where the test Redis is and whether it answered. */
 export interface RedisTestServer {
@@ -37,4 +46,79 @@ export async function requireRedis(): Promise<RedisTestServer> {
   if (process.env.CI === 'true') throw new Error(`${message} Required under CI=true.`)
   console.warn(`[skipped] ${message}`)
   return { url, available: false }
+}
+
+/** Whether redis-server can be started here; under CI=true its absence fails the suite. */
+export async function hasRedisServer(): Promise<boolean> {
+  try {
+    await run('redis-server', ['--version'])
+    return true
+  } catch {
+    const message = 'redis-server is not installed: the Redis fault tests need it to run private servers (apt-get install redis-server).'
+    if (process.env.CI === 'true') throw new Error(`${message} Required under CI=true.`)
+    console.warn(`[skipped] ${message}`)
+    return false
+  }
+}
+
+
+/** A redis-server of one test file only, on its own port, without persistence (a restart loses everything). */
+export class PrivateRedis {
+  private constructor(
+    readonly port: number,
+    private readonly dir: string,
+  ) {}
+
+  static async start(): Promise<PrivateRedis> {
+    const s = new PrivateRedis(await freePort(), await mkdtemp(join(tmpdir(), 'concord-redis-')))
+    await s.up()
+    return s
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`
+  }
+
+  async up(): Promise<void> {
+    await run('redis-server', ['--daemonize', 'yes', '--bind', '127.0.0.1', '--port', String(this.port), '--save', '', '--appendonly', 'no', '--dir', this.dir])
+    for (let i = 0; ; i++) {
+      const c = new Redis(this.url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
+      c.on('error', () => undefined)
+      try {
+        await c.connect()
+        if ((await c.ping()) === 'PONG') return
+      } catch (e) {
+        if (i > 100) throw e
+      } finally {
+        c.disconnect()
+      }
+      await new Promise((r) => setTimeout(r, 50))
+    }
+  }
+
+  /** SHUTDOWN NOSAVE: the server exits and its data is gone. */
+  async down(): Promise<void> {
+    const c = new Redis(this.url, { retryStrategy: () => null, maxRetriesPerRequest: 0 })
+    c.on('error', () => undefined)
+    await c.call('SHUTDOWN', ['NOSAVE']).catch(() => undefined)
+    c.disconnect()
+    // Wait until the port is free before a restart binds it again.
+    for (let i = 0; i < 200; i++) {
+      const probe = new Redis(this.url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
+      probe.on('error', () => undefined)
+      const alive = await probe.connect().then(
+        () => true,
+        () => false,
+      )
+      probe.disconnect()
+      if (!alive) return
+      await new Promise((r) => setTimeout(r, 25))
+    }
+    throw new Error(`redis-server on ${this.port} did not shut down`)
+  }
+
+  async stop(): Promise<void> {
+    await this.down()
+    await rm(this.dir, { recursive: true, force: true })
+  }
 }
