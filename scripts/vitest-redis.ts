@@ -12,7 +12,10 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
-import { freePort } from '@concord/testing'
+// By path, not the package name: vitest's global setup resolves packages without the
+// @concord/source condition, so '@concord/testing' would need a build first (a fresh clone has none).
+// eslint-disable-next-line no-restricted-imports
+import { freePort } from '../packages/testing/src/freePort.js'
 
 const DEFAULT_URL = 'redis://127.0.0.1:6379'
 const START_TIMEOUT_MS = 10_000
