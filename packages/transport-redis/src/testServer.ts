@@ -67,10 +67,12 @@ export class PrivateRedis {
   private constructor(
     readonly port: number,
     private readonly dir: string,
+    private readonly args: readonly string[],
   ) {}
 
-  static async start(): Promise<PrivateRedis> {
-    const s = new PrivateRedis(await freePort(), await mkdtemp(join(tmpdir(), 'concord-redis-')))
+  /** Starts a server; `args` are more redis-server options (e.g. `--cluster-enabled yes`). */
+  static async start(args: readonly string[] = []): Promise<PrivateRedis> {
+    const s = new PrivateRedis(await freePort(), await mkdtemp(join(tmpdir(), 'concord-redis-')), args)
     await s.up()
     return s
   }
@@ -80,7 +82,7 @@ export class PrivateRedis {
   }
 
   async up(): Promise<void> {
-    await run('redis-server', ['--daemonize', 'yes', '--bind', '127.0.0.1', '--port', String(this.port), '--save', '', '--appendonly', 'no', '--dir', this.dir])
+    await run('redis-server', ['--daemonize', 'yes', '--bind', '127.0.0.1', '--port', String(this.port), '--save', '', '--appendonly', 'no', '--dir', this.dir, ...this.args])
     for (let i = 0; ; i++) {
       const c = new Redis(this.url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
       c.on('error', () => undefined)
