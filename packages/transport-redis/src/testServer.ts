@@ -84,7 +84,7 @@ export class PrivateRedis {
   async up(): Promise<void> {
     await run('redis-server', ['--daemonize', 'yes', '--bind', '127.0.0.1', '--port', String(this.port), '--save', '', '--appendonly', 'no', '--dir', this.dir, ...this.args])
     for (let i = 0; ; i++) {
-      const c = new Redis(this.url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
+      const c = new Redis(this.url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0, ...this.auth() })
       c.on('error', () => undefined)
       try {
         await c.connect()
@@ -98,9 +98,16 @@ export class PrivateRedis {
     }
   }
 
+  /** The password of a server started with `--requirepass`, as ioredis options. */
+  private auth(): { password?: string } {
+    const i = this.args.indexOf('--requirepass')
+    const password = i >= 0 ? this.args[i + 1] : undefined
+    return password === undefined ? {} : { password }
+  }
+
   /** SHUTDOWN NOSAVE: the server exits and its data is gone. */
   async down(): Promise<void> {
-    const c = new Redis(this.url, { retryStrategy: () => null, maxRetriesPerRequest: 0 })
+    const c = new Redis(this.url, { retryStrategy: () => null, maxRetriesPerRequest: 0, ...this.auth() })
     c.on('error', () => undefined)
     await c.call('SHUTDOWN', ['NOSAVE']).catch(() => undefined)
     c.disconnect()
