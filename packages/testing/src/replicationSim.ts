@@ -52,6 +52,8 @@ export interface SimNodeOptions {
   readonly heartbeatIntervalMs: number
   readonly repairTimeoutMs: number
   readonly maxDriftMs: number
+  /** How often read positions are committed (0: every round); the harness uses both. */
+  readonly commitIntervalMs: number
 }
 
 /** What the harness needs of a replication node (`RegionNode` fits). */
@@ -596,6 +598,9 @@ class ReplicationRun<V, Op, R extends Replica<V>> {
       heartbeatIntervalMs: DEFAULT_SIM_TIMING.heartbeatIntervalMs,
       repairTimeoutMs: DEFAULT_SIM_TIMING.repairTimeoutMs,
       maxDriftMs: DEFAULT_SIM_TIMING.maxDriftMs,
+      // Both commit policies, without drawing from the rng (pinned schedules replay as before):
+      // every round in even regions, every 5 rounds' worth of virtual time in odd ones.
+      commitIntervalMs: s.region % 2 === 0 ? 0 : 5 * DEFAULT_SIM_TIMING.roundMs,
     })
     s.node = node
     s.transport = transport
