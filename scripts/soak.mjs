@@ -4,7 +4,11 @@ import { spawnSync } from 'node:child_process'
 
 const runs = process.env.CONCORD_RUNS ?? '100000'
 process.stdout.write(`soak: ${runs} cases per property\n`)
-const r = spawnSync('npx', ['vitest', 'run', '--reporter=verbose', '--reporter=./scripts/summary-reporter.ts', '--testTimeout=0', '--hookTimeout=0', 'prop.test', ...process.argv.slice(2)], {
+const extra = process.argv.slice(2)
+// vitest ORs file filters: the default 'prop.test' filter would add every property file to the
+// one asked for, so it applies only when no property file is named.
+const files = extra.some((a) => a.includes('prop.test')) ? [] : ['prop.test']
+const r = spawnSync('npx', ['vitest', 'run', '--reporter=verbose', '--reporter=./scripts/summary-reporter.ts', '--testTimeout=0', '--hookTimeout=0', ...files, ...extra], {
   stdio: 'inherit',
   env: { ...process.env, CONCORD_RUNS: runs, CONCORD_SOAK: '1' },
 })
