@@ -349,7 +349,7 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
       concord: () => concordRun(() => new RedisTransport({ redis: redisUrl(), keyPrefix: prefix }), envelopes, batch),
       cleanup: async () => {
         const admin = new Redis(redisUrl())
-        const keys = [...(await admin.keys(`${prefix}*`))]
+        const keys = await admin.keys(`${prefix}*`)
         if (keys.length > 0) await admin.del(...keys)
         await admin.quit()
       },

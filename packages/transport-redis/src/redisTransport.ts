@@ -184,10 +184,9 @@ export class RedisTransport implements Transport {
       this.ownsClient = false
     } else {
       // Auto-pipelining: the commands of one event-loop turn (a round's commits, say) go out in
-      // one write. One retry per command (ioredis's default is 20, about 30 s of reconnect
-      // attempts): while the server is down a command fails fast with a retriable error, and the
-      // node retries on its next round, instead of one vanished region's Redis holding every call
-      // for half a minute. The connection keeps reconnecting in the background. Options given
+      // one write. One retry per command (ioredis's default is 20 reconnect attempts): while the
+      // server is down a command fails fast with a retriable error, and the node retries on its
+      // next round, instead of one vanished region's Redis holding every call through them all. The connection keeps reconnecting in the background. Options given
       // explicitly win.
       const defaults = { enableAutoPipelining: true, maxRetriesPerRequest: DEFAULT_MAX_RETRIES_PER_REQUEST }
       this.client = typeof redis === 'string' ? new Redis(redis, defaults) : new Redis({ ...defaults, ...redis })
