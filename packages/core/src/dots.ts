@@ -14,6 +14,8 @@ export interface Dot {
   readonly counter: number
 }
 
+const NO_RANGES: readonly number[] = []
+
 /** Stable string form of a dot, usable as a Map key. */
 export function dotKey(d: Dot): string {
   return `${d.counter}@${d.replica}`
@@ -204,6 +206,14 @@ export class DotSet {
     let n = 0
     for (const r of this.map.values()) for (let i = 0; i < r.length; i += 2) n += (r[i + 1] as number) - (r[i] as number) + 1
     return n
+  }
+
+  /**
+   * Ranges of `replica` as a flat `[start0, end0, start1, end1, ...]` array: the set's own
+   * storage, read-only, valid until the set changes (no array per range, for encoders).
+   */
+  flatRanges(replica: string): readonly number[] {
+    return this.map.get(replica) ?? NO_RANGES
   }
 
   /** Ranges of `replica` as [start, end] pairs. */

@@ -64,7 +64,7 @@ export function encodeEnvelope(env: Envelope, key?: Uint8Array): Uint8Array {
   return out
 }
 
-function readBody(d: Decoder): { env: Envelope; signed: boolean } {
+function readBody(d: Decoder): Envelope {
   if (readByte(d) !== ENVELOPE_MAGIC[0] || readByte(d) !== ENVELOPE_MAGIC[1]) throw new DecodeError('envelope: bad magic')
   const version = readByte(d)
   if (version !== ENVELOPE_VERSION) throw new DecodeError(`envelope: unsupported version ${version}`)
@@ -80,7 +80,7 @@ function readBody(d: Decoder): { env: Envelope; signed: boolean } {
   const time = readHlc(d)
   const deps = readBytes(d, 1024 * 1024)
   const payload = readBytes(d, MAX_PAYLOAD_BYTES)
-  return { env: { docId, typeName, region, writer, seq, time, deps, payload }, signed: (flags & FLAG_SIGNED) !== 0 }
+  return { docId, typeName, region, writer, seq, time, deps, payload }
 }
 
 /**
@@ -99,7 +99,7 @@ export function decodeEnvelope(bytes: Uint8Array, keys?: EnvelopeKeys): Envelope
     bodyEnd = bytes.length - HMAC_BYTES
   }
   const body = signed ? bytes.subarray(0, bodyEnd) : bytes
-  const { env } = decodeWith('envelope', body, readBody)
+  const env = decodeWith('envelope', body, readBody)
   if (keys !== undefined) {
     if (!signed) throw new SignatureError(`envelope from ${env.region} is unsigned`)
     const key = keys.get(env.region)

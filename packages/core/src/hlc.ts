@@ -76,6 +76,16 @@ export class Hlc {
    * @throws ClockDriftError if `remote` is more than maxDriftMs ahead of physical time; the clock is unchanged.
    */
   receive(remote: HlcTimestamp): HlcTimestamp {
+    this.witness(remote)
+    return { wall: this.wall, logical: this.logical, node: this.node }
+  }
+
+  /**
+   * {@link receive} without the returned timestamp (nothing allocated): for receivers that only
+   * need the clock to move past `remote`.
+   * @throws ClockDriftError as receive does; the clock is then unchanged.
+   */
+  witness(remote: HlcTimestamp): void {
     const pt = Math.floor(this.physical())
     this.check(remote, pt)
     const wall = Math.max(this.wall, remote.wall, pt)
@@ -85,13 +95,12 @@ export class Hlc {
     this.wall = wall
     if (this.logical < 0) this.logical = 0
     else this.bumpLogical()
-    return { wall: this.wall, logical: this.logical, node: this.node }
   }
 
   /** Like {@link receive} but never throws: a timestamp too far ahead is ignored. Returns whether it was taken in. */
   observe(remote: HlcTimestamp): boolean {
     try {
-      this.receive(remote)
+      this.witness(remote)
       return true
     } catch (e) {
       if (e instanceof ClockDriftError) return false

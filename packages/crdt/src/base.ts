@@ -17,6 +17,9 @@ import { MAX_MAP_DEPTH, type CausalTypeName, type Schema } from './schema.js'
 import { MapStore, collectDots, dotSetOf, emptyStore, filterStore, joinStore, newJoinOut, type ConflictSink, type Store } from './store.js'
 import { decodeDelta, encodeDelta } from './wire.js'
 
+/** The root's path in a join (shared: joins never change a path, they extend a copy). */
+const EMPTY_PATH: readonly string[] = []
+
 /** Options every native CRDT accepts. */
 export interface CrdtOptions {
   /** This writer's id: unique across all regions and instances, at most 256 UTF-8 bytes. */
@@ -107,14 +110,15 @@ export abstract class CausalReplica<V> implements Replica<V> {
   apply(delta: Uint8Array): void {
     const dec = decodeDelta(this.typeName, this.schema, delta)
     // Everything below works on validated data and cannot fail.
-    const sink: ConflictSink = { typeName: this.typeName, events: [] }
+    // Conflict events are only worked out for someone listening.
+    const sink: ConflictSink | undefined = this.conflictListeners.size === 0 ? undefined : { typeName: this.typeName, events: [] }
     const out = newJoinOut()
     const grows = !this.ctx.includes(dec.ctx)
-    joinStore(this.schema, this.root, this.ctx, dec.store, dec.ctx, [], sink, out)
+    joinStore(this.schema, this.root, this.ctx, dec.store, dec.ctx, EMPTY_PATH, sink, out)
     this.ctx.union(dec.ctx)
     for (const t of out.times) this.clock.observe(t)
     if (!grows && out.added.length === 0 && out.removed.length === 0) return
-    for (const ev of sink.events) for (const fn of [...this.conflictListeners]) fn(ev)
+    if (sink !== undefined) for (const ev of sink.events) for (const fn of [...this.conflictListeners]) fn(ev)
     this.emit(delta, 'remote')
   }
 
@@ -143,10 +147,10 @@ export abstract class CausalReplica<V> implements Replica<V> {
 
   /** @internal Joins a local delta into the state and emits it (or adds it to the open batch). */
   commit(store: Store | undefined, ctx: DotSet): void {
-    joinStore(this.schema, this.root, this.ctx, store, ctx, [], undefined, newJoinOut())
+    joinStore(this.schema, this.root, this.ctx, store, ctx, EMPTY_PATH, undefined, newJoinOut())
     this.ctx.union(ctx)
     if (this.pending !== undefined) {
-      joinStore(this.schema, this.pending.store, this.pending.ctx, store, ctx, [], undefined, newJoinOut())
+      joinStore(this.schema, this.pending.store, this.pending.ctx, store, ctx, EMPTY_PATH, undefined, newJoinOut())
       this.pending.ctx.union(ctx)
     } else this.emit(encodeDelta(this.typeName, this.schema, store, ctx), 'local')
   }

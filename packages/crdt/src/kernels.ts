@@ -154,12 +154,15 @@ export class PnCounterView {
     const ctx = new DotSet()
     let i = inc
     let d = dec
-    asFun(this.c.store())?.entries.forEach((e) => {
-      if (e.dot.replica !== me) return
-      i += (e.value as CounterValue).inc
-      d += (e.value as CounterValue).dec
-      ctx.add(e.dot)
-    })
+    const own = asFun(this.c.store())
+    if (own !== undefined) {
+      for (const e of own.entries.values()) {
+        if (e.dot.replica !== me) continue
+        i += (e.value as CounterValue).inc
+        d += (e.value as CounterValue).dec
+        ctx.add(e.dot)
+      }
+    }
     if (!Number.isSafeInteger(i) || !Number.isSafeInteger(d)) throw new RangeError('pn-counter: total exceeds Number.MAX_SAFE_INTEGER')
     const dot = this.c.root.nextDot()
     const f = new FunStore()

@@ -18,6 +18,7 @@ import {
   MAX_REPLICA_ID_BYTES,
   DotSet,
   compareDots,
+  compareStrings,
   decodeWith,
   dotKey,
   encodeWith,
@@ -45,12 +46,7 @@ function tagOf(type: CausalTypeName): number {
 
 /** Encodes `(store, ctx)` canonically: equal states give equal bytes. */
 export function encodeDelta(type: CausalTypeName, schema: Schema, store: Store | undefined, ctx: DotSet): Uint8Array {
-  const strings = new Set<string>(ctx.replicas())
-  forEachEntry(schema, store, (e, leaf) => {
-    strings.add(e.dot.replica)
-    if (leaf.strings !== undefined) strings.add(leaf.strings(e.value))
-  })
-  const table = sortedStrings(strings)
+  const table = stringTable(schema, store, ctx)
   const idx = new Map<string, number>()
   for (let i = 0; i < table.length; i++) idx.set(table[i] as string, i)
   return encodeWith((e) => {
@@ -58,10 +54,12 @@ export function encodeDelta(type: CausalTypeName, schema: Schema, store: Store |
     writeUint(e, table.length)
     for (const s of table) writeString(e, s)
     for (const s of table) {
-      const ranges = ctx.ranges(s)
-      writeUint(e, ranges.length)
+      const r = ctx.flatRanges(s)
+      writeUint(e, r.length / 2)
       let prev = 0
-      for (const [a, b] of ranges) {
+      for (let i = 0; i < r.length; i += 2) {
+        const a = r[i] as number
+        const b = r[i + 1] as number
         writeUint(e, a - prev)
         writeUint(e, b - a)
         prev = b
@@ -71,10 +69,43 @@ export function encodeDelta(type: CausalTypeName, schema: Schema, store: Store |
   })
 }
 
+/** The sorted replica ids (and HLC nodes) a delta names: its string table. */
+function stringTable(schema: Schema, store: Store | undefined, ctx: DotSet): string[] {
+  // A fun-store root (registers, counters) holds a few entries: a linear scan of a small array
+  // beats a Set and a closure per entry on this hot path (every local change is encoded here).
+  const table: string[] = [...ctx.replicas()]
+  if (store?.kind === 'fun' && schema.kind === 'fun' && store.entries.size <= 16 && table.length <= 16) {
+    for (const en of store.entries.values()) {
+      if (!table.includes(en.dot.replica)) table.push(en.dot.replica)
+      if (schema.strings !== undefined) {
+        const t = schema.strings(en.value)
+        if (!table.includes(t)) table.push(t)
+      }
+    }
+    return sortInPlace(table, compareStrings)
+  }
+  const strings = new Set<string>(table)
+  forEachEntry(schema, store, (e, leaf) => {
+    strings.add(e.dot.replica)
+    if (leaf.strings !== undefined) strings.add(leaf.strings(e.value))
+  })
+  return sortedStrings(strings)
+}
+
 function writeStore(e: Encoder, schema: Schema, s: Store | undefined, idx: ReadonlyMap<string, number>): void {
   if (s === undefined) return writeUint(e, 0)
   if (s.kind === 'fun') {
     if (schema.kind !== 'fun') throw new Error('store/schema mismatch')
+    if (s.entries.size === 1) {
+      // One entry (a register, a counter bump): nothing to sort.
+      for (const en of s.entries.values()) {
+        writeUint(e, 1)
+        writeUint(e, idx.get(en.dot.replica) as number)
+        writeUint(e, en.dot.counter)
+        schema.write(e, en.value, idx)
+      }
+      return
+    }
     const entries = sortInPlace([...s.entries.values()], byDot)
     writeUint(e, entries.length)
     for (const en of entries) {

@@ -1055,7 +1055,7 @@ export class RegionNode {
         if (env.writer !== this.writer) m.duplicates++
         return undefined
       }
-      this.hlc.receive(env.time)
+      this.hlc.witness(env.time)
       const cached = this.cachedDoc(env.docId, env.typeName)
       if (cached !== undefined) {
         this.applyRemote(cached, env, m)
@@ -1124,7 +1124,7 @@ export class RegionNode {
   }
 
   private async processControl(env: Envelope): Promise<void> {
-    this.hlc.receive(env.time)
+    this.hlc.witness(env.time)
     switch (env.typeName) {
       case HEARTBEAT: {
         const hb = decodeHeartbeat(env.payload)
