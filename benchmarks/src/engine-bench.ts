@@ -3,14 +3,16 @@
  * PnCounter deltas over the in-memory log (MemoryTransport, MemoryStore), against the same log
  * driven raw (append the same bytes, poll, commit) in the same run. What separates the two is the
  * replication engine alone: delta and envelope encoding, decode + join of every received delta,
- * the journal and applied-set bookkeeping, and the garbage they make. The transport benchmark
- * measures the same traffic over Redis and Kafka, where the client library's work is added on top.
+ * the journal and applied-set bookkeeping, and the garbage they make. A third variant runs the
+ * same nodes with no-op replicas (noopReplica.ts), splitting that cost into the node's own part and
+ * the CRDT's. The transport benchmark measures the same traffic over Redis and Kafka, where the
+ * client library's work is added on top.
  *
  *   node --conditions=@concord/source --import tsx benchmarks/src/engine-bench.ts [--repeats=5] [--envelopes=20000] [--batch=100]
  */
 import { pathToFileURL } from 'node:url'
-import { crdtFactory, type PnCounter } from '@concord/crdt'
 import { MemoryStore, MemoryTransport, RegionNode } from '@concord/replication'
+import { benchFactories, openWriters, type BenchReplica } from './noopReplica.js'
 import { machine, median, progress, saveReport, type BenchReport, type BenchRow } from './report.js'
 
 const REGIONS = ['eu', 'us', 'ap'] as const
@@ -39,22 +41,21 @@ async function timed(body: () => Promise<void>): Promise<Timing> {
   return { ms: performance.now() - start, cpuUs: cpu.user + cpu.system }
 }
 
-/** Three RegionNodes: every round each region increments `batch` counters and flushes, then each node pumps. */
-async function concordRun(envelopes: number, batch: number): Promise<Timing> {
+/**
+ * Three RegionNodes: every round each region writes once to each of `batch` documents and flushes,
+ * then each node pumps. `kind` 'noop' swaps the PnCounters for replicas that do no CRDT work.
+ */
+async function concordRun(envelopes: number, batch: number, kind: BenchReplica = 'pn-counter'): Promise<Timing> {
   const transport = new MemoryTransport()
-  const nodes = REGIONS.map((region) => new RegionNode({ region, instance: 'i1', regions: [...REGIONS], transport, store: new MemoryStore(), factories: { 'pn-counter': crdtFactory('pn-counter') }, heartbeatIntervalMs: 60_000 }))
-  const counters: PnCounter[][] = []
-  for (const node of nodes) {
-    const cs: PnCounter[] = []
-    for (let d = 0; d < batch; d++) cs.push((await node.open(`d${d}`, 'pn-counter')) as unknown as PnCounter)
-    counters.push(cs)
-  }
+  const nodes = REGIONS.map((region) => new RegionNode({ region, instance: 'i1', regions: [...REGIONS], transport, store: new MemoryStore(), factories: benchFactories(kind), heartbeatIntervalMs: 60_000 }))
+  const writes: Array<() => void> = []
+  for (const node of nodes) writes.push(await openWriters(node, kind, batch))
   for (const node of nodes) await node.pump()
   const applied = (n: RegionNode): number => n.metrics().peers.reduce((s, p) => s + p.applied, 0)
   const t = await timed(async () => {
     for (let written = 0; written < envelopes; written += batch) {
       for (let r = 0; r < nodes.length; r++) {
-        for (const c of counters[r] as PnCounter[]) c.increment(1)
+        ;(writes[r] as () => void)()
         await (nodes[r] as RegionNode).flush()
       }
       for (const node of nodes) await node.pump()
@@ -98,13 +99,16 @@ export async function run(options: EngineBenchOptions = {}): Promise<BenchReport
   const batch = options.batch ?? 100
   const size = 59
   const concord: Timing[] = []
+  const noop: Timing[] = []
   const raw: Timing[] = []
   for (let i = 0; i < repeats + 1; i++) {
     progress(i === 0 ? 'warm-up' : `run ${i}/${repeats}`)
     const r = await rawRun(envelopes, batch, size)
+    const n = await concordRun(envelopes, batch, 'noop')
     const c = await concordRun(envelopes, batch)
     if (i > 0) {
       raw.push(r)
+      noop.push(n)
       concord.push(c)
     }
   }
@@ -112,16 +116,24 @@ export async function run(options: EngineBenchOptions = {}): Promise<BenchReport
   const cpuPer = (t: Timing): number => t.cpuUs / (3 * envelopes)
   const rawUs = median(raw.map(per))
   const concordUs = median(concord.map(per))
+  const noopUs = median(noop.map(per))
   const rawCpu = median(raw.map(cpuPer))
+  const noopCpu = median(noop.map(cpuPer))
   const concordCpu = median(concord.map(cpuPer))
+  const RAW = 'raw MemoryTransport append + poll + commit'
+  const NOOP = 'Concord RegionNode, no-op replica (no CRDT work)'
+  const CONCORD = 'Concord RegionNode over MemoryTransport'
   const rows: BenchRow[] = [
-    { name: 'raw MemoryTransport append + poll + commit', metric: 'time per written envelope (in memory)', value: rawUs, unit: 'µs' },
-    { name: 'Concord RegionNode over MemoryTransport', metric: 'time per written envelope (in memory)', value: concordUs, unit: 'µs', baseline: 'raw MemoryTransport append + poll + commit', ratio: concordUs / rawUs },
-    { name: 'raw MemoryTransport append + poll + commit', metric: 'CPU per written envelope (in memory)', value: rawCpu, unit: 'µs' },
-    { name: 'Concord RegionNode over MemoryTransport', metric: 'CPU per written envelope (in memory)', value: concordCpu, unit: 'µs', baseline: 'raw MemoryTransport append + poll + commit', ratio: concordCpu / rawCpu },
+    { name: RAW, metric: 'time per written envelope (in memory)', value: rawUs, unit: 'µs' },
+    { name: NOOP, metric: 'time per written envelope (in memory)', value: noopUs, unit: 'µs', baseline: RAW, ratio: noopUs / rawUs },
+    { name: CONCORD, metric: 'time per written envelope (in memory)', value: concordUs, unit: 'µs', baseline: RAW, ratio: concordUs / rawUs },
+    { name: RAW, metric: 'CPU per written envelope (in memory)', value: rawCpu, unit: 'µs' },
+    { name: NOOP, metric: 'CPU per written envelope (in memory)', value: noopCpu, unit: 'µs', baseline: RAW, ratio: noopCpu / rawCpu },
+    { name: CONCORD, metric: 'CPU per written envelope (in memory)', value: concordCpu, unit: 'µs', baseline: RAW, ratio: concordCpu / rawCpu },
   ]
   const notes = [
     `3 regions, ${envelopes} envelopes written per region (${size} B raw records; Concord: one PnCounter increment per envelope), ${batch} per flush/append, each applied (Concord) or read (raw) in both other regions; median of ${repeats} after one warm-up run of each; per written envelope`,
+    'no-op replica: the same RegionNodes and traffic with replicas that emit a fixed delta of an increment\'s size and apply nothing — the engine without CRDT work; PnCounter minus no-op = what the CRDT costs',
     'CPU = CPU time of this process (all threads, so GC included) / written envelopes',
   ]
   const report: BenchReport = { suite: 'engine-overhead', command: COMMAND, machine: await machine(), date: new Date().toISOString(), notes, rows }

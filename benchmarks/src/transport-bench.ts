@@ -10,7 +10,8 @@
  *     consumer group per other region's topic and counts the messages it receives.
  *
  * A third variant drives the Concord transport alone (no RegionNode) the way the nodes drive it,
- * to tell the transport's cost from the engine's.
+ * to tell the transport's cost from the engine's; a fourth runs the RegionNodes with no-op replicas
+ * (noopReplica.ts), to tell the engine's own cost from the CRDT's.
  *
  * Raw entries have the byte size of a Concord envelope. Reports envelopes/s (written envelopes
  * delivered to both other regions, per second) and Concord/raw ratios (targets: Redis ≥ 0.5,
@@ -28,6 +29,7 @@ import { crdtFactory, type PnCounter } from '@concord/crdt'
 import { MemoryStore, RegionNode } from '@concord/replication'
 import { RedisTransport } from '@concord/transport-redis'
 import { KafkaTransport } from '@concord/transport-kafka'
+import { benchFactories, openWriters, type BenchReplica } from './noopReplica.js'
 import { machine, median, progress, saveReport, type BenchReport, type BenchRow } from './report.js'
 
 const REGIONS = ['eu', 'us', 'ap'] as const
@@ -84,20 +86,19 @@ export async function envelopeSize(): Promise<number> {
   return rec?.bytes.length ?? 100
 }
 
-/** Concord: three RegionNodes over `open()` transports; resolves with the elapsed ms. */
-export async function concordRun(open: () => Transport, envelopes: number, batch: number): Promise<Timing> {
+/**
+ * Concord: three RegionNodes over `open()` transports; resolves with the elapsed ms. `kind` 'noop'
+ * swaps the PnCounters for replicas that do no CRDT work (noopReplica.ts).
+ */
+export async function concordRun(open: () => Transport, envelopes: number, batch: number, kind: BenchReplica = 'pn-counter'): Promise<Timing> {
   const transports: Transport[] = []
   const nodes = REGIONS.map((region) => {
     const transport = open()
     transports.push(transport)
-    return new RegionNode({ region, instance: 'i1', regions: [...REGIONS], transport, store: new MemoryStore(), factories: { 'pn-counter': crdtFactory('pn-counter') }, heartbeatIntervalMs: 60_000 })
+    return new RegionNode({ region, instance: 'i1', regions: [...REGIONS], transport, store: new MemoryStore(), factories: benchFactories(kind), heartbeatIntervalMs: 60_000 })
   })
-  const counters: PnCounter[][] = []
-  for (const node of nodes) {
-    const cs: PnCounter[] = []
-    for (let d = 0; d < batch; d++) cs.push((await node.open(`d${d}`, 'pn-counter')) as unknown as PnCounter)
-    counters.push(cs)
-  }
+  const writes: Array<() => void> = []
+  for (const node of nodes) writes.push(await openWriters(node, kind, batch))
   // Warm up: connections, consumer groups, the first records.
   for (let i = 0; i < 3; i++) for (const node of nodes) await node.pump()
   const base = nodes.map((n) => n.metrics().peers.reduce((s, p) => s + p.applied, 0))
@@ -111,7 +112,7 @@ export async function concordRun(open: () => Transport, envelopes: number, batch
     check()
     if (written < envelopes) {
       for (let r = 0; r < nodes.length; r++) {
-        for (const c of counters[r] as PnCounter[]) c.increment(1)
+        ;(writes[r] as () => void)()
         await (nodes[r] as RegionNode).flush()
       }
       written += batch
@@ -296,6 +297,7 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
   const rows: BenchRow[] = []
   const notes = [
     `3 regions, ${envelopes} envelopes written per region (${size} B each, one PnCounter increment), ${batch} per flush/append; throughput = 3 x ${envelopes} envelopes, each applied in both other regions, / elapsed; median of ${repeats} after ${warmup} unmeasured warm-up run(s) of each variant, the variants alternating`,
+    '"no-op replica" = the same RegionNodes and traffic with replicas that emit a fixed delta of an increment\'s size and apply nothing: the engine without CRDT work',
     '"alone (no engine)" = the Concord transport driven like the nodes drive it (append a flush\'s records keyed by document, poll each other origin, commit every second as a node does by default) with raw bytes of an envelope\'s size: what the transport costs without the replication engine',
     'client CPU = CPU time of this Node process (all threads: JavaScript, GC, I/O) during the measured part of a run / written envelopes; the Redis server and the Kafka broker run in their own processes',
   ]
@@ -308,22 +310,24 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
   /** Raw client, the Concord transport alone, and Concord: warm-up runs, then `repeats` measured, alternating. */
   const compare = async (
     transport: 'Redis' | 'Kafka',
-    names: { raw: string; alone: string; concord: string },
+    names: { raw: string; alone: string; noop: string; concord: string },
     target: number,
-    round: (prefix: string) => { raw: () => Promise<Timing>; alone: () => Promise<Timing>; concord: () => Promise<Timing>; cleanup: () => Promise<void> },
+    round: (prefix: string) => { raw: () => Promise<Timing>; alone: () => Promise<Timing>; noop: () => Promise<Timing>; concord: () => Promise<Timing>; cleanup: () => Promise<void> },
   ): Promise<void> => {
-    const results = { raw: [] as { rate: number; cpu: number }[], alone: [] as { rate: number; cpu: number }[], concord: [] as { rate: number; cpu: number }[] }
+    const results = { raw: [] as { rate: number; cpu: number }[], alone: [] as { rate: number; cpu: number }[], noop: [] as { rate: number; cpu: number }[], concord: [] as { rate: number; cpu: number }[] }
     for (let i = 0; i < warmup + repeats; i++) {
       const prefix = transport === 'Redis' ? `{bench-${randomUUID()}}` : `bench-${randomUUID().slice(0, 8)}`
       progress(i < warmup ? `${transport.toLowerCase()} warm-up ${i + 1}/${warmup}` : `${transport.toLowerCase()} run ${i - warmup + 1}/${repeats}`)
       const r = round(prefix)
       const raw = await measure(r.raw)
       const alone = await measure(r.alone)
+      const noop = await measure(r.noop)
       const concord = await measure(r.concord)
       await r.cleanup()
       if (i < warmup) continue
       results.raw.push(raw)
       results.alone.push(alone)
+      results.noop.push(noop)
       results.concord.push(concord)
     }
     const throughput = `replication throughput (${transport})`
@@ -331,21 +335,22 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
     const rawRate = median(results.raw.map((x) => x.rate))
     const rawCpu = median(results.raw.map((x) => x.cpu))
     rows.push({ name: names.raw, metric: throughput, value: rawRate, unit: 'envelopes/s' })
-    for (const variant of ['alone', 'concord'] as const) {
+    for (const variant of ['alone', 'noop', 'concord'] as const) {
       const v = median(results[variant].map((x) => x.rate))
       const ratio = v / rawRate
       rows.push({ name: names[variant], metric: throughput, value: v, unit: 'envelopes/s', baseline: names.raw, ratio, ...(variant === 'concord' ? { target: `>= ${target.toFixed(2)}`, pass: ratio >= target } : {}) })
     }
     rows.push({ name: names.raw, metric: cpu, value: rawCpu, unit: 'µs' })
-    for (const variant of ['alone', 'concord'] as const) {
+    for (const variant of ['alone', 'noop', 'concord'] as const) {
       const v = median(results[variant].map((x) => x.cpu))
       rows.push({ name: names[variant], metric: cpu, value: v, unit: 'µs', baseline: names.raw, ratio: v / rawCpu })
     }
   }
   if (only.includes('redis')) {
-    await compare('Redis', { raw: 'raw XADD + XREADGROUP', alone: 'RedisTransport alone (no engine)', concord: 'Concord RegionNode + RedisTransport' }, 0.5, (prefix) => ({
+    await compare('Redis', { raw: 'raw XADD + XREADGROUP', alone: 'RedisTransport alone (no engine)', noop: 'RegionNode + RedisTransport, no-op replica (no CRDT work)', concord: 'Concord RegionNode + RedisTransport' }, 0.5, (prefix) => ({
       raw: () => rawRedisRun(prefix, envelopes, batch, size),
       alone: () => transportRun(() => new RedisTransport({ redis: redisUrl(), keyPrefix: `${prefix}t` }), envelopes, batch, size),
+      noop: () => concordRun(() => new RedisTransport({ redis: redisUrl(), keyPrefix: `${prefix}n` }), envelopes, batch, 'noop'),
       concord: () => concordRun(() => new RedisTransport({ redis: redisUrl(), keyPrefix: prefix }), envelopes, batch),
       cleanup: async () => {
         const admin = new Redis(redisUrl())
@@ -357,14 +362,15 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
   }
   if (only.includes('kafka')) {
     const kafka = new Kafka({ clientId: 'bench', brokers: kafkaBrokers(), logLevel: logLevel.NOTHING })
-    await compare('Kafka', { raw: 'raw kafkajs produce + consume', alone: 'KafkaTransport alone (no engine)', concord: 'Concord RegionNode + KafkaTransport' }, 0.7, (prefix) => ({
+    await compare('Kafka', { raw: 'raw kafkajs produce + consume', alone: 'KafkaTransport alone (no engine)', noop: 'RegionNode + KafkaTransport, no-op replica (no CRDT work)', concord: 'Concord RegionNode + KafkaTransport' }, 0.7, (prefix) => ({
       raw: () => rawKafkaRun(prefix, envelopes, batch, size),
       alone: () => transportRun(() => new KafkaTransport({ kafka, topicPrefix: `${prefix}-t`, groupPrefix: `${prefix}-t`, fetchMaxWaitMs: 100 }), envelopes, batch, size),
+      noop: () => concordRun(() => new KafkaTransport({ kafka, topicPrefix: `${prefix}-n`, groupPrefix: `${prefix}-n`, fetchMaxWaitMs: 100 }), envelopes, batch, 'noop'),
       concord: () => concordRun(() => new KafkaTransport({ kafka, topicPrefix: prefix, groupPrefix: prefix, fetchMaxWaitMs: 100 }), envelopes, batch),
       cleanup: async () => {
         const admin = kafka.admin()
         await admin.connect()
-        const topics = (await admin.listTopics()).filter((t) => t.startsWith(`${prefix}.`) || t.startsWith(`${prefix}-t.`))
+        const topics = (await admin.listTopics()).filter((t) => t.startsWith(`${prefix}.`) || t.startsWith(`${prefix}-t.`) || t.startsWith(`${prefix}-n.`))
         if (topics.length > 0) await admin.deleteTopics({ topics })
         await admin.disconnect()
       },
