@@ -88,6 +88,24 @@ export class DotSet {
     return false
   }
 
+  /** True when every counter `start..end` (inclusive) of `replica` is present. */
+  coversRange(replica: string, start: number, end: number): boolean {
+    const r = this.map.get(replica)
+    if (r === undefined) return false
+    // binary search for the range holding `start`; it must reach `end` (ranges are non-adjacent)
+    let lo = 0
+    let hi = r.length / 2 - 1
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1
+      const s = r[mid * 2] as number
+      const e = r[mid * 2 + 1] as number
+      if (start < s) hi = mid - 1
+      else if (start > e) lo = mid + 1
+      else return end <= e
+    }
+    return false
+  }
+
   add(d: Dot): this {
     return this.addRange(d.replica, d.counter, d.counter)
   }

@@ -11,11 +11,19 @@ import {
   type ConflictEvent,
   type DeltaOrigin,
   type Dot,
+  type HlcTimestamp,
   type Replica,
+  dotKey,
 } from '@concord/core'
-import { MAX_MAP_DEPTH, type CausalTypeName, type Schema } from './schema.js'
-import { MapStore, collectDots, dotSetOf, emptyStore, filterStore, joinStore, newJoinOut, type ConflictSink, type Store } from './store.js'
-import { decodeDelta, encodeDelta } from './wire.js'
+import { MAX_MAP_DEPTH, type CausalTypeName, type FunSchema, type Schema } from './schema.js'
+import { MapStore, collectDots, dotSetOf, emptyStore, filterStore, joinStore, newJoinOut, type ConflictSink, type FunStore, type Store } from './store.js'
+import { decodeDelta, decodeFunDelta, encodeDelta, inRanges } from './wire.js'
+
+/** Whether the flat `[table index, counter, ...]` dots of a decoded delta hold (ri, counter). */
+function holdsDot(dots: readonly number[], ri: number, counter: number): boolean {
+  for (let i = 0; i < dots.length; i += 2) if (dots[i] === ri && dots[i + 1] === counter) return true
+  return false
+}
 
 /** The root's path in a join (shared: joins never change a path, they extend a copy). */
 const EMPTY_PATH: readonly string[] = []
@@ -108,6 +116,7 @@ export abstract class CausalReplica<V> implements Replica<V> {
   }
 
   apply(delta: Uint8Array): void {
+    if (this.schema.kind === 'fun' && this.root.kind === 'fun') return this.applyFun(this.schema, this.root, delta)
     const dec = decodeDelta(this.typeName, this.schema, delta)
     // Everything below works on validated data and cannot fail.
     // Conflict events are only worked out for someone listening.
@@ -119,6 +128,65 @@ export abstract class CausalReplica<V> implements Replica<V> {
     for (const t of out.times) this.clock.observe(t)
     if (!grows && out.added.length === 0 && out.removed.length === 0) return
     if (sink !== undefined) for (const ev of sink.events) for (const fn of [...this.conflictListeners]) fn(ev)
+    this.emit(delta, 'remote')
+  }
+
+  /**
+   * {@link apply} for a dot-to-value root (registers, counters), joining the flat decoded delta
+   * straight into the state: the same join as joinStore's (a dot survives if both sides hold it,
+   * or one side holds it and the other's context has never seen it), without building the
+   * delta's store and context first.
+   */
+  private applyFun(schema: FunSchema, root: FunStore, delta: Uint8Array): void {
+    const { table, ranges, dots, values } = decodeFunDelta(this.typeName, schema, delta)
+    // Everything below works on validated data and cannot fail.
+    const ctx = this.ctx
+    let grows = false
+    for (let i = 0; i < table.length && !grows; i++) {
+      const r = ranges[i] as readonly number[]
+      for (let j = 0; j < r.length; j += 2) {
+        if (!ctx.coversRange(table[i] as string, r[j] as number, r[j + 1] as number)) {
+          grows = true
+          break
+        }
+      }
+    }
+    const te = root.entries
+    let added = 0
+    let times: HlcTimestamp[] | undefined
+    for (let i = 0; i < dots.length; i += 2) {
+      const replica = table[dots[i] as number] as string
+      const counter = dots[i + 1] as number
+      // Seen before: we hold it (both sides do) or it is dead here. Our store's dots are all in
+      // our context, so an unseen dot cannot be in the store yet.
+      if (ctx.hasCounter(replica, counter)) continue
+      const dot: Dot = { replica, counter }
+      const value = values[i / 2]
+      te.set(dotKey(dot), { dot, value })
+      added++
+      if (schema.time !== undefined) (times ??= []).push(schema.time(value))
+    }
+    let removed = 0
+    if (table.length > 0) {
+      // forEach: no [key, value] array per entry; deleting the visited entry is safe.
+      te.forEach((e, k) => {
+        // A dot the delta's context has seen but its store does not hold: removed there.
+        const ri = table.indexOf(e.dot.replica)
+        if (ri < 0 || !inRanges(ranges[ri] as readonly number[], e.dot.counter) || holdsDot(dots, ri, e.dot.counter)) return
+        te.delete(k)
+        removed++
+      })
+    }
+    for (let i = 0; i < table.length; i++) {
+      const r = ranges[i] as readonly number[]
+      for (let j = 0; j < r.length; j += 2) ctx.addRange(table[i] as string, r[j] as number, r[j + 1] as number)
+    }
+    if (times !== undefined) for (const t of times) this.clock.observe(t)
+    if (!grows && added === 0 && removed === 0) return
+    if (this.conflictListeners.size > 0 && added > 0 && te.size > 1 && schema.siblings !== undefined) {
+      const ev = schema.siblings([...te.values()], EMPTY_PATH, this.typeName)
+      if (ev !== undefined) for (const fn of [...this.conflictListeners]) fn(ev)
+    }
     this.emit(delta, 'remote')
   }
 

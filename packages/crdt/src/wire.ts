@@ -34,7 +34,7 @@ import {
   type Decoder,
   type Encoder,
 } from '@concord/core'
-import { MAX_MAP_DEPTH, TYPE_CODES, type CausalTypeName, type Schema } from './schema.js'
+import { MAX_MAP_DEPTH, TYPE_CODES, type CausalTypeName, type FunSchema, type Schema } from './schema.js'
 import { FunStore, MapStore, forEachEntry, type CausalDelta, type Entry, type Store } from './store.js'
 
 const FORMAT = 1
@@ -131,37 +131,103 @@ interface ReadState {
   readonly seen: Set<string> | undefined
 }
 
+/** Reads a delta's tag, string table and context ranges (flat `[start, end, ...]` per table entry), validated. */
+function readHeader(d: Decoder, type: CausalTypeName): { table: string[]; ranges: number[][] } {
+  const tag = readByte(d)
+  if (tag !== tagOf(type)) throw new DecodeError(`${type} delta: unexpected tag 0x${tag.toString(16)} (format ${tag >> 4}, type ${tag & 15})`)
+  const n = readLength(d, 1_000_000, 2)
+  const table: string[] = []
+  for (let i = 0; i < n; i++) {
+    const s = readString(d, MAX_REPLICA_ID_BYTES)
+    if (s.length === 0) throw new DecodeError('empty replica id')
+    const prev = table[i - 1]
+    if (prev !== undefined && s <= prev) throw new DecodeError('string table not strictly sorted')
+    table.push(s)
+  }
+  const ranges: number[][] = []
+  for (let i = 0; i < n; i++) {
+    const k = readLength(d, MAX_COLLECTION, 2)
+    const r: number[] = []
+    let prev = 0
+    for (let j = 0; j < k; j++) {
+      const gap = readUint(d)
+      const len = readUint(d)
+      if (gap < (j === 0 ? 1 : 2)) throw new DecodeError('context: overlapping or adjacent ranges')
+      const start = prev + gap
+      const end = start + len
+      if (!Number.isSafeInteger(end)) throw new DecodeError('context: counter overflow')
+      r.push(start, end)
+      prev = end
+    }
+    ranges.push(r)
+  }
+  return { table, ranges }
+}
+
+/** Whether counter `c` is inside the flat sorted ranges `r`. */
+export function inRanges(r: readonly number[], c: number): boolean {
+  let lo = 0
+  let hi = r.length / 2 - 1
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1
+    if (c < (r[mid * 2] as number)) hi = mid - 1
+    else if (c > (r[mid * 2 + 1] as number)) lo = mid + 1
+    else return true
+  }
+  return false
+}
+
 /** Decodes and validates a delta of `type`. Throws DecodeError, never anything else. */
 export function decodeDelta(type: CausalTypeName, schema: Schema, bytes: Uint8Array): CausalDelta {
   return decodeWith(`${type} delta`, bytes, (d) => {
-    const tag = readByte(d)
-    if (tag !== tagOf(type)) throw new DecodeError(`${type} delta: unexpected tag 0x${tag.toString(16)} (format ${tag >> 4}, type ${tag & 15})`)
-    const n = readLength(d, 1_000_000, 2)
-    const table: string[] = []
-    for (let i = 0; i < n; i++) {
-      const s = readString(d, MAX_REPLICA_ID_BYTES)
-      if (s.length === 0) throw new DecodeError('empty replica id')
-      const prev = table[i - 1]
-      if (prev !== undefined && s <= prev) throw new DecodeError('string table not strictly sorted')
-      table.push(s)
-    }
+    const { table, ranges } = readHeader(d, type)
     const ctx = new DotSet()
-    for (const replica of table) {
-      const k = readLength(d, MAX_COLLECTION, 2)
-      let prev = 0
-      for (let j = 0; j < k; j++) {
-        const gap = readUint(d)
-        const len = readUint(d)
-        if (gap < (j === 0 ? 1 : 2)) throw new DecodeError('context: overlapping or adjacent ranges')
-        const start = prev + gap
-        const end = start + len
-        if (!Number.isSafeInteger(end)) throw new DecodeError('context: counter overflow')
-        ctx.addRange(replica, start, end)
-        prev = end
-      }
+    for (let i = 0; i < table.length; i++) {
+      const r = ranges[i] as number[]
+      for (let j = 0; j < r.length; j += 2) ctx.addRange(table[i] as string, r[j] as number, r[j + 1] as number)
     }
     const store = readStore(d, schema, { table, ctx, seen: schema.kind === 'map' ? new Set() : undefined }, 0)
     return { store, ctx }
+  })
+}
+
+/**
+ * A decoded delta of a type whose root is a dot-to-value store (registers, counters), kept flat for
+ * {@link CausalReplica.apply}'s direct join: no DotSet, no store map, no entry objects for dots the
+ * receiver has seen.
+ */
+export interface FunDelta {
+  /** Replica ids (and HLC nodes), sorted. */
+  readonly table: readonly string[]
+  /** Per table entry, its context ranges, flat `[start, end, ...]`, sorted and disjoint. */
+  readonly ranges: readonly (readonly number[])[]
+  /** The store's dots, flat `[table index, counter, ...]`, strictly sorted. */
+  readonly dots: readonly number[]
+  /** The value of each dot, in order. */
+  readonly values: readonly unknown[]
+}
+
+/** Decodes and validates a fun-rooted delta exactly as {@link decodeDelta} does, into a {@link FunDelta}. */
+export function decodeFunDelta(type: CausalTypeName, schema: FunSchema, bytes: Uint8Array): FunDelta {
+  return decodeWith(`${type} delta`, bytes, (d) => {
+    const { table, ranges } = readHeader(d, type)
+    const n = readLength(d, MAX_COLLECTION, 2)
+    const dots: number[] = []
+    const values: unknown[] = []
+    let pi = -1
+    let pc = 0
+    for (let i = 0; i < n; i++) {
+      const ri = readUint(d, table.length - 1)
+      const counter = readUint(d)
+      if (counter === 0) throw new DecodeError('dot counter 0')
+      if (ri < pi || (ri === pi && counter <= pc)) throw new DecodeError('dots not strictly sorted')
+      pi = ri
+      pc = counter
+      if (!inRanges(ranges[ri] as number[], counter)) throw new DecodeError('store dot outside the delta context')
+      dots.push(ri, counter)
+      values.push(schema.read(d, table))
+    }
+    return { table, ranges, dots, values }
   })
 }
 
