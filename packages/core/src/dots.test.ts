@@ -39,6 +39,26 @@ describe('DotSet', () => {
   })
 })
 
+describe('DotSet range reads', () => {
+  it('coversRange is true exactly when every counter of the range is present', () => {
+    fc.assert(
+      fc.property(fc.array(dotArb, { maxLength: 40 }), fc.constantFrom('a', 'b', 'c', 'd'), fc.integer({ min: 1, max: 60 }), fc.integer({ min: 0, max: 10 }), (dots, replica, start, len) => {
+        const s = DotSet.of(dots)
+        let all = true
+        for (let c = start; c <= start + len; c++) all &&= s.hasCounter(replica, c)
+        expect(s.coversRange(replica, start, start + len)).toBe(all)
+      }),
+    )
+  })
+
+  it('flatRanges returns the ranges as [start, end, ...]', () => {
+    const s = new DotSet().addRange('a', 1, 3).addRange('a', 7, 7).addRange('b', 2, 5)
+    expect(s.flatRanges('a')).toEqual([1, 3, 7, 7])
+    expect(s.flatRanges('b')).toEqual([2, 5])
+    expect(s.flatRanges('zz')).toEqual([])
+  })
+})
+
 describe('VersionVector', () => {
   it('compares causally', () => {
     const a = VersionVector.from([['x', 2], ['y', 1]])

@@ -68,6 +68,18 @@ describe('Hlc', () => {
     expect(() => new Hlc('a', { maxDriftMs: Number.NaN })).toThrow(ConfigError)
   })
 
+  it('witness moves the clock as receive does, and throws on drift leaving it unchanged', () => {
+    let now = 1_000
+    const a = new Hlc('a', { now: () => now, maxDriftMs: 100 })
+    const b = new Hlc('b', { now: () => now, maxDriftMs: 100 })
+    const remote: HlcTimestamp = { wall: 1_050, logical: 7, node: 'r' }
+    a.witness(remote)
+    expect(a.peek()).toEqual({ ...b.receive(remote), node: 'a' })
+    now = 1_060
+    expect(() => a.witness({ wall: 5_000, logical: 0, node: 'r' })).toThrow(ClockDriftError)
+    expect(a.peek()).toEqual({ wall: 1_050, logical: 8, node: 'a' })
+  })
+
   it('round-trips through its encoding', () => {
     fc.assert(
       fc.property(fc.record({ wall: fc.integer({ min: 0, max: 2 ** 48 }), logical: fc.integer({ min: 0, max: 2 ** 32 - 1 }), node: fc.string({ minLength: 1, maxLength: 40 }) }), (t) => {
