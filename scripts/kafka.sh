@@ -14,6 +14,8 @@
 #   KAFKA_DIR            working directory: jars, data, config, logs (default <repo>/.kafka)
 #   KAFKA_HEAP_OPTS      JVM heap                                    (default -Xms256m -Xmx512m)
 #   KAFKA_START_TIMEOUT  seconds to wait for the broker to be ready  (default 120)
+#   KAFKA_SASL_PLAIN     user:password — the client listener then takes SASL/PLAIN only, with that
+#                        one user (SASL_PLAINTEXT; for testing that SASL options pass through)
 #   JAVA_HOME            Java 17+ to use                             (default: java on PATH)
 set -euo pipefail
 
@@ -26,6 +28,7 @@ controller_port="${KAFKA_CONTROLLER_PORT:-9093}"
 dir="${KAFKA_DIR:-$repo/.kafka}"
 heap="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
 timeout="${KAFKA_START_TIMEOUT:-120}"
+sasl_plain="${KAFKA_SASL_PLAIN:-}"
 java="${JAVA_HOME:+$JAVA_HOME/bin/}java"
 
 libs="$dir/libs-$version"
@@ -64,16 +67,26 @@ fetch_jars() {
 
 write_config() {
   mkdir -p "$dir"
+  local client=PLAINTEXT sasl=""
+  if [[ -n "$sasl_plain" ]]; then
+    [[ "$sasl_plain" == *:* ]] || { say "KAFKA_SASL_PLAIN must be user:password"; exit 1; }
+    local user="${sasl_plain%%:*}" password="${sasl_plain#*:}"
+    client=SASL_PLAINTEXT
+    sasl="sasl.enabled.mechanisms=PLAIN
+sasl.mechanism.inter.broker.protocol=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"$user\" password=\"$password\" user_$user=\"$password\";"
+  fi
   cat >"$config" <<EOF
 # Written by scripts/kafka.sh: single-node KRaft broker + controller for tests.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=$client://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=$client://127.0.0.1:$port
+listener.security.protocol.map=$client:$client,CONTROLLER:PLAINTEXT
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
+inter.broker.listener.name=$client
+$sasl
 log.dirs=$data
 num.partitions=1
 default.replication.factor=1

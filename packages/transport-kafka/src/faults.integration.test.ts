@@ -5,23 +5,14 @@
  * straight into a topic. The tests run on a private broker (own ports and data directory, started
  * with scripts/kafka.sh), so stopping it never disturbs the shared broker on 9092.
  */
-import { execFile } from 'node:child_process'
-import { existsSync } from 'node:fs'
-import { mkdir, mkdtemp, rm, symlink } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { promisify } from 'node:util'
 import { Kafka, logLevel } from 'kafkajs'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { bytesEqual, encodeEnvelope, isConcordError, type Envelope, type Store, type StoreOp } from '@concord/core'
 import { crdtFactory, type OrSet, type PnCounter } from '@concord/crdt'
 import { MemoryStore, RegionNode } from '@concord/replication'
-import { freePort } from '@concord/testing'
 import { KafkaTransport } from './kafkaTransport.js'
+import { PrivateKafka, canRunKafka } from './testServer.js'
 
-const run = promisify(execFile)
-const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
 const REGIONS = ['eu', 'us', 'ap'] as const
 type Region = (typeof REGIONS)[number]
 const KEYS: Record<Region, Uint8Array> = {
@@ -30,69 +21,6 @@ const KEYS: Record<Region, Uint8Array> = {
   ap: new Uint8Array(32).fill(3),
 }
 const factories = { 'pn-counter': crdtFactory('pn-counter'), 'or-set': crdtFactory('or-set') }
-const KAFKA_VERSION = process.env.KAFKA_VERSION ?? '3.9.1'
-
-/** Whether a private broker can be started here (Java and the script); under CI=true it must. */
-async function canRunKafka(): Promise<boolean> {
-  try {
-    await run(process.env.JAVA_HOME !== undefined ? join(process.env.JAVA_HOME, 'bin', 'java') : 'java', ['-version'])
-    return true
-  } catch {
-    const message = 'java is not installed: the Kafka fault tests need it to run a private broker (scripts/kafka.sh).'
-    if (process.env.CI === 'true') throw new Error(`${message} Required under CI=true.`)
-    console.warn(`[skipped] ${message}`)
-    return false
-  }
-}
-
-
-/** A KRaft broker of this test file only, run by scripts/kafka.sh on its own ports and directory. */
-class PrivateKafka {
-  private constructor(
-    readonly port: number,
-    private readonly env: NodeJS.ProcessEnv,
-    private readonly dir: string,
-  ) {}
-
-  static async start(): Promise<PrivateKafka> {
-    const dir = await mkdtemp(join(tmpdir(), 'concord-kafka-'))
-    // Reuse the jars scripts/kafka.sh fetched for the shared broker, if any (else it fetches them).
-    const libs = join(repo, '.kafka', `libs-${KAFKA_VERSION}`)
-    if (existsSync(join(libs, '.complete'))) await symlink(libs, join(dir, `libs-${KAFKA_VERSION}`))
-    else await mkdir(dir, { recursive: true })
-    const port = await freePort()
-    const env = { ...process.env, KAFKA_DIR: dir, KAFKA_PORT: String(port), KAFKA_CONTROLLER_PORT: String(await freePort()) }
-    const k = new PrivateKafka(port, env, dir)
-    // scripts/kafka.sh formats storage with a random cluster id, which the storage tool refuses
-    // when it starts with '-' (1 in 32): a second try draws another id.
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await k.up()
-        return k
-      } catch (e) {
-        if (attempt >= 3) throw e
-      }
-    }
-  }
-
-  get brokers(): readonly string[] {
-    return [`127.0.0.1:${this.port}`]
-  }
-
-  up(): Promise<unknown> {
-    return run('bash', [join(repo, 'scripts', 'kafka.sh'), 'start'], { env: this.env })
-  }
-
-  down(): Promise<unknown> {
-    return run('bash', [join(repo, 'scripts', 'kafka.sh'), 'stop'], { env: this.env })
-  }
-
-  async stop(): Promise<void> {
-    await this.down().catch(() => undefined)
-    if (process.env.KEEP === undefined) await rm(this.dir, { recursive: true, force: true })
-  }
-}
-
 /** Store wrapper: remembers the node's applied counts at each durable write, and can freeze (a crash). */
 class WatchedStore implements Store {
   readonly name = 'watched'

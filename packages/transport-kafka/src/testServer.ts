@@ -1,5 +1,6 @@
 /**
- * Test helper: finds the Kafka broker the integration suites run against. Not part of the public API.
+ * Test helpers: the Kafka broker the integration suites run against, and private brokers for the
+ * fault and SASL suites. Not part of the package (excluded from its build and files, like the tests).
  *
  * Under `CI=true` a missing broker is an error (the suite must run); elsewhere the suite is skipped
  * with a notice saying how to start one. Use it at the top of a `*.integration.test.ts`:
@@ -9,7 +10,18 @@
  * describe.skipIf(!kafka.available)('...', () => { ... })
  * ```
  */
+import { execFile } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { mkdir, mkdtemp, rm, symlink } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
 import { Kafka, logLevel } from 'kafkajs'
+import { freePort } from '@concord/testing'
+
+const run = promisify(execFile)
+const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
 
 /** Where the test broker is and whether it answered. */
 export interface KafkaTestServer {
@@ -36,4 +48,69 @@ export async function requireKafka(): Promise<KafkaTestServer> {
   if (process.env.CI === 'true') throw new Error(`${message} Required under CI=true.`)
   console.warn(`[skipped] ${message}`)
   return { brokers, available: false }
+}
+
+const KAFKA_VERSION = process.env.KAFKA_VERSION ?? '3.9.1'
+
+/** Whether a private broker can be started here (Java and the script); under CI=true it must. */
+export async function canRunKafka(): Promise<boolean> {
+  try {
+    await run(process.env.JAVA_HOME !== undefined ? join(process.env.JAVA_HOME, 'bin', 'java') : 'java', ['-version'])
+    return true
+  } catch {
+    const message = 'java is not installed: the Kafka fault and SASL tests need it to run a private broker (scripts/kafka.sh).'
+    if (process.env.CI === 'true') throw new Error(`${message} Required under CI=true.`)
+    console.warn(`[skipped] ${message}`)
+    return false
+  }
+}
+
+
+/**
+ * A KRaft broker of one test file only, run by scripts/kafka.sh on its own ports and directory (so
+ * stopping it never disturbs the shared broker). `env` adds scripts/kafka.sh settings (KAFKA_SASL_PLAIN).
+ */
+export class PrivateKafka {
+  private constructor(
+    readonly port: number,
+    private readonly env: NodeJS.ProcessEnv,
+    private readonly dir: string,
+  ) {}
+
+  static async start(env: NodeJS.ProcessEnv = {}): Promise<PrivateKafka> {
+    const dir = await mkdtemp(join(tmpdir(), 'concord-kafka-'))
+    // Reuse the jars scripts/kafka.sh fetched for the shared broker, if any (else it fetches them).
+    const libs = join(repo, '.kafka', `libs-${KAFKA_VERSION}`)
+    if (existsSync(join(libs, '.complete'))) await symlink(libs, join(dir, `libs-${KAFKA_VERSION}`))
+    else await mkdir(dir, { recursive: true })
+    const port = await freePort()
+    const k = new PrivateKafka(port, { ...process.env, ...env, KAFKA_DIR: dir, KAFKA_PORT: String(port), KAFKA_CONTROLLER_PORT: String(await freePort()) }, dir)
+    // scripts/kafka.sh formats storage with a random cluster id, which the storage tool refuses
+    // when it starts with '-' (1 in 32): a second try draws another id.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await k.up()
+        return k
+      } catch (e) {
+        if (attempt >= 3) throw e
+      }
+    }
+  }
+
+  get brokers(): readonly string[] {
+    return [`127.0.0.1:${this.port}`]
+  }
+
+  up(): Promise<unknown> {
+    return run('bash', [join(repo, 'scripts', 'kafka.sh'), 'start'], { env: this.env })
+  }
+
+  down(): Promise<unknown> {
+    return run('bash', [join(repo, 'scripts', 'kafka.sh'), 'stop'], { env: this.env })
+  }
+
+  async stop(): Promise<void> {
+    await this.down().catch(() => undefined)
+    if (process.env.KEEP === undefined) await rm(this.dir, { recursive: true, force: true })
+  }
 }
