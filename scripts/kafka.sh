@@ -16,6 +16,9 @@
 #   KAFKA_START_TIMEOUT  seconds to wait for the broker to be ready  (default 120)
 #   KAFKA_SASL_PLAIN     user:password — the client listener then takes SASL/PLAIN only, with that
 #                        one user (SASL_PLAINTEXT; for testing that SASL options pass through)
+#   KAFKA_TLS_CERT, KAFKA_TLS_KEY
+#                        PEM certificate (self-signed, for 127.0.0.1) and its unencrypted PKCS#8 key:
+#                        the client listener then speaks TLS only (SSL, or SASL_SSL with KAFKA_SASL_PLAIN)
 #   JAVA_HOME            Java 17+ to use                             (default: java on PATH)
 set -euo pipefail
 
@@ -29,6 +32,8 @@ dir="${KAFKA_DIR:-$repo/.kafka}"
 heap="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
 timeout="${KAFKA_START_TIMEOUT:-120}"
 sasl_plain="${KAFKA_SASL_PLAIN:-}"
+tls_cert="${KAFKA_TLS_CERT:-}"
+tls_key="${KAFKA_TLS_KEY:-}"
 java="${JAVA_HOME:+$JAVA_HOME/bin/}java"
 
 libs="$dir/libs-$version"
@@ -67,14 +72,27 @@ fetch_jars() {
 
 write_config() {
   mkdir -p "$dir"
-  local client=PLAINTEXT sasl=""
+  local client=PLAINTEXT sasl="" tls=""
+  if [[ -n "$tls_cert$tls_key" ]]; then
+    [[ -f "$tls_cert" && -f "$tls_key" ]] || { say "KAFKA_TLS_CERT and KAFKA_TLS_KEY must both name PEM files"; exit 1; }
+    # A PEM keystore is the key followed by its certificate; the broker trusts its own certificate
+    # for its connections to itself (inter-broker traffic uses the client listener).
+    cat "$tls_key" "$tls_cert" >"$dir/keystore.pem"
+    client=SSL
+    tls="ssl.keystore.type=PEM
+ssl.keystore.location=$dir/keystore.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$tls_cert"
+  fi
   if [[ -n "$sasl_plain" ]]; then
     [[ "$sasl_plain" == *:* ]] || { say "KAFKA_SASL_PLAIN must be user:password"; exit 1; }
     local user="${sasl_plain%%:*}" password="${sasl_plain#*:}"
-    client=SASL_PLAINTEXT
+    if [[ "$client" == SSL ]]; then client=SASL_SSL; else client=SASL_PLAINTEXT; fi
+    local lower
+    lower="$(printf '%s' "$client" | tr '[:upper:]' '[:lower:]')"
     sasl="sasl.enabled.mechanisms=PLAIN
 sasl.mechanism.inter.broker.protocol=PLAIN
-listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"$user\" password=\"$password\" user_$user=\"$password\";"
+listener.name.$lower.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"$user\" password=\"$password\" user_$user=\"$password\";"
   fi
   cat >"$config" <<EOF
 # Written by scripts/kafka.sh: single-node KRaft broker + controller for tests.
@@ -87,6 +105,7 @@ listener.security.protocol.map=$client:$client,CONTROLLER:PLAINTEXT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=$client
 $sasl
+$tls
 log.dirs=$data
 num.partitions=1
 default.replication.factor=1

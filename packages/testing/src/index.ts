@@ -99,3 +99,4 @@ export {
   type ReplicationRunReport,
 } from './replicationSim.js'
 export { freePort } from './freePort.js'
+export { hasOpenssl, selfSignedCert } from './tlsCert.js'

@@ -4,39 +4,15 @@
  * `tls` options with the CA, and a client that trusts another CA gets a rejected call — the
  * connection is verified, not merely encrypted.
  */
-import { execFile } from 'node:child_process'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { isConcordError } from '@concord/core'
-import { freePort } from '@concord/testing'
+import { freePort, hasOpenssl, selfSignedCert } from '@concord/testing'
 import { RedisStore } from './redisStore.js'
 import { RedisTransport } from './redisTransport.js'
 import { PrivateRedis, hasRedisServer } from './testServer.js'
-
-const run = promisify(execFile)
-
-async function hasOpenssl(): Promise<boolean> {
-  try {
-    await run('openssl', ['version'])
-    return true
-  } catch {
-    const message = 'openssl is not installed: the Redis TLS test makes its certificates with it (apt-get install openssl).'
-    if (process.env.CI === 'true') throw new Error(`${message} Required under CI=true.`)
-    console.warn(`[skipped] ${message}`)
-    return false
-  }
-}
-
-/** A self-signed certificate for 127.0.0.1 (it is its own CA). */
-async function selfSigned(dir: string, name: string): Promise<{ cert: string; key: string }> {
-  const cert = join(dir, `${name}.crt`)
-  const key = join(dir, `${name}.key`)
-  await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'])
-  return { cert, key }
-}
 
 const available = (await hasRedisServer()) && (await hasOpenssl())
 
@@ -48,8 +24,8 @@ describe.skipIf(!available)('Redis over TLS', () => {
   let otherCa: Buffer
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'concord-redis-tls-'))
-    const own = await selfSigned(dir, 'server')
-    const other = await selfSigned(dir, 'other')
+    const own = await selfSignedCert(dir, 'server')
+    const other = await selfSignedCert(dir, 'other')
     ca = await readFile(own.cert)
     otherCa = await readFile(other.cert)
     tlsPort = await freePort()
