@@ -16,6 +16,22 @@ export interface Dot {
 
 const NO_RANGES: readonly number[] = []
 
+/**
+ * Index of the range holding `counter` in flat sorted disjoint ranges `[start0, end0, start1,
+ * end1, ...]` (a DotSet's per-replica storage, a decoded context), or -1: a binary search.
+ */
+export function rangeIndex(r: readonly number[], counter: number): number {
+  let lo = 0
+  let hi = r.length / 2 - 1
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1
+    if (counter < (r[mid * 2] as number)) hi = mid - 1
+    else if (counter > (r[mid * 2 + 1] as number)) lo = mid + 1
+    else return mid
+  }
+  return -1
+}
+
 /** Stable string form of a dot, usable as a Map key. */
 export function dotKey(d: Dot): string {
   return `${d.counter}@${d.replica}`
@@ -37,6 +53,19 @@ export const MAX_REPLICA_ID_BYTES = 256
 export class DotSet {
   // replica -> flat [start0, end0, start1, end1, ...], sorted, disjoint, non-adjacent
   private readonly map = new Map<string, number[]>()
+
+  /**
+   * A set of `replicas[i]`'s flat ranges `ranges[i]`, already sorted, disjoint and non-adjacent (a
+   * validated decoded context): the arrays are adopted, not copied; empty ones are skipped.
+   */
+  static fromRanges(replicas: readonly string[], ranges: readonly number[][]): DotSet {
+    const s = new DotSet()
+    for (let i = 0; i < replicas.length; i++) {
+      const r = ranges[i] as number[]
+      if (r.length > 0) s.map.set(replicas[i] as string, r)
+    }
+    return s
+  }
 
   /** A set holding exactly `dots`. */
   static of(dots: Iterable<Dot>): DotSet {
@@ -73,37 +102,16 @@ export class DotSet {
 
   hasCounter(replica: string, counter: number): boolean {
     const r = this.map.get(replica)
-    if (r === undefined) return false
-    // binary search for the last range starting at or before `counter`
-    let lo = 0
-    let hi = r.length / 2 - 1
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1
-      const s = r[mid * 2] as number
-      const e = r[mid * 2 + 1] as number
-      if (counter < s) hi = mid - 1
-      else if (counter > e) lo = mid + 1
-      else return true
-    }
-    return false
+    return r !== undefined && rangeIndex(r, counter) >= 0
   }
 
   /** True when every counter `start..end` (inclusive) of `replica` is present. */
   coversRange(replica: string, start: number, end: number): boolean {
     const r = this.map.get(replica)
     if (r === undefined) return false
-    // binary search for the range holding `start`; it must reach `end` (ranges are non-adjacent)
-    let lo = 0
-    let hi = r.length / 2 - 1
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1
-      const s = r[mid * 2] as number
-      const e = r[mid * 2 + 1] as number
-      if (start < s) hi = mid - 1
-      else if (start > e) lo = mid + 1
-      else return end <= e
-    }
-    return false
+    // The range holding `start` must reach `end` (ranges are non-adjacent).
+    const i = rangeIndex(r, start)
+    return i >= 0 && end <= (r[i * 2 + 1] as number)
   }
 
   add(d: Dot): this {

@@ -14,10 +14,11 @@ import {
   type HlcTimestamp,
   type Replica,
   dotKey,
+  rangeIndex,
 } from '@concord/core'
 import { MAX_MAP_DEPTH, type CausalTypeName, type FunSchema, type Schema } from './schema.js'
 import { MapStore, collectDots, dotSetOf, emptyStore, filterStore, joinStore, newJoinOut, type ConflictSink, type FunStore, type Store } from './store.js'
-import { decodeDelta, decodeFunDelta, encodeDelta, inRanges } from './wire.js'
+import { decodeDelta, decodeFunDelta, encodeDelta } from './wire.js'
 
 /** Whether the flat `[table index, counter, ...]` dots of a decoded delta hold (ri, counter). */
 function holdsDot(dots: readonly number[], ri: number, counter: number): boolean {
@@ -172,7 +173,7 @@ export abstract class CausalReplica<V> implements Replica<V> {
       te.forEach((e, k) => {
         // A dot the delta's context has seen but its store does not hold: removed there.
         const ri = table.indexOf(e.dot.replica)
-        if (ri < 0 || !inRanges(ranges[ri] as readonly number[], e.dot.counter) || holdsDot(dots, ri, e.dot.counter)) return
+        if (ri < 0 || rangeIndex(ranges[ri] as readonly number[], e.dot.counter) < 0 || holdsDot(dots, ri, e.dot.counter)) return
         te.delete(k)
         removed++
       })

@@ -19,6 +19,7 @@ import {
   DotSet,
   compareDots,
   compareStrings,
+  rangeIndex,
   decodeWith,
   dotKey,
   encodeWith,
@@ -164,28 +165,11 @@ function readHeader(d: Decoder, type: CausalTypeName): { table: string[]; ranges
   return { table, ranges }
 }
 
-/** Whether counter `c` is inside the flat sorted ranges `r`. */
-export function inRanges(r: readonly number[], c: number): boolean {
-  let lo = 0
-  let hi = r.length / 2 - 1
-  while (lo <= hi) {
-    const mid = (lo + hi) >> 1
-    if (c < (r[mid * 2] as number)) hi = mid - 1
-    else if (c > (r[mid * 2 + 1] as number)) lo = mid + 1
-    else return true
-  }
-  return false
-}
-
 /** Decodes and validates a delta of `type`. Throws DecodeError, never anything else. */
 export function decodeDelta(type: CausalTypeName, schema: Schema, bytes: Uint8Array): CausalDelta {
   return decodeWith(`${type} delta`, bytes, (d) => {
     const { table, ranges } = readHeader(d, type)
-    const ctx = new DotSet()
-    for (let i = 0; i < table.length; i++) {
-      const r = ranges[i] as number[]
-      for (let j = 0; j < r.length; j += 2) ctx.addRange(table[i] as string, r[j] as number, r[j + 1] as number)
-    }
+    const ctx = DotSet.fromRanges(table, ranges)
     const store = readStore(d, schema, { table, ctx, seen: schema.kind === 'map' ? new Set() : undefined }, 0)
     return { store, ctx }
   })
@@ -223,7 +207,7 @@ export function decodeFunDelta(type: CausalTypeName, schema: FunSchema, bytes: U
       if (ri < pi || (ri === pi && counter <= pc)) throw new DecodeError('dots not strictly sorted')
       pi = ri
       pc = counter
-      if (!inRanges(ranges[ri] as number[], counter)) throw new DecodeError('store dot outside the delta context')
+      if (rangeIndex(ranges[ri] as number[], counter) < 0) throw new DecodeError('store dot outside the delta context')
       dots.push(ri, counter)
       values.push(schema.read(d, table))
     }

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { logLevel } from 'kafkajs'
 import { ConfigError, isConcordError } from '@concord/core'
 import { KafkaTransport } from './kafkaTransport.js'
-import { PrivateKafka, canRunKafka } from './testServer.js'
+import { PrivateKafka, appendError, canRunKafka, roundTrip } from './testServer.js'
 
 const USER = 'concord'
 const PASSWORD = 'concord-test-secret'
@@ -35,39 +35,23 @@ describe.skipIf(!available)('Kafka with SASL/PLAIN', () => {
   it('replicates through kafkajs sasl options', async () => {
     const t = new KafkaTransport(options(PASSWORD))
     try {
-      const [p] = await t.append('eu', [new Uint8Array([1, 2, 3])], { keys: ['doc'] })
-      let got: Awaited<ReturnType<KafkaTransport['poll']>> = []
-      for (let i = 0; i < 100 && got.length === 0; i++) got = await t.poll('us/1', 'eu', { waitMs: 200 })
-      expect(got.map((r) => r.position)).toEqual([p])
-      expect(got[0]?.bytes).toEqual(new Uint8Array([1, 2, 3]))
-      await t.commit('us/1', 'eu', p as string)
-      expect(await t.committed('us/1', 'eu')).toBe(p)
+      const { position, records, committed } = await roundTrip(t, new Uint8Array([1, 2, 3]))
+      expect(records.map((r) => r.position)).toEqual([position])
+      expect(records[0]?.bytes).toEqual(new Uint8Array([1, 2, 3]))
+      expect(committed).toBe(position)
     } finally {
       await t.close()
     }
   })
 
   it('refuses a wrong password with a non-retriable ConfigError', async () => {
-    const t = new KafkaTransport(options('wrong'))
-    try {
-      const append = t.append('eu', [new Uint8Array([1])])
-      await expect(append).rejects.toBeInstanceOf(ConfigError)
-      await expect(append).rejects.toMatchObject({ retriable: false })
-    } finally {
-      await t.close()
-    }
+    const e = await appendError(new KafkaTransport(options('wrong')))
+    expect(e).toBeInstanceOf(ConfigError)
+    expect(e).toMatchObject({ retriable: false })
   })
 
   it('refuses a client without SASL', async () => {
-    const t = new KafkaTransport({ kafka: { clientId: 'concord-sasl-test', brokers: [...server.brokers], retry: { retries: 1 }, logLevel: logLevel.NOTHING }, topicPrefix: 'sasl' })
-    try {
-      const e = await t.append('eu', [new Uint8Array([1])]).then(
-        () => undefined,
-        (err: unknown) => err,
-      )
-      expect(isConcordError(e)).toBe(true)
-    } finally {
-      await t.close()
-    }
+    const e = await appendError(new KafkaTransport({ kafka: { clientId: 'concord-sasl-test', brokers: [...server.brokers], retry: { retries: 1 }, logLevel: logLevel.NOTHING }, topicPrefix: 'sasl' }))
+    expect(isConcordError(e)).toBe(true)
   })
 })

@@ -18,6 +18,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { Kafka, logLevel } from 'kafkajs'
+import type { LogPosition, LogRecord, Transport } from '@concord/core'
 import { freePort } from '@concord/testing'
 
 const run = promisify(execFile)
@@ -112,5 +113,29 @@ export class PrivateKafka {
   async stop(): Promise<void> {
     await this.down().catch(() => undefined)
     if (process.env.KEEP === undefined) await rm(this.dir, { recursive: true, force: true })
+  }
+}
+
+/**
+ * One record through `t` the way the credential suites check a connection: appended to `eu` keyed
+ * by a document, polled by reader `us/1` (waiting up to 20 s), committed, and the commit read back.
+ */
+export async function roundTrip(t: Transport, bytes: Uint8Array): Promise<{ position: LogPosition | undefined; records: readonly LogRecord[]; committed: LogPosition | undefined }> {
+  const [position] = await t.append('eu', [bytes], { keys: ['doc'] })
+  let records: readonly LogRecord[] = []
+  for (let i = 0; i < 100 && records.length === 0; i++) records = await t.poll('us/1', 'eu', { waitMs: 200 })
+  if (position !== undefined) await t.commit('us/1', 'eu', position)
+  return { position, records, committed: await t.committed('us/1', 'eu') }
+}
+
+/** What appending one record through `t` fails with, or undefined when it succeeds; closes `t`. */
+export async function appendError(t: Transport): Promise<unknown> {
+  try {
+    await t.append('eu', [new Uint8Array([1])])
+    return undefined
+  } catch (e) {
+    return e
+  } finally {
+    await t.close()
   }
 }

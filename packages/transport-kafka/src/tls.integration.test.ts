@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { isConcordError } from '@concord/core'
 import { hasOpenssl, selfSignedCert } from '@concord/testing'
 import { KafkaTransport } from './kafkaTransport.js'
-import { PrivateKafka, canRunKafka } from './testServer.js'
+import { PrivateKafka, appendError, canRunKafka, roundTrip } from './testServer.js'
 
 const available = (await canRunKafka()) && (await hasOpenssl())
 
@@ -45,30 +45,16 @@ describe.skipIf(!available)('Kafka over TLS', () => {
   it('replicates through kafkajs ssl options', async () => {
     const t = transport({ ca })
     try {
-      const [p] = await t.append('eu', [new Uint8Array([4, 5, 6])], { keys: ['doc'] })
-      let got: Awaited<ReturnType<KafkaTransport['poll']>> = []
-      for (let i = 0; i < 100 && got.length === 0; i++) got = await t.poll('us/1', 'eu', { waitMs: 200 })
-      expect(got.map((r) => r.position)).toEqual([p])
-      expect(got[0]?.bytes).toEqual(new Uint8Array([4, 5, 6]))
-      await t.commit('us/1', 'eu', p as string)
-      expect(await t.committed('us/1', 'eu')).toBe(p)
+      const { position, records, committed } = await roundTrip(t, new Uint8Array([4, 5, 6]))
+      expect(records.map((r) => r.position)).toEqual([position])
+      expect(records[0]?.bytes).toEqual(new Uint8Array([4, 5, 6]))
+      expect(committed).toBe(position)
     } finally {
       await t.close()
     }
   })
 
   it('refuses an untrusted broker certificate and a plaintext client with a typed error', async () => {
-    for (const ssl of [{ ca: otherCa }, undefined]) {
-      const t = transport(ssl)
-      try {
-        const e = await t.append('eu', [new Uint8Array([1])]).then(
-          () => undefined,
-          (err: unknown) => err,
-        )
-        expect(isConcordError(e)).toBe(true)
-      } finally {
-        await t.close()
-      }
-    }
+    for (const ssl of [{ ca: otherCa }, undefined]) expect(isConcordError(await appendError(transport(ssl)))).toBe(true)
   })
 })
