@@ -45,7 +45,7 @@ async function timed(body: () => Promise<void>): Promise<Timing> {
  * Three RegionNodes: every round each region writes once to each of `batch` documents and flushes,
  * then each node pumps. `kind` 'noop' swaps the PnCounters for replicas that do no CRDT work.
  */
-async function concordRun(envelopes: number, batch: number, kind: BenchReplica = 'pn-counter'): Promise<Timing> {
+export async function concordRun(envelopes: number, batch: number, kind: BenchReplica = 'pn-counter'): Promise<Timing> {
   const transport = new MemoryTransport()
   const nodes = REGIONS.map((region) => new RegionNode({ region, instance: 'i1', regions: [...REGIONS], transport, store: new MemoryStore(), factories: benchFactories(kind), heartbeatIntervalMs: 60_000 }))
   const writes: Array<() => void> = []

@@ -25,16 +25,34 @@ const MAX_POOLED_BUFFER = 64 * 1024
 
 /** Encodes with `fn` and returns the bytes (a fresh array the caller owns). */
 export function encodeWith(fn: (e: Encoder) => void): Uint8Array {
-  const e = idleEncoders.pop() ?? encoding.createEncoder()
+  const e = takeEncoder()
   try {
     fn(e)
-    // The common case (everything in the current buffer) copies once, without lib0's extra view.
-    return e.bufs.length === 0 ? e.cbuf.slice(0, e.cpos) : encoding.toUint8Array(e)
+    return encoderBytes(e)
   } finally {
-    e.cpos = 0
-    e.bufs = []
-    if (e.cbuf.length <= MAX_POOLED_BUFFER && idleEncoders.length < MAX_IDLE_ENCODERS) idleEncoders.push(e)
+    releaseEncoder(e)
   }
+}
+
+/**
+ * An empty encoder from the pool, for hot paths that would otherwise allocate a closure for
+ * {@link encodeWith}: take, write, {@link encoderBytes}, and {@link releaseEncoder} in a `finally`.
+ */
+export function takeEncoder(): Encoder {
+  return idleEncoders.pop() ?? encoding.createEncoder()
+}
+
+/** What `e` holds, as a fresh array the caller owns. */
+export function encoderBytes(e: Encoder): Uint8Array {
+  // The common case (everything in the current buffer) copies once, without lib0's extra view.
+  return e.bufs.length === 0 ? e.cbuf.slice(0, e.cpos) : encoding.toUint8Array(e)
+}
+
+/** Gives a {@link takeEncoder} encoder back (emptied) to the pool. */
+export function releaseEncoder(e: Encoder): void {
+  e.cpos = 0
+  if (e.bufs.length > 0) e.bufs = []
+  if (e.cbuf.length <= MAX_POOLED_BUFFER && idleEncoders.length < MAX_IDLE_ENCODERS) idleEncoders.push(e)
 }
 
 /**
@@ -125,8 +143,11 @@ export function readLength(d: Decoder, max: number, minBytesPerItem = 1): number
   if (n * minBytesPerItem > d.arr.length - d.pos) fail(`length ${n} exceeds remaining ${d.arr.length - d.pos} bytes`)
   return n
 }
+/** The zero-length result of {@link readBytes}: shared, as nothing can be written into it. */
+const NO_BYTES = new Uint8Array(0)
 export function readBytes(d: Decoder, max = MAX_FIELD_BYTES): Uint8Array {
   const n = readLength(d, max)
+  if (n === 0) return NO_BYTES
   const out = d.arr.subarray(d.pos, d.pos + n)
   d.pos += n
   return out

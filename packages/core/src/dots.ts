@@ -21,12 +21,20 @@ const NO_RANGES: readonly number[] = []
  * end1, ...]` (a DotSet's per-replica storage, a decoded context), or -1: a binary search.
  */
 export function rangeIndex(r: readonly number[], counter: number): number {
+  return rangeIndexIn(r, 0, r.length, counter)
+}
+
+/**
+ * {@link rangeIndex} over the pairs `r[from..to)` of a larger flat array (several replicas' ranges
+ * side by side, as a decoder's scratch keeps them); the index returned counts pairs from `from`.
+ */
+export function rangeIndexIn(r: readonly number[], from: number, to: number, counter: number): number {
   let lo = 0
-  let hi = r.length / 2 - 1
+  let hi = (to - from) / 2 - 1
   while (lo <= hi) {
     const mid = (lo + hi) >> 1
-    if (counter < (r[mid * 2] as number)) hi = mid - 1
-    else if (counter > (r[mid * 2 + 1] as number)) lo = mid + 1
+    if (counter < (r[from + mid * 2] as number)) hi = mid - 1
+    else if (counter > (r[from + mid * 2 + 1] as number)) lo = mid + 1
     else return mid
   }
   return -1

@@ -3,7 +3,7 @@
  * by byte in docs/wire-format.md, optionally signed with HMAC-SHA256.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto'
-import { decodeWith, encodeWith, readByte, readBytes, readString, readUint, writeByte, writeBytes, writeString, writeUint, type Decoder } from './codec.js'
+import { decodeWith, encoderBytes, readByte, releaseEncoder, takeEncoder, readBytes, readString, readUint, writeByte, writeBytes, writeString, writeUint, type Decoder } from './codec.js'
 import { DecodeError, SignatureError } from './errors.js'
 import { readHlc, writeHlc, type HlcTimestamp } from './hlc.js'
 import { MAX_REPLICA_ID_BYTES } from './dots.js'
@@ -42,7 +42,10 @@ export type EnvelopeKeys = ReadonlyMap<string, Uint8Array>
 
 /** Encodes an envelope, signing it with `key` when given. */
 export function encodeEnvelope(env: Envelope, key?: Uint8Array): Uint8Array {
-  const body = encodeWith((e) => {
+  // No encodeWith closure: one envelope per replicated delta goes through here.
+  const e = takeEncoder()
+  let body: Uint8Array
+  try {
     writeByte(e, ENVELOPE_MAGIC[0])
     writeByte(e, ENVELOPE_MAGIC[1])
     writeByte(e, ENVELOPE_VERSION)
@@ -55,7 +58,10 @@ export function encodeEnvelope(env: Envelope, key?: Uint8Array): Uint8Array {
     writeHlc(e, env.time)
     writeBytes(e, env.deps)
     writeBytes(e, env.payload)
-  })
+    body = encoderBytes(e)
+  } finally {
+    releaseEncoder(e)
+  }
   if (key === undefined) return body
   const mac = createHmac('sha256', key).update(body).digest()
   const out = new Uint8Array(body.length + HMAC_BYTES)

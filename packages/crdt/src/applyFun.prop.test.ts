@@ -81,3 +81,58 @@ describe.each(['pn-counter', 'lww-register', 'mv-register'] as const)('%s: direc
     )
   })
 })
+
+/** One step: `w` 0–2 a writer, 3 the replica under test; op 0/1 a write, else a delivery of one of writer `w % 3`'s past deltas (`pick`). */
+const localStep = fc.tuple(fc.nat(3), fc.nat(3), fc.integer({ min: 0, max: 5 }), fc.nat(50))
+
+describe.each(['pn-counter', 'lww-register', 'mv-register'] as const)('%s: direct local write', (type) => {
+  test('emits the delta bytes and reaches the state of the generic commit', () => {
+    fc.assert(
+      fc.property(fc.array(localStep, { minLength: 1, maxLength: 60 }), (steps) => {
+        let clock = 1_000
+        const now = (): number => clock
+        const writers = ['a/1', 'b/1', 'c/1'].map((id) => make(type, id, now))
+        const logs: Uint8Array[][] = writers.map(() => [])
+        writers.forEach((w, i) => w.onDelta((d, origin) => origin === 'local' && (logs[i] as Uint8Array[]).push(d)))
+        // Same id, same clock: one writes at the root directly (commitRootWrite), the other inside
+        // a batch of that one write, which takes the generic joinStore + encodeDelta path.
+        const direct = make(type, 'z/1', now)
+        const generic = make(type, 'z/1', now)
+        const emitted: Uint8Array[][] = [[], []]
+        direct.onDelta((d, origin) => origin === 'local' && (emitted[0] as Uint8Array[]).push(d))
+        generic.onDelta((d, origin) => origin === 'local' && (emitted[1] as Uint8Array[]).push(d))
+        const write = (r: PnCounter | LwwRegister | MvRegister, op: number, n: number): void => {
+          if (r instanceof PnCounter) {
+            if (op === 0) r.increment(n)
+            else r.decrement(n)
+          } else r.set(n)
+        }
+        for (const [w, op, n, pick] of steps) {
+          clock += 1
+          if (op < 2) {
+            if (w === 3) {
+              write(direct, op, n)
+              ;(generic as CausalReplica<unknown>).batch(() => write(generic, op, n))
+              const [a, b] = emitted as [Uint8Array[], Uint8Array[]]
+              expect(a.length).toBe(b.length)
+              if (a.length > 0) expect(bytesEqual(a[a.length - 1] as Uint8Array, b[b.length - 1] as Uint8Array)).toBe(true)
+            } else write(writers[w] as PnCounter | LwwRegister | MvRegister, op, n)
+            continue
+          }
+          const log = logs[w % 3] as Uint8Array[]
+          if (log.length === 0) continue
+          const d = log[pick % log.length] as Uint8Array
+          direct.apply(d)
+          generic.apply(d)
+          ;(writers[(w + 1) % 3] as CausalReplica<unknown>).apply(d)
+          // The replica's own deltas reach the writers too, so theirs overwrite its dots.
+          const own = emitted[0] as Uint8Array[]
+          if (own.length > 0) (writers[w % 3] as CausalReplica<unknown>).apply(own[pick % own.length] as Uint8Array)
+        }
+        expect(bytesEqual(direct.state(), generic.state())).toBe(true)
+        expect(direct.value()).toEqual(generic.value())
+      }),
+      { numRuns: runs },
+    )
+  })
+})

@@ -11,18 +11,17 @@ import {
   type ConflictEvent,
   type DeltaOrigin,
   type Dot,
-  type HlcTimestamp,
   type Replica,
   dotKey,
-  rangeIndex,
+  rangeIndexIn,
 } from '@concord/core'
 import { MAX_MAP_DEPTH, type CausalTypeName, type FunSchema, type Schema } from './schema.js'
-import { MapStore, collectDots, dotSetOf, emptyStore, filterStore, joinStore, newJoinOut, type ConflictSink, type FunStore, type Store } from './store.js'
-import { decodeDelta, decodeFunDelta, encodeDelta } from './wire.js'
+import { FunStore, MapStore, collectDots, dotSetOf, emptyStore, filterStore, joinStore, newJoinOut, type ConflictSink, type Store } from './store.js'
+import { decodeDelta, decodeFunDelta, encodeDelta, encodeFunWrite, takeFunDelta } from './wire.js'
 
-/** Whether the flat `[table index, counter, ...]` dots of a decoded delta hold (ri, counter). */
-function holdsDot(dots: readonly number[], ri: number, counter: number): boolean {
-  for (let i = 0; i < dots.length; i += 2) if (dots[i] === ri && dots[i + 1] === counter) return true
+/** Whether the first `n` of the flat `[table index, counter, ...]` dots of a decoded delta hold (ri, counter). */
+function holdsDot(dots: readonly number[], n: number, ri: number, counter: number): boolean {
+  for (let i = 0; i < 2 * n; i += 2) if (dots[i] === ri && dots[i + 1] === counter) return true
   return false
 }
 
@@ -139,51 +138,57 @@ export abstract class CausalReplica<V> implements Replica<V> {
    * delta's store and context first.
    */
   private applyFun(schema: FunSchema, root: FunStore, delta: Uint8Array): void {
-    const { table, ranges, dots, values } = decodeFunDelta(this.typeName, schema, delta)
-    // Everything below works on validated data and cannot fail.
-    const ctx = this.ctx
+    const fd = takeFunDelta()
+    let added = 0
+    let removed = 0
     let grows = false
-    for (let i = 0; i < table.length && !grows; i++) {
-      const r = ranges[i] as readonly number[]
-      for (let j = 0; j < r.length; j += 2) {
-        if (!ctx.coversRange(table[i] as string, r[j] as number, r[j + 1] as number)) {
-          grows = true
-          break
+    try {
+      decodeFunDelta(this.typeName, schema, delta, fd)
+      // Everything below works on validated data and cannot fail.
+      const { table, rangeAt, ranges, dots, values } = fd
+      const ctx = this.ctx
+      for (let i = 0; i < table.length && !grows; i++) {
+        for (let j = rangeAt[i] as number; j < (rangeAt[i + 1] as number); j += 2) {
+          if (!ctx.coversRange(table[i] as string, ranges[j] as number, ranges[j + 1] as number)) {
+            grows = true
+            break
+          }
         }
       }
+      const te = root.entries
+      const n = fd.size
+      for (let i = 0; i < n; i++) {
+        const replica = table[dots[2 * i] as number] as string
+        const counter = dots[2 * i + 1] as number
+        // Seen before: we hold it (both sides do) or it is dead here. Our store's dots are all in
+        // our context, so an unseen dot cannot be in the store yet.
+        if (ctx.hasCounter(replica, counter)) continue
+        const dot: Dot = { replica, counter }
+        const value = values[i]
+        te.set(dotKey(dot), { dot, value })
+        added++
+        if (schema.time !== undefined) this.clock.observe(schema.time(value))
+      }
+      if (table.length > 0) {
+        // forEach: no [key, value] array per entry; deleting the visited entry is safe.
+        te.forEach((e, k) => {
+          // A dot the delta's context has seen but its store does not hold: removed there.
+          const ri = table.indexOf(e.dot.replica)
+          if (ri < 0) return
+          const c = e.dot.counter
+          if (rangeIndexIn(ranges, rangeAt[ri] as number, rangeAt[ri + 1] as number, c) < 0 || holdsDot(dots, n, ri, c)) return
+          te.delete(k)
+          removed++
+        })
+      }
+      for (let i = 0; i < table.length; i++) {
+        for (let j = rangeAt[i] as number; j < (rangeAt[i + 1] as number); j += 2) ctx.addRange(table[i] as string, ranges[j] as number, ranges[j + 1] as number)
+      }
+    } finally {
+      fd.release()
     }
-    const te = root.entries
-    let added = 0
-    let times: HlcTimestamp[] | undefined
-    for (let i = 0; i < dots.length; i += 2) {
-      const replica = table[dots[i] as number] as string
-      const counter = dots[i + 1] as number
-      // Seen before: we hold it (both sides do) or it is dead here. Our store's dots are all in
-      // our context, so an unseen dot cannot be in the store yet.
-      if (ctx.hasCounter(replica, counter)) continue
-      const dot: Dot = { replica, counter }
-      const value = values[i / 2]
-      te.set(dotKey(dot), { dot, value })
-      added++
-      if (schema.time !== undefined) (times ??= []).push(schema.time(value))
-    }
-    let removed = 0
-    if (table.length > 0) {
-      // forEach: no [key, value] array per entry; deleting the visited entry is safe.
-      te.forEach((e, k) => {
-        // A dot the delta's context has seen but its store does not hold: removed there.
-        const ri = table.indexOf(e.dot.replica)
-        if (ri < 0 || rangeIndex(ranges[ri] as readonly number[], e.dot.counter) < 0 || holdsDot(dots, ri, e.dot.counter)) return
-        te.delete(k)
-        removed++
-      })
-    }
-    for (let i = 0; i < table.length; i++) {
-      const r = ranges[i] as readonly number[]
-      for (let j = 0; j < r.length; j += 2) ctx.addRange(table[i] as string, r[j] as number, r[j + 1] as number)
-    }
-    if (times !== undefined) for (const t of times) this.clock.observe(t)
     if (!grows && added === 0 && removed === 0) return
+    const te = root.entries
     if (this.conflictListeners.size > 0 && added > 0 && te.size > 1 && schema.siblings !== undefined) {
       const ev = schema.siblings([...te.values()], EMPTY_PATH, this.typeName)
       if (ev !== undefined) for (const fn of [...this.conflictListeners]) fn(ev)
@@ -222,6 +227,25 @@ export abstract class CausalReplica<V> implements Replica<V> {
       joinStore(this.schema, this.pending.store, this.pending.ctx, store, ctx, EMPTY_PATH, undefined, newJoinOut())
       this.pending.ctx.union(ctx)
     } else this.emit(encodeDelta(this.typeName, this.schema, store, ctx), 'local')
+  }
+
+  /**
+   * @internal {@link commit} of one write at a fun-store root outside a batch — the entry (`dot`,
+   * `value`) overwriting the live dots `old` — without building the delta's store and context:
+   * the same state change and the same delta bytes. Returns false (nothing done) elsewhere.
+   */
+  commitRootWrite(dot: Dot, value: unknown, old: readonly Dot[]): boolean {
+    const root = this.root
+    const schema = this.schema
+    if (this.pending !== undefined || root.kind !== 'fun' || schema.kind !== 'fun') return false
+    // joinStore's result: the fresh dot (never seen: nextDot) is added, the overwritten live dots
+    // (in the delta's context, not in its store) removed; the context gains them all.
+    for (const o of old) root.entries.delete(dotKey(o))
+    root.entries.set(dotKey(dot), { dot, value })
+    for (const o of old) this.ctx.add(o)
+    this.ctx.add(dot)
+    this.emit(encodeFunWrite(this.typeName, schema, dot, value, old), 'local')
+    return true
   }
 
   /** @internal Runs `fn`, emitting the mutations it commits as one delta. */
@@ -273,6 +297,18 @@ export class Cursor {
 
   child(key: string, schema: Schema): Cursor {
     return new Cursor(this.root, [...this.path, key], schema)
+  }
+
+  /**
+   * Commits a write at this fun-store position: the entry (`dot`, a fresh dot, with `value`)
+   * overwriting the live dots `old`. At the root, outside a batch, without building the delta.
+   */
+  writeFun(dot: Dot, value: unknown, old: Dot[]): void {
+    if (this.path.length === 0 && this.root.commitRootWrite(dot, value, old)) return
+    const f = new FunStore()
+    f.entries.set(dotKey(dot), { dot, value })
+    old.push(dot)
+    this.commit(f, dotSetOf(old))
   }
 
   /** Commits a delta expressed at this position, wrapping it in the enclosing map keys. */

@@ -3,7 +3,7 @@
  * use a cursor at their root, an {@link OrMapView} hands out cursors to its fields. Every mutation
  * builds a small delta — the new dot plus the dots it overwrites — and commits it.
  */
-import { DotSet, assertJson, canonicalJson, dotKey, type HlcTimestamp, type Json } from '@concord/core'
+import { assertJson, canonicalJson, dotKey, type DotSet, type Dot, type HlcTimestamp, type Json } from '@concord/core'
 import type { Cursor } from './base.js'
 import { COUNTER, LWW, LWWMAP, MV, ORMAP, ORSET, checkJson, fieldKey, parseFieldKey, schemaOf, type CausalTypeName, type CounterValue, type LwwValue } from './schema.js'
 import { FunStore, MapStore, collectDots, dotSetOf, type Store } from './store.js'
@@ -91,10 +91,7 @@ export class MvRegisterView<T extends Json = Json> {
   /** Writes `value`, replacing every value observed here; concurrent writes become siblings. */
   set(value: T): void {
     assertValue(value, 'mv-register value')
-    const dot = this.c.root.nextDot()
-    const f = new FunStore()
-    f.entries.set(dotKey(dot), { dot, value })
-    this.c.commit(f, overwriteCtx(dot, this.c.store()))
+    this.c.writeFun(this.c.root.nextDot(), value, collectDots(this.c.store()))
   }
 
   /** Concurrent values (siblings), sorted by canonical JSON; empty before any write. */
@@ -112,11 +109,8 @@ export class LwwRegisterView<T extends Json = Json> {
   set(value: T): HlcTimestamp {
     assertValue(value, 'lww-register value')
     const t = this.c.root.clock.now()
-    const dot = this.c.root.nextDot()
-    const f = new FunStore()
     const lv: LwwValue = { t, v: value }
-    f.entries.set(dotKey(dot), { dot, value: lv })
-    this.c.commit(f, overwriteCtx(dot, this.c.store()))
+    this.c.writeFun(this.c.root.nextDot(), lv, collectDots(this.c.store()))
     return t
   }
 
@@ -151,7 +145,8 @@ export class PnCounterView {
     if (inc === 0 && dec === 0) return
     // Our totals live in our one live dot; a reset (map remove) killed it, so we start from zero.
     const me = this.c.root.replicaId
-    const ctx = new DotSet()
+    // Usually one own dot: an exact-size array, not a push-grown one.
+    let old: Dot[] | undefined
     let i = inc
     let d = dec
     const own = asFun(this.c.store())
@@ -160,16 +155,13 @@ export class PnCounterView {
         if (e.dot.replica !== me) continue
         i += (e.value as CounterValue).inc
         d += (e.value as CounterValue).dec
-        ctx.add(e.dot)
+        if (old === undefined) old = [e.dot]
+        else old.push(e.dot)
       }
     }
     if (!Number.isSafeInteger(i) || !Number.isSafeInteger(d)) throw new RangeError('pn-counter: total exceeds Number.MAX_SAFE_INTEGER')
-    const dot = this.c.root.nextDot()
-    const f = new FunStore()
     const v: CounterValue = { inc: i, dec: d }
-    f.entries.set(dotKey(dot), { dot, value: v })
-    ctx.add(dot)
-    this.c.commit(f, ctx)
+    this.c.writeFun(this.c.root.nextDot(), v, old ?? [])
   }
 }
 

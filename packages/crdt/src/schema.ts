@@ -45,10 +45,15 @@ export const MAX_MAP_DEPTH = 32
 /** Deepest JSON value accepted in a value or element (matches the core codec's limit). */
 export const MAX_JSON_DEPTH = 64
 
+/** Position of each string of a message's string table (a Map, or a scan of a small table). */
+export interface StringIndex {
+  get(s: string): number | undefined
+}
+
 export interface FunSchema {
   readonly kind: 'fun'
   readonly type: CausalTypeName | 'element'
-  write(e: Encoder, v: unknown, idx: ReadonlyMap<string, number>): void
+  write(e: Encoder, v: unknown, idx: StringIndex): void
   read(d: Decoder, table: readonly string[]): unknown
   /** Strings the value refers to (HLC node), interned in the message table. */
   readonly strings?: (v: unknown) => string

@@ -19,8 +19,12 @@ import {
   DotSet,
   compareDots,
   compareStrings,
-  rangeIndex,
+  rangeIndexIn,
   decodeWith,
+  encoderBytes,
+  releaseEncoder,
+  takeEncoder,
+  isConcordError,
   dotKey,
   encodeWith,
   readByte,
@@ -33,9 +37,11 @@ import {
   writeString,
   writeUint,
   type Decoder,
+  type Dot,
   type Encoder,
 } from '@concord/core'
-import { MAX_MAP_DEPTH, TYPE_CODES, type CausalTypeName, type FunSchema, type Schema } from './schema.js'
+import { createDecoder } from 'lib0/decoding'
+import { MAX_MAP_DEPTH, TYPE_CODES, type CausalTypeName, type FunSchema, type Schema, type StringIndex } from './schema.js'
 import { FunStore, MapStore, forEachEntry, type CausalDelta, type Entry, type Store } from './store.js'
 
 const FORMAT = 1
@@ -48,8 +54,7 @@ function tagOf(type: CausalTypeName): number {
 /** Encodes `(store, ctx)` canonically: equal states give equal bytes. */
 export function encodeDelta(type: CausalTypeName, schema: Schema, store: Store | undefined, ctx: DotSet): Uint8Array {
   const table = stringTable(schema, store, ctx)
-  const idx = new Map<string, number>()
-  for (let i = 0; i < table.length; i++) idx.set(table[i] as string, i)
+  const idx = tableIndex(table)
   return encodeWith((e) => {
     writeByte(e, tagOf(type))
     writeUint(e, table.length)
@@ -68,6 +73,86 @@ export function encodeDelta(type: CausalTypeName, schema: Schema, store: Store |
     }
     writeStore(e, schema, store, idx)
   })
+}
+
+/** Positions in a small table by a scan (no Map to build for the one or two strings of a typical delta). */
+class ScanIndex implements StringIndex {
+  constructor(private readonly table: readonly string[]) {}
+  get(s: string): number | undefined {
+    const i = this.table.indexOf(s)
+    return i < 0 ? undefined : i
+  }
+}
+
+function tableIndex(table: readonly string[]): StringIndex {
+  if (table.length <= 8) return new ScanIndex(table)
+  const idx = new Map<string, number>()
+  for (let i = 0; i < table.length; i++) idx.set(table[i] as string, i)
+  return idx
+}
+
+/**
+ * The bytes {@link encodeDelta} gives for a write at a fun-store root: a store of the one entry
+ * (`dot`, `value`) and the context `old` + `dot` (`old`: the live dots it overwrites, other than
+ * `dot`), without building that store and DotSet. For the local write path of registers and counters.
+ */
+export function encodeFunWrite(type: CausalTypeName, schema: FunSchema, dot: Dot, value: unknown, old: readonly Dot[]): Uint8Array {
+  const dots = old.length === 0 ? [dot] : sortInPlace([...old, dot], compareDots)
+  // Usually every dot is one replica's and no other string is named: a one-element table.
+  const table: string[] = [(dots[0] as Dot).replica]
+  for (const d of dots) if (!table.includes(d.replica)) table.push(d.replica)
+  if (schema.strings !== undefined) {
+    const t = schema.strings(value)
+    if (!table.includes(t)) table.push(t)
+  }
+  sortInPlace(table, compareStrings)
+  const idx = tableIndex(table)
+  // No encodeWith closure: every local write of a register or counter comes through here.
+  const e = takeEncoder()
+  try {
+    writeByte(e, tagOf(type))
+    writeUint(e, table.length)
+    for (const s of table) writeString(e, s)
+    for (const s of table) {
+      // The sorted dots of `s`, as DotSet ranges: adjacent counters merge, duplicates collapse.
+      let count = 0
+      let end = -1
+      for (const d of dots) {
+        if (d.replica !== s) continue
+        if (count === 0 || d.counter > end + 1) count++
+        end = Math.max(end, d.counter)
+      }
+      writeUint(e, count)
+      let prev = 0
+      let start = -1
+      end = -1
+      for (const d of dots) {
+        if (d.replica !== s) continue
+        if (start >= 0 && d.counter <= end + 1) {
+          end = Math.max(end, d.counter)
+          continue
+        }
+        if (start >= 0) {
+          writeUint(e, start - prev)
+          writeUint(e, end - start)
+          prev = end
+        }
+        start = d.counter
+        end = d.counter
+      }
+      if (start >= 0) {
+        writeUint(e, start - prev)
+        writeUint(e, end - start)
+      }
+    }
+    writeUint(e, 1)
+    writeUint(e, idx.get(dot.replica) as number)
+    writeUint(e, dot.counter)
+    schema.write(e, value, idx)
+    return encoderBytes(e)
+  } finally {
+    releaseEncoder(e)
+  }
 }
 
 /** The sorted replica ids (and HLC nodes) a delta names: its string table. */
@@ -93,7 +178,7 @@ function stringTable(schema: Schema, store: Store | undefined, ctx: DotSet): str
   return sortedStrings(strings)
 }
 
-function writeStore(e: Encoder, schema: Schema, s: Store | undefined, idx: ReadonlyMap<string, number>): void {
+function writeStore(e: Encoder, schema: Schema, s: Store | undefined, idx: StringIndex): void {
   if (s === undefined) return writeUint(e, 0)
   if (s.kind === 'fun') {
     if (schema.kind !== 'fun') throw new Error('store/schema mismatch')
@@ -178,41 +263,103 @@ export function decodeDelta(type: CausalTypeName, schema: Schema, bytes: Uint8Ar
 /**
  * A decoded delta of a type whose root is a dot-to-value store (registers, counters), kept flat for
  * {@link CausalReplica.apply}'s direct join: no DotSet, no store map, no entry objects for dots the
- * receiver has seen.
+ * receiver has seen. One object is reused from decode to decode (its arrays only grow, counts say
+ * how much is valid), so a decode allocates the string table and little else.
  */
-export interface FunDelta {
-  /** Replica ids (and HLC nodes), sorted. */
-  readonly table: readonly string[]
-  /** Per table entry, its context ranges, flat `[start, end, ...]`, sorted and disjoint. */
-  readonly ranges: readonly (readonly number[])[]
-  /** The store's dots, flat `[table index, counter, ...]`, strictly sorted. */
-  readonly dots: readonly number[]
-  /** The value of each dot, in order. */
-  readonly values: readonly unknown[]
+export class FunDelta {
+  /** Replica ids (and HLC nodes), sorted: exact length, fresh per decode (value readers index it). */
+  table: readonly string[] = []
+  /** Table entry i's context: the flat sorted disjoint pairs `[start, end, ...]` in `ranges[rangeAt[i] .. rangeAt[i + 1])`. */
+  readonly rangeAt: number[] = [0]
+  readonly ranges: number[] = []
+  /** Dot j is (table[dots[2j]], dots[2j + 1]); strictly sorted. */
+  readonly dots: number[] = []
+  /** The value of dot j. */
+  readonly values: unknown[] = []
+  /** Number of dots. */
+  size = 0
+  /** Held by a reader: a decode meanwhile (re-entrant) takes a fresh object. */
+  busy = false
+
+  /** Ends a reader's use: drops the values it referenced. */
+  release(): void {
+    for (let i = 0; i < this.size; i++) this.values[i] = undefined
+    this.size = 0
+    this.busy = false
+  }
 }
 
-/** Decodes and validates a fun-rooted delta exactly as {@link decodeDelta} does, into a {@link FunDelta}. */
-export function decodeFunDelta(type: CausalTypeName, schema: FunSchema, bytes: Uint8Array): FunDelta {
-  return decodeWith(`${type} delta`, bytes, (d) => {
-    const { table, ranges } = readHeader(d, type)
-    const n = readLength(d, MAX_COLLECTION, 2)
-    const dots: number[] = []
-    const values: unknown[] = []
+const sharedFunDelta = new FunDelta()
+
+/** The shared {@link FunDelta}, marked busy, or a fresh one when it is held. Give it back with `release()`. */
+export function takeFunDelta(): FunDelta {
+  const fd = sharedFunDelta.busy ? new FunDelta() : sharedFunDelta
+  fd.busy = true
+  return fd
+}
+
+/**
+ * Decodes and validates a fun-rooted delta exactly as {@link decodeDelta} does (same checks, same
+ * errors), into `out`. Throws DecodeError, never anything else.
+ */
+export function decodeFunDelta(type: CausalTypeName, schema: FunSchema, bytes: Uint8Array, out: FunDelta): FunDelta {
+  if (!(bytes instanceof Uint8Array)) throw new DecodeError(`${type} delta: expected a Uint8Array`)
+  const d = createDecoder(bytes)
+  out.size = 0
+  try {
+    const tag = readByte(d)
+    if (tag !== tagOf(type)) throw new DecodeError(`${type} delta: unexpected tag 0x${tag.toString(16)} (format ${tag >> 4}, type ${tag & 15})`)
+    const n = readLength(d, 1_000_000, 2)
+    const table = new Array<string>(n)
+    for (let i = 0; i < n; i++) {
+      const s = readString(d, MAX_REPLICA_ID_BYTES)
+      if (s.length === 0) throw new DecodeError('empty replica id')
+      if (i > 0 && s <= (table[i - 1] as string)) throw new DecodeError('string table not strictly sorted')
+      table[i] = s
+    }
+    out.table = table
+    const { rangeAt, ranges } = out
+    let at = 0
+    for (let i = 0; i < n; i++) {
+      rangeAt[i] = at
+      const k = readLength(d, MAX_COLLECTION, 2)
+      let prev = 0
+      for (let j = 0; j < k; j++) {
+        const gap = readUint(d)
+        const len = readUint(d)
+        if (gap < (j === 0 ? 1 : 2)) throw new DecodeError('context: overlapping or adjacent ranges')
+        const start = prev + gap
+        const end = start + len
+        if (!Number.isSafeInteger(end)) throw new DecodeError('context: counter overflow')
+        ranges[at++] = start
+        ranges[at++] = end
+        prev = end
+      }
+    }
+    rangeAt[n] = at
+    const m = readLength(d, MAX_COLLECTION, 2)
+    const { dots, values } = out
     let pi = -1
     let pc = 0
-    for (let i = 0; i < n; i++) {
-      const ri = readUint(d, table.length - 1)
+    for (let i = 0; i < m; i++) {
+      const ri = readUint(d, n - 1)
       const counter = readUint(d)
       if (counter === 0) throw new DecodeError('dot counter 0')
       if (ri < pi || (ri === pi && counter <= pc)) throw new DecodeError('dots not strictly sorted')
       pi = ri
       pc = counter
-      if (rangeIndex(ranges[ri] as number[], counter) < 0) throw new DecodeError('store dot outside the delta context')
-      dots.push(ri, counter)
-      values.push(schema.read(d, table))
+      if (rangeIndexIn(ranges, rangeAt[ri] as number, rangeAt[ri + 1] as number, counter) < 0) throw new DecodeError('store dot outside the delta context')
+      dots[2 * i] = ri
+      dots[2 * i + 1] = counter
+      values[i] = schema.read(d, table)
+      out.size = i + 1
     }
-    return { table, ranges, dots, values }
-  })
+  } catch (e) {
+    if (isConcordError(e)) throw e
+    throw new DecodeError(`${type} delta: ${e instanceof Error ? e.message : String(e)}`, { cause: e })
+  }
+  if (d.pos !== bytes.length) throw new DecodeError(`${type} delta: ${bytes.length - d.pos} trailing bytes`)
+  return out
 }
 
 function readStore(d: Decoder, schema: Schema, rs: ReadState, depth: number): Store {
