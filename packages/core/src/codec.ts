@@ -48,6 +48,20 @@ export function encoderBytes(e: Encoder): Uint8Array {
   return e.bufs.length === 0 ? e.cbuf.slice(0, e.cpos) : encoding.toUint8Array(e)
 }
 
+/** Arrays up to this size are copied by {@link toBuffer}, larger ones wrapped. */
+const COPY_TO_BUFFER_MAX = 512
+
+/**
+ * `bytes` as a Node Buffer for a client library (kafkajs, ioredis). A small array is copied into
+ * Node's pooled slab: V8 keeps small typed arrays (an envelope, a delta) inside the JS heap, and
+ * wrapping one (`bytes.buffer`) would first move it to a separately allocated backing store, which
+ * costs far more than the copy. A larger array is wrapped without copying.
+ */
+export function toBuffer(bytes: Uint8Array): Buffer {
+  if (Buffer.isBuffer(bytes)) return bytes
+  return bytes.byteLength <= COPY_TO_BUFFER_MAX ? Buffer.from(bytes) : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+}
+
 /** Gives a {@link takeEncoder} encoder back (emptied) to the pool. */
 export function releaseEncoder(e: Encoder): void {
   e.cpos = 0

@@ -36,6 +36,7 @@ export {
   MAX_FIELD_BYTES,
   MAX_COLLECTION,
   takeEncoder,
+  toBuffer,
   encoderBytes,
   releaseEncoder,
   type Encoder,

@@ -6,6 +6,7 @@ import { MemoryBroker, MemoryTransport } from './memoryTransport.js'
 import { MemoryStore } from './memoryStore.js'
 import { RegionNode } from './regionNode.js'
 import type { RegionNodeOptions } from './options.js'
+import { decodeOutboxBatch } from './wire.js'
 
 /** A virtual clock the tests advance by hand. */
 function virtualClock(start = 1_700_000_000_000): { now: () => number; advance: (ms: number) => void } {
@@ -496,6 +497,45 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     await again.init()
     expect(keys2).toContain('cart:3')
     expect(keys2.filter((k) => k !== undefined)).toEqual(['cart:3'])
+  })
+
+  it('keeps one outbox key per store batch, and still sends (then deletes) the per-envelope keys of an earlier version', async () => {
+    const { make, clock } = makeCluster({ instances: 0 })
+    const store = new MemoryStore()
+    const node = make('eu', 'i1', store)
+    const t = (node as unknown as { o: { transport: MemoryTransport } }).o.transport
+    await node.init()
+    t.append = () => Promise.reject(new Error('log unreachable'))
+    for (const id of ['a', 'b', 'c']) ((await node.open(id, 'or-set')) as unknown as OrSet<string>).add(id)
+    await expect(node.flush()).rejects.toThrow(/unreachable/)
+    const batches = await store.keys('obx/')
+    expect(batches).toHaveLength(1)
+    const envelopes = decodeOutboxBatch((await store.get(batches[0] as string)) as Uint8Array)
+    expect(envelopes.map((b) => decodeEnvelope(b).docId)).toEqual(['a', 'b', 'c'])
+    // Rewritten as an earlier version kept them: one `out/<seq>` key per envelope.
+    await store.write([
+      { op: 'delete', key: batches[0] as string },
+      ...envelopes.map((value) => ({ op: 'put' as const, key: `out/${String(decodeEnvelope(value).seq).padStart(16, '0')}`, value })),
+    ])
+    clock.advance(10_000)
+    const reopened = store.reopen()
+    const again = make('eu', 'i1', reopened)
+    const t2 = (again as unknown as { o: { transport: MemoryTransport } }).o.transport
+    const sent: string[] = []
+    const append2 = t2.append.bind(t2)
+    t2.append = async (origin, records, options) => {
+      for (const r of records) {
+        const env = decodeEnvelope(r)
+        if (!env.typeName.startsWith('$')) sent.push(env.docId)
+      }
+      return append2(origin, records, options)
+    }
+    await again.init()
+    expect(sent).toEqual(['a', 'b', 'c'])
+    expect(await again.flush()).toBeUndefined()
+    expect(sent).toEqual(['a', 'b', 'c'])
+    expect(await reopened.keys('out/')).toEqual([])
+    expect(await reopened.keys('obx/')).toEqual([])
   })
 
   it('a start while the log is unreachable fails, and the next call starts it (nothing lost, nothing sent twice)', async () => {

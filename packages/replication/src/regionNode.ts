@@ -49,6 +49,8 @@ import {
   decodeRepairResponse,
   encodeDeadLetter,
   encodeDocRecord,
+  encodeOutboxBatch,
+  decodeOutboxBatch,
   encodeWalEntry,
   decodeWalEntry,
   type WalItem,
@@ -122,6 +124,8 @@ interface OpenDoc {
    * Repair answers use it to find the documents a writer changed after a given sequence number.
    */
   readonly touched: VersionVector
+  /** Used since the cache's last eviction sweep passed it (second-chance LRU, see evict). */
+  used: boolean
 }
 
 /** A write-ahead-log entry's deltas by document. */
@@ -186,7 +190,10 @@ const posKey = (origin: string): string => `pos/${origin}`
 const CLOSE_COMMIT_WAIT_MS = 5_000
 /** The `deps` of envelopes of documents whose replica merges deltas itself (no version is kept). */
 const NO_VERSION = new Uint8Array(0)
-const outKey = (seq: number): string => `out/${String(seq).padStart(16, '0')}`
+/** Outbox entries of earlier versions: one envelope per key. Read at start, deleted once sent. */
+const LEGACY_OUT = 'out/'
+/** An outbox batch: the envelopes of one store batch, under the sequence number of its first. */
+const obxKey = (seq: number): string => `obx/${String(seq).padStart(16, '0')}`
 const dixKey = (docId: string): string => `dix/${docId}`
 /** Granularity of the per-document `touched` bounds: a repair answer may include documents a writer last changed up to this many sequence numbers before the gap. */
 const TOUCH_BUCKET = 1024
@@ -240,7 +247,10 @@ export class RegionNode {
   private pendingCount = 0
   private orphans: Array<{ docId: string; typeName: string; delta: Uint8Array }> = []
   /** Envelopes saved, not yet appended; `docId` becomes the record key (Kafka message key). */
-  private outbox: Array<{ key: string; bytes: Uint8Array; docId: string | undefined }> = []
+  /** Envelopes persisted but not yet appended, in order... */
+  private outbox: Array<{ bytes: Uint8Array; docId: string | undefined }> = []
+  /** ...and the store keys holding them (a batch's key, or a legacy per-envelope key). */
+  private outboxKeys: string[] = []
   /** Live write-ahead-log entries, oldest first (see WAL_MAX_ENTRIES); a legacy journal is one more, first. */
   private wal = new Map<number, WalEntry>()
   private walBytes = 0
@@ -306,6 +316,7 @@ export class RegionNode {
     const store = this.o.store
     // From scratch each try (an earlier one may have failed halfway).
     this.outbox = []
+    this.outboxKeys = []
     this.deadList = []
     this.sightings.length = 0
     this.wal = new Map()
@@ -318,16 +329,23 @@ export class RegionNode {
     if (seenBytes !== undefined) this.seen = DotSet.decode(seenBytes)
     for (const w of this.seen.replicas()) this.knownMax.advance(w, this.seen.max(w))
     this.knownMax.advance(this.writer, this.seq)
-    for (const key of await store.keys('out/')) {
-      const bytes = await store.get(key)
-      if (bytes === undefined) continue
-      let docId: string | undefined
-      try {
-        docId = decodeEnvelope(bytes).docId
-      } catch {
-        // Our own bytes; if they no longer decode, they still go out (receivers dead-letter them).
+    // Legacy per-envelope keys sort before batch keys ('out/' > 'obx/' but an earlier version's
+    // entries precede any batch this version wrote): send them first.
+    for (const prefix of [LEGACY_OUT, 'obx/']) {
+      for (const key of await store.keys(prefix)) {
+        const bytes = await store.get(key)
+        if (bytes === undefined) continue
+        for (const env of prefix === LEGACY_OUT ? [bytes] : decodeOutboxBatch(bytes)) {
+          let docId: string | undefined
+          try {
+            docId = decodeEnvelope(env).docId
+          } catch {
+            // Our own bytes; if they no longer decode, they still go out (receivers dead-letter them).
+          }
+          this.outbox.push({ bytes: env, docId })
+        }
+        this.outboxKeys.push(key)
       }
-      this.outbox.push({ key, bytes, docId })
     }
     for (const key of await store.keys('dl/')) {
       const bytes = await store.get(key)
@@ -506,9 +524,8 @@ export class RegionNode {
   private cachedDoc(docId: string, typeName: string | undefined): OpenDoc | undefined {
     const cached = this.docs.get(docId)
     if (cached === undefined) return undefined
-    // LRU: most recently used last.
-    this.docs.delete(docId)
-    this.docs.set(docId, cached)
+    // A flag, not a move to the back of the map per access (that churned the map on every record).
+    cached.used = true
     if (typeName !== undefined && cached.typeName !== typeName) {
       throw new TypeMismatchError(`document ${docId} is a ${cached.typeName}, not a ${typeName}`)
     }
@@ -613,6 +630,7 @@ export class RegionNode {
       pending: [],
       unsaved: [],
       touched,
+      used: true,
     }
     replica.onDelta((delta, origin) => {
       if (origin !== 'local') return
@@ -621,6 +639,7 @@ export class RegionNode {
         // A write through a handle the cache has evicted: replay it on the current replica.
         this.orphans.push({ docId, typeName: type, delta: delta.slice() })
       } else {
+        current.used = true
         if (current.pending.length === 0) current.deps = current.lastVersion
         // Kept as is: listeners share the array and must not change it (Replica contract).
         current.pending.push(delta)
@@ -638,11 +657,23 @@ export class RegionNode {
     if (this.pendingCount >= this.o.maxDeltas) this.wake?.()
   }
 
+  /**
+   * Evicts replicas past cacheSize, least recently used first, approximately (second chance, as a
+   * CLOCK cache does): the sweep goes from the map's oldest entry; one used since the sweep last
+   * passed it loses the flag and moves to the back, an unused one goes. Documents with unsaved or
+   * unsent changes stay.
+   */
   private evict(): void {
+    let budget = 2 * this.docs.size
     for (const [docId, doc] of this.docs) {
-      if (this.docs.size <= this.o.cacheSize) return
+      if (this.docs.size <= this.o.cacheSize || budget-- <= 0) return
       if (this.dirtyDocs.has(docId) || this.pendingLocal.has(docId) || doc.pending.length > 0 || doc.unsaved.length > 0) continue
       this.docs.delete(docId)
+      if (doc.used) {
+        doc.used = false
+        this.docs.set(docId, doc)
+        continue
+      }
       this.evictions++
     }
   }
@@ -703,6 +734,7 @@ export class RegionNode {
   /** Turns pending local deltas into outbox envelopes (same batch as `ops`), writes, then appends. */
   private async persist(ops: StoreOp[]): Promise<number> {
     const key = this.o.keys?.get(this.region)
+    const firstOut = this.outbox.length
     for (const docId of this.pendingLocal) {
       const doc = this.docs.get(docId)
       if (doc === undefined || doc.pending.length === 0) continue
@@ -714,10 +746,7 @@ export class RegionNode {
             : doc.replica.deltaSince(doc.deps)
       const seq = ++this.seq
       const env: Envelope = { docId, typeName: doc.typeName, region: this.region, writer: this.writer, seq, time: this.hlc.now(), deps: doc.deps, payload }
-      const bytes = encodeEnvelope(env, key)
-      const k = outKey(seq)
-      this.outbox.push({ key: k, bytes, docId })
-      ops.push({ op: 'put', key: k, value: bytes })
+      this.outbox.push({ bytes: encodeEnvelope(env, key), docId })
       this.touch(doc, this.writer, seq)
       this.seen.addRange(this.writer, seq, seq)
       this.seenDirty = true
@@ -735,6 +764,13 @@ export class RegionNode {
     // and this point takes the older version as deps: deltaSince(deps) is then a superset, still correct.
     for (const doc of this.staleVersions) if (doc.pending.length === 0) doc.lastVersion = doc.replica.version()
     this.staleVersions.clear()
+    if (this.outbox.length > firstOut) {
+      // One outbox key per store batch, not one per envelope.
+      const fresh = this.outbox.slice(firstOut)
+      const k = obxKey(this.seq - fresh.length + 1)
+      ops.push({ op: 'put', key: k, value: encodeOutboxBatch(fresh.map((x) => x.bytes)) })
+      this.outboxKeys.push(k)
+    }
     if (this.pendingLocal.size > 0) ops.push({ op: 'put', key: K_SEQ, value: encodeUint(this.seq) })
     this.pendingLocal.clear()
     this.pendingCount = 0
@@ -754,7 +790,8 @@ export class RegionNode {
     for (const doc of this.touchedDirty) ops.push({ op: 'put', key: dixKey(doc.docId), value: doc.touched.encode() })
     if (ops.length > 0) await this.o.store.write(ops)
     saved()
-    for (const { doc, n } of written) doc.unsaved.splice(0, n)
+    // A fresh array rather than splice (which allocates the removed part); usually all were saved.
+    for (const { doc, n } of written) doc.unsaved = n === doc.unsaved.length ? [] : doc.unsaved.slice(n)
     this.dirtyDocs.clear()
     this.touchedDirty.clear()
     this.seenDirty = false
@@ -849,11 +886,13 @@ export class RegionNode {
 
   private async sendOutbox(): Promise<number> {
     if (this.outbox.length === 0) return 0
-    const batch = this.outbox.slice()
+    const batch = this.outbox
+    const keys = this.outboxKeys
     // Keyed by document: a Kafka topic keeps one document's envelopes in one partition's order.
     this.noteOwn(await this.o.transport.append(this.region, batch.map((x) => x.bytes), { keys: batch.map((x) => x.docId), source: this.writer }))
-    this.outbox.splice(0, batch.length)
-    await this.o.store.write(batch.map((x) => ({ op: 'delete', key: x.key })))
+    this.outbox = []
+    this.outboxKeys = []
+    await this.o.store.write(keys.map((key) => ({ op: 'delete', key })))
     return batch.length
   }
 

@@ -222,6 +222,24 @@ export function decodeWalEntry(bytes: Uint8Array): WalItem[] {
   })
 }
 
+/** An outbox batch (`obx/<seq>`): the envelopes one store batch persisted, in order (`uint n`, n × `bytes`). */
+export function encodeOutboxBatch(envelopes: readonly Uint8Array[]): Uint8Array {
+  return encodeWith((e) => {
+    writeUint(e, envelopes.length)
+    for (const b of envelopes) writeBytes(e, b)
+  })
+}
+
+/** Decodes an outbox batch; the envelopes are views into `bytes`. */
+export function decodeOutboxBatch(bytes: Uint8Array): Uint8Array[] {
+  return decodeWith('outbox batch', bytes, (d) => {
+    const n = readLength(d, MAX_COLLECTION)
+    const out: Uint8Array[] = []
+    for (let i = 0; i < n; i++) out.push(readBytes(d))
+    return out
+  })
+}
+
 /**
  * A per-document journal entry of earlier versions (`jrn/<doc>/<n>`: `uint n`, n × `bytes`), read
  * once at start and folded into the document's record.

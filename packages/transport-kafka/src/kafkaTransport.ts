@@ -22,6 +22,7 @@ import {
   type LogRecord,
   type PollOptions,
   type Transport,
+  toBuffer,
 } from '@concord/core'
 import { translateError } from './errors.js'
 import { resolveOptions, topicName, type KafkaTransportOptions, type ResolvedKafkaTransportOptions } from './options.js'
@@ -148,7 +149,7 @@ export class KafkaTransport implements Transport {
         // every key). The key still goes with the record (log compaction, mirroring, tooling).
         messages: records.map((bytes, i) => ({
           key: keys?.[i] ?? null,
-          value: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength),
+          value: toBuffer(bytes),
           partition: PARTITION,
         })),
       })

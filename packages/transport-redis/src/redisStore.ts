@@ -6,7 +6,7 @@
  * Redis Cluster they live in one slot and a batch is one MULTI/EXEC transaction.
  */
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
-import { ClosedError, ConfigError, type Store, type StoreOp } from '@concord/core'
+import { ClosedError, ConfigError, toBuffer, type Store, type StoreOp } from '@concord/core'
 import { translateError } from './errors.js'
 import { hasHashTag } from './options.js'
 
@@ -123,7 +123,7 @@ export class RedisStore implements Store {
     const tx = this.client.multi()
     for (const op of batch) {
       if (op.op === 'put') {
-        tx.set(this.prefix + op.key, Buffer.from(op.value.buffer, op.value.byteOffset, op.value.byteLength))
+        tx.set(this.prefix + op.key, toBuffer(op.value))
         tx.zadd(this.index, 0, op.key)
       } else {
         tx.del(this.prefix + op.key)

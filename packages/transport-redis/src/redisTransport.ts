@@ -16,6 +16,7 @@ import {
   type LogRecord,
   type PollOptions,
   type Transport,
+  toBuffer,
 } from '@concord/core'
 import { replyCode, translateError } from './errors.js'
 import { resolveOptions, type RedisTransportOptions, type ResolvedRedisTransportOptions } from './options.js'
@@ -226,7 +227,7 @@ export class RedisTransport implements Transport {
         chunks.push(args)
         bytesInChunk = 0
       }
-      args.push(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength))
+      args.push(toBuffer(bytes))
       bytesInChunk += bytes.byteLength
       if (keyed) {
         const recordKey = keys[i]
