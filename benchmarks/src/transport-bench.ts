@@ -18,7 +18,7 @@
  * Kafka ≥ 0.7). Needs Redis on REDIS_URL (default 127.0.0.1:6379) and Kafka on KAFKA_BROKERS
  * (default 127.0.0.1:9092).
  *
- *   node --conditions=@concord/source --import tsx benchmarks/src/transport-bench.ts [--repeats=3] [--warmup=1] [--envelopes=20000] [--batch=100] [--only=redis|kafka]
+ *   node --conditions=@concord/source --import tsx benchmarks/src/transport-bench.ts [--repeats=3] [--warmup=3] [--envelopes=20000] [--batch=100] [--only=redis|kafka]
  */
 import { randomBytes, randomUUID } from 'node:crypto'
 import { pathToFileURL } from 'node:url'
@@ -45,7 +45,12 @@ export interface Timing {
 export interface TransportBenchOptions {
   /** Measured runs per variant (medians are reported). @default 3 */
   readonly repeats?: number
-  /** Unmeasured runs per variant first (JIT warm-up, connections, server caches). @default 1 */
+  /**
+   * Unmeasured runs per variant first (JIT warm-up, connections, server caches). A service runs
+   * warm: with one, the engine's code was still being optimized in the measured runs (its first
+   * runs in one process took 1.3–2x the CPU of its fourth and later, the raw client's far less).
+   * @default 3
+   */
   readonly warmup?: number
   /**
    * Envelopes written per region and run. Long enough for the steady state: with 3,000 the fixed
@@ -289,7 +294,7 @@ export async function rawKafkaRun(prefix: string, envelopes: number, batch: numb
 /** Runs the benchmark and saves results/transport-throughput.{json,svg}. */
 export async function run(options: TransportBenchOptions = {}): Promise<BenchReport> {
   const repeats = options.repeats ?? 3
-  const warmup = options.warmup ?? 1
+  const warmup = options.warmup ?? 3
   const envelopes = options.envelopes ?? 20_000
   const batch = options.batch ?? 100
   const only = options.only ?? ['redis', 'kafka']
@@ -386,7 +391,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const onlyArg = arg('only')
   await run({
     repeats: Number(arg('repeats') ?? 3),
-    warmup: Number(arg('warmup') ?? 1),
+    warmup: Number(arg('warmup') ?? 3),
     envelopes: Number(arg('envelopes') ?? 20_000),
     batch: Number(arg('batch') ?? 100),
     ...(onlyArg === 'redis' || onlyArg === 'kafka' ? { only: [onlyArg] } : {}),
