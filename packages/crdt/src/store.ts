@@ -16,11 +16,104 @@ export interface Entry {
   readonly value: unknown
 }
 
+/** Entries a {@link DotEntries} keeps in arrays before it switches to a Map. */
+const SMALL_ENTRIES = 8
+
+/**
+ * dotKey → entry, with a Map's interface and iteration order. Most fun stores hold one to a few
+ * entries (a register's siblings, a counter's writers, an element's adds): those are two short
+ * arrays, which take less memory than a Map and, above all, let a write that replaces a dot (every
+ * counter increment and register write, local or remote) do without a Map's delete and insert,
+ * whose hash-table churn was the largest cost of applying such a delta. Past SMALL_ENTRIES it is a Map.
+ */
+export class DotEntries {
+  private ks: string[] = []
+  private vs: Entry[] = []
+  private map: Map<string, Entry> | undefined
+
+  get size(): number {
+    return this.map === undefined ? this.ks.length : this.map.size
+  }
+
+  get(k: string): Entry | undefined {
+    if (this.map !== undefined) return this.map.get(k)
+    const i = this.ks.indexOf(k)
+    return i < 0 ? undefined : this.vs[i]
+  }
+
+  has(k: string): boolean {
+    return this.map === undefined ? this.ks.includes(k) : this.map.has(k)
+  }
+
+  set(k: string, v: Entry): this {
+    if (this.map !== undefined) {
+      this.map.set(k, v)
+      return this
+    }
+    const i = this.ks.indexOf(k)
+    if (i >= 0) this.vs[i] = v
+    else if (this.ks.length < SMALL_ENTRIES) {
+      this.ks.push(k)
+      this.vs.push(v)
+    } else {
+      // Arrays left as they are: a forEach running over them finishes over what it started with.
+      const m = new Map<string, Entry>()
+      for (let j = 0; j < this.ks.length; j++) m.set(this.ks[j] as string, this.vs[j] as Entry)
+      m.set(k, v)
+      this.map = m
+      this.ks = []
+      this.vs = []
+    }
+    return this
+  }
+
+  delete(k: string): boolean {
+    if (this.map !== undefined) return this.map.delete(k)
+    const i = this.ks.indexOf(k)
+    if (i < 0) return false
+    this.ks.splice(i, 1)
+    this.vs.splice(i, 1)
+    return true
+  }
+
+  /**
+   * Calls `fn` for every entry in order. As with a Map, `fn` may delete the entry it visits (or
+   * others: those not visited yet are skipped).
+   */
+  forEach(fn: (v: Entry, k: string) => void): void {
+    if (this.map !== undefined) return this.map.forEach(fn)
+    const ks = this.ks
+    const vs = this.vs
+    for (let i = 0; i < ks.length; ) {
+      const k = ks[i] as string
+      fn(vs[i] as Entry, k)
+      // Unless fn deleted it (or one before it), the next entry is at i + 1.
+      if (ks[i] === k) i++
+    }
+  }
+
+  values(): IterableIterator<Entry> {
+    return this.map === undefined ? this.vs.values() : this.map.values()
+  }
+
+  keys(): IterableIterator<string> {
+    return this.map === undefined ? this.ks.values() : this.map.keys()
+  }
+
+  *[Symbol.iterator](): IterableIterator<[string, Entry]> {
+    if (this.map !== undefined) {
+      yield* this.map
+      return
+    }
+    for (let i = 0; i < this.ks.length; i++) yield [this.ks[i] as string, this.vs[i] as Entry]
+  }
+}
+
 /** dot → value. */
 export class FunStore {
   readonly kind = 'fun' as const
   /** dotKey → entry */
-  readonly entries = new Map<string, Entry>()
+  readonly entries = new DotEntries()
 }
 
 /** key → nested store. */
