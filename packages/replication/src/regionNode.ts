@@ -26,6 +26,7 @@ import {
   readUint,
   writeUint,
   type Envelope,
+  type HlcTimestamp,
   type LogPosition,
   type LogRecord,
   type PollOptions,
@@ -735,6 +736,8 @@ export class RegionNode {
   private async persist(ops: StoreOp[]): Promise<number> {
     const key = this.o.keys?.get(this.region)
     const firstOut = this.outbox.length
+    // One HLC reading per batch: an envelope's time is its batch's (the deltas carry their own).
+    let time: HlcTimestamp | undefined
     for (const docId of this.pendingLocal) {
       const doc = this.docs.get(docId)
       if (doc === undefined || doc.pending.length === 0) continue
@@ -745,7 +748,7 @@ export class RegionNode {
             ? doc.merge(doc.pending)
             : doc.replica.deltaSince(doc.deps)
       const seq = ++this.seq
-      const env: Envelope = { docId, typeName: doc.typeName, region: this.region, writer: this.writer, seq, time: this.hlc.now(), deps: doc.deps, payload }
+      const env: Envelope = { docId, typeName: doc.typeName, region: this.region, writer: this.writer, seq, time: (time ??= this.hlc.now()), deps: doc.deps, payload }
       this.outbox.push({ bytes: encodeEnvelope(env, key), docId })
       this.touch(doc, this.writer, seq)
       this.seen.addRange(this.writer, seq, seq)
