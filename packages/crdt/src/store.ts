@@ -69,10 +69,17 @@ export class DotEntries {
 
   delete(k: string): boolean {
     if (this.map !== undefined) return this.map.delete(k)
-    const i = this.ks.indexOf(k)
+    const ks = this.ks
+    const vs = this.vs
+    const i = ks.indexOf(k)
     if (i < 0) return false
-    this.ks.splice(i, 1)
-    this.vs.splice(i, 1)
+    // Shift and pop: splice would allocate an array of the removed element.
+    for (let j = i; j < ks.length - 1; j++) {
+      ks[j] = ks[j + 1] as string
+      vs[j] = vs[j + 1] as Entry
+    }
+    ks.pop()
+    vs.pop()
     return true
   }
 

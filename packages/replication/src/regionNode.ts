@@ -272,6 +272,8 @@ export class RegionNode {
   private requestCounter = 0
   private readonly caughtUp = new Map<string, boolean>()
   private lastHeartbeat = Number.NEGATIVE_INFINITY
+  /** The last envelope time the clock witnessed (see witness). */
+  private lastWitnessed: HlcTimestamp | undefined
   /** When the own region's log was last read, and when a record of another instance was last found in it. */
   private lastOwnPoll = Number.NEGATIVE_INFINITY
   /** Every region but this one: the logs read in a round that skips the own log. */
@@ -1097,7 +1099,7 @@ export class RegionNode {
         if (env.writer !== this.writer) m.duplicates++
         return undefined
       }
-      this.hlc.witness(env.time)
+      this.witness(env.time)
       const cached = this.cachedDoc(env.docId, env.typeName)
       if (cached !== undefined) {
         this.applyRemote(cached, env, m)
@@ -1108,6 +1110,17 @@ export class RegionNode {
       this.rejectRecord(rec, m, e, ops)
       return undefined
     }
+  }
+
+  /**
+   * Moves the clock past a received envelope's time. A flushed batch's envelopes share one time,
+   * so a time equal to the last one witnessed is skipped: the clock is already past it.
+   */
+  private witness(t: HlcTimestamp): void {
+    const last = this.lastWitnessed
+    if (last !== undefined && last.wall === t.wall && last.logical === t.logical && last.node === t.node) return
+    this.hlc.witness(t)
+    this.lastWitnessed = t
   }
 
   private applyRemote(doc: OpenDoc, env: Envelope, m: MutablePeer): void {
