@@ -34,7 +34,7 @@ export interface RegionNodeOptions {
    * @default none (no signing)
    */
   readonly keys?: Readonly<Record<string, Uint8Array>>
-  /** Open replicas kept in memory (LRU); colder ones are persisted and dropped. @default 1000 */
+  /** Open replicas kept in memory (least recently used go first, approximately: second-chance LRU); colder ones are persisted and dropped. @default 1000 */
   readonly cacheSize?: number
   /** Physical clock in ms. @default Date.now */
   readonly now?: () => number
