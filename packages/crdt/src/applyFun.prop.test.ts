@@ -32,6 +32,14 @@ function make(type: FunType, replicaId: string, now: () => number): PnCounter | 
   return type === 'pn-counter' ? new PnCounter(o) : type === 'lww-register' ? new LwwRegister(o) : new MvRegister(o)
 }
 
+/** Three writers on one clock, each with the log of the local deltas it emitted. */
+function writersWithLogs(type: FunType, now: () => number): { writers: Array<PnCounter | LwwRegister | MvRegister>; logs: Uint8Array[][] } {
+  const writers = ['a/1', 'b/1', 'c/1'].map((id) => make(type, id, now))
+  const logs: Uint8Array[][] = writers.map(() => [])
+  writers.forEach((w, i) => w.onDelta((d, origin) => origin === 'local' && (logs[i] as Uint8Array[]).push(d)))
+  return { writers, logs }
+}
+
 /** One step: writer `w` writes (`op` 0/1) or one of its past deltas (`pick`) is delivered. */
 const step = fc.tuple(fc.nat(2), fc.nat(3), fc.integer({ min: 0, max: 5 }), fc.nat(50))
 
@@ -43,9 +51,7 @@ describe.each(['pn-counter', 'lww-register', 'mv-register'] as const)('%s: direc
       fc.property(fc.array(step, { minLength: 1, maxLength: 60 }), (steps) => {
         let clock = 1_000
         const now = (): number => clock
-        const writers = ['a/1', 'b/1', 'c/1'].map((id) => make(type, id, now))
-        const logs: Uint8Array[][] = writers.map(() => [])
-        writers.forEach((w, i) => w.onDelta((d, origin) => origin === 'local' && (logs[i] as Uint8Array[]).push(d)))
+        const { writers, logs } = writersWithLogs(type, now)
         const direct = make(type, 'z/1', now)
         const generic = make(type, 'z/2', now)
         const directEvents: ConflictEvent[] = []
@@ -91,9 +97,7 @@ describe.each(['pn-counter', 'lww-register', 'mv-register'] as const)('%s: direc
       fc.property(fc.array(localStep, { minLength: 1, maxLength: 60 }), (steps) => {
         let clock = 1_000
         const now = (): number => clock
-        const writers = ['a/1', 'b/1', 'c/1'].map((id) => make(type, id, now))
-        const logs: Uint8Array[][] = writers.map(() => [])
-        writers.forEach((w, i) => w.onDelta((d, origin) => origin === 'local' && (logs[i] as Uint8Array[]).push(d)))
+        const { writers, logs } = writersWithLogs(type, now)
         // Same id, same clock: one writes at the root directly (commitRootWrite), the other inside
         // a batch of that one write, which takes the generic joinStore + encodeDelta path.
         const direct = make(type, 'z/1', now)

@@ -301,7 +301,8 @@ export class Cursor {
 
   /**
    * Commits a write at this fun-store position: the entry (`dot`, a fresh dot, with `value`)
-   * overwriting the live dots `old`. At the root, outside a batch, without building the delta.
+   * overwriting the live dots `old` (a fresh array: it becomes the delta's context). At the root,
+   * outside a batch, without building the delta.
    */
   writeFun(dot: Dot, value: unknown, old: Dot[]): void {
     if (this.path.length === 0 && this.root.commitRootWrite(dot, value, old)) return

@@ -217,46 +217,23 @@ interface ReadState {
   readonly seen: Set<string> | undefined
 }
 
-/** Reads a delta's tag, string table and context ranges (flat `[start, end, ...]` per table entry), validated. */
-function readHeader(d: Decoder, type: CausalTypeName): { table: string[]; ranges: number[][] } {
-  const tag = readByte(d)
-  if (tag !== tagOf(type)) throw new DecodeError(`${type} delta: unexpected tag 0x${tag.toString(16)} (format ${tag >> 4}, type ${tag & 15})`)
-  const n = readLength(d, 1_000_000, 2)
-  const table: string[] = []
-  for (let i = 0; i < n; i++) {
-    const s = readString(d, MAX_REPLICA_ID_BYTES)
-    if (s.length === 0) throw new DecodeError('empty replica id')
-    const prev = table[i - 1]
-    if (prev !== undefined && s <= prev) throw new DecodeError('string table not strictly sorted')
-    table.push(s)
-  }
-  const ranges: number[][] = []
-  for (let i = 0; i < n; i++) {
-    const k = readLength(d, MAX_COLLECTION, 2)
-    const r: number[] = []
-    let prev = 0
-    for (let j = 0; j < k; j++) {
-      const gap = readUint(d)
-      const len = readUint(d)
-      if (gap < (j === 0 ? 1 : 2)) throw new DecodeError('context: overlapping or adjacent ranges')
-      const start = prev + gap
-      const end = start + len
-      if (!Number.isSafeInteger(end)) throw new DecodeError('context: counter overflow')
-      r.push(start, end)
-      prev = end
-    }
-    ranges.push(r)
-  }
-  return { table, ranges }
-}
-
 /** Decodes and validates a delta of `type`. Throws DecodeError, never anything else. */
 export function decodeDelta(type: CausalTypeName, schema: Schema, bytes: Uint8Array): CausalDelta {
   return decodeWith(`${type} delta`, bytes, (d) => {
-    const { table, ranges } = readHeader(d, type)
-    const ctx = DotSet.fromRanges(table, ranges)
-    const store = readStore(d, schema, { table, ctx, seen: schema.kind === 'map' ? new Set() : undefined }, 0)
-    return { store, ctx }
+    const fd = takeFunDelta()
+    try {
+      readHeader(d, type, fd)
+      const { table, rangeAt, ranges } = fd
+      // The context adopts per-replica copies of the flat ranges (the scratch is reused).
+      const ctx = DotSet.fromRanges(
+        table,
+        table.map((_, i) => ranges.slice(rangeAt[i], rangeAt[i + 1])),
+      )
+      const store = readStore(d, schema, { table, ctx, seen: schema.kind === 'map' ? new Set() : undefined }, 0)
+      return { store, ctx }
+    } finally {
+      fd.release()
+    }
   })
 }
 
@@ -299,6 +276,43 @@ export function takeFunDelta(): FunDelta {
 }
 
 /**
+ * Reads a delta's tag, string table and context ranges into `out` (`table`, `rangeAt`, `ranges`),
+ * validated: the header every delta shares.
+ */
+function readHeader(d: Decoder, type: CausalTypeName, out: FunDelta): void {
+  const tag = readByte(d)
+  if (tag !== tagOf(type)) throw new DecodeError(`${type} delta: unexpected tag 0x${tag.toString(16)} (format ${tag >> 4}, type ${tag & 15})`)
+  const n = readLength(d, 1_000_000, 2)
+  const table = new Array<string>(n)
+  for (let i = 0; i < n; i++) {
+    const s = readString(d, MAX_REPLICA_ID_BYTES)
+    if (s.length === 0) throw new DecodeError('empty replica id')
+    if (i > 0 && s <= (table[i - 1] as string)) throw new DecodeError('string table not strictly sorted')
+    table[i] = s
+  }
+  out.table = table
+  const { rangeAt, ranges } = out
+  let at = 0
+  for (let i = 0; i < n; i++) {
+    rangeAt[i] = at
+    const k = readLength(d, MAX_COLLECTION, 2)
+    let prev = 0
+    for (let j = 0; j < k; j++) {
+      const gap = readUint(d)
+      const len = readUint(d)
+      if (gap < (j === 0 ? 1 : 2)) throw new DecodeError('context: overlapping or adjacent ranges')
+      const start = prev + gap
+      const end = start + len
+      if (!Number.isSafeInteger(end)) throw new DecodeError('context: counter overflow')
+      ranges[at++] = start
+      ranges[at++] = end
+      prev = end
+    }
+  }
+  rangeAt[n] = at
+}
+
+/**
  * Decodes and validates a fun-rooted delta exactly as {@link decodeDelta} does (same checks, same
  * errors), into `out`. Throws DecodeError, never anything else.
  */
@@ -307,38 +321,10 @@ export function decodeFunDelta(type: CausalTypeName, schema: FunSchema, bytes: U
   const d = createDecoder(bytes)
   out.size = 0
   try {
-    const tag = readByte(d)
-    if (tag !== tagOf(type)) throw new DecodeError(`${type} delta: unexpected tag 0x${tag.toString(16)} (format ${tag >> 4}, type ${tag & 15})`)
-    const n = readLength(d, 1_000_000, 2)
-    const table = new Array<string>(n)
-    for (let i = 0; i < n; i++) {
-      const s = readString(d, MAX_REPLICA_ID_BYTES)
-      if (s.length === 0) throw new DecodeError('empty replica id')
-      if (i > 0 && s <= (table[i - 1] as string)) throw new DecodeError('string table not strictly sorted')
-      table[i] = s
-    }
-    out.table = table
-    const { rangeAt, ranges } = out
-    let at = 0
-    for (let i = 0; i < n; i++) {
-      rangeAt[i] = at
-      const k = readLength(d, MAX_COLLECTION, 2)
-      let prev = 0
-      for (let j = 0; j < k; j++) {
-        const gap = readUint(d)
-        const len = readUint(d)
-        if (gap < (j === 0 ? 1 : 2)) throw new DecodeError('context: overlapping or adjacent ranges')
-        const start = prev + gap
-        const end = start + len
-        if (!Number.isSafeInteger(end)) throw new DecodeError('context: counter overflow')
-        ranges[at++] = start
-        ranges[at++] = end
-        prev = end
-      }
-    }
-    rangeAt[n] = at
+    readHeader(d, type, out)
+    const { table, rangeAt, ranges, dots, values } = out
+    const n = table.length
     const m = readLength(d, MAX_COLLECTION, 2)
-    const { dots, values } = out
     let pi = -1
     let pc = 0
     for (let i = 0; i < m; i++) {

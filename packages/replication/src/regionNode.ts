@@ -332,8 +332,7 @@ export class RegionNode {
     if (seenBytes !== undefined) this.seen = DotSet.decode(seenBytes)
     for (const w of this.seen.replicas()) this.knownMax.advance(w, this.seen.max(w))
     this.knownMax.advance(this.writer, this.seq)
-    // Legacy per-envelope keys sort before batch keys ('out/' > 'obx/' but an earlier version's
-    // entries precede any batch this version wrote): send them first.
+    // An earlier version's per-envelope entries predate any batch this version wrote: sent first.
     for (const prefix of [LEGACY_OUT, 'obx/']) {
       for (const key of await store.keys(prefix)) {
         const bytes = await store.get(key)

@@ -232,12 +232,7 @@ export function encodeOutboxBatch(envelopes: readonly Uint8Array[]): Uint8Array 
 
 /** Decodes an outbox batch; the envelopes are views into `bytes`. */
 export function decodeOutboxBatch(bytes: Uint8Array): Uint8Array[] {
-  return decodeWith('outbox batch', bytes, (d) => {
-    const n = readLength(d, MAX_COLLECTION)
-    const out: Uint8Array[] = []
-    for (let i = 0; i < n; i++) out.push(readBytes(d))
-    return out
-  })
+  return decodeBytesList('outbox batch', bytes)
 }
 
 /**
@@ -245,7 +240,12 @@ export function decodeOutboxBatch(bytes: Uint8Array): Uint8Array[] {
  * once at start and folded into the document's record.
  */
 export function decodeJournalEntry(bytes: Uint8Array): Uint8Array[] {
-  return decodeWith('journal entry', bytes, (d) => {
+  return decodeBytesList('journal entry', bytes)
+}
+
+/** `uint n`, n × `bytes` (an outbox batch, a journal entry); the arrays are views into `bytes`. */
+function decodeBytesList(what: string, bytes: Uint8Array): Uint8Array[] {
+  return decodeWith(what, bytes, (d) => {
     const n = readLength(d, MAX_COLLECTION)
     const out: Uint8Array[] = []
     for (let i = 0; i < n; i++) out.push(readBytes(d))
