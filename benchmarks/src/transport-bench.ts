@@ -6,8 +6,9 @@
  *
  *   - Redis: pipelined XADD of `batch` entries per region and round; each region reads the other
  *     two streams with XREADGROUP COUNT 256 and XACKs what it read.
- *   - Kafka: one kafkajs send of `batch` messages per region and round (acks=-1); each region has a
- *     consumer group per other region's topic and counts the messages it receives.
+ *   - Kafka: one kafkajs send of `batch` messages per region and round (acks=-1), keyed by
+ *     document id as Concord's records are; each region has a consumer group per other region's
+ *     topic and counts the messages it receives.
  *
  * A third variant drives the Concord transport alone (no RegionNode) the way the nodes drive it,
  * to tell the transport's cost from the engine's; a fourth runs the RegionNodes with no-op replicas
@@ -62,6 +63,9 @@ export interface TransportBenchOptions {
   /** Transports to measure. @default ['redis', 'kafka'] */
   readonly only?: readonly ('redis' | 'kafka')[]
 }
+
+const VARIANTS = ['raw', 'alone', 'noop', 'concord'] as const
+type Variant = (typeof VARIANTS)[number]
 
 const redisUrl = (): string => process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const kafkaBrokers = (): string[] => (process.env.KAFKA_BROKERS ?? '127.0.0.1:9092').split(',').map((b) => b.trim())
@@ -241,7 +245,10 @@ export async function rawRedisRun(prefix: string, envelopes: number, batch: numb
   return { ms, cpuUs: cpu.user + cpu.system }
 }
 
-/** Raw kafkajs: one send of `batch` messages per region and round; a consumer group per (reader, origin). */
+/**
+ * Raw kafkajs: one send of `batch` messages per region and round, keyed by document like
+ * Concord's; a consumer group per (reader, origin).
+ */
 export async function rawKafkaRun(prefix: string, envelopes: number, batch: number, size: number): Promise<Timing> {
   const kafka = new Kafka({ clientId: 'bench-raw', brokers: kafkaBrokers(), logLevel: logLevel.NOTHING })
   const admin = kafka.admin()
@@ -272,10 +279,13 @@ export async function rawKafkaRun(prefix: string, envelopes: number, batch: numb
   }
   await Promise.all(joins)
   const payload = randomBytes(size)
+  // The same records as Concord's: keyed by document (the key travels with each record), the
+  // topic's one partition named (as KafkaTransport does: kafkajs then hashes no key).
+  const keys = Array.from({ length: batch }, (_, d) => `d${d}`)
   const start = performance.now()
   const cpu0 = process.cpuUsage()
   for (let written = 0; written < envelopes; written += batch) {
-    for (const origin of REGIONS) await producer.send({ topic: topic(origin), acks: -1, messages: Array.from({ length: batch }, () => ({ value: payload })) })
+    for (const origin of REGIONS) await producer.send({ topic: topic(origin), acks: -1, messages: keys.map((key) => ({ key, value: payload, partition: 0 })) })
   }
   const check = deadline('raw Kafka run')
   while (REGIONS.some((r) => (got.get(r) as number) < 2 * envelopes)) {
@@ -301,7 +311,7 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
   const size = await envelopeSize()
   const rows: BenchRow[] = []
   const notes = [
-    `3 regions, ${envelopes} envelopes written per region (${size} B each, one PnCounter increment), ${batch} per flush/append; throughput = 3 x ${envelopes} envelopes, each applied in both other regions, / elapsed; median of ${repeats} after ${warmup} unmeasured warm-up run(s) of each variant, the variants alternating`,
+    `3 regions, ${envelopes} envelopes written per region (${size} B each, one PnCounter increment), ${batch} per flush/append; throughput = 3 x ${envelopes} envelopes, each applied in both other regions, / elapsed; median of ${repeats} after ${warmup} unmeasured warm-up run(s) of each variant, the variants alternating in an order that rotates from run to run`,
     '"no-op replica" = the same RegionNodes and traffic with replicas that emit a fixed delta of an increment\'s size and apply nothing: the engine without CRDT work',
     '"alone (no engine)" = the Concord transport driven like the nodes drive it (append a flush\'s records keyed by document, poll each other origin, commit every second as a node does by default) with raw bytes of an envelope\'s size: what the transport costs without the replication engine',
     'client CPU = CPU time of this Node process (all threads: JavaScript, GC, I/O) during the measured part of a run / written envelopes; the Redis server and the Kafka broker run in their own processes',
@@ -324,10 +334,12 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
       const prefix = transport === 'Redis' ? `{bench-${randomUUID()}}` : `bench-${randomUUID().slice(0, 8)}`
       progress(i < warmup ? `${transport.toLowerCase()} warm-up ${i + 1}/${warmup}` : `${transport.toLowerCase()} run ${i - warmup + 1}/${repeats}`)
       const r = round(prefix)
-      const raw = await measure(r.raw)
-      const alone = await measure(r.alone)
-      const noop = await measure(r.noop)
-      const concord = await measure(r.concord)
+      // The order rotates from run to run: no variant always runs first (or last) in a round,
+      // after the same others (JIT, heap and broker state left behind).
+      const order = VARIANTS.map((_, k) => VARIANTS[(i + k) % VARIANTS.length] as Variant)
+      const got = {} as Record<Variant, { rate: number; cpu: number }>
+      for (const v of order) got[v] = await measure(r[v])
+      const { raw, alone, noop, concord } = got
       await r.cleanup()
       if (i < warmup) continue
       results.raw.push(raw)

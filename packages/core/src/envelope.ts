@@ -70,6 +70,46 @@ export function encodeEnvelope(env: Envelope, key?: Uint8Array): Uint8Array {
   return out
 }
 
+// The type, region and writer fields (contiguous, after the document id) and the time are the
+// same in every envelope of a flushed batch. The bytes of the last ones decoded are kept: when the
+// next envelope holds the same bytes there, the same strings and timestamp come out (the bytes
+// determine the parse), so they are reused instead of decoded again. Length 0: nothing kept.
+interface LastSpan {
+  readonly bytes: Uint8Array
+  length: number
+}
+const MAX_KEPT_SPAN = 256
+const lastIds: LastSpan = { bytes: new Uint8Array(MAX_KEPT_SPAN), length: 0 }
+let lastTypeName = ''
+let lastRegion = ''
+let lastWriter = ''
+const lastTimeBytes: LastSpan = { bytes: new Uint8Array(MAX_KEPT_SPAN), length: 0 }
+let lastTime: HlcTimestamp = { wall: 0, logical: 0, node: '' }
+
+/** Whether the bytes at `d`'s position start with `last`'s; if so, moves past them. */
+function sameAsLast(d: Decoder, last: LastSpan): boolean {
+  const n = last.length
+  const arr = d.arr
+  const at = d.pos
+  if (n === 0 || at + n > arr.length) return false
+  const kept = last.bytes
+  for (let i = 0; i < n; i++) if (arr[at + i] !== kept[i]) return false
+  d.pos = at + n
+  return true
+}
+
+/** Keeps the bytes `d` just read from `from` in `last`, when they fit. */
+function remember(d: Decoder, from: number, last: LastSpan): boolean {
+  const n = d.pos - from
+  if (n > MAX_KEPT_SPAN) {
+    last.length = 0
+    return false
+  }
+  last.bytes.set(d.arr.subarray(from, d.pos))
+  last.length = n
+  return true
+}
+
 function readBody(d: Decoder): Envelope {
   if (readByte(d) !== ENVELOPE_MAGIC[0] || readByte(d) !== ENVELOPE_MAGIC[1]) throw new DecodeError('envelope: bad magic')
   const version = readByte(d)
@@ -77,13 +117,34 @@ function readBody(d: Decoder): Envelope {
   const flags = readByte(d)
   if ((flags & ~FLAG_SIGNED) !== 0) throw new DecodeError(`envelope: unknown flags ${flags}`)
   const docId = readString(d, 1024)
-  const typeName = readString(d, 128)
-  const region = readString(d, MAX_REPLICA_ID_BYTES)
-  const writer = readString(d, MAX_REPLICA_ID_BYTES)
+  let typeName: string
+  let region: string
+  let writer: string
+  const idsAt = d.pos
+  if (sameAsLast(d, lastIds)) {
+    typeName = lastTypeName
+    region = lastRegion
+    writer = lastWriter
+  } else {
+    typeName = readString(d, 128)
+    region = readString(d, MAX_REPLICA_ID_BYTES)
+    writer = readString(d, MAX_REPLICA_ID_BYTES)
+    if (remember(d, idsAt, lastIds)) {
+      lastTypeName = typeName
+      lastRegion = region
+      lastWriter = writer
+    }
+  }
   if (docId.length === 0 || typeName.length === 0 || region.length === 0 || writer.length === 0) throw new DecodeError('envelope: empty id field')
   const seq = readUint(d)
   if (seq === 0) throw new DecodeError('envelope: sequence 0')
-  const time = readHlc(d)
+  let time: HlcTimestamp
+  const timeAt = d.pos
+  if (sameAsLast(d, lastTimeBytes)) time = lastTime
+  else {
+    time = readHlc(d)
+    if (remember(d, timeAt, lastTimeBytes)) lastTime = time
+  }
   const deps = readBytes(d, 1024 * 1024)
   const payload = readBytes(d, MAX_PAYLOAD_BYTES)
   return { docId, typeName, region, writer, seq, time, deps, payload }

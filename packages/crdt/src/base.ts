@@ -12,14 +12,21 @@ import {
   type DeltaOrigin,
   type Dot,
   type Replica,
-  dotKey,
   rangeIndexIn,
 } from '@concord/core'
 import { MAX_MAP_DEPTH, type CausalTypeName, type FunSchema, type Schema } from './schema.js'
-import { FunStore, MapStore, collectDots, dotSetOf, emptyStore, filterStore, joinStore, newJoinOut, type ConflictSink, type Store } from './store.js'
-import { decodeDelta, decodeFunDelta, encodeDelta, encodeFunWrite, takeFunDelta } from './wire.js'
+import { FunStore, MapStore, collectDots, dotSetOf, emptyStore, filterStore, joinStore, newJoinOut, type ConflictSink, type Entry, type Store } from './store.js'
+import { decodeDelta, decodeFunDelta, encodeDelta, encodeFunWrite, takeFunDelta, type FunDelta } from './wire.js'
 
 /** Whether the first `n` of the flat `[table index, counter, ...]` dots of a decoded delta hold (ri, counter). */
+/** A dot the delta's context has seen but its store does not hold: removed there. */
+function removedBy(e: Entry, fd: FunDelta): boolean {
+  const ri = fd.table.indexOf(e.dot.replica)
+  if (ri < 0) return false
+  const c = e.dot.counter
+  return rangeIndexIn(fd.ranges, fd.rangeAt[ri] as number, fd.rangeAt[ri + 1] as number, c) >= 0 && !holdsDot(fd.dots, fd.size, ri, c)
+}
+
 function holdsDot(dots: readonly number[], n: number, ri: number, counter: number): boolean {
   for (let i = 0; i < 2 * n; i += 2) if (dots[i] === ri && dots[i + 1] === counter) return true
   return false
@@ -165,22 +172,11 @@ export abstract class CausalReplica<V> implements Replica<V> {
         if (ctx.hasCounter(replica, counter)) continue
         const dot: Dot = { replica, counter }
         const value = values[i]
-        te.set(dotKey(dot), { dot, value })
+        te.setEntry({ dot, value })
         added++
         if (schema.time !== undefined) this.clock.observe(schema.time(value))
       }
-      if (table.length > 0) {
-        // forEach: no [key, value] array per entry; deleting the visited entry is safe.
-        te.forEach((e, k) => {
-          // A dot the delta's context has seen but its store does not hold: removed there.
-          const ri = table.indexOf(e.dot.replica)
-          if (ri < 0) return
-          const c = e.dot.counter
-          if (rangeIndexIn(ranges, rangeAt[ri] as number, rangeAt[ri + 1] as number, c) < 0 || holdsDot(dots, n, ri, c)) return
-          te.delete(k)
-          removed++
-        })
-      }
+      if (table.length > 0) removed = te.removeIf(removedBy, fd)
       for (let i = 0; i < table.length; i++) {
         for (let j = rangeAt[i] as number; j < (rangeAt[i + 1] as number); j += 2) ctx.addRange(table[i] as string, ranges[j] as number, ranges[j + 1] as number)
       }
@@ -240,8 +236,8 @@ export abstract class CausalReplica<V> implements Replica<V> {
     if (this.pending !== undefined || root.kind !== 'fun' || schema.kind !== 'fun') return false
     // joinStore's result: the fresh dot (never seen: nextDot) is added, the overwritten live dots
     // (in the delta's context, not in its store) removed; the context gains them all.
-    for (const o of old) root.entries.delete(dotKey(o))
-    root.entries.set(dotKey(dot), { dot, value })
+    for (const o of old) root.entries.deleteDot(o)
+    root.entries.setEntry({ dot, value })
     for (const o of old) this.ctx.add(o)
     this.ctx.add(dot)
     this.emit(encodeFunWrite(this.typeName, schema, dot, value, old), 'local')
@@ -307,7 +303,7 @@ export class Cursor {
   writeFun(dot: Dot, value: unknown, old: Dot[]): void {
     if (this.path.length === 0 && this.root.commitRootWrite(dot, value, old)) return
     const f = new FunStore()
-    f.entries.set(dotKey(dot), { dot, value })
+    f.entries.setEntry({ dot, value })
     old.push(dot)
     this.commit(f, dotSetOf(old))
   }

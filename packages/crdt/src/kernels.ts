@@ -3,7 +3,7 @@
  * use a cursor at their root, an {@link OrMapView} hands out cursors to its fields. Every mutation
  * builds a small delta — the new dot plus the dots it overwrites — and commits it.
  */
-import { assertJson, canonicalJson, dotKey, type DotSet, type Dot, type HlcTimestamp, type Json } from '@concord/core'
+import { assertJson, canonicalJson, type DotSet, type Dot, type HlcTimestamp, type Json } from '@concord/core'
 import type { Cursor } from './base.js'
 import { COUNTER, LWW, LWWMAP, MV, ORMAP, ORSET, checkJson, fieldKey, parseFieldKey, schemaOf, type CausalTypeName, type CounterValue, type LwwValue } from './schema.js'
 import { FunStore, MapStore, collectDots, dotSetOf, type Store } from './store.js'
@@ -47,7 +47,7 @@ export class OrSetView<T extends Json = Json> {
     const k = canonicalJson(element)
     const dot = this.c.root.nextDot()
     const child = new FunStore()
-    child.entries.set(dotKey(dot), { dot, value: true })
+    child.entries.setEntry({ dot, value: true })
     const delta = new MapStore()
     delta.entries.set(k, child)
     this.c.commit(delta, overwriteCtx(dot, asMap(this.c.store())?.entries.get(k)))
@@ -212,7 +212,7 @@ export class LwwMapView<V extends Json = Json> {
     const dot = this.c.root.nextDot()
     const f = new FunStore()
     const lv: LwwValue = { t, v: value }
-    f.entries.set(dotKey(dot), { dot, value: lv })
+    f.entries.setEntry({ dot, value: lv })
     const delta = new MapStore()
     delta.entries.set(key, f)
     this.c.commit(delta, overwriteCtx(dot, asMap(this.c.store())?.entries.get(key)))

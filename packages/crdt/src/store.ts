@@ -25,57 +25,96 @@ const SMALL_ENTRIES = 8
  * arrays, which take less memory than a Map and, above all, let a write that replaces a dot (every
  * counter increment and register write, local or remote) do without a Map's delete and insert,
  * whose hash-table churn was the largest cost of applying such a delta. Past SMALL_ENTRIES it is a Map.
+ *
+ * While small, a key is made from its entry's dot only when asked for (`undefined` until then):
+ * the write paths ({@link setEntry}, {@link deleteDot}, {@link removeIf}) compare dots and never
+ * build the key string.
  */
 export class DotEntries {
-  private ks: string[] = []
+  private ks: (string | undefined)[] = []
   private vs: Entry[] = []
   private map: Map<string, Entry> | undefined
 
   get size(): number {
-    return this.map === undefined ? this.ks.length : this.map.size
+    return this.map === undefined ? this.vs.length : this.map.size
+  }
+
+  private keyAt(i: number): string {
+    return (this.ks[i] ??= dotKey((this.vs[i] as Entry).dot))
+  }
+
+  private indexOfKey(k: string): number {
+    for (let i = 0; i < this.vs.length; i++) if (this.keyAt(i) === k) return i
+    return -1
+  }
+
+  private indexOfDot(d: Dot): number {
+    const vs = this.vs
+    for (let i = 0; i < vs.length; i++) {
+      const x = (vs[i] as Entry).dot
+      if (x.counter === d.counter && x.replica === d.replica) return i
+    }
+    return -1
   }
 
   get(k: string): Entry | undefined {
     if (this.map !== undefined) return this.map.get(k)
-    const i = this.ks.indexOf(k)
+    const i = this.indexOfKey(k)
     return i < 0 ? undefined : this.vs[i]
   }
 
   has(k: string): boolean {
-    return this.map === undefined ? this.ks.includes(k) : this.map.has(k)
+    return this.map === undefined ? this.indexOfKey(k) >= 0 : this.map.has(k)
   }
 
+  /** `set(k, v)`, where `k` must be `dotKey(v.dot)` (as every fun store's keys are). */
   set(k: string, v: Entry): this {
-    if (this.map !== undefined) {
-      this.map.set(k, v)
-      return this
-    }
-    const i = this.ks.indexOf(k)
+    if (this.map !== undefined) this.map.set(k, v)
+    else this.put(this.indexOfKey(k), k, v)
+    return this
+  }
+
+  /** `set(dotKey(v.dot), v)`. */
+  setEntry(v: Entry): this {
+    if (this.map !== undefined) this.map.set(dotKey(v.dot), v)
+    else this.put(this.indexOfDot(v.dot), undefined, v)
+    return this
+  }
+
+  private put(i: number, k: string | undefined, v: Entry): void {
     if (i >= 0) this.vs[i] = v
-    else if (this.ks.length < SMALL_ENTRIES) {
+    else if (this.vs.length < SMALL_ENTRIES) {
       this.ks.push(k)
       this.vs.push(v)
     } else {
       // Arrays left as they are: a forEach running over them finishes over what it started with.
       const m = new Map<string, Entry>()
-      for (let j = 0; j < this.ks.length; j++) m.set(this.ks[j] as string, this.vs[j] as Entry)
-      m.set(k, v)
+      for (let j = 0; j < this.vs.length; j++) m.set(this.keyAt(j), this.vs[j] as Entry)
+      m.set(k ?? dotKey(v.dot), v)
       this.map = m
       this.ks = []
       this.vs = []
     }
-    return this
   }
 
   delete(k: string): boolean {
     if (this.map !== undefined) return this.map.delete(k)
+    return this.deleteAt(this.indexOfKey(k))
+  }
+
+  /** `delete(dotKey(d))`. */
+  deleteDot(d: Dot): boolean {
+    if (this.map !== undefined) return this.map.delete(dotKey(d))
+    return this.deleteAt(this.indexOfDot(d))
+  }
+
+  private deleteAt(i: number): boolean {
+    if (i < 0) return false
     const ks = this.ks
     const vs = this.vs
-    const i = ks.indexOf(k)
-    if (i < 0) return false
     // Shift and pop: splice would allocate an array of the removed element.
-    for (let j = i; j < ks.length - 1; j++) {
-      ks[j] = ks[j + 1] as string
+    for (let j = i; j < vs.length - 1; j++) {
+      ks[j] = ks[j + 1]
       vs[j] = vs[j + 1] as Entry
     }
     ks.pop()
@@ -84,18 +123,43 @@ export class DotEntries {
   }
 
   /**
+   * Deletes every entry for which `test(entry, arg)` holds, visiting in order; returns how many.
+   * (`arg` instead of a closure: no function allocated per call on the apply path.)
+   */
+  removeIf<A>(test: (e: Entry, arg: A) => boolean, arg: A): number {
+    let removed = 0
+    if (this.map !== undefined) {
+      for (const [k, e] of this.map) {
+        if (!test(e, arg)) continue
+        this.map.delete(k)
+        removed++
+      }
+      return removed
+    }
+    const vs = this.vs
+    for (let i = 0; i < vs.length; ) {
+      if (test(vs[i] as Entry, arg)) {
+        this.deleteAt(i)
+        removed++
+      } else i++
+    }
+    return removed
+  }
+
+  /**
    * Calls `fn` for every entry in order. As with a Map, `fn` may delete the entry it visits (or
    * others: those not visited yet are skipped).
    */
   forEach(fn: (v: Entry, k: string) => void): void {
     if (this.map !== undefined) return this.map.forEach(fn)
-    const ks = this.ks
     const vs = this.vs
-    for (let i = 0; i < ks.length; ) {
-      const k = ks[i] as string
-      fn(vs[i] as Entry, k)
-      // Unless fn deleted it (or one before it), the next entry is at i + 1.
-      if (ks[i] === k) i++
+    for (let i = 0; i < vs.length; ) {
+      const d = (vs[i] as Entry).dot
+      fn(vs[i] as Entry, this.keyAt(i))
+      // Unless fn deleted it (or one before it), the next entry is at i + 1 (fn may have replaced
+      // it: same dot, same key).
+      const w = vs[i]
+      if (w !== undefined && w.dot.counter === d.counter && w.dot.replica === d.replica) i++
     }
   }
 
@@ -104,7 +168,9 @@ export class DotEntries {
   }
 
   keys(): IterableIterator<string> {
-    return this.map === undefined ? this.ks.values() : this.map.keys()
+    if (this.map !== undefined) return this.map.keys()
+    for (let i = 0; i < this.vs.length; i++) this.keyAt(i)
+    return (this.ks as string[]).values()
   }
 
   *[Symbol.iterator](): IterableIterator<[string, Entry]> {
@@ -112,7 +178,7 @@ export class DotEntries {
       yield* this.map
       return
     }
-    for (let i = 0; i < this.ks.length; i++) yield [this.ks[i] as string, this.vs[i] as Entry]
+    for (let i = 0; i < this.vs.length; i++) yield [this.keyAt(i), this.vs[i] as Entry]
   }
 }
 

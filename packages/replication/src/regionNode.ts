@@ -247,9 +247,9 @@ export class RegionNode {
   private readonly pendingLocal = new Set<string>()
   private pendingCount = 0
   private orphans: Array<{ docId: string; typeName: string; delta: Uint8Array }> = []
-  /** Envelopes saved, not yet appended; `docId` becomes the record key (Kafka message key). */
-  /** Envelopes persisted but not yet appended, in order... */
-  private outbox: Array<{ bytes: Uint8Array; docId: string | undefined }> = []
+  /** Envelopes persisted but not yet appended, in order, with their documents (the record keys)... */
+  private outbox: Uint8Array[] = []
+  private outboxDocs: Array<string | undefined> = []
   /** ...and the store keys holding them (a batch's key, or a legacy per-envelope key). */
   private outboxKeys: string[] = []
   /** Live write-ahead-log entries, oldest first (see WAL_MAX_ENTRIES); a legacy journal is one more, first. */
@@ -319,6 +319,7 @@ export class RegionNode {
     const store = this.o.store
     // From scratch each try (an earlier one may have failed halfway).
     this.outbox = []
+    this.outboxDocs = []
     this.outboxKeys = []
     this.deadList = []
     this.sightings.length = 0
@@ -344,7 +345,8 @@ export class RegionNode {
           } catch {
             // Our own bytes; if they no longer decode, they still go out (receivers dead-letter them).
           }
-          this.outbox.push({ bytes: env, docId })
+          this.outbox.push(env)
+          this.outboxDocs.push(docId)
         }
         this.outboxKeys.push(key)
       }
@@ -750,12 +752,13 @@ export class RegionNode {
             : doc.replica.deltaSince(doc.deps)
       const seq = ++this.seq
       const env: Envelope = { docId, typeName: doc.typeName, region: this.region, writer: this.writer, seq, time: (time ??= this.hlc.now()), deps: doc.deps, payload }
-      this.outbox.push({ bytes: encodeEnvelope(env, key), docId })
+      this.outbox.push(encodeEnvelope(env, key))
+      this.outboxDocs.push(docId)
       this.touch(doc, this.writer, seq)
       this.seen.addRange(this.writer, seq, seq)
       this.seenDirty = true
       this.knownMax.advance(this.writer, seq)
-      doc.pending = []
+      clear(doc.pending)
       doc.unsaved.push(payload)
       if (doc.merge === undefined) {
         doc.lastVersion = doc.replica.version()
@@ -770,9 +773,8 @@ export class RegionNode {
     this.staleVersions.clear()
     if (this.outbox.length > firstOut) {
       // One outbox key per store batch, not one per envelope.
-      const fresh = this.outbox.slice(firstOut)
-      const k = obxKey(this.seq - fresh.length + 1)
-      ops.push({ op: 'put', key: k, value: encodeOutboxBatch(fresh.map((x) => x.bytes)) })
+      const k = obxKey(this.seq - (this.outbox.length - firstOut) + 1)
+      ops.push({ op: 'put', key: k, value: encodeOutboxBatch(this.outbox, firstOut) })
       this.outboxKeys.push(k)
     }
     if (this.pendingLocal.size > 0) ops.push({ op: 'put', key: K_SEQ, value: encodeUint(this.seq) })
@@ -794,8 +796,11 @@ export class RegionNode {
     for (const doc of this.touchedDirty) ops.push({ op: 'put', key: dixKey(doc.docId), value: doc.touched.encode() })
     if (ops.length > 0) await this.o.store.write(ops)
     saved()
-    // A fresh array rather than splice (which allocates the removed part); usually all were saved.
-    for (const { doc, n } of written) doc.unsaved = n === doc.unsaved.length ? [] : doc.unsaved.slice(n)
+    // Emptied in place (the array keeps its capacity: no new one per document and batch); usually all were saved.
+    for (const { doc, n } of written) {
+      if (n === doc.unsaved.length) clear(doc.unsaved)
+      else doc.unsaved.splice(0, n)
+    }
     this.dirtyDocs.clear()
     this.touchedDirty.clear()
     this.seenDirty = false
@@ -893,8 +898,9 @@ export class RegionNode {
     const batch = this.outbox
     const keys = this.outboxKeys
     // Keyed by document: a Kafka topic keeps one document's envelopes in one partition's order.
-    this.noteOwn(await this.o.transport.append(this.region, batch.map((x) => x.bytes), { keys: batch.map((x) => x.docId), source: this.writer }))
+    this.noteOwn(await this.o.transport.append(this.region, batch, { keys: this.outboxDocs, source: this.writer }))
     this.outbox = []
+    this.outboxDocs = []
     this.outboxKeys = []
     await this.o.store.write(keys.map((key) => ({ op: 'delete', key })))
     return batch.length
@@ -1425,6 +1431,15 @@ export class RegionNode {
     counter('concord.replication.duplicates', 'Duplicate envelopes dropped', (p) => p.duplicates)
     counter('concord.replication.rejected', 'Records rejected and dead-lettered', (p) => p.rejected)
   }
+}
+
+/**
+ * Empties `a` in place. pop() keeps the array's capacity, where `length = 0` gives it up and a new
+ * array allocates again on its first push: a document's pending and unsaved lists are refilled
+ * every batch.
+ */
+function clear(a: unknown[]): void {
+  while (a.length > 0) a.pop()
 }
 
 function regionOf(writer: string): string {

@@ -222,11 +222,11 @@ export function decodeWalEntry(bytes: Uint8Array): WalItem[] {
   })
 }
 
-/** An outbox batch (`obx/<seq>`): the envelopes one store batch persisted, in order (`uint n`, n × `bytes`). */
-export function encodeOutboxBatch(envelopes: readonly Uint8Array[]): Uint8Array {
+/** An outbox batch (`obx/<seq>`): the envelopes one store batch persisted, in order (`uint n`, n × `bytes`); those of `envelopes` from index `from`. */
+export function encodeOutboxBatch(envelopes: readonly Uint8Array[], from = 0): Uint8Array {
   return encodeWith((e) => {
-    writeUint(e, envelopes.length)
-    for (const b of envelopes) writeBytes(e, b)
+    writeUint(e, envelopes.length - from)
+    for (let i = from; i < envelopes.length; i++) writeBytes(e, envelopes[i] as Uint8Array)
   })
 }
 
