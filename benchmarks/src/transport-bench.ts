@@ -8,7 +8,8 @@
  *     two streams with XREADGROUP COUNT 256 and XACKs what it read.
  *   - Kafka: one kafkajs send of `batch` messages per region and round (acks=-1), keyed by
  *     document id as Concord's records are; each region has a consumer group per other region's
- *     topic and counts the messages it receives.
+ *     topic, counts the messages it receives and commits their offsets once a second (a
+ *     RegionNode's default commitIntervalMs; the transport-alone variant does the same).
  *
  * A third variant drives the Concord transport alone (no RegionNode) the way the nodes drive it,
  * to tell the transport's cost from the engine's; a fourth runs the RegionNodes with no-op replicas
@@ -247,7 +248,7 @@ export async function rawRedisRun(prefix: string, envelopes: number, batch: numb
 
 /**
  * Raw kafkajs: one send of `batch` messages per region and round, keyed by document like
- * Concord's; a consumer group per (reader, origin).
+ * Concord's; a consumer group per (reader, origin), committing once a second as a node does.
  */
 export async function rawKafkaRun(prefix: string, envelopes: number, batch: number, size: number): Promise<Timing> {
   const kafka = new Kafka({ clientId: 'bench-raw', brokers: kafkaBrokers(), logLevel: logLevel.NOTHING })
@@ -260,6 +261,9 @@ export async function rawKafkaRun(prefix: string, envelopes: number, batch: numb
   const got = new Map<string, number>(REGIONS.map((r) => [r, 0]))
   const consumers = []
   const joins: Promise<void>[] = []
+  // Offsets are committed as a RegionNode commits them (commitIntervalMs): at most once a second
+  // per consumer, and once at the end.
+  const finalCommits: Array<() => Promise<void>> = []
   for (const reader of REGIONS) {
     for (const origin of REGIONS) {
       if (origin === reader) continue
@@ -267,11 +271,22 @@ export async function rawKafkaRun(prefix: string, envelopes: number, batch: numb
       joins.push(new Promise<void>((resolve) => consumer.on(consumer.events.GROUP_JOIN, () => resolve())))
       await consumer.connect()
       await consumer.subscribe({ topics: [topic(origin)], fromBeginning: true })
+      let next: string | undefined
+      let committedAt = Number.NEGATIVE_INFINITY
+      const commit = async (): Promise<void> => {
+        if (next === undefined) return
+        const offset = next
+        next = undefined
+        committedAt = Date.now()
+        await consumer.commitOffsets([{ topic: topic(origin), partition: 0, offset }])
+      }
+      finalCommits.push(commit)
       await consumer.run({
         autoCommit: false,
         eachBatch: async ({ batch: b }) => {
           got.set(reader, (got.get(reader) as number) + b.messages.length)
-          await consumer.commitOffsets([{ topic: b.topic, partition: b.partition, offset: String(BigInt(b.lastOffset()) + 1n) }])
+          next = String(BigInt(b.lastOffset()) + 1n)
+          if (Date.now() - committedAt >= COMMIT_INTERVAL_MS) await commit()
         },
       })
       consumers.push(consumer)
@@ -292,6 +307,7 @@ export async function rawKafkaRun(prefix: string, envelopes: number, batch: numb
     check()
     await new Promise((r) => setTimeout(r, 1))
   }
+  await Promise.all(finalCommits.map((c) => c()))
   const ms = performance.now() - start
   const cpu = process.cpuUsage(cpu0)
   await Promise.all(consumers.map((c) => c.disconnect()))

@@ -499,6 +499,65 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     expect(keys2.filter((k) => k !== undefined)).toEqual(['cart:3'])
   })
 
+  it('applies other regions\' records while its own append is in flight, and appends in outbox order', async () => {
+    const { make } = makeCluster({ instances: 0 })
+    const eu = make('eu', 'i1')
+    const us = make('us', 'i1')
+    await eu.init()
+    await us.init()
+    const t = (eu as unknown as { o: { transport: MemoryTransport } }).o.transport
+    const append = t.append.bind(t)
+    // eu's appends wait until released, one gate per append.
+    const gates: Array<() => void> = []
+    const seqs: number[] = []
+    t.append = async (origin, records, options) => {
+      await new Promise<void>((resolve) => gates.push(resolve))
+      for (const r of records) {
+        const env = decodeEnvelope(r)
+        if (!env.typeName.startsWith('$')) seqs.push(env.seq)
+      }
+      return append(origin, records, options)
+    }
+    const mine = (await eu.open('c', 'pn-counter')) as unknown as PnCounter
+    const theirs = (await us.open('c', 'pn-counter')) as unknown as PnCounter
+    mine.increment(1)
+    const flushed = eu.flush()
+    let flushDone = false
+    void flushed.then(() => (flushDone = true))
+    await new Promise((r) => setTimeout(r, 5))
+    expect(gates).toHaveLength(1)
+    // A second write made durable while the first append is still out: it waits its turn.
+    mine.increment(10)
+    theirs.increment(100)
+    await us.flush()
+    const pumped = eu.pump()
+    await new Promise((r) => setTimeout(r, 5))
+    // us's record is applied although eu's append has not come back.
+    expect(mine.value()).toBe(111)
+    expect(flushDone).toBe(false)
+    // One append at a time: the second waits for the first to return.
+    expect(gates).toHaveLength(1)
+    ;(gates.shift() as () => void)()
+    await flushed
+    let pumpDone = false
+    void pumped.then(() => (pumpDone = true))
+    while (!pumpDone) {
+      await new Promise((r) => setTimeout(r, 5))
+      expect(gates.length).toBeLessThanOrEqual(1)
+      gates.shift()?.()
+    }
+    expect(seqs).toHaveLength(2)
+    expect(seqs).toEqual([...seqs].sort((a, b) => a - b))
+    t.append = append
+    for (let i = 0; i < 3; i++) {
+      await eu.pump()
+      await us.pump()
+    }
+    expect((await us.open<number>('c', 'pn-counter')).value()).toBe(111)
+    await eu.close()
+    await us.close()
+  })
+
   it('keeps one outbox key per store batch, and still sends (then deletes) the per-envelope keys of an earlier version', async () => {
     const { make, clock } = makeCluster({ instances: 0 })
     const store = new MemoryStore()

@@ -252,6 +252,16 @@ export class RegionNode {
   private outboxDocs: Array<string | undefined> = []
   /** ...and the store keys holding them (a batch's key, or a legacy per-envelope key). */
   private outboxKeys: string[] = []
+  /** How many of the outbox's first envelopes and keys are durable in the store, so may be appended. */
+  private sendable = 0
+  private sendableKeys = 0
+  /** Envelopes made durable in the outbox since init, and how many of them are appended. */
+  private durableTotal = 0
+  private sentTotal = 0
+  /** The running append of an outbox batch (see {@link startSend}). */
+  private sender: Promise<void> | undefined
+  /** This node's store writes, one after the other (the sender writes beside the rounds). */
+  private storeWrites: Promise<void> = Promise.resolve()
   /** Live write-ahead-log entries, oldest first (see WAL_MAX_ENTRIES); a legacy journal is one more, first. */
   private wal = new Map<number, WalEntry>()
   private walBytes = 0
@@ -321,6 +331,10 @@ export class RegionNode {
     this.outbox = []
     this.outboxDocs = []
     this.outboxKeys = []
+    this.sendable = 0
+    this.sendableKeys = 0
+    this.durableTotal = 0
+    this.sentTotal = 0
     this.deadList = []
     this.sightings.length = 0
     this.wal = new Map()
@@ -380,7 +394,11 @@ export class RegionNode {
       this.fatal = err
       throw err
     }
-    await this.sendOutbox()
+    // All of it is durable: read from the store.
+    this.sendable = this.outbox.length
+    this.sendableKeys = this.outboxKeys.length
+    this.durableTotal = this.sendable
+    await this.sent()
     await this.appendControl(REGISTER, NO_DOC, 1, encodeRegistration({ incarnation: this.incarnation, event: 'start' }))
   }
 
@@ -684,7 +702,11 @@ export class RegionNode {
 
   // ---------------------------------------------------------------- rounds
 
-  /** Persists local writes as envelopes and appends them to the log. Resolves once they are durable. */
+  /**
+   * Persists local writes as envelopes and appends them to the log. Resolves once they are durable
+   * there. The append is awaited outside the node's round: records of other regions are applied
+   * (by {@link pump} or the {@link start} loop) while it is in flight.
+   */
   async flush(): Promise<void> {
     this.check()
     await this.init()
@@ -692,6 +714,7 @@ export class RegionNode {
       await this.adoptOrphans()
       await this.persist([])
     })
+    await this.sent()
   }
 
   /**
@@ -703,7 +726,7 @@ export class RegionNode {
   async pump(): Promise<PumpResult> {
     this.check()
     await this.init()
-    return this.exclusive(async () => {
+    const result = await this.exclusive(async () => {
       this.check()
       let appended = 0
       await this.adoptOrphans()
@@ -721,6 +744,9 @@ export class RegionNode {
       if (failure !== undefined) throw failure.error
       return { records, appended }
     })
+    // The round's envelopes went to the sender; their append overlapped the rest of the round.
+    await this.sent()
+    return result
   }
 
   private async adoptOrphans(): Promise<void> {
@@ -794,7 +820,7 @@ export class RegionNode {
     const saved = await this.walBatch(items, ops)
     if (this.seenDirty) ops.push({ op: 'put', key: K_SEEN, value: this.seen.encode() })
     for (const doc of this.touchedDirty) ops.push({ op: 'put', key: dixKey(doc.docId), value: doc.touched.encode() })
-    if (ops.length > 0) await this.o.store.write(ops)
+    if (ops.length > 0) await this.writeStore(ops)
     saved()
     // Emptied in place (the array keeps its capacity: no new one per document and batch); usually all were saved.
     for (const { doc, n } of written) {
@@ -804,7 +830,19 @@ export class RegionNode {
     this.dirtyDocs.clear()
     this.touchedDirty.clear()
     this.seenDirty = false
-    return this.sendOutbox()
+    // Durable now: the sender may append them (it runs beside the round, see startSend).
+    const fresh = this.outbox.length - this.sendable
+    this.sendable = this.outbox.length
+    this.sendableKeys = this.outboxKeys.length
+    this.durableTotal += fresh
+    this.startSend()
+    return fresh
+  }
+
+  private writeStore(ops: readonly StoreOp[]): Promise<void> {
+    const run = this.storeWrites.then(() => this.o.store.write(ops))
+    this.storeWrites = run.catch(() => undefined)
+    return run
   }
 
   /**
@@ -893,20 +931,67 @@ export class RegionNode {
     }
   }
 
-  private async sendOutbox(): Promise<number> {
-    if (this.outbox.length === 0) return 0
-    const batch = this.outbox
-    const keys = this.outboxKeys
+  /**
+   * Starts appending the outbox's durable envelopes, unless an append is running: one append at a
+   * time, in outbox order, each taking all that is durable by then, the next started when one
+   * returns. A failed append leaves the outbox as it was, for the next start. Runs beside the
+   * node's rounds: a round applies records while its envelopes are on their way to the log.
+   */
+  private startSend(): void {
+    if (this.sender !== undefined || this.sendable === 0) return
+    const run = this.sendBatch().then(
+      () => {
+        this.sender = undefined
+        this.startSend()
+      },
+      (e: unknown) => {
+        this.sender = undefined
+        throw e
+      },
+    )
+    // Whoever waits (sent()) sees a failure; nobody waiting is not an unhandled rejection.
+    run.catch(() => undefined)
+    this.sender = run
+  }
+
+  private async sendBatch(): Promise<void> {
+    const n = this.sendable
+    const k = this.sendableKeys
+    // Copies: the outbox grows while the append is out, and a transport may read its arguments late.
     // Keyed by document: a Kafka topic keeps one document's envelopes in one partition's order.
-    this.noteOwn(await this.o.transport.append(this.region, batch, { keys: this.outboxDocs, source: this.writer }))
-    this.outbox = []
-    this.outboxDocs = []
-    this.outboxKeys = []
-    await this.o.store.write(keys.map((key) => ({ op: 'delete', key })))
-    return batch.length
+    const positions = await this.o.transport.append(this.region, this.outbox.slice(0, n), { keys: this.outboxDocs.slice(0, n), source: this.writer })
+    this.noteOwn(positions)
+    const keys = this.outboxKeys.slice(0, k)
+    if (n === this.outbox.length) {
+      this.outbox = []
+      this.outboxDocs = []
+    } else {
+      this.outbox = this.outbox.slice(n)
+      this.outboxDocs = this.outboxDocs.slice(n)
+    }
+    this.outboxKeys = this.outboxKeys.slice(k)
+    this.sendable -= n
+    this.sendableKeys -= k
+    this.sentTotal += n
+    await this.writeStore(keys.map((key) => ({ op: 'delete', key })))
+  }
+
+  /**
+   * Resolves once every envelope durable in the outbox now is appended (later ones may still be on
+   * their way); rejects when an append failed.
+   */
+  private async sent(): Promise<void> {
+    const target = this.durableTotal
+    while (this.sentTotal < target) {
+      this.startSend()
+      if (this.sender === undefined) return
+      await this.sender
+    }
   }
 
   private async appendControl(typeName: string, docId: string, seq: number, payload: Uint8Array): Promise<void> {
+    // After the outbox, as before: the own log holds this writer's records in the order made.
+    await this.sent()
     const env: Envelope = { docId, typeName, region: this.region, writer: this.writer, seq, time: this.hlc.now(), deps: new Uint8Array(0), payload }
     this.noteOwn(await this.o.transport.append(this.region, [encodeEnvelope(env, this.o.keys?.get(this.region))], { source: this.writer }))
   }
