@@ -252,12 +252,13 @@ export class RegionNode {
   private outboxDocs: Array<string | undefined> = []
   /** ...and the store keys holding them (a batch's key, or a legacy per-envelope key). */
   private outboxKeys: string[] = []
-  /** How many of the outbox's first envelopes and keys are durable in the store, so may be appended. */
-  private sendable = 0
-  private sendableKeys = 0
-  /** Envelopes made durable in the outbox since init, and how many of them are appended. */
+  /**
+   * Envelopes made durable in the outbox since init, and how many of them are appended: the
+   * outbox's first `durableTotal - sentTotal` envelopes (and `sendableKeys` keys) may be appended.
+   */
   private durableTotal = 0
   private sentTotal = 0
+  private sendableKeys = 0
   /** The running append of an outbox batch (see {@link startSend}). */
   private sender: Promise<void> | undefined
   /** This node's store writes, one after the other (the sender writes beside the rounds). */
@@ -331,7 +332,6 @@ export class RegionNode {
     this.outbox = []
     this.outboxDocs = []
     this.outboxKeys = []
-    this.sendable = 0
     this.sendableKeys = 0
     this.durableTotal = 0
     this.sentTotal = 0
@@ -395,9 +395,8 @@ export class RegionNode {
       throw err
     }
     // All of it is durable: read from the store.
-    this.sendable = this.outbox.length
     this.sendableKeys = this.outboxKeys.length
-    this.durableTotal = this.sendable
+    this.durableTotal = this.outbox.length
     await this.sent()
     await this.appendControl(REGISTER, NO_DOC, 1, encodeRegistration({ incarnation: this.incarnation, event: 'start' }))
   }
@@ -831,8 +830,7 @@ export class RegionNode {
     this.touchedDirty.clear()
     this.seenDirty = false
     // Durable now: the sender may append them (it runs beside the round, see startSend).
-    const fresh = this.outbox.length - this.sendable
-    this.sendable = this.outbox.length
+    const fresh = this.outbox.length - (this.durableTotal - this.sentTotal)
     this.sendableKeys = this.outboxKeys.length
     this.durableTotal += fresh
     this.startSend()
@@ -938,7 +936,7 @@ export class RegionNode {
    * node's rounds: a round applies records while its envelopes are on their way to the log.
    */
   private startSend(): void {
-    if (this.sender !== undefined || this.sendable === 0) return
+    if (this.sender !== undefined || this.durableTotal === this.sentTotal) return
     const run = this.sendBatch().then(
       () => {
         this.sender = undefined
@@ -955,7 +953,7 @@ export class RegionNode {
   }
 
   private async sendBatch(): Promise<void> {
-    const n = this.sendable
+    const n = this.durableTotal - this.sentTotal
     const k = this.sendableKeys
     // Copies: the outbox grows while the append is out, and a transport may read its arguments late.
     // Keyed by document: a Kafka topic keeps one document's envelopes in one partition's order.
@@ -970,7 +968,6 @@ export class RegionNode {
       this.outboxDocs = this.outboxDocs.slice(n)
     }
     this.outboxKeys = this.outboxKeys.slice(k)
-    this.sendable -= n
     this.sendableKeys -= k
     this.sentTotal += n
     await this.writeStore(keys.map((key) => ({ op: 'delete', key })))
