@@ -68,6 +68,14 @@ export interface Transport {
    * Polling an origin that was not announced still works.
    */
   subscribe?(reader: string, origins: readonly string[]): Promise<void>
+  /**
+   * Optional. Calls `listener` when records may have become ready for `reader` on an origin it
+   * polls: a hint to poll now, never a delivery (a call may find nothing, and records appended
+   * elsewhere may arrive without one). Lets a reading loop sleep until then instead of waking on a
+   * timer only. Returns a function that removes the listener. Transports that buffer records
+   * fetched in the background (Kafka) or see every append (memory) implement it; others need not.
+   */
+  watch?(reader: string, listener: () => void): () => void
   /** Records that `reader` has durably applied everything up to and including `position`. */
   commit(reader: string, origin: string, position: LogPosition): Promise<void>
   /** The committed position of `reader` on `origin`, if any. */

@@ -86,6 +86,38 @@ describe('replication: Yjs and Automerge documents under faults', () => {
   })
 })
 
+// Pinned: found by Yjs replication/mixed (seed -1710269017). r2/a crashed; its restart's catch-up
+// on its own log ended on an empty poll while the old incarnation's last records were still delayed
+// (60% delayed deliveries, as a Kafka fetch still on its way); read in a later round, they made the
+// running node stop for good with "duplicate instance id". A record logged before the node's own
+// registration is history now; a live twin is still caught by what it writes after.
+const yjsLateOwnHistory: ReplicationSchedule<YjsOp> = {
+  seed: 1851039301,
+  regions: 3,
+  twin: true,
+  docs: 1,
+  steps: [
+    { delayMs: 100, action: { type: 'round' } },
+    { delayMs: 0, action: { type: 'network', dropPct: 60, duplicatePct: 0, delayPct: 60, smallBatches: true } },
+    { delayMs: 100, action: { type: 'pump', node: 0 } },
+    { delayMs: 1, action: { type: 'pump', node: 3 } },
+    { delayMs: 1, action: { type: 'op', node: 0, doc: 0, op: { type: 'set', key: 'a', value: 0 } } },
+    { delayMs: 100, action: { type: 'op', node: 1, doc: 0, op: { type: 'delete', key: 'a' } } },
+    { delayMs: 100, action: { type: 'crash', node: 2, at: 4 } },
+    { delayMs: 100, action: { type: 'round' } },
+    { delayMs: 0, action: { type: 'pump', node: 2 } },
+    { delayMs: 1, action: { type: 'round' } },
+    { delayMs: 100, action: { type: 'restart', node: 2 } },
+    { delayMs: 1, action: { type: 'op', node: 0, doc: 0, op: { type: 'cut', at: 0, length: 1 } } },
+  ],
+}
+
+describe('replication: Yjs regressions', () => {
+  it('a restarted node reading its old incarnation\'s records late does not take them for a live twin', async () => {
+    await runReplicationSchedule(yjsSpec, memoryBackend(), yjsLateOwnHistory)
+  })
+})
+
 // Found by this property and not fixed here (it is in @concord/automerge, or in how its deltas
 // travel): with 5 regions, r1 applied every envelope yet misses r0's counter increment (its doc has
 // 4 of the 5 changes, no pending ones) while every other node has all 5.

@@ -19,6 +19,8 @@ export class MemoryBroker {
   private readonly logs = new Map<string, OriginLog>()
   // reader -> origin -> committed offset (inclusive)
   private readonly committedOffsets = new Map<string, Map<string, number>>()
+  /** @internal Listeners of {@link MemoryTransport.watch}, of every client: told of every append. */
+  readonly watchers = new Set<() => void>()
 
   /** @internal */
   log(origin: string): OriginLog {
@@ -104,6 +106,8 @@ export class MemoryTransport implements Transport {
   private readonly cursors = new Map<string, Map<string, number>>()
   private closed = false
   private readonly closeWaiters = new Set<() => void>()
+  /** This client's watch listeners (removed from the broker on close). */
+  private readonly watching = new Set<() => void>()
 
   constructor(options: MemoryTransportOptions = {}) {
     this.broker = options.broker ?? new MemoryBroker()
@@ -133,8 +137,22 @@ export class MemoryTransport implements Transport {
       const waiters = [...log.waiters]
       log.waiters.clear()
       for (const w of waiters) w()
+      for (const w of [...this.broker.watchers]) w()
     }
     return out
+  }
+
+  /** Calls `listener` after every append to any log of the broker, by any client (a hint to poll). */
+  watch(_reader: string, listener: () => void): () => void {
+    this.check()
+    // A wrapper per call: the same listener watched twice is removed once per unwatch.
+    const w = (): void => listener()
+    this.broker.watchers.add(w)
+    this.watching.add(w)
+    return () => {
+      this.broker.watchers.delete(w)
+      this.watching.delete(w)
+    }
   }
 
   private cursor(reader: string, origin: string): number {
@@ -242,6 +260,8 @@ export class MemoryTransport implements Transport {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    for (const w of this.watching) this.broker.watchers.delete(w)
+    this.watching.clear()
     // Pending polls wake up and reject with ClosedError.
     for (const w of [...this.closeWaiters]) w()
   }

@@ -43,7 +43,11 @@ export interface RegionNodeOptions {
   readonly batch?: BatchOptions
   /** Most records read from one log per round. @default 256 */
   readonly pollMax?: number
-  /** How long the `start()` loop waits for new records when idle. @default 50 */
+  /**
+   * How long the `start()` loop sleeps when a round found nothing. A transport that can be watched
+   * (Transport.watch: memory, Kafka) wakes it as soon as records arrive, so this only paces
+   * heartbeats, commits and repairs there; over others (Redis) it bounds how late records are read. @default 50
+   */
   readonly pollWaitMs?: number
   /**
    * How often the own region's log is read while no other instance of the region writes to it.

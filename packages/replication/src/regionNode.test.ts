@@ -1,6 +1,6 @@
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import type { Attributes, Meter, ObservableResult } from '@opentelemetry/api'
-import { bytesEqual, decodeEnvelope, encodeEnvelope, seededRandom, type Store } from '@concord/core'
+import { bytesEqual, decodeEnvelope, encodeEnvelope, seededRandom, TransportError, type Store } from '@concord/core'
 import { crdtFactory, type OrSet, type PnCounter } from '@concord/crdt'
 import { MemoryBroker, MemoryTransport } from './memoryTransport.js'
 import { MemoryStore } from './memoryStore.js'
@@ -38,6 +38,22 @@ function makeCluster(opts: { instances?: number; keys?: Record<string, Uint8Arra
     })
   for (const r of REGIONS) for (let i = 1; i <= (opts.instances ?? 2); i++) nodes.push(make(r, `i${i}`))
   return { clock, broker, nodes, make, factories }
+}
+
+/**
+ * Makes `node`'s appends wait until released, one gate per append (in `gates`); `released` runs
+ * with the records once an append is let through (it may throw: the append fails).
+ */
+function gateAppends(node: RegionNode, released: (records: readonly Uint8Array[]) => void): { gates: Array<() => void>; restore: () => void } {
+  const t = (node as unknown as { o: { transport: MemoryTransport } }).o.transport
+  const append = t.append.bind(t)
+  const gates: Array<() => void> = []
+  t.append = async (origin, records, options) => {
+    await new Promise<void>((resolve) => gates.push(resolve))
+    released(records)
+    return append(origin, records, options)
+  }
+  return { gates, restore: () => (t.append = append) }
 }
 
 /** Pumps every node round-robin, advancing the clock, until `done()` holds (or the round budget runs out). */
@@ -505,19 +521,13 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     const us = make('us', 'i1')
     await eu.init()
     await us.init()
-    const t = (eu as unknown as { o: { transport: MemoryTransport } }).o.transport
-    const append = t.append.bind(t)
-    // eu's appends wait until released, one gate per append.
-    const gates: Array<() => void> = []
     const seqs: number[] = []
-    t.append = async (origin, records, options) => {
-      await new Promise<void>((resolve) => gates.push(resolve))
+    const { gates, restore } = gateAppends(eu, (records) => {
       for (const r of records) {
         const env = decodeEnvelope(r)
         if (!env.typeName.startsWith('$')) seqs.push(env.seq)
       }
-      return append(origin, records, options)
-    }
+    })
     const mine = (await eu.open('c', 'pn-counter')) as unknown as PnCounter
     const theirs = (await us.open('c', 'pn-counter')) as unknown as PnCounter
     mine.increment(1)
@@ -548,7 +558,7 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     }
     expect(seqs).toHaveLength(2)
     expect(seqs).toEqual([...seqs].sort((a, b) => a - b))
-    t.append = append
+    restore()
     for (let i = 0; i < 3; i++) {
       await eu.pump()
       await us.pump()
@@ -720,6 +730,78 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     const late = make('ap', 'late')
     await settle([...rest, late], clock, async () => (await late.open<string[]>('p', 'or-set')).value().length === 10)
     expect((await late.open<string[]>('p', 'or-set')).value()).toHaveLength(10)
+  })
+})
+
+describe('RegionNode start() loop', () => {
+  const until = { timeout: 10_000, interval: 5 }
+
+  it('applies records as soon as the transport reports them (watch), not on its poll timer, and flushes a local write after maxDelayMs, not after its sleep', async () => {
+    // Asleep for a minute when idle: only a watch call or a local write can wake it in time.
+    const { make } = makeCluster({ instances: 0, extra: { pollWaitMs: 60_000, batch: { maxDelayMs: 5 } } })
+    const eu = make('eu', 'i1')
+    const us = make('us', 'i1')
+    await us.init()
+    const mine = (await eu.open('c', 'pn-counter')) as unknown as PnCounter
+    const theirs = (await us.open('c', 'pn-counter')) as unknown as PnCounter
+    await eu.start()
+    await new Promise((r) => setTimeout(r, 20))
+    theirs.increment(3)
+    await us.flush()
+    await vi.waitFor(() => expect(mine.value()).toBe(3), until)
+    await new Promise((r) => setTimeout(r, 20))
+    mine.increment(4)
+    await vi.waitFor(async () => {
+      await us.pump()
+      expect(theirs.value()).toBe(7)
+    }, until)
+    // stop() ends a sleep at once.
+    const stopping = Date.now()
+    await eu.close()
+    expect(Date.now() - stopping).toBeLessThan(10_000)
+    await us.close()
+  })
+
+  it('applies records while its own append is out, reports a failed append to onError, and appends it again', async () => {
+    const errors: unknown[] = []
+    const { make } = makeCluster({ instances: 0, extra: { pollWaitMs: 20, batch: { maxDelayMs: 1 } } })
+    const eu = make('eu', 'i1', new MemoryStore(), { onError: (e) => errors.push(e) })
+    const us = make('us', 'i1')
+    await eu.init()
+    await us.init()
+    // The first append fails once released.
+    let refuse = true
+    const { gates, restore } = gateAppends(eu, () => {
+      if (refuse) {
+        refuse = false
+        throw new TransportError('append refused (test)', { retriable: true })
+      }
+    })
+    const mine = (await eu.open('c', 'pn-counter')) as unknown as PnCounter
+    const theirs = (await us.open('c', 'pn-counter')) as unknown as PnCounter
+    await eu.start()
+    mine.increment(1)
+    await vi.waitFor(() => expect(gates).toHaveLength(1), until)
+    theirs.increment(100)
+    await us.flush()
+    // Applied by eu's loop while its own append has not come back.
+    await vi.waitFor(() => expect(mine.value()).toBe(101), until)
+    expect(gates).toHaveLength(1)
+    ;(gates.shift() as () => void)()
+    await vi.waitFor(() => expect(errors).toHaveLength(1), until)
+    expect(errors[0]).toBeInstanceOf(TransportError)
+    // A later round appends the envelope again; us counts it once.
+    await vi.waitFor(async () => {
+      gates.shift()?.()
+      await us.pump()
+      expect(theirs.value()).toBe(101)
+    }, until)
+    restore()
+    await eu.close()
+    for (let i = 0; i < 3; i++) await us.pump()
+    expect(theirs.value()).toBe(101)
+    expect(us.metrics().peers.find((p) => p.region === 'eu')?.duplicates ?? 0).toBe(0)
+    await us.close()
   })
 })
 

@@ -233,6 +233,8 @@ export class RegionNode {
   /** Positions this process appended to its region's log and has not read back yet (from ownHead). */
   private ownAppended: LogPosition[] = []
   private ownHead = 0
+  /** Position of this process's registration in its region's log. */
+  private registeredAt: LogPosition | undefined
   /** The last round's transport commits, still running; see consumeAll. */
   private commitsInFlight: Promise<void> | undefined
   /** The first failure of finished commits, reported by the next round. */
@@ -293,7 +295,13 @@ export class RegionNode {
   private trimIndex: Array<{ position: LogPosition; writer: string; seq: number }> = []
   private loop: Promise<void> | undefined
   private running = false
+  /** Ends the start() loop's sleep, if it sleeps. */
   private wake: (() => void) | undefined
+  /** Shortens the start() loop's sleep to end within `ms`, if it sleeps longer. */
+  private wakeWithin: ((ms: number) => void) | undefined
+  /** Records may be ready (Transport.watch): the start() loop runs another round before sleeping. */
+  private signalled = false
+  private unwatch: (() => void) | undefined
   private firstPendingAt: number | undefined
 
   /** Validates `options` (ConfigError on any problem); no I/O happens until {@link init}. */
@@ -398,7 +406,10 @@ export class RegionNode {
     this.sendableKeys = this.outboxKeys.length
     this.durableTotal = this.outbox.length
     await this.sent()
-    await this.appendControl(REGISTER, NO_DOC, 1, encodeRegistration({ incarnation: this.incarnation, event: 'start' }))
+    this.appendControl(REGISTER, NO_DOC, 1, encodeRegistration({ incarnation: this.incarnation, event: 'start' }))
+    await this.sent()
+    // The registration is the last record appended so far.
+    this.registeredAt = this.ownAppended[this.ownAppended.length - 1]
   }
 
   /**
@@ -449,14 +460,25 @@ export class RegionNode {
     await this.init()
     if (this.running) return
     this.running = true
+    this.unwatch = this.o.transport.watch?.(this.writer, () => {
+      this.signalled = true
+      this.wake?.()
+    })
     this.loop = this.runLoop()
   }
 
+  /**
+   * Rounds until {@link stop}: one after another while they find records or records are signalled
+   * (Transport.watch), else after a sleep of pollWaitMs (maxDelayMs while local writes wait). Unlike
+   * {@link pump}, a round does not wait for its envelopes' append: the sender runs beside the
+   * rounds, and its failures go to onError (see startSend; the next round appends again).
+   */
   private async runLoop(): Promise<void> {
     while (this.running) {
       let busy = false
+      this.signalled = false
       try {
-        const r = await this.pump()
+        const r = await this.round()
         busy = r.records > 0
       } catch (e) {
         this.o.onError(e)
@@ -465,27 +487,40 @@ export class RegionNode {
           break
         }
       }
-      if (!this.running || busy) continue
-      const wait = this.firstPendingAt !== undefined ? this.o.maxDelayMs : this.o.pollWaitMs
+      if (!this.running || busy || this.signalled) continue
+      // Local writes waiting: until maxDelayMs after the first of them; else pollWaitMs, cut short
+      // by a watch call, a first local write (see notePending) or maxDeltas writes.
+      const wait = this.firstPendingAt !== undefined ? Math.max(0, this.firstPendingAt + this.o.maxDelayMs - this.o.now()) : this.o.pollWaitMs
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, wait)
-        function done(): void {
+        let until = Date.now() + wait
+        const done = (): void => {
           clearTimeout(timer)
+          this.wake = undefined
+          this.wakeWithin = undefined
           resolve()
         }
+        let timer = setTimeout(done, wait)
         this.wake = done
+        this.wakeWithin = (ms) => {
+          if (Date.now() + ms >= until) return
+          until = Date.now() + ms
+          clearTimeout(timer)
+          timer = setTimeout(done, ms)
+        }
       })
-      this.wake = undefined
     }
   }
 
   /** Stops the {@link start} loop after its current round. */
   async stop(): Promise<void> {
     this.running = false
+    this.unwatch?.()
+    this.unwatch = undefined
     this.wake?.()
     await this.loop
     this.loop = undefined
   }
+
 
   /**
    * Stops, flushes local writes, and records a clean shutdown (so the same writer id may start
@@ -497,7 +532,8 @@ export class RegionNode {
     if (this.initPromise !== undefined && this.fatal === undefined) {
       await this.initPromise
       await this.flush()
-      await this.exclusive(() => this.appendControl(REGISTER, NO_DOC, 1, encodeRegistration({ incarnation: this.incarnation, event: 'stop' })))
+      await this.exclusive(async () => this.appendControl(REGISTER, NO_DOC, 1, encodeRegistration({ incarnation: this.incarnation, event: 'stop' })))
+      await this.sent()
     }
     // What was applied since the last commit is committed now. Waited for at most
     // CLOSE_COMMIT_WAIT_MS (a vanished region's log must not hold up a shutdown): a commit that did
@@ -674,7 +710,11 @@ export class RegionNode {
 
   private notePending(): void {
     this.pendingCount++
-    this.firstPendingAt ??= this.o.now()
+    if (this.firstPendingAt === undefined) {
+      this.firstPendingAt = this.o.now()
+      // A loop asleep for pollWaitMs flushes this write after maxDelayMs, not after its sleep.
+      this.wakeWithin?.(this.o.maxDelayMs)
+    }
     if (this.pendingCount >= this.o.maxDeltas) this.wake?.()
   }
 
@@ -723,9 +763,17 @@ export class RegionNode {
    * repairs and the heartbeat go out, then the first failure is thrown.
    */
   async pump(): Promise<PumpResult> {
+    const result = await this.round()
+    // The round's envelopes went to the sender; their append overlapped the rest of the round.
+    await this.sent()
+    return result
+  }
+
+  /** {@link pump} without waiting for the round's envelopes to be appended. */
+  private async round(): Promise<PumpResult> {
     this.check()
     await this.init()
-    const result = await this.exclusive(async () => {
+    return this.exclusive(async () => {
       this.check()
       let appended = 0
       await this.adoptOrphans()
@@ -736,16 +784,13 @@ export class RegionNode {
       appended += await this.answerRepairs()
       appended += await this.requestRepairs()
       if (this.o.now() - this.lastHeartbeat >= this.o.heartbeatIntervalMs) {
-        await this.heartbeat()
+        this.heartbeat()
         appended++
       }
       this.evict()
       if (failure !== undefined) throw failure.error
       return { records, appended }
     })
-    // The round's envelopes went to the sender; their append overlapped the rest of the round.
-    await this.sent()
-    return result
   }
 
   private async adoptOrphans(): Promise<void> {
@@ -944,10 +989,13 @@ export class RegionNode {
       },
       (e: unknown) => {
         this.sender = undefined
+        // The start() loop does not wait for appends: it hears of a failure here (the next
+        // round appends again). Whoever waits (sent()) sees it too.
+        if (this.running) this.o.onError(e)
         throw e
       },
     )
-    // Whoever waits (sent()) sees a failure; nobody waiting is not an unhandled rejection.
+    // Nobody waiting is not an unhandled rejection.
     run.catch(() => undefined)
     this.sender = run
   }
@@ -970,7 +1018,7 @@ export class RegionNode {
     this.outboxKeys = this.outboxKeys.slice(k)
     this.sendableKeys -= k
     this.sentTotal += n
-    await this.writeStore(keys.map((key) => ({ op: 'delete', key })))
+    if (keys.length > 0) await this.writeStore(keys.map((key) => ({ op: 'delete', key })))
   }
 
   /**
@@ -986,11 +1034,18 @@ export class RegionNode {
     }
   }
 
-  private async appendControl(typeName: string, docId: string, seq: number, payload: Uint8Array): Promise<void> {
-    // After the outbox, as before: the own log holds this writer's records in the order made.
-    await this.sent()
+  /**
+   * Queues a control record (registration, heartbeat, repair request or answer) behind the outbox's
+   * envelopes: the sender appends it in turn, so the own log holds this writer's records in the
+   * order made, and a round does not wait for it (await {@link sent} for that). Not saved in the
+   * store: one lost to a crash is made again when still needed (a heartbeat, a repair request).
+   */
+  private appendControl(typeName: string, docId: string, seq: number, payload: Uint8Array): void {
     const env: Envelope = { docId, typeName, region: this.region, writer: this.writer, seq, time: this.hlc.now(), deps: new Uint8Array(0), payload }
-    this.noteOwn(await this.o.transport.append(this.region, [encodeEnvelope(env, this.o.keys?.get(this.region))], { source: this.writer }))
+    this.outbox.push(encodeEnvelope(env, this.o.keys?.get(this.region)))
+    this.outboxDocs.push(undefined)
+    this.durableTotal++
+    this.startSend()
   }
 
   private noteOwn(positions: readonly LogPosition[]): void {
@@ -1022,9 +1077,9 @@ export class RegionNode {
     return own
   }
 
-  private async heartbeat(): Promise<void> {
+  private heartbeat(): void {
     this.lastHeartbeat = this.o.now()
-    await this.appendControl(HEARTBEAT, NO_DOC, this.seq + 1, encodeHeartbeat({ incarnation: this.incarnation, seen: this.seenVector() }))
+    this.appendControl(HEARTBEAT, NO_DOC, this.seq + 1, encodeHeartbeat({ incarnation: this.incarnation, seen: this.seenVector() }))
   }
 
   private seenVector(): VersionVector {
@@ -1181,7 +1236,7 @@ export class RegionNode {
       // Another instance writes to our log: read it every round. (Not our own writer id: an own
       // record can arrive before its append has resolved, which isOwnAppend cannot know yet.)
       if (o === this.region && env.writer !== this.writer) this.twinHeardAt = this.o.now()
-      if (env.typeName.startsWith('$')) return this.settleRecord(rec, m, ops, this.processControl(env))
+      if (env.typeName.startsWith('$')) return this.settleRecord(rec, m, ops, this.processControl(env, rec.position))
       if (this.seen.hasCounter(env.writer, env.seq)) {
         if (env.writer !== this.writer) m.duplicates++
         return undefined
@@ -1265,13 +1320,13 @@ export class RegionNode {
     }
   }
 
-  private async processControl(env: Envelope): Promise<void> {
+  private async processControl(env: Envelope, position: LogPosition): Promise<void> {
     this.hlc.witness(env.time)
     switch (env.typeName) {
       case HEARTBEAT: {
         const hb = decodeHeartbeat(env.payload)
         if (env.writer === this.writer) {
-          if (hb.incarnation !== this.incarnation) this.sight(hb.incarnation, env.time.wall, false)
+          if (hb.incarnation !== this.incarnation) this.sight(hb.incarnation, env.time.wall, false, position)
           return
         }
         this.nodeSeen.set(env.writer, hb.seen)
@@ -1281,7 +1336,7 @@ export class RegionNode {
       }
       case REGISTER: {
         const r = decodeRegistration(env.payload)
-        if (env.writer === this.writer && r.incarnation !== this.incarnation) this.sight(r.incarnation, env.time.wall, r.event === 'stop')
+        if (env.writer === this.writer && r.incarnation !== this.incarnation) this.sight(r.incarnation, env.time.wall, r.event === 'stop', position)
         return
       }
       case REPAIR_REQUEST: {
@@ -1326,11 +1381,15 @@ export class RegionNode {
     }
   }
 
-  private sight(incarnation: string, wall: number, stopped: boolean): void {
+  private sight(incarnation: string, wall: number, stopped: boolean, position: LogPosition): void {
     if (this.initializing) {
       this.sightings.push({ incarnation, wall, stopped })
       return
     }
+    // Logged before this process registered, yet read only now (the start's catch-up ended on an
+    // empty poll before it came: a Kafka fetch still on its way): it only says that incarnation was
+    // alive before this one started. Alive still, it writes again after the registration.
+    if (this.registeredAt !== undefined && this.o.transport.comparePositions(position, this.registeredAt) < 0) return
     // A record of an incarnation silent for livenessMs is history (read late), not a live twin.
     if (!stopped && this.o.now() - wall < this.o.livenessMs) {
       this.fatal = new ConfigError(`RegionNode: duplicate instance id: another live process (incarnation ${incarnation}) writes as ${this.writer}`)
@@ -1362,7 +1421,7 @@ export class RegionNode {
       const requestId = `${this.writer}.${this.incarnation}.${++this.requestCounter}`
       // First ask the writer itself; if it does not answer, anyone who has seen its updates.
       const responder = attempts % 2 === 0 ? w : ANY_RESPONDER
-      await this.appendControl(REPAIR_REQUEST, w, have + 1, encodeRepairRequest({ requestId, target: w, from: have, responder }))
+      this.appendControl(REPAIR_REQUEST, w, have + 1, encodeRepairRequest({ requestId, target: w, from: have, responder }))
       this.pendingRepairs.set(w, { requestId, sentAt: now, attempts })
       this.peer(region).repairsRequested++
       sent++
@@ -1405,7 +1464,7 @@ export class RegionNode {
       }
       for (let i = 0; i < parts.length; i++) {
         const payload = encodeRepairResponse({ requestId: req.requestId, requester, target: req.target, from: req.from, upTo, part: i, parts: parts.length, docs: parts[i] as RepairDoc[] })
-        await this.appendControl(REPAIR_RESPONSE, req.requestId, upTo + 1, payload)
+        this.appendControl(REPAIR_RESPONSE, req.requestId, upTo + 1, payload)
         sent++
       }
     }

@@ -74,6 +74,14 @@ export class RoutedTransport implements Transport {
     await Promise.all([...byTransport].map(([t, list]) => t.subscribe?.(reader, list)))
   }
 
+  /** Watches every routed transport that can be watched (records on the others come without a call). */
+  watch(reader: string, listener: () => void): () => void {
+    const stops = this.all.flatMap((t) => (t.watch === undefined ? [] : [t.watch(reader, listener)]))
+    return () => {
+      for (const stop of stops) stop()
+    }
+  }
+
   commit(reader: string, origin: string, position: LogPosition): Promise<void> {
     return this.call(origin, (t) => t.commit(reader, origin, position))
   }

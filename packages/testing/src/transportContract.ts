@@ -6,7 +6,7 @@
  * runTransportContract('redis', async () => ({ open: async () => new RedisTransport({ prefix }) }))
  * ```
  */
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 import { isConcordError, type LogRecord, type Transport } from '@concord/core'
 
 /** A fresh, isolated backend namespace for one test. */
@@ -26,6 +26,11 @@ export interface TransportContractOptions {
   readonly timeoutMs?: number
   /** Records appended by the concurrency and volume tests. @default 200 */
   readonly volume?: number
+  /**
+   * Whether the transport implements the optional Transport.watch (its test runs only then, and
+   * requires it). @default true
+   */
+  readonly watch?: boolean
 }
 
 const enc = new TextEncoder()
@@ -235,6 +240,26 @@ export function runTransportContract(
       const got = await waiting
       const all = got.length > 0 ? got : await pollN(reader, r, origin, 1)
       expect(all.map(text)).toEqual(['second'])
+    }, timeout)
+
+    it.runIf(options.watch !== false)('watch tells a reader that records arrived, until unwatched', async () => {
+      const reader = await open()
+      const writer = await open()
+      expect(typeof reader.watch, 'Transport.watch (pass watch: false to the suite for a transport without it)').toBe('function')
+      const origin = unique('o')
+      const r = unique('r')
+      await writer.append(origin, [bytes('first')])
+      expect((await pollN(reader, r, origin, 1)).map(text)).toEqual(['first'])
+      let calls = 0
+      const stop = reader.watch?.(r, () => calls++) as () => void
+      await writer.append(origin, [bytes('second')])
+      await vi.waitFor(() => expect(calls, 'no watch call after an append the reader polls').toBeGreaterThan(0), { timeout: 30_000, interval: 20 })
+      expect((await pollN(reader, r, origin, 1)).map(text)).toEqual(['second'])
+      stop()
+      const before = calls
+      await writer.append(origin, [bytes('third')])
+      expect((await pollN(reader, r, origin, 1)).map(text)).toEqual(['third'])
+      expect(calls, 'a watch call after unwatch').toBe(before)
     }, timeout)
 
     it('poll with waitMs on an idle log returns an empty batch', async () => {

@@ -115,6 +115,8 @@ export class KafkaTransport implements Transport {
   /** Offsets appended with a `source`, by topic and source (for skipAppendsOf). */
   private readonly appended = new Map<string, OffsetRange[]>()
   private readonly topics = new Map<string, Promise<void>>()
+  /** Listeners of {@link watch}, by reader. */
+  private readonly watchers = new Map<string, Set<() => void>>()
   private producer: Promise<Producer> | undefined
   private admin: Promise<Admin> | undefined
   private closed = false
@@ -301,6 +303,7 @@ export class KafkaTransport implements Transport {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    this.watchers.clear()
     const sessions = [...this.sessions.values()]
     this.sessions.clear()
     for (const s of sessions) for (const o of s.origins.values()) for (const wake of [...o.waiters]) wake()
@@ -515,6 +518,7 @@ export class KafkaTransport implements Transport {
         // batch's earlier ones.
         if (last !== undefined) resolveOffset(last)
         for (const wake of [...o.waiters]) wake()
+        if (o.buffer.length > 0) this.notifyWatchers(s.reader)
         // Pause when the buffer is full, or when it holds records its reader has not asked for
         // lately (an origin polled now and then, like a node's own log while it is alone in its
         // region): no fetching for a reader that is not reading. poll() resumes it.
@@ -527,6 +531,33 @@ export class KafkaTransport implements Transport {
         await heartbeat()
       },
     })
+  }
+
+  /**
+   * Calls `listener` whenever the consumer of `reader` has fetched records of an origin it polls
+   * (they wait in its buffer for poll()). Works before the reader's first poll: it takes effect
+   * once its consumer runs.
+   */
+  watch(reader: string, listener: () => void): () => void {
+    this.check()
+    let set = this.watchers.get(reader)
+    if (set === undefined) {
+      set = new Set()
+      this.watchers.set(reader, set)
+    }
+    // A wrapper per call: the same listener watched twice is removed once per unwatch.
+    const w = (): void => listener()
+    set.add(w)
+    return () => {
+      const current = this.watchers.get(reader)
+      current?.delete(w)
+      if (current?.size === 0) this.watchers.delete(reader)
+    }
+  }
+
+  private notifyWatchers(reader: string): void {
+    const set = this.watchers.get(reader)
+    if (set !== undefined) for (const w of [...set]) w()
   }
 
   /** Remembers offsets `first..last` of `topic` as appended by `source` (for skipAppendsOf). */
