@@ -6,9 +6,15 @@
 import { saveReport, type BenchReport } from './report.js'
 
 const SUITES: Record<string, () => Promise<BenchReport>> = {
-  convergence: async () => (await import('./convergence-bench.js')).run(),
+  // Every suite saves and prints its report (the convergence suite's run() leaves that to its caller).
+  convergence: async () => {
+    const report = await (await import('./convergence-bench.js')).run()
+    saveReport(report)
+    return report
+  },
   docs: async () => (await import('./docs-bench.js')).runDocsBench(),
   transport: async () => (await import('./transport-bench.js')).run(),
+  lag: async () => (await import('./lag-bench.js')).run(),
   engine: async () => (await import('./engine-bench.js')).run(),
 }
 
@@ -23,7 +29,7 @@ let failed = 0
 for (const [i, name] of names.entries()) {
   process.stderr.write(`[${i + 1}/${names.length}] ${name}\n`)
   try {
-    saveReport(await (SUITES[name] as () => Promise<BenchReport>)())
+    await (SUITES[name] as () => Promise<BenchReport>)()
   } catch (e) {
     failed++
     process.stderr.write(`suite ${name} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)

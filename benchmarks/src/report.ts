@@ -111,3 +111,21 @@ export function median(xs: readonly number[]): number {
 export function progress(msg: string): void {
   process.stderr.write(`  … ${msg}\n`)
 }
+
+/** Builds a suite's report (machine and date of this run), saves and prints it. */
+export async function finishReport(suite: string, command: string, notes: readonly string[], rows: readonly BenchRow[]): Promise<BenchReport> {
+  const report: BenchReport = { suite, command, machine: await machine(), date: new Date().toISOString(), notes, rows }
+  saveReport(report)
+  return report
+}
+
+/** The value of `--name=value` on the command line, if given. */
+export function cliArg(name: string): string | undefined {
+  return process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)
+}
+
+/** `--only=redis` or `--only=kafka` from the command line, as a suite option. */
+export function cliOnly(): { only?: ['redis'] | ['kafka'] } {
+  const only = cliArg('only')
+  return only === 'redis' || only === 'kafka' ? { only: [only] } : {}
+}

@@ -32,7 +32,7 @@ import { MemoryStore, RegionNode } from '@concord/replication'
 import { RedisTransport } from '@concord/transport-redis'
 import { KafkaTransport } from '@concord/transport-kafka'
 import { benchFactories, openWriters, type BenchReplica } from './noopReplica.js'
-import { machine, median, progress, saveReport, type BenchReport, type BenchRow } from './report.js'
+import { cliArg, cliOnly, finishReport, median, progress, type BenchReport, type BenchRow } from './report.js'
 
 const REGIONS = ['eu', 'us', 'ap'] as const
 const COMMAND = 'node --conditions=@concord/source --import tsx benchmarks/src/transport-bench.ts'
@@ -409,20 +409,16 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
       },
     }))
   }
-  const report: BenchReport = { suite: 'transport-throughput', command: COMMAND, machine: await machine(), date: new Date().toISOString(), notes, rows }
-  saveReport(report)
-  return report
+  return finishReport('transport-throughput', COMMAND, notes, rows)
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  const arg = (name: string): string | undefined => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)
-  const onlyArg = arg('only')
   await run({
-    repeats: Number(arg('repeats') ?? 3),
-    warmup: Number(arg('warmup') ?? 3),
-    envelopes: Number(arg('envelopes') ?? 20_000),
-    batch: Number(arg('batch') ?? 100),
-    ...(onlyArg === 'redis' || onlyArg === 'kafka' ? { only: [onlyArg] } : {}),
+    repeats: Number(cliArg('repeats') ?? 3),
+    warmup: Number(cliArg('warmup') ?? 3),
+    envelopes: Number(cliArg('envelopes') ?? 20_000),
+    batch: Number(cliArg('batch') ?? 100),
+    ...cliOnly(),
   })
   process.exit(0)
 }

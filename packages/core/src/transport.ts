@@ -72,8 +72,8 @@ export interface Transport {
    * Optional. Calls `listener` when records may have become ready for `reader` on an origin it
    * polls: a hint to poll now, never a delivery (a call may find nothing, and records appended
    * elsewhere may arrive without one). Lets a reading loop sleep until then instead of waking on a
-   * timer only. Returns a function that removes the listener. Transports that buffer records
-   * fetched in the background (Kafka) or see every append (memory) implement it; others need not.
+   * timer only. Returns a function that removes the listener. Memory, Redis and Kafka implement
+   * it; a transport need not (RegionNode then reads on its poll timer).
    */
   watch?(reader: string, listener: () => void): () => void
   /** Records that `reader` has durably applied everything up to and including `position`. */

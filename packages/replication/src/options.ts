@@ -45,8 +45,8 @@ export interface RegionNodeOptions {
   readonly pollMax?: number
   /**
    * How long the `start()` loop sleeps when a round found nothing. A transport that can be watched
-   * (Transport.watch: memory, Kafka) wakes it as soon as records arrive, so this only paces
-   * heartbeats, commits and repairs there; over others (Redis) it bounds how late records are read. @default 50
+   * (Transport.watch: memory, Redis, Kafka) wakes it as soon as records arrive, so this only paces
+   * heartbeats, commits and repairs there; over one without it, it bounds how late records are read. @default 50
    */
   readonly pollWaitMs?: number
   /**

@@ -56,8 +56,7 @@ describe.skipIf(!available)('Redis Cluster', () => {
   runTransportContract('redis cluster', () => {
     const keyPrefix = `{contract-${randomUUID()}}`
     return { open: async () => new RedisTransport({ redis: client(), keyPrefix }) }
-    // RedisTransport has no Transport.watch: a started node reads on its poll timer.
-  }, { watch: false })
+  })
 
   it('spreads key prefixes over the masters, each origin in one slot', async () => {
     const c = client()

@@ -23,6 +23,5 @@ describe.skipIf(!server.available)('RedisTransport (shared contract)', () => {
         }
       },
     }
-    // RedisTransport has no Transport.watch: a started node reads on its poll timer.
-  }, { watch: false })
+  })
 })

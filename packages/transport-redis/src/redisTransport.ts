@@ -106,7 +106,22 @@ interface Session {
   nextClaimAt: number
   /** Dedicated connection for this session's reads (blocking reads hold a connection). */
   conn: Client | undefined
+  /** Id of the newest entry delivered to this reader through '>' (what it has been given so far). */
+  lastId: string | undefined
+  /** Resolves the watcher's wait for this reader's next poll (see watchLoop). */
+  polled: (() => void) | undefined
+  /** The {@link RedisTransport.watch} loop of this session, while its reader is watched. */
+  watcher: Promise<void> | undefined
+  /** The watcher's blocking connection. */
+  watchConn: Client | undefined
 }
+
+/** How long one blocking XREAD of a watcher waits before it is issued again. */
+const WATCH_BLOCK_MS = 5_000
+/** A watcher that told its reader of entries waits this long at most for the reader's poll. */
+const WATCH_POLL_WAIT_MS = 1_000
+/** Pause of a watcher after a failed read (the server is down): it tries again after it. */
+const WATCH_RETRY_MS = 500
 
 function parsePosition(position: LogPosition): readonly [bigint, bigint] {
   const m = typeof position === 'string' ? POSITION.exec(position) : null
@@ -175,6 +190,8 @@ export class RedisTransport implements Transport {
   private readonly ownsClient: boolean
   private readonly sessions = new Map<string, Session>()
   private readonly groups = new Set<string>()
+  /** Listeners of {@link watch}, by reader. */
+  private readonly watchers = new Map<string, Set<() => void>>()
   private closed = false
 
   constructor(options: RedisTransportOptions = {}) {
@@ -289,11 +306,15 @@ export class RedisTransport implements Transport {
         }
         args.push('STREAMS', s.stream, '>')
         const raw = await conn.callBuffer('XREADGROUP', args)
-        for (const entry of parseRead(raw)) {
+        const entries = parseRead(raw)
+        for (const entry of entries) {
           const record = recordOf(origin, entry)
           if (record !== undefined) out.push(record)
         }
+        const newest = entries[entries.length - 1]
+        if (newest !== undefined) s.lastId = newest.id
       }
+      s.polled?.()
       return out
     } catch (e) {
       s.replay = true
@@ -380,7 +401,11 @@ export class RedisTransport implements Transport {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
-    for (const s of this.sessions.values()) this.dropConnection(s)
+    this.watchers.clear()
+    for (const s of this.sessions.values()) {
+      this.dropConnection(s)
+      this.stopWatcher(s)
+    }
     if (this.ownsClient) {
       await this.client.quit().catch(() => undefined)
       this.client.disconnect()
@@ -416,10 +441,104 @@ export class RedisTransport implements Transport {
         claimCursor: '0-0',
         nextClaimAt: this.options.now() + this.options.claimIntervalMs,
         conn: undefined,
+        lastId: undefined,
+        polled: undefined,
+        watcher: undefined,
+        watchConn: undefined,
       }
       this.sessions.set(id, s)
+      if (this.watchers.has(reader)) this.startWatcher(s)
     }
     return s
+  }
+
+  /**
+   * Calls `listener` when entries newer than the last one delivered to `reader` appear in a stream
+   * it polls (from its first poll of that origin on). One blocking XREAD per origin on a
+   * connection of its own; after a call it waits for the reader's next poll (or a second) before
+   * watching again, so a reader that is behind is told again, and a busy stream costs one read per
+   * poll at most.
+   */
+  watch(reader: string, listener: () => void): () => void {
+    this.check()
+    checkName('reader', reader)
+    let set = this.watchers.get(reader)
+    if (set === undefined) {
+      set = new Set()
+      this.watchers.set(reader, set)
+      for (const s of this.sessions.values()) if (s.reader === reader) this.startWatcher(s)
+    }
+    // A wrapper per call: the same listener watched twice is removed once per unwatch.
+    const w = (): void => listener()
+    set.add(w)
+    return () => {
+      const current = this.watchers.get(reader)
+      if (current === undefined) return
+      current.delete(w)
+      if (current.size > 0) return
+      this.watchers.delete(reader)
+      for (const s of this.sessions.values()) if (s.reader === reader) this.stopWatcher(s)
+    }
+  }
+
+  private startWatcher(s: Session): void {
+    if (s.watcher !== undefined || this.closed) return
+    const run = this.watchLoop(s).finally(() => {
+      if (s.watcher === run) s.watcher = undefined
+    })
+    s.watcher = run
+  }
+
+  private stopWatcher(s: Session): void {
+    s.watcher = undefined
+    const conn = s.watchConn
+    s.watchConn = undefined
+    conn?.disconnect()
+    s.polled?.()
+  }
+
+  private watching(s: Session, run: Promise<void> | undefined): boolean {
+    return !this.closed && this.watchers.has(s.reader) && (run === undefined || s.watcher === run)
+  }
+
+  private async watchLoop(s: Session): Promise<void> {
+    // Set synchronously by startWatcher right after this call returns its promise.
+    await Promise.resolve()
+    const self = s.watcher
+    while (this.watching(s, self)) {
+      try {
+        s.watchConn ??= this.duplicateForReads()
+        const conn = s.watchConn
+        // Nothing delivered yet: entries up to the stream's newest now are what its first polls get.
+        const from = s.lastId ?? (await this.newestId(conn, s.stream))
+        const raw = await conn.callBuffer('XREAD', ['COUNT', 1, 'BLOCK', WATCH_BLOCK_MS, 'STREAMS', s.stream, from])
+        if (!this.watching(s, self)) return
+        const entries = parseRead(raw)
+        if (entries.length === 0) continue
+        // Told: wait for the reader to poll before looking again (its lastId moves on then).
+        const polled = new Promise<void>((resolve) => (s.polled = resolve))
+        s.lastId ??= from
+        for (const w of [...(this.watchers.get(s.reader) ?? [])]) w()
+        let timer: ReturnType<typeof setTimeout> | undefined
+        await Promise.race([polled, new Promise<void>((resolve) => (timer = setTimeout(resolve, WATCH_POLL_WAIT_MS)))])
+        clearTimeout(timer)
+        s.polled = undefined
+      } catch {
+        // The server is gone or the connection was dropped: a new one after a pause.
+        const conn = s.watchConn
+        s.watchConn = undefined
+        conn?.disconnect()
+        if (!this.watching(s, self)) return
+        await new Promise((resolve) => setTimeout(resolve, WATCH_RETRY_MS))
+      }
+    }
+  }
+
+  /** Id of the newest entry of `stream`, or 0-0 for an empty or missing stream. */
+  private async newestId(conn: Client, stream: string): Promise<string> {
+    const raw = await conn.callBuffer('XREVRANGE', [stream, '+', '-', 'COUNT', 1])
+    const [newest] = parseEntries(raw)
+    return newest?.id ?? '0-0'
   }
 
   private connection(s: Session): Client {
@@ -427,13 +546,19 @@ export class RedisTransport implements Transport {
     // No reconnect on this connection: a read whose reply was lost may have delivered entries,
     // and resending it would skip them (ioredis without resend leaves the promise unsettled). The
     // failed poll drops the connection instead; the next poll opens a new one and replays the PEL.
+    const conn = this.duplicateForReads()
+    s.conn = conn
+    return conn
+  }
+
+  /** A connection of its own for blocking reads, that does not reconnect nor resend. */
+  private duplicateForReads(): Client {
     const override = { retryStrategy: () => null, autoResendUnfulfilledCommands: false, lazyConnect: false, enableAutoPipelining: false }
     const conn =
       this.client instanceof Cluster
         ? this.client.duplicate([], { clusterRetryStrategy: () => null, redisOptions: { ...this.client.options.redisOptions, ...override } })
         : this.client.duplicate(override)
     conn.on('error', () => undefined)
-    s.conn = conn
     return conn
   }
 
