@@ -165,6 +165,12 @@ class Cluster {
     }
   }
 
+  /** Waits, without pumping, until every region holds every update (or `deadlineMs` passes): for started nodes. */
+  async waitConverged(deadlineMs = 60_000): Promise<void> {
+    const until = Date.now() + deadlineMs
+    while (Date.now() < until && !(await this.converged())) await new Promise((r) => setTimeout(r, 50))
+  }
+
   async converged(): Promise<boolean> {
     const states: Uint8Array[] = []
     for (const r of REGIONS) {
@@ -268,6 +274,19 @@ describe.skipIf(!available)('RegionNodes over a real Kafka broker, with faults',
     await server.up()
     for (const r of REGIONS) await c.write(r, 40, `${r}d`)
     await c.settle()
+    await c.expectConverged()
+    c.expectAppliedOnce(true)
+  })
+
+  it('started nodes (start(), no pump calls) carry on through a broker restart', async () => {
+    const c = newCluster()
+    for (const r of REGIONS) await c.member(r).node.start()
+    for (const r of REGIONS) await c.write(r, 40, `${r}a`)
+    await server.down()
+    for (const r of REGIONS) await c.write(r, 40, `${r}b`, true)
+    await server.up()
+    for (const r of REGIONS) await c.write(r, 40, `${r}c`)
+    await c.waitConverged()
     await c.expectConverged()
     c.expectAppliedOnce(true)
   })

@@ -161,6 +161,12 @@ class Cluster {
     }
   }
 
+  /** Waits, without pumping, until every region holds every update (or `deadlineMs` passes): for started nodes. */
+  async waitConverged(deadlineMs = 60_000): Promise<void> {
+    const until = Date.now() + deadlineMs
+    while (Date.now() < until && !(await this.converged())) await new Promise((r) => setTimeout(r, 50))
+  }
+
   async converged(): Promise<boolean> {
     const states: Uint8Array[] = []
     for (const r of REGIONS) {
@@ -268,6 +274,28 @@ describe.skipIf(!available)('RegionNodes over a real Redis, with faults', () => 
     expect(kills).toBeGreaterThan(6)
     await c.expectConverged()
     c.expectAppliedOnce(true)
+  })
+
+  it('started nodes (start(), no pump calls) carry on through CLIENT KILL and a server restart without its data', async () => {
+    const c = newCluster()
+    for (const r of REGIONS) await c.member(r).node.start()
+    for (let round = 0; round < 4; round++) {
+      for (const r of REGIONS) await c.write(r, 30, `${r}${round}`)
+      if (round === 1) expect(Number(await admin.client('KILL', 'TYPE', 'normal'))).toBeGreaterThan(0)
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    // eu's next writes are appended while nobody reads, and lost with the server.
+    for (const r of REGIONS) await c.member(r).node.stop()
+    await c.write('eu', 60, 'eu-lost')
+    await server.down()
+    await server.up()
+    for (const r of REGIONS) await c.member(r).node.start()
+    for (const r of REGIONS) await c.write(r, 30, `${r}-after`)
+    await c.waitConverged()
+    await c.expectConverged()
+    c.expectAppliedOnce(false)
+    const repaired = c.member('us').node.metrics().peers.find((p) => p.region === 'eu')
+    expect(repaired?.repairsApplied ?? 0).toBeGreaterThan(0)
   })
 
   it('a consumer crashing mid-batch (before its commit) restarts, gets the batch again and applies it once', async () => {
