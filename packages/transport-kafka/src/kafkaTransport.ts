@@ -493,6 +493,8 @@ export class KafkaTransport implements Transport {
         const allNew = first !== undefined && (o.next === undefined || BigInt(first.offset) >= o.next)
         const own = o.skipSource === undefined ? undefined : this.appended.get(`${o.topic}\u0000${o.skipSource}`)
         let run: string | undefined
+        // Records other than the reader's own appends: only those are worth a watch call.
+        let fresh = false
         for (const message of messages) {
           if (!allNew && BigInt(message.offset) < (o.next as bigint)) continue
           if (own !== undefined && findRange(own, BigInt(message.offset)) !== undefined) {
@@ -510,6 +512,7 @@ export class KafkaTransport implements Transport {
           const v = message.value
           const bytes = v === null ? EMPTY : new Uint8Array(v.buffer, v.byteOffset, v.byteLength)
           o.buffer.push({ origin: o.origin, position: message.offset, bytes })
+          fresh = true
           if (!allNew) o.next = BigInt(message.offset) + 1n
         }
         if (run !== undefined) o.buffer.push({ origin: o.origin, position: run, bytes: EMPTY, skipped: true })
@@ -518,7 +521,7 @@ export class KafkaTransport implements Transport {
         // batch's earlier ones.
         if (last !== undefined) resolveOffset(last)
         for (const wake of [...o.waiters]) wake()
-        if (o.buffer.length > 0) this.notifyWatchers(s.reader)
+        if (fresh) this.notifyWatchers(s.reader)
         // Pause when the buffer is full, or when it holds records its reader has not asked for
         // lately (an origin polled now and then, like a node's own log while it is alone in its
         // region): no fetching for a reader that is not reading. poll() resumes it.
