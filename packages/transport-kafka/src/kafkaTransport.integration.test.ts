@@ -186,6 +186,27 @@ describe.skipIf(!server.available)('KafkaTransport against a real broker', () =>
     for (let i = 1; i < all.length; i++) expect(t.comparePositions((all[i - 1] as LogRecord).position, (all[i] as LogRecord).position)).toBeLessThan(0)
   })
 
+  it('polls while kafkajs restarts the consumer (no group: seek and resume would throw) deliver what they have and fail nothing', async () => {
+    const t = open()
+    const twin = open()
+    const origin = unique('o')
+    const reader = unique('r')
+    const [first] = await twin.append(origin, [bytes('twin-1')])
+    const got: LogRecord[] = []
+    for (let i = 0; i < 50 && !got.some((r) => r.position === first); i++) got.push(...(await t.poll(reader, origin, { waitMs: 200, skipAppendsOf: 'me' })))
+    expect(got.map(text)).toEqual(['twin-1'])
+    // What kafkajs does between a crash (a lost broker) and the restarted run: the consumer has no group.
+    const session = (t as unknown as { sessions: Map<string, { consumer: { stop(): Promise<void> }; origins: Map<string, { paused: boolean }> }> }).sessions.get(reader)
+    expect(session).toBeDefined()
+    await session?.consumer.stop()
+    for (const o of session?.origins.values() ?? []) o.paused = true
+    // Own appends at the read position: the poll skips them with a seek; a paused origin is resumed.
+    await t.append(origin, [bytes('mine-1'), bytes('mine-2')], { source: 'me' })
+    const during = await t.poll(reader, origin, { skipAppendsOf: 'me' })
+    expect(during.map((r) => r.skipped === true)).toEqual([true])
+    await t.rewind(reader, origin)
+  })
+
   it('a waiting poll wakes on append, and ends when aborted', async () => {
     const reader = open()
     const writer = open()

@@ -56,6 +56,21 @@ function findRange(ranges: readonly OffsetRange[], offset: bigint): OffsetRange 
   return undefined
 }
 
+/**
+ * Runs a steering call on a kafkajs consumer (seek, resume). While kafkajs restarts a consumer (after
+ * a crash such as a lost broker, or a re-subscription) it has no group, and such a call throws
+ * "Consumer group was not initialized"; it is moot then: the new run starts at the committed
+ * offsets with nothing paused, and a record before the origin's `next` is dropped when fetched.
+ */
+function steer(call: () => void): void {
+  try {
+    call()
+  } catch (e) {
+    if (e instanceof Error && e.name === 'KafkaJSNonRetriableError' && e.message.includes('was not initialized')) return
+    throw e
+  }
+}
+
 function offsetOf(position: LogPosition): bigint {
   if (typeof position !== 'string' || !POSITION.test(position)) throw new DecodeError(`kafka transport: malformed position ${JSON.stringify(position)}`)
   return BigInt(position)
@@ -197,7 +212,7 @@ export class KafkaTransport implements Transport {
     if (o.skipSource !== undefined && o.buffer.length === 0 && out.length < max) this.skipOwnRun(s, o, out)
     if (o.paused && o.buffer.length <= this.options.bufferRecords / 2) {
       o.paused = false
-      s.consumer.resume([{ topic: o.topic }])
+      steer(() => s.consumer.resume([{ topic: o.topic }]))
     }
     return out
   }
@@ -250,10 +265,10 @@ export class KafkaTransport implements Transport {
       o.buffer.length = 0
       o.next = target
       // Batches fetched before the seek are stale (kafkajs reports it) and dropped by eachBatch.
-      s.consumer.seek({ topic, partition: PARTITION, offset: String(target) })
+      steer(() => s.consumer.seek({ topic, partition: PARTITION, offset: String(target) }))
       if (o.paused) {
         o.paused = false
-        s.consumer.resume([{ topic }])
+        steer(() => s.consumer.resume([{ topic }]))
       }
     } catch (e) {
       throw this.fail(e, 'rewind')
@@ -589,7 +604,7 @@ export class KafkaTransport implements Transport {
     if (r === undefined) return
     out.push({ origin: o.origin, position: String(r.last), bytes: EMPTY, skipped: true })
     o.next = r.last + 1n
-    s.consumer.seek({ topic: o.topic, partition: PARTITION, offset: String(o.next) })
+    steer(() => s.consumer.seek({ topic: o.topic, partition: PARTITION, offset: String(o.next) }))
   }
 
   /**
