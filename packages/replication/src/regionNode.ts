@@ -459,11 +459,12 @@ export class RegionNode {
     this.check()
     await this.init()
     if (this.running) return
-    this.running = true
+    // Watched first: a transport that refuses (closed) leaves the node stopped, not half started.
     this.unwatch = this.o.transport.watch?.(this.writer, () => {
       this.signalled = true
       this.wake?.()
     })
+    this.running = true
     this.loop = this.runLoop()
   }
 

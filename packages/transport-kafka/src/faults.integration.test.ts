@@ -183,8 +183,32 @@ class Cluster {
     return true
   }
 
+  /**
+   * What each node's transport holds per reader and origin, and what each node applied: printed when
+   * a test did not converge, so that a failure in CI can be told apart (a stuck or paused consumer,
+   * records dropped as already delivered, a node that stopped applying).
+   */
+  describeState(): string {
+    const lines: string[] = []
+    for (const m of this.members.values()) {
+      const t = m.transport as unknown as {
+        sessions: Map<string, { restarting: boolean; failure: unknown; origins: Map<string, { topic: string; buffer: unknown[]; paused: boolean; next: bigint | undefined; committed: bigint | undefined; polledAt: number }> }>
+      }
+      for (const [reader, s] of t.sessions) {
+        lines.push(`${m.region} reader ${reader}: restarting ${s.restarting}, failure ${String(s.failure)}`)
+        for (const o of s.origins.values()) {
+          lines.push(`  ${o.topic}: buffered ${o.buffer.length}, paused ${o.paused}, next ${String(o.next)}, committed ${String(o.committed)}, polled ${Date.now() - o.polledAt} ms ago`)
+        }
+      }
+      const metrics = m.node.metrics()
+      lines.push(`  ${m.region} node: seq ${metrics.seq}, peers ${JSON.stringify(metrics.peers.map((p) => ({ region: p.region, applied: p.applied, rejected: p.rejected, repairsRequested: p.repairsRequested, repairsApplied: p.repairsApplied })))}`)
+    }
+    return lines.join('\n')
+  }
+
   /** Every region converged: exact sums, equal values and equal state bytes. */
   async expectConverged(): Promise<void> {
+    if (!(await this.converged())) console.error(`not converged:\n${this.describeState()}`)
     const values = []
     for (const r of REGIONS) {
       const c = await this.counter(r)
@@ -248,6 +272,8 @@ describe.skipIf(!available)('RegionNodes over a real Kafka broker, with faults',
   afterEach(async () => {
     await cluster?.close()
     cluster = undefined
+    // A test that failed between down() and up() must not leave the next ones without a broker.
+    await server?.up()
   })
   afterAll(async () => {
     await server?.stop()
