@@ -522,7 +522,6 @@ export class RegionNode {
     this.loop = undefined
   }
 
-
   /**
    * Stops, flushes local writes, and records a clean shutdown (so the same writer id may start
    * again at once). Does not close the transport or the store: their owner does.
