@@ -113,7 +113,12 @@ interface Session {
   /** Commits waiting for the next OffsetCommit request (topic → next offset), and its promise. */
   readonly commitQueue: Map<string, bigint>
   commitBatch: Promise<void> | undefined
+  /** A join that left a subscribed topic unassigned is followed by another one (see onGroupJoin). */
+  rejoinTimer: ReturnType<typeof setTimeout> | undefined
 }
+
+/** How long after a join without every subscribed topic the consumer joins again. */
+const REJOIN_DELAY_MS = 1_000
 
 /**
  * The Transport contract over Kafka (kafkajs). Positions are partition offsets as decimal strings.
@@ -321,7 +326,10 @@ export class KafkaTransport implements Transport {
     this.watchers.clear()
     const sessions = [...this.sessions.values()]
     this.sessions.clear()
-    for (const s of sessions) for (const o of s.origins.values()) for (const wake of [...o.waiters]) wake()
+    for (const s of sessions) {
+      clearTimeout(s.rejoinTimer)
+      for (const o of s.origins.values()) for (const wake of [...o.waiters]) wake()
+    }
     const closing: Promise<unknown>[] = sessions.map((s) => s.consumer.disconnect())
     if (this.producer !== undefined) closing.push(this.producer.then((p) => p.disconnect()))
     if (this.admin !== undefined) closing.push(this.admin.then((a) => a.disconnect()))
@@ -431,15 +439,10 @@ export class KafkaTransport implements Transport {
         failure: undefined,
         commitQueue: new Map(),
         commitBatch: undefined,
+        rejoinTimer: undefined,
       }
       s = session
-      consumer.on(consumer.events.GROUP_JOIN, (event) => {
-        const assignment = event.payload.memberAssignment
-        if ([...session.subscribed].every((t) => assignment[t]?.includes(PARTITION) === true)) {
-          session.restarting = false
-          session.onJoin()
-        }
-      })
+      consumer.on(consumer.events.GROUP_JOIN, (event) => this.onGroupJoin(session, event.payload.memberAssignment))
       // A crash stops the consumer (kafkajs drops its group) and, when retriable (a broker restart),
       // restarts it: until it has rejoined, commits fail fast as retriable (see commit).
       consumer.on(consumer.events.STOP, () => {
@@ -474,9 +477,39 @@ export class KafkaTransport implements Transport {
     return s
   }
 
-  private async resubscribe(s: Session): Promise<void> {
+  /**
+   * A join: complete when every subscribed topic's partition came with it. A join can leave one out
+   * (after a broker restart, a topic whose metadata is not back yet gets no partition from the
+   * assignor); a lone member never sees another rebalance, so that topic would never be fetched
+   * again. The consumer then joins again, REJOIN_DELAY_MS later, until every topic is assigned.
+   */
+  private onGroupJoin(s: Session, assignment: Record<string, number[] | undefined>): void {
+    if ([...s.subscribed].every((t) => assignment[t]?.includes(PARTITION) === true)) {
+      clearTimeout(s.rejoinTimer)
+      s.rejoinTimer = undefined
+      s.restarting = false
+      s.onJoin()
+      return
+    }
+    if (s.rejoinTimer !== undefined || this.closed) return
+    s.rejoinTimer = setTimeout(() => {
+      s.rejoinTimer = undefined
+      if (this.closed || this.sessions.get(s.reader) !== s || s.failure !== undefined) return
+      const started = s.started.catch(() => undefined).then(() => this.resubscribe(s, true))
+      // Observed here so an unawaited failure is not an unhandled rejection; poll() reports it.
+      started.catch(() => undefined)
+      s.started = started
+    }, REJOIN_DELAY_MS)
+  }
+
+  /**
+   * Subscribes the consumer to every origin topic not subscribed yet and (re)starts it; with
+   * `rejoin`, restarts it even when nothing is missing, so that it joins its group again.
+   */
+  private async resubscribe(s: Session, rejoin = false): Promise<void> {
     const missing = [...s.origins.keys()].filter((t) => !s.subscribed.has(t))
-    if (missing.length === 0) return
+    if (missing.length === 0 && (!rejoin || s.subscribed.size === 0)) return
+    if (this.closed) return
     for (const topic of missing) await this.ensureTopic(topic)
     const consumer = s.consumer
     if (s.subscribed.size === 0) await consumer.connect()
@@ -486,7 +519,7 @@ export class KafkaTransport implements Transport {
       for (const o of s.origins.values()) o.paused = false
     }
     // No committed offset yet: start at the beginning of what the log still holds.
-    await consumer.subscribe({ topics: missing, fromBeginning: true })
+    if (missing.length > 0) await consumer.subscribe({ topics: missing, fromBeginning: true })
     for (const t of missing) s.subscribed.add(t)
     s.joined = new Promise<void>((resolve) => {
       s.onJoin = resolve
@@ -648,6 +681,7 @@ export class KafkaTransport implements Transport {
   }
 
   private dropSession(s: Session): void {
+    clearTimeout(s.rejoinTimer)
     if (this.sessions.get(s.reader) === s) this.sessions.delete(s.reader)
     s.consumer.disconnect().catch(() => undefined)
   }
