@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { Kafka, logLevel, type Admin } from 'kafkajs'
+import { Kafka, KafkaJSProtocolError, logLevel, type Admin } from 'kafkajs'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import { isConcordError, type LogRecord, type Transport } from '@concord/core'
 import { KafkaTransport } from './kafkaTransport.js'
@@ -227,6 +227,21 @@ describe.skipIf(!server.available)('KafkaTransport against a real broker', () =>
     expect((await pollN(t, reader, origin, 1)).map(text)).toEqual(['after'])
     await t.commit(reader, origin, after as string)
     expect(await t.committed(reader, origin)).toBe(after)
+  })
+
+  it('an append refused for the producer\'s sequence numbers (as after a broker restart) is retriable, and the next append goes through a new producer', async () => {
+    const t = open()
+    const origin = unique('o')
+    const reader = unique('r')
+    await t.append(origin, [bytes('first')])
+    // What kafkajs's idempotent producer answers from then on once its sequence numbers and the
+    // broker's disagree: the broker's error, at every send.
+    const broken = { send: async () => Promise.reject(new KafkaJSProtocolError({ message: 'The broker received an out of order sequence number', type: 'OUT_OF_ORDER_SEQUENCE_NUMBER', code: 45, retriable: false } as unknown as Error)), disconnect: async () => undefined }
+    ;(t as unknown as { producer: Promise<unknown> }).producer = Promise.resolve(broken)
+    const err = await t.append(origin, [bytes('refused')]).catch((e: unknown) => e)
+    expect(isConcordError(err) && err.code === 'TRANSPORT' && err.retriable).toBe(true)
+    await t.append(origin, [bytes('second')])
+    expect((await pollN(t, reader, origin, 2)).map(text)).toEqual(['first', 'second'])
   })
 
   it('a waiting poll wakes on append, and ends when aborted', async () => {

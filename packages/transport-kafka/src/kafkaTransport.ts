@@ -71,6 +71,18 @@ function steer(call: () => void): void {
   }
 }
 
+/** Broker errors that end an idempotent producer's session (see append). */
+const PRODUCER_STATE_ERRORS = new Set(['OUT_OF_ORDER_SEQUENCE_NUMBER', 'UNKNOWN_PRODUCER_ID', 'INVALID_PRODUCER_EPOCH'])
+
+/** The protocol error type in `e` or its causes that is one of `types`, if any. */
+function protocolErrorOf(e: unknown, types: ReadonlySet<string>): string | undefined {
+  for (let c: unknown = e, depth = 0; typeof c === 'object' && c !== null && depth < 8; c = (c as { cause?: unknown }).cause, depth++) {
+    const type = (c as { type?: unknown }).type
+    if (typeof type === 'string' && types.has(type)) return type
+  }
+  return undefined
+}
+
 function offsetOf(position: LogPosition): bigint {
   if (typeof position !== 'string' || !POSITION.test(position)) throw new DecodeError(`kafka transport: malformed position ${JSON.stringify(position)}`)
   return BigInt(position)
@@ -161,9 +173,11 @@ export class KafkaTransport implements Transport {
     const topic = topicName(this.options.topicPrefix, origin)
     if (records.length === 0) return []
     const keys = options.keys
+    let connected: Promise<Producer> | undefined
     try {
       await this.ensureTopic(topic)
-      const producer = await this.connectProducer()
+      connected = this.connectProducer()
+      const producer = await connected
       const metadata = await producer.send({
         topic,
         acks: -1,
@@ -184,6 +198,15 @@ export class KafkaTransport implements Transport {
       if (options.source !== undefined) this.noteAppended(topic, options.source, base, base + BigInt(records.length - 1))
       return records.map((_, i) => String(base + BigInt(i)))
     } catch (e) {
+      if (!this.closed && connected !== undefined && protocolErrorOf(e, PRODUCER_STATE_ERRORS) !== undefined) {
+        // The idempotent producer's sequence numbers no longer match the broker's (a broker
+        // restart that lost a produce answer leaves kafkajs at OUT_OF_ORDER_SEQUENCE_NUMBER for
+        // good): a new producer, with a new producer id, sends the batch again. Readers drop a
+        // copy the broker already held (RegionNode de-duplicates by writer and sequence).
+        if (this.producer === connected) this.producer = undefined
+        connected.then((p) => p.disconnect()).catch(() => undefined)
+        throw new TransportError(`kafka transport: append failed: ${e instanceof Error ? e.message : String(e)}; the next append uses a new producer`, { cause: e, retriable: true })
+      }
       throw this.fail(e, 'append')
     }
   }
