@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { Kafka, KafkaJSProtocolError, logLevel, type Admin } from 'kafkajs'
+import { Kafka, KafkaJSNonRetriableError, KafkaJSProtocolError, logLevel, type Admin } from 'kafkajs'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import { isConcordError, type LogRecord, type Transport } from '@concord/core'
 import { KafkaTransport } from './kafkaTransport.js'
@@ -242,6 +242,24 @@ describe.skipIf(!server.available)('KafkaTransport against a real broker', () =>
     expect(isConcordError(err) && err.code === 'TRANSPORT' && err.retriable).toBe(true)
     await t.append(origin, [bytes('second')])
     expect((await pollN(t, reader, origin, 2)).map(text)).toEqual(['first', 'second'])
+  })
+
+  it('a consumer that crashed for good (kafkajs did not restart it) fails one poll, retriably, and the next poll reads on with a new one', async () => {
+    const t = open()
+    const writer = open()
+    const origin = unique('o')
+    const reader = unique('r')
+    await writer.append(origin, [bytes('one')])
+    expect((await pollN(t, reader, origin, 1)).map(text)).toEqual(['one'])
+    // What the transport's CRASH listener records when kafkajs gives a consumer up — as it did
+    // after a broker restart, on a TypeError inside its offset manager.
+    const session = (t as unknown as { sessions: Map<string, { failure: unknown }> }).sessions.get(reader) as { failure: unknown }
+    session.failure = new KafkaJSNonRetriableError("Cannot read properties of undefined (reading '0')")
+    const err = await t.poll(reader, origin).catch((e: unknown) => e)
+    expect(isConcordError(err) && err.code === 'TRANSPORT' && err.retriable).toBe(true)
+    await writer.append(origin, [bytes('two')])
+    // The new consumer starts at the committed offset: nothing was committed, so 'one' comes again.
+    expect((await pollN(t, reader, origin, 2)).map(text)).toEqual(['one', 'two'])
   })
 
   it('a waiting poll wakes on append, and ends when aborted', async () => {

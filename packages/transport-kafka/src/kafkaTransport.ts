@@ -163,6 +163,19 @@ export class KafkaTransport implements Transport {
     if (this.closed) throw new ClosedError('kafka transport is closed')
   }
 
+  /**
+   * The error of a call that found its consumer crashed for good (kafkajs did not restart it: a
+   * non-retriable error, which includes kafkajs's own internal failures, such as a TypeError in
+   * its offset manager seen after a broker restart). The session is dropped and the next poll
+   * starts a new consumer, so this is retriable — unless the cause is the configuration
+   * (credentials, authorization), which a new consumer would meet again.
+   */
+  private sessionLost(e: unknown, what: string): Error {
+    const err = this.fail(e, what)
+    if (!(err instanceof TransportError) || err.retriable) return err
+    return new TransportError(`${err.message} (its consumer stopped; the next poll starts a new one)`, { cause: e, retriable: true })
+  }
+
   private fail(e: unknown, what: string): Error {
     if (this.closed) return new ClosedError(`kafka transport was closed during ${what}`, { cause: e })
     return translateError(e, what)
@@ -225,7 +238,7 @@ export class KafkaTransport implements Transport {
     if (s.failure !== undefined) {
       const failure = s.failure
       this.dropSession(s)
-      throw this.fail(failure, 'poll')
+      throw this.sessionLost(failure, 'poll')
     }
     this.check()
     const o = s.origins.get(topicName(this.options.topicPrefix, origin)) as OriginState
@@ -264,6 +277,7 @@ export class KafkaTransport implements Transport {
       // rejoins. Not waited for (one origin's broker must not stall a round): a later commit,
       // of this or a later position, succeeds after the rejoin; the store keeps the position.
       if (s.restarting && s.failure === undefined && !this.closed && !isConcordError(e)) throw rejoining(e)
+      if (s.failure !== undefined && e === s.failure) throw this.sessionLost(e, 'commit')
       throw this.fail(e, 'commit')
     }
   }
