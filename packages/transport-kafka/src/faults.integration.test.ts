@@ -301,7 +301,11 @@ describe.skipIf(!available)('RegionNodes over a real Kafka broker, with faults',
     for (const r of REGIONS) await c.write(r, 40, `${r}d`)
     await c.settle()
     await c.expectConverged()
-    c.expectAppliedOnce(true)
+    // At most once: while a consumer is still rejoining after the restart (kafkajs backs off for
+    // seconds), a reader may learn of the missing updates from the others' heartbeats and repair
+    // them (repairTimeoutMs is 500 ms here) before the envelopes arrive; those then count as
+    // duplicates, not as applied. Nothing is lost (exact sums above) or applied twice.
+    c.expectAppliedOnce(false)
   })
 
   it('started nodes (start(), no pump calls) carry on through a broker restart', async () => {
@@ -314,7 +318,8 @@ describe.skipIf(!available)('RegionNodes over a real Kafka broker, with faults',
     for (const r of REGIONS) await c.write(r, 40, `${r}c`)
     await c.waitConverged()
     await c.expectConverged()
-    c.expectAppliedOnce(true)
+    // At most once, as above: repair may beat a rejoining consumer.
+    c.expectAppliedOnce(false)
   })
 
   it('a consumer crashing before its commit gets the batch again and applies it once', async () => {
