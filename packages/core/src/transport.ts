@@ -91,3 +91,44 @@ export interface Transport {
   /** Releases connections. Further calls throw ClosedError. */
   close(): Promise<void>
 }
+
+/**
+ * The listeners of {@link Transport.watch}, by reader: for transports that implement it. Each
+ * `add` registers its own entry, so the same listener added twice is removed once per removal.
+ */
+export class WatchListeners {
+  private readonly byReader = new Map<string, Set<() => void>>()
+
+  /** Adds `listener` for `reader`; returns its removal, which runs `onLast` if it was the reader's last. */
+  add(reader: string, listener: () => void, onLast?: () => void): () => void {
+    let set = this.byReader.get(reader)
+    if (set === undefined) {
+      set = new Set()
+      this.byReader.set(reader, set)
+    }
+    const entry = (): void => listener()
+    set.add(entry)
+    return () => {
+      const current = this.byReader.get(reader)
+      if (current === undefined || !current.delete(entry) || current.size > 0) return
+      this.byReader.delete(reader)
+      onLast?.()
+    }
+  }
+
+  /** Whether `reader` has a listener. */
+  has(reader: string): boolean {
+    return this.byReader.has(reader)
+  }
+
+  /** Calls every listener of `reader`. */
+  notify(reader: string): void {
+    const set = this.byReader.get(reader)
+    if (set !== undefined) for (const listener of [...set]) listener()
+  }
+
+  /** Removes every listener (a closed transport). */
+  clear(): void {
+    this.byReader.clear()
+  }
+}

@@ -49,3 +49,16 @@ export function translateError(e: unknown, what: string): ConcordError {
   const retriable = field(e, 'retriable')
   return new TransportError(message, { cause: e, retriable: retriable === true || !name.startsWith('KafkaJS') })
 }
+
+// Broker errors that end an idempotent producer's session: its sequence numbers or id no longer
+// match the broker's, and kafkajs cannot go on with it (KafkaTransport.append starts a new one).
+const PRODUCER_STATE_TYPES = new Set(['OUT_OF_ORDER_SEQUENCE_NUMBER', 'UNKNOWN_PRODUCER_ID', 'INVALID_PRODUCER_EPOCH'])
+
+/** Whether `e`, or an error it was caused by, is one of the producer-state errors above. */
+export function isProducerStateError(e: unknown): boolean {
+  for (let c: unknown = e, depth = 0; c instanceof Error && depth < 8; c = c.cause, depth++) {
+    const type = field(c, 'type')
+    if (typeof type === 'string' && PRODUCER_STATE_TYPES.has(type)) return true
+  }
+  return false
+}

@@ -17,6 +17,7 @@ import {
   ConfigError,
   DecodeError,
   TransportError,
+  WatchListeners,
   isConcordError,
   type LogPosition,
   type LogRecord,
@@ -24,7 +25,7 @@ import {
   type Transport,
   toBuffer,
 } from '@concord/core'
-import { translateError } from './errors.js'
+import { isProducerStateError, translateError } from './errors.js'
 import { resolveOptions, topicName, type KafkaTransportOptions, type ResolvedKafkaTransportOptions } from './options.js'
 
 type AppendOptions = NonNullable<Parameters<Transport['append']>[2]>
@@ -69,18 +70,6 @@ function steer(call: () => void): void {
     if (e instanceof Error && e.name === 'KafkaJSNonRetriableError' && e.message.includes('was not initialized')) return
     throw e
   }
-}
-
-/** Broker errors that end an idempotent producer's session (see append). */
-const PRODUCER_STATE_ERRORS = new Set(['OUT_OF_ORDER_SEQUENCE_NUMBER', 'UNKNOWN_PRODUCER_ID', 'INVALID_PRODUCER_EPOCH'])
-
-/** The protocol error type in `e` or its causes that is one of `types`, if any. */
-function protocolErrorOf(e: unknown, types: ReadonlySet<string>): string | undefined {
-  for (let c: unknown = e, depth = 0; typeof c === 'object' && c !== null && depth < 8; c = (c as { cause?: unknown }).cause, depth++) {
-    const type = (c as { type?: unknown }).type
-    if (typeof type === 'string' && types.has(type)) return type
-  }
-  return undefined
 }
 
 function offsetOf(position: LogPosition): bigint {
@@ -147,8 +136,7 @@ export class KafkaTransport implements Transport {
   /** Offsets appended with a `source`, by topic and source (for skipAppendsOf). */
   private readonly appended = new Map<string, OffsetRange[]>()
   private readonly topics = new Map<string, Promise<void>>()
-  /** Listeners of {@link watch}, by reader. */
-  private readonly watchers = new Map<string, Set<() => void>>()
+  private readonly watchers = new WatchListeners()
   private producer: Promise<Producer> | undefined
   private admin: Promise<Admin> | undefined
   private closed = false
@@ -211,7 +199,7 @@ export class KafkaTransport implements Transport {
       if (options.source !== undefined) this.noteAppended(topic, options.source, base, base + BigInt(records.length - 1))
       return records.map((_, i) => String(base + BigInt(i)))
     } catch (e) {
-      if (!this.closed && connected !== undefined && protocolErrorOf(e, PRODUCER_STATE_ERRORS) !== undefined) {
+      if (!this.closed && connected !== undefined && isProducerStateError(e)) {
         // The idempotent producer's sequence numbers no longer match the broker's (a broker
         // restart that lost a produce answer leaves kafkajs at OUT_OF_ORDER_SEQUENCE_NUMBER for
         // good): a new producer, with a new producer id, sends the batch again. Readers drop a
@@ -606,7 +594,7 @@ export class KafkaTransport implements Transport {
         // batch's earlier ones.
         if (last !== undefined) resolveOffset(last)
         for (const wake of [...o.waiters]) wake()
-        if (fresh) this.notifyWatchers(s.reader)
+        if (fresh) this.watchers.notify(s.reader)
         // Pause when the buffer is full, or when it holds records its reader has not asked for
         // lately (an origin polled now and then, like a node's own log while it is alone in its
         // region): no fetching for a reader that is not reading. poll() resumes it.
@@ -628,24 +616,7 @@ export class KafkaTransport implements Transport {
    */
   watch(reader: string, listener: () => void): () => void {
     this.check()
-    let set = this.watchers.get(reader)
-    if (set === undefined) {
-      set = new Set()
-      this.watchers.set(reader, set)
-    }
-    // A wrapper per call: the same listener watched twice is removed once per unwatch.
-    const w = (): void => listener()
-    set.add(w)
-    return () => {
-      const current = this.watchers.get(reader)
-      current?.delete(w)
-      if (current?.size === 0) this.watchers.delete(reader)
-    }
-  }
-
-  private notifyWatchers(reader: string): void {
-    const set = this.watchers.get(reader)
-    if (set !== undefined) for (const w of [...set]) w()
+    return this.watchers.add(reader, listener)
   }
 
   /** Remembers offsets `first..last` of `topic` as appended by `source` (for skipAppendsOf). */

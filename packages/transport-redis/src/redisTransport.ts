@@ -12,6 +12,7 @@ import {
   ClosedError,
   ConfigError,
   DecodeError,
+  WatchListeners,
   type LogPosition,
   type LogRecord,
   type PollOptions,
@@ -110,8 +111,8 @@ interface Session {
   lastId: string | undefined
   /** Resolves the watcher's wait for this reader's next poll (see watchLoop). */
   polled: (() => void) | undefined
-  /** The {@link RedisTransport.watch} loop of this session, while its reader is watched. */
-  watcher: Promise<void> | undefined
+  /** Identifies the running {@link RedisTransport.watch} loop of this session, while its reader is watched. */
+  watchToken: object | undefined
   /** The watcher's blocking connection. */
   watchConn: Client | undefined
 }
@@ -190,8 +191,7 @@ export class RedisTransport implements Transport {
   private readonly ownsClient: boolean
   private readonly sessions = new Map<string, Session>()
   private readonly groups = new Set<string>()
-  /** Listeners of {@link watch}, by reader. */
-  private readonly watchers = new Map<string, Set<() => void>>()
+  private readonly watchers = new WatchListeners()
   private closed = false
 
   constructor(options: RedisTransportOptions = {}) {
@@ -443,7 +443,7 @@ export class RedisTransport implements Transport {
         conn: undefined,
         lastId: undefined,
         polled: undefined,
-        watcher: undefined,
+        watchToken: undefined,
         watchConn: undefined,
       }
       this.sessions.set(id, s)
@@ -462,63 +462,50 @@ export class RedisTransport implements Transport {
   watch(reader: string, listener: () => void): () => void {
     this.check()
     checkName('reader', reader)
-    let set = this.watchers.get(reader)
-    if (set === undefined) {
-      set = new Set()
-      this.watchers.set(reader, set)
-      for (const s of this.sessions.values()) if (s.reader === reader) this.startWatcher(s)
-    }
-    // A wrapper per call: the same listener watched twice is removed once per unwatch.
-    const w = (): void => listener()
-    set.add(w)
-    return () => {
-      const current = this.watchers.get(reader)
-      if (current === undefined) return
-      current.delete(w)
-      if (current.size > 0) return
-      this.watchers.delete(reader)
+    if (!this.watchers.has(reader)) for (const s of this.sessions.values()) if (s.reader === reader) this.startWatcher(s)
+    return this.watchers.add(reader, listener, () => {
       for (const s of this.sessions.values()) if (s.reader === reader) this.stopWatcher(s)
-    }
+    })
   }
 
   private startWatcher(s: Session): void {
-    if (s.watcher !== undefined || this.closed) return
-    const run = this.watchLoop(s).finally(() => {
-      if (s.watcher === run) s.watcher = undefined
+    if (s.watchToken !== undefined || this.closed) return
+    const token = {}
+    s.watchToken = token
+    void this.watchLoop(s, token).finally(() => {
+      if (s.watchToken === token) s.watchToken = undefined
     })
-    s.watcher = run
   }
 
   private stopWatcher(s: Session): void {
-    s.watcher = undefined
+    s.watchToken = undefined
     const conn = s.watchConn
     s.watchConn = undefined
     conn?.disconnect()
     s.polled?.()
   }
 
-  private watching(s: Session, run: Promise<void> | undefined): boolean {
-    return !this.closed && this.watchers.has(s.reader) && (run === undefined || s.watcher === run)
+  /** Whether the loop of `token` is still the session's watcher. */
+  private watching(s: Session, token: object): boolean {
+    return !this.closed && s.watchToken === token
   }
 
-  private async watchLoop(s: Session): Promise<void> {
-    // Set synchronously by startWatcher right after this call returns its promise.
-    await Promise.resolve()
-    const self = s.watcher
-    while (this.watching(s, self)) {
+  /** Never rejects: a failed read is followed by another after WATCH_RETRY_MS. */
+  private async watchLoop(s: Session, token: object): Promise<void> {
+    while (this.watching(s, token)) {
       try {
         s.watchConn ??= this.duplicateForReads()
         const conn = s.watchConn
         // Nothing delivered yet: entries up to the stream's newest now are what its first polls get.
         const from = s.lastId ?? (await this.newestId(conn, s.stream))
         const raw = await conn.callBuffer('XREAD', ['COUNT', 1, 'BLOCK', WATCH_BLOCK_MS, 'STREAMS', s.stream, from])
-        if (!this.watching(s, self)) return
+        if (!this.watching(s, token)) return
         const entries = parseRead(raw)
         if (entries.length === 0) continue
         // Told: wait for the reader to poll before looking again (its lastId moves on then).
         const polled = new Promise<void>((resolve) => (s.polled = resolve))
         s.lastId ??= from
-        for (const w of [...(this.watchers.get(s.reader) ?? [])]) w()
+        this.watchers.notify(s.reader)
         let timer: ReturnType<typeof setTimeout> | undefined
         await Promise.race([polled, new Promise<void>((resolve) => (timer = setTimeout(resolve, WATCH_POLL_WAIT_MS)))])
         clearTimeout(timer)
@@ -528,7 +515,7 @@ export class RedisTransport implements Transport {
         const conn = s.watchConn
         s.watchConn = undefined
         conn?.disconnect()
-        if (!this.watching(s, self)) return
+        if (!this.watching(s, token)) return
         await new Promise((resolve) => setTimeout(resolve, WATCH_RETRY_MS))
       }
     }
