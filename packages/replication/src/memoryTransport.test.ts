@@ -36,3 +36,21 @@ describe('MemoryTransport fault hooks', () => {
     await expect(waiting).rejects.toMatchObject({ code: 'CLOSED' })
   })
 })
+
+describe('MemoryTransport record copies', () => {
+  it('keeps copies: a caller reusing its arrays changes nothing in the log, and records do not overlap', async () => {
+    const t = new MemoryTransport()
+    // Small records share slabs, large ones (over 1 KiB) are sliced; a slab fills and a new one starts.
+    const sizes = [1, 59, 64, 65, 1024, 1025, 5000, ...Array.from({ length: 400 }, (_, i) => 1 + ((i * 37) % 200))]
+    const sent = sizes.map((n, i) => new Uint8Array(n).fill(i % 251))
+    await t.append('a', sent)
+    for (const s of sent) s.fill(255)
+    const got = await t.poll('r', 'a', { max: sizes.length })
+    expect(got.map((r) => r.bytes.length)).toEqual(sizes)
+    got.forEach((r, i) => expect(r.bytes.every((b) => b === i % 251)).toBe(true))
+    // Writing into one delivered record (which a reader must not do) does not reach its neighbours.
+    got[1]?.bytes.fill(7)
+    expect(got[0]?.bytes.every((b) => b === 0)).toBe(true)
+    expect(got[2]?.bytes.every((b) => b === 2)).toBe(true)
+  })
+})

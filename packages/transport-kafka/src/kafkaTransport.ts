@@ -197,6 +197,10 @@ export class KafkaTransport implements Transport {
       // One send to one partition is one record batch: its offsets are contiguous.
       const base = BigInt(meta.baseOffset)
       if (options.source !== undefined) this.noteAppended(topic, options.source, base, base + BigInt(records.length - 1))
+      // Number arithmetic while offsets stay exact as doubles (always, in practice): a BigInt
+      // addition per record cost more than the rest of this bookkeeping.
+      const first = Number(base)
+      if (Number.isSafeInteger(first + records.length)) return records.map((_, i) => String(first + i))
       return records.map((_, i) => String(base + BigInt(i)))
     } catch (e) {
       if (!this.closed && connected !== undefined && isProducerStateError(e)) {
