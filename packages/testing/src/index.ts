@@ -100,3 +100,15 @@ export {
 } from './replicationSim.js'
 export { freePort } from './freePort.js'
 export { hasOpenssl, selfSignedCert } from './tlsCert.js'
+export {
+  FaultCluster,
+  WatchedStore,
+  FAULT_REGIONS,
+  FAULT_KEYS,
+  corruptEnvelopes,
+  retrying,
+  type FaultRegion,
+  type FaultNode,
+  type FaultMember,
+  type FaultClusterOptions,
+} from './faultCluster.js'

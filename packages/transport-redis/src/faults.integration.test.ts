@@ -7,228 +7,26 @@
  */
 import { Redis } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { bytesEqual, encodeEnvelope, isConcordError, type Envelope, type Store, type StoreOp } from '@concord/core'
-import { crdtFactory, type OrSet, type PnCounter } from '@concord/crdt'
+import { crdtFactory } from '@concord/crdt'
 import { MemoryStore, RegionNode } from '@concord/replication'
+import { FAULT_KEYS, FAULT_REGIONS as REGIONS, FaultCluster, corruptEnvelopes, retrying, type FaultRegion } from '@concord/testing'
 import { RedisTransport } from './redisTransport.js'
 import { PrivateRedis, hasRedisServer } from './testServer.js'
 
-const REGIONS = ['eu', 'us', 'ap'] as const
-type Region = (typeof REGIONS)[number]
-const KEYS: Record<Region, Uint8Array> = {
-  eu: new Uint8Array(32).fill(1),
-  us: new Uint8Array(32).fill(2),
-  ap: new Uint8Array(32).fill(3),
-}
 const factories = { 'pn-counter': crdtFactory('pn-counter'), 'or-set': crdtFactory('or-set') }
 
-/** Store wrapper: remembers the node's applied counts at each durable write, and can freeze (a crash). */
-class WatchedStore implements Store {
-  readonly name = 'watched'
-  onWritten: () => void = () => undefined
-  /** When set, the next write containing a consumer position never completes: the process "died". */
-  freezeOnConsume = false
-  frozen = false
-  constructor(readonly inner: MemoryStore) {}
-  get(key: string): Promise<Uint8Array | undefined> {
-    return this.inner.get(key)
-  }
-  put(key: string, value: Uint8Array): Promise<void> {
-    return this.write([{ op: 'put', key, value }])
-  }
-  delete(key: string): Promise<void> {
-    return this.write([{ op: 'delete', key }])
-  }
-  async write(batch: readonly StoreOp[]): Promise<void> {
-    if (this.frozen || (this.freezeOnConsume && batch.some((op) => op.key.startsWith('pos/')))) {
-      this.frozen = true
-      return new Promise<void>(() => undefined)
-    }
-    await this.inner.write(batch)
-    this.onWritten()
-  }
-  keys(prefix: string): Promise<readonly string[]> {
-    return this.inner.keys(prefix)
-  }
-  close(): Promise<void> {
-    return this.inner.close()
-  }
-}
+type Cluster = FaultCluster<RedisTransport, RegionNode, MemoryStore> & { readonly keyPrefix: string; readonly connectionName: string }
 
-interface Member {
-  readonly region: Region
-  node: RegionNode
-  transport: RedisTransport
-  store: WatchedStore
-  /** Envelopes applied per origin region and durably stored, summed over this region's incarnations. */
-  readonly applied: Map<string, number>
-  /** The same for the running incarnation, as of its last durable write. */
-  current: Map<string, number>
-}
-
-/** Three regions over one Redis, driven by pump() rounds. */
-class Cluster {
-  readonly members = new Map<Region, Member>()
-  expected = 0
-  readonly tags = new Set<string>()
-  constructor(
-    private readonly url: string,
-    readonly keyPrefix: string,
-    readonly connectionName: string,
-  ) {}
-
-  transport(): RedisTransport {
-    const u = new URL(this.url)
-    return new RedisTransport({
-      redis: { host: u.hostname, port: Number(u.port), connectionName: this.connectionName, maxRetriesPerRequest: 3 },
-      keyPrefix: this.keyPrefix,
-    })
-  }
-
-  start(region: Region, store = new MemoryStore()): Member {
-    const prev = this.members.get(region)
-    const transport = this.transport()
-    const watched = new WatchedStore(store)
-    const node = new RegionNode({
-      region,
-      instance: 'i1',
-      regions: [...REGIONS],
-      transport,
-      store: watched,
-      factories,
-      keys: KEYS,
-      heartbeatIntervalMs: 100,
-      repairTimeoutMs: 500,
-      deadLetterLimit: 20_000,
-    })
-    const applied = new Map<string, number>()
-    if (prev !== undefined) for (const r of REGIONS) applied.set(r, (prev.applied.get(r) ?? 0) + (prev.current.get(r) ?? 0))
-    const m: Member = { region, node, transport, store: watched, applied, current: new Map() }
-    watched.onWritten = () => {
-      for (const p of node.metrics().peers) m.current.set(p.region, p.applied)
-    }
-    this.members.set(region, m)
-    return m
-  }
-
-  member(region: Region): Member {
-    return this.members.get(region) as Member
-  }
-
-  async counter(region: Region): Promise<PnCounter> {
-    return (await this.member(region).node.open('hits', 'pn-counter')) as unknown as PnCounter
-  }
-
-  async set(region: Region): Promise<OrSet<string>> {
-    return (await this.member(region).node.open('tags', 'or-set')) as unknown as OrSet<string>
-  }
-
-  /** `n` local updates in `region`, then a flush (retried through transport faults). */
-  async write(region: Region, n: number, tag: string): Promise<void> {
-    const c = await this.counter(region)
-    const s = await this.set(region)
-    for (let i = 0; i < n; i++) {
-      const by = (i % 7) + 1
-      c.increment(by)
-      this.expected += by
-      if (i % 10 === 0) {
-        s.add(`${tag}-${i}`)
-        this.tags.add(`${tag}-${i}`)
-      }
-    }
-    await retrying(() => this.member(region).node.flush())
-  }
-
-  async pumpAll(): Promise<number> {
-    let records = 0
-    for (const m of this.members.values()) {
-      try {
-        records += (await m.node.pump()).records
-      } catch (e) {
-        if (!(isConcordError(e) && e.retriable)) throw e
-      }
-    }
-    return records
-  }
-
-  /** Pumps until every region holds every update (or `deadlineMs` passes). */
-  async settle(deadlineMs = 30_000): Promise<void> {
-    const until = Date.now() + deadlineMs
-    while (Date.now() < until) {
-      const busy = await this.pumpAll()
-      if (busy === 0 && (await this.converged())) return
-      if (busy === 0) await new Promise((r) => setTimeout(r, 20))
-    }
-  }
-
-  /** Waits, without pumping, until every region holds every update (or `deadlineMs` passes): for started nodes. */
-  async waitConverged(deadlineMs = 60_000): Promise<void> {
-    const until = Date.now() + deadlineMs
-    while (Date.now() < until && !(await this.converged())) await new Promise((r) => setTimeout(r, 50))
-  }
-
-  async converged(): Promise<boolean> {
-    const states: Uint8Array[] = []
-    for (const r of REGIONS) {
-      const c = await this.counter(r)
-      const s = await this.set(r)
-      if (c.value() !== this.expected || s.value().length !== this.tags.size) return false
-      states.push(c.state(), s.state())
-    }
-    for (let i = 2; i < states.length; i++) if (!bytesEqual(states[i] as Uint8Array, states[i % 2] as Uint8Array)) return false
-    return true
-  }
-
-  /** Every region converged: exact sums, equal values and equal state bytes. */
-  async expectConverged(): Promise<void> {
-    const values = []
-    for (const r of REGIONS) {
-      const c = await this.counter(r)
-      const s = await this.set(r)
-      values.push({ region: r, counter: c.value(), tags: [...s.value()].sort(), counterState: [...c.state()], setState: [...s.state()] })
-    }
-    const first = values[0] as (typeof values)[number]
-    for (const v of values) {
-      expect(v.counter, `${v.region}: no acknowledged update lost`).toBe(this.expected)
-      expect(v.tags).toEqual([...this.tags].sort())
-      expect(v.counterState).toEqual(first.counterState)
-      expect(v.setState).toEqual(first.setState)
-    }
-  }
-
-  /**
-   * Each region applied each other region's envelopes at most once (`exact`: exactly once), counted
-   * over its incarnations as of their last durable write: redelivered envelopes were dropped.
-   */
-  expectAppliedOnce(exact: boolean): void {
-    for (const reader of this.members.values()) {
-      for (const origin of REGIONS) {
-        if (origin === reader.region) continue
-        const written = this.member(origin).node.metrics().seq
-        const applied = (reader.applied.get(origin) ?? 0) + (reader.current.get(origin) ?? 0)
-        if (exact) expect(applied, `${reader.region} applied ${origin}'s envelopes once`).toBe(written)
-        else expect(applied, `${reader.region} applied ${origin}'s envelopes at most once`).toBeLessThanOrEqual(written)
-      }
-    }
-  }
-
-  async close(): Promise<void> {
-    for (const m of this.members.values()) {
-      if (!m.store.frozen) await m.node.close().catch(() => undefined)
-      await m.transport.close()
-    }
-  }
-}
-
-async function retrying<T>(fn: () => Promise<T>, attempts = 200): Promise<T> {
-  for (let i = 0; ; i++) {
-    try {
-      return await fn()
-    } catch (e) {
-      if (!(isConcordError(e) && e.retriable) || i >= attempts) throw e
-      await new Promise((r) => setTimeout(r, 25))
-    }
-  }
+/** Three regions over the private server; keys under `keyPrefix`, connections named `connectionName` (for CLIENT KILL). */
+function redisCluster(url: string, keyPrefix: string, connectionName: string): Cluster {
+  const u = new URL(url)
+  const cluster = new FaultCluster<RedisTransport, RegionNode, MemoryStore>({
+    transport: () => new RedisTransport({ redis: { host: u.hostname, port: Number(u.port), connectionName, maxRetriesPerRequest: 3 }, keyPrefix }),
+    node: (region: FaultRegion, transport, store) =>
+      new RegionNode({ region, instance: 'i1', regions: [...REGIONS], transport, store, factories, keys: FAULT_KEYS, heartbeatIntervalMs: 100, repairTimeoutMs: 500, deadLetterLimit: 20_000 }),
+    store: () => new MemoryStore(),
+  })
+  return Object.assign(cluster, { keyPrefix, connectionName })
 }
 
 const available = await hasRedisServer()
@@ -255,7 +53,7 @@ describe.skipIf(!available)('RegionNodes over a real Redis, with faults', () => 
 
   function newCluster(): Cluster {
     n++
-    cluster = new Cluster(server.url, `{faults-${n}}`, `concord-faults-${n}`)
+    cluster = redisCluster(server.url, `{faults-${n}}`, `concord-faults-${n}`)
     for (const r of REGIONS) cluster.start(r)
     return cluster
   }
@@ -383,55 +181,4 @@ async function killByName(admin: Redis, name: string): Promise<number> {
 async function vitestWaitFor(cond: () => boolean): Promise<void> {
   for (let i = 0; i < 1000 && !cond(); i++) await new Promise((r) => setTimeout(r, 10))
   expect(cond()).toBe(true)
-}
-
-/**
- * `count` records that must all be rejected: random bytes, truncations and single-byte flips of a
- * signed envelope (the HMAC fails), an envelope signed with another region's key, one of region us
- * placed in eu's log, and an empty record.
- */
-function corruptEnvelopes(count: number): Uint8Array[] {
-  let seed = 12345
-  const rnd = (): number => {
-    seed = (seed * 1103515245 + 12345) & 0x7fffffff
-    return seed
-  }
-  const env = (region: Region, seq: number): Envelope => ({
-    docId: 'hits',
-    typeName: 'pn-counter',
-    region,
-    writer: `${region}/i1`,
-    seq,
-    time: { wall: Date.now(), logical: 0, node: `${region}/i1` },
-    deps: new Uint8Array(0),
-    payload: new Uint8Array([1, 2, 3, 4]),
-  })
-  const good = encodeEnvelope(env('eu', 1_000_000), KEYS.eu)
-  const out: Uint8Array[] = []
-  for (let i = 0; out.length < count; i++) {
-    switch (i % 6) {
-      case 0:
-        out.push(Uint8Array.from({ length: rnd() % 200 }, () => rnd() & 0xff))
-        break
-      case 1:
-        out.push(good.slice(0, rnd() % good.length))
-        break
-      case 2: {
-        const flipped = good.slice()
-        const at = rnd() % flipped.length
-        flipped[at] = (flipped[at] as number) ^ (1 + (rnd() % 255))
-        out.push(flipped)
-        break
-      }
-      case 3:
-        out.push(encodeEnvelope(env('eu', 2_000_000 + i), KEYS.us))
-        break
-      case 4:
-        out.push(encodeEnvelope(env('us', 3_000_000 + i), KEYS.us))
-        break
-      default:
-        out.push(new Uint8Array(0))
-    }
-  }
-  return out
 }
