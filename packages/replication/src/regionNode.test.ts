@@ -1,6 +1,6 @@
 import { describe, expect, it, vi } from 'vitest'
 import type { Attributes, Meter, ObservableResult } from '@opentelemetry/api'
-import { bytesEqual, decodeEnvelope, encodeEnvelope, seededRandom, TransportError, type Store } from '@concord/core'
+import { bytesEqual, decodeEnvelope, encodeEnvelope, seededRandom, TransportError, type LogRecord, type Store } from '@concord/core'
 import { crdtFactory, type OrSet, type PnCounter } from '@concord/crdt'
 import { MemoryBroker, MemoryTransport } from './memoryTransport.js'
 import { MemoryStore } from './memoryStore.js'
@@ -284,6 +284,67 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     // Still one own-log read per ownLogPollMs (the clock did not move): none in these rounds.
     expect(own).toBe(0)
     await a.close()
+  })
+
+  it('own appends delivered as skipped runs (skipAppendsOf) interleaved with a twin\'s records: each twin record applied once, own ones never', async () => {
+    const { clock, make } = makeCluster({ instances: 0 })
+    const a = make('eu', 'i1')
+    const b = make('eu', 'i2')
+    // a's transport honours skipAppendsOf as Kafka's does: each run of a's own appends in its log
+    // comes back as one `skipped` record at the run's last position.
+    const t = (a as unknown as { o: { transport: MemoryTransport } }).o.transport
+    const mine = new Set<string>()
+    const append = t.append.bind(t)
+    t.append = async (origin, records, options) => {
+      const positions = await append(origin, records, options)
+      if (options?.source !== undefined) for (const p of positions) mine.add(p)
+      return positions
+    }
+    const poll = t.poll.bind(t)
+    let skippedRuns = 0
+    t.poll = async (reader, origin, options) => {
+      const got = await poll(reader, origin, options)
+      if (options?.skipAppendsOf === undefined) return got
+      const out: LogRecord[] = []
+      for (const r of got) {
+        const last = out[out.length - 1]
+        if (!mine.has(r.position)) out.push(r)
+        else if (last?.skipped === true) out[out.length - 1] = { ...last, position: r.position }
+        else out.push({ origin: r.origin, position: r.position, bytes: new Uint8Array(0), skipped: true })
+      }
+      skippedRuns += out.filter((r) => r.skipped === true).length
+      return out
+    }
+    const ca = (await a.open('n', 'pn-counter')) as unknown as PnCounter
+    const cb = (await b.open('n', 'pn-counter')) as unknown as PnCounter
+    let expected = 0
+    for (let round = 0; round < 4; round++) {
+      for (let i = 0; i < 5; i++) {
+        ca.increment(1)
+        expected += 1
+        await a.flush()
+      }
+      cb.increment(10)
+      expected += 10
+      await b.flush()
+      clock.advance(200)
+      await a.pump()
+      await b.pump()
+    }
+    for (let i = 0; i < 5; i++) {
+      clock.advance(200)
+      await a.pump()
+      await b.pump()
+    }
+    expect(skippedRuns).toBeGreaterThan(0)
+    expect(ca.value()).toBe(expected)
+    expect(cb.value()).toBe(expected)
+    const eu = a.metrics().peers.find((p) => p.region === 'eu')
+    expect(eu?.applied).toBe(b.metrics().seq)
+    expect(eu?.duplicates).toBe(0)
+    expect(eu?.rejected).toBe(0)
+    await a.close()
+    await b.close()
   })
 
   it('reads its own region log every ownLogPollMs while alone, and every round once another instance writes there', async () => {

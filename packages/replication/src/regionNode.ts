@@ -1060,16 +1060,23 @@ export class RegionNode {
   private isOwnAppend(rec: LogRecord): boolean {
     if (rec.origin !== this.region) return false
     const q = this.ownAppended
-    let own = false
-    while (this.ownHead < q.length) {
-      const p = q[this.ownHead] as LogPosition
-      if (p !== rec.position && this.o.transport.comparePositions(p, rec.position) > 0) break
-      this.ownHead++
-      if (p === rec.position) {
-        own = true
-        break
-      }
+    const at = rec.position
+    // The queue is in log order: every queued position up to `at` is behind the reader now. A
+    // binary search, not a walk: a skipped run (one record for a whole run of own appends) would
+    // otherwise compare against each of the run's positions.
+    let lo = this.ownHead
+    let hi = q.length
+    // Usually the next own record is the queue's head (records read one by one), or nothing is due.
+    if (lo < hi && q[lo] !== at && this.o.transport.comparePositions(q[lo] as LogPosition, at) > 0) return false
+    if (q[lo] === at) hi = lo + 1
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      const p = q[mid] as LogPosition
+      if (p === at || this.o.transport.comparePositions(p, at) < 0) lo = mid + 1
+      else hi = mid
     }
+    const own = lo > this.ownHead && q[lo - 1] === at
+    this.ownHead = lo
     if (this.ownHead > 1024 && this.ownHead * 2 > q.length) {
       this.ownAppended = q.slice(this.ownHead)
       this.ownHead = 0

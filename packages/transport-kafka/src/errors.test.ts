@@ -1,3 +1,4 @@
+import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { KafkaJSConnectionError, KafkaJSGroupCoordinatorNotFound, KafkaJSNonRetriableError, KafkaJSNumberOfRetriesExceeded, KafkaJSProtocolError } from 'kafkajs'
 import { ConfigError, TransportError } from '@concord/core'
@@ -53,5 +54,15 @@ describe('KafkaTransport options', () => {
     expect(t.comparePositions('9', '10')).toBe(-1)
     expect(t.comparePositions('10', '10')).toBe(0)
     expect(() => t.comparePositions('01', '1')).toThrow()
+    expect(() => t.comparePositions('1', '-1')).toThrow()
+    expect(() => t.comparePositions('1', '')).toThrow()
+    // Compared as canonical decimals (length, then digits): the same order as the numbers.
+    expect(t.comparePositions('99', '100')).toBe(-1)
+    expect(t.comparePositions('9223372036854775807', '999999999999999999')).toBe(1)
+    fc.assert(
+      fc.property(fc.bigInt({ min: 0n, max: 2n ** 63n - 1n }), fc.bigInt({ min: 0n, max: 2n ** 63n - 1n }), (a, b) => {
+        expect(t.comparePositions(String(a), String(b))).toBe(a < b ? -1 : a > b ? 1 : 0)
+      }),
+    )
   })
 })

@@ -344,9 +344,12 @@ export class KafkaTransport implements Transport {
   }
 
   comparePositions(a: LogPosition, b: LogPosition): number {
-    const x = offsetOf(a)
-    const y = offsetOf(b)
-    return x < y ? -1 : x > y ? 1 : 0
+    if (typeof a !== 'string' || !POSITION.test(a)) throw new DecodeError(`kafka transport: malformed position ${JSON.stringify(a)}`)
+    if (typeof b !== 'string' || !POSITION.test(b)) throw new DecodeError(`kafka transport: malformed position ${JSON.stringify(b)}`)
+    // Canonical decimals (no sign, no leading zeros): the longer is larger, equal lengths compare
+    // as strings. No BigInt per comparison.
+    if (a.length !== b.length) return a.length < b.length ? -1 : 1
+    return a < b ? -1 : a > b ? 1 : 0
   }
 
   async close(): Promise<void> {
