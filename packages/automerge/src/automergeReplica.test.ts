@@ -154,6 +154,49 @@ describe('AutomergeReplica', () => {
     expect(bytesEqual(b.state(), c.state())).toBe(true)
   })
 
+  it('keeps queued changes through a canonical rebuild of the history, and applies them when their dependencies arrive', () => {
+    // Pinned from Automerge replication/mixed (seed -488911627, documents.prop.test.ts): a twin
+    // received a change before its dependency, the node saved the document (state() rebuilt its
+    // history in canonical order, with Automerge's queue empty), and the change was dropped when
+    // the dependency arrived.
+    const x = replica('x')
+    const z = replica('z')
+    const fromX: Uint8Array[] = []
+    const fromZ: Uint8Array[] = []
+    x.onDelta((d, o) => o === 'local' && fromX.push(d))
+    z.onDelta((d, o) => o === 'local' && fromZ.push(d))
+    x.change((d) => {
+      d.text = 'x'
+    })
+    z.apply(fromX[0] as Uint8Array)
+    z.change((d) => {
+      d.list = [2]
+    })
+    // r holds concurrent changes (its own and y's): its history is no longer in canonical order.
+    const r = replica('r')
+    const y = replica('y')
+    const fromY: Uint8Array[] = []
+    y.onDelta((d, o) => o === 'local' && fromY.push(d))
+    r.change((d) => {
+      d.m = { r: 1 }
+    })
+    y.change((d) => {
+      d.m = { y: 1 }
+    })
+    r.apply(fromY[0] as Uint8Array)
+    r.apply(fromZ[0] as Uint8Array)
+    expect(r.hasPending).toBe(true)
+    const saved = r.state()
+    r.apply(fromX[0] as Uint8Array)
+    expect(r.hasPending).toBe(false)
+    expect(r.value()).toMatchObject({ text: 'x', list: [2] })
+    // The saved state carried the queued change too.
+    const s = replica('s')
+    s.apply(saved)
+    s.apply(fromX[0] as Uint8Array)
+    expect(s.value()).toEqual(r.value())
+  })
+
   it('reports concurrent assignments with winner, losers, op ids and replicas', () => {
     const a = replica('eu-west')
     const b = replica('us-east')

@@ -177,7 +177,12 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
       }
     }
     if (changes.length === 0) return
+    // Changes waiting for dependencies go in again: a document rebuilt since they came (state()
+    // in canonical order, or after a refused batch) no longer has them queued, and Automerge
+    // applies only what it holds when their dependencies arrive. Ones it still holds are ignored.
+    if (this.pending.size > 0) for (const c of this.pendingBytes()) changes.push(c)
     const headsBefore = A.getHeads(this.current)
+    const missingBefore = this.pending.size === 0 ? NO_HEADS : A.getMissingDeps(this.current, [])
     let conflictPaths: A.Prop[][] | undefined
     const wantConflicts = this.conflictListeners.length > 0
     let next: A.Doc<T>
@@ -194,7 +199,8 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
           : undefined,
       )
     } catch (e) {
-      throw new DecodeError('automerge: changes do not parse', { cause: e })
+      this.undoFailedApply(headsBefore, missingBefore)
+      throw new DecodeError('automerge: changes do not parse or apply', { cause: e })
     }
     const headsAfter = A.getHeads(next)
     this.current = next
@@ -206,9 +212,31 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
   }
 
   /**
-   * Automerge queues changes whose dependencies are missing but does not expose them, and `save()`
-   * leaves them out; they are kept here (by hash) so that `state()` and `deltaSince()` still carry
-   * them, as Yjs does with its pending structs. Only runs when something is actually queued.
+   * Takes back what a refused `applyChanges` left behind. Automerge parses a whole batch before it
+   * applies any of it, but then applies it change by change: a change it refuses (a second change
+   * under one actor's sequence number, say) can come after others it applied, or after a dependency
+   * that released queued changes. When the history or the queue moved, the document is rebuilt from
+   * the history it had (`heads`); the changes waiting for dependencies stay in `pending` (apply()
+   * hands them over again). Only on that failure.
+   */
+  private undoFailedApply(heads: A.Heads, missing: readonly string[]): void {
+    const doc = this.current
+    const missingNow = A.getMissingDeps(doc, [])
+    if (sameHeads(heads, A.getHeads(doc)) && missingNow.length === missing.length && missingNow.every((h) => missing.includes(h))) return
+    const added = new Set(A.getChangesMetaSince(doc, heads).map((m) => m.hash))
+    const metas = A.getChangesMetaSince(doc, [])
+    const all = A.getAllChanges(doc)
+    const kept = all.filter((_, i) => !added.has((metas[i] as A.ChangeMetadata).hash))
+    const [rebuilt] = A.applyChanges(A.init<T>({ actor: this.actor }), kept)
+    this.current = rebuilt
+  }
+
+  /**
+   * Automerge queues changes whose dependencies are missing but does not expose them: `save()`
+   * keeps them (Automerge 3) yet `getAllChanges()` of the loaded document, which `apply` reads,
+   * does not, and `getChangesSince()` leaves them out. They are kept here (by hash) so that
+   * `state()` and `deltaSince()` carry them as change chunks, as Yjs does with its pending structs.
+   * Only runs when something is actually queued.
    */
   private trackPending(doc: A.Doc<T>, batch: readonly Uint8Array[]): void {
     if (A.getMissingDeps(doc, []).length === 0) {
@@ -276,6 +304,8 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
         A.init<T>({ actor: this.actor }),
         order.map((h) => byHash.get(h) as Uint8Array),
       )
+      // The rebuilt document's queue is empty: the changes waiting for dependencies stay in
+      // `pending`, and apply() hands them to Automerge again with the next changes.
       this.current = rebuilt
       this.canonical = true
     }
@@ -299,6 +329,8 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
     }
   }
 }
+
+const NO_HEADS: readonly string[] = []
 
 function sameHeads(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((h, i) => h === b[i])

@@ -167,6 +167,32 @@ const automergeMissesTwin = {
   ],
 } as const satisfies ReplicationSchedule<AmOp>
 
+// Found by Automerge replication/mixed (seed -488911627, in the fresh-clone CI run of this round):
+// r0/b received r2's second change before the r0 change it depends on (r0/b reads its own region's
+// log only every ownLogPollMs); Automerge queued it; the node then saved the document, and
+// AutomergeReplica.state() rebuilt the history in canonical order into a new document whose queue
+// was empty; when the dependency arrived, nothing was queued to apply and the held copy was
+// cleared: r0/b never converged. state() now queues the held changes again in the rebuilt
+// document. (This fits the symptoms of the two earlier cases above too; that it was their cause is
+// not established.)
+const automergeQueuedChangeDropped = {
+  seed: 1796387727,
+  regions: 3,
+  twin: true,
+  docs: 1,
+  steps: [
+    { delayMs: 100, action: { type: 'op', node: 1, doc: 0, op: { type: 'set', key: 'a', value: 0 } } },
+    { delayMs: 100, action: { type: 'restart', node: 0 } },
+    { delayMs: 100, action: { type: 'op', node: 0, doc: 0, op: { type: 'delete', key: 'a' } } },
+    { delayMs: 100, action: { type: 'op', node: 0, doc: 0, op: { type: 'set', key: 'a', value: 0 } } },
+    { delayMs: 0, action: { type: 'pump', node: 3 } },
+    { delayMs: 0, action: { type: 'op', node: 2, doc: 0, op: { type: 'set', key: 'a', value: 0 } } },
+    { delayMs: 0, action: { type: 'round' } },
+    { delayMs: 0, action: { type: 'op', node: 2, doc: 0, op: { type: 'set', key: 'a', value: 0 } } },
+    { delayMs: 1, action: { type: 'pump', node: 0 } },
+  ],
+} as const satisfies ReplicationSchedule<AmOp>
+
 describe('replication: Automerge regressions', () => {
   // No longer reproduces after the RegionNode restart fixes (the run takes another path now); kept as a regression.
   it('counter increments reach every node (first failing case, now passing)', async () => {
@@ -176,5 +202,8 @@ describe('replication: Automerge regressions', () => {
   // fixed the cause or moved the crash point past it is not established, so it stays pinned.
   it('a restarted node gets its twin instance\'s changes', async () => {
     await runReplicationSchedule(automergeSpec, memoryBackend(), automergeMissesTwin)
+  })
+  it('a change queued for a missing dependency survives the document being saved (canonical rebuild)', async () => {
+    await runReplicationSchedule(automergeSpec, memoryBackend(), automergeQueuedChangeDropped)
   })
 })
