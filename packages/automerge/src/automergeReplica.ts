@@ -103,6 +103,8 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
   private canonical = true
   /** Changes queued by Automerge for missing dependencies, by hash. */
   private readonly pending = new Map<string, Uint8Array>()
+  /** `current` was rebuilt since `pending` was last handed to Automerge: its queue lacks them. */
+  private queueLost = false
   private readonly listeners: Array<(delta: Uint8Array, origin: DeltaOrigin) => void> = []
   private readonly conflictListeners: Array<(event: ConflictEvent) => void> = []
 
@@ -177,10 +179,11 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
       }
     }
     if (changes.length === 0) return
-    // Changes waiting for dependencies go in again: a document rebuilt since they came (state()
-    // in canonical order, or after a refused batch) no longer has them queued, and Automerge
-    // applies only what it holds when their dependencies arrive. Ones it still holds are ignored.
-    if (this.pending.size > 0) for (const c of this.pendingBytes()) changes.push(c)
+    // Changes waiting for dependencies go in again after the document was rebuilt (state() in
+    // canonical order, or after a refused batch): the new document has none queued, and Automerge
+    // applies only what it holds when their dependencies arrive.
+    const requeue = this.queueLost && this.pending.size > 0
+    if (requeue) for (const c of this.pendingBytes()) changes.push(c)
     const headsBefore = A.getHeads(this.current)
     const missingBefore = this.pending.size === 0 ? NO_HEADS : A.getMissingDeps(this.current, [])
     let conflictPaths: A.Prop[][] | undefined
@@ -204,6 +207,7 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
     }
     const headsAfter = A.getHeads(next)
     this.current = next
+    if (requeue) this.queueLost = false
     this.trackPending(next, changes)
     if (sameHeads(headsBefore, headsAfter)) return
     if (this.canonical) this.canonical = appendedLinearly(next, headsBefore)
@@ -229,6 +233,7 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
     const kept = all.filter((_, i) => !added.has((metas[i] as A.ChangeMetadata).hash))
     const [rebuilt] = A.applyChanges(A.init<T>({ actor: this.actor }), kept)
     this.current = rebuilt
+    this.queueLost = true
   }
 
   /**
@@ -307,6 +312,7 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
       // The rebuilt document's queue is empty: the changes waiting for dependencies stay in
       // `pending`, and apply() hands them to Automerge again with the next changes.
       this.current = rebuilt
+      this.queueLost = true
       this.canonical = true
     }
     const saved = A.save(this.current)
