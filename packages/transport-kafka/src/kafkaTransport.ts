@@ -72,9 +72,14 @@ function steer(call: () => void): void {
   }
 }
 
-function offsetOf(position: LogPosition): bigint {
+/** `position` checked to be an offset: a canonical decimal (no sign, no leading zeros). */
+function checkedPosition(position: LogPosition): string {
   if (typeof position !== 'string' || !POSITION.test(position)) throw new DecodeError(`kafka transport: malformed position ${JSON.stringify(position)}`)
-  return BigInt(position)
+  return position
+}
+
+function offsetOf(position: LogPosition): bigint {
+  return BigInt(checkedPosition(position))
 }
 
 /** What one reader's consumer holds for one origin. */
@@ -344,10 +349,10 @@ export class KafkaTransport implements Transport {
   }
 
   comparePositions(a: LogPosition, b: LogPosition): number {
-    if (typeof a !== 'string' || !POSITION.test(a)) throw new DecodeError(`kafka transport: malformed position ${JSON.stringify(a)}`)
-    if (typeof b !== 'string' || !POSITION.test(b)) throw new DecodeError(`kafka transport: malformed position ${JSON.stringify(b)}`)
-    // Canonical decimals (no sign, no leading zeros): the longer is larger, equal lengths compare
-    // as strings. No BigInt per comparison.
+    checkedPosition(a)
+    checkedPosition(b)
+    // Canonical decimals: the longer is larger, equal lengths compare as strings. No BigInt per
+    // comparison.
     if (a.length !== b.length) return a.length < b.length ? -1 : 1
     return a < b ? -1 : a > b ? 1 : 0
   }
