@@ -12,7 +12,7 @@
  */
 import { pathToFileURL } from 'node:url'
 import { MemoryStore, MemoryTransport, RegionNode } from '@concord/replication'
-import { benchFactories, openWriters, type BenchReplica } from './noopReplica.js'
+import { benchFactories, openWriters, shortDocId, uuidDocId, type BenchReplica } from './noopReplica.js'
 import { machine, median, progress, saveReport, type BenchReport, type BenchRow } from './report.js'
 
 const REGIONS = ['eu', 'us', 'ap'] as const
@@ -45,11 +45,11 @@ async function timed(body: () => Promise<void>): Promise<Timing> {
  * Three RegionNodes: every round each region writes once to each of `batch` documents and flushes,
  * then each node pumps. `kind` 'noop' swaps the PnCounters for replicas that do no CRDT work.
  */
-export async function concordRun(envelopes: number, batch: number, kind: BenchReplica = 'pn-counter'): Promise<Timing> {
+export async function concordRun(envelopes: number, batch: number, kind: BenchReplica = 'pn-counter', docId: (d: number) => string = shortDocId): Promise<Timing> {
   const transport = new MemoryTransport()
   const nodes = REGIONS.map((region) => new RegionNode({ region, instance: 'i1', regions: [...REGIONS], transport, store: new MemoryStore(), factories: benchFactories(kind), heartbeatIntervalMs: 60_000 }))
   const writes: Array<() => void> = []
-  for (const node of nodes) writes.push(await openWriters(node, kind, batch))
+  for (const node of nodes) writes.push(await openWriters(node, kind, batch, docId))
   for (const node of nodes) await node.pump()
   const applied = (n: RegionNode): number => n.metrics().peers.reduce((s, p) => s + p.applied, 0)
   const t = await timed(async () => {
@@ -92,47 +92,72 @@ async function rawRun(envelopes: number, batch: number, size: number): Promise<T
   })
 }
 
+/** Byte size of one envelope of {@link concordRun} (a PnCounter increment to document `docId(0)`). */
+async function envelopeSize(docId: (d: number) => string): Promise<number> {
+  const transport = new MemoryTransport()
+  const node = new RegionNode({ region: 'eu', instance: 'i1', regions: ['eu'], transport, store: new MemoryStore(), factories: benchFactories('pn-counter'), heartbeatIntervalMs: 60_000 })
+  const write = await openWriters(node, 'pn-counter', 1, docId)
+  write()
+  await node.flush()
+  const sizes = (await transport.poll('probe', 'eu', { max: 16 })).map((r) => r.bytes.length)
+  await node.close()
+  // The last record: the document's first write, after the node's registration record.
+  return sizes[sizes.length - 1] as number
+}
+
+/** Document ids of a workload: the benchmarks' short ones, and UUID-shaped ones (larger envelopes). */
+const WORKLOADS = [
+  { label: 'short ids', docId: shortDocId },
+  { label: 'UUID ids', docId: uuidDocId },
+] as const
+
 /** Runs the benchmark and saves results/engine-overhead.{json,svg}. */
 export async function run(options: EngineBenchOptions = {}): Promise<BenchReport> {
   const repeats = options.repeats ?? 5
   const envelopes = options.envelopes ?? 20_000
   const batch = options.batch ?? 100
-  const size = 59
-  const concord: Timing[] = []
-  const noop: Timing[] = []
-  const raw: Timing[] = []
-  for (let i = 0; i < repeats + 1; i++) {
-    progress(i === 0 ? 'warm-up' : `run ${i}/${repeats}`)
-    const r = await rawRun(envelopes, batch, size)
-    const n = await concordRun(envelopes, batch, 'noop')
-    const c = await concordRun(envelopes, batch)
-    if (i > 0) {
-      raw.push(r)
-      noop.push(n)
-      concord.push(c)
+  const rows: BenchRow[] = []
+  const sizes: string[] = []
+  for (const { label, docId } of WORKLOADS) {
+    const size = await envelopeSize(docId)
+    sizes.push(`${label} ${size} B`)
+    const concord: Timing[] = []
+    const noop: Timing[] = []
+    const raw: Timing[] = []
+    for (let i = 0; i < repeats + 1; i++) {
+      progress(`${label}: ${i === 0 ? 'warm-up' : `run ${i}/${repeats}`}`)
+      const r = await rawRun(envelopes, batch, size)
+      const n = await concordRun(envelopes, batch, 'noop', docId)
+      const c = await concordRun(envelopes, batch, 'pn-counter', docId)
+      if (i > 0) {
+        raw.push(r)
+        noop.push(n)
+        concord.push(c)
+      }
+    }
+    const per = (t: Timing): number => (t.ms * 1000) / (3 * envelopes)
+    const cpuPer = (t: Timing): number => t.cpuUs / (3 * envelopes)
+    const RAW = 'raw MemoryTransport append + poll + commit'
+    const NOOP = 'Concord RegionNode, no-op replica (no CRDT work)'
+    const CONCORD = 'Concord RegionNode over MemoryTransport'
+    for (const [what, f] of [
+      ['time', per],
+      ['CPU', cpuPer],
+    ] as const) {
+      const metric = `${what} per written envelope (in memory, ${label})`
+      const rawV = median(raw.map(f))
+      const noopV = median(noop.map(f))
+      const concordV = median(concord.map(f))
+      rows.push(
+        { name: RAW, metric, value: rawV, unit: 'µs' },
+        { name: NOOP, metric, value: noopV, unit: 'µs', baseline: RAW, ratio: noopV / rawV },
+        { name: CONCORD, metric, value: concordV, unit: 'µs', baseline: RAW, ratio: concordV / rawV },
+      )
     }
   }
-  const per = (t: Timing): number => (t.ms * 1000) / (3 * envelopes)
-  const cpuPer = (t: Timing): number => t.cpuUs / (3 * envelopes)
-  const rawUs = median(raw.map(per))
-  const concordUs = median(concord.map(per))
-  const noopUs = median(noop.map(per))
-  const rawCpu = median(raw.map(cpuPer))
-  const noopCpu = median(noop.map(cpuPer))
-  const concordCpu = median(concord.map(cpuPer))
-  const RAW = 'raw MemoryTransport append + poll + commit'
-  const NOOP = 'Concord RegionNode, no-op replica (no CRDT work)'
-  const CONCORD = 'Concord RegionNode over MemoryTransport'
-  const rows: BenchRow[] = [
-    { name: RAW, metric: 'time per written envelope (in memory)', value: rawUs, unit: 'µs' },
-    { name: NOOP, metric: 'time per written envelope (in memory)', value: noopUs, unit: 'µs', baseline: RAW, ratio: noopUs / rawUs },
-    { name: CONCORD, metric: 'time per written envelope (in memory)', value: concordUs, unit: 'µs', baseline: RAW, ratio: concordUs / rawUs },
-    { name: RAW, metric: 'CPU per written envelope (in memory)', value: rawCpu, unit: 'µs' },
-    { name: NOOP, metric: 'CPU per written envelope (in memory)', value: noopCpu, unit: 'µs', baseline: RAW, ratio: noopCpu / rawCpu },
-    { name: CONCORD, metric: 'CPU per written envelope (in memory)', value: concordCpu, unit: 'µs', baseline: RAW, ratio: concordCpu / rawCpu },
-  ]
   const notes = [
-    `3 regions, ${envelopes} envelopes written per region (${size} B raw records; Concord: one PnCounter increment per envelope), ${batch} per flush/append, each applied (Concord) or read (raw) in both other regions; median of ${repeats} after one warm-up run of each; per written envelope`,
+    `3 regions, ${envelopes} envelopes written per region (one PnCounter increment per envelope; raw records of the envelope's size), ${batch} per flush/append, each applied (Concord) or read (raw) in both other regions; median of ${repeats} after one warm-up run of each; per written envelope`,
+    `documents: "short ids" d0..d${batch - 1}, "UUID ids" 36-character ids; envelope sizes: ${sizes.join(', ')}`,
     'no-op replica: the same RegionNodes and traffic with replicas that emit a fixed delta of an increment\'s size and apply nothing — the engine without CRDT work; PnCounter minus no-op = what the CRDT costs',
     'CPU = CPU time of this process (all threads, so GC included) / written envelopes',
   ]

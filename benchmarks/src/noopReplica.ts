@@ -92,17 +92,23 @@ export function benchFactories(kind: BenchReplica): Record<string, ReplicaFactor
   return kind === 'noop' ? { noop: noopFactory() } : { 'pn-counter': crdtFactory('pn-counter') }
 }
 
-/** Opens documents d0..d(n-1) of `kind` on `node`; returns one write to each (an increment, or a no-op delta). */
-export async function openWriters(node: RegionNode, kind: BenchReplica, n: number): Promise<() => void> {
+/** The benchmarks' document ids by default: d0, d1, ... */
+export const shortDocId = (d: number): string => `d${d}`
+
+/** UUID-shaped document ids (36 characters), the length of the ids many applications use. */
+export const uuidDocId = (d: number): string => `6f1c2a9e-4b1d-4e8a-9c3f-${d.toString(16).padStart(12, '0')}`
+
+/** Opens documents docId(0)..docId(n-1) of `kind` on `node`; returns one write to each (an increment, or a no-op delta). */
+export async function openWriters(node: RegionNode, kind: BenchReplica, n: number, docId: (d: number) => string = shortDocId): Promise<() => void> {
   if (kind === 'noop') {
     const docs: NoopReplica[] = []
-    for (let d = 0; d < n; d++) docs.push((await node.open(`d${d}`, 'noop')) as unknown as NoopReplica)
+    for (let d = 0; d < n; d++) docs.push((await node.open(docId(d), 'noop')) as unknown as NoopReplica)
     return () => {
       for (const r of docs) r.write()
     }
   }
   const docs: PnCounter[] = []
-  for (let d = 0; d < n; d++) docs.push((await node.open(`d${d}`, 'pn-counter')) as unknown as PnCounter)
+  for (let d = 0; d < n; d++) docs.push((await node.open(docId(d), 'pn-counter')) as unknown as PnCounter)
   return () => {
     for (const c of docs) c.increment(1)
   }

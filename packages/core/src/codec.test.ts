@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import fc from 'fast-check'
 import * as encoding from 'lib0/encoding'
-import { DecodeError, decodeWith, encodeWith, readBytes, readString, writeBytes, writeString, writeUint } from './index.js'
+import { DecodeError, decodeWith, encodeWith, readBytes, readString, slabCopy, writeBytes, writeString, writeUint } from './index.js'
 
 describe('encodeWith', () => {
   it('nests: an inner encodeWith inside an outer one does not disturb the outer bytes', () => {
@@ -44,6 +44,38 @@ describe('encodeWith', () => {
       }),
       { numRuns: 500 },
     )
+  })
+})
+
+describe('slabCopy and encoder results in shared slabs', () => {
+  it('keeps every result intact while later ones fill and replace slabs, whatever the size', () => {
+    // Sizes on both sides of the on-heap limit (64), the slab limit (1 KiB), and enough results to
+    // span many 8 KiB slabs; each result is checked after all of them were made.
+    const sizes = [1, 63, 64, 65, 100, 500, 1023, 1024, 1025, 3000]
+    const made: Array<{ got: Uint8Array; want: Uint8Array }> = []
+    for (let i = 0; i < 400; i++) {
+      const n = sizes[i % sizes.length] as number
+      const want = Uint8Array.from({ length: n }, (_, k) => (i * 31 + k) & 0xff)
+      const src = want.slice()
+      const got = i % 2 === 0 ? slabCopy(src) : encodeWith((e) => encoding.writeUint8Array(e, src))
+      src.fill(0xaa) // the source changes afterwards: a copy must not
+      made.push({ got, want })
+    }
+    for (const { got, want } of made) expect(got).toEqual(want)
+  })
+
+  it('copies only the first n bytes when n is given, and results never overlap', () => {
+    const src = Uint8Array.from({ length: 300 }, (_, k) => k & 0xff)
+    const a = slabCopy(src, 100)
+    const b = slabCopy(src, 200)
+    expect(Array.from(a)).toEqual(Array.from(src.subarray(0, 100)))
+    b.fill(7)
+    expect(Array.from(a)).toEqual(Array.from(src.subarray(0, 100)))
+    // Plain Uint8Arrays: slice() copies (a Buffer's would be a view into the slab).
+    expect(Object.getPrototypeOf(a)).toBe(Uint8Array.prototype)
+    const s = a.slice(0, 10)
+    s.fill(9)
+    expect(a[0]).toBe(0)
   })
 })
 

@@ -42,10 +42,43 @@ export function takeEncoder(): Encoder {
   return idleEncoders.pop() ?? encoding.createEncoder()
 }
 
-/** What `e` holds, as a fresh array the caller owns. */
+/**
+ * What `e` holds, as a fresh array the caller owns (its contents; the memory under it may be a
+ * shared slab, see {@link slabCopy}).
+ */
 export function encoderBytes(e: Encoder): Uint8Array {
+  if (e.bufs.length > 0) return encoding.toUint8Array(e)
   // The common case (everything in the current buffer) copies once, without lib0's extra view.
-  return e.bufs.length === 0 ? e.cbuf.slice(0, e.cpos) : encoding.toUint8Array(e)
+  const n = e.cpos
+  return n > ON_HEAP_MAX && n <= SLAB_COPY_MAX ? slabCopy(e.cbuf, n) : e.cbuf.slice(0, n)
+}
+
+/** V8 keeps typed arrays up to this size inside the JS heap: allocating one is cheap. */
+const ON_HEAP_MAX = 64
+/** Copies up to this size are carved out of shared slabs by {@link slabCopy}; larger ones sliced. */
+const SLAB_COPY_MAX = 1024
+const SLAB_BYTES = 8 * 1024
+let slab: ArrayBuffer | undefined
+let slabUsed = 0
+
+/**
+ * A copy of the first `n` bytes of `src` (all by default), in a shared 8 KiB slab when at most
+ * 1 KiB, as Node's Buffer pool does. Any other small array costs a backing store of its own, an
+ * allocation that takes many times longer than copying a few hundred bytes: a typed array past 64
+ * bytes (ON_HEAP_MAX) gets one outside the JS heap when made; one of at most 64 bytes lives inside
+ * the heap and gets one the first time anyone takes a view of it (`subarray`, `.buffer`). A slab
+ * pays that once for many copies. The copy is the caller's to keep; one kept alive keeps its slab.
+ */
+export function slabCopy(src: Uint8Array, n: number = src.byteLength): Uint8Array {
+  if (n > SLAB_COPY_MAX) return src.slice(0, n)
+  if (slab === undefined || slabUsed + n > SLAB_BYTES) {
+    slab = new ArrayBuffer(SLAB_BYTES)
+    slabUsed = 0
+  }
+  const out = new Uint8Array(slab, slabUsed, n)
+  out.set(n === src.byteLength ? src : src.subarray(0, n))
+  slabUsed += n
+  return out
 }
 
 /** Arrays up to this size are copied by {@link toBuffer}, larger ones wrapped. */

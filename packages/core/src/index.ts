@@ -38,6 +38,7 @@ export {
   takeEncoder,
   toBuffer,
   encoderBytes,
+  slabCopy,
   releaseEncoder,
   type Encoder,
   type Decoder,

@@ -5,7 +5,7 @@
  * holds), so closing a client and opening another over the same broker behaves like a process
  * restart: delivery resumes from the committed position.
  */
-import { ClosedError, TransportError, type LogPosition, type LogRecord, type PollOptions, type Transport } from '@concord/core'
+import { ClosedError, TransportError, slabCopy, type LogPosition, type LogRecord, type PollOptions, type Transport } from '@concord/core'
 
 interface OriginLog {
   /** Absolute offset of `records[0]`. */
@@ -85,33 +85,6 @@ export interface MemoryTransportOptions {
 
 const DEFAULT_POLL_MAX = 256
 
-/** Records up to this size are copied into shared slabs by {@link slabCopy}; larger ones sliced. */
-const SLAB_RECORD_MAX = 1024
-const SLAB_BYTES = 8 * 1024
-let slab: ArrayBuffer | undefined
-let slabUsed = 0
-
-/**
- * A copy of `r` that a reader can take views of cheaply. `r.slice()` of a small record (up to 64
- * bytes) is a typed array V8 keeps inside the JS heap, and the first view anyone takes of it (a
- * decoder's `subarray` for a payload) moves it out to a new backing store first: about a
- * microsecond per record, several times the cost of decoding it. Small records are copied into
- * 8 KiB slabs instead, as Node's Buffer pool does (and as records fetched over a network arrive,
- * views into a response buffer). A record kept alive keeps its slab.
- */
-function slabCopy(r: Uint8Array): Uint8Array {
-  const n = r.byteLength
-  if (n > SLAB_RECORD_MAX) return r.slice()
-  if (slab === undefined || slabUsed + n > SLAB_BYTES) {
-    slab = new ArrayBuffer(SLAB_BYTES)
-    slabUsed = 0
-  }
-  const out = new Uint8Array(slab, slabUsed, n)
-  out.set(r)
-  slabUsed += n
-  return out
-}
-
 function toPosition(offset: number): LogPosition {
   return String(offset)
 }
@@ -157,7 +130,8 @@ export class MemoryTransport implements Transport {
     for (const r of records) {
       if (!(r instanceof Uint8Array)) throw new TransportError('memory transport: records must be Uint8Array', { retriable: false })
       out.push(toPosition(log.base + log.records.length))
-      // Copy: the caller may reuse its buffer; the log must be immutable.
+      // Copy: the caller may reuse its buffer; the log must be immutable. Small records share slabs
+      // (slabCopy): a reader takes views of them (a decoder's payload), cheap only then.
       log.records.push(slabCopy(r))
     }
     if (records.length > 0) {

@@ -75,7 +75,7 @@ export interface PeerMetrics {
   readonly rejected: number
   /** Envelopes known to exist (from sequence numbers and heartbeats) but not yet applied. */
   readonly pending: number
-  /** Local time minus the HLC time of the last applied envelope, at the moment it was applied (ms). */
+  /** Local time minus the HLC time of the last applied envelope, when it was read from the log (ms). */
   readonly lagMs: number
   /** Repair requests sent for this region's writers. */
   readonly repairsRequested: number
@@ -289,6 +289,8 @@ export class RegionNode {
   private lastWitnessed: HlcTimestamp | undefined
   /** When the own region's log was last read, and when a record of another instance was last found in it. */
   private lastOwnPoll = Number.NEGATIVE_INFINITY
+  /** When the records being applied were read (ms, options.now): one clock reading per read, not per record (lag metrics). */
+  private readAt = 0
   /** Every region but this one: the logs read in a round that skips the own log. */
   private readonly otherRegions: readonly string[]
   private twinHeardAt = Number.NEGATIVE_INFINITY
@@ -1099,6 +1101,7 @@ export class RegionNode {
 
   private async consume(origin: string): Promise<number> {
     const records = await this.o.transport.poll(this.writer, origin, this.pollOptions(origin))
+    this.readAt = this.o.now()
     this.caughtUp.set(origin, records.length < this.o.pollMax)
     if (records.length === 0) return 0
     const ops: StoreOp[] = []
@@ -1132,6 +1135,7 @@ export class RegionNode {
     if (readOwn) this.lastOwnPoll = now
     const origins = readOwn ? this.o.regions : this.otherRegions
     const polled = await Promise.allSettled(origins.map((origin) => this.o.transport.poll(this.writer, origin, this.pollOptions(origin))))
+    this.readAt = this.o.now()
     let failure: { error: unknown } | undefined = this.commitFailure
     this.commitFailure = undefined
     const batches: Array<{ origin: string; last: LogPosition; records: readonly LogRecord[] }> = []
@@ -1282,7 +1286,7 @@ export class RegionNode {
     this.knownMax.advance(env.writer, env.seq)
     this.touch(doc, env.writer, env.seq)
     m.applied++
-    m.lagMs = Math.max(0, this.o.now() - env.time.wall)
+    m.lagMs = Math.max(0, this.readAt - env.time.wall)
   }
 
   /** Records that `writer`'s update `seq` reached `doc` (for repair answers); saved with the next batch when the bound grows. */
