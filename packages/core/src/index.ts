@@ -48,7 +48,7 @@ export { Hlc, compareHlc, encodeHlc, decodeHlc, writeHlc, readHlc, DEFAULT_MAX_D
 export { DotSet, VersionVector, dotKey, compareDots, rangeIndex, rangeIndexIn, MAX_REPLICA_ID_BYTES, type Dot, type Causality } from './dots.js'
 export type { Replica, ReplicaFactory, DeltaOrigin, ConflictEvent, ConflictSide, ConflictKind } from './replica.js'
 export type { Transport, LogPosition, LogRecord, PollOptions, AppendOptions } from './transport.js'
-export { WatchListeners } from './transport.js'
+export { WatchListeners, checkAppendArgs, checkPollOptions, MAX_POLL_WAIT_MS } from './transport.js'
 export type { Store, StoreOp } from './store.js'
 export { encodeEnvelope, decodeEnvelope, ENVELOPE_MAGIC, ENVELOPE_VERSION, MAX_PAYLOAD_BYTES, type Envelope, type EnvelopeKeys } from './envelope.js'
 export { retry, backoffDelay, type RetryOptions } from './retry.js'

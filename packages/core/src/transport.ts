@@ -4,6 +4,8 @@
  * contract suite in `@concord/testing` checks all of them.
  */
 
+import { ConfigError } from './errors.js'
+
 /** Position of a record in one origin's log. Opaque; order with {@link Transport.comparePositions}. */
 export type LogPosition = string
 
@@ -131,4 +133,53 @@ export class WatchListeners {
   clear(): void {
     this.byReader.clear()
   }
+}
+
+/** Longest `waitMs` a poll takes: Node's timers hold at most 2^31 - 1 ms (about 24.8 days). */
+export const MAX_POLL_WAIT_MS = 2_147_483_647
+
+/**
+ * Checks {@link Transport.append}'s arguments before anything is appended: every record a
+ * Uint8Array; `keys`, when given, an array with one string or undefined per record; `source`, when
+ * given, a non-empty string. For transport implementations: a bad call fails whole, with a
+ * ConfigError (the caller's mistake: retrying cannot help), instead of failing part-way or inside
+ * the client library with an error that looks like the server's.
+ * @throws ConfigError
+ */
+export function checkAppendArgs(transport: string, records: readonly Uint8Array[], options: AppendOptions | undefined): void {
+  if (!Array.isArray(records)) throw new ConfigError(`${transport} transport: append takes an array of records`)
+  for (let i = 0; i < records.length; i++) {
+    if (!(records[i] instanceof Uint8Array)) throw new ConfigError(`${transport} transport: record ${i} is not a Uint8Array`)
+  }
+  if (options === undefined) return
+  if (typeof options !== 'object' || options === null) throw new ConfigError(`${transport} transport: append options must be an object`)
+  const { keys, source } = options
+  if (keys !== undefined) {
+    if (!Array.isArray(keys) || keys.length !== records.length) throw new ConfigError(`${transport} transport: keys must be an array with one key per record (${records.length})`)
+    for (let i = 0; i < keys.length; i++) {
+      const k: unknown = keys[i]
+      if (k !== undefined && typeof k !== 'string') throw new ConfigError(`${transport} transport: key ${i} is neither a string nor undefined`)
+    }
+  }
+  if (source !== undefined && (typeof source !== 'string' || source.length === 0)) throw new ConfigError(`${transport} transport: source must be a non-empty string`)
+}
+
+/**
+ * Checks {@link Transport.poll}'s options and applies the defaults: `max` a positive integer,
+ * `waitMs` a finite number of ms from 0 to {@link MAX_POLL_WAIT_MS}, `skipAppendsOf` a non-empty
+ * string. For transport implementations.
+ * @throws ConfigError
+ */
+export function checkPollOptions(transport: string, options: PollOptions | undefined, defaultMax: number): { max: number; waitMs: number } {
+  if (options === undefined) return { max: defaultMax, waitMs: 0 }
+  if (typeof options !== 'object' || options === null) throw new ConfigError(`${transport} transport: poll options must be an object`)
+  const max = options.max ?? defaultMax
+  if (!Number.isInteger(max) || max < 1) throw new ConfigError(`${transport} transport: poll max must be a positive integer, got ${String(max)}`)
+  const waitMs = options.waitMs ?? 0
+  if (typeof waitMs !== 'number' || !(waitMs >= 0 && waitMs <= MAX_POLL_WAIT_MS)) {
+    throw new ConfigError(`${transport} transport: poll waitMs must be a number of ms from 0 to ${MAX_POLL_WAIT_MS}, got ${String(waitMs)}`)
+  }
+  const skip = options.skipAppendsOf
+  if (skip !== undefined && (typeof skip !== 'string' || skip.length === 0)) throw new ConfigError(`${transport} transport: skipAppendsOf must be a non-empty string`)
+  return { max, waitMs }
 }

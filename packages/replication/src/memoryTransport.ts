@@ -5,7 +5,7 @@
  * holds), so closing a client and opening another over the same broker behaves like a process
  * restart: delivery resumes from the committed position.
  */
-import { ClosedError, TransportError, slabCopy, type LogPosition, type LogRecord, type PollOptions, type Transport } from '@concord/core'
+import { ClosedError, TransportError, checkAppendArgs, checkPollOptions, slabCopy, type AppendOptions, type LogPosition, type LogRecord, type PollOptions, type Transport } from '@concord/core'
 
 interface OriginLog {
   /** Absolute offset of `records[0]`. */
@@ -123,12 +123,12 @@ export class MemoryTransport implements Transport {
     if (this.closed) throw new ClosedError('memory transport is closed')
   }
 
-  async append(origin: string, records: readonly Uint8Array[]): Promise<readonly LogPosition[]> {
+  async append(origin: string, records: readonly Uint8Array[], options?: AppendOptions): Promise<readonly LogPosition[]> {
     this.check()
+    checkAppendArgs('memory', records, options)
     const log = this.broker.log(origin)
     const out: LogPosition[] = []
     for (const r of records) {
-      if (!(r instanceof Uint8Array)) throw new TransportError('memory transport: records must be Uint8Array', { retriable: false })
       out.push(toPosition(log.base + log.records.length))
       // Copy: the caller may reuse its buffer; the log must be immutable. Small records share slabs
       // (slabCopy): a reader takes views of them (a decoder's payload), cheap only then.
@@ -178,9 +178,7 @@ export class MemoryTransport implements Transport {
 
   async poll(reader: string, origin: string, options: PollOptions = {}): Promise<readonly LogRecord[]> {
     this.check()
-    const max = options.max ?? DEFAULT_POLL_MAX
-    if (!(max >= 1)) throw new TransportError(`memory transport: poll max must be >= 1, got ${max}`, { retriable: false })
-    const waitMs = options.waitMs ?? 0
+    const { max, waitMs } = checkPollOptions('memory', options, DEFAULT_POLL_MAX)
     const log = this.broker.log(origin)
     if (this.cursor(reader, origin) >= log.base + log.records.length && waitMs > 0 && options.signal?.aborted !== true) {
       await this.waitForAppend(log, waitMs, options.signal)

@@ -303,6 +303,33 @@ export function runTransportContract(
       expect((await pollN(t2, r, origin, 3)).map(text)).toEqual(['c', 'd', 'e'])
     }, timeout)
 
+    it('refuses bad arguments with a ConfigError, appending nothing', async () => {
+      const t = await open()
+      const origin = unique('o')
+      const reader = unique('r')
+      const refused = async (what: string, call: () => Promise<unknown>): Promise<void> => {
+        const err = await call().then(
+          () => undefined,
+          (e: unknown) => e,
+        )
+        expect(isConcordError(err) && err.code === 'CONFIG' && !err.retriable, `${what}: expected a ConfigError, got ${String(err)}`).toBe(true)
+      }
+      // A bad record after good ones: the whole append is refused, not its first part appended.
+      await refused('a record that is not bytes', () => t.append(origin, [bytes('a'), 'b' as unknown as Uint8Array]))
+      await refused('a null record', () => t.append(origin, [null as unknown as Uint8Array]))
+      await refused('keys not one per record', () => t.append(origin, [bytes('a'), bytes('b')], { keys: ['k'] }))
+      await refused('a key that is not a string', () => t.append(origin, [bytes('a')], { keys: [7 as unknown as string] }))
+      await refused('an empty source', () => t.append(origin, [bytes('a')], { source: '' }))
+      for (const max of [0, -1, 1.5, Number.NaN]) await refused(`poll max ${max}`, () => t.poll(reader, origin, { max }))
+      for (const waitMs of [-1, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 31]) await refused(`poll waitMs ${waitMs}`, () => t.poll(reader, origin, { waitMs }))
+      // Nothing of the refused appends reached the log; the transport still works.
+      const [p] = await t.append(origin, [bytes('ok')], { keys: ['k'] })
+      const got = await pollN(t, reader, origin, 1)
+      expect(got.map(text)).toEqual(['ok'])
+      expect(got[0]?.position).toBe(p)
+      expect(await pollN(t, reader, origin, 1, 3)).toEqual([])
+    }, timeout)
+
     it('close makes further calls fail with ClosedError', async () => {
       const t = await open()
       const origin = unique('o')

@@ -42,6 +42,9 @@ describe('KafkaTransport options', () => {
 
   it('rejects bad options and origins that cannot name a topic', () => {
     expect(() => resolveOptions({ topicPrefix: 'a b' })).toThrow(ConfigError)
+    // No room left for an origin in a 249-character topic name.
+    expect(() => resolveOptions({ topicPrefix: 'x'.repeat(248) })).toThrow(ConfigError)
+    expect(topicName('x'.repeat(247), 'e')).toHaveLength(249)
     expect(() => resolveOptions({ replicationFactor: 0 })).toThrow(ConfigError)
     expect(() => resolveOptions({ bufferRecords: 0 })).toThrow(ConfigError)
     expect(topicName('concord', 'eu-west-1')).toBe('concord.eu-west-1')

@@ -18,6 +18,8 @@ import {
   DecodeError,
   TransportError,
   WatchListeners,
+  checkAppendArgs,
+  checkPollOptions,
   isConcordError,
   type LogPosition,
   type LogRecord,
@@ -177,6 +179,7 @@ export class KafkaTransport implements Transport {
   async append(origin: string, records: readonly Uint8Array[], options: AppendOptions = {}): Promise<readonly LogPosition[]> {
     this.check()
     const topic = topicName(this.options.topicPrefix, origin)
+    checkAppendArgs('kafka', records, options)
     if (records.length === 0) return []
     const keys = options.keys
     let connected: Promise<Producer> | undefined
@@ -223,8 +226,7 @@ export class KafkaTransport implements Transport {
 
   async poll(reader: string, origin: string, options: PollOptions = {}): Promise<readonly LogRecord[]> {
     this.check()
-    const max = options.max ?? DEFAULT_POLL_MAX
-    if (!Number.isInteger(max) || max < 1) throw new ConfigError(`kafka transport: poll max must be a positive integer, got ${max}`)
+    const { max, waitMs } = checkPollOptions('kafka', options, DEFAULT_POLL_MAX)
     const s = this.session(reader, [origin])
     try {
       await s.started
@@ -240,7 +242,6 @@ export class KafkaTransport implements Transport {
     this.check()
     const o = s.origins.get(topicName(this.options.topicPrefix, origin)) as OriginState
     o.skipSource = options.skipAppendsOf
-    const waitMs = options.waitMs ?? 0
     if (o.buffer.length === 0 && waitMs > 0 && options.signal?.aborted !== true) {
       await this.waitForRecords(o, waitMs, options.signal)
       this.check()

@@ -69,6 +69,8 @@ export const KAFKA_TRANSPORT_DEFAULTS = {
 } as const
 
 const TOPIC_CHARS = /^[a-zA-Z0-9._-]+$/
+/** Kafka's limit on a topic name's length. */
+const MAX_TOPIC_CHARS = 249
 
 function positiveInteger(name: string, value: number): number {
   if (!Number.isInteger(value) || value < 1) throw new ConfigError(`kafka transport: ${name} must be a positive integer, got ${value}`)
@@ -80,6 +82,8 @@ export function resolveOptions(options: KafkaTransportOptions): ResolvedKafkaTra
   const d = KAFKA_TRANSPORT_DEFAULTS
   const topicPrefix = options.topicPrefix ?? d.topicPrefix
   if (!TOPIC_CHARS.test(topicPrefix)) throw new ConfigError(`kafka transport: topicPrefix ${JSON.stringify(topicPrefix)} may only hold [a-zA-Z0-9._-]`)
+  // A topic is `<prefix>.<origin>`, at most 249 characters: room for one character of origin at least.
+  if (topicPrefix.length > MAX_TOPIC_CHARS - 2) throw new ConfigError(`kafka transport: topicPrefix is ${topicPrefix.length} characters; topic names hold at most ${MAX_TOPIC_CHARS}, prefix and origin together`)
   const groupPrefix = options.groupPrefix ?? d.groupPrefix
   if (groupPrefix.length === 0) throw new ConfigError('kafka transport: groupPrefix must not be empty')
   const replicationFactor = options.replicationFactor ?? d.replicationFactor
@@ -103,7 +107,7 @@ export function resolveOptions(options: KafkaTransportOptions): ResolvedKafkaTra
 /** The topic of `origin`; throws ConfigError when the name is not a valid Kafka topic. */
 export function topicName(prefix: string, origin: string): string {
   const topic = `${prefix}.${origin}`
-  if (origin.length === 0 || !TOPIC_CHARS.test(origin) || topic.length > 249) {
+  if (origin.length === 0 || !TOPIC_CHARS.test(origin) || topic.length > MAX_TOPIC_CHARS) {
     throw new ConfigError(`kafka transport: origin ${JSON.stringify(origin)} does not make a valid topic name ([a-zA-Z0-9._-], at most 249 chars in all)`)
   }
   return topic

@@ -13,6 +13,8 @@ import {
   ConfigError,
   DecodeError,
   WatchListeners,
+  checkAppendArgs,
+  checkPollOptions,
   type LogPosition,
   type LogRecord,
   type PollOptions,
@@ -229,6 +231,7 @@ export class RedisTransport implements Transport {
   async append(origin: string, records: readonly Uint8Array[], options: AppendOptions = {}): Promise<readonly LogPosition[]> {
     this.check()
     checkName('origin', origin)
+    checkAppendArgs('redis', records, options)
     if (records.length === 0) return []
     const key = this.streamKey(origin)
     const keys = options.keys
@@ -282,10 +285,10 @@ export class RedisTransport implements Transport {
     this.check()
     checkName('reader', reader)
     checkName('origin', origin)
-    const max = options.max ?? DEFAULT_POLL_MAX
-    if (!Number.isInteger(max) || max < 1) throw new ConfigError(`redis transport: poll max must be a positive integer, got ${max}`)
+    const checked = checkPollOptions('redis', options, DEFAULT_POLL_MAX)
+    const max = checked.max
     const signal = options.signal
-    const waitMs = signal?.aborted === true ? 0 : (options.waitMs ?? 0)
+    const waitMs = signal?.aborted === true ? 0 : checked.waitMs
     const s = this.session(reader, origin)
     const out: LogRecord[] = []
     let onAbort: (() => void) | undefined
