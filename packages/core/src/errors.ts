@@ -96,9 +96,62 @@ export class TransportError extends ConcordError {
   }
 }
 
+/**
+ * A record, delta or envelope over a size limit (a log's largest record, an envelope limit): it
+ * was not appended or sent. Retrying the same data cannot help.
+ */
+export class TooLargeError extends ConcordError {
+  constructor(message: string, options: ConcordErrorOptions = {}) {
+    super(message, 'TOO_LARGE', options)
+  }
+}
+
 /** An operation was attempted on a closed component. */
 export class ClosedError extends ConcordError {
   constructor(message: string, options: ConcordErrorOptions = {}) {
     super(message, 'CLOSED', options)
   }
+}
+
+/**
+ * Refuses option keys outside `known` (a misspelt or misplaced option would otherwise be ignored
+ * without a word, its default silently in force), naming the closest known key when one is near,
+ * or where a key of `elsewhere` belongs (`{ maxDelayMs: 'batch.maxDelayMs' }`).
+ * @throws ConfigError
+ */
+export function checkKnownOptions(what: string, options: object, known: readonly string[], elsewhere: Readonly<Record<string, string>> = {}): void {
+  for (const key of Object.keys(options)) {
+    if (known.includes(key)) continue
+    const near = elsewhere[key] ?? known.find((k) => k.toLowerCase() === key.toLowerCase()) ?? nearest(key, known)
+    throw new ConfigError(`${what}: unknown option ${JSON.stringify(key)}${near === undefined ? '' : ` (did you mean ${JSON.stringify(near)}?)`}; known options: ${known.join(', ')}`)
+  }
+}
+
+/** The key of `known` at the smallest edit distance (at most 2) from `key`; a tie goes to the longer common prefix. */
+function nearest(key: string, known: readonly string[]): string | undefined {
+  let best: string | undefined
+  let bestScore = Number.POSITIVE_INFINITY
+  for (const k of known) {
+    const d = editDistance(k, key)
+    if (d > 2) continue
+    let prefix = 0
+    while (prefix < k.length && prefix < key.length && k[prefix] === key[prefix]) prefix++
+    const score = d * 1000 - prefix
+    if (score < bestScore) {
+      best = k
+      bestScore = score
+    }
+  }
+  return best
+}
+
+/** Levenshtein distance (short strings: option names). */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i]
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min((prev[j] as number) + 1, (cur[j - 1] as number) + 1, (prev[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1))
+    prev = cur
+  }
+  return prev[b.length] as number
 }

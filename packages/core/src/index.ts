@@ -9,7 +9,9 @@ export {
   StaleEpochError,
   NotOwnerError,
   TransportError,
+  TooLargeError,
   ClosedError,
+  checkKnownOptions,
   type ConcordErrorOptions,
 } from './errors.js'
 export {

@@ -56,6 +56,13 @@ export interface AppendOptions {
 export interface Transport {
   /** Transport name, for metrics and errors: `memory`, `redis`, `kafka`. */
   readonly name: string
+  /**
+   * Optional. The largest record (bytes) the log takes; a larger one is refused by `append` with a
+   * TooLargeError, appending nothing. RegionNode sends no envelope past it (nor past its own
+   * maxEnvelopeBytes). Kafka has one (its brokers' `message.max.bytes`); absent, no limit but
+   * memory's.
+   */
+  readonly maxRecordBytes?: number
   /** Appends records to `origin`'s log; resolves with their positions once durable. */
   append(origin: string, records: readonly Uint8Array[], options?: AppendOptions): Promise<readonly LogPosition[]>
   /**

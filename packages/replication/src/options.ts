@@ -3,7 +3,7 @@
  * construction, before any work).
  */
 import type { Meter } from '@opentelemetry/api'
-import { ConfigError, DEFAULT_MAX_DRIFT_MS, MAX_PAYLOAD_BYTES, type Replica, type ReplicaFactory, type Store, type Transport } from '@concord/core'
+import { ConfigError, checkKnownOptions, DEFAULT_MAX_DRIFT_MS, MAX_PAYLOAD_BYTES, type Replica, type ReplicaFactory, type Store, type Transport } from '@concord/core'
 
 /** Any replica factory: native, Yjs and Automerge alike. */
 export type AnyReplicaFactory = ReplicaFactory<unknown, Replica<unknown>>
@@ -80,7 +80,12 @@ export interface RegionNodeOptions {
   readonly livenessMs?: number
   /** Largest accepted clock lead of a remote envelope. @default 300_000 */
   readonly maxDriftMs?: number
-  /** Records larger than this are rejected as oversize before decoding. @default 8 MiB + 64 KiB */
+  /**
+   * Records larger than this are rejected as oversize before decoding; the node sends no envelope
+   * larger than this (nor than its transport's `maxRecordBytes`): a local change past it is kept
+   * in this region only and reported as a TooLargeError. Give every region the same value.
+   * @default 8 MiB + 64 KiB
+   */
   readonly maxEnvelopeBytes?: number
   /** Dead letters kept (memory and store); older ones are dropped. @default 10_000 */
   readonly deadLetterLimit?: number
@@ -137,9 +142,49 @@ function nonNegative(name: string, v: number | undefined, dflt: number): number 
 
 const ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/
 
+/** Every option of {@link RegionNodeOptions} (the compiler keeps the two in step). */
+const OPTION_KEYS: Record<keyof RegionNodeOptions, true> = {
+  region: true,
+  instance: true,
+  regions: true,
+  transport: true,
+  store: true,
+  factories: true,
+  keys: true,
+  cacheSize: true,
+  now: true,
+  random: true,
+  batch: true,
+  pollMax: true,
+  pollWaitMs: true,
+  ownLogPollMs: true,
+  heartbeatIntervalMs: true,
+  commitIntervalMs: true,
+  repairTimeoutMs: true,
+  livenessMs: true,
+  maxDriftMs: true,
+  maxEnvelopeBytes: true,
+  deadLetterLimit: true,
+  meter: true,
+  onError: true,
+}
+const BATCH_KEYS: Record<keyof BatchOptions, true> = { maxDeltas: true, maxDelayMs: true }
+
+function fn(name: string, v: unknown): void {
+  if (v !== undefined && typeof v !== 'function') fail(`${name} must be a function`)
+}
+
 /** Validates options and applies defaults. */
 export function resolveOptions(o: RegionNodeOptions): ResolvedOptions {
   if (typeof o !== 'object' || o === null) fail('options are required')
+  checkKnownOptions('RegionNode', o, Object.keys(OPTION_KEYS), Object.fromEntries(Object.keys(BATCH_KEYS).map((k) => [k, `batch.${k}`])))
+  if (o.batch !== undefined) {
+    if (typeof o.batch !== 'object' || o.batch === null) fail('batch must be an object')
+    checkKnownOptions('RegionNode batch', o.batch, Object.keys(BATCH_KEYS))
+  }
+  fn('now', o.now)
+  fn('random', o.random)
+  fn('onError', o.onError)
   if (typeof o.region !== 'string' || !ID.test(o.region)) fail(`region must match ${String(ID)}, got ${JSON.stringify(o.region)}`)
   if (typeof o.instance !== 'string' || !ID.test(o.instance)) fail(`instance must match ${String(ID)}, got ${JSON.stringify(o.instance)}`)
   if (!Array.isArray(o.regions) || o.regions.length === 0) fail('regions must list every region of the deployment')

@@ -538,6 +538,16 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     expect(() => make('eu', 'i1', new MemoryStore(), { commitIntervalMs: -1 })).toThrow(/commitIntervalMs/)
   })
 
+  it('refuses unknown options, naming where a misplaced or misspelt one belongs', () => {
+    const { make } = makeCluster({ instances: 0 })
+    const bad = (more: object): unknown => make('eu', 'i1', new MemoryStore(), more as Partial<RegionNodeOptions>)
+    expect(bad).not.toThrow()
+    expect(() => bad({ maxDelayMs: 5 })).toThrow(/unknown option "maxDelayMs" \(did you mean "batch.maxDelayMs"\?\)/)
+    expect(() => bad({ pollmax: 5 })).toThrow(/did you mean "pollMax"/)
+    expect(() => bad({ batch: { maxDelay: 5 } })).toThrow(/batch: unknown option "maxDelay" \(did you mean "maxDelayMs"\?\)/)
+    expect(() => bad({ onError: 'log' })).toThrow(/onError must be a function/)
+  })
+
   it('appends each envelope keyed by its document id (control records unkeyed), also when re-sent from the outbox', async () => {
     const { make, clock } = makeCluster({ instances: 0 })
     const store = new MemoryStore()
@@ -791,6 +801,67 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     const late = make('ap', 'late')
     await settle([...rest, late], clock, async () => (await late.open<string[]>('p', 'or-set')).value().length === 10)
     expect((await late.open<string[]>('p', 'or-set')).value()).toHaveLength(10)
+  })
+})
+
+describe('RegionNode envelope size limit', () => {
+  /** An or-set element of `n` characters: its add's delta is about n bytes. */
+  const element = (tag: string, n: number): string => tag + '.'.repeat(n - tag.length)
+
+  it('a local change too large for any envelope is not sent but reported once; the rest of its batch replicates and nothing is held back', async () => {
+    const { clock, nodes } = makeCluster({ instances: 1, extra: { maxEnvelopeBytes: 4096 } })
+    const [eu, us] = nodes as [RegionNode, RegionNode, RegionNode]
+    const set = (await eu.open('s', 'or-set')) as unknown as OrSet<string>
+    set.add('small')
+    set.add(element('big', 10_000))
+    set.add('after')
+    const err = await eu.flush().then(
+      () => undefined,
+      (e: unknown) => e,
+    )
+    expect(err).toMatchObject({ code: 'TOO_LARGE', retriable: false })
+    expect(String((err as Error).message)).toContain('document s')
+    expect(eu.metrics().tooLarge).toBe(1)
+    // Reported once: the next flush, and later writes, go through.
+    set.add('later')
+    await eu.flush()
+    expect(eu.metrics().outbox).toBe(0)
+    await settle(nodes, clock, async () => (await us.open<string[]>('s', 'or-set')).value().length === 3)
+    expect([...(await us.open<string[]>('s', 'or-set')).value()].sort()).toEqual(['after', 'later', 'small'])
+    // The change stays in its region, durably: it is in eu's replica and its write-ahead log.
+    expect((await eu.open<string[]>('s', 'or-set')).value()).toHaveLength(4)
+    expect(us.metrics().peers.every((p) => p.rejected === 0)).toBe(true)
+  })
+
+  it('a batch of small changes whose merge is past the limit goes out as several envelopes that converge', async () => {
+    const { clock, broker, nodes } = makeCluster({ instances: 1, extra: { maxEnvelopeBytes: 2048 } })
+    const [eu, us, ap] = nodes as [RegionNode, RegionNode, RegionNode]
+    const set = (await eu.open('m', 'or-set')) as unknown as OrSet<string>
+    for (let i = 0; i < 40; i++) set.add(element(`e${i}`, 200))
+    await eu.flush()
+    expect(eu.metrics().tooLarge).toBe(0)
+    const reader = new MemoryTransport({ broker })
+    const records = await reader.poll('probe', 'eu', { max: 1000 })
+    const envelopes = records.map((r) => decodeEnvelope(r.bytes)).filter((e) => e.docId === 'm')
+    expect(envelopes.length).toBeGreaterThan(4)
+    for (const r of records) expect(r.bytes.length).toBeLessThanOrEqual(2048)
+    await settle(nodes, clock, async () => allEqual(await states([eu, us, ap], 'm', 'or-set')))
+    expect((await us.open<string[]>('m', 'or-set')).value()).toHaveLength(40)
+  })
+
+  it('takes the transport\'s largest record as the limit when it is the smaller one', async () => {
+    const broker = new MemoryBroker()
+    const transport = Object.assign(new MemoryTransport({ broker }), { maxRecordBytes: 1024 })
+    const node = new RegionNode({ region: 'eu', instance: 'i1', regions: ['eu', 'us'], transport, store: new MemoryStore(), factories: { 'or-set': crdtFactory('or-set') } })
+    const set = (await node.open('t', 'or-set')) as unknown as OrSet<string>
+    set.add(element('x', 1500))
+    await expect(node.flush()).rejects.toMatchObject({ code: 'TOO_LARGE' })
+    set.add(element('y', 500))
+    await node.flush()
+    const sizes = (await new MemoryTransport({ broker }).poll('probe', 'eu', { max: 100 })).map((r) => r.bytes.length)
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(1024)
+    expect(node.metrics().tooLarge).toBe(1)
+    await node.close()
   })
 })
 

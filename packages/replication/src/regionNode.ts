@@ -15,6 +15,7 @@ import {
   DecodeError,
   DotSet,
   Hlc,
+  TooLargeError,
   TypeMismatchError,
   VersionVector,
   ClosedError,
@@ -94,6 +95,12 @@ export interface NodeMetrics {
   readonly outbox: number
   /** Highest sequence number this node has issued. */
   readonly seq: number
+  /**
+   * Local changes not sent because their envelope alone is past the envelope limit (see
+   * RegionNodeOptions.maxEnvelopeBytes): each stays in this region's replica only, and flush(),
+   * pump() or onError reported a TooLargeError for it.
+   */
+  readonly tooLarge: number
 }
 
 /** What one {@link RegionNode.pump} round did. */
@@ -251,6 +258,11 @@ export class RegionNode {
   private orphans: Array<{ docId: string; typeName: string; delta: Uint8Array }> = []
   /** Envelopes persisted but not yet appended, in order, with their documents (the record keys)... */
   private outbox: Uint8Array[] = []
+  /** Largest envelope sent: maxEnvelopeBytes, or the transport's largest record when smaller. */
+  private readonly envelopeLimit: number
+  /** Local changes not sent for their size (metrics), and the error of the latest, until reported. */
+  private tooLarge = 0
+  private tooLargeError: TooLargeError | undefined
   private outboxDocs: Array<string | undefined> = []
   /** ...and the store keys holding them (a batch's key, or a legacy per-envelope key). */
   private outboxKeys: string[] = []
@@ -316,6 +328,8 @@ export class RegionNode {
     const hex = (): string => Math.floor(this.o.random() * 0x1_0000_0000).toString(16).padStart(8, '0')
     this.incarnation = `${hex()}${hex()}`
     this.otherRegions = this.o.regions.filter((r) => r !== this.region)
+    const recordLimit = this.o.transport.maxRecordBytes
+    this.envelopeLimit = typeof recordLimit === 'number' && recordLimit > 0 ? Math.min(recordLimit, this.o.maxEnvelopeBytes) : this.o.maxEnvelopeBytes
     for (const r of this.o.regions) this.peers.set(r, { applied: 0, duplicates: 0, rejected: 0, lagMs: 0, repairsRequested: 0, repairsApplied: 0 })
     if (this.o.meter !== undefined) this.registerInstruments()
   }
@@ -756,6 +770,9 @@ export class RegionNode {
       await this.persist([])
     })
     await this.sent()
+    // The rest went out: a change too large to send is reported now, once.
+    const tooLarge = this.takeTooLarge()
+    if (tooLarge !== undefined) throw tooLarge
   }
 
   /**
@@ -768,6 +785,9 @@ export class RegionNode {
     const result = await this.round()
     // The round's envelopes went to the sender; their append overlapped the rest of the round.
     await this.sent()
+    // A local change too large to send (the round did everything else) is reported now, once.
+    const tooLarge = this.takeTooLarge()
+    if (tooLarge !== undefined) throw tooLarge
     return result
   }
 
@@ -791,6 +811,11 @@ export class RegionNode {
       }
       this.evict()
       if (failure !== undefined) throw failure.error
+      // The start() loop reports a change too large to send to onError (pump() throws it).
+      if (this.running) {
+        const tooLarge = this.takeTooLarge()
+        if (tooLarge !== undefined) this.o.onError(tooLarge)
+      }
       return { records, appended }
     })
   }
@@ -816,22 +841,17 @@ export class RegionNode {
     for (const docId of this.pendingLocal) {
       const doc = this.docs.get(docId)
       if (doc === undefined || doc.pending.length === 0) continue
+      time ??= this.hlc.now()
       const payload =
         doc.pending.length === 1
           ? (doc.pending[0] as Uint8Array)
           : doc.merge !== undefined
             ? doc.merge(doc.pending)
             : doc.replica.deltaSince(doc.deps)
-      const seq = ++this.seq
-      const env: Envelope = { docId, typeName: doc.typeName, region: this.region, writer: this.writer, seq, time: (time ??= this.hlc.now()), deps: doc.deps, payload }
-      this.outbox.push(encodeEnvelope(env, key))
-      this.outboxDocs.push(docId)
-      this.touch(doc, this.writer, seq)
-      this.seen.addRange(this.writer, seq, seq)
-      this.seenDirty = true
-      this.knownMax.advance(this.writer, seq)
+      const bytes = encodeEnvelope(this.envelope(doc, payload, time), key)
+      if (bytes.length <= this.envelopeLimit) this.queueEnvelope(doc, payload, bytes)
+      else this.queueSplit(doc, time, key, bytes.length - payload.length)
       clear(doc.pending)
-      doc.unsaved.push(payload)
       if (doc.merge === undefined) {
         doc.lastVersion = doc.replica.version()
         doc.deps = doc.lastVersion
@@ -882,6 +902,71 @@ export class RegionNode {
     this.durableTotal += fresh
     this.startSend()
     return fresh
+  }
+
+  /** The envelope of `payload`, a local change to `doc`, with the next sequence number. */
+  private envelope(doc: OpenDoc, payload: Uint8Array, time: HlcTimestamp): Envelope {
+    return { docId: doc.docId, typeName: doc.typeName, region: this.region, writer: this.writer, seq: this.seq + 1, time, deps: doc.deps, payload }
+  }
+
+  /** Takes the next sequence number for `bytes`, the envelope of `payload`, into the outbox. */
+  private queueEnvelope(doc: OpenDoc, payload: Uint8Array, bytes: Uint8Array): void {
+    const seq = ++this.seq
+    this.outbox.push(bytes)
+    this.outboxDocs.push(doc.docId)
+    this.touch(doc, this.writer, seq)
+    this.seen.addRange(this.writer, seq, seq)
+    this.seenDirty = true
+    this.knownMax.advance(this.writer, seq)
+    doc.unsaved.push(payload)
+  }
+
+  /**
+   * `doc`'s pending changes, whose one envelope would be past the envelope limit, as several:
+   * runs of consecutive changes that fit (merged when the replica merges), each change alone when
+   * its run still does not. A change too large alone is not sent — no receiver would take it, and
+   * in the outbox it would hold back every later envelope — but kept in the write-ahead log with
+   * the replica's state, and reported (a TooLargeError from flush, pump or onError; metrics).
+   * `room` is an envelope's bytes beside its payload.
+   */
+  private queueSplit(doc: OpenDoc, time: HlcTimestamp, key: Uint8Array | undefined, room: number): void {
+    const budget = this.envelopeLimit - room
+    const pending = doc.pending
+    const send = (run: readonly Uint8Array[]): void => {
+      const payload = run.length === 1 ? (run[0] as Uint8Array) : doc.merge !== undefined ? doc.merge(run) : undefined
+      const bytes = payload === undefined ? undefined : encodeEnvelope(this.envelope(doc, payload, time), key)
+      if (payload !== undefined && bytes !== undefined && bytes.length <= this.envelopeLimit) return this.queueEnvelope(doc, payload, bytes)
+      if (run.length > 1) {
+        for (const delta of run) send([delta])
+        return
+      }
+      const size = bytes?.length ?? 0
+      this.tooLarge++
+      this.tooLargeError = new TooLargeError(
+        `document ${doc.docId}: a local change of ${(run[0] as Uint8Array).length} bytes makes a ${size}-byte envelope, past the limit of ${this.envelopeLimit} (maxEnvelopeBytes, or the transport's largest record); it was not sent and stays in region ${this.region} only`,
+      )
+      // Durable here all the same: the replica's state holds it.
+      doc.unsaved.push(run[0] as Uint8Array)
+    }
+    let run: Uint8Array[] = []
+    let bytes = 0
+    for (const delta of pending) {
+      if (run.length > 0 && bytes + delta.length > budget) {
+        send(run)
+        run = []
+        bytes = 0
+      }
+      run.push(delta)
+      bytes += delta.length
+    }
+    if (run.length > 0) send(run)
+  }
+
+  /** The TooLargeError of local changes refused since the last call, if any (reported once). */
+  private takeTooLarge(): TooLargeError | undefined {
+    const e = this.tooLargeError
+    this.tooLargeError = undefined
+    return e
   }
 
   private writeStore(ops: readonly StoreOp[]): Promise<void> {
@@ -1044,7 +1129,15 @@ export class RegionNode {
    */
   private appendControl(typeName: string, docId: string, seq: number, payload: Uint8Array): void {
     const env: Envelope = { docId, typeName, region: this.region, writer: this.writer, seq, time: this.hlc.now(), deps: new Uint8Array(0), payload }
-    this.outbox.push(encodeEnvelope(env, this.o.keys?.get(this.region)))
+    const bytes = encodeEnvelope(env, this.o.keys?.get(this.region))
+    if (bytes.length > this.envelopeLimit) {
+      // A repair answer holding one document whose state alone is past the limit: not sent (it
+      // would hold back the outbox); the requester asks again and gets the other documents.
+      this.tooLarge++
+      this.tooLargeError = new TooLargeError(`${typeName} record ${docId}: ${bytes.length} bytes, past the envelope limit of ${this.envelopeLimit}; not sent`)
+      return
+    }
+    this.outbox.push(bytes)
     this.outboxDocs.push(undefined)
     this.durableTotal++
     this.startSend()
@@ -1459,7 +1552,7 @@ export class RegionNode {
         docs.push({ docId, typeName: doc.typeName, state: doc.replica.deltaSince() })
       }
       // Split so that no part exceeds half the envelope limit.
-      const limit = Math.floor(this.o.maxEnvelopeBytes / 2)
+      const limit = Math.floor(this.envelopeLimit / 2)
       const parts: RepairDoc[][] = [[]]
       let size = 0
       for (const d of docs) {
@@ -1561,6 +1654,7 @@ export class RegionNode {
       evictions: this.evictions,
       outbox: this.outbox.length,
       seq: this.seq,
+      tooLarge: this.tooLarge,
     }
   }
 

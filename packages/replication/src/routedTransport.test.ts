@@ -46,6 +46,12 @@ describe('RoutedTransport', () => {
     await expect(euDirect.poll('y', 'eu')).resolves.toHaveLength(1)
   })
 
+  it('takes the smallest largest-record of its routes, or none', () => {
+    const limited = (n: number): MemoryTransport => Object.assign(new MemoryTransport(), { maxRecordBytes: n })
+    expect(new RoutedTransport({ routes: { eu: limited(5000), us: limited(3000), ap: new MemoryTransport() } }).maxRecordBytes).toBe(3000)
+    expect(new RoutedTransport({ routes: { eu: new MemoryTransport() } }).maxRecordBytes).toBeUndefined()
+  })
+
   it('announces to each transport only its own origins', async () => {
     const calls: Array<[string, string, readonly string[]]> = []
     const spied = (label: string): Transport => {

@@ -22,6 +22,8 @@ export interface RoutedTransportOptions {
  */
 export class RoutedTransport implements Transport {
   readonly name: string
+  /** The smallest `maxRecordBytes` of the routes, if any has one: a record any region's log takes. */
+  readonly maxRecordBytes?: number
   private readonly routes: ReadonlyMap<string, Transport>
   private readonly fallback: Transport | undefined
   private readonly all: readonly Transport[]
@@ -45,6 +47,8 @@ export class RoutedTransport implements Transport {
     const kinds = new Set(this.all.map((t) => t.name))
     if (kinds.size > 1) throw new ConfigError(`routed transport: every route must be one kind of transport (positions of different kinds do not compare), got ${[...kinds].join(', ')}`)
     this.name = `routed(${first.name})`
+    const limits = this.all.map((t) => t.maxRecordBytes).filter((n): n is number => typeof n === 'number')
+    if (limits.length > 0) this.maxRecordBytes = Math.min(...limits)
   }
 
   /** The transport holding `origin`'s log. @throws ConfigError for an origin without a route and no fallback. */

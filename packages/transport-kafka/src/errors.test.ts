@@ -47,6 +47,8 @@ describe('KafkaTransport options', () => {
     expect(topicName('x'.repeat(247), 'e')).toHaveLength(249)
     expect(() => resolveOptions({ replicationFactor: 0 })).toThrow(ConfigError)
     expect(() => resolveOptions({ bufferRecords: 0 })).toThrow(ConfigError)
+    expect(() => resolveOptions({ topicPrefx: 'x' } as never)).toThrow(/unknown option "topicPrefx" \(did you mean "topicPrefix"\?\)/)
+    expect(() => resolveOptions({ maxBatchBytes: 100 })).toThrow(/maxBatchBytes/)
     expect(topicName('concord', 'eu-west-1')).toBe('concord.eu-west-1')
     expect(() => topicName('concord', 'eu/west')).toThrow(ConfigError)
     expect(() => topicName('concord', '')).toThrow(ConfigError)

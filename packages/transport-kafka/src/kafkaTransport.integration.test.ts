@@ -53,6 +53,32 @@ describe.skipIf(!server.available)('KafkaTransport against a real broker', () =>
     await admin.disconnect()
   })
 
+  it('sends an append past one produce request as several, in order; refuses a record too large for any, appending nothing', async () => {
+    // With the broker's default message.max.bytes (about 1 MiB) one request cannot hold these 3 MB.
+    const t = open()
+    expect(t.maxRecordBytes).toBeLessThan(1_048_576)
+    const origin = unique('o')
+    const big = Array.from({ length: 30 }, (_, i) => new Uint8Array(100_000).fill(i))
+    const positions = await t.append(origin, big, { keys: big.map((_, i) => `d${i}`), source: 'w' })
+    expect(positions.map(Number)).toEqual(big.map((_, i) => Number(positions[0]) + i))
+    const got = await pollN(t, unique('r'), origin, 30)
+    expect(got.map((r) => [r.bytes.length, r.bytes[0]])).toEqual(big.map((_, i) => [100_000, i]))
+    // One record that no request can hold: refused before anything is sent.
+    const err = await t.append(origin, [bytes('x'), new Uint8Array(t.maxRecordBytes + 1)]).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
+    expect(err).toMatchObject({ code: 'TOO_LARGE', retriable: false })
+    const [after] = await t.append(origin, [bytes('after')])
+    expect(Number(after)).toBe(Number(positions[29]) + 1)
+    // A smaller request size splits sooner.
+    const small = open({ maxBatchBytes: 8192 })
+    const o2 = unique('o')
+    const ps = await small.append(o2, Array.from({ length: 10 }, () => new Uint8Array(3000)))
+    expect(ps.map(Number)).toEqual(ps.map((_, i) => Number(ps[0]) + i))
+    expect(() => open({ maxBatchBytes: 1000 })).toThrow(/maxBatchBytes/)
+  })
+
   it('creates the topic with one partition and unlimited retention, and keys messages', async () => {
     const t = open()
     const origin = unique('o')

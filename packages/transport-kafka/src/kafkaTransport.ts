@@ -16,6 +16,7 @@ import {
   ClosedError,
   ConfigError,
   DecodeError,
+  TooLargeError,
   TransportError,
   WatchListeners,
   checkAppendArgs,
@@ -28,7 +29,7 @@ import {
   toBuffer,
 } from '@concord/core'
 import { isProducerStateError, translateError } from './errors.js'
-import { resolveOptions, topicName, type KafkaTransportOptions, type ResolvedKafkaTransportOptions } from './options.js'
+import { RECORD_ROOM_BYTES, resolveOptions, topicName, type KafkaTransportOptions, type ResolvedKafkaTransportOptions } from './options.js'
 
 type AppendOptions = NonNullable<Parameters<Transport['append']>[2]>
 
@@ -36,6 +37,8 @@ const DEFAULT_POLL_MAX = 256
 const POSITION = /^(0|[1-9][0-9]{0,18})$/
 const PARTITION = 0
 const EMPTY = new Uint8Array(0)
+/** A record's framing in a produce request beside its value and key (length, attributes, deltas). */
+const RECORD_FRAMING_BYTES = 32
 /** An origin not polled for this long stops being fetched once it has records buffered. */
 const IDLE_PAUSE_MS = 100
 
@@ -137,6 +140,8 @@ const REJOIN_DELAY_MS = 1_000
  */
 export class KafkaTransport implements Transport {
   readonly name = 'kafka'
+  /** The largest record (value and key) an append takes: maxBatchBytes less a batch's framing. */
+  readonly maxRecordBytes: number
   private readonly options: ResolvedKafkaTransportOptions
   private readonly kafka: Kafka
   private readonly sessions = new Map<string, Session>()
@@ -150,6 +155,7 @@ export class KafkaTransport implements Transport {
 
   constructor(options: KafkaTransportOptions = {}) {
     this.options = resolveOptions(options)
+    this.maxRecordBytes = this.options.maxBatchBytes - RECORD_ROOM_BYTES
     const kafka = this.options.kafka
     this.kafka = kafka instanceof Kafka ? kafka : new Kafka({ logLevel: logLevel.WARN, ...kafka })
   }
@@ -182,34 +188,43 @@ export class KafkaTransport implements Transport {
     checkAppendArgs('kafka', records, options)
     if (records.length === 0) return []
     const keys = options.keys
+    const chunks = this.chunks(records, keys)
     let connected: Promise<Producer> | undefined
     try {
       await this.ensureTopic(topic)
       connected = this.connectProducer()
       const producer = await connected
-      const metadata = await producer.send({
-        topic,
-        acks: -1,
-        // The topic's one partition, named: kafkajs then skips its partitioner (a murmur2 hash of
-        // every key). The key still goes with the record (log compaction, mirroring, tooling).
-        messages: records.map((bytes, i) => ({
-          key: keys?.[i] ?? null,
-          value: toBuffer(bytes),
-          partition: PARTITION,
-        })),
-      })
-      const meta = metadata.find((m) => m.partition === PARTITION)
-      if (meta?.baseOffset === undefined || metadata.length !== 1) {
-        throw new TransportError(`kafka transport: unexpected produce response ${JSON.stringify(metadata)}`, { retriable: false })
+      // One produce request per chunk, in order (one request in flight: the log keeps the order).
+      // When a later chunk fails, the earlier ones are in the log: a retry appends them again
+      // (at-least-once, as the contract allows).
+      const positions: LogPosition[] = []
+      for (const [from, to] of chunks) {
+        const metadata = await producer.send({
+          topic,
+          acks: -1,
+          // The topic's one partition, named: kafkajs then skips its partitioner (a murmur2 hash of
+          // every key). The key still goes with the record (log compaction, mirroring, tooling).
+          messages: records.slice(from, to).map((bytes, i) => ({
+            key: keys?.[from + i] ?? null,
+            value: toBuffer(bytes),
+            partition: PARTITION,
+          })),
+        })
+        const meta = metadata.find((m) => m.partition === PARTITION)
+        if (meta?.baseOffset === undefined || metadata.length !== 1) {
+          throw new TransportError(`kafka transport: unexpected produce response ${JSON.stringify(metadata)}`, { retriable: false })
+        }
+        // One send to one partition is one record batch: its offsets are contiguous.
+        const n = to - from
+        const base = BigInt(meta.baseOffset)
+        if (options.source !== undefined) this.noteAppended(topic, options.source, base, base + BigInt(n - 1))
+        // Number arithmetic while offsets stay exact as doubles (always, in practice): a BigInt
+        // addition per record cost more than the rest of this bookkeeping.
+        const first = Number(base)
+        if (Number.isSafeInteger(first + n)) for (let i = 0; i < n; i++) positions.push(String(first + i))
+        else for (let i = 0; i < n; i++) positions.push(String(base + BigInt(i)))
       }
-      // One send to one partition is one record batch: its offsets are contiguous.
-      const base = BigInt(meta.baseOffset)
-      if (options.source !== undefined) this.noteAppended(topic, options.source, base, base + BigInt(records.length - 1))
-      // Number arithmetic while offsets stay exact as doubles (always, in practice): a BigInt
-      // addition per record cost more than the rest of this bookkeeping.
-      const first = Number(base)
-      if (Number.isSafeInteger(first + records.length)) return records.map((_, i) => String(first + i))
-      return records.map((_, i) => String(base + BigInt(i)))
+      return positions
     } catch (e) {
       if (!this.closed && connected !== undefined && isProducerStateError(e)) {
         // The idempotent producer's sequence numbers no longer match the broker's (a broker
@@ -372,6 +387,32 @@ export class KafkaTransport implements Transport {
     if (this.producer !== undefined) closing.push(this.producer.then((p) => p.disconnect()))
     if (this.admin !== undefined) closing.push(this.admin.then((a) => a.disconnect()))
     await Promise.allSettled(closing)
+  }
+
+  /**
+   * `records` cut into runs `[from, to)` whose values and keys fit one produce request
+   * (maxBatchBytes). @throws TooLargeError when a record cannot fit one (nothing is appended).
+   */
+  private chunks(records: readonly Uint8Array[], keys: readonly (string | undefined)[] | undefined): Array<[number, number]> {
+    const budget = this.options.maxBatchBytes
+    const out: Array<[number, number]> = []
+    let from = 0
+    let bytes = 0
+    for (let i = 0; i < records.length; i++) {
+      const key = keys?.[i]
+      const size = (records[i] as Uint8Array).byteLength + (key === undefined ? 0 : Buffer.byteLength(key))
+      if (size > this.maxRecordBytes) {
+        throw new TooLargeError(`kafka transport: record ${i} takes ${size} bytes with its key, more than the ${this.maxRecordBytes} one produce request holds (maxBatchBytes; brokers' message.max.bytes)`)
+      }
+      if (i > from && bytes + size + RECORD_FRAMING_BYTES > budget) {
+        out.push([from, i])
+        from = i
+        bytes = 0
+      }
+      bytes += size + RECORD_FRAMING_BYTES
+    }
+    out.push([from, records.length])
+    return out
   }
 
   private connectProducer(): Promise<Producer> {

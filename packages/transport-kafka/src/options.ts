@@ -2,7 +2,7 @@
  * Options of {@link KafkaTransport}, with their defaults beside them.
  */
 import type { Kafka, KafkaConfig } from 'kafkajs'
-import { ConfigError } from '@concord/core'
+import { ConfigError, checkKnownOptions } from '@concord/core'
 
 /** Options for {@link KafkaTransport}. Every field is optional. */
 export interface KafkaTransportOptions {
@@ -38,6 +38,15 @@ export interface KafkaTransportOptions {
    * @default 1_000
    */
   readonly fetchMaxWaitMs?: number
+  /**
+   * Most bytes (record values and keys) in one produce request. A broker refuses a record batch
+   * past its `message.max.bytes` (default 1,048,588; a topic's `max.message.bytes` can lower it),
+   * so an append past this goes out as several requests, and a single record that does not fit
+   * one is refused with a TooLargeError (`maxRecordBytes` = this minus room for a key and the
+   * batch's framing). Raise it only together with those broker and topic settings.
+   * @default 1_000_000
+   */
+  readonly maxBatchBytes?: number
 }
 
 /** Options with every default applied. */
@@ -52,6 +61,7 @@ export interface ResolvedKafkaTransportOptions {
   readonly heartbeatIntervalMs: number
   readonly joinTimeoutMs: number
   readonly fetchMaxWaitMs: number
+  readonly maxBatchBytes: number
 }
 
 /** The defaults, as documented on {@link KafkaTransportOptions}. */
@@ -66,19 +76,48 @@ export const KAFKA_TRANSPORT_DEFAULTS = {
   heartbeatIntervalMs: 3_000,
   joinTimeoutMs: 30_000,
   fetchMaxWaitMs: 1_000,
+  maxBatchBytes: 1_000_000,
 } as const
 
 const TOPIC_CHARS = /^[a-zA-Z0-9._-]+$/
 /** Kafka's limit on a topic name's length. */
 const MAX_TOPIC_CHARS = 249
 
+/**
+ * Room a record needs in a produce request beside its value: its key (a document id, at most 1 KiB
+ * as RegionNode checks them) and framing (the record's varints and attributes, the batch header).
+ */
+export const RECORD_ROOM_BYTES = 2048
+
+function atLeast(name: string, value: number, min: number): number {
+  if (!Number.isSafeInteger(value) || value < min) throw new ConfigError(`kafka transport: ${name} must be an integer >= ${min}, got ${value}`)
+  return value
+}
+
 function positiveInteger(name: string, value: number): number {
   if (!Number.isInteger(value) || value < 1) throw new ConfigError(`kafka transport: ${name} must be a positive integer, got ${value}`)
   return value
 }
 
+/** Every option (the compiler keeps this in step with the interface). */
+const OPTION_KEYS: Record<keyof KafkaTransportOptions, true> = {
+  kafka: true,
+  topicPrefix: true,
+  groupPrefix: true,
+  replicationFactor: true,
+  topicConfig: true,
+  bufferRecords: true,
+  sessionTimeoutMs: true,
+  heartbeatIntervalMs: true,
+  joinTimeoutMs: true,
+  fetchMaxWaitMs: true,
+  maxBatchBytes: true,
+}
+
 /** Applies defaults and validates; throws ConfigError on bad options. */
 export function resolveOptions(options: KafkaTransportOptions): ResolvedKafkaTransportOptions {
+  if (typeof options !== 'object' || options === null) throw new ConfigError('kafka transport: options must be an object')
+  checkKnownOptions('kafka transport', options, Object.keys(OPTION_KEYS))
   const d = KAFKA_TRANSPORT_DEFAULTS
   const topicPrefix = options.topicPrefix ?? d.topicPrefix
   if (!TOPIC_CHARS.test(topicPrefix)) throw new ConfigError(`kafka transport: topicPrefix ${JSON.stringify(topicPrefix)} may only hold [a-zA-Z0-9._-]`)
@@ -101,6 +140,7 @@ export function resolveOptions(options: KafkaTransportOptions): ResolvedKafkaTra
     heartbeatIntervalMs: positiveInteger('heartbeatIntervalMs', options.heartbeatIntervalMs ?? d.heartbeatIntervalMs),
     joinTimeoutMs: positiveInteger('joinTimeoutMs', options.joinTimeoutMs ?? d.joinTimeoutMs),
     fetchMaxWaitMs: positiveInteger('fetchMaxWaitMs', options.fetchMaxWaitMs ?? d.fetchMaxWaitMs),
+    maxBatchBytes: atLeast('maxBatchBytes', options.maxBatchBytes ?? d.maxBatchBytes, 2 * RECORD_ROOM_BYTES),
   }
 }
 

@@ -20,6 +20,8 @@ describe('RedisTransport options', () => {
     expect(() => resolveOptions({ keyPrefix: 'concord' })).toThrow(ConfigError)
     expect(() => resolveOptions({ claimMinIdleMs: -1 })).toThrow(ConfigError)
     expect(() => resolveOptions({ consumer: '' })).toThrow(ConfigError)
+    // A misspelt option is refused, not ignored with its default silently in force.
+    expect(() => resolveOptions({ keyprefix: '{x}' } as never)).toThrow(/unknown option "keyprefix" \(did you mean "keyPrefix"\?\)/)
   })
 
   it('creates its client with one retry per command (fail fast while a server is down), unless told otherwise', async () => {

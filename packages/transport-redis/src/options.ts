@@ -2,7 +2,7 @@
  * Options of {@link RedisTransport}, with their defaults beside them.
  */
 import type { Cluster, Redis, RedisOptions } from 'ioredis'
-import { ConfigError } from '@concord/core'
+import { ConfigError, checkKnownOptions } from '@concord/core'
 
 /** Options for {@link RedisTransport}. Every field is optional. */
 export interface RedisTransportOptions {
@@ -90,8 +90,23 @@ export function hasHashTag(prefix: string): boolean {
   return close > open + 1
 }
 
+/** Every option (the compiler keeps this in step with the interface). */
+const OPTION_KEYS: Record<keyof RedisTransportOptions, true> = {
+  redis: true,
+  keyPrefix: true,
+  consumer: true,
+  claimMinIdleMs: true,
+  claimIntervalMs: true,
+  waitReplicas: true,
+  waitTimeoutMs: true,
+  now: true,
+  storeKeys: true,
+}
+
 /** Applies defaults and validates; throws ConfigError on bad options. */
 export function resolveOptions(options: RedisTransportOptions): ResolvedRedisTransportOptions {
+  if (typeof options !== 'object' || options === null) throw new ConfigError('redis transport: options must be an object')
+  checkKnownOptions('redis transport', options, Object.keys(OPTION_KEYS))
   const d = REDIS_TRANSPORT_DEFAULTS
   const keyPrefix = options.keyPrefix ?? d.keyPrefix
   if (!hasHashTag(keyPrefix)) {
