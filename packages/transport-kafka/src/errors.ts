@@ -56,9 +56,20 @@ const PRODUCER_STATE_TYPES = new Set(['OUT_OF_ORDER_SEQUENCE_NUMBER', 'UNKNOWN_P
 
 /** Whether `e`, or an error it was caused by, is one of the producer-state errors above. */
 export function isProducerStateError(e: unknown): boolean {
+  return hasType(e, PRODUCER_STATE_TYPES)
+}
+
+const UNKNOWN_TOPIC_TYPES = new Set(['UNKNOWN_TOPIC_OR_PARTITION'])
+
+/** Whether `e`, or an error it was caused by, says the topic does not exist (deleted, or not yet known). */
+export function isUnknownTopicError(e: unknown): boolean {
+  return hasType(e, UNKNOWN_TOPIC_TYPES)
+}
+
+function hasType(e: unknown, types: ReadonlySet<string>): boolean {
   for (let c: unknown = e, depth = 0; c instanceof Error && depth < 8; c = c.cause, depth++) {
     const type = field(c, 'type')
-    if (typeof type === 'string' && PRODUCER_STATE_TYPES.has(type)) return true
+    if (typeof type === 'string' && types.has(type)) return true
   }
   return false
 }

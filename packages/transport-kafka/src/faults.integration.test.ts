@@ -1,8 +1,8 @@
 /**
  * Faults on a real Kafka broker, with three RegionNodes replicating native CRDTs (a PnCounter whose
  * sum checks that no acknowledged update is lost, and an OrSet): the broker stopped and restarted
- * mid-stream, a consumer crashing before its commit, and 10,000 corrupted envelopes produced
- * straight into a topic. The tests run on a private broker (own ports and data directory, started
+ * mid-stream, a consumer crashing before its commit, a region's topic deleted mid-stream, and
+ * 10,000 corrupted envelopes produced straight into a topic. The tests run on a private broker (own ports and data directory, started
  * with scripts/kafka.sh), so stopping it never disturbs the shared broker on 9092.
  */
 import { Kafka, logLevel } from 'kafkajs'
@@ -143,6 +143,23 @@ describe.skipIf(!available)('RegionNodes over a real Kafka broker, with faults',
     await c.settle()
     await c.expectConverged()
     c.expectAppliedOnce(true)
+  })
+
+  it('a region\'s topic deleted mid-stream (by an operator, or a cluster rebuilt empty): its next append creates it again, what it held is repaired, all converge', async () => {
+    const c = newCluster()
+    for (const r of REGIONS) await c.write(r, 20, `${r}a`)
+    await c.settle()
+    for (const r of REGIONS) await c.write(r, 20, `${r}b`)
+    const admin = new Kafka({ clientId: 'operator', brokers: [...server.brokers], logLevel: logLevel.NOTHING }).admin()
+    await admin.connect()
+    await admin.deleteTopics({ topics: [`${c.prefix}.eu`] })
+    await admin.disconnect()
+    // eu's appends fail until its transport creates the topic again (tolerated: the outbox keeps them).
+    for (const r of REGIONS) await c.write(r, 20, `${r}c`, true)
+    await c.settle()
+    await c.expectConverged()
+    // Updates the deleted topic held reach the others by repair as well as by re-sent envelopes.
+    c.expectAppliedOnce(false)
   })
 
   it('10,000 corrupted envelopes produced straight into a topic are each dead-lettered; the next valid one is applied', async () => {

@@ -28,7 +28,7 @@ import {
   type Transport,
   toBuffer,
 } from '@concord/core'
-import { isProducerStateError, translateError } from './errors.js'
+import { isProducerStateError, isUnknownTopicError, translateError } from './errors.js'
 import { RECORD_ROOM_BYTES, resolveOptions, topicName, type KafkaTransportOptions, type ResolvedKafkaTransportOptions } from './options.js'
 
 type AppendOptions = NonNullable<Parameters<Transport['append']>[2]>
@@ -226,6 +226,12 @@ export class KafkaTransport implements Transport {
       }
       return positions
     } catch (e) {
+      // The topic is gone (deleted by an operator, or a cluster rebuilt empty): the next append
+      // creates it again, instead of failing for good on the remembered creation. A new admin
+      // client too: kafkajs keeps refreshing the metadata of every topic a client has asked about,
+      // and that refresh fails on a deleted one, so the old client could no longer create it.
+      // What the topic held is repaired by the readers' anti-entropy, as after any lost log.
+      if (!this.closed && isUnknownTopicError(e)) this.forgetTopic(topic)
       if (!this.closed && connected !== undefined && isProducerStateError(e)) {
         // The idempotent producer's sequence numbers no longer match the broker's (a broker
         // restart that lost a produce answer leaves kafkajs at OUT_OF_ORDER_SEQUENCE_NUMBER for
@@ -431,6 +437,14 @@ export class KafkaTransport implements Transport {
       this.producer = undefined
     })
     return this.producer
+  }
+
+  /** Forgets that `topic` exists and drops the admin client that knew it (see append). */
+  private forgetTopic(topic: string): void {
+    this.topics.delete(topic)
+    const admin = this.admin
+    this.admin = undefined
+    admin?.then((a) => a.disconnect()).catch(() => undefined)
   }
 
   private connectAdmin(): Promise<Admin> {
