@@ -5,8 +5,9 @@
  * replication engine alone: delta and envelope encoding, decode + join of every received delta,
  * the journal and applied-set bookkeeping, and the garbage they make. A third variant runs the
  * same nodes with no-op replicas (noopReplica.ts), splitting that cost into the node's own part and
- * the CRDT's. The transport benchmark measures the same traffic over Redis and Kafka, where the
- * client library's work is added on top.
+ * the CRDT's. Two workloads: the benchmarks' short document ids (59-byte envelopes) and
+ * UUID-shaped ones (93 bytes, past V8's 64-byte on-heap typed arrays). The transport benchmark
+ * measures the same traffic over Redis and Kafka, where the client library's work is added on top.
  *
  *   node --conditions=@concord/source --import tsx benchmarks/src/engine-bench.ts [--repeats=5] [--envelopes=20000] [--batch=100]
  */
