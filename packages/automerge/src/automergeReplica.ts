@@ -3,7 +3,7 @@
  * `Automerge.getLastLocalChange` and `getChangesSince` return), so any Automerge peer can read them.
  */
 import * as A from '@automerge/automerge'
-import { ConfigError, DecodeError } from '@concord/core'
+import { ConfigError, DecodeError, callListeners } from '@concord/core'
 import type { ConflictEvent, ConflictSide, DeltaOrigin, Replica } from '@concord/core'
 import { CHUNK_DOCUMENT, concatBytes, splitChunks } from './chunks.js'
 
@@ -132,7 +132,7 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
     const ls = this.listeners
     if (ls.length === 0) return
     const c = A.getLastLocalChange(next) as Uint8Array
-    for (let i = 0; i < ls.length; i++) (ls[i] as (d: Uint8Array, o: DeltaOrigin) => void)(c, 'local')
+    callListeners(this.typeName, ls, c, 'local')
   }
 
   /** Plain JS copy of the document. */
@@ -211,7 +211,7 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
     this.trackPending(next, changes)
     if (sameHeads(headsBefore, headsAfter)) return
     if (this.canonical) this.canonical = appendedLinearly(next, headsBefore)
-    for (const l of [...this.listeners]) l(delta, 'remote')
+    callListeners(this.typeName, [...this.listeners], delta, 'remote')
     if (conflictPaths !== undefined) for (const path of conflictPaths) this.reportConflict(path)
   }
 
@@ -287,7 +287,7 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
       winner,
       losers: ids.slice(0, -1).map(side),
     }
-    for (const l of [...this.conflictListeners]) l(event)
+    callListeners(this.typeName, [...this.conflictListeners], event, undefined)
   }
 
   /**

@@ -49,6 +49,7 @@ export {
 export { Hlc, compareHlc, encodeHlc, decodeHlc, writeHlc, readHlc, DEFAULT_MAX_DRIFT_MS, type HlcTimestamp, type HlcOptions } from './hlc.js'
 export { DotSet, VersionVector, dotKey, compareDots, rangeIndex, rangeIndexIn, MAX_REPLICA_ID_BYTES, type Dot, type Causality } from './dots.js'
 export type { Replica, ReplicaFactory, DeltaOrigin, ConflictEvent, ConflictSide, ConflictKind } from './replica.js'
+export { callListeners } from './replica.js'
 export type { Transport, LogPosition, LogRecord, PollOptions, AppendOptions } from './transport.js'
 export { WatchListeners, checkAppendArgs, checkPollOptions, MAX_POLL_WAIT_MS } from './transport.js'
 export type { Store, StoreOp } from './store.js'

@@ -75,10 +75,12 @@ export interface Replica<V> {
   state(): Uint8Array
   /**
    * Subscribes to deltas: local mutations and applied remote deltas. Every listener gets the same
-   * array: read it or keep it, never change it. Returns an unsubscribe function.
+   * array: read it or keep it, never change it. Returns an unsubscribe function. A listener that
+   * throws stops neither the other listeners nor the mutation or apply that called it (see
+   * {@link callListeners}): its error becomes a process warning.
    */
   onDelta(fn: (delta: Uint8Array, origin: DeltaOrigin) => void): () => void
-  /** Subscribes to conflict events raised by merges. Returns an unsubscribe function. */
+  /** Subscribes to conflict events raised by merges. Returns an unsubscribe function. Listeners as in onDelta. */
   onConflict(fn: (event: ConflictEvent) => void): () => void
   /**
    * Optional: one delta with the effect of applying `deltas` in order (deltas this replica emitted
@@ -94,4 +96,22 @@ export interface ReplicaFactory<V, R extends Replica<V> = Replica<V>> {
   readonly typeName: string
   /** An empty replica with the given writer id. */
   create(replicaId: string): R
+}
+
+/**
+ * Calls `listeners` in order with `a` and `b`. One that throws stops neither the others nor the
+ * caller — whose state change is already made, so an exception escaping into it (a replica's
+ * apply, a transport's fetch loop) would make it report a failure that did not happen (a valid
+ * record dead-lettered, a consumer restarted) — its error becomes a process warning
+ * (`CONCORD_LISTENER_THREW`), as a DOM EventTarget reports a throwing listener without stopping.
+ * For replica and transport implementations.
+ */
+export function callListeners<A, B>(what: string, listeners: ArrayLike<(a: A, b: B) => void>, a: A, b: B): void {
+  for (let i = 0; i < listeners.length; i++) {
+    try {
+      ;(listeners[i] as (a: A, b: B) => void)(a, b)
+    } catch (e) {
+      process.emitWarning(`${what}: a listener threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`, { code: 'CONCORD_LISTENER_THREW' })
+    }
+  }
 }

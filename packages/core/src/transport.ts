@@ -5,6 +5,7 @@
  */
 
 import { ConfigError } from './errors.js'
+import { callListeners } from './replica.js'
 
 /** Position of a record in one origin's log. Opaque; order with {@link Transport.comparePositions}. */
 export type LogPosition = string
@@ -133,7 +134,7 @@ export class WatchListeners {
   /** Calls every listener of `reader`. */
   notify(reader: string): void {
     const set = this.byReader.get(reader)
-    if (set !== undefined) for (const listener of [...set]) listener()
+    if (set !== undefined) callListeners(`watch ${reader}`, [...set], undefined, undefined)
   }
 
   /** Removes every listener (a closed transport). */

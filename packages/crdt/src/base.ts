@@ -5,6 +5,7 @@
  */
 import {
   ConfigError,
+  callListeners,
   DotSet,
   Hlc,
   MAX_REPLICA_ID_BYTES,
@@ -134,7 +135,7 @@ export abstract class CausalReplica<V> implements Replica<V> {
     this.ctx.union(dec.ctx)
     for (const t of out.times) this.clock.observe(t)
     if (!grows && out.added.length === 0 && out.removed.length === 0) return
-    if (sink !== undefined) for (const ev of sink.events) for (const fn of [...this.conflictListeners]) fn(ev)
+    if (sink !== undefined) for (const ev of sink.events) callListeners(this.typeName, [...this.conflictListeners], ev, undefined)
     this.emit(delta, 'remote')
   }
 
@@ -187,7 +188,7 @@ export abstract class CausalReplica<V> implements Replica<V> {
     const te = root.entries
     if (this.conflictListeners.size > 0 && added > 0 && te.size > 1 && schema.siblings !== undefined) {
       const ev = schema.siblings([...te.values()], EMPTY_PATH, this.typeName)
-      if (ev !== undefined) for (const fn of [...this.conflictListeners]) fn(ev)
+      if (ev !== undefined) callListeners(this.typeName, [...this.conflictListeners], ev, undefined)
     }
     this.emit(delta, 'remote')
   }
@@ -263,7 +264,7 @@ export abstract class CausalReplica<V> implements Replica<V> {
 
   private emit(delta: Uint8Array, origin: DeltaOrigin): void {
     // The snapshot array: listeners (un)subscribing during the loop do not change who is called.
-    for (const fn of this.deltaFns) fn(delta, origin)
+    callListeners(this.typeName, this.deltaFns, delta, origin)
   }
 }
 

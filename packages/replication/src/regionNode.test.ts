@@ -937,6 +937,75 @@ describe('RegionNode start() loop', () => {
   })
 })
 
+describe('RegionNode and listeners that throw', () => {
+  const until = { timeout: 10_000, interval: 5 }
+
+  it('a replica listener that throws neither makes a valid record rejected nor keeps a local change from being sent', async () => {
+    const { clock, nodes } = makeCluster({ instances: 1 })
+    const [eu, us] = nodes as [RegionNode, RegionNode, RegionNode]
+    const warnings: Error[] = []
+    const onWarning = (w: Error): void => void warnings.push(w)
+    process.on('warning', onWarning)
+    const theirs = (await us.open('c', 'pn-counter')) as unknown as PnCounter
+    theirs.onDelta(() => {
+      throw new Error('app listener bug')
+    })
+    theirs.onConflict(() => {
+      throw new Error('app listener bug')
+    })
+    const mine = (await eu.open('c', 'pn-counter')) as unknown as PnCounter
+    mine.increment(5)
+    await eu.flush()
+    theirs.increment(2)
+    await us.flush()
+    await settle(nodes, clock, async () => mine.value() === 7 && theirs.value() === 7)
+    expect([mine.value(), theirs.value()]).toEqual([7, 7])
+    expect(us.metrics().peers.every((p) => p.rejected === 0)).toBe(true)
+    expect(us.deadLetters()).toHaveLength(0)
+    await vi.waitFor(() => expect(warnings.some((w) => (w as Error & { code?: string }).code === 'CONCORD_LISTENER_THREW')).toBe(true), until)
+    process.off('warning', onWarning)
+  })
+  it('a listener that throws does not stop the start() loop; its error becomes a process warning', async () => {
+    const { make } = makeCluster({ instances: 0, extra: { pollWaitMs: 20, batch: { maxDelayMs: 1 } } })
+    const calls: unknown[] = []
+    const eu = make('eu', 'i1', new MemoryStore(), {
+      onError: (e) => {
+        calls.push(e)
+        throw new Error('listener bug')
+      },
+    })
+    const us = make('us', 'i1')
+    await eu.init()
+    await us.init()
+    const warnings: Error[] = []
+    const onWarning = (w: Error): void => void warnings.push(w)
+    process.on('warning', onWarning)
+    // eu's next round fails reading the logs once: its loop hands the error to onError, which throws.
+    const t = (eu as unknown as { o: { transport: MemoryTransport } }).o.transport
+    const poll = t.poll.bind(t)
+    let fail = true
+    t.poll = async (...args) => {
+      if (fail) {
+        fail = false
+        throw new TransportError('poll refused (test)', { retriable: true })
+      }
+      return poll(...args)
+    }
+    await eu.start()
+    await vi.waitFor(() => expect(calls).toHaveLength(1), until)
+    // The loop goes on: a later write of us reaches eu.
+    const theirs = (await us.open('c', 'pn-counter')) as unknown as PnCounter
+    const mine = (await eu.open('c', 'pn-counter')) as unknown as PnCounter
+    theirs.increment(7)
+    await us.flush()
+    await vi.waitFor(() => expect(mine.value()).toBe(7), until)
+    await vi.waitFor(() => expect(warnings.some((w) => (w as Error & { code?: string }).code === 'CONCORD_ON_ERROR_THREW' && w.message.includes('listener bug'))).toBe(true), until)
+    process.off('warning', onWarning)
+    await eu.close()
+    await us.close()
+  })
+})
+
 describe('RegionNode metrics as OpenTelemetry instruments', () => {
   it('reports per-peer applied, duplicates, rejected, pending and lag through the given meter', async () => {
     // A recording Meter: keeps every observable callback so the test can collect like an SDK reader would.

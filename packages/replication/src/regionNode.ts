@@ -498,7 +498,7 @@ export class RegionNode {
         const r = await this.round()
         busy = r.records > 0
       } catch (e) {
-        this.o.onError(e)
+        this.report(e)
         if (this.fatal !== undefined || this.closed) {
           this.running = false
           break
@@ -814,7 +814,7 @@ export class RegionNode {
       // The start() loop reports a change too large to send to onError (pump() throws it).
       if (this.running) {
         const tooLarge = this.takeTooLarge()
-        if (tooLarge !== undefined) this.o.onError(tooLarge)
+        if (tooLarge !== undefined) this.report(tooLarge)
       }
       return { records, appended }
     })
@@ -969,6 +969,19 @@ export class RegionNode {
     return e
   }
 
+  /**
+   * Hands `e` to options.onError. A listener that throws does not stop the node — the start()
+   * loop and the sender call it from places where a throw would end them — its error becomes a
+   * process warning.
+   */
+  private report(e: unknown): void {
+    try {
+      this.o.onError(e)
+    } catch (thrown) {
+      process.emitWarning(`RegionNode ${this.writer}: onError threw ${thrown instanceof Error ? `${thrown.name}: ${thrown.message}` : String(thrown)} while handling ${e instanceof Error ? e.message : String(e)}`, { code: 'CONCORD_ON_ERROR_THREW' })
+    }
+  }
+
   private writeStore(ops: readonly StoreOp[]): Promise<void> {
     const run = this.storeWrites.then(() => this.o.store.write(ops))
     this.storeWrites = run.catch(() => undefined)
@@ -1078,7 +1091,7 @@ export class RegionNode {
         this.sender = undefined
         // The start() loop does not wait for appends: it hears of a failure here (the next
         // round appends again). Whoever waits (sent()) sees it too.
-        if (this.running) this.o.onError(e)
+        if (this.running) this.report(e)
         throw e
       },
     )
@@ -1497,7 +1510,7 @@ export class RegionNode {
     // A record of an incarnation silent for livenessMs is history (read late), not a live twin.
     if (!stopped && this.o.now() - wall < this.o.livenessMs) {
       this.fatal = new ConfigError(`RegionNode: duplicate instance id: another live process (incarnation ${incarnation}) writes as ${this.writer}`)
-      this.o.onError(this.fatal)
+      this.report(this.fatal)
     }
   }
 

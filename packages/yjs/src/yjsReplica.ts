@@ -3,7 +3,7 @@
  * state vectors, so any Yjs peer (y-protocols, y-websocket, yrs) can exchange them unchanged.
  */
 import * as Y from 'yjs'
-import { ConfigError, DecodeError } from '@concord/core'
+import { ConfigError, DecodeError, callListeners } from '@concord/core'
 import type { ConflictEvent, DeltaOrigin, Replica } from '@concord/core'
 
 /** Kind of a root shared type, so that {@link YjsReplica.value} can show it before it has content. */
@@ -116,8 +116,7 @@ export class YjsReplica implements Replica<YjsValue> {
       this.shadowQueue.push(update)
       if (this.shadowQueue.length >= SHADOW_FLUSH_AT) this.flushShadow()
     }
-    const ls = this.listeners
-    for (let i = 0; i < ls.length; i++) (ls[i] as (d: Uint8Array, o: DeltaOrigin) => void)(update, remote ? 'remote' : 'local')
+    callListeners(this.typeName, this.listeners, update, remote ? 'remote' : 'local')
   }
 
   private root(name: string, kind: YjsRootKind): void {
