@@ -12,6 +12,7 @@
  *   node --conditions=@concord/source --import tsx benchmarks/src/engine-bench.ts [--repeats=5] [--envelopes=20000] [--batch=100]
  */
 import { pathToFileURL } from 'node:url'
+import { slabCopy } from '@concord/core'
 import { MemoryStore, MemoryTransport, RegionNode } from '@concord/replication'
 import { benchFactories, openWriters, shortDocId, uuidDocId, type BenchReplica } from './noopReplica.js'
 import { machine, median, progress, saveReport, type BenchReport, type BenchRow } from './report.js'
@@ -106,6 +107,28 @@ async function envelopeSize(docId: (d: number) => string): Promise<number> {
   return sizes[sizes.length - 1] as number
 }
 
+/**
+ * ns per copy of a `size`-byte result, `copy` being `slice()` (a backing store of its own) or
+ * `slabCopy` (a view into a shared slab), one copy in 256 kept alive as a caller would keep some.
+ */
+function copyNs(size: number, copy: (b: Uint8Array) => Uint8Array): number {
+  const src = new Uint8Array(size).fill(7)
+  const kept: Uint8Array[] = []
+  const runs: number[] = []
+  for (let r = 0; r < 7; r++) {
+    const n = 200_000
+    const t = process.hrtime.bigint()
+    for (let i = 0; i < n; i++) {
+      const out = copy(src)
+      if ((i & 255) === 0) kept.push(out)
+    }
+    runs.push(Number(process.hrtime.bigint() - t) / n)
+    kept.length = 0
+  }
+  // The first runs warm the JIT up.
+  return median(runs.slice(2))
+}
+
 /** Document ids of a workload: the benchmarks' short ones, and UUID-shaped ones (larger envelopes). */
 const WORKLOADS = [
   { label: 'short ids', docId: shortDocId },
@@ -155,6 +178,16 @@ export async function run(options: EngineBenchOptions = {}): Promise<BenchReport
         { name: CONCORD, metric, value: concordV, unit: 'µs', baseline: RAW, ratio: concordV / rawV },
       )
     }
+  }
+  // What an envelope costs to copy out of the encoder: an array of its own, or a view into a shared
+  // slab (what encodeEnvelope does since envelopes past 64 bytes paid a backing store each).
+  for (const { label, docId } of WORKLOADS) {
+    const size = await envelopeSize(docId)
+    progress(`copy of a ${size}-byte envelope`)
+    const metric = `copy of an envelope (${label}, ${size} B)`
+    const own = copyNs(size, (b) => b.slice())
+    const slab = copyNs(size, (b) => slabCopy(b))
+    rows.push({ name: 'slice(): a backing store of its own', metric, value: own, unit: 'ns' }, { name: 'slabCopy(): a view into a shared 8 KiB slab', metric, value: slab, unit: 'ns', baseline: 'slice(): a backing store of its own', ratio: slab / own })
   }
   const notes = [
     `3 regions, ${envelopes} envelopes written per region (one PnCounter increment per envelope; raw records of the envelope's size), ${batch} per flush/append, each applied (Concord) or read (raw) in both other regions; median of ${repeats} after one warm-up run of each; per written envelope`,

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import fc from 'fast-check'
 import * as encoding from 'lib0/encoding'
-import { DecodeError, decodeWith, encodeWith, readBytes, readString, slabCopy, writeBytes, writeString, writeUint } from './index.js'
+import { DecodeError, decodeWith, encodeWith, encoderSlabBytes, readBytes, readString, releaseEncoder, slabCopy, takeEncoder, writeBytes, writeString, writeUint } from './index.js'
 
 describe('encodeWith', () => {
   it('nests: an inner encodeWith inside an outer one does not disturb the outer bytes', () => {
@@ -47,7 +47,7 @@ describe('encodeWith', () => {
   })
 })
 
-describe('slabCopy and encoder results in shared slabs', () => {
+describe('slabCopy and encoderSlabBytes: results in shared slabs', () => {
   it('keeps every result intact while later ones fill and replace slabs, whatever the size', () => {
     // Sizes on both sides of the on-heap limit (64), the slab limit (1 KiB), and enough results to
     // span many 8 KiB slabs; each result is checked after all of them were made.
@@ -57,7 +57,10 @@ describe('slabCopy and encoder results in shared slabs', () => {
       const n = sizes[i % sizes.length] as number
       const want = Uint8Array.from({ length: n }, (_, k) => (i * 31 + k) & 0xff)
       const src = want.slice()
-      const got = i % 2 === 0 ? slabCopy(src) : encodeWith((e) => encoding.writeUint8Array(e, src))
+      const e = takeEncoder()
+      encoding.writeUint8Array(e, src)
+      const got = i % 2 === 0 ? slabCopy(src) : encoderSlabBytes(e)
+      releaseEncoder(e)
       src.fill(0xaa) // the source changes afterwards: a copy must not
       made.push({ got, want })
     }
@@ -73,6 +76,10 @@ describe('slabCopy and encoder results in shared slabs', () => {
     expect(Array.from(a)).toEqual(Array.from(src.subarray(0, 100)))
     // Plain Uint8Arrays: slice() copies (a Buffer's would be a view into the slab).
     expect(Object.getPrototypeOf(a)).toBe(Uint8Array.prototype)
+    // Results that may be kept long are arrays of their own, not slab views.
+    const kept = encodeWith((e) => encoding.writeUint8Array(e, src.subarray(0, 100)))
+    expect(kept.byteOffset).toBe(0)
+    expect(kept.buffer.byteLength).toBe(100)
     const s = a.slice(0, 10)
     s.fill(9)
     expect(a[0]).toBe(0)

@@ -42,15 +42,22 @@ export function takeEncoder(): Encoder {
   return idleEncoders.pop() ?? encoding.createEncoder()
 }
 
-/**
- * What `e` holds, as a fresh array the caller owns (its contents; the memory under it may be a
- * shared slab, see {@link slabCopy}).
- */
+/** What `e` holds, as a fresh array the caller owns. */
 export function encoderBytes(e: Encoder): Uint8Array {
-  if (e.bufs.length > 0) return encoding.toUint8Array(e)
   // The common case (everything in the current buffer) copies once, without lib0's extra view.
+  return e.bufs.length === 0 ? e.cbuf.slice(0, e.cpos) : encoding.toUint8Array(e)
+}
+
+/**
+ * {@link encoderBytes} for a result its caller hands on and drops (an envelope on its way to the
+ * log): past 64 bytes (ON_HEAP_MAX) and up to 1 KiB, copied into a shared slab ({@link slabCopy}),
+ * which saves a backing-store allocation per result; one kept alive keeps its slab. Results that
+ * may be kept long (states, versions, deltas handed to listeners, store values) take
+ * {@link encoderBytes}: a slab pinned by one kept result is memory lost.
+ */
+export function encoderSlabBytes(e: Encoder): Uint8Array {
   const n = e.cpos
-  return n > ON_HEAP_MAX && n <= SLAB_COPY_MAX ? slabCopy(e.cbuf, n) : e.cbuf.slice(0, n)
+  return e.bufs.length === 0 && n > ON_HEAP_MAX && n <= SLAB_COPY_MAX ? slabCopy(e.cbuf, n) : encoderBytes(e)
 }
 
 /** V8 keeps typed arrays up to this size inside the JS heap: allocating one is cheap. */

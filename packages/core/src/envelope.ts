@@ -3,7 +3,7 @@
  * by byte in docs/wire-format.md, optionally signed with HMAC-SHA256.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto'
-import { decodeWith, encoderBytes, readByte, releaseEncoder, takeEncoder, readBytes, readString, readUint, writeByte, writeBytes, writeString, writeUint, type Decoder } from './codec.js'
+import { decodeWith, encoderSlabBytes, readByte, releaseEncoder, takeEncoder, readBytes, readString, readUint, writeByte, writeBytes, writeString, writeUint, type Decoder } from './codec.js'
 import { DecodeError, SignatureError } from './errors.js'
 import { readHlc, writeHlc, type HlcTimestamp } from './hlc.js'
 import { MAX_REPLICA_ID_BYTES } from './dots.js'
@@ -40,7 +40,11 @@ export interface Envelope {
 /** Signing keys: region → secret. An envelope from a region without a key is rejected. */
 export type EnvelopeKeys = ReadonlyMap<string, Uint8Array>
 
-/** Encodes an envelope, signing it with `key` when given. */
+/**
+ * Encodes an envelope, signing it with `key` when given. An envelope is on its way to a log: the
+ * result may share an 8 KiB slab with other envelopes (see encoderSlabBytes) — slice() it to
+ * keep it long on its own.
+ */
 export function encodeEnvelope(env: Envelope, key?: Uint8Array): Uint8Array {
   // No encodeWith closure: one envelope per replicated delta goes through here.
   const e = takeEncoder()
@@ -58,7 +62,7 @@ export function encodeEnvelope(env: Envelope, key?: Uint8Array): Uint8Array {
     writeHlc(e, env.time)
     writeBytes(e, env.deps)
     writeBytes(e, env.payload)
-    body = encoderBytes(e)
+    body = encoderSlabBytes(e)
   } finally {
     releaseEncoder(e)
   }

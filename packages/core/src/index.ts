@@ -40,6 +40,7 @@ export {
   takeEncoder,
   toBuffer,
   encoderBytes,
+  encoderSlabBytes,
   slabCopy,
   releaseEncoder,
   type Encoder,
