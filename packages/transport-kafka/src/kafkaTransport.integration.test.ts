@@ -71,6 +71,9 @@ describe.skipIf(!server.available)('KafkaTransport against a real broker', () =>
     expect(err).toMatchObject({ code: 'TOO_LARGE', retriable: false })
     const [after] = await t.append(origin, [bytes('after')])
     expect(Number(after)).toBe(Number(positions[29]) + 1)
+    // A record of exactly maxRecordBytes (RegionNode's largest envelope over Kafka) goes out with its key.
+    const [largest] = await t.append(origin, [new Uint8Array(t.maxRecordBytes)], { keys: ['6f1c2a9e-4b1d-4e8a-9c3f-000000000001'] })
+    expect(Number(largest)).toBe(Number(after) + 1)
     // A smaller request size splits sooner.
     const small = open({ maxBatchBytes: 8192 })
     const o2 = unique('o')

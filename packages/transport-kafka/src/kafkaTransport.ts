@@ -39,6 +39,8 @@ const PARTITION = 0
 const EMPTY = new Uint8Array(0)
 /** A record's framing in a produce request beside its value and key (length, attributes, deltas). */
 const RECORD_FRAMING_BYTES = 32
+/** Longest record key (a document id, at most 1 KiB as RegionNode checks them): room is kept for it beside maxRecordBytes. */
+const MAX_KEY_BYTES = RECORD_ROOM_BYTES - 2 * RECORD_FRAMING_BYTES - 128
 /** An origin not polled for this long stops being fetched once it has records buffered. */
 const IDLE_PAUSE_MS = 100
 
@@ -406,10 +408,15 @@ export class KafkaTransport implements Transport {
     let bytes = 0
     for (let i = 0; i < records.length; i++) {
       const key = keys?.[i]
-      const size = (records[i] as Uint8Array).byteLength + (key === undefined ? 0 : Buffer.byteLength(key))
-      if (size > this.maxRecordBytes) {
-        throw new TooLargeError(`kafka transport: record ${i} takes ${size} bytes with its key, more than the ${this.maxRecordBytes} one produce request holds (maxBatchBytes; brokers' message.max.bytes)`)
+      const value = (records[i] as Uint8Array).byteLength
+      const keyBytes = key === undefined ? 0 : Buffer.byteLength(key)
+      // The record up to maxRecordBytes (what RegionNode sizes its envelopes by), its key within
+      // the room kept beside it: together they fit one request.
+      if (value > this.maxRecordBytes) {
+        throw new TooLargeError(`kafka transport: record ${i} is ${value} bytes, more than the ${this.maxRecordBytes} one produce request holds (maxBatchBytes; brokers' message.max.bytes)`)
       }
+      if (keyBytes > MAX_KEY_BYTES) throw new ConfigError(`kafka transport: key ${i} is ${keyBytes} bytes; keys hold at most ${MAX_KEY_BYTES}`)
+      const size = value + keyBytes
       if (i > from && bytes + size + RECORD_FRAMING_BYTES > budget) {
         out.push([from, i])
         from = i
