@@ -786,6 +786,30 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     expect(late.metrics().peers.find((p) => p.region === 'eu')?.repairsApplied).toBeGreaterThanOrEqual(1)
   })
 
+  it('a rolling upgrade: records of a type a region has no factory for yet are dead-lettered there, and repaired once it has one', async () => {
+    const { clock, broker, factories } = makeCluster({ instances: 0 })
+    const mk = (region: string, store: Store, f: RegionNodeOptions['factories']): RegionNode =>
+      new RegionNode({ region, instance: 'i1', regions: ['eu', 'us'], transport: new MemoryTransport({ broker }), store, factories: f, now: clock.now, repairTimeoutMs: 200 })
+    const eu = mk('eu', new MemoryStore(), factories)
+    const usStore = new MemoryStore()
+    // us still runs the previous version: no or-set.
+    let us = mk('us', usStore, { 'pn-counter': factories['pn-counter'] })
+    const set = (await eu.open('tags', 'or-set')) as unknown as OrSet<string>
+    set.add('a')
+    set.add('b')
+    await eu.flush()
+    await settle([eu, us], clock, async () => us.deadLetters().length > 0, 20)
+    expect(us.deadLetters()[0]).toMatchObject({ origin: 'eu', code: 'TYPE_MISMATCH' })
+    // The update is known to be missing, not taken for applied.
+    expect(us.metrics().peers.find((p) => p.region === 'eu')?.pending).toBeGreaterThan(0)
+    await us.close()
+    clock.advance(60_000)
+    us = mk('us', usStore.reopen(), factories)
+    await settle([eu, us], clock, async () => (await us.open<string[]>('tags', 'or-set')).value().length === 2)
+    expect([...(await us.open<string[]>('tags', 'or-set')).value()].sort()).toEqual(['a', 'b'])
+    expect(us.metrics().peers.find((p) => p.region === 'eu')?.pending).toBe(0)
+  })
+
   it('a writer that is gone is repaired by any node that has seen its updates', async () => {
     const { clock, nodes, make } = makeCluster({ instances: 1, extra: { repairTimeoutMs: 200 } })
     const eu = nodes[0] as RegionNode
