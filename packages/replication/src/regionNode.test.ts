@@ -1023,7 +1023,7 @@ describe('RegionNode and listeners that throw', () => {
     theirs.increment(7)
     await us.flush()
     await vi.waitFor(() => expect(mine.value()).toBe(7), until)
-    await vi.waitFor(() => expect(warnings.some((w) => (w as Error & { code?: string }).code === 'CONCORD_ON_ERROR_THREW' && w.message.includes('listener bug'))).toBe(true), until)
+    await vi.waitFor(() => expect(warnings.some((w) => (w as Error & { code?: string }).code === 'CONCORD_LISTENER_THREW' && w.message.includes('onError') && w.message.includes('listener bug'))).toBe(true), until)
     process.off('warning', onWarning)
     await eu.close()
     await us.close()

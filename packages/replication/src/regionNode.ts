@@ -17,6 +17,7 @@ import {
   Hlc,
   TooLargeError,
   TypeMismatchError,
+  callListeners,
   VersionVector,
   ClosedError,
   decodeEnvelope,
@@ -771,8 +772,7 @@ export class RegionNode {
     })
     await this.sent()
     // The rest went out: a change too large to send is reported now, once.
-    const tooLarge = this.takeTooLarge()
-    if (tooLarge !== undefined) throw tooLarge
+    this.throwTooLarge()
   }
 
   /**
@@ -786,8 +786,7 @@ export class RegionNode {
     // The round's envelopes went to the sender; their append overlapped the rest of the round.
     await this.sent()
     // A local change too large to send (the round did everything else) is reported now, once.
-    const tooLarge = this.takeTooLarge()
-    if (tooLarge !== undefined) throw tooLarge
+    this.throwTooLarge()
     return result
   }
 
@@ -935,15 +934,13 @@ export class RegionNode {
     const send = (run: readonly Uint8Array[]): void => {
       const payload = run.length === 1 ? (run[0] as Uint8Array) : doc.merge !== undefined ? doc.merge(run) : undefined
       const bytes = payload === undefined ? undefined : encodeEnvelope(this.envelope(doc, payload, time), key)
-      if (payload !== undefined && bytes !== undefined && bytes.length <= this.envelopeLimit) return this.queueEnvelope(doc, payload, bytes)
+      if (bytes !== undefined && bytes.length <= this.envelopeLimit) return this.queueEnvelope(doc, payload as Uint8Array, bytes)
       if (run.length > 1) {
         for (const delta of run) send([delta])
         return
       }
-      const size = bytes?.length ?? 0
-      this.tooLarge++
-      this.tooLargeError = new TooLargeError(
-        `document ${doc.docId}: a local change of ${(run[0] as Uint8Array).length} bytes makes a ${size}-byte envelope, past the limit of ${this.envelopeLimit} (maxEnvelopeBytes, or the transport's largest record); it was not sent and stays in region ${this.region} only`,
+      this.refuseTooLarge(
+        `document ${doc.docId}: a local change of ${(run[0] as Uint8Array).length} bytes makes a ${bytes?.length ?? 0}-byte envelope, past the limit of ${this.envelopeLimit} (maxEnvelopeBytes, or the transport's largest record); it was not sent and stays in region ${this.region} only`,
       )
       // Durable here all the same: the replica's state holds it.
       doc.unsaved.push(run[0] as Uint8Array)
@@ -962,6 +959,12 @@ export class RegionNode {
     if (run.length > 0) send(run)
   }
 
+  /** Counts an envelope not sent for its size; the latest one's error waits to be reported. */
+  private refuseTooLarge(message: string): void {
+    this.tooLarge++
+    this.tooLargeError = new TooLargeError(message)
+  }
+
   /** The TooLargeError of local changes refused since the last call, if any (reported once). */
   private takeTooLarge(): TooLargeError | undefined {
     const e = this.tooLargeError
@@ -969,17 +972,18 @@ export class RegionNode {
     return e
   }
 
+  private throwTooLarge(): void {
+    const e = this.takeTooLarge()
+    if (e !== undefined) throw e
+  }
+
   /**
    * Hands `e` to options.onError. A listener that throws does not stop the node — the start()
    * loop and the sender call it from places where a throw would end them — its error becomes a
-   * process warning.
+   * process warning (callListeners).
    */
   private report(e: unknown): void {
-    try {
-      this.o.onError(e)
-    } catch (thrown) {
-      process.emitWarning(`RegionNode ${this.writer}: onError threw ${thrown instanceof Error ? `${thrown.name}: ${thrown.message}` : String(thrown)} while handling ${e instanceof Error ? e.message : String(e)}`, { code: 'CONCORD_ON_ERROR_THREW' })
-    }
+    callListeners(`RegionNode ${this.writer} onError, handling ${e instanceof Error ? e.message : String(e)}`, [this.o.onError], e, undefined)
   }
 
   private writeStore(ops: readonly StoreOp[]): Promise<void> {
@@ -1146,8 +1150,7 @@ export class RegionNode {
     if (bytes.length > this.envelopeLimit) {
       // A repair answer holding one document whose state alone is past the limit: not sent (it
       // would hold back the outbox); the requester asks again and gets the other documents.
-      this.tooLarge++
-      this.tooLargeError = new TooLargeError(`${typeName} record ${docId}: ${bytes.length} bytes, past the envelope limit of ${this.envelopeLimit}; not sent`)
+      this.refuseTooLarge(`${typeName} record ${docId}: ${bytes.length} bytes, past the envelope limit of ${this.envelopeLimit}; not sent`)
       return
     }
     this.outbox.push(bytes)

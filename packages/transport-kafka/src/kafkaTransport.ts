@@ -142,7 +142,7 @@ const REJOIN_DELAY_MS = 1_000
  */
 export class KafkaTransport implements Transport {
   readonly name = 'kafka'
-  /** The largest record (value and key) an append takes: maxBatchBytes less a batch's framing. */
+  /** The largest record (its value; its key has room beside it) an append takes: maxBatchBytes less RECORD_ROOM_BYTES. */
   readonly maxRecordBytes: number
   private readonly options: ResolvedKafkaTransportOptions
   private readonly kafka: Kafka

@@ -95,8 +95,7 @@ function atLeast(name: string, value: number, min: number): number {
 }
 
 function positiveInteger(name: string, value: number): number {
-  if (!Number.isInteger(value) || value < 1) throw new ConfigError(`kafka transport: ${name} must be a positive integer, got ${value}`)
-  return value
+  return atLeast(name, value, 1)
 }
 
 /** Every option (the compiler keeps this in step with the interface). */
@@ -148,7 +147,7 @@ export function resolveOptions(options: KafkaTransportOptions): ResolvedKafkaTra
 export function topicName(prefix: string, origin: string): string {
   const topic = `${prefix}.${origin}`
   if (origin.length === 0 || !TOPIC_CHARS.test(origin) || topic.length > MAX_TOPIC_CHARS) {
-    throw new ConfigError(`kafka transport: origin ${JSON.stringify(origin)} does not make a valid topic name ([a-zA-Z0-9._-], at most 249 chars in all)`)
+    throw new ConfigError(`kafka transport: origin ${JSON.stringify(origin)} does not make a valid topic name ([a-zA-Z0-9._-], at most ${MAX_TOPIC_CHARS} chars in all)`)
   }
   return topic
 }
