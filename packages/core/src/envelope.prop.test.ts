@@ -49,7 +49,7 @@ describe('decodeEnvelope in sequence', () => {
       fc.property(fc.array(item, { minLength: 1, maxLength: 40 }), (items) => {
         const inputs = items.map(([env, flip]) => {
           const bytes = encodeEnvelope(env)
-          if (flip !== null) bytes[flip[0] % bytes.length] ^= flip[1]
+          if (flip !== null) bytes[flip[0] % bytes.length] = (bytes[flip[0] % bytes.length] as number) ^ flip[1]
           return bytes
         })
         // Alone: a fresh decode of each, with a different envelope decoded just before it.

@@ -1,9 +1,9 @@
 import { describe, expect, test } from 'vitest'
-import { ConfigError, DecodeError, DotSet, type ConflictEvent } from '@concord/core'
+import { ConfigError, DecodeError, DotSet, type ConflictEvent, type Json } from '@concord/core'
 import { OrSet, PnCounter } from './index.js'
 
-function pair(): [OrSet<number | string | object>, OrSet<number | string | object>] {
-  return [new OrSet({ replicaId: 'a' }), new OrSet({ replicaId: 'b' })]
+function pair(): [OrSet<Json>, OrSet<Json>] {
+  return [new OrSet<Json>({ replicaId: 'a' }), new OrSet<Json>({ replicaId: 'b' })]
 }
 
 describe('OrSet', () => {
@@ -24,7 +24,7 @@ describe('OrSet', () => {
   })
 
   test('equal JSON values with different key order are one element', () => {
-    const s = new OrSet<object>({ replicaId: 'a' })
+    const s = new OrSet<Json>({ replicaId: 'a' })
     s.add({ x: 1, y: 2 })
     s.add({ y: 2, x: 1 })
     expect(s.value()).toEqual([{ x: 1, y: 2 }])

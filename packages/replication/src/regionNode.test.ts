@@ -153,7 +153,7 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     for (const [node, store, region] of [[eu, stores[0], 'eu'], [us, stores[1], 'us']] as const) {
       const before = await Promise.all(['n', 'm'].map(async (id) => (await node.open(id, 'pn-counter')).state()))
       await node.close()
-      const again = make(region, 'i1', store.reopen())
+      const again = make(region, 'i1', (store as NonNullable<typeof store>).reopen())
       clock.advance(60_000)
       for (const [k, id] of ['n', 'm'].entries()) {
         const replica = await again.open<number>(id, 'pn-counter')

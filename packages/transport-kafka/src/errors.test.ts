@@ -6,9 +6,17 @@ import { translateError } from './errors.js'
 import { resolveOptions, topicName } from './options.js'
 import { KafkaTransport } from './kafkaTransport.js'
 
+// kafkajs's typings give these constructors other parameters than its runtime (src/errors.js) takes:
+// the errors are built here as kafkajs builds them itself.
+type ProtocolFields = { message: string; type: string; code: number; retriable: boolean }
+const protocolError = (fields: ProtocolFields): KafkaJSProtocolError => new (KafkaJSProtocolError as unknown as new (e: ProtocolFields) => KafkaJSProtocolError)(fields)
+const nonRetriable = (e: Error | string, meta?: { cause: Error }): KafkaJSNonRetriableError =>
+  new (KafkaJSNonRetriableError as unknown as new (e: Error | string, meta?: { cause: Error }) => KafkaJSNonRetriableError)(e, meta)
+const coordinatorNotFound = (message: string): KafkaJSGroupCoordinatorNotFound => new (KafkaJSGroupCoordinatorNotFound as unknown as new (m: string) => KafkaJSGroupCoordinatorNotFound)(message)
+
 describe('translateError', () => {
   it('maps authentication and authorization failures to ConfigError', () => {
-    const denied = new KafkaJSProtocolError({ message: 'denied', type: 'TOPIC_AUTHORIZATION_FAILED', code: 29, retriable: false })
+    const denied = protocolError({ message: 'denied', type: 'TOPIC_AUTHORIZATION_FAILED', code: 29, retriable: false })
     expect(translateError(denied, 'append')).toBeInstanceOf(ConfigError)
   })
 
@@ -19,16 +27,16 @@ describe('translateError', () => {
       expect(t.retriable).toBe(true)
       expect(t.cause).toBe(e)
     }
-    const leader = new KafkaJSProtocolError({ message: 'moving', type: 'NOT_LEADER_FOR_PARTITION', code: 6, retriable: true })
+    const leader = protocolError({ message: 'moving', type: 'NOT_LEADER_FOR_PARTITION', code: 6, retriable: true })
     expect(translateError(leader, 'append').retriable).toBe(true)
     expect(translateError(new KafkaJSNonRetriableError('bad'), 'append').retriable).toBe(false)
     // What an outer kafkajs retrier throws when an inner one gave up on a refused connection.
     const refused = new KafkaJSConnectionError('connect ECONNREFUSED')
-    const wrapped = new KafkaJSNonRetriableError(new KafkaJSNumberOfRetriesExceeded(refused, { retryCount: 5, retryTime: 100 }), { cause: refused })
+    const wrapped = nonRetriable(new KafkaJSNumberOfRetriesExceeded(refused, { retryCount: 5, retryTime: 100 }), { cause: refused })
     expect(translateError(wrapped, 'append').retriable).toBe(true)
     // A restarted broker has no group coordinator until it has loaded its offsets.
-    const notFound = new KafkaJSGroupCoordinatorNotFound('Failed to find group coordinator')
-    const loading = new KafkaJSNonRetriableError(notFound, { cause: notFound })
+    const notFound = coordinatorNotFound('Failed to find group coordinator')
+    const loading = nonRetriable(notFound, { cause: notFound })
     expect(translateError(loading, 'poll').retriable).toBe(true)
   })
 })
