@@ -106,6 +106,16 @@ export class TooLargeError extends ConcordError {
   }
 }
 
+/**
+ * A resource is held by another process: a FileStore's file, locked by the process that opened
+ * it. Retriable: the holder may close it, or — when it died — its lock goes stale.
+ */
+export class LockedError extends ConcordError {
+  constructor(message: string, options: ConcordErrorOptions = {}) {
+    super(message, 'LOCKED', options, true)
+  }
+}
+
 /** An operation was attempted on a closed component. */
 export class ClosedError extends ConcordError {
   constructor(message: string, options: ConcordErrorOptions = {}) {

@@ -10,6 +10,7 @@ export {
   NotOwnerError,
   TransportError,
   TooLargeError,
+  LockedError,
   ClosedError,
   checkKnownOptions,
   type ConcordErrorOptions,

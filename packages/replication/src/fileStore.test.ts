@@ -1,6 +1,9 @@
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
 import { mkdtemp, rm, appendFile, stat, truncate } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { FileStore } from './fileStore.js'
 import { MemoryStore } from './memoryStore.js'
@@ -117,5 +120,92 @@ describe('FileStore durability', () => {
     const path = join(dir, 'other.db')
     await appendFile(path, b('hello world, not a store'))
     await expect(FileStore.open(path)).rejects.toMatchObject({ code: 'CONFIG' })
+  })
+})
+
+describe('FileStore lock: one process per store file', () => {
+  it('refuses a second FileStore on the same path until the first is closed', async () => {
+    const path = join(dir, 'one.db')
+    const first = await FileStore.open(path)
+    await first.put('a', b('1'))
+    const refused = FileStore.open(path)
+    await expect(refused).rejects.toMatchObject({ code: 'LOCKED', retriable: true })
+    await expect(refused).rejects.toThrow(/one\.db is open in another FileStore/)
+    // The refused open changed nothing: the first keeps writing.
+    await first.put('b', b('2'))
+    await first.close()
+    const second = await FileStore.open(path)
+    expect(s(await second.get('a'))).toBe('1')
+    expect(s(await second.get('b'))).toBe('2')
+    await second.close()
+  })
+
+  it('refuses a store held by another process, and takes over its lock once that process died (lockStaleMs)', async () => {
+    const path = join(dir, 'shared.db')
+    // Another process opens the store, writes, then is killed with SIGKILL: no exit handler runs,
+    // its lock stays behind, no longer refreshed.
+    const source = pathToFileURL(join(import.meta.dirname, 'fileStore.ts')).href
+    const code = `const { FileStore } = await import(process.argv[1]); const st = await FileStore.open(process.argv[2], { lockStaleMs: 2000 }); await st.put('child', new Uint8Array([7])); console.log('ready'); setInterval(() => {}, 1000)`
+    const child = spawn(process.execPath, ['--conditions=@concord/source', '--import', 'tsx', '--input-type=module', '-e', code, source, path], { stdio: ['ignore', 'pipe', 'inherit'] })
+    try {
+      const [line] = (await once(child.stdout, 'data')) as [Buffer]
+      expect(line.toString()).toContain('ready')
+      await expect(FileStore.open(path, { lockStaleMs: 2000 })).rejects.toMatchObject({ code: 'LOCKED' })
+      child.kill('SIGKILL')
+      await once(child, 'exit')
+      // Dead, but its lock is fresh: still refused, for up to lockStaleMs after its last refresh.
+      await expect(FileStore.open(path, { lockStaleMs: 2000 })).rejects.toMatchObject({ code: 'LOCKED' })
+      const until = Date.now() + 10_000
+      let st: FileStore | undefined
+      while (st === undefined) {
+        st = await FileStore.open(path, { lockStaleMs: 2000 }).catch((e: unknown) => {
+          if ((e as { code?: string }).code !== 'LOCKED' || Date.now() > until) throw e
+          return new Promise<undefined>((r) => setTimeout(() => r(undefined), 200))
+        })
+      }
+      expect([...((await st.get('child')) ?? [])]).toEqual([7])
+      await st.close()
+    } finally {
+      child.kill('SIGKILL')
+    }
+  })
+
+  it('refuses writes once its lock was taken away, and another open can then take the store', async () => {
+    const path = join(dir, 'lost.db')
+    const st = await FileStore.open(path, { lockStaleMs: 2000 })
+    await st.put('a', b('1'))
+    // Someone removes the lock (an operator, a cleanup job): the holder notices at its next refresh.
+    await rm(`${path}.lock`, { recursive: true })
+    const until = Date.now() + 5_000
+    let refused: unknown
+    while (refused === undefined && Date.now() < until) {
+      refused = await st.put('b', b('2')).then(
+        () => new Promise<undefined>((r) => setTimeout(() => r(undefined), 100)),
+        (e: unknown) => e,
+      )
+    }
+    expect(refused).toMatchObject({ code: 'LOCKED', retriable: false })
+    expect(String(refused)).toMatch(/lost the lock/)
+    // Reads still answer from memory; writes stay refused.
+    expect(s(await st.get('a'))).toBe('1')
+    await expect(st.write([{ op: 'put', key: 'c', value: b('3') }])).rejects.toMatchObject({ code: 'LOCKED' })
+    const next = await FileStore.open(path)
+    expect(s(await next.get('a'))).toBe('1')
+    await st.close()
+    // Closing the old holder did not remove the new holder's lock.
+    await expect(FileStore.open(path)).rejects.toMatchObject({ code: 'LOCKED' })
+    await next.close()
+  })
+
+  it('checks its options', async () => {
+    const path = join(dir, 'opts.db')
+    await expect(FileStore.open(path, { lockStaleMs: 500 })).rejects.toMatchObject({ code: 'CONFIG' })
+    await expect(FileStore.open(path, { lock: 'yes' as unknown as boolean })).rejects.toMatchObject({ code: 'CONFIG' })
+    await expect(FileStore.open(path, { fsynk: false } as never)).rejects.toThrow(/unknown option "fsynk" \(did you mean "fsync"\?\)/)
+    // lock: false is for callers that guarantee one process per file themselves.
+    const a = await FileStore.open(path, { lock: false })
+    const c = await FileStore.open(path, { lock: false })
+    await c.close()
+    await a.close()
   })
 })

@@ -8,14 +8,26 @@
  *
  * The whole map is held in memory (the file is the durability, not the index): suited to the
  * state of one region node, not to large data sets.
+ *
+ * One process at a time: an open store holds a lock beside its file (`<path>.lock`, a directory
+ * whose time is refreshed every lockStaleMs / 2, through proper-lockfile), so a second FileStore
+ * on the same path — in this process, another one, or another host sharing the volume — is refused
+ * with a LockedError instead of interleaving records with the first (two in-memory maps writing one
+ * file, and one compaction renaming the file under the other, lose data without a word). A holder
+ * that died stops refreshing its lock; after lockStaleMs it is taken over. A holder that finds its
+ * lock taken over or gone (it stalled past lockStaleMs, or someone removed the lock) refuses every
+ * later write.
  */
 import { createHash } from 'node:crypto'
+import { lock as lockFile } from 'proper-lockfile'
 import { open, rename, mkdir, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import {
   ClosedError,
   ConfigError,
   DecodeError,
+  LockedError,
+  checkKnownOptions,
   decodeWith,
   encodeWith,
   readByte,
@@ -45,7 +57,24 @@ export interface FileStoreOptions {
    * @default true
    */
   readonly fsync?: boolean
+  /**
+   * Lock the store while it is open (see {@link FileStore}). Turn it off only where something else
+   * guarantees one process per file, or for tests that simulate a crash by opening the file again
+   * in the same process.
+   * @default true
+   */
+  readonly lock?: boolean
+  /**
+   * How long a lock may go without being refreshed before it counts as its holder's death and is
+   * taken over (at least 2000). Longer tolerates longer stalls of a live holder (a paused VM, a
+   * frozen container); shorter lets a replacement start sooner after a crash.
+   * @default 10000
+   */
+  readonly lockStaleMs?: number
 }
+
+const OPTION_KEYS = ['compactMinBytes', 'fsync', 'lock', 'lockStaleMs']
+const MIN_LOCK_STALE_MS = 2000
 
 const MAGIC = new TextEncoder().encode('CONCORD-STORE-1\n')
 const HEADER_BYTES = 4 + 8 // u32 LE payload length + first 8 bytes of SHA-256(payload)
@@ -105,6 +134,10 @@ export class FileStore implements Store {
   private readonly compactMinBytes: number
   private readonly fsync: boolean
   private queue: Promise<void> = Promise.resolve()
+  /** Releases the file's lock (undefined when not locked). */
+  private unlock: (() => Promise<void>) | undefined
+  /** Set when the lock was lost while open: writes are refused from then on. */
+  private lockLost: LockedError | undefined
 
   private constructor(path: string, handle: FileHandle, map: Map<string, Uint8Array>, fileBytes: number, recovered: number, options: FileStoreOptions) {
     this.path = path
@@ -121,11 +154,59 @@ export class FileStore implements Store {
   /** Opens (or creates) the store at `path`, recovering from a torn last record. */
   static async open(path: string, options: FileStoreOptions = {}): Promise<FileStore> {
     if (typeof path !== 'string' || path.length === 0) throw new ConfigError('FileStore: path must be a non-empty string')
+    if (typeof options !== 'object' || options === null) throw new ConfigError('FileStore: options must be an object')
+    checkKnownOptions('FileStore', options, OPTION_KEYS)
     if (options.compactMinBytes !== undefined && !(options.compactMinBytes >= 0)) {
       throw new ConfigError(`FileStore: compactMinBytes must be >= 0, got ${options.compactMinBytes}`)
     }
+    if (options.fsync !== undefined && typeof options.fsync !== 'boolean') throw new ConfigError(`FileStore: fsync must be a boolean, got ${String(options.fsync)}`)
+    if (options.lock !== undefined && typeof options.lock !== 'boolean') throw new ConfigError(`FileStore: lock must be a boolean, got ${String(options.lock)}`)
+    const staleMs = options.lockStaleMs ?? 10_000
+    if (typeof staleMs !== 'number' || !Number.isSafeInteger(staleMs) || staleMs < MIN_LOCK_STALE_MS) {
+      throw new ConfigError(`FileStore: lockStaleMs must be an integer >= ${MIN_LOCK_STALE_MS}, got ${String(staleMs)}`)
+    }
     await mkdir(dirname(path), { recursive: true })
-    const handle = await open(path, 'a+')
+    let store: FileStore | undefined
+    let lockLostEarly: unknown
+    const unlock = options.lock === false ? undefined : await FileStore.lock(path, staleMs, (e) => (store === undefined ? (lockLostEarly = e) : store.loseLock(e)))
+    try {
+      store = await FileStore.read(path, await open(path, 'a+'), options)
+    } catch (e) {
+      await unlock?.().catch(() => undefined)
+      throw e
+    }
+    store.unlock = unlock
+    if (lockLostEarly !== undefined) store.loseLock(lockLostEarly)
+    return store
+  }
+
+  /** Takes the lock of the store at `path`; `lost` is called if it is lost later. @throws LockedError when another holder has it. */
+  private static async lock(path: string, staleMs: number, lost: (e: unknown) => void): Promise<() => Promise<void>> {
+    try {
+      // realpath off: the data file may not exist yet; the lock is the directory `<path>.lock`.
+      return await lockFile(path, { stale: staleMs, update: staleMs / 2, retries: 0, realpath: false, onCompromised: lost })
+    } catch (e) {
+      if ((e as { code?: unknown }).code === 'ELOCKED') {
+        throw new LockedError(
+          `FileStore: ${path} is open in another FileStore (this process or another one sharing the file system: its lock ${path}.lock is held). ` +
+            `Give each process its own store file; after a holder died, its lock is taken over ${staleMs} ms (lockStaleMs) after its last refresh`,
+          { cause: e },
+        )
+      }
+      throw e
+    }
+  }
+
+  /** The lock was taken over or removed while open: from now on writes are refused (another process may write the file). */
+  private loseLock(e: unknown): void {
+    this.lockLost ??= new LockedError(
+      `FileStore: lost the lock on ${this.path} (${e instanceof Error ? e.message : String(e)}): another process may have taken the store over, so this one refuses further writes; close it and open the store again`,
+      { cause: e, retriable: false },
+    )
+  }
+
+  /** Reads the file behind `handle`, recovering from a torn last record. */
+  private static async read(path: string, handle: FileHandle, options: FileStoreOptions): Promise<FileStore> {
     try {
       const data = await handle.readFile()
       const map = new Map<string, Uint8Array>()
@@ -176,6 +257,13 @@ export class FileStore implements Store {
     return this.handle
   }
 
+  /** {@link check}, for writes: refused once the lock was lost. */
+  private checkWritable(): FileHandle {
+    const handle = this.check()
+    if (this.lockLost !== undefined) throw this.lockLost
+    return handle
+  }
+
   async get(key: string): Promise<Uint8Array | undefined> {
     this.check()
     const v = this.map.get(key)
@@ -197,7 +285,7 @@ export class FileStore implements Store {
 
   write(batch: readonly StoreOp[]): Promise<void> {
     try {
-      this.check()
+      this.checkWritable()
       validateBatch(batch)
     } catch (e) {
       return Promise.reject(e)
@@ -211,7 +299,7 @@ export class FileStore implements Store {
   }
 
   private async doWrite(batch: readonly StoreOp[]): Promise<void> {
-    const handle = this.check()
+    const handle = this.checkWritable()
     if (batch.length === 0) return
     const record = frame(encodeBatch(batch))
     await handle.write(record)
@@ -236,7 +324,7 @@ export class FileStore implements Store {
   }
 
   private async compact(): Promise<void> {
-    const old = this.check()
+    const old = this.checkWritable()
     const tmp = `${this.path}.compact`
     const out = await open(tmp, 'w')
     let size = MAGIC.length
@@ -271,5 +359,9 @@ export class FileStore implements Store {
     await this.queue
     this.handle = undefined
     await h.close()
+    const unlock = this.unlock
+    this.unlock = undefined
+    // A lost lock is not ours to remove any more (it may be another holder's now).
+    if (unlock !== undefined && this.lockLost === undefined) await unlock()
   }
 }

@@ -175,7 +175,8 @@ describe('crash safety with FileStore', () => {
     const dir = await mkdtemp(join(tmpdir(), 'concord-restart-'))
     const files: FileStore[] = []
     const openFile = async (path: string): Promise<FileStore> => {
-      const f = await FileStore.open(path)
+      // The killed process's store is abandoned, not closed (its lock stays held in this process): no lock.
+      const f = await FileStore.open(path, { lock: false })
       files.push(f)
       return f
     }
@@ -226,7 +227,8 @@ describe('crash safety with FileStore', () => {
     const dir = await mkdtemp(join(tmpdir(), 'concord-restart-'))
     const files: FileStore[] = []
     const openFile = async (path: string): Promise<FileStore> => {
-      const f = await FileStore.open(path)
+      // The killed process's store is abandoned, not closed (its lock stays held in this process): no lock.
+      const f = await FileStore.open(path, { lock: false })
       files.push(f)
       return f
     }
