@@ -37,10 +37,27 @@ import { cliArg, cliOnly, finishReport, median, progress, type BenchReport, type
 const REGIONS = ['eu', 'us', 'ap'] as const
 const COMMAND = 'node --conditions=@concord/source --import tsx benchmarks/src/transport-bench.ts'
 
-/** Elapsed time of the measured part of a run, and the CPU time this process spent in it (µs, all threads). */
+/**
+ * Elapsed time of the measured part of a run, the CPU time this process spent in it (µs, all
+ * threads), and the main thread's event-loop utilization in it (0..1: the share of the time it ran
+ * code rather than waited for I/O or timers).
+ */
 export interface Timing {
   readonly ms: number
   readonly cpuUs: number
+  readonly elu: number
+}
+
+/** Starts measuring; the returned function ends it. */
+function measuring(): () => Timing {
+  const start = performance.now()
+  const cpu0 = process.cpuUsage()
+  const elu0 = performance.eventLoopUtilization()
+  return () => {
+    const ms = performance.now() - start
+    const cpu = process.cpuUsage(cpu0)
+    return { ms, cpuUs: cpu.user + cpu.system, elu: performance.eventLoopUtilization(elu0).utilization }
+  }
 }
 
 /** Options of {@link run}. */
@@ -114,8 +131,7 @@ export async function concordRun(open: () => Transport, envelopes: number, batch
   const base = nodes.map((n) => n.metrics().peers.reduce((s, p) => s + p.applied, 0))
   const target = 2 * envelopes
   const applied = (i: number): number => (nodes[i] as RegionNode).metrics().peers.reduce((s, p) => s + p.applied, 0) - (base[i] as number)
-  const start = performance.now()
-  const cpu0 = process.cpuUsage()
+  const measured = measuring()
   let written = 0
   const check = deadline('Concord run')
   while (written < envelopes || nodes.some((_, i) => applied(i) < target)) {
@@ -131,11 +147,10 @@ export async function concordRun(open: () => Transport, envelopes: number, batch
     for (const node of nodes) records += (await node.pump()).records
     if (records === 0 && written >= envelopes) await new Promise((r) => setTimeout(r, 1))
   }
-  const ms = performance.now() - start
-  const cpu = process.cpuUsage(cpu0)
+  const timing = measured()
   for (const node of nodes) await node.close()
   for (const t of transports) await t.close()
-  return { ms, cpuUs: cpu.user + cpu.system }
+  return timing
 }
 
 /**
@@ -185,8 +200,7 @@ export async function transportRun(open: () => Transport, envelopes: number, bat
   got.fill(0)
   const payload = randomBytes(size)
   const keys = Array.from({ length: batch }, (_, d) => `d${d}`)
-  const start = performance.now()
-  const cpu0 = process.cpuUsage()
+  const measured = measuring()
   let written = 0
   const check = deadline('transport run')
   while (written < envelopes || got.some((g) => g < 2 * envelopes)) {
@@ -198,10 +212,9 @@ export async function transportRun(open: () => Transport, envelopes: number, bat
     if ((await readRound()) === 0 && written >= envelopes) await new Promise((r) => setTimeout(r, 1))
   }
   await commitAll()
-  const ms = performance.now() - start
-  const cpu = process.cpuUsage(cpu0)
+  const timing = measured()
   for (const t of transports) await t.close()
-  return { ms, cpuUs: cpu.user + cpu.system }
+  return timing
 }
 
 /** Raw Redis: pipelined XADD + XREADGROUP/XACK with the same batching. */
@@ -212,8 +225,7 @@ export async function rawRedisRun(prefix: string, envelopes: number, batch: numb
   for (const o of REGIONS) for (const r of REGIONS) if (r !== o) await (writers[0] as Redis).xgroup('CREATE', stream(o), r, '0', 'MKSTREAM')
   const got = new Map<string, number>(REGIONS.map((r) => [r, 0]))
   const payload = randomBytes(size)
-  const start = performance.now()
-  const cpu0 = process.cpuUsage()
+  const measured = measuring()
   let written = 0
   const check = deadline('raw Redis run')
   while (written < envelopes || REGIONS.some((r) => (got.get(r) as number) < 2 * envelopes)) {
@@ -239,11 +251,10 @@ export async function rawRedisRun(prefix: string, envelopes: number, batch: numb
       }
     }
   }
-  const ms = performance.now() - start
-  const cpu = process.cpuUsage(cpu0)
+  const timing = measured()
   await (writers[0] as Redis).del(...REGIONS.map(stream))
   for (const c of [...writers, ...readers]) await c.quit()
-  return { ms, cpuUs: cpu.user + cpu.system }
+  return timing
 }
 
 /**
@@ -297,8 +308,7 @@ export async function rawKafkaRun(prefix: string, envelopes: number, batch: numb
   // The same records as Concord's: keyed by document (the key travels with each record), the
   // topic's one partition named (as KafkaTransport does: kafkajs then hashes no key).
   const keys = Array.from({ length: batch }, (_, d) => `d${d}`)
-  const start = performance.now()
-  const cpu0 = process.cpuUsage()
+  const measured = measuring()
   for (let written = 0; written < envelopes; written += batch) {
     for (const origin of REGIONS) await producer.send({ topic: topic(origin), acks: -1, messages: keys.map((key) => ({ key, value: payload, partition: 0 })) })
   }
@@ -308,13 +318,12 @@ export async function rawKafkaRun(prefix: string, envelopes: number, batch: numb
     await new Promise((r) => setTimeout(r, 1))
   }
   await Promise.all(finalCommits.map((c) => c()))
-  const ms = performance.now() - start
-  const cpu = process.cpuUsage(cpu0)
+  const timing = measured()
   await Promise.all(consumers.map((c) => c.disconnect()))
   await producer.disconnect()
   await admin.deleteTopics({ topics: REGIONS.map(topic) }).catch(() => undefined)
   await admin.disconnect()
-  return { ms, cpuUs: cpu.user + cpu.system }
+  return timing
 }
 
 /** Runs the benchmark and saves results/transport-throughput.{json,svg}. */
@@ -331,12 +340,14 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
     '"no-op replica" = the same RegionNodes and traffic with replicas that emit a fixed delta of an increment\'s size and apply nothing: the engine without CRDT work',
     '"alone (no engine)" = the Concord transport driven like the nodes drive it (append a flush\'s records keyed by document, poll each other origin, commit every second as a node does by default) with raw bytes of an envelope\'s size: what the transport costs without the replication engine',
     'client CPU = CPU time of this Node process (all threads: JavaScript, GC, I/O) during the measured part of a run / written envelopes; the Redis server and the Kafka broker run in their own processes',
+    'main thread busy = event-loop utilization of the Node main thread during the measured part (the share of the time it ran code rather than waited for I/O or timers); near 100 % the variant is bounded by that one thread\'s CPU, not by round trips',
   ]
   const rate = (ms: number): number => (3 * envelopes) / (ms / 1000)
   // CPU of this process (every thread: JS, GC, I/O) per written envelope, in µs, during the measured part.
-  const measure = async (run: () => Promise<Timing>): Promise<{ rate: number; cpu: number }> => {
+  type Measured = { rate: number; cpu: number; busy: number }
+  const measure = async (run: () => Promise<Timing>): Promise<Measured> => {
     const t = await run()
-    return { rate: rate(t.ms), cpu: t.cpuUs / (3 * envelopes) }
+    return { rate: rate(t.ms), cpu: t.cpuUs / (3 * envelopes), busy: 100 * t.elu }
   }
   /** Raw client, the Concord transport alone, and Concord: warm-up runs, then `repeats` measured, alternating. */
   const compare = async (
@@ -345,7 +356,7 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
     target: number,
     round: (prefix: string) => { raw: () => Promise<Timing>; alone: () => Promise<Timing>; noop: () => Promise<Timing>; concord: () => Promise<Timing>; cleanup: () => Promise<void> },
   ): Promise<void> => {
-    const results = { raw: [] as { rate: number; cpu: number }[], alone: [] as { rate: number; cpu: number }[], noop: [] as { rate: number; cpu: number }[], concord: [] as { rate: number; cpu: number }[] }
+    const results = { raw: [] as Measured[], alone: [] as Measured[], noop: [] as Measured[], concord: [] as Measured[] }
     for (let i = 0; i < warmup + repeats; i++) {
       const prefix = transport === 'Redis' ? `{bench-${randomUUID()}}` : `bench-${randomUUID().slice(0, 8)}`
       progress(i < warmup ? `${transport.toLowerCase()} warm-up ${i + 1}/${warmup}` : `${transport.toLowerCase()} run ${i - warmup + 1}/${repeats}`)
@@ -353,7 +364,7 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
       // The order rotates from run to run: no variant always runs first (or last) in a round,
       // after the same others (JIT, heap and broker state left behind).
       const order = VARIANTS.map((_, k) => VARIANTS[(i + k) % VARIANTS.length] as Variant)
-      const got = {} as Record<Variant, { rate: number; cpu: number }>
+      const got = {} as Record<Variant, Measured>
       for (const v of order) got[v] = await measure(r[v])
       const { raw, alone, noop, concord } = got
       await r.cleanup()
@@ -378,6 +389,7 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
       const v = median(results[variant].map((x) => x.cpu))
       rows.push({ name: names[variant], metric: cpu, value: v, unit: 'µs', baseline: names.raw, ratio: v / rawCpu })
     }
+    for (const variant of VARIANTS) rows.push({ name: names[variant], metric: `main thread busy (${transport})`, value: median(results[variant].map((x) => x.busy)), unit: '%' })
   }
   if (only.includes('redis')) {
     await compare('Redis', { raw: 'raw XADD + XREADGROUP', alone: 'RedisTransport alone (no engine)', noop: 'RegionNode + RedisTransport, no-op replica (no CRDT work)', concord: 'Concord RegionNode + RedisTransport' }, 0.5, (prefix) => ({

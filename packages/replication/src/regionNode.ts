@@ -1270,8 +1270,10 @@ export class RegionNode {
     const ops: StoreOp[] = []
     try {
       for (const b of batches) {
-        for (const rec of b.records) {
-          const pending = this.processRecord(rec, ops)
+        // Indexed: an array iterator in this async function allocates a result object per record.
+        const recs = b.records
+        for (let i = 0; i < recs.length; i++) {
+          const pending = this.processRecord(recs[i] as LogRecord, ops)
           if (pending !== undefined) await pending
         }
         ops.push({ op: 'put', key: posKey(b.origin), value: utf8.encode(b.last) })
