@@ -13,7 +13,7 @@ import * as A from '@automerge/automerge'
 import { loadSequentialTrace, patchToUtf16, type SequentialTrace, type TracePatch } from '@concord/testing'
 import { YjsReplica } from '@concord/yjs'
 import { AutomergeReplica } from '@concord/automerge'
-import { machine, median, progress, saveReport, type BenchReport, type BenchRow } from './report.js'
+import { cliArg, cliChoice, cliInt, cliMain, machine, median, progress, saveReport, type BenchReport, type BenchRow } from './report.js'
 
 /** Options of {@link runDocsBench}. */
 export interface DocsBenchOptions {
@@ -211,26 +211,20 @@ export async function runDocsBench(options: DocsBenchOptions = {}): Promise<Benc
   }
 }
 
-function arg(name: string): string | undefined {
-  const hit = process.argv.find((a) => a.startsWith(`--${name}=`))
-  return hit?.slice(name.length + 3)
-}
-
 /** CLI entry: parses `--trace`, `--repeats`, `--only`, prints the table and writes results/docs.json. */
 export async function main(): Promise<void> {
-  const only = arg('only')
-  const repeats = arg('repeats')
-  const trace = arg('trace')
+  const only = cliChoice('only', ['yjs', 'automerge'] as const)
+  const trace = cliArg('trace')
   const report = await runDocsBench({
     ...(trace === undefined ? {} : { trace }),
-    ...(repeats === undefined ? {} : { repeats: Number(repeats) }),
-    ...(only === 'yjs' || only === 'automerge' ? { backends: [only] } : {}),
+    ...(cliArg('repeats') === undefined ? {} : { repeats: cliInt('repeats', 1) }),
+    ...(only === undefined ? {} : { backends: [only] }),
   })
   saveReport(report)
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main().catch((e: unknown) => {
+  cliMain(main).catch((e: unknown) => {
     process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
     process.exitCode = 1
   })

@@ -15,7 +15,7 @@ import { pathToFileURL } from 'node:url'
 import { slabCopy } from '@concord/core'
 import { MemoryStore, MemoryTransport, RegionNode } from '@concord/replication'
 import { benchFactories, openWriters, shortDocId, uuidDocId, type BenchReplica } from './noopReplica.js'
-import { machine, median, progress, saveReport, type BenchReport, type BenchRow } from './report.js'
+import { cliInt, cliMain, machine, median, progress, saveReport, type BenchReport, type BenchRow } from './report.js'
 
 const REGIONS = ['eu', 'us', 'ap'] as const
 const COMMAND = 'node --conditions=@concord/source --import tsx benchmarks/src/engine-bench.ts'
@@ -201,6 +201,5 @@ export async function run(options: EngineBenchOptions = {}): Promise<BenchReport
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  const arg = (name: string): string | undefined => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)
-  await run({ repeats: Number(arg('repeats') ?? 5), envelopes: Number(arg('envelopes') ?? 20_000), batch: Number(arg('batch') ?? 100) })
+  await cliMain(() => run({ repeats: cliInt('repeats', 5), envelopes: cliInt('envelopes', 20_000), batch: cliInt('batch', 100) }))
 }

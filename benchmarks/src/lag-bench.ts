@@ -23,11 +23,10 @@ import { MemoryStore, RegionNode } from '@concord/replication'
 import { RedisTransport } from '@concord/transport-redis'
 import { KafkaTransport } from '@concord/transport-kafka'
 import { envelopeSize } from './transport-bench.js'
-import { cliArg, cliOnly, finishReport, progress, type BenchReport, type BenchRow } from './report.js'
+import { kafkaBrokers, redisUrl, requireServers } from './servers.js'
+import { cliInt, cliMain, cliOnly, finishReport, progress, type BenchReport, type BenchRow } from './report.js'
 
 const COMMAND = 'node --conditions=@concord/source --import tsx benchmarks/src/lag-bench.ts'
-const redisUrl = (): string => process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
-const kafkaBrokers = (): string[] => (process.env.KAFKA_BROKERS ?? '127.0.0.1:9092').split(',').map((b) => b.trim())
 
 /** Options of {@link run}. */
 export interface LagBenchOptions {
@@ -168,6 +167,7 @@ export async function run(options: LagBenchOptions = {}): Promise<BenchReport> {
   const samples = options.samples ?? 300
   const warmup = options.warmup ?? 30
   const only = options.only ?? ['redis', 'kafka']
+  await requireServers('lag benchmark', only)
   const size = await envelopeSize()
   const total = samples + warmup
   const rows: BenchRow[] = []
@@ -218,9 +218,6 @@ export async function run(options: LagBenchOptions = {}): Promise<BenchReport> {
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  await run({
-    samples: Number(cliArg('samples') ?? 300),
-    ...cliOnly(),
-  })
+  await cliMain(() => run({ samples: cliInt('samples', 300), ...cliOnly() }))
   process.exit(0)
 }

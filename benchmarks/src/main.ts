@@ -1,9 +1,10 @@
 /**
  * The benchmark suite: `npm run bench` runs every suite, `npm run bench -- convergence docs`
- * runs some. Each suite prints a table, shows progress on stderr, and writes
+ * runs some, `npm run bench -- transport lag --only=redis` those two on Redis only. Each suite
+ * prints a table, shows progress on stderr, and writes
  * benchmarks/results/<suite>.json and an SVG chart beside it.
  */
-import { saveReport, type BenchReport } from './report.js'
+import { cliOnly, saveReport, UsageError, type BenchReport } from './report.js'
 
 const SUITES: Record<string, () => Promise<BenchReport>> = {
   // Every suite saves and prints its report (the convergence suite's run() leaves that to its caller).
@@ -13,8 +14,9 @@ const SUITES: Record<string, () => Promise<BenchReport>> = {
     return report
   },
   docs: async () => (await import('./docs-bench.js')).runDocsBench(),
-  transport: async () => (await import('./transport-bench.js')).run(),
-  lag: async () => (await import('./lag-bench.js')).run(),
+  // `--only=redis` or `--only=kafka` narrows the two suites that need servers.
+  transport: async () => (await import('./transport-bench.js')).run(cliOnly()),
+  lag: async () => (await import('./lag-bench.js')).run(cliOnly()),
   engine: async () => (await import('./engine-bench.js')).run(),
 }
 
@@ -32,7 +34,9 @@ for (const [i, name] of names.entries()) {
     await (SUITES[name] as () => Promise<BenchReport>)()
   } catch (e) {
     failed++
-    process.stderr.write(`suite ${name} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
+    // A refused run (bad argument, server down) is said in one line; anything else with its stack.
+    const said = e instanceof UsageError ? e.message : e instanceof Error ? (e.stack ?? e.message) : String(e)
+    process.stderr.write(`suite ${name} failed: ${said}\n`)
   }
 }
 process.exit(failed === 0 ? 0 : 1)

@@ -119,13 +119,52 @@ export async function finishReport(suite: string, command: string, notes: readon
   return report
 }
 
+/**
+ * A benchmark run refused before any work: a bad command-line value, a server that does not
+ * answer. The CLI prints its message alone (no stack) and exits with status 2.
+ */
+export class UsageError extends Error {
+  override readonly name = 'UsageError'
+}
+
+/** Runs a suite's command-line entry: a {@link UsageError} is printed as one line, status 2. */
+export async function cliMain(body: () => Promise<unknown>): Promise<void> {
+  try {
+    await body()
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e
+    process.stderr.write(`${e.message}\n`)
+    process.exit(2)
+  }
+}
+
 /** The value of `--name=value` on the command line, if given. */
 export function cliArg(name: string): string | undefined {
   return process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)
 }
 
-/** `--only=redis` or `--only=kafka` from the command line, as a suite option. */
+/**
+ * The integer value of `--name=N`, `fallback` when absent. @throws Error for anything but an
+ * integer of at least `min` (a typo must not run the suite with NaN repeats).
+ */
+export function cliInt(name: string, fallback: number, min = 1): number {
+  const raw = cliArg(name)
+  if (raw === undefined) return fallback
+  const n = Number(raw)
+  if (raw.trim() === '' || !Number.isSafeInteger(n) || n < min) throw new UsageError(`--${name} must be an integer of at least ${min}, got ${JSON.stringify(raw)}`)
+  return n
+}
+
+/** The value of `--name=value` if it is one of `choices`. @throws Error for any other value. */
+export function cliChoice<T extends string>(name: string, choices: readonly T[]): T | undefined {
+  const raw = cliArg(name)
+  if (raw === undefined) return undefined
+  if (!(choices as readonly string[]).includes(raw)) throw new UsageError(`--${name} must be one of ${choices.join(', ')}, got ${JSON.stringify(raw)}`)
+  return raw as T
+}
+
+/** `--only=redis` or `--only=kafka` from the command line, as a suite option. @throws Error for another value. */
 export function cliOnly(): { only?: ['redis'] | ['kafka'] } {
-  const only = cliArg('only')
-  return only === 'redis' || only === 'kafka' ? { only: [only] } : {}
+  const only = cliChoice('only', ['redis', 'kafka'] as const)
+  return only === undefined ? {} : { only: [only] }
 }

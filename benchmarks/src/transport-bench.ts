@@ -32,7 +32,8 @@ import { MemoryStore, RegionNode } from '@concord/replication'
 import { RedisTransport } from '@concord/transport-redis'
 import { KafkaTransport } from '@concord/transport-kafka'
 import { benchFactories, openWriters, type BenchReplica } from './noopReplica.js'
-import { cliArg, cliOnly, finishReport, median, progress, type BenchReport, type BenchRow } from './report.js'
+import { kafkaBrokers, redisUrl, requireServers } from './servers.js'
+import { cliInt, cliMain, cliOnly, finishReport, median, progress, type BenchReport, type BenchRow } from './report.js'
 
 const REGIONS = ['eu', 'us', 'ap'] as const
 const COMMAND = 'node --conditions=@concord/source --import tsx benchmarks/src/transport-bench.ts'
@@ -85,8 +86,6 @@ export interface TransportBenchOptions {
 const VARIANTS = ['raw', 'alone', 'noop', 'concord'] as const
 type Variant = (typeof VARIANTS)[number]
 
-const redisUrl = (): string => process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
-const kafkaBrokers = (): string[] => (process.env.KAFKA_BROKERS ?? '127.0.0.1:9092').split(',').map((b) => b.trim())
 
 /** RegionNode's default commitIntervalMs: the transport-alone loop commits as often as a node does. */
 const COMMIT_INTERVAL_MS = 1000
@@ -333,6 +332,7 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
   const envelopes = options.envelopes ?? 20_000
   const batch = options.batch ?? 100
   const only = options.only ?? ['redis', 'kafka']
+  await requireServers('transport benchmark', only)
   const size = await envelopeSize()
   const rows: BenchRow[] = []
   const notes = [
@@ -425,12 +425,14 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  await run({
-    repeats: Number(cliArg('repeats') ?? 3),
-    warmup: Number(cliArg('warmup') ?? 3),
-    envelopes: Number(cliArg('envelopes') ?? 20_000),
-    batch: Number(cliArg('batch') ?? 100),
-    ...cliOnly(),
-  })
+  await cliMain(() =>
+    run({
+      repeats: cliInt('repeats', 3),
+      warmup: cliInt('warmup', 3, 0),
+      envelopes: cliInt('envelopes', 20_000),
+      batch: cliInt('batch', 100),
+      ...cliOnly(),
+    }),
+  )
   process.exit(0)
 }

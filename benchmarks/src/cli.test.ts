@@ -1,0 +1,40 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import { cliChoice, cliInt, cliOnly } from './report.js'
+import { requireServers } from './servers.js'
+
+const argv = process.argv
+const env = { ...process.env }
+afterEach(() => {
+  process.argv = argv
+  process.env = { ...env }
+})
+const withArgs = (...args: string[]): void => {
+  process.argv = [argv[0] as string, 'bench.ts', ...args]
+}
+
+describe('benchmark command lines', () => {
+  it('take integers and choices, and refuse typos instead of running with NaN or defaults', () => {
+    withArgs('--repeats=5', '--warmup=0', '--only=kafka')
+    expect(cliInt('repeats', 3)).toBe(5)
+    expect(cliInt('warmup', 3, 0)).toBe(0)
+    expect(cliInt('envelopes', 20_000)).toBe(20_000)
+    expect(cliOnly()).toEqual({ only: ['kafka'] })
+    for (const bad of ['--repeats=abc', '--repeats=', '--repeats=2.5', '--repeats=0', '--repeats=1e400']) {
+      withArgs(bad)
+      expect(() => cliInt('repeats', 3)).toThrow(/--repeats must be an integer of at least 1/)
+    }
+    withArgs('--only=kafak')
+    expect(() => cliOnly()).toThrow(/--only must be one of redis, kafka, got "kafak"/)
+    expect(() => cliChoice('only', ['yjs', 'automerge'])).toThrow(/yjs, automerge/)
+  })
+})
+
+describe('benchmark servers', () => {
+  it('fail at once, naming each server that does not answer and how to start it', async () => {
+    process.env.REDIS_URL = 'redis://127.0.0.1:1'
+    process.env.KAFKA_BROKERS = '127.0.0.1:1'
+    await expect(requireServers('transport benchmark', ['redis'])).rejects.toThrow(/Redis is not reachable at redis:\/\/127\.0\.0\.1:1 .*bash scripts\/redis\.sh start/)
+    const both = requireServers('transport benchmark', ['redis', 'kafka'])
+    await expect(both).rejects.toThrow(/Redis is not reachable.*; Kafka is not reachable at 127\.0\.0\.1:1 .*bash scripts\/kafka\.sh start/)
+  })
+})
