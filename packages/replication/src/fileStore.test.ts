@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtemp, rm, appendFile, stat, truncate } from 'node:fs/promises'
+import { mkdtemp, rm, appendFile, realpath, stat, symlink, truncate } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
@@ -131,6 +131,9 @@ describe('FileStore lock: one process per store file', () => {
     const refused = FileStore.open(path)
     await expect(refused).rejects.toMatchObject({ code: 'LOCKED', retriable: true })
     await expect(refused).rejects.toThrow(/one\.db is open in another FileStore/)
+    // Another spelling of the same file meets the same lock (it is taken on the real path).
+    await symlink(path, join(dir, 'alias.db'))
+    await expect(FileStore.open(join(dir, 'alias.db'))).rejects.toMatchObject({ code: 'LOCKED' })
     // The refused open changed nothing: the first keeps writing.
     await first.put('b', b('2'))
     await first.close()
@@ -175,7 +178,7 @@ describe('FileStore lock: one process per store file', () => {
     const st = await FileStore.open(path, { lockStaleMs: 2000 })
     await st.put('a', b('1'))
     // Someone removes the lock (an operator, a cleanup job): the holder notices at its next refresh.
-    await rm(`${path}.lock`, { recursive: true })
+    await rm(`${await realpath(path)}.lock`, { recursive: true })
     const until = Date.now() + 5_000
     let refused: unknown
     while (refused === undefined && Date.now() < until) {

@@ -9,7 +9,7 @@
  * The whole map is held in memory (the file is the durability, not the index): suited to the
  * state of one region node, not to large data sets.
  *
- * One process at a time: an open store holds a lock beside its file (`<path>.lock`, a directory
+ * One process at a time: an open store holds a lock beside its file (`<path>.lock` beside the real file, symlinks resolved; a directory
  * whose time is refreshed every lockStaleMs / 2, through proper-lockfile), so a second FileStore
  * on the same path — in this process, another one, or another host sharing the volume — is refused
  * with a LockedError instead of interleaving records with the first (two in-memory maps writing one
@@ -166,12 +166,17 @@ export class FileStore implements Store {
       throw new ConfigError(`FileStore: lockStaleMs must be an integer >= ${MIN_LOCK_STALE_MS}, got ${String(staleMs)}`)
     }
     await mkdir(dirname(path), { recursive: true })
+    // Opened (created) before the lock, read after it: the lock is taken on the file's real path,
+    // so a second spelling of it (a symlink, a relative path) meets the same lock.
+    const handle = await open(path, 'a+')
     let store: FileStore | undefined
     let lockLostEarly: unknown
-    const unlock = options.lock === false ? undefined : await FileStore.lock(path, staleMs, (e) => (store === undefined ? (lockLostEarly = e) : store.loseLock(e)))
+    let unlock: (() => Promise<void>) | undefined
     try {
-      store = await FileStore.read(path, await open(path, 'a+'), options)
+      if (options.lock !== false) unlock = await FileStore.lock(path, staleMs, (e) => (store === undefined ? (lockLostEarly = e) : store.loseLock(e)))
+      store = await FileStore.read(path, handle, options)
     } catch (e) {
+      await handle.close().catch(() => undefined)
       await unlock?.().catch(() => undefined)
       throw e
     }
@@ -183,12 +188,12 @@ export class FileStore implements Store {
   /** Takes the lock of the store at `path`; `lost` is called if it is lost later. @throws LockedError when another holder has it. */
   private static async lock(path: string, staleMs: number, lost: (e: unknown) => void): Promise<() => Promise<void>> {
     try {
-      // realpath off: the data file may not exist yet; the lock is the directory `<path>.lock`.
-      return await lockFile(path, { stale: staleMs, update: staleMs / 2, retries: 0, realpath: false, onCompromised: lost })
+      // The lock is the directory `<real path>.lock`.
+      return await lockFile(path, { stale: staleMs, update: staleMs / 2, retries: 0, realpath: true, onCompromised: lost })
     } catch (e) {
       if ((e as { code?: unknown }).code === 'ELOCKED') {
         throw new LockedError(
-          `FileStore: ${path} is open in another FileStore (this process or another one sharing the file system: its lock ${path}.lock is held). ` +
+          `FileStore: ${path} is open in another FileStore (this process or another one sharing the file system: its lock ${path}.lock, beside the real file, is held). ` +
             `Give each process its own store file; after a holder died, its lock is taken over ${staleMs} ms (lockStaleMs) after its last refresh`,
           { cause: e },
         )
@@ -205,51 +210,46 @@ export class FileStore implements Store {
     )
   }
 
-  /** Reads the file behind `handle`, recovering from a torn last record. */
+  /** Reads the file behind `handle`, recovering from a torn last record (open() closes `handle` when this fails). */
   private static async read(path: string, handle: FileHandle, options: FileStoreOptions): Promise<FileStore> {
-    try {
-      const data = await handle.readFile()
-      const map = new Map<string, Uint8Array>()
-      if (data.length === 0) {
-        await handle.write(MAGIC)
-        await handle.sync()
-        return new FileStore(path, handle, map, MAGIC.length, 0, options)
-      }
-      if (data.length < MAGIC.length || !MAGIC.every((b, i) => data[i] === b)) {
-        throw new ConfigError(`FileStore: ${path} is not a Concord store file`)
-      }
-      let pos = MAGIC.length
-      const view = new DataView(data.buffer, data.byteOffset, data.byteLength)
-      while (pos + HEADER_BYTES <= data.length) {
-        const len = view.getUint32(pos, true)
-        const end = pos + HEADER_BYTES + len
-        if (end > data.length) break
-        const payload = data.subarray(pos + HEADER_BYTES, end)
-        const sum = checksum(payload)
-        if (!sum.every((b, i) => data[pos + 4 + i] === b)) break
-        let ops: StoreOp[]
-        try {
-          ops = decodeBatch(payload)
-        } catch {
-          break
-        }
-        for (const op of ops) {
-          if (op.op === 'put') map.set(op.key, op.value)
-          else map.delete(op.key)
-        }
-        pos = end
-      }
-      const recovered = data.length - pos
-      if (recovered > 0) {
-        // Everything from the first bad record on was never acknowledged as durable: cut it off.
-        await handle.truncate(pos)
-        await handle.sync()
-      }
-      return new FileStore(path, handle, map, pos, recovered, options)
-    } catch (e) {
-      await handle.close()
-      throw e
+    const data = await handle.readFile()
+    const map = new Map<string, Uint8Array>()
+    if (data.length === 0) {
+      await handle.write(MAGIC)
+      await handle.sync()
+      return new FileStore(path, handle, map, MAGIC.length, 0, options)
     }
+    if (data.length < MAGIC.length || !MAGIC.every((b, i) => data[i] === b)) {
+      throw new ConfigError(`FileStore: ${path} is not a Concord store file`)
+    }
+    let pos = MAGIC.length
+    const view = new DataView(data.buffer, data.byteOffset, data.byteLength)
+    while (pos + HEADER_BYTES <= data.length) {
+      const len = view.getUint32(pos, true)
+      const end = pos + HEADER_BYTES + len
+      if (end > data.length) break
+      const payload = data.subarray(pos + HEADER_BYTES, end)
+      const sum = checksum(payload)
+      if (!sum.every((b, i) => data[pos + 4 + i] === b)) break
+      let ops: StoreOp[]
+      try {
+        ops = decodeBatch(payload)
+      } catch {
+        break
+      }
+      for (const op of ops) {
+        if (op.op === 'put') map.set(op.key, op.value)
+        else map.delete(op.key)
+      }
+      pos = end
+    }
+    const recovered = data.length - pos
+    if (recovered > 0) {
+      // Everything from the first bad record on was never acknowledged as durable: cut it off.
+      await handle.truncate(pos)
+      await handle.sync()
+    }
+    return new FileStore(path, handle, map, pos, recovered, options)
   }
 
   private check(): FileHandle {
