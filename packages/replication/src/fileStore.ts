@@ -9,8 +9,8 @@
  * The whole map is held in memory (the file is the durability, not the index): suited to the
  * state of one region node, not to large data sets.
  *
- * One process at a time: an open store holds a lock beside its file (`<path>.lock` beside the real file, symlinks resolved; a directory
- * whose time is refreshed every lockStaleMs / 2, through proper-lockfile), so a second FileStore
+ * One process at a time: an open store holds a lock beside the real file (symlinks resolved), the
+ * directory `<path>.lock`, whose time it refreshes every lockStaleMs / 2 (proper-lockfile); a second FileStore
  * on the same path — in this process, another one, or another host sharing the volume — is refused
  * with a LockedError instead of interleaving records with the first (two in-memory maps writing one
  * file, and one compaction renaming the file under the other, lose data without a word). A holder
