@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtemp, rm, appendFile, realpath, stat, symlink, truncate } from 'node:fs/promises'
+import { mkdtemp, rm, appendFile, lstat, realpath, stat, symlink, truncate } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
@@ -137,10 +137,18 @@ describe('FileStore lock: one process per store file', () => {
     // The refused open changed nothing: the first keeps writing.
     await first.put('b', b('2'))
     await first.close()
-    const second = await FileStore.open(path)
+    // Opened through the link: compaction rewrites the file it points to and leaves the link a link.
+    const second = await FileStore.open(join(dir, 'alias.db'))
     expect(s(await second.get('a'))).toBe('1')
     expect(s(await second.get('b'))).toBe('2')
+    await second.put('c', b('3'))
+    await second.compactNow()
+    await second.put('d', b('4'))
+    expect((await lstat(join(dir, 'alias.db'))).isSymbolicLink()).toBe(true)
     await second.close()
+    const third = await FileStore.open(path)
+    expect(await third.keys('')).toEqual(['a', 'b', 'c', 'd'])
+    await third.close()
   })
 
   it('refuses a store held by another process, and takes over its lock once that process died (lockStaleMs)', async () => {

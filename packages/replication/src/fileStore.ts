@@ -20,7 +20,7 @@
  */
 import { createHash } from 'node:crypto'
 import { lock as lockFile } from 'proper-lockfile'
-import { open, rename, mkdir, type FileHandle } from 'node:fs/promises'
+import { open, realpath, rename, mkdir, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import {
   ClosedError,
@@ -134,13 +134,16 @@ export class FileStore implements Store {
   private readonly compactMinBytes: number
   private readonly fsync: boolean
   private queue: Promise<void> = Promise.resolve()
+  /** The data file's real path (symlinks resolved): compaction replaces that file, not a link to it. */
+  private readonly file: string
   /** Releases the file's lock (undefined when not locked). */
   private unlock: (() => Promise<void>) | undefined
   /** Set when the lock was lost while open: writes are refused from then on. */
   private lockLost: LockedError | undefined
 
-  private constructor(path: string, handle: FileHandle, map: Map<string, Uint8Array>, fileBytes: number, recovered: number, options: FileStoreOptions) {
+  private constructor(path: string, file: string, handle: FileHandle, map: Map<string, Uint8Array>, fileBytes: number, recovered: number, options: FileStoreOptions) {
     this.path = path
+    this.file = file
     this.handle = handle
     this.map = map
     this.fileBytes = fileBytes
@@ -174,7 +177,7 @@ export class FileStore implements Store {
     let unlock: (() => Promise<void>) | undefined
     try {
       if (options.lock !== false) unlock = await FileStore.lock(path, staleMs, (e) => (store === undefined ? (lockLostEarly = e) : store.loseLock(e)))
-      store = await FileStore.read(path, handle, options)
+      store = await FileStore.read(path, await realpath(path), handle, options)
     } catch (e) {
       await handle.close().catch(() => undefined)
       await unlock?.().catch(() => undefined)
@@ -211,13 +214,13 @@ export class FileStore implements Store {
   }
 
   /** Reads the file behind `handle`, recovering from a torn last record (open() closes `handle` when this fails). */
-  private static async read(path: string, handle: FileHandle, options: FileStoreOptions): Promise<FileStore> {
+  private static async read(path: string, file: string, handle: FileHandle, options: FileStoreOptions): Promise<FileStore> {
     const data = await handle.readFile()
     const map = new Map<string, Uint8Array>()
     if (data.length === 0) {
       await handle.write(MAGIC)
       await handle.sync()
-      return new FileStore(path, handle, map, MAGIC.length, 0, options)
+      return new FileStore(path, file, handle, map, MAGIC.length, 0, options)
     }
     if (data.length < MAGIC.length || !MAGIC.every((b, i) => data[i] === b)) {
       throw new ConfigError(`FileStore: ${path} is not a Concord store file`)
@@ -249,7 +252,7 @@ export class FileStore implements Store {
       await handle.truncate(pos)
       await handle.sync()
     }
-    return new FileStore(path, handle, map, pos, recovered, options)
+    return new FileStore(path, file, handle, map, pos, recovered, options)
   }
 
   private check(): FileHandle {
@@ -325,7 +328,7 @@ export class FileStore implements Store {
 
   private async compact(): Promise<void> {
     const old = this.checkWritable()
-    const tmp = `${this.path}.compact`
+    const tmp = `${this.file}.compact`
     const out = await open(tmp, 'w')
     let size = MAGIC.length
     try {
@@ -340,16 +343,16 @@ export class FileStore implements Store {
     } finally {
       await out.close()
     }
-    await rename(tmp, this.path)
+    await rename(tmp, this.file)
     // Make the rename itself durable.
-    const dir = await open(dirname(this.path), 'r')
+    const dir = await open(dirname(this.file), 'r')
     try {
       await dir.sync()
     } finally {
       await dir.close()
     }
     await old.close()
-    this.handle = await open(this.path, 'a')
+    this.handle = await open(this.file, 'a')
     this.fileBytes = size
   }
 
