@@ -144,7 +144,7 @@ export function cliArg(name: string): string | undefined {
 }
 
 /**
- * The integer value of `--name=N`, `fallback` when absent. @throws Error for anything but an
+ * The integer value of `--name=N`, `fallback` when absent. @throws UsageError for anything but an
  * integer of at least `min` (a typo must not run the suite with NaN repeats).
  */
 export function cliInt(name: string, fallback: number, min = 1): number {
@@ -155,7 +155,7 @@ export function cliInt(name: string, fallback: number, min = 1): number {
   return n
 }
 
-/** The value of `--name=value` if it is one of `choices`. @throws Error for any other value. */
+/** The value of `--name=value` if it is one of `choices`. @throws UsageError for any other value. */
 export function cliChoice<T extends string>(name: string, choices: readonly T[]): T | undefined {
   const raw = cliArg(name)
   if (raw === undefined) return undefined
@@ -163,7 +163,7 @@ export function cliChoice<T extends string>(name: string, choices: readonly T[])
   return raw as T
 }
 
-/** `--only=redis` or `--only=kafka` from the command line, as a suite option. @throws Error for another value. */
+/** `--only=redis` or `--only=kafka` from the command line, as a suite option. @throws UsageError for another value. */
 export function cliOnly(): { only?: ['redis'] | ['kafka'] } {
   const only = cliChoice('only', ['redis', 'kafka'] as const)
   return only === undefined ? {} : { only: [only] }
