@@ -23,6 +23,14 @@ describe('MemoryTransport fault hooks', () => {
     expect((await clean.poll('r', 'a')).map((r) => r.position)).toEqual(['0', '1', '2'])
   })
 
+  it('refuses bad options with ConfigError', () => {
+    expect(() => new MemoryTransport({ brokr: new MemoryBroker() } as never)).toThrow(/unknown option "brokr" \(did you mean "broker"\?\)/)
+    expect(() => new MemoryTransport({ broker: {} as MemoryBroker })).toThrow(/broker must be a MemoryBroker/)
+    expect(() => new MemoryTransport({ faults: { drop: true } as never })).toThrow(/faults.drop must be a function/)
+    expect(() => new MemoryTransport({ faults: { dropp: () => true } as never })).toThrow(/unknown option "dropp"/)
+    expect(() => new MemoryTransport(null as never)).toThrow(/options must be an object/)
+  })
+
   it('rejects malformed positions', async () => {
     const t = new MemoryTransport()
     await expect(t.commit('r', 'a', 'x1')).rejects.toMatchObject({ code: 'TRANSPORT' })

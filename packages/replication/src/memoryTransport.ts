@@ -5,7 +5,7 @@
  * holds), so closing a client and opening another over the same broker behaves like a process
  * restart: delivery resumes from the committed position.
  */
-import { ClosedError, TransportError, checkAppendArgs, checkPollOptions, slabCopy, type AppendOptions, type LogPosition, type LogRecord, type PollOptions, type Transport } from '@concord/core'
+import { ClosedError, ConfigError, TransportError, checkKnownOptions, checkAppendArgs, checkPollOptions, slabCopy, type AppendOptions, type LogPosition, type LogRecord, type PollOptions, type Transport } from '@concord/core'
 
 interface OriginLog {
   /** Absolute offset of `records[0]`. */
@@ -110,6 +110,18 @@ export class MemoryTransport implements Transport {
   private readonly watching = new Set<() => void>()
 
   constructor(options: MemoryTransportOptions = {}) {
+    if (typeof options !== 'object' || options === null) throw new ConfigError('memory transport: options must be an object')
+    checkKnownOptions('memory transport', options, ['broker', 'faults'])
+    // By shape, not instanceof: a broker from a second installed copy of this package still works.
+    const b = options.broker as Partial<MemoryBroker> | undefined
+    if (b !== undefined && (typeof b !== 'object' || b === null || typeof b.log !== 'function' || typeof b.getCommitted !== 'function' || typeof b.setCommitted !== 'function')) {
+      throw new ConfigError('memory transport: broker must be a MemoryBroker')
+    }
+    if (options.faults !== undefined) {
+      if (typeof options.faults !== 'object' || options.faults === null) throw new ConfigError('memory transport: faults must be an object')
+      checkKnownOptions('memory transport faults', options.faults, ['drop', 'duplicate'])
+      for (const [k, fn] of Object.entries(options.faults)) if (fn !== undefined && typeof fn !== 'function') throw new ConfigError(`memory transport: faults.${k} must be a function`)
+    }
     this.broker = options.broker ?? new MemoryBroker()
     this.faults = options.faults ?? {}
   }

@@ -72,6 +72,8 @@ describe('RoutedTransport', () => {
     expect(() => new RoutedTransport(undefined as never)).toThrow(ConfigError)
     expect(() => new RoutedTransport({ routes: { eu: {} as Transport } })).toThrow(/not a Transport/)
     expect(() => new RoutedTransport({ routes: { '': new MemoryTransport() } })).toThrow(/empty/)
+    // A misspelt fallback is refused, not silently left out.
+    expect(() => new RoutedTransport({ routes: { eu: new MemoryTransport() }, fallbak: new MemoryTransport() } as never)).toThrow(/unknown option "fallbak" \(did you mean "fallback"\?\)/)
     const other = Object.assign(new MemoryTransport(), { name: 'redis' })
     expect(() => new RoutedTransport({ routes: { eu: new MemoryTransport(), us: other } })).toThrow(/one kind/)
     const shared = new MemoryTransport()

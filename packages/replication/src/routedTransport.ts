@@ -4,7 +4,7 @@
  * region's Redis and reads every other region's stream from that region's Redis, so it needs one
  * RedisTransport per origin behind the single transport a RegionNode takes.
  */
-import { ConfigError, type AppendOptions, type LogPosition, type LogRecord, type PollOptions, type Transport } from '@concord/core'
+import { ConfigError, checkKnownOptions, type AppendOptions, type LogPosition, type LogRecord, type PollOptions, type Transport } from '@concord/core'
 
 /** Options for {@link RoutedTransport}. */
 export interface RoutedTransportOptions {
@@ -33,6 +33,7 @@ export class RoutedTransport implements Transport {
     if (typeof options !== 'object' || options === null || typeof options.routes !== 'object' || options.routes === null) {
       throw new ConfigError('routed transport: routes must be an object or a Map of origin → transport')
     }
+    checkKnownOptions('routed transport', options, ['routes', 'fallback'])
     const routes = new Map<string, Transport>(options.routes instanceof Map ? options.routes : Object.entries(options.routes))
     for (const [origin, t] of routes) {
       if (origin.length === 0) throw new ConfigError('routed transport: an origin name must not be empty')
