@@ -78,6 +78,7 @@ describe('AutomergeReplica', () => {
   it('validates options', () => {
     expect(() => new AutomergeReplica('')).toThrow(ConfigError)
     expect(() => new AutomergeReplica('x', { actor: 'xyz' })).toThrow(ConfigError)
+    expect(() => new AutomergeReplica('x', { actorId: 'ab' } as never)).toThrow(/AutomergeReplica: unknown option "actorId"/)
     const r = new AutomergeReplica('x', { actor: 'abcd', initial: A.from({ n: 1 }) })
     expect(r.value()).toEqual({ n: 1 })
     expect(r.actor).toBe('abcd')

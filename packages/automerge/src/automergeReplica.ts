@@ -3,7 +3,7 @@
  * `Automerge.getLastLocalChange` and `getChangesSince` return), so any Automerge peer can read them.
  */
 import * as A from '@automerge/automerge'
-import { ConfigError, DecodeError, callListeners } from '@concord/core'
+import { ConfigError, DecodeError, callListeners, checkKnownOptions } from '@concord/core'
 import type { ConflictEvent, ConflictSide, DeltaOrigin, Replica } from '@concord/core'
 import { CHUNK_DOCUMENT, concatBytes, splitChunks } from './chunks.js'
 
@@ -110,6 +110,8 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
 
   constructor(replicaId: string, options: AutomergeReplicaOptions<T> = {}) {
     if (typeof replicaId !== 'string' || replicaId === '') throw new ConfigError('AutomergeReplica: replicaId must be a non-empty string')
+    if (typeof options !== 'object' || options === null) throw new ConfigError('AutomergeReplica: options must be an object')
+    checkKnownOptions('AutomergeReplica', options, ['actor', 'initial'])
     const actor = options.actor ?? actorFor(replicaId)
     if (!HEX.test(actor)) throw new ConfigError(`AutomergeReplica: actor must be even-length lowercase hex, got ${actor}`)
     this.replicaId = replicaId

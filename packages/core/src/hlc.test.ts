@@ -66,6 +66,8 @@ describe('Hlc', () => {
     expect(() => new Hlc('')).toThrow(ConfigError)
     expect(() => new Hlc('a', { maxDriftMs: -1 })).toThrow(ConfigError)
     expect(() => new Hlc('a', { maxDriftMs: Number.NaN })).toThrow(ConfigError)
+    expect(() => new Hlc('a', { maxDrift: 5 } as never)).toThrow(/Hlc: unknown option "maxDrift" \(did you mean "maxDriftMs"\?\)/)
+    expect(() => new Hlc('a', { now: 5 as never })).toThrow(/now must be a function/)
   })
 
   it('witness moves the clock as receive does, and throws on drift leaving it unchanged', () => {

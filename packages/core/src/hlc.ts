@@ -5,7 +5,7 @@
  * `maxDriftMs` is refused with {@link ClockDriftError} instead of dragging the local clock forward.
  */
 import { decodeWith, encodeWith, readString, readUint, writeString, writeUint, type Decoder, type Encoder } from './codec.js'
-import { ClockDriftError, ConfigError } from './errors.js'
+import { ClockDriftError, ConfigError, checkKnownOptions } from './errors.js'
 
 /** One HLC timestamp. */
 export interface HlcTimestamp {
@@ -52,6 +52,9 @@ export class Hlc {
 
   constructor(node: string, options: HlcOptions = {}) {
     if (typeof node !== 'string' || node.length === 0) throw new ConfigError('Hlc: node id must be a non-empty string')
+    if (typeof options !== 'object' || options === null) throw new ConfigError('Hlc: options must be an object')
+    checkKnownOptions('Hlc', options, ['now', 'maxDriftMs'])
+    if (options.now !== undefined && typeof options.now !== 'function') throw new ConfigError('Hlc: now must be a function')
     const maxDrift = options.maxDriftMs ?? DEFAULT_MAX_DRIFT_MS
     if (!(maxDrift >= 0)) throw new ConfigError(`Hlc: maxDriftMs must be >= 0, got ${maxDrift}`)
     this.node = node

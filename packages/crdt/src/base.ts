@@ -6,6 +6,7 @@
 import {
   ConfigError,
   callListeners,
+  checkKnownOptions,
   DotSet,
   Hlc,
   MAX_REPLICA_ID_BYTES,
@@ -55,6 +56,7 @@ export interface CrdtOptions {
 function validateOptions(type: string, options: unknown): { replicaId: string; clock: Hlc } {
   if (typeof options !== 'object' || options === null) throw new ConfigError(`${type}: options must be an object with a replicaId`)
   const o = options as Record<string, unknown>
+  checkKnownOptions(type, o, ['replicaId', 'clock', 'now'])
   const { replicaId, clock, now } = o
   if (typeof replicaId !== 'string' || replicaId.length === 0) throw new ConfigError(`${type}: replicaId must be a non-empty string`)
   if (new TextEncoder().encode(replicaId).length > MAX_REPLICA_ID_BYTES) throw new ConfigError(`${type}: replicaId longer than ${MAX_REPLICA_ID_BYTES} bytes`)

@@ -1,4 +1,4 @@
-import type { Hlc, ReplicaFactory } from '@concord/core'
+import { ConfigError, checkKnownOptions, type Hlc, type ReplicaFactory } from '@concord/core'
 import type { CausalReplica } from './base.js'
 import { LwwMap } from './lwwMap.js'
 import { LwwRegister } from './lwwRegister.js'
@@ -28,6 +28,10 @@ export interface CrdtFactoryOptions {
 
 /** A {@link ReplicaFactory} for one native type, for replication, stores and the simulator. */
 export function crdtFactory<K extends CausalTypeName>(type: K, options: CrdtFactoryOptions = {}): ReplicaFactory<unknown, CrdtTypes[K]> {
+  if (typeof options !== 'object' || options === null) throw new ConfigError('crdtFactory: options must be an object')
+  checkKnownOptions('crdtFactory', options, ['now', 'clock'])
+  if (options.now !== undefined && typeof options.now !== 'function') throw new ConfigError('crdtFactory: now must be a function')
+  if (options.clock !== undefined && typeof options.clock !== 'function') throw new ConfigError('crdtFactory: clock must be a function of the replica id')
   const make = (replicaId: string): CausalReplica<unknown> => {
     const o = options.clock !== undefined ? { replicaId, clock: options.clock(replicaId) } : options.now !== undefined ? { replicaId, now: options.now } : { replicaId }
     switch (type) {

@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'vitest'
 import { ConfigError, DecodeError, DotSet, type ConflictEvent, type Json } from '@concord/core'
-import { OrSet, PnCounter } from './index.js'
+import { OrSet, PnCounter, crdtFactory } from './index.js'
 
 function pair(): [OrSet<Json>, OrSet<Json>] {
   return [new OrSet<Json>({ replicaId: 'a' }), new OrSet<Json>({ replicaId: 'b' })]
@@ -173,6 +173,10 @@ describe('OrSet', () => {
     expect(() => new OrSet(undefined as unknown as { replicaId: string })).toThrow(ConfigError)
     expect(() => new OrSet({ replicaId: 'a', now: 5 as unknown as () => number })).toThrow(ConfigError)
     expect(() => new OrSet({ replicaId: 'x'.repeat(300) })).toThrow(ConfigError)
+    expect(() => new OrSet({ replicaID: 'a' } as never)).toThrow(ConfigError)
+    expect(() => crdtFactory('or-set', { nw: () => 0 } as never)).toThrow(/crdtFactory: unknown option "nw" \(did you mean "now"\?\)/)
+    expect(() => crdtFactory('or-set', { clock: 5 } as never)).toThrow(/clock must be a function/)
+    expect(() => new OrSet({ replicaId: 'a', clok: undefined } as never)).toThrow(/or-set: unknown option "clok" \(did you mean "clock"\?\)/)
     const s = new OrSet({ replicaId: 'a' })
     expect(() => s.add(Number.NaN)).toThrow(TypeError)
     expect(() => s.add(undefined as unknown as number)).toThrow(TypeError)

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { ConfigError, DecodeError } from '@concord/core'
 import { hasHashTag, resolveOptions, REDIS_TRANSPORT_DEFAULTS } from './options.js'
+import { RedisStore } from './redisStore.js'
 import { RedisTransport } from './redisTransport.js'
 
 describe('RedisTransport options', () => {
@@ -50,5 +51,13 @@ describe('RedisTransport.comparePositions', () => {
   it('rejects malformed positions', () => {
     expect(() => t.comparePositions('abc', '1-0')).toThrow(DecodeError)
     expect(() => t.comparePositions('1', '1-0')).toThrow(DecodeError)
+  })
+})
+
+describe('RedisStore options', () => {
+  it('are checked before any connection is made', () => {
+    expect(() => new RedisStore({ keyPrefix: '{store}', waitReplica: 1 } as never)).toThrow(/redis store: unknown option "waitReplica" \(did you mean "waitReplicas"\?\)/)
+    expect(() => new RedisStore({ keyPrefix: 'no-tag' })).toThrow(ConfigError)
+    expect(() => new RedisStore(undefined as never)).toThrow(/options must be an object/)
   })
 })

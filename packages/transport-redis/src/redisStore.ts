@@ -6,7 +6,7 @@
  * Redis Cluster they live in one slot and a batch is one MULTI/EXEC transaction.
  */
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
-import { ClosedError, ConfigError, toBuffer, type Store, type StoreOp } from '@concord/core'
+import { ClosedError, ConfigError, checkKnownOptions, toBuffer, type Store, type StoreOp } from '@concord/core'
 import { translateError } from './errors.js'
 import { hasHashTag } from './options.js'
 
@@ -70,6 +70,8 @@ export class RedisStore implements Store {
   private closed = false
 
   constructor(options: RedisStoreOptions) {
+    if (typeof options !== 'object' || options === null) throw new ConfigError('redis store: options must be an object with a keyPrefix')
+    checkKnownOptions('redis store', options, ['redis', 'keyPrefix', 'waitReplicas', 'waitTimeoutMs'])
     if (typeof options.keyPrefix !== 'string' || !hasHashTag(options.keyPrefix)) {
       throw new ConfigError(`redis store: keyPrefix ${JSON.stringify(options.keyPrefix)} needs a hash tag such as '{concord-store:eu}'`)
     }

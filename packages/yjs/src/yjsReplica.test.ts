@@ -74,6 +74,7 @@ describe('YjsReplica', () => {
     expect(new YjsReplica('r1', { clientId: 7 }).doc.clientID).toBe(7)
     expect(() => new YjsReplica('')).toThrow(ConfigError)
     expect(() => new YjsReplica('x', { clientId: -1 })).toThrow(ConfigError)
+    expect(() => new YjsReplica('x', { clientID: 7 } as never)).toThrow(/YjsReplica: unknown option "clientID" \(did you mean "clientId"\?\)/)
   })
 
   it('sends a holder of a version exactly what it lacks', () => {

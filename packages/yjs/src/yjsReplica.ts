@@ -3,7 +3,7 @@
  * state vectors, so any Yjs peer (y-protocols, y-websocket, yrs) can exchange them unchanged.
  */
 import * as Y from 'yjs'
-import { ConfigError, DecodeError, callListeners } from '@concord/core'
+import { ConfigError, DecodeError, callListeners, checkKnownOptions } from '@concord/core'
 import type { ConflictEvent, DeltaOrigin, Replica } from '@concord/core'
 
 /** Kind of a root shared type, so that {@link YjsReplica.value} can show it before it has content. */
@@ -91,6 +91,8 @@ export class YjsReplica implements Replica<YjsValue> {
 
   constructor(replicaId: string, options: YjsReplicaOptions = {}) {
     if (typeof replicaId !== 'string' || replicaId === '') throw new ConfigError('YjsReplica: replicaId must be a non-empty string')
+    if (typeof options !== 'object' || options === null) throw new ConfigError('YjsReplica: options must be an object')
+    checkKnownOptions('YjsReplica', options, ['doc', 'clientId', 'roots', 'validation'])
     const validation = options.validation ?? 'strict'
     if (validation !== 'strict' && validation !== 'decode') throw new ConfigError(`YjsReplica: unknown validation ${String(validation)}`)
     if (options.clientId !== undefined && !(Number.isSafeInteger(options.clientId) && options.clientId >= 0)) {
