@@ -833,6 +833,36 @@ export class RegionNode {
 
   /** Turns pending local deltas into outbox envelopes (same batch as `ops`), writes, then appends. */
   private async persist(ops: StoreOp[]): Promise<number> {
+    const { items, written } = this.stage(ops)
+    const saved = await this.walBatch(items, ops)
+    if (this.seenDirty) ops.push({ op: 'put', key: K_SEEN, value: this.seen.encode() })
+    for (const doc of this.touchedDirty) ops.push({ op: 'put', key: dixKey(doc.docId), value: doc.touched.encode() })
+    if (ops.length > 0) await this.writeStore(ops)
+    saved()
+    // Emptied in place (the array keeps its capacity: no new one per document and batch); usually all were saved.
+    for (let i = 0; i < written.length; i++) {
+      const { doc, n } = written[i] as { doc: OpenDoc; n: number }
+      if (n === doc.unsaved.length) clear(doc.unsaved)
+      else doc.unsaved.splice(0, n)
+    }
+    this.dirtyDocs.clear()
+    this.touchedDirty.clear()
+    this.seenDirty = false
+    // Durable now: the sender may append them (it runs beside the round, see startSend).
+    const fresh = this.outbox.length - (this.durableTotal - this.sentTotal)
+    this.sendableKeys = this.outboxKeys.length
+    this.durableTotal += fresh
+    this.startSend()
+    return fresh
+  }
+
+  /**
+   * The synchronous part of {@link persist} (kept out of the async function, whose loops V8
+   * optimizes less: an iterator result per element): pending local deltas become outbox
+   * envelopes (their batch's outbox entry and sequence number go to `ops`); returns the changed
+   * documents' new deltas for the write-ahead log.
+   */
+  private stage(ops: StoreOp[]): { items: WalItem[]; written: Array<{ doc: OpenDoc; n: number }> } {
     const key = this.o.keys?.get(this.region)
     const firstOut = this.outbox.length
     // One HLC reading per batch: an envelope's time is its batch's (the deltas carry their own).
@@ -882,25 +912,7 @@ export class RegionNode {
       items.push({ docId, typeName: doc.typeName, deltas: doc.unsaved })
       written.push({ doc, n: doc.unsaved.length })
     }
-    const saved = await this.walBatch(items, ops)
-    if (this.seenDirty) ops.push({ op: 'put', key: K_SEEN, value: this.seen.encode() })
-    for (const doc of this.touchedDirty) ops.push({ op: 'put', key: dixKey(doc.docId), value: doc.touched.encode() })
-    if (ops.length > 0) await this.writeStore(ops)
-    saved()
-    // Emptied in place (the array keeps its capacity: no new one per document and batch); usually all were saved.
-    for (const { doc, n } of written) {
-      if (n === doc.unsaved.length) clear(doc.unsaved)
-      else doc.unsaved.splice(0, n)
-    }
-    this.dirtyDocs.clear()
-    this.touchedDirty.clear()
-    this.seenDirty = false
-    // Durable now: the sender may append them (it runs beside the round, see startSend).
-    const fresh = this.outbox.length - (this.durableTotal - this.sentTotal)
-    this.sendableKeys = this.outboxKeys.length
-    this.durableTotal += fresh
-    this.startSend()
-    return fresh
+    return { items, written }
   }
 
   /** The envelope of `payload`, a local change to `doc`, with the next sequence number. */
