@@ -5,7 +5,8 @@
  * its replica applies the increment. Beside it, in the same run, the raw client on the same server:
  *
  *   - Kafka: one kafkajs send (acks=-1, idempotent) of a record of the envelope's size; a consumer
- *     of the topic (kafkajs's own fetch loop, maxWaitTimeInMs 100 as the transport's) timestamps it.
+ *     of the topic (kafkajs's own fetch loop, maxWaitTimeInMs 100; the transport keeps its default
+ *     fetchMaxWaitMs of 1,000 — a fetch returns as soon as a record arrives either way) timestamps it.
  *   - Redis: one XADD; a reader blocked in XREADGROUP ... BLOCK on its own connection timestamps it.
  *
  * Writes are spaced 10–30 ms apart at random (no phase lock with any timer). Reports the median and
