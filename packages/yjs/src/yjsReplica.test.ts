@@ -176,11 +176,32 @@ describe('YjsReplica', () => {
       } catch (e) {
         expect(e).toBeInstanceOf(DecodeError)
         rejected++
-        // Strict mode guarantees the document is untouched; decode mode only for framing errors.
-        if (validation === 'strict') expect(bytesEqual(probe.state(), before)).toBe(true)
+        // Strict mode guarantees the document is untouched; decode mode only for framing errors
+        // (an update that does not decode), not for one that decodes but does not integrate.
+        if (validation === 'strict' || /does not decode/.test((e as Error).message)) expect(bytesEqual(probe.state(), before)).toBe(true)
       }
     }
     expect(rejected).toBeGreaterThan(2000)
+  })
+
+  it.each(['strict', 'decode'] as const)('%s: an update with bytes after its end is refused, the document untouched', (validation) => {
+    const src = new YjsReplica('src')
+    const updates: Uint8Array[] = []
+    src.onDelta((d) => updates.push(d))
+    src.text('t').insert(0, 'hello')
+    src.map('m').set('k', 1)
+    src.text('t').delete(0, 1)
+    const target = new YjsReplica('t', { validation })
+    for (const u of [...updates, src.state(), new Uint8Array([0, 0])]) {
+      const before = target.state()
+      for (const extra of [[0x2a], [0], [0x80, 0x01]]) {
+        const framed = new Uint8Array([...u, ...extra])
+        expect(() => target.apply(framed)).toThrow(/bytes after its end/)
+        expect(bytesEqual(target.state(), before)).toBe(true)
+      }
+      target.apply(u)
+    }
+    expect(target.text('t').toString()).toBe('ello')
   })
 
   it('strict: an update that decodes but does not integrate is refused without touching the document', () => {

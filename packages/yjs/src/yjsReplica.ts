@@ -67,6 +67,22 @@ export function clientIdFor(replicaId: string): number {
 }
 
 /**
+ * Whether `update` (which decodes) carries bytes after its end: Yjs's reader stops at the end of
+ * the delete set and ignores the rest, so a corrupted frame with bytes appended would pass. The last
+ * byte of a well-formed V1 update belongs to its delete set, so without it the update cannot decode;
+ * if it still does, that byte (at least) was past the end.
+ */
+function hasTrailingBytes(update: Uint8Array): boolean {
+  if (update.length === 0) return false
+  try {
+    Y.decodeUpdate(update.subarray(0, update.length - 1))
+    return true
+  } catch {
+    return false
+  }
+}
+
+/**
  * One Yjs document as a {@link Replica}.
  *
  * - `version()` is `Y.encodeStateVector`, `deltaSince(v)` is `Y.encodeStateAsUpdate(doc, v)` (V1);
@@ -216,6 +232,7 @@ export class YjsReplica implements Replica<YjsValue> {
     } catch (e) {
       throw new DecodeError('yjs: update does not decode', { cause: e })
     }
+    if (hasTrailingBytes(delta)) throw new DecodeError('yjs: update does not decode: bytes after its end')
     if (this.validation === 'strict') this.checkOnShadow(delta)
     try {
       Y.applyUpdate(this.doc, delta, REMOTE)
