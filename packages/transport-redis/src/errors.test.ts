@@ -31,6 +31,16 @@ describe('translateError', () => {
     expect(bad.retriable).toBe(false)
   })
 
+  it('reads an EXECABORT by the refusal that aborted the transaction', () => {
+    const aborted = (...previous: Error[]): Error => Object.assign(reply('EXECABORT Transaction discarded because of previous errors.'), { previousErrors: previous })
+    const noReplicas = translateError(aborted(reply('NOREPLICAS Not enough good replicas to write.')), 'write')
+    expect(noReplicas).toBeInstanceOf(TransportError)
+    expect(noReplicas.retriable).toBe(true)
+    expect(translateError(aborted(reply('NOPERM this user has no permissions')), 'write')).toBeInstanceOf(ConfigError)
+    expect(translateError(aborted(reply('ERR syntax error')), 'write').retriable).toBe(false)
+    expect(translateError(aborted(), 'write').retriable).toBe(true)
+  })
+
   it('passes Concord errors through', () => {
     const e = new ConfigError('bad')
     expect(translateError(e, 'x')).toBe(e)

@@ -19,7 +19,14 @@ export function replyCode(e: unknown): string | undefined {
 export function translateError(e: unknown, what: string): ConcordError {
   if (isConcordError(e)) return e
   const message = `redis transport: ${what} failed: ${e instanceof Error ? e.message : String(e)}`
-  const code = replyCode(e)
+  let code = replyCode(e)
+  // A MULTI whose queued command the server refused (NOREPLICAS, OOM, READONLY...) fails at EXEC
+  // with EXECABORT; ioredis keeps the refusals in previousErrors: the first one says what happened.
+  if (code === 'EXECABORT') {
+    const previous = (e as { previousErrors?: unknown }).previousErrors
+    const first = Array.isArray(previous) ? previous.map(replyCode).find((c) => c !== undefined) : undefined
+    code = first ?? 'TRYAGAIN'
+  }
   if (code === undefined) return new TransportError(message, { cause: e })
   if (CONFIG_REPLIES.has(code)) return new ConfigError(message, { cause: e })
   if (RETRIABLE_REPLIES.has(code) || code === 'NOGROUP') return new TransportError(message, { cause: e })

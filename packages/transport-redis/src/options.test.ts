@@ -1,3 +1,4 @@
+import { Cluster } from 'ioredis'
 import { describe, expect, it } from 'vitest'
 import { ConfigError, DecodeError } from '@concord/core'
 import { hasHashTag, resolveOptions, REDIS_TRANSPORT_DEFAULTS } from './options.js'
@@ -51,6 +52,19 @@ describe('RedisTransport.comparePositions', () => {
   it('rejects malformed positions', () => {
     expect(() => t.comparePositions('abc', '1-0')).toThrow(DecodeError)
     expect(() => t.comparePositions('1', '1-0')).toThrow(DecodeError)
+  })
+})
+
+describe('waitReplicas on a Redis Cluster client', () => {
+  it('is refused: WAIT has no key, so it would reach a random master', () => {
+    const cluster = new Cluster([{ host: '127.0.0.1', port: 1 }], { lazyConnect: true })
+    try {
+      expect(() => new RedisTransport({ redis: cluster, waitReplicas: 1 })).toThrow(/waitReplicas needs a single Redis server/)
+      expect(() => new RedisStore({ redis: cluster, keyPrefix: '{s}', waitReplicas: 1 })).toThrow(/waitReplicas needs a single Redis server/)
+      expect(() => new RedisTransport({ redis: cluster })).not.toThrow()
+    } finally {
+      cluster.disconnect()
+    }
   })
 })
 

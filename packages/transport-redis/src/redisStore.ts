@@ -81,6 +81,9 @@ export class RedisStore implements Store {
     this.waitTimeoutMs = nonNegativeInteger('waitTimeoutMs', options.waitTimeoutMs ?? REDIS_STORE_DEFAULTS.waitTimeoutMs)
     const redis = options.redis ?? REDIS_STORE_DEFAULTS.redis
     if (redis instanceof Redis || redis instanceof Cluster) {
+      if (redis instanceof Cluster && this.waitReplicas > 0) {
+        throw new ConfigError(`redis store: waitReplicas needs a single Redis server (with its replicas), not a Cluster client: ${'WAIT has no key, so ioredis sends it to a random master, which cannot vouch for writes made on another'}`)
+      }
       this.client = redis
       this.ownsClient = false
     } else {

@@ -93,6 +93,26 @@ describe.skipIf(!server.available)('RedisTransport against a real Redis', () => 
     expect(entries.map((e) => e[1].slice(2))).toEqual([[], ['k', 'doc-1'], ['k', '']])
   })
 
+  it('after an interrupted poll, replays what was pending once, then reads on (no record twice)', async () => {
+    const t = open()
+    const origin = unique('o')
+    const reader = unique('r')
+    await t.append(origin, ['a', 'b', 'c'].map(bytes))
+    expect((await t.poll(reader, origin, { waitMs: 0 })).map(text)).toEqual(['a', 'b', 'c'])
+    // A blocked poll aborted: its connection is dropped, what it may have read stays pending.
+    const ac = new AbortController()
+    const blocked = t.poll(reader, origin, { waitMs: 5_000, signal: ac.signal })
+    setTimeout(() => ac.abort(), 50)
+    expect(await blocked).toEqual([])
+    await t.append(origin, ['d', 'e'].map(bytes))
+    // Uncommitted: the pending entries come again once, then the new ones.
+    expect((await t.poll(reader, origin, { waitMs: 0 })).map(text)).toEqual(['a', 'b', 'c', 'd', 'e'])
+    await t.append(origin, ['f'].map(bytes))
+    // Not d and e again: the replay ended with the short page.
+    expect((await t.poll(reader, origin, { waitMs: 0 })).map(text)).toEqual(['f'])
+    expect(await t.poll(reader, origin, { waitMs: 0 })).toEqual([])
+  })
+
   it('without storeKeys, entries hold the bytes only', async () => {
     const t = open()
     const origin = unique('o')

@@ -200,6 +200,9 @@ export class RedisTransport implements Transport {
     this.options = resolveOptions(options)
     const redis = this.options.redis
     if (redis instanceof Redis || redis instanceof Cluster) {
+      if (redis instanceof Cluster && this.options.waitReplicas > 0) {
+        throw new ConfigError(`redis transport: waitReplicas needs a single Redis server (with its replicas), not a Cluster client: ${'WAIT has no key, so ioredis sends it to a random master, which cannot vouch for writes made on another'}`)
+      }
       this.client = redis
       this.ownsClient = false
     } else {
@@ -256,9 +259,12 @@ export class RedisTransport implements Transport {
     })
     const positions: LogPosition[] = []
     try {
-      const replies = await Promise.all(chunks.map((c) => this.script(APPEND_SHA, APPEND_SCRIPT, [1, key, ...c])))
+      // One chunk after the other: sent together, a chunk that met NOSCRIPT (an empty script cache
+      // after a restart) and fell back to EVAL could land after the next one, out of order.
       // Earlier chunks of the batch may be in the log when a later one fails: a retry appends
       // them again (at-least-once).
+      const replies: unknown[] = []
+      for (const c of chunks) replies.push(await this.script(APPEND_SHA, APPEND_SCRIPT, [1, key, ...c]))
       for (const ids of replies) {
         if (!Array.isArray(ids)) throw new DecodeError('redis transport: append script returned no ids')
         for (const id of ids as unknown[]) positions.push(asString(id))
@@ -533,6 +539,8 @@ export class RedisTransport implements Transport {
 
   private connection(s: Session): Client {
     if (s.conn !== undefined) return s.conn
+    // A poll that was waiting (on reset) while close() ran must not open a connection nobody closes.
+    this.check()
     // No reconnect on this connection: a read whose reply was lost may have delivered entries,
     // and resending it would skip them (ioredis without resend leaves the promise unsettled). The
     // failed poll drops the connection instead; the next poll opens a new one and replays the PEL.
@@ -546,7 +554,10 @@ export class RedisTransport implements Transport {
     const override = { retryStrategy: () => null, autoResendUnfulfilledCommands: false, lazyConnect: false, enableAutoPipelining: false }
     const conn =
       this.client instanceof Cluster
-        ? this.client.duplicate([], { clusterRetryStrategy: () => null, redisOptions: { ...this.client.options.redisOptions, ...override } })
+        ? // retryDelayOnFailover 0: a Cluster client otherwise sends a command again when its
+          // connection closed before the reply — and a resent XREADGROUP '>' (or XAUTOCLAIM) skips
+          // what the lost one delivered, which the next commit would then acknowledge unread.
+          this.client.duplicate([], { clusterRetryStrategy: () => null, retryDelayOnFailover: 0, redisOptions: { ...this.client.options.redisOptions, ...override } })
         : this.client.duplicate(override)
     conn.on('error', () => undefined)
     return conn
@@ -584,10 +595,10 @@ export class RedisTransport implements Transport {
   private async replayOwn(s: Session, conn: Client, max: number, out: LogRecord[]): Promise<void> {
     const raw = await conn.callBuffer('XREADGROUP', ['GROUP', s.reader, this.options.consumer, 'COUNT', max, 'STREAMS', s.stream, s.replayCursor])
     const entries = parseRead(raw)
-    if (entries.length === 0) {
-      s.replay = false
-      return
-    }
+    // A short page is the last of what was pending: replaying stops here. (Left on, it would
+    // replay what this poll's own '>' read adds to the pending list next, on every later poll.)
+    if (entries.length < max) s.replay = false
+    if (entries.length === 0) return
     s.replayCursor = (entries[entries.length - 1] as StreamEntry).id
     this.collect(s, entries, out)
   }
