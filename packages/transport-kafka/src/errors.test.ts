@@ -39,6 +39,13 @@ describe('translateError', () => {
     const loading = nonRetriable(notFound, { cause: notFound })
     expect(translateError(loading, 'poll').retriable).toBe(true)
   })
+
+  it('finds a refusal down the cause chain: what the kafkajs retrier gave up on is still a ConfigError', () => {
+    const denied = protocolError({ message: 'denied', type: 'TOPIC_AUTHORIZATION_FAILED', code: 29, retriable: false })
+    expect(translateError(nonRetriable(denied, { cause: denied }), 'poll')).toBeInstanceOf(ConfigError)
+    const sasl = Object.assign(new Error('SASL PLAIN authentication failed'), { name: 'KafkaJSSASLAuthenticationError' })
+    expect(translateError(nonRetriable(sasl, { cause: sasl }), 'poll')).toBeInstanceOf(ConfigError)
+  })
 })
 
 describe('KafkaTransport options', () => {

@@ -32,9 +32,13 @@ export function translateError(e: unknown, what: string): ConcordError {
   if (isConcordError(e)) return e
   const message = `kafka transport: ${what} failed: ${e instanceof Error ? e.message : String(e)}`
   const name = e instanceof Error ? e.name : ''
-  const type = field(e, 'type')
-  if (name === 'KafkaJSSASLAuthenticationError' || (typeof type === 'string' && CONFIG_TYPES.has(type))) {
-    return new ConfigError(message, { cause: e })
+  // Down the cause chain too: kafkajs's retrier wraps what it gives up on (a fetch refused for
+  // lack of topic Read rights, a SASL failure while reconnecting) in a KafkaJSNonRetriableError.
+  for (let c: unknown = e, depth = 0; depth < 8 && typeof c === 'object' && c !== null; c = field(c, 'cause'), depth++) {
+    const type = field(c, 'type')
+    if ((c instanceof Error && c.name === 'KafkaJSSASLAuthenticationError') || (typeof type === 'string' && CONFIG_TYPES.has(type))) {
+      return new ConfigError(message, { cause: e })
+    }
   }
   // Retries exhausted on a retriable condition (broker down, leader moving): later may succeed.
   // Nested kafkajs retriers wrap an exhausted inner retry as KafkaJSNonRetriableError, whose

@@ -340,4 +340,32 @@ describe.skipIf(!server.available)('KafkaTransport against a real broker', () =>
     }
     await t.close()
   })
+
+  it('an append or a consumer start overlapping close() leaves no producer or group member behind', async () => {
+    const t = new KafkaTransport({ kafka, topicPrefix: prefix, groupPrefix: prefix })
+    const origin = unique('o')
+    const r = unique('r')
+    await t.subscribe(r, [origin])
+    // The topic is known, no producer yet: the append must not make one after close().
+    const appending = t.append(origin, [bytes('late')]).then(
+      () => 'appended',
+      (e: unknown) => (isConcordError(e) ? e.code : String(e)),
+    )
+    // A second reader's consumer is still joining its group when close() runs.
+    const r2 = unique('r')
+    const subscribing = t.subscribe(r2, [origin]).catch(() => undefined)
+    await t.close()
+    expect(await appending).toBe('CLOSED')
+    await subscribing
+    // No member left in either group (a consumer kept running would still be one).
+    const until = Date.now() + 15_000
+    let members = -1
+    while (members !== 0 && Date.now() < until) {
+      const { groups } = await admin.describeGroups([`${prefix}/${r}`, `${prefix}/${r2}`])
+      members = groups.reduce((n, g) => n + g.members.length, 0)
+      if (members !== 0) await new Promise((res) => setTimeout(res, 250))
+    }
+    expect(members).toBe(0)
+    expect((await admin.fetchTopicOffsets(`${prefix}.${origin}`)).find((p) => p.partition === 0)?.high).toBe('0')
+  })
 })

@@ -128,6 +128,8 @@ interface Session {
   commitBatch: Promise<void> | undefined
   /** A join that left a subscribed topic unassigned is followed by another one (see onGroupJoin). */
   rejoinTimer: ReturnType<typeof setTimeout> | undefined
+  /** Dropped (a failed start, a crash) or its transport closed: a (re)start still under way stops and disconnects. */
+  dropped: boolean
 }
 
 /** How long after a join without every subscribed topic the consumer joins again. */
@@ -194,6 +196,8 @@ export class KafkaTransport implements Transport {
     let connected: Promise<Producer> | undefined
     try {
       await this.ensureTopic(topic)
+      // close() may have run meanwhile: no producer is made (or used) after it.
+      this.check()
       connected = this.connectProducer()
       const producer = await connected
       // One produce request per chunk, in order (one request in flight: the log keeps the order).
@@ -201,6 +205,7 @@ export class KafkaTransport implements Transport {
       // (at-least-once, as the contract allows).
       const positions: LogPosition[] = []
       for (const [from, to] of chunks) {
+        this.check()
         const metadata = await producer.send({
           topic,
           acks: -1,
@@ -388,6 +393,7 @@ export class KafkaTransport implements Transport {
     const sessions = [...this.sessions.values()]
     this.sessions.clear()
     for (const s of sessions) {
+      s.dropped = true
       clearTimeout(s.rejoinTimer)
       for (const o of s.origins.values()) for (const wake of [...o.waiters]) wake()
     }
@@ -438,6 +444,11 @@ export class KafkaTransport implements Transport {
         createPartitioner: Partitioners.DefaultPartitioner,
       })
       await producer.connect()
+      // Closed while connecting: close() did not see this producer, so it goes here.
+      if (this.closed) {
+        await producer.disconnect().catch(() => undefined)
+        throw new ClosedError('kafka transport was closed while its producer connected')
+      }
       return producer
     })()
     this.producer.catch(() => {
@@ -449,6 +460,9 @@ export class KafkaTransport implements Transport {
   /** Forgets that `topic` exists and drops the admin client that knew it (see append). */
   private forgetTopic(topic: string): void {
     this.topics.delete(topic)
+    // A topic created again numbers its offsets from 0: runs remembered from the old one would
+    // pass another appender's new records off as ours (skipAppendsOf).
+    for (const key of [...this.appended.keys()]) if (key.startsWith(`${topic}\u0000`)) this.appended.delete(key)
     const admin = this.admin
     this.admin = undefined
     admin?.then((a) => a.disconnect()).catch(() => undefined)
@@ -458,6 +472,10 @@ export class KafkaTransport implements Transport {
     this.admin ??= (async () => {
       const admin = this.kafka.admin()
       await admin.connect()
+      if (this.closed) {
+        await admin.disconnect().catch(() => undefined)
+        throw new ClosedError('kafka transport was closed while its admin client connected')
+      }
       return admin
     })()
     this.admin.catch(() => {
@@ -540,6 +558,7 @@ export class KafkaTransport implements Transport {
         commitQueue: new Map(),
         commitBatch: undefined,
         rejoinTimer: undefined,
+        dropped: false,
       }
       s = session
       consumer.on(consumer.events.GROUP_JOIN, (event) => this.onGroupJoin(session, event.payload.memberAssignment))
@@ -609,8 +628,9 @@ export class KafkaTransport implements Transport {
   private async resubscribe(s: Session, rejoin = false): Promise<void> {
     const missing = [...s.origins.keys()].filter((t) => !s.subscribed.has(t))
     if (missing.length === 0 && (!rejoin || s.subscribed.size === 0)) return
-    if (this.closed) return
+    if (this.closed || s.dropped) return
     for (const topic of missing) await this.ensureTopic(topic)
+    if (await this.abandoned(s)) return
     const consumer = s.consumer
     if (s.subscribed.size === 0) await consumer.connect()
     else {
@@ -618,8 +638,10 @@ export class KafkaTransport implements Transport {
       // kafkajs forgets pauses across a restart; eachBatch pauses again when a buffer fills.
       for (const o of s.origins.values()) o.paused = false
     }
+    if (await this.abandoned(s)) return
     // No committed offset yet: start at the beginning of what the log still holds.
     if (missing.length > 0) await consumer.subscribe({ topics: missing, fromBeginning: true })
+    if (await this.abandoned(s)) return
     for (const t of missing) s.subscribed.add(t)
     s.joined = new Promise<void>((resolve) => {
       s.onJoin = resolve
@@ -682,6 +704,19 @@ export class KafkaTransport implements Transport {
         await heartbeat()
       },
     })
+    // Dropped or closed while joining: kafkajs would keep this consumer running, a member nobody reads.
+    await this.abandoned(s)
+  }
+
+  /**
+   * Whether a (re)start of `s` must stop: the session was dropped or the transport closed meanwhile.
+   * Then the consumer is disconnected (again: close() or dropSession() may have run before this
+   * start connected or ran it, and kafkajs's stop() does nothing for a consumer still joining).
+   */
+  private async abandoned(s: Session): Promise<boolean> {
+    if (!this.closed && !s.dropped) return false
+    await s.consumer.disconnect().catch(() => undefined)
+    return true
   }
 
   /**
@@ -736,13 +771,29 @@ export class KafkaTransport implements Transport {
         const entries = [...s.commitQueue]
         s.commitQueue.clear()
         s.commitBatch = undefined
-        s.consumer.commitOffsets(entries.map(([t, offset]) => ({ topic: t, partition: PARTITION, offset: String(offset) }))).then(() => {
-          for (const [t, offset] of entries) {
-            const o = s.origins.get(t)
-            if (o !== undefined && (o.committed === undefined || offset > o.committed)) o.committed = offset
-          }
-          resolve()
-        }, reject)
+        // kafkajs resolves commitOffsets without sending anything while its runner stops (a crash
+        // being handled, a restart): only offsets it reports committed (its COMMIT_OFFSETS event,
+        // emitted once the broker answered) count.
+        const sent = new Map<string, string>()
+        const stopListening = s.consumer.on(s.consumer.events.COMMIT_OFFSETS, (event) => {
+          // The offsets arrive as kafkajs Long objects: compared as decimal strings.
+          for (const t of event.payload.topics) for (const p of t.partitions) if (p.partition === PARTITION) sent.set(t.topic, String(p.offset))
+        })
+        s.consumer.commitOffsets(entries.map(([t, offset]) => ({ topic: t, partition: PARTITION, offset: String(offset) }))).then(
+          () => {
+            stopListening()
+            if (entries.some(([t, offset]) => sent.get(t) !== String(offset))) return reject(rejoining())
+            for (const [t, offset] of entries) {
+              const o = s.origins.get(t)
+              if (o !== undefined && (o.committed === undefined || offset > o.committed)) o.committed = offset
+            }
+            resolve()
+          },
+          (e: unknown) => {
+            stopListening()
+            reject(e)
+          },
+        )
       })
     })
     return s.commitBatch
@@ -764,6 +815,7 @@ export class KafkaTransport implements Transport {
   }
 
   private dropSession(s: Session): void {
+    s.dropped = true
     clearTimeout(s.rejoinTimer)
     if (this.sessions.get(s.reader) === s) this.sessions.delete(s.reader)
     s.consumer.disconnect().catch(() => undefined)
