@@ -830,6 +830,82 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
   })
 })
 
+/** A MemoryStore whose next write (or read) fails once when armed: a store that is briefly unreachable. */
+class FlakyStore extends MemoryStore {
+  failWrite = false
+  failGet = false
+  override async write(ops: Parameters<MemoryStore['write']>[0]): Promise<void> {
+    if (this.failWrite) {
+      this.failWrite = false
+      throw new TransportError('store unreachable (test)')
+    }
+    return super.write(ops)
+  }
+  override async get(key: string): Promise<Uint8Array | undefined> {
+    if (this.failGet) {
+      this.failGet = false
+      throw new TransportError('store unreachable (test)')
+    }
+    return super.get(key)
+  }
+}
+
+describe('RegionNode after a failed store write', () => {
+  it('a flush retried after a failed store write, then a restart: the next write is replicated (no sequence number used twice)', async () => {
+    const { make } = makeCluster({ instances: 0 })
+    const store = new FlakyStore()
+    const eu = make('eu', 'i1', store)
+    const us = make('us', 'i1')
+    await eu.init()
+    await us.init()
+    const a = (await eu.open('a', 'pn-counter')) as unknown as PnCounter
+    a.increment(1)
+    store.failWrite = true
+    await expect(eu.flush()).rejects.toThrow(/store unreachable/)
+    // The retry persists and sends the change (it took its sequence number in the failed attempt).
+    await eu.flush()
+    await us.pump()
+    expect((await us.open<number>('a', 'pn-counter')).value()).toBe(1)
+    await eu.close()
+    const again = make('eu', 'i1', store.reopen())
+    const b = (await again.open('b', 'pn-counter')) as unknown as PnCounter
+    b.increment(1)
+    await again.flush()
+    await us.pump()
+    // Were its sequence number reused, us would drop it as already applied.
+    expect((await us.open<number>('b', 'pn-counter')).value()).toBe(1)
+    expect(us.metrics().peers.find((p) => p.region === 'eu')?.duplicates ?? 0).toBe(0)
+    await again.close()
+    await us.close()
+  })
+
+  it('writes through an evicted handle survive a failed store read while they are adopted', async () => {
+    const { make } = makeCluster({ instances: 0 })
+    const store = new FlakyStore()
+    const eu = make('eu', 'i1', store, { cacheSize: 1 })
+    const us = make('us', 'i1')
+    await eu.init()
+    await us.init()
+    const first = (await eu.open('first', 'pn-counter')) as unknown as PnCounter
+    first.increment(1)
+    await eu.flush()
+    for (let i = 0; i < 4; i++) {
+      ;((await eu.open(`d${i}`, 'pn-counter')) as unknown as PnCounter).increment(1)
+      await eu.pump()
+    }
+    expect(eu.metrics().evictions).toBeGreaterThan(0)
+    // 'first' is evicted; its old handle still takes writes, adopted at the next flush.
+    first.increment(10)
+    store.failGet = true
+    await expect(eu.flush()).rejects.toThrow(/store unreachable/)
+    await eu.flush()
+    await us.pump()
+    expect((await us.open<number>('first', 'pn-counter')).value()).toBe(11)
+    await eu.close()
+    await us.close()
+  })
+})
+
 describe('RegionNode envelope size limit', () => {
   /** An or-set element of `n` characters: its add's delta is about n bytes. */
   const element = (tag: string, n: number): string => tag + '.'.repeat(n - tag.length)

@@ -232,6 +232,8 @@ export class RegionNode {
   private lock: Promise<unknown> = Promise.resolve()
 
   private seq = 0
+  /** The sequence number the store holds (meta/seq): a batch saves `seq` whenever it differs. */
+  private savedSeq = 0
   private seen = new DotSet()
   private seenDirty = false
   private readonly knownMax = new VersionVector()
@@ -257,6 +259,8 @@ export class RegionNode {
   private readonly pendingLocal = new Set<string>()
   private pendingCount = 0
   private orphans: Array<{ docId: string; typeName: string; delta: Uint8Array }> = []
+  /** A batch of applied records failed to save (until a later batch succeeds): no repair answers meanwhile. */
+  private unsavedApplies = false
   /** Envelopes persisted but not yet appended, in order, with their documents (the record keys)... */
   private outbox: Uint8Array[] = []
   /** Largest envelope sent: maxEnvelopeBytes, or the transport's largest record when smaller. */
@@ -367,9 +371,13 @@ export class RegionNode {
     this.walSeq = 0
     this.walDocs = new Map()
     const seqBytes = await store.get(K_SEQ)
-    if (seqBytes !== undefined) this.seq = decodeUint(seqBytes)
+    this.seq = seqBytes === undefined ? 0 : decodeUint(seqBytes)
+    this.savedSeq = this.seq
     const seenBytes = await store.get(K_SEEN)
     if (seenBytes !== undefined) this.seen = DotSet.decode(seenBytes)
+    // Never behind a sequence number this writer already used: a batch whose meta/seq write failed
+    // may still have saved the applied set with it (and its envelope may be in the log).
+    this.seq = Math.max(this.seq, this.seen.max(this.writer))
     for (const w of this.seen.replicas()) this.knownMax.advance(w, this.seen.max(w))
     this.knownMax.advance(this.writer, this.seq)
     // An earlier version's per-envelope entries predate any batch this version wrote: sent first.
@@ -390,6 +398,10 @@ export class RegionNode {
         this.outboxKeys.push(key)
       }
     }
+    // All of it is durable (read from the store); the sender holds it until the catch-up below
+    // has shown that no live process uses this writer id (see startSend).
+    this.sendableKeys = this.outboxKeys.length
+    this.durableTotal = this.outbox.length
     for (const key of await store.keys('dl/')) {
       const bytes = await store.get(key)
       if (bytes === undefined) continue
@@ -419,9 +431,6 @@ export class RegionNode {
       this.fatal = err
       throw err
     }
-    // All of it is durable: read from the store.
-    this.sendableKeys = this.outboxKeys.length
-    this.durableTotal = this.outbox.length
     await this.sent()
     this.appendControl(REGISTER, NO_DOC, 1, encodeRegistration({ incarnation: this.incarnation, event: 'start' }))
     await this.sent()
@@ -822,8 +831,16 @@ export class RegionNode {
   private async adoptOrphans(): Promise<void> {
     const orphans = this.orphans
     this.orphans = []
-    for (const o of orphans) {
-      const doc = await this.loadDocUnwrapped(o.docId, o.typeName)
+    for (let i = 0; i < orphans.length; i++) {
+      const o = orphans[i] as (typeof orphans)[number]
+      let doc: OpenDoc
+      try {
+        doc = await this.loadDocUnwrapped(o.docId, o.typeName)
+      } catch (e) {
+        // Not adopted (the store failed): they wait for the next round, ahead of newer ones.
+        this.orphans = orphans.slice(i).concat(this.orphans)
+        throw e
+      }
       if (doc.pending.length === 0 && doc.merge === undefined) doc.deps = doc.replica.version()
       doc.replica.apply(o.delta)
       doc.pending.push(o.delta)
@@ -834,10 +851,22 @@ export class RegionNode {
   /** Turns pending local deltas into outbox envelopes (same batch as `ops`), writes, then appends. */
   private async persist(ops: StoreOp[]): Promise<number> {
     const { items, written } = this.stage(ops)
+    const seq = this.seq
     const saved = await this.walBatch(items, ops)
     if (this.seenDirty) ops.push({ op: 'put', key: K_SEEN, value: this.seen.encode() })
     for (const doc of this.touchedDirty) ops.push({ op: 'put', key: dixKey(doc.docId), value: doc.touched.encode() })
-    if (ops.length > 0) await this.writeStore(ops)
+    if (ops.length > 0) {
+      try {
+        await this.writeStore(ops)
+      } catch (e) {
+        // Everything staged stays in memory and goes with the next batch (dirty sets, the outbox's
+        // envelopes not yet durable, meta/seq).
+        this.unsavedApplies ||= this.dirtyDocs.size > 0
+        throw e
+      }
+    }
+    this.unsavedApplies = false
+    this.savedSeq = Math.max(this.savedSeq, seq)
     saved()
     // Emptied in place (the array keeps its capacity: no new one per document and batch); usually all were saved.
     for (let i = 0; i < written.length; i++) {
@@ -864,7 +893,9 @@ export class RegionNode {
    */
   private stage(ops: StoreOp[]): { items: WalItem[]; written: Array<{ doc: OpenDoc; n: number }> } {
     const key = this.o.keys?.get(this.region)
-    const firstOut = this.outbox.length
+    // Every envelope not yet durable, not only this batch's: those of a batch whose store write
+    // failed are still in the outbox (and their sequence numbers taken), and go with this one.
+    const firstOut = this.durableTotal - this.sentTotal
     // One HLC reading per batch: an envelope's time is its batch's (the deltas carry their own).
     let time: HlcTimestamp | undefined
     for (const docId of this.pendingLocal) {
@@ -898,7 +929,7 @@ export class RegionNode {
       ops.push({ op: 'put', key: k, value: encodeOutboxBatch(this.outbox, firstOut) })
       this.outboxKeys.push(k)
     }
-    if (this.pendingLocal.size > 0) ops.push({ op: 'put', key: K_SEQ, value: encodeUint(this.seq) })
+    if (this.seq !== this.savedSeq) ops.push({ op: 'put', key: K_SEQ, value: encodeUint(this.seq) })
     this.pendingLocal.clear()
     this.pendingCount = 0
     this.firstPendingAt = undefined
@@ -1097,7 +1128,8 @@ export class RegionNode {
    * node's rounds: a round applies records while its envelopes are on their way to the log.
    */
   private startSend(): void {
-    if (this.sender !== undefined || this.durableTotal === this.sentTotal) return
+    // Not while init catches up: a live twin must be ruled out before this writer appends.
+    if (this.sender !== undefined || this.durableTotal === this.sentTotal || this.initializing) return
     const run = this.sendBatch().then(
       () => {
         this.sender = undefined
@@ -1157,6 +1189,10 @@ export class RegionNode {
    * store: one lost to a crash is made again when still needed (a heartbeat, a repair request).
    */
   private appendControl(typeName: string, docId: string, seq: number, payload: Uint8Array): void {
+    // Envelopes whose store write failed wait at the outbox's end: one queued behind them would
+    // make them sendable (the sender takes the outbox in order) before they are durable. Not sent
+    // now, then; a control record is made again when still needed.
+    if (this.outbox.length > this.durableTotal - this.sentTotal) return
     const env: Envelope = { docId, typeName, region: this.region, writer: this.writer, seq, time: this.hlc.now(), deps: new Uint8Array(0), payload }
     const bytes = encodeEnvelope(env, this.o.keys?.get(this.region))
     if (bytes.length > this.envelopeLimit) {
@@ -1564,6 +1600,9 @@ export class RegionNode {
   }
 
   private async answerRepairs(): Promise<number> {
+    // Applied but not saved (this round's store write failed): the coverage claimed would run
+    // ahead of the documents the answer finds in the store's repair index. Answered next round.
+    if (this.unsavedApplies) return 0
     const queue = this.repairQueue
     this.repairQueue = []
     let sent = 0
