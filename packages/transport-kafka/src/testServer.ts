@@ -18,7 +18,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { Kafka, logLevel } from 'kafkajs'
-import type { LogPosition, LogRecord, Transport } from '@concord/core'
+import { isConcordError, type LogPosition, type LogRecord, type Transport } from '@concord/core'
 import { freePort } from '@concord/testing'
 
 const run = promisify(execFile)
@@ -123,7 +123,15 @@ export class PrivateKafka {
 export async function roundTrip(t: Transport, bytes: Uint8Array): Promise<{ position: LogPosition | undefined; records: readonly LogRecord[]; committed: LogPosition | undefined }> {
   const [position] = await t.append('eu', [bytes], { keys: ['doc'] })
   let records: readonly LogRecord[] = []
-  for (let i = 0; i < 100 && records.length === 0; i++) records = await t.poll('us/1', 'eu', { waitMs: 200 })
+  for (let i = 0; i < 100 && records.length === 0; i++) {
+    try {
+      records = await t.poll('us/1', 'eu', { waitMs: 200 })
+    } catch (e) {
+      // A broker just started may have no group coordinator yet: retriable, as a node would retry.
+      if (!(isConcordError(e) && e.retriable)) throw e
+      await new Promise((r) => setTimeout(r, 200))
+    }
+  }
   if (position !== undefined) await t.commit('us/1', 'eu', position)
   return { position, records, committed: await t.committed('us/1', 'eu') }
 }
