@@ -132,7 +132,16 @@ export async function roundTrip(t: Transport, bytes: Uint8Array): Promise<{ posi
       await new Promise((r) => setTimeout(r, 200))
     }
   }
-  if (position !== undefined) await t.commit('us/1', 'eu', position)
+  for (let i = 0; position !== undefined; i++) {
+    try {
+      await t.commit('us/1', 'eu', position)
+      break
+    } catch (e) {
+      // Retriable (the consumer still joining its group): again, up to a point.
+      if (!(isConcordError(e) && e.retriable) || i >= 50) throw e
+      await new Promise((r) => setTimeout(r, 200))
+    }
+  }
   return { position, records, committed: await t.committed('us/1', 'eu') }
 }
 
