@@ -764,6 +764,42 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     expect(lossy.metrics().peers.find((p) => p.region === 'eu')?.repairsApplied).toBeGreaterThanOrEqual(1)
   })
 
+  it('a repair answer leaves out a document whose state alone is past the envelope limit, and the requester still completes with the rest', async () => {
+    const { clock, broker } = makeCluster({ instances: 0 })
+    const factories = { 'or-set': crdtFactory('or-set', { now: clock.now }), 'pn-counter': crdtFactory('pn-counter', { now: clock.now }) }
+    const node = (region: string, transport: MemoryTransport, seed: number): RegionNode =>
+      new RegionNode({ region, instance: 'i1', regions: [...REGIONS], transport, store: new MemoryStore(), factories, now: clock.now, random: seededRandom(seed), maxEnvelopeBytes: 4096 })
+    const eu = node('eu', new MemoryTransport({ broker }), 1)
+    // us loses every eu record of its first 60: the big set's adds and the counter's bump.
+    let seen = 0
+    const us = node('us', new MemoryTransport({ broker, faults: { drop: (r) => r.origin === 'eu' && seen++ < 60 } }), 2)
+    const ap = node('ap', new MemoryTransport({ broker }), 3)
+    const all = [eu, us, ap]
+    for (const n of all) await n.init()
+    const big = (await eu.open('big', 'or-set')) as unknown as OrSet<string>
+    for (let i = 0; i < 50; i++) {
+      big.add(`element-${i}-${'x'.repeat(80)}`)
+      await eu.flush()
+    }
+    ;((await eu.open('small', 'pn-counter')) as unknown as PnCounter).increment(3)
+    await eu.flush()
+    // eu's pump reports the left-out document (a TooLargeError, once per answer); rounds go on.
+    for (let i = 0; i < 400 && (await us.open<number>('small', 'pn-counter')).value() !== 3; i++) {
+      for (const n of all) await n.pump().catch((e: unknown) => expect(String(e)).toMatch(/document big's state is past the envelope limit/))
+      clock.advance(50)
+    }
+    for (let i = 0; i < 40; i++) {
+      for (const n of all) await n.pump().catch(() => undefined)
+      clock.advance(50)
+    }
+    // The small document came with the repair; the big one could not (its state is past 4 KiB)...
+    expect((await us.open<number>('small', 'pn-counter')).value()).toBe(3)
+    expect(eu.metrics().tooLarge).toBeGreaterThan(0)
+    // ...and the repair completed: us no longer counts eu's updates as missing.
+    expect(us.metrics().peers.find((p) => p.region === 'eu')?.pending).toBe(0)
+    for (const n of all) await n.close()
+  })
+
   it('a node joining after the log was trimmed catches up from a snapshot', async () => {
     const { clock, nodes, make, broker } = makeCluster({ instances: 1 })
     const eu = nodes[0] as RegionNode

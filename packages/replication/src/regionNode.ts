@@ -179,6 +179,8 @@ interface Sighting {
 }
 
 /** Store keys. */
+/** Repair request ids remembered as answered (oldest forgotten first). */
+const MAX_ANSWERED = 10_000
 const K_SEQ = 'meta/seq'
 const K_SEEN = 'meta/seen'
 const docKey = (docId: string): string => `doc/${docId}`
@@ -1516,6 +1518,8 @@ export class RegionNode {
         const canProxy = req.responder === ANY_RESPONDER && req.target !== env.writer && this.coverage(req.target) > req.from
         if (mine || canProxy) {
           this.answered.add(req.requestId)
+          // Bounded: a request id is only looked up while its request may still be redelivered.
+          if (this.answered.size > MAX_ANSWERED) this.answered.delete(this.answered.values().next().value as string)
           this.repairQueue.push({ req, requester: env.writer })
         }
         return
@@ -1635,8 +1639,19 @@ export class RegionNode {
           size += s
         }
       }
-      for (let i = 0; i < parts.length; i++) {
-        const payload = encodeRepairResponse({ requestId: req.requestId, requester, target: req.target, from: req.from, upTo, part: i, parts: parts.length, docs: parts[i] as RepairDoc[] })
+      // A document whose state alone is past the envelope limit cannot be sent: left out before the
+      // parts are numbered, so that the requester, counting parts, still completes with the rest.
+      const sendable = parts.filter((p) => {
+        const only = p[0]
+        if (p.length !== 1 || only === undefined || only.state.length + only.docId.length + only.typeName.length + 16 <= limit) return true
+        const probe = encodeRepairResponse({ requestId: req.requestId, requester, target: req.target, from: req.from, upTo, part: parts.length, parts: parts.length, docs: p })
+        const env: Envelope = { docId: req.requestId, typeName: REPAIR_RESPONSE, region: this.region, writer: this.writer, seq: upTo + 1, time: this.hlc.now(), deps: new Uint8Array(0), payload: probe }
+        if (encodeEnvelope(env, this.o.keys?.get(this.region)).length <= this.envelopeLimit) return true
+        this.refuseTooLarge(`repair answer: document ${only.docId}'s state is past the envelope limit of ${this.envelopeLimit}; left out of the answer to ${requester}`)
+        return false
+      })
+      for (let i = 0; i < sendable.length; i++) {
+        const payload = encodeRepairResponse({ requestId: req.requestId, requester, target: req.target, from: req.from, upTo, part: i, parts: sendable.length, docs: sendable[i] as RepairDoc[] })
         this.appendControl(REPAIR_RESPONSE, req.requestId, upTo + 1, payload)
         sent++
       }
