@@ -915,6 +915,37 @@ describe('RegionNode after a failed store write', () => {
     await us.close()
   })
 
+  it('an evicted handle and the handle of a reopen are one replica: writes through both all replicate', async () => {
+    const { make } = makeCluster({ instances: 0 })
+    const eu = make('eu', 'i1', new MemoryStore(), { cacheSize: 1 })
+    const us = make('us', 'i1')
+    await eu.init()
+    await us.init()
+    const h1 = (await eu.open('x', 'pn-counter')) as unknown as PnCounter
+    h1.increment(1)
+    await eu.flush()
+    for (let i = 0; i < 4; i++) {
+      ;((await eu.open(`d${i}`, 'pn-counter')) as unknown as PnCounter).increment(1)
+      await eu.pump()
+    }
+    expect(eu.metrics().evictions).toBeGreaterThan(0)
+    // A remote update while x is out of the cache; then x is opened again.
+    ;((await us.open('x', 'pn-counter')) as unknown as PnCounter).increment(100)
+    await us.flush()
+    const h2 = (await eu.open('x', 'pn-counter')) as unknown as PnCounter
+    expect(h2).toBe(h1)
+    await eu.pump()
+    h2.increment(10)
+    h1.increment(1000)
+    await eu.flush()
+    await us.pump()
+    await eu.pump()
+    expect((await us.open<number>('x', 'pn-counter')).value()).toBe(1111)
+    expect(h1.value()).toBe(1111)
+    await eu.close()
+    await us.close()
+  })
+
   it('writes through an evicted handle survive a failed store read while they are adopted', async () => {
     const { make } = makeCluster({ instances: 0 })
     const store = new FlakyStore()

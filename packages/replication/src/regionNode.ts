@@ -260,7 +260,16 @@ export class RegionNode {
   private readonly touchedDirty = new Set<OpenDoc>()
   private readonly pendingLocal = new Set<string>()
   private pendingCount = 0
-  private orphans: Array<{ docId: string; typeName: string; delta: Uint8Array }> = []
+  private orphans: Array<{ docId: string; typeName: string; delta: Uint8Array; from: Replica<unknown> }> = []
+  /**
+   * Replicas the cache evicted, while the application may still hold them: reloading the document
+   * takes the same object back (brought up to date) instead of a second one. Two live replica
+   * objects of one writer would each issue the same next dot, and a join drops the second write.
+   */
+  private readonly evicted = new Map<string, WeakRef<Replica<unknown>>>()
+  private readonly evictedGone = new FinalizationRegistry<{ docId: string; ref: WeakRef<Replica<unknown>> }>(({ docId, ref }) => {
+    if (this.evicted.get(docId) === ref) this.evicted.delete(docId)
+  })
   /** A batch of applied records failed to save (until a later batch succeeds): no repair answers meanwhile. */
   private unsavedApplies = false
   /** Envelopes persisted but not yet appended, in order, with their documents (the record keys)... */
@@ -695,7 +704,14 @@ export class RegionNode {
   private async readDoc(docId: string, typeName: string | undefined): Promise<OpenDoc> {
     const built = await this.rebuild(docId, typeName)
     if (built === undefined) throw new TypeMismatchError(`document ${docId} does not exist`)
-    const { replica, type, known } = built
+    const { type, known } = built
+    // The replica evicted earlier, if the application still holds it: the same object again,
+    // joined with what the store has now (updates applied while it was out of the cache).
+    const held = this.evicted.get(docId)?.deref()
+    this.evicted.delete(docId)
+    const reused = held !== undefined && held.typeName === built.replica.typeName
+    if (reused) held.apply(built.replica.state())
+    const replica = reused ? held : built.replica
     let touched: VersionVector
     try {
       const bytes = known ? await this.o.store.get(dixKey(docId)) : undefined
@@ -717,12 +733,20 @@ export class RegionNode {
       touched,
       used: true,
     }
+    // A reused replica keeps the listener it was given when first loaded.
+    if (!reused) this.listen(docId, type, replica)
+    this.docs.set(docId, doc)
+    return doc
+  }
+
+  /** Routes `replica`'s local changes to its document's pending deltas (or, evicted, to the orphans). */
+  private listen(docId: string, type: string, replica: Replica<unknown>): void {
     replica.onDelta((delta, origin) => {
       if (origin !== 'local') return
       const current = this.docs.get(docId)
       if (current?.replica !== replica) {
         // A write through a handle the cache has evicted: replay it on the current replica.
-        this.orphans.push({ docId, typeName: type, delta: delta.slice() })
+        this.orphans.push({ docId, typeName: type, delta: delta.slice(), from: replica })
       } else {
         current.used = true
         if (current.pending.length === 0) current.deps = current.lastVersion
@@ -732,8 +756,6 @@ export class RegionNode {
       }
       this.notePending()
     })
-    this.docs.set(docId, doc)
-    return doc
   }
 
   private notePending(): void {
@@ -763,6 +785,9 @@ export class RegionNode {
         this.docs.set(docId, doc)
         continue
       }
+      const ref = new WeakRef(doc.replica)
+      this.evicted.set(docId, ref)
+      this.evictedGone.register(doc.replica, { docId, ref })
       this.evictions++
     }
   }
@@ -844,7 +869,8 @@ export class RegionNode {
         throw e
       }
       if (doc.pending.length === 0 && doc.merge === undefined) doc.deps = doc.replica.version()
-      doc.replica.apply(o.delta)
+      // Not into the replica it came from (the evicted one, taken back by readDoc): it holds it.
+      if (o.from !== doc.replica) doc.replica.apply(o.delta)
       doc.pending.push(o.delta)
       this.pendingLocal.add(o.docId)
     }
