@@ -34,7 +34,11 @@ export interface RegionNodeOptions {
    * @default none (no signing)
    */
   readonly keys?: Readonly<Record<string, Uint8Array>>
-  /** Open replicas kept in memory (least recently used go first, approximately: second-chance LRU); colder ones are persisted and dropped. @default 1000 */
+  /**
+   * Open replicas kept in memory (least recently used go first, approximately: second-chance LRU);
+   * colder ones are persisted and dropped. A dropped replica the application still holds keeps
+   * working, and opening its document again returns that same object. @default 1000
+   */
   readonly cacheSize?: number
   /** Physical clock in ms. @default Date.now */
   readonly now?: () => number

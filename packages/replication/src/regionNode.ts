@@ -600,7 +600,8 @@ export class RegionNode {
   /**
    * The replica of `docId`, loaded from the store on demand. Its local mutations are replicated.
    * A handle stays usable after the cache evicts it (its writes are still replicated), but reads
-   * through it may be stale: open again to read.
+   * through it may be stale until the document is opened again (or a record for it arrives): that
+   * returns the same replica object, brought up to date — one replica per document and process.
    * @throws TypeMismatchError when the document exists with another type, or no factory exists.
    */
   async open<V = unknown>(docId: string, typeName: string): Promise<Replica<V>> {
