@@ -31,7 +31,7 @@ export function actorFor(replicaId: string): string {
 
 const HASH_BYTES = 32
 const HEX = /^(?:[0-9a-f]{2})+$/
-const utf8 = new TextDecoder('utf-8', { fatal: true })
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
 
 function actorName(actor: string): string {
   try {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import fc from 'fast-check'
 import * as encoding from 'lib0/encoding'
-import { DecodeError, decodeWith, encodeWith, encoderSlabBytes, readBytes, readString, releaseEncoder, slabCopy, takeEncoder, writeBytes, writeString, writeUint } from './index.js'
+import { DecodeError, decodeWith, isWellFormed, encodeWith, encoderSlabBytes, readBytes, readString, releaseEncoder, slabCopy, takeEncoder, writeBytes, writeString, writeUint } from './index.js'
 
 describe('encodeWith', () => {
   it('nests: an inner encodeWith inside an outer one does not disturb the outer bytes', () => {
@@ -130,6 +130,23 @@ describe('readString', () => {
     for (const body of [[0x61, 0xff], [...new Array<number>(100).fill(0x61), 0xc3]]) {
       const bytes = encodeWith((e) => writeBytes(e, Uint8Array.from(body)))
       expect(() => decodeWith('test', bytes, (d) => readString(d))).toThrow(DecodeError)
+    }
+  })
+})
+
+describe('strings that must arrive as written', () => {
+  const roundTrip = (s: string): string => decodeWith('s', encodeWith((e) => writeString(e, s)), (d) => readString(d))
+  it('keeps a leading U+FEFF (a decoder with BOM sniffing dropped it: "\\uFEFForder" arrived as "order")', () => {
+    for (const s of ['\uFEFForder-42', '\uFEFF$meta', '\uFEFF', 'a\uFEFF', '\uFEFF'.repeat(80)]) expect(roundTrip(s)).toBe(s)
+  })
+  it('refuses a lone surrogate, which has no UTF-8 form and would arrive as U+FFFD', () => {
+    for (const s of ['a\uD800', '\uDC00b', 'x'.repeat(70) + '\uD800']) {
+      expect(isWellFormed(s)).toBe(false)
+      expect(() => encodeWith((e) => writeString(e, s))).toThrow(/not well-formed UTF-16/)
+    }
+    for (const s of ['😀', 'é', 'a\uD83D\uDE00b']) {
+      expect(isWellFormed(s)).toBe(true)
+      expect(roundTrip(s)).toBe(s)
     }
   })
 })

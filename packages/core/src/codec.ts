@@ -133,6 +133,17 @@ export function writeUint(e: Encoder, n: number): void {
 export function writeInt(e: Encoder, n: number): void {
   encoding.writeVarInt(e, n)
 }
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
+
+/**
+ * Whether `s` is well-formed UTF-16 (no lone surrogate). A lone surrogate has no UTF-8 form: the
+ * encoder writes U+FFFD instead, so the string another region decodes is not the one written.
+ */
+export function isWellFormed(s: string): boolean {
+  return !LONE_SURROGATE.test(s)
+}
+
+/** @throws TypeError for a string that is not well-formed UTF-16 (see {@link isWellFormed}): it would arrive changed. */
 export function writeString(e: Encoder, s: string): void {
   const n = s.length
   // Short ASCII (ids, type names) fitting the current buffer: copy the char codes, skipping the
@@ -149,6 +160,7 @@ export function writeString(e: Encoder, s: string): void {
       return
     }
   }
+  if (!isWellFormed(s)) throw new TypeError(`string ${JSON.stringify(s.slice(0, 40))} is not well-formed UTF-16 (a lone surrogate): it has no UTF-8 form and would arrive changed`)
   encoding.writeVarString(e, s)
 }
 export function writeBytes(e: Encoder, b: Uint8Array): void {
@@ -207,7 +219,8 @@ export function readBytes(d: Decoder, max = MAX_FIELD_BYTES): Uint8Array {
   return out
 }
 // One decoder for all reads: non-streaming decode() keeps no state between calls.
-const utf8Fatal = new TextDecoder('utf-8', { fatal: true })
+// ignoreBOM: a leading U+FEFF is part of the string (the default strips it: "\uFEFFa" came back "a").
+const utf8Fatal = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
 /** Strings up to this many bytes take the ASCII fast paths of readString and writeString. */
 const SHORT_STRING = 64
 // Recently decoded short ASCII strings by a hash of their bytes: the same writer ids, region and

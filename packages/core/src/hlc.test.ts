@@ -66,6 +66,8 @@ describe('Hlc', () => {
     expect(() => new Hlc('')).toThrow(ConfigError)
     expect(() => new Hlc('a', { maxDriftMs: -1 })).toThrow(ConfigError)
     expect(() => new Hlc('a', { maxDriftMs: Number.NaN })).toThrow(ConfigError)
+    expect(() => new Hlc('a', { maxDriftMs: Number.POSITIVE_INFINITY })).toThrow(/finite/)
+    expect(() => new Hlc('a\uD800')).toThrow(/well-formed/)
     expect(() => new Hlc('a', { maxDrift: 5 } as never)).toThrow(/Hlc: unknown option "maxDrift" \(did you mean "maxDriftMs"\?\)/)
     expect(() => new Hlc('a', { now: 5 as never })).toThrow(/now must be a function/)
   })
@@ -88,5 +90,15 @@ describe('Hlc', () => {
         expect(decodeHlc(encodeHlc(t))).toEqual(t)
       }),
     )
+  })
+})
+
+describe('Hlc at the top of its range', () => {
+  it('refuses a remote timestamp that would leave no room for a later one, instead of making undecodable ones', () => {
+    const remote = decodeHlc(encodeHlc({ wall: Number.MAX_SAFE_INTEGER, logical: 0xffffffff, node: 'far' }))
+    const h = new Hlc('me', { now: () => 1_700_000_000_000, maxDriftMs: Number.MAX_SAFE_INTEGER })
+    expect(() => h.receive(remote)).toThrow(ClockDriftError)
+    const t = h.now()
+    expect(decodeHlc(encodeHlc(t))).toEqual(t)
   })
 })

@@ -4,7 +4,7 @@
  * clock does, and stay close to physical time. A remote timestamp further ahead than
  * `maxDriftMs` is refused with {@link ClockDriftError} instead of dragging the local clock forward.
  */
-import { decodeWith, encodeWith, readString, readUint, writeString, writeUint, type Decoder, type Encoder } from './codec.js'
+import { decodeWith, encodeWith, isWellFormed, readString, readUint, writeString, writeUint, type Decoder, type Encoder } from './codec.js'
 import { ClockDriftError, ConfigError, checkKnownOptions } from './errors.js'
 
 /** One HLC timestamp. */
@@ -52,11 +52,14 @@ export class Hlc {
 
   constructor(node: string, options: HlcOptions = {}) {
     if (typeof node !== 'string' || node.length === 0) throw new ConfigError('Hlc: node id must be a non-empty string')
+    if (!isWellFormed(node)) throw new ConfigError('Hlc: node id is not well-formed UTF-16 (a lone surrogate)')
     if (typeof options !== 'object' || options === null) throw new ConfigError('Hlc: options must be an object')
     checkKnownOptions('Hlc', options, ['now', 'maxDriftMs'])
     if (options.now !== undefined && typeof options.now !== 'function') throw new ConfigError('Hlc: now must be a function')
     const maxDrift = options.maxDriftMs ?? DEFAULT_MAX_DRIFT_MS
-    if (!(maxDrift >= 0)) throw new ConfigError(`Hlc: maxDriftMs must be >= 0, got ${maxDrift}`)
+    // Finite: without a bound, one remote timestamp at the top of the range would push this clock
+    // past the largest exact integer, and no timestamp it made after would decode anywhere.
+    if (!(maxDrift >= 0) || !Number.isFinite(maxDrift)) throw new ConfigError(`Hlc: maxDriftMs must be a finite number >= 0, got ${maxDrift}`)
     this.node = node
     this.maxDriftMs = maxDrift
     this.physical = options.now ?? Date.now
@@ -119,11 +122,15 @@ export class Hlc {
   private check(remote: HlcTimestamp, pt: number): void {
     const drift = remote.wall - pt
     if (drift > this.maxDriftMs) throw new ClockDriftError(drift, this.maxDriftMs)
+    // At the very top of the range (only reachable with a huge maxDriftMs): taking it in would
+    // leave no room for a later timestamp.
+    if (remote.wall >= Number.MAX_SAFE_INTEGER) throw new ClockDriftError(drift, this.maxDriftMs)
   }
 
   private bumpLogical(): void {
     if (this.logical >= MAX_LOGICAL) {
       // Overflowing the counter would break ordering: borrow the next millisecond instead.
+      if (this.wall >= Number.MAX_SAFE_INTEGER) throw new RangeError('Hlc: clock exhausted (wall at the largest exact integer)')
       this.wall += 1
       this.logical = 0
     } else this.logical += 1

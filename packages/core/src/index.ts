@@ -36,6 +36,7 @@ export {
   canonicalJson,
   assertJson,
   bytesEqual,
+  isWellFormed,
   MAX_FIELD_BYTES,
   MAX_COLLECTION,
   takeEncoder,

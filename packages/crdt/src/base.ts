@@ -7,6 +7,7 @@ import {
   ConfigError,
   callListeners,
   checkKnownOptions,
+  isWellFormed,
   DotSet,
   Hlc,
   MAX_REPLICA_ID_BYTES,
@@ -59,8 +60,13 @@ function validateOptions(type: string, options: unknown): { replicaId: string; c
   checkKnownOptions(type, o, ['replicaId', 'clock', 'now'])
   const { replicaId, clock, now } = o
   if (typeof replicaId !== 'string' || replicaId.length === 0) throw new ConfigError(`${type}: replicaId must be a non-empty string`)
+  if (!isWellFormed(replicaId)) throw new ConfigError(`${type}: replicaId is not well-formed UTF-16 (a lone surrogate)`)
   if (new TextEncoder().encode(replicaId).length > MAX_REPLICA_ID_BYTES) throw new ConfigError(`${type}: replicaId longer than ${MAX_REPLICA_ID_BYTES} bytes`)
   if (clock !== undefined && !(clock instanceof Hlc)) throw new ConfigError(`${type}: clock must be an Hlc`)
+  // Its node id goes into LWW deltas' string tables, which receivers read with the replica-id limit.
+  if (clock !== undefined && new TextEncoder().encode(clock.node).length > MAX_REPLICA_ID_BYTES) {
+    throw new ConfigError(`${type}: clock node id longer than ${MAX_REPLICA_ID_BYTES} bytes`)
+  }
   if (now !== undefined && typeof now !== 'function') throw new ConfigError(`${type}: now must be a function`)
   if (clock !== undefined && now !== undefined) throw new ConfigError(`${type}: give either clock or now, not both`)
   return { replicaId, clock: clock ?? new Hlc(replicaId, now === undefined ? {} : { now: now as () => number }) }
@@ -281,7 +287,9 @@ export class Cursor {
     readonly path: readonly string[],
     readonly schema: Schema,
   ) {
-    if (path.length > MAX_MAP_DEPTH) throw new RangeError(`maps nest deeper than ${MAX_MAP_DEPTH}`)
+    // A map-kind value (or-set, lww-map, or-map) at the end of the path is one level more, and the
+    // decoder counts it: refused here, not after the write, when every receiver would refuse it.
+    if (path.length + (schema.kind === 'map' ? 1 : 0) > MAX_MAP_DEPTH) throw new RangeError(`maps nest deeper than ${MAX_MAP_DEPTH}`)
   }
 
   /** The live store at this position, if any. */

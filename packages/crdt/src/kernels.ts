@@ -3,7 +3,7 @@
  * use a cursor at their root, an {@link OrMapView} hands out cursors to its fields. Every mutation
  * builds a small delta — the new dot plus the dots it overwrites — and commits it.
  */
-import { assertJson, canonicalJson, type DotSet, type Dot, type HlcTimestamp, type Json } from '@concord/core'
+import { assertJson, canonicalJson, isWellFormed, type DotSet, type Dot, type HlcTimestamp, type Json } from '@concord/core'
 import type { Cursor } from './base.js'
 import { COUNTER, LWW, LWWMAP, MV, ORMAP, ORSET, checkJson, fieldKey, parseFieldKey, schemaOf, type CausalTypeName, type CounterValue, type LwwValue } from './schema.js'
 import { FunStore, MapStore, collectDots, dotSetOf, type Store } from './store.js'
@@ -167,6 +167,7 @@ export class PnCounterView {
 
 function assertKey(k: unknown, what: string): asserts k is string {
   if (typeof k !== 'string') throw new TypeError(`${what}: key must be a string`)
+  if (!isWellFormed(k)) throw new TypeError(`${what}: key is not well-formed UTF-16 (a lone surrogate would arrive as U+FFFD)`)
 }
 
 /** Map of LWW registers; deletion is an LWW write too. */
@@ -240,6 +241,7 @@ const FIELD_TYPES = new Set<string>(['lww-register', 'mv-register', 'pn-counter'
 
 function assertField(name: unknown, type: unknown): asserts type is CausalTypeName {
   if (typeof name !== 'string') throw new TypeError('or-map: field name must be a string')
+  if (!isWellFormed(name)) throw new TypeError('or-map: field name is not well-formed UTF-16 (a lone surrogate would arrive as U+FFFD)')
   if (typeof type !== 'string' || !FIELD_TYPES.has(type)) throw new TypeError(`or-map: unknown field type ${String(type)}`)
 }
 

@@ -133,3 +133,31 @@ describe('OrMap', () => {
     expect(events.map((e) => [e.kind, e.path, e.winner?.value])).toEqual([['lww-overwrite', ['m', 'k'], 2]])
   })
 })
+
+describe('OrMap nesting limit', () => {
+  test('a write nested deeper than receivers decode is refused locally; one just inside the limit replicates and restores', () => {
+    const nest = (m: OrMap, levels: number, leaf: 'or-set' | 'pn-counter'): void => {
+      const go = (v: { update: OrMap['update'] }, n: number): void => {
+        if (n === 0) {
+          v.update('leaf', leaf, (x) => {
+            if (leaf === 'or-set') (x as unknown as { add: (e: number) => void }).add(1)
+            else (x as unknown as { increment: (k: number) => void }).increment(1)
+          })
+        }
+        else v.update('m', 'or-map', (x) => go(x as unknown as { update: OrMap['update'] }, n - 1))
+      }
+      go(m, levels)
+    }
+    for (const [levels, leaf, ok] of [[30, 'or-set', true], [31, 'or-set', false], [31, 'pn-counter', true], [32, 'pn-counter', false]] as const) {
+      const a = new OrMap({ replicaId: 'a' })
+      if (!ok) {
+        expect(() => nest(a, levels, leaf)).toThrow(/nest deeper/)
+        continue
+      }
+      nest(a, levels, leaf)
+      const b = new OrMap({ replicaId: 'b' })
+      b.apply(a.state())
+      expect(b.state()).toEqual(a.state())
+    }
+  })
+})

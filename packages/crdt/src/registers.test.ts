@@ -229,3 +229,43 @@ describe('LwwMap', () => {
     expect(() => m.apply(r.state())).toThrow(DecodeError)
   })
 })
+
+describe('edge cases found by review', () => {
+  test('a PnCounter past 2^53 in partial sums has one value whatever the order its deltas arrived in', () => {
+    const make = (id: string): { c: PnCounter; deltas: Uint8Array[] } => {
+      const c = new PnCounter({ replicaId: id })
+      const deltas: Uint8Array[] = []
+      c.onDelta((d) => deltas.push(d))
+      return { c, deltas }
+    }
+    const a = make('a')
+    const b = make('b')
+    const c = make('c')
+    a.c.increment(Number.MAX_SAFE_INTEGER - 1)
+    b.c.increment(3)
+    c.c.decrement(3)
+    const x = new PnCounter({ replicaId: 'x' })
+    const y = new PnCounter({ replicaId: 'y' })
+    for (const d of [...a.deltas, ...b.deltas, ...c.deltas]) x.apply(d)
+    for (const d of [...a.deltas, ...c.deltas, ...b.deltas]) y.apply(d)
+    expect(x.state()).toEqual(y.state())
+    expect(x.value()).toBe(y.value())
+    expect(x.value()).toBe(Number.MAX_SAFE_INTEGER - 1)
+  })
+
+  test('strings that would not arrive as written are refused at the write: lone surrogates in keys, values and replica ids', () => {
+    const m = new LwwMap({ replicaId: 'a' })
+    expect(() => m.set('\uD800', 1)).toThrow(/well-formed/)
+    expect(() => m.set('k', 'v\uDC00')).toThrow(/well-formed/)
+    expect(() => m.set('k', { ['\uD800']: 1 })).toThrow(/well-formed/)
+    expect(m.value()).toEqual({})
+    expect(() => new MvRegister({ replicaId: '\uD800' })).toThrow(/well-formed/)
+    const mv = new MvRegister({ replicaId: 'a' })
+    expect(() => mv.set('\uDC00')).toThrow(/well-formed/)
+    expect(mv.value()).toEqual([])
+  })
+
+  test('a clock whose node id receivers could not read is refused', () => {
+    expect(() => new LwwRegister({ replicaId: 'a', clock: new Hlc('r'.repeat(300)) })).toThrow(/clock node id longer/)
+  })
+})

@@ -5,6 +5,7 @@
  */
 import {
   DecodeError,
+  isWellFormed,
   canonicalJson,
   compareDots,
   compareHlc,
@@ -83,7 +84,12 @@ export type Schema = FunSchema | MapSchema
 /** Throws unless `v` is a finite JSON value no deeper than {@link MAX_JSON_DEPTH}. */
 export function checkJson(v: unknown, depth = 0): asserts v is Json {
   if (depth > MAX_JSON_DEPTH) throw new DecodeError('value nests too deeply')
-  if (v === null || typeof v === 'string' || typeof v === 'boolean') return
+  if (typeof v === 'string') {
+    // Decoded strings always are; a local write's may not be, and would arrive changed.
+    if (!isWellFormed(v)) throw new DecodeError('string is not well-formed UTF-16 (a lone surrogate)')
+    return
+  }
+  if (v === null || typeof v === 'boolean') return
   if (typeof v === 'number') {
     if (!Number.isFinite(v)) throw new DecodeError('non-finite number')
     return
@@ -93,7 +99,10 @@ export function checkJson(v: unknown, depth = 0): asserts v is Json {
     return
   }
   if (typeof v === 'object') {
-    for (const x of Object.values(v)) checkJson(x, depth + 1)
+    for (const [k, x] of Object.entries(v)) {
+      if (!isWellFormed(k)) throw new DecodeError('object key is not well-formed UTF-16 (a lone surrogate)')
+      checkJson(x, depth + 1)
+    }
     return
   }
   throw new DecodeError('not a JSON value')
@@ -225,9 +234,19 @@ export const COUNTER: FunSchema = {
     return c
   },
   value(s) {
+    if (s?.kind !== 'fun') return 0
+    // Exact while every partial sum is (then the order entries arrived in cannot matter); else summed
+    // as BigInt: doubles past 2^53 round differently depending on the order of the additions.
     let n = 0
-    if (s?.kind === 'fun') for (const e of s.entries.values()) n += (e.value as CounterValue).inc - (e.value as CounterValue).dec
-    return n
+    let exact = true
+    for (const e of s.entries.values()) {
+      n += (e.value as CounterValue).inc - (e.value as CounterValue).dec
+      if (!Number.isSafeInteger(n)) exact = false
+    }
+    if (exact) return n
+    let big = 0n
+    for (const e of s.entries.values()) big += BigInt((e.value as CounterValue).inc) - BigInt((e.value as CounterValue).dec)
+    return Number(big)
   },
 }
 

@@ -12,6 +12,7 @@
 import type { ObservableResult } from '@opentelemetry/api'
 import {
   ConfigError,
+  isWellFormed,
   DecodeError,
   DotSet,
   Hlc,
@@ -606,8 +607,8 @@ export class RegionNode {
    */
   async open<V = unknown>(docId: string, typeName: string): Promise<Replica<V>> {
     this.check()
-    if (typeof docId !== 'string' || docId.length === 0 || utf8.encode(docId).length > 1024 || docId.startsWith('$')) {
-      throw new ConfigError(`open: docId must be 1..1024 bytes and not start with $, got ${JSON.stringify(docId)}`)
+    if (typeof docId !== 'string' || docId.length === 0 || utf8.encode(docId).length > 1024 || docId.startsWith('$') || !isWellFormed(docId)) {
+      throw new ConfigError(`open: docId must be 1..1024 bytes of well-formed UTF-16 and not start with $, got ${JSON.stringify(docId)}`)
     }
     if (!this.o.factories.has(typeName)) throw new TypeMismatchError(`open: no factory for type ${typeName}`)
     await this.init()
