@@ -12,7 +12,7 @@ import { FunStore, MapStore, collectDots, dotSetOf, type Store } from './store.j
 function assertValue(v: unknown, what: string): asserts v is Json {
   assertJson(v, what)
   try {
-    checkJson(v)
+    checkJson(v, 0, true)
   } catch (e) {
     throw new TypeError(`${what}: ${e instanceof Error ? e.message : String(e)}`)
   }

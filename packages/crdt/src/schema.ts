@@ -81,12 +81,15 @@ export interface MapSchema {
 
 export type Schema = FunSchema | MapSchema
 
-/** Throws unless `v` is a finite JSON value no deeper than {@link MAX_JSON_DEPTH}. */
-export function checkJson(v: unknown, depth = 0): asserts v is Json {
+/**
+ * Throws unless `v` is a finite JSON value no deeper than {@link MAX_JSON_DEPTH}. With `local` (a
+ * value being written here), its strings and keys must also be well-formed UTF-16: a lone surrogate
+ * would arrive changed. Decoded strings always are, so decoding skips that scan.
+ */
+export function checkJson(v: unknown, depth = 0, local = false): asserts v is Json {
   if (depth > MAX_JSON_DEPTH) throw new DecodeError('value nests too deeply')
   if (typeof v === 'string') {
-    // Decoded strings always are; a local write's may not be, and would arrive changed.
-    if (!isWellFormed(v)) throw new DecodeError('string is not well-formed UTF-16 (a lone surrogate)')
+    if (local && !isWellFormed(v)) throw new DecodeError('string is not well-formed UTF-16 (a lone surrogate)')
     return
   }
   if (v === null || typeof v === 'boolean') return
@@ -95,13 +98,13 @@ export function checkJson(v: unknown, depth = 0): asserts v is Json {
     return
   }
   if (Array.isArray(v)) {
-    for (const x of v) checkJson(x, depth + 1)
+    for (const x of v) checkJson(x, depth + 1, local)
     return
   }
   if (typeof v === 'object') {
     for (const [k, x] of Object.entries(v)) {
-      if (!isWellFormed(k)) throw new DecodeError('object key is not well-formed UTF-16 (a lone surrogate)')
-      checkJson(x, depth + 1)
+      if (local && !isWellFormed(k)) throw new DecodeError('object key is not well-formed UTF-16 (a lone surrogate)')
+      checkJson(x, depth + 1, local)
     }
     return
   }

@@ -886,6 +886,15 @@ class FlakyStore extends MemoryStore {
   }
 }
 
+/** Writes to four other documents, one round each: with cacheSize 1 the earlier ones are evicted. */
+async function evictByOpeningOthers(node: RegionNode): Promise<void> {
+  for (let i = 0; i < 4; i++) {
+    ;((await node.open(`d${i}`, 'pn-counter')) as unknown as PnCounter).increment(1)
+    await node.pump()
+  }
+  expect(node.metrics().evictions).toBeGreaterThan(0)
+}
+
 describe('RegionNode after a failed store write', () => {
   it('a flush retried after a failed store write, then a restart: the next write is replicated (no sequence number used twice)', async () => {
     const { make } = makeCluster({ instances: 0 })
@@ -924,11 +933,7 @@ describe('RegionNode after a failed store write', () => {
     const h1 = (await eu.open('x', 'pn-counter')) as unknown as PnCounter
     h1.increment(1)
     await eu.flush()
-    for (let i = 0; i < 4; i++) {
-      ;((await eu.open(`d${i}`, 'pn-counter')) as unknown as PnCounter).increment(1)
-      await eu.pump()
-    }
-    expect(eu.metrics().evictions).toBeGreaterThan(0)
+    await evictByOpeningOthers(eu)
     // A remote update while x is out of the cache; then x is opened again.
     ;((await us.open('x', 'pn-counter')) as unknown as PnCounter).increment(100)
     await us.flush()
@@ -956,11 +961,7 @@ describe('RegionNode after a failed store write', () => {
     const first = (await eu.open('first', 'pn-counter')) as unknown as PnCounter
     first.increment(1)
     await eu.flush()
-    for (let i = 0; i < 4; i++) {
-      ;((await eu.open(`d${i}`, 'pn-counter')) as unknown as PnCounter).increment(1)
-      await eu.pump()
-    }
-    expect(eu.metrics().evictions).toBeGreaterThan(0)
+    await evictByOpeningOthers(eu)
     // 'first' is evicted; its old handle still takes writes, adopted at the next flush.
     first.increment(10)
     store.failGet = true

@@ -843,8 +843,7 @@ export class RegionNode {
       appended += await this.answerRepairs()
       appended += await this.requestRepairs()
       if (this.o.now() - this.lastHeartbeat >= this.o.heartbeatIntervalMs) {
-        this.heartbeat()
-        appended++
+        if (this.heartbeat()) appended++
       }
       this.evict()
       if (failure !== undefined) throw failure.error
@@ -1218,23 +1217,24 @@ export class RegionNode {
    * order made, and a round does not wait for it (await {@link sent} for that). Not saved in the
    * store: one lost to a crash is made again when still needed (a heartbeat, a repair request).
    */
-  private appendControl(typeName: string, docId: string, seq: number, payload: Uint8Array): void {
+  private appendControl(typeName: string, docId: string, seq: number, payload: Uint8Array): boolean {
     // Envelopes whose store write failed wait at the outbox's end: one queued behind them would
     // make them sendable (the sender takes the outbox in order) before they are durable. Not sent
     // now, then; a control record is made again when still needed.
-    if (this.outbox.length > this.durableTotal - this.sentTotal) return
+    if (this.outbox.length > this.durableTotal - this.sentTotal) return false
     const env: Envelope = { docId, typeName, region: this.region, writer: this.writer, seq, time: this.hlc.now(), deps: new Uint8Array(0), payload }
     const bytes = encodeEnvelope(env, this.o.keys?.get(this.region))
     if (bytes.length > this.envelopeLimit) {
-      // A repair answer holding one document whose state alone is past the limit: not sent (it
-      // would hold back the outbox); the requester asks again and gets the other documents.
+      // Not sent (it would hold back the outbox). Repair answers leave out documents too large to
+      // send before this point (answerRepairs); this is the guard for anything else.
       this.refuseTooLarge(`${typeName} record ${docId}: ${bytes.length} bytes, past the envelope limit of ${this.envelopeLimit}; not sent`)
-      return
+      return false
     }
     this.outbox.push(bytes)
     this.outboxDocs.push(undefined)
     this.durableTotal++
     this.startSend()
+    return true
   }
 
   private noteOwn(positions: readonly LogPosition[]): void {
@@ -1273,9 +1273,10 @@ export class RegionNode {
     return own
   }
 
-  private heartbeat(): void {
+  /** Queues a heartbeat; false when it could not go now (see appendControl). */
+  private heartbeat(): boolean {
     this.lastHeartbeat = this.o.now()
-    this.appendControl(HEARTBEAT, NO_DOC, this.seq + 1, encodeHeartbeat({ incarnation: this.incarnation, seen: this.seenVector() }))
+    return this.appendControl(HEARTBEAT, NO_DOC, this.seq + 1, encodeHeartbeat({ incarnation: this.incarnation, seen: this.seenVector() }))
   }
 
   private seenVector(): VersionVector {
@@ -1623,7 +1624,8 @@ export class RegionNode {
       const requestId = `${this.writer}.${this.incarnation}.${++this.requestCounter}`
       // First ask the writer itself; if it does not answer, anyone who has seen its updates.
       const responder = attempts % 2 === 0 ? w : ANY_RESPONDER
-      this.appendControl(REPAIR_REQUEST, w, have + 1, encodeRepairRequest({ requestId, target: w, from: have, responder }))
+      // Not queued now: asked again next round, not after repairTimeoutMs.
+      if (!this.appendControl(REPAIR_REQUEST, w, have + 1, encodeRepairRequest({ requestId, target: w, from: have, responder }))) continue
       this.pendingRepairs.set(w, { requestId, sentAt: now, attempts })
       this.peer(region).repairsRequested++
       sent++
@@ -1680,8 +1682,7 @@ export class RegionNode {
       })
       for (let i = 0; i < sendable.length; i++) {
         const payload = encodeRepairResponse({ requestId: req.requestId, requester, target: req.target, from: req.from, upTo, part: i, parts: sendable.length, docs: sendable[i] as RepairDoc[] })
-        this.appendControl(REPAIR_RESPONSE, req.requestId, upTo + 1, payload)
-        sent++
+        if (this.appendControl(REPAIR_RESPONSE, req.requestId, upTo + 1, payload)) sent++
       }
     }
     return sent

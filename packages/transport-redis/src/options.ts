@@ -126,3 +126,7 @@ export function resolveOptions(options: RedisTransportOptions): ResolvedRedisTra
     storeKeys: options.storeKeys ?? false,
   }
 }
+
+/** Why `waitReplicas` is refused with a Cluster client (RedisTransport, RedisStore). */
+export const WAIT_ON_CLUSTER =
+  'waitReplicas needs a single Redis server (with its replicas), not a Cluster client: WAIT has no key, so ioredis sends it to a random master, which cannot vouch for writes made on another'

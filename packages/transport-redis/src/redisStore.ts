@@ -8,7 +8,7 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import { ClosedError, ConfigError, checkKnownOptions, toBuffer, type Store, type StoreOp } from '@concord/core'
 import { translateError } from './errors.js'
-import { hasHashTag } from './options.js'
+import { WAIT_ON_CLUSTER, hasHashTag } from './options.js'
 
 type Client = Redis | Cluster
 
@@ -82,7 +82,7 @@ export class RedisStore implements Store {
     const redis = options.redis ?? REDIS_STORE_DEFAULTS.redis
     if (redis instanceof Redis || redis instanceof Cluster) {
       if (redis instanceof Cluster && this.waitReplicas > 0) {
-        throw new ConfigError(`redis store: waitReplicas needs a single Redis server (with its replicas), not a Cluster client: ${'WAIT has no key, so ioredis sends it to a random master, which cannot vouch for writes made on another'}`)
+        throw new ConfigError(`redis store: ${WAIT_ON_CLUSTER}`)
       }
       this.client = redis
       this.ownsClient = false

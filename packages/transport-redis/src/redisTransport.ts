@@ -22,7 +22,7 @@ import {
   toBuffer,
 } from '@concord/core'
 import { replyCode, translateError } from './errors.js'
-import { resolveOptions, type RedisTransportOptions, type ResolvedRedisTransportOptions } from './options.js'
+import { WAIT_ON_CLUSTER, resolveOptions, type RedisTransportOptions, type ResolvedRedisTransportOptions } from './options.js'
 
 type Client = Redis | Cluster
 type AppendOptions = NonNullable<Parameters<Transport['append']>[2]>
@@ -201,7 +201,7 @@ export class RedisTransport implements Transport {
     const redis = this.options.redis
     if (redis instanceof Redis || redis instanceof Cluster) {
       if (redis instanceof Cluster && this.options.waitReplicas > 0) {
-        throw new ConfigError(`redis transport: waitReplicas needs a single Redis server (with its replicas), not a Cluster client: ${'WAIT has no key, so ioredis sends it to a random master, which cannot vouch for writes made on another'}`)
+        throw new ConfigError(`redis transport: ${WAIT_ON_CLUSTER}`)
       }
       this.client = redis
       this.ownsClient = false
