@@ -924,6 +924,68 @@ describe('RegionNode after a failed store write', () => {
     await us.close()
   })
 
+  it('a restart over an outbox whose append failed sends nothing while another live process writes as the same id (duplicate id refused first)', async () => {
+    const { make, broker } = makeCluster({ instances: 0 })
+    const store = new MemoryStore()
+    const first = make('eu', 'i1', store)
+    await first.init()
+    const gate = gateAppends(first, () => {
+      throw new TransportError('log unreachable (test)')
+    })
+    ;((await first.open('a', 'pn-counter')) as unknown as PnCounter).increment(1)
+    const flushed = first.flush()
+    await vi.waitFor(() => expect(gate.gates).toHaveLength(1))
+    ;(gate.gates[0] as () => void)()
+    await expect(flushed).rejects.toThrow(/log unreachable/)
+    gate.restore()
+    // The envelope waits in the store's outbox; `first` is alive (registered just now). A second
+    // process with the same id over a copy of that store must find the twin before it sends.
+    const second = make('eu', 'i1', store.reopen())
+    await expect(second.init()).rejects.toThrow(/duplicate instance id/)
+    const log = await new MemoryTransport({ broker }).poll('probe', 'eu', { max: 100 })
+    const data = log.map((r) => decodeEnvelope(r.bytes)).filter((e) => !e.typeName.startsWith('$'))
+    expect(data).toEqual([])
+    await second.close().catch(() => undefined)
+    await first.close()
+  })
+
+  it('answers no repair request in a round whose store write failed: the next round answers with every document', async () => {
+    const { make, broker, clock, factories } = makeCluster({ instances: 0, extra: { repairTimeoutMs: 200 } })
+    const eu = make('eu', 'i1')
+    const store = new FlakyStore()
+    const us = make('us', 'i1', store)
+    // ap's client loses eu's first update on delivery; eu then goes quiet, so ap asks anyone.
+    let dropped = 0
+    const ap = new RegionNode({
+      region: 'ap',
+      instance: 'i1',
+      regions: [...REGIONS],
+      transport: new MemoryTransport({ broker, faults: { drop: (r) => r.origin === 'eu' && r.position === '1' && dropped++ < 1 } }),
+      store: new MemoryStore(),
+      factories,
+      now: clock.now,
+      random: seededRandom(7),
+      repairTimeoutMs: 200,
+    })
+    await us.init()
+    ;((await eu.open('n', 'pn-counter')) as unknown as PnCounter).increment(1)
+    await eu.flush()
+    ;((await eu.open('m', 'pn-counter')) as unknown as PnCounter).increment(1)
+    await eu.flush()
+    await ap.pump()
+    expect(dropped).toBe(1)
+    clock.advance(300)
+    await ap.pump()
+    expect(ap.metrics().peers.find((p) => p.region === 'eu')?.repairsRequested).toBe(2)
+    // us applies eu's two updates and reads ap's request in one round whose store write fails.
+    store.failWrite = true
+    await expect(us.pump()).rejects.toThrow(/store unreachable/)
+    await settle([us, ap], clock, async () => (await ap.open<number>('n', 'pn-counter')).value() === 1, 40)
+    expect((await ap.open<number>('n', 'pn-counter')).value()).toBe(1)
+    expect((await ap.open<number>('m', 'pn-counter')).value()).toBe(1)
+    for (const n of [eu, us, ap]) await n.close()
+  })
+
   it('an evicted handle and the handle of a reopen are one replica: writes through both all replicate', async () => {
     const { make } = makeCluster({ instances: 0 })
     const eu = make('eu', 'i1', new MemoryStore(), { cacheSize: 1 })
