@@ -15,7 +15,7 @@ import { pathToFileURL } from 'node:url'
 import { slabCopy } from '@concord/core'
 import { MemoryStore, MemoryTransport, RegionNode } from '@concord/replication'
 import { benchFactories, openWriters, shortDocId, uuidDocId, type BenchReplica } from './noopReplica.js'
-import { cliInt, cliMain, machine, median, progress, saveReport, type BenchReport, type BenchRow } from './report.js'
+import { cliInt, cliMain, commandLine, machine, median, progress, saveReport, type BenchReport, type BenchRow } from './report.js'
 
 const REGIONS = ['eu', 'us', 'ap'] as const
 const COMMAND = 'node --conditions=@concord/source --import tsx benchmarks/src/engine-bench.ts'
@@ -195,11 +195,16 @@ export async function run(options: EngineBenchOptions = {}): Promise<BenchReport
     'no-op replica: the same RegionNodes and traffic with replicas that emit a fixed delta of an increment\'s size and apply nothing — the engine without CRDT work; PnCounter minus no-op = what the CRDT costs',
     'CPU = CPU time of this process (all threads, so GC included) / written envelopes',
   ]
-  const report: BenchReport = { suite: 'engine-overhead', command: COMMAND, machine: await machine(), date: new Date().toISOString(), notes, rows }
+  const report: BenchReport = { suite: 'engine-overhead', command: commandLine(COMMAND), machine: await machine(), date: new Date().toISOString(), notes, rows }
   saveReport(report)
   return report
 }
 
+/** The options given on the command line (also read by `npm run bench -- engine`). */
+export function cliOptions(): EngineBenchOptions {
+  return { repeats: cliInt('repeats', 5), envelopes: cliInt('envelopes', 20_000), batch: cliInt('batch', 100) }
+}
+
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  await cliMain(() => run({ repeats: cliInt('repeats', 5), envelopes: cliInt('envelopes', 20_000), batch: cliInt('batch', 100) }))
+  await cliMain(() => run(cliOptions()))
 }

@@ -174,7 +174,7 @@ export async function run(options: LagBenchOptions = {}): Promise<BenchReport> {
   const rows: BenchRow[] = []
   const notes = [
     `2 regions; ${samples} writes per variant (after ${warmup} unmeasured), each one PnCounter increment (Concord) or one ${size} B record (raw), spaced 10–30 ms apart at random; lag = from the write to its arrival in the other region`,
-    'Concord: eu increments and awaits flush() (durable in its log); us runs start() with default options and is timed when its replica applies the increment (it has read, verified, applied and saved it)',
+    'Concord: eu increments and awaits flush() (durable in its log); us runs start() with default options and is timed when its replica applies the increment (read, verified and applied; its round saves it to the store right after)',
     'raw: the client alone on the same server — Kafka: a kafkajs send (acks=-1) and a consumer (maxWaitTimeInMs 100) timestamping the record in eachBatch; Redis: XADD and a reader blocked in XREADGROUP BLOCK on its own connection',
   ]
   const record = (transport: string, raw: Lags, concord: Lags, rawName: string, concordName: string): void => {
@@ -218,7 +218,12 @@ export async function run(options: LagBenchOptions = {}): Promise<BenchReport> {
   return finishReport('replication-lag', COMMAND, notes, rows)
 }
 
+/** The options given on the command line (also read by `npm run bench -- lag`). */
+export function cliOptions(): LagBenchOptions {
+  return { samples: cliInt('samples', 300), ...cliOnly() }
+}
+
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  await cliMain(() => run({ samples: cliInt('samples', 300), ...cliOnly() }))
+  await cliMain(() => run(cliOptions()))
   process.exit(0)
 }

@@ -4,7 +4,7 @@
  * prints a table, shows progress on stderr, and writes
  * benchmarks/results/<suite>.json and an SVG chart beside it.
  */
-import { cliOnly, saveReport, UsageError, type BenchReport } from './report.js'
+import { saveReport, UsageError, type BenchReport } from './report.js'
 
 const SUITES: Record<string, () => Promise<BenchReport>> = {
   // Every suite saves and prints its report (the convergence suite's run() leaves that to its caller).
@@ -15,9 +15,19 @@ const SUITES: Record<string, () => Promise<BenchReport>> = {
   },
   docs: async () => (await import('./docs-bench.js')).runDocsBench(),
   // `--only=redis` or `--only=kafka` narrows the two suites that need servers.
-  transport: async () => (await import('./transport-bench.js')).run(cliOnly()),
-  lag: async () => (await import('./lag-bench.js')).run(cliOnly()),
-  engine: async () => (await import('./engine-bench.js')).run(),
+  // Each suite reads its own options (`--repeats=5`, `--only=kafka`, ...) as when run alone.
+  transport: async () => {
+    const m = await import('./transport-bench.js')
+    return m.run(m.cliOptions())
+  },
+  lag: async () => {
+    const m = await import('./lag-bench.js')
+    return m.run(m.cliOptions())
+  },
+  engine: async () => {
+    const m = await import('./engine-bench.js')
+    return m.run(m.cliOptions())
+  },
 }
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'))

@@ -114,9 +114,18 @@ export function progress(msg: string): void {
 
 /** Builds a suite's report (machine and date of this run), saves and prints it. */
 export async function finishReport(suite: string, command: string, notes: readonly string[], rows: readonly BenchRow[]): Promise<BenchReport> {
-  const report: BenchReport = { suite, command, machine: await machine(), date: new Date().toISOString(), notes, rows }
+  const report: BenchReport = { suite, command: commandLine(command), machine: await machine(), date: new Date().toISOString(), notes, rows }
   saveReport(report)
   return report
+}
+
+/**
+ * `base` (a suite's command) with the `--name=value` options this run was given, so that a
+ * results file names the command that reproduces it (`npm run bench -- transport --repeats=5`
+ * records the transport suite's command with `--repeats=5`).
+ */
+export function commandLine(base: string): string {
+  return [base, ...process.argv.slice(2).filter((a) => a.startsWith('--'))].join(' ')
 }
 
 /**

@@ -424,15 +424,12 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
   return finishReport('transport-throughput', COMMAND, notes, rows)
 }
 
+/** The options given on the command line (also read by `npm run bench -- transport`). */
+export function cliOptions(): TransportBenchOptions {
+  return { repeats: cliInt('repeats', 3), warmup: cliInt('warmup', 3, 0), envelopes: cliInt('envelopes', 20_000), batch: cliInt('batch', 100), ...cliOnly() }
+}
+
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  await cliMain(() =>
-    run({
-      repeats: cliInt('repeats', 3),
-      warmup: cliInt('warmup', 3, 0),
-      envelopes: cliInt('envelopes', 20_000),
-      batch: cliInt('batch', 100),
-      ...cliOnly(),
-    }),
-  )
+  await cliMain(() => run(cliOptions()))
   process.exit(0)
 }

@@ -75,7 +75,7 @@ export interface RegionNodeOptions {
    * 0 commits every round. @default 1000
    */
   readonly commitIntervalMs?: number
-  /** A repair request not answered within this time is re-sent (to any node after the first try). @default 5000 */
+  /** A repair request not answered within this time is re-sent, alternately to any node that has applied enough and to the writer (the first goes to the writer). @default 5000 */
   readonly repairTimeoutMs?: number
   /**
    * A node whose writer id heartbeated less than this long ago counts as alive: a second node with
