@@ -1,10 +1,10 @@
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtemp, rm, appendFile, lstat, realpath, stat, symlink, truncate } from 'node:fs/promises'
+import { mkdtemp, rm, appendFile, lstat, mkdir, readFile, realpath, stat, symlink, truncate, writeFile, type FileHandle } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { FileStore } from './fileStore.js'
 import { MemoryStore } from './memoryStore.js'
 
@@ -41,6 +41,15 @@ describe.each([
     await expect(st.write([{ op: 'put', key: '', value: b('x') }])).rejects.toMatchObject({ code: 'CONFIG' })
     await st.close()
     await expect(st.get('pos/x')).rejects.toMatchObject({ code: 'CLOSED' })
+  })
+  it('refuses malformed operations with a ConfigError, storing nothing of the batch', async () => {
+    const st = await make()
+    await expect(st.write([null as never])).rejects.toMatchObject({ code: 'CONFIG' })
+    await expect(st.write('x' as never)).rejects.toMatchObject({ code: 'CONFIG' })
+    // A lone surrogate has no UTF-8 form: an encoding store would keep another key.
+    await expect(st.write([{ op: 'put', key: 'ok', value: b('1') }, { op: 'put', key: 'k\ud800', value: b('1') }])).rejects.toMatchObject({ code: 'CONFIG' })
+    expect(await st.keys('')).toEqual([])
+    await st.close()
   })
 })
 
@@ -120,6 +129,138 @@ describe('FileStore durability', () => {
     const path = join(dir, 'other.db')
     await appendFile(path, b('hello world, not a store'))
     await expect(FileStore.open(path)).rejects.toMatchObject({ code: 'CONFIG' })
+  })
+})
+
+describe('FileStore damage and failures', () => {
+  const fill = async (path: string, n: number): Promise<void> => {
+    const st = await FileStore.open(path)
+    for (let i = 0; i < n; i++) await st.put(`k${i}`, b(`v${i}`))
+    await st.close()
+  }
+
+  it('refuses a file damaged before its last record, changing nothing (it used to cut off every later record)', async () => {
+    const path = join(dir, 's.db')
+    await fill(path, 20)
+    const before = await readFile(path)
+    const damaged = Uint8Array.from(before)
+    // A byte of the first record's payload (after the 16-byte file header and the 12-byte record header).
+    damaged[30] = (damaged[30] as number) ^ 0xff
+    await writeFile(path, damaged)
+    await expect(FileStore.open(path)).rejects.toMatchObject({ code: 'DECODE', message: expect.stringMatching(/record 1 .*is bad.*follow it/) })
+    expect(Buffer.compare(await readFile(path), Buffer.from(damaged))).toBe(0)
+  })
+
+  it('cuts off a tail of zeros (a file extended without its data) and keeps every record before it', async () => {
+    const path = join(dir, 's.db')
+    await fill(path, 5)
+    await appendFile(path, new Uint8Array(4096))
+    const st = await FileStore.open(path)
+    expect(st.recoveredBytes).toBe(4096)
+    expect(await st.keys('k')).toHaveLength(5)
+    await st.close()
+  })
+
+  it('opens a file cut short while it was being created as a new store', async () => {
+    const path = join(dir, 's.db')
+    await writeFile(path, b('CONCORD-ST'))
+    const st = await FileStore.open(path)
+    await st.put('a', b('1'))
+    await st.close()
+    const again = await FileStore.open(path)
+    expect(s(await again.get('a'))).toBe('1')
+    await again.close()
+  })
+
+  it('a write that fails half-way leaves no torn record: later writes survive a reopen', async () => {
+    const path = join(dir, 's.db')
+    const st = await FileStore.open(path)
+    await st.put('before', b('1'))
+    const handle = (st as unknown as { handle: FileHandle }).handle
+    const write = handle.write.bind(handle) as (bytes: Uint8Array, offset: number, length: number) => Promise<{ bytesWritten: number }>
+    let armed = true
+    ;(handle as unknown as { write: typeof write }).write = async (bytes, offset, length) => {
+      if (!armed) return write(bytes, offset, length)
+      armed = false
+      await write(bytes, offset, Math.floor(length / 2))
+      throw Object.assign(new Error('ENOSPC: no space left on device (test)'), { code: 'ENOSPC' })
+    }
+    await expect(st.put('failed', b('x'.repeat(500)))).rejects.toThrow(/ENOSPC/)
+    for (let i = 0; i < 5; i++) await st.put(`after${i}`, b(`${i}`))
+    await st.close()
+    const again = await FileStore.open(path)
+    expect(again.recoveredBytes).toBe(0)
+    expect(await again.keys('')).toEqual(['after0', 'after1', 'after2', 'after3', 'after4', 'before'])
+    await again.close()
+  })
+
+  it('a short write is completed, not acknowledged half-written', async () => {
+    const path = join(dir, 's.db')
+    const st = await FileStore.open(path)
+    const handle = (st as unknown as { handle: FileHandle }).handle
+    const write = handle.write.bind(handle) as (bytes: Uint8Array, offset: number, length: number) => Promise<{ bytesWritten: number }>
+    // Each call takes at most 7 bytes, as a write to a nearly full or interrupted device may.
+    ;(handle as unknown as { write: typeof write }).write = (bytes, offset, length) => write(bytes, offset, Math.min(length, 7))
+    await st.put('big', new Uint8Array(300).fill(7))
+    await st.close()
+    const again = await FileStore.open(path)
+    expect(again.recoveredBytes).toBe(0)
+    expect(Buffer.compare(Buffer.from((await again.get('big')) as Uint8Array), Buffer.alloc(300, 7))).toBe(0)
+    await again.close()
+  })
+
+  it('a compaction that fails does not fail the durable write that triggered it', async () => {
+    const path = join(dir, 's.db')
+    const st = await FileStore.open(path, { compactMinBytes: 500 })
+    // The compaction's temporary file cannot be created (a directory is in its place).
+    await mkdir(`${await realpath(path)}.compact`)
+    for (let i = 0; i < 100; i++) await st.put('hot', b(`value-${i}`))
+    expect(st.compactionError?.message).toMatch(/EISDIR|illegal operation/)
+    await st.close()
+    const again = await FileStore.open(path)
+    expect(s(await again.get('hot'))).toBe('value-99')
+    await again.close()
+  })
+
+  it('counts live data in UTF-8: keys outside ASCII do not make every write compact', async () => {
+    const path = join(dir, 's.db')
+    const st = await FileStore.open(path, { compactMinBytes: 0 })
+    const keys = Array.from({ length: 50 }, (_, i) => `文書キー${'字'.repeat(40)}${i}`)
+    for (const k of keys) await st.put(k, b('1'))
+    const compact = vi.spyOn(st as unknown as { compact: () => Promise<void> }, 'compact')
+    for (let round = 0; round < 4; round++) for (const k of keys) await st.put(k, b(`${round}`))
+    // 200 overwrites of 50 live entries: the file doubles past the live data a few times, not 200.
+    expect(compact.mock.calls.length).toBeLessThan(10)
+    await st.close()
+  })
+
+  it('refuses a key or value this file could not read back, and keeps what came before and after', async () => {
+    const path = join(dir, 's.db')
+    const st = await FileStore.open(path)
+    await st.put('first', b('1'))
+    await expect(st.put('k'.repeat(16 * 1024 * 1024 + 1), b('x'))).rejects.toMatchObject({ code: 'CONFIG' })
+    await st.put('after', b('2'))
+    await st.close()
+    const again = await FileStore.open(path)
+    expect(await again.keys('')).toEqual(['after', 'first'])
+    await again.close()
+  })
+
+  it('compacts a live map larger than one record into several', async () => {
+    const path = join(dir, 's.db')
+    const st = await FileStore.open(path, { compactMinBytes: 1 << 30, fsync: false })
+    const value = new Uint8Array(1024 * 1024).fill(3)
+    // 80 MiB of live data: more than one 64 MiB compaction record.
+    for (let i = 0; i < 80; i++) await st.put(`big${i}`, value)
+    await st.compactNow()
+    await st.close()
+    // The first record (after the 16-byte file header) ends before the file does.
+    const data = await readFile(path)
+    expect(16 + 12 + data.readUInt32LE(16)).toBeLessThan(data.length)
+    const again = await FileStore.open(path)
+    expect(await again.keys('big')).toHaveLength(80)
+    expect(Buffer.compare(Buffer.from((await again.get('big79')) as Uint8Array), Buffer.from(value))).toBe(0)
+    await again.close()
   })
 })
 

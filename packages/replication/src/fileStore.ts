@@ -1,7 +1,10 @@
 /**
  * FileStore: the durable embedded Store. One append-only file of checksummed batch records; a
- * batch is one record, so it is atomic: on restart a torn or corrupt last record is detected by
- * its length or checksum and cut off, and every record before it is kept. When dead records
+ * batch is one record, so it is atomic: on restart a torn last record (running past the end of the
+ * file, or a tail of zeros) is detected by its length or checksum and cut off, and every record
+ * before it is kept; a bad record with records after it is damage, refused with a DecodeError
+ * (nothing is cut off silently). A failed write is cut off before the next one; after a failed
+ * fsync the store refuses writes (the file's content is unknown). When dead records
  * dominate, the live map is compacted into a new file (written to a temporary file, fsynced,
  * renamed over the old one, directory fsynced), so a crash during compaction leaves either the old
  * or the new file, never a mix.
@@ -39,6 +42,7 @@ import {
   writeString,
   writeUint,
   MAX_COLLECTION,
+  MAX_FIELD_BYTES,
   type Store,
   type StoreOp,
 } from '@concord/core'
@@ -82,6 +86,49 @@ const MAX_RECORD_BYTES = 512 * 1024 * 1024
 const OP_PUT = 1
 const OP_DELETE = 2
 
+/** Largest compaction record: the live map is written as several records past this (or MAX_COLLECTION entries). */
+const COMPACT_RECORD_BYTES = 64 * 1024 * 1024
+
+/** Bytes an entry takes in a record (key as UTF-8, value, framing), as compaction would write it. */
+function entryBytes(key: string, value: Uint8Array | undefined): number {
+  return Buffer.byteLength(key) + (value?.length ?? 0) + 8
+}
+
+/**
+ * Refuses a batch this file format could write but not read back (it would be lost at the next
+ * open, with every record after it): more than MAX_COLLECTION operations, a key past
+ * MAX_FIELD_BYTES of UTF-8, a value past MAX_RECORD_BYTES.
+ */
+function checkBatchLimits(batch: readonly StoreOp[]): void {
+  if (batch.length > MAX_COLLECTION) throw new ConfigError(`FileStore: a batch holds at most ${MAX_COLLECTION} operations, got ${batch.length}`)
+  for (const op of batch) {
+    if (op.key.length * 3 > MAX_FIELD_BYTES && Buffer.byteLength(op.key) > MAX_FIELD_BYTES) {
+      throw new ConfigError(`FileStore: key ${JSON.stringify(op.key.slice(0, 40))}... is longer than ${MAX_FIELD_BYTES} bytes`)
+    }
+    if (op.op === 'put' && op.value.length > MAX_RECORD_BYTES) throw new ConfigError(`FileStore: value of ${op.key} is longer than ${MAX_RECORD_BYTES} bytes`)
+  }
+}
+
+/** Writes all of `bytes` (a write may take fewer than it was given). */
+async function writeAll(handle: FileHandle, bytes: Uint8Array): Promise<void> {
+  let done = 0
+  while (done < bytes.length) {
+    const { bytesWritten } = await handle.write(bytes, done, bytes.length - done)
+    if (bytesWritten <= 0) throw new Error(`FileStore: a write took no bytes (${bytes.length - done} left)`)
+    done += bytesWritten
+  }
+}
+
+/** fsyncs the directory `dir` (a created or renamed file's entry in it). */
+async function syncDir(dir: string): Promise<void> {
+  const h = await open(dir, 'r')
+  try {
+    await h.sync()
+  } finally {
+    await h.close()
+  }
+}
+
 function checksum(payload: Uint8Array): Uint8Array {
   return createHash('sha256').update(payload).digest().subarray(0, 8)
 }
@@ -112,6 +159,12 @@ function decodeBatch(payload: Uint8Array): StoreOp[] {
   })
 }
 
+/** Whether `data` holds only zero bytes from `from` on. */
+function isZeros(data: Uint8Array, from: number): boolean {
+  for (let i = from; i < data.length; i++) if (data[i] !== 0) return false
+  return true
+}
+
 function frame(payload: Uint8Array): Uint8Array {
   const out = new Uint8Array(HEADER_BYTES + payload.length)
   new DataView(out.buffer).setUint32(0, payload.length, true)
@@ -140,6 +193,15 @@ export class FileStore implements Store {
   private unlock: (() => Promise<void>) | undefined
   /** Set when the lock was lost while open: writes are refused from then on. */
   private lockLost: LockedError | undefined
+  /**
+   * Set when a write failed in a way that leaves the file's end unknown (an fsync failed, or a
+   * torn write could not be cut off): writes are refused from then on (close and open again).
+   */
+  private failed: Error | undefined
+  /** Why the last automatic compaction failed, if it did (the writes themselves succeeded). */
+  private compactError: Error | undefined
+  /** File size below which no automatic compaction is tried again after one failed. */
+  private compactRetryAt = 0
 
   private constructor(path: string, file: string, handle: FileHandle, map: Map<string, Uint8Array>, fileBytes: number, recovered: number, options: FileStoreOptions) {
     this.path = path
@@ -151,7 +213,7 @@ export class FileStore implements Store {
     this.compactMinBytes = options.compactMinBytes ?? 4 * 1024 * 1024
     this.fsync = options.fsync ?? true
     this.liveBytes = 0
-    for (const [k, v] of map) this.liveBytes += k.length + v.length + 8
+    for (const [k, v] of map) this.liveBytes += entryBytes(k, v)
   }
 
   /** Opens (or creates) the store at `path`, recovering from a torn last record. */
@@ -217,9 +279,13 @@ export class FileStore implements Store {
   private static async read(path: string, file: string, handle: FileHandle, options: FileStoreOptions): Promise<FileStore> {
     const data = await handle.readFile()
     const map = new Map<string, Uint8Array>()
-    if (data.length === 0) {
-      await handle.write(MAGIC)
+    // Empty, or a creation cut short by a crash (part of the header, nothing else): a new store.
+    if (data.length < MAGIC.length && data.every((b, i) => MAGIC[i] === b)) {
+      if (data.length > 0) await handle.truncate(0)
+      await writeAll(handle, MAGIC)
       await handle.sync()
+      // The new file's entry in its directory, too: a power loss must not take the file away.
+      await syncDir(dirname(file))
       return new FileStore(path, file, handle, map, MAGIC.length, 0, options)
     }
     if (data.length < MAGIC.length || !MAGIC.every((b, i) => data[i] === b)) {
@@ -227,28 +293,45 @@ export class FileStore implements Store {
     }
     let pos = MAGIC.length
     const view = new DataView(data.buffer, data.byteOffset, data.byteLength)
+    let records = 0
     while (pos + HEADER_BYTES <= data.length) {
       const len = view.getUint32(pos, true)
       const end = pos + HEADER_BYTES + len
       if (end > data.length) break
       const payload = data.subarray(pos + HEADER_BYTES, end)
       const sum = checksum(payload)
-      if (!sum.every((b, i) => data[pos + 4 + i] === b)) break
-      let ops: StoreOp[]
-      try {
-        ops = decodeBatch(payload)
-      } catch {
+      let ops: StoreOp[] | undefined
+      let why = 'its checksum does not match'
+      if (sum.every((b, i) => data[pos + 4 + i] === b)) {
+        try {
+          ops = decodeBatch(payload)
+        } catch (e) {
+          why = `it does not decode (${e instanceof Error ? e.message : String(e)})`
+        }
+      }
+      if (ops === undefined) {
+        // A crash can only tear the last write: its record runs to the end of the file, or the
+        // file was extended with zeros that never got their data. Anything else is damage to
+        // acknowledged records — refused, the file left as it is, rather than cutting off every
+        // record after it without a word.
+        if (end < data.length && !isZeros(data, pos)) {
+          throw new DecodeError(
+            `FileStore: ${path} is damaged: record ${records + 1} (at byte ${pos}) is bad (${why}) and ${data.length - end} bytes of records follow it. ` +
+              'Nothing was changed; restore the file from a backup, or move it aside and let the node start empty (anti-entropy brings back what other regions hold)',
+          )
+        }
         break
       }
       for (const op of ops) {
         if (op.op === 'put') map.set(op.key, op.value)
         else map.delete(op.key)
       }
+      records++
       pos = end
     }
     const recovered = data.length - pos
     if (recovered > 0) {
-      // Everything from the first bad record on was never acknowledged as durable: cut it off.
+      // The last write, torn by a crash, was never acknowledged as durable: cut it off.
       await handle.truncate(pos)
       await handle.sync()
     }
@@ -264,7 +347,16 @@ export class FileStore implements Store {
   private checkWritable(): FileHandle {
     const handle = this.check()
     if (this.lockLost !== undefined) throw this.lockLost
+    if (this.failed !== undefined) throw this.failed
     return handle
+  }
+
+  /**
+   * Why the last automatic compaction failed (the file kept growing; the write that triggered it
+   * succeeded), or undefined. Tried again once the file has grown by another compactMinBytes.
+   */
+  get compactionError(): Error | undefined {
+    return this.compactError
   }
 
   async get(key: string): Promise<Uint8Array | undefined> {
@@ -290,6 +382,7 @@ export class FileStore implements Store {
     try {
       this.checkWritable()
       validateBatch(batch)
+      checkBatchLimits(batch)
     } catch (e) {
       return Promise.reject(e)
     }
@@ -304,19 +397,51 @@ export class FileStore implements Store {
   private async doWrite(batch: readonly StoreOp[]): Promise<void> {
     const handle = this.checkWritable()
     if (batch.length === 0) return
-    const record = frame(encodeBatch(batch))
-    await handle.write(record)
-    if (this.fsync) await handle.datasync()
+    const payload = encodeBatch(batch)
+    if (payload.length > MAX_RECORD_BYTES) throw new ConfigError(`FileStore: a batch encodes to ${payload.length} bytes, past the limit of ${MAX_RECORD_BYTES}; write it in smaller batches`)
+    const record = frame(payload)
+    try {
+      await writeAll(handle, record)
+    } catch (e) {
+      // Part of the record may be in the file: cut it off, or later records would follow a torn
+      // one (and be refused at the next open). If even that fails, the file's end is unknown.
+      try {
+        await handle.truncate(this.fileBytes)
+      } catch (t) {
+        this.failed = new ConfigError(`FileStore: ${this.path}: a write failed and its partial record could not be cut off (${t instanceof Error ? t.message : String(t)}); close the store and open it again`, { cause: e })
+      }
+      throw e
+    }
+    if (this.fsync) {
+      try {
+        await handle.datasync()
+      } catch (e) {
+        // After a failed fsync the kernel may have dropped the pages: what the file holds is
+        // unknown (the record may or may not be durable). No further writes on this handle.
+        this.failed = new ConfigError(`FileStore: ${this.path}: fsync failed (${e instanceof Error ? e.message : String(e)}); close the store and open it again`, { cause: e })
+        throw e
+      }
+    }
     this.fileBytes += record.length
     for (const op of batch) {
       const prev = this.map.get(op.key)
-      if (prev !== undefined) this.liveBytes -= op.key.length + prev.length + 8
+      if (prev !== undefined) this.liveBytes -= entryBytes(op.key, prev)
       if (op.op === 'put') {
         this.map.set(op.key, op.value)
-        this.liveBytes += op.key.length + op.value.length + 8
+        this.liveBytes += entryBytes(op.key, op.value)
       } else this.map.delete(op.key)
     }
-    if (this.fileBytes > this.compactMinBytes && this.fileBytes > 2 * this.liveBytes) await this.compact()
+    // The batch is durable: a compaction that fails now does not fail the write.
+    if (this.fileBytes > this.compactMinBytes && this.fileBytes > 2 * this.liveBytes && this.fileBytes >= this.compactRetryAt) {
+      try {
+        await this.compact()
+        this.compactError = undefined
+        this.compactRetryAt = 0
+      } catch (e) {
+        this.compactError = e instanceof Error ? e : new Error(String(e))
+        this.compactRetryAt = this.fileBytes + Math.max(this.compactMinBytes, 1024 * 1024)
+      }
+    }
   }
 
   /** Rewrites the file with only the live entries. Runs automatically; exposed for tools and tests. */
@@ -332,28 +457,41 @@ export class FileStore implements Store {
     const out = await open(tmp, 'w')
     let size = MAGIC.length
     try {
-      await out.write(MAGIC)
-      const ops: StoreOp[] = [...this.map].map(([key, value]) => ({ op: 'put', key, value }))
-      if (ops.length > 0) {
+      await writeAll(out, MAGIC)
+      // Several records when the live map is large: each stays within what a reader accepts.
+      let ops: StoreOp[] = []
+      let bytes = 0
+      const flush = async (): Promise<void> => {
+        if (ops.length === 0) return
         const record = frame(encodeBatch(ops))
-        await out.write(record)
+        await writeAll(out, record)
         size += record.length
+        ops = []
+        bytes = 0
       }
+      for (const [key, value] of this.map) {
+        const n = entryBytes(key, value)
+        if (ops.length > 0 && (bytes + n > COMPACT_RECORD_BYTES || ops.length >= MAX_COLLECTION)) await flush()
+        ops.push({ op: 'put', key, value })
+        bytes += n
+      }
+      await flush()
       await out.sync()
     } finally {
       await out.close()
     }
     await rename(tmp, this.file)
-    // Make the rename itself durable.
-    const dir = await open(dirname(this.file), 'r')
+    // From here the old handle writes to a file no longer at this path: only the new one may be used.
     try {
-      await dir.sync()
-    } finally {
-      await dir.close()
+      // Make the rename itself durable.
+      await syncDir(dirname(this.file))
+      this.handle = await open(this.file, 'a')
+    } catch (e) {
+      this.failed = new ConfigError(`FileStore: ${this.path}: reopening the file after compaction failed (${e instanceof Error ? e.message : String(e)}); close the store and open it again`, { cause: e })
+      throw e
     }
-    await old.close()
-    this.handle = await open(this.file, 'a')
     this.fileBytes = size
+    await old.close().catch(() => undefined)
   }
 
   async close(): Promise<void> {
