@@ -187,6 +187,8 @@ export function checkPollOptions(transport: string, options: PollOptions | undef
   if (typeof waitMs !== 'number' || !(waitMs >= 0 && waitMs <= MAX_POLL_WAIT_MS)) {
     throw new ConfigError(`${transport} transport: poll waitMs must be a number of ms from 0 to ${MAX_POLL_WAIT_MS}, got ${String(waitMs)}`)
   }
+  const signal: unknown = options.signal
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new ConfigError(`${transport} transport: poll signal must be an AbortSignal`)
   const skip = options.skipAppendsOf
   if (skip !== undefined && (typeof skip !== 'string' || skip.length === 0)) throw new ConfigError(`${transport} transport: skipAppendsOf must be a non-empty string`)
   return { max, waitMs }

@@ -34,7 +34,17 @@ describe('MemoryTransport fault hooks', () => {
   it('rejects malformed positions', async () => {
     const t = new MemoryTransport()
     await expect(t.commit('r', 'a', 'x1')).rejects.toMatchObject({ code: 'TRANSPORT' })
+    // Past 2^53 a position would come back as another number.
+    await expect(t.commit('r', 'a', '9999999999999999')).rejects.toMatchObject({ code: 'TRANSPORT' })
     expect(() => t.comparePositions('01', '1')).toThrow()
+  })
+
+  it('refuses a poll signal that is not an AbortSignal, leaving no waiter or timer behind', async () => {
+    const t = new MemoryTransport()
+    await expect(t.poll('r', 'a', { waitMs: 20, signal: {} as AbortSignal })).rejects.toMatchObject({ code: 'CONFIG' })
+    // The timer of a waiter left behind threw, uncaught, when it fired.
+    await new Promise((r) => setTimeout(r, 40))
+    await t.close()
   })
 
   it('a pending poll ends with ClosedError when the client closes', async () => {

@@ -90,7 +90,8 @@ function toPosition(offset: number): LogPosition {
 }
 
 function toOffset(position: LogPosition): number {
-  if (typeof position !== 'string' || !/^(0|[1-9][0-9]{0,15})$/.test(position)) {
+  // At most 2^53 - 1: past it a position would not survive the round trip through a number.
+  if (typeof position !== 'string' || !/^(0|[1-9][0-9]{0,15})$/.test(position) || !Number.isSafeInteger(Number(position))) {
     throw new TransportError(`memory transport: malformed position ${JSON.stringify(position)}`, { retriable: false })
   }
   return Number(position)

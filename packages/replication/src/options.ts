@@ -3,7 +3,7 @@
  * construction, before any work).
  */
 import type { Meter } from '@opentelemetry/api'
-import { ConfigError, checkKnownOptions, DEFAULT_MAX_DRIFT_MS, MAX_PAYLOAD_BYTES, type Replica, type ReplicaFactory, type Store, type Transport } from '@concord/core'
+import { ConfigError, checkKnownOptions, DEFAULT_MAX_DRIFT_MS, MAX_PAYLOAD_BYTES, MAX_POLL_WAIT_MS, type Replica, type ReplicaFactory, type Store, type Transport } from '@concord/core'
 
 /** Any replica factory: native, Yjs and Automerge alike. */
 export type AnyReplicaFactory = ReplicaFactory<unknown, Replica<unknown>>
@@ -144,6 +144,16 @@ function nonNegative(name: string, v: number | undefined, dflt: number): number 
   return x
 }
 
+/**
+ * {@link nonNegative} for a time the node sleeps on a timer: at most 2^31 - 1 ms (about 24.8 days).
+ * Node turns a longer timer into 1 ms, and an idle node would then spin.
+ */
+function timerMs(name: string, v: number | undefined, dflt: number): number {
+  const x = nonNegative(name, v, dflt)
+  if (x > MAX_POLL_WAIT_MS) fail(`${name} must be at most ${MAX_POLL_WAIT_MS} ms (the longest timer), got ${String(v)}`)
+  return x
+}
+
 const ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/
 
 /** Every option of {@link RegionNodeOptions} (the compiler keeps the two in step). */
@@ -221,6 +231,12 @@ export function resolveOptions(o: RegionNodeOptions): ResolvedOptions {
     for (const r of o.regions) if (!keys.has(r)) fail(`missing key for region ${r} (keys are configured, so every region needs one)`)
   }
   const heartbeatIntervalMs = positiveInt('heartbeatIntervalMs', o.heartbeatIntervalMs, 1000)
+  if (o.meter !== undefined) {
+    const m = o.meter as unknown as Record<string, unknown> | null
+    if (typeof m !== 'object' || m === null || typeof m.createObservableGauge !== 'function' || typeof m.createObservableCounter !== 'function') {
+      fail('meter must be an OpenTelemetry Meter (createObservableGauge and createObservableCounter), e.g. metrics.getMeter("concord")')
+    }
+  }
   const batch = o.batch ?? {}
   return {
     region: o.region,
@@ -235,9 +251,9 @@ export function resolveOptions(o: RegionNodeOptions): ResolvedOptions {
     now: o.now ?? Date.now,
     random: o.random ?? Math.random,
     maxDeltas: positiveInt('batch.maxDeltas', batch.maxDeltas, 64),
-    maxDelayMs: nonNegative('batch.maxDelayMs', batch.maxDelayMs, 10),
+    maxDelayMs: timerMs('batch.maxDelayMs', batch.maxDelayMs, 10),
     pollMax: positiveInt('pollMax', o.pollMax, 256),
-    pollWaitMs: nonNegative('pollWaitMs', o.pollWaitMs, 50),
+    pollWaitMs: timerMs('pollWaitMs', o.pollWaitMs, 50),
     ownLogPollMs: nonNegative('ownLogPollMs', o.ownLogPollMs, 200),
     heartbeatIntervalMs,
     commitIntervalMs: nonNegative('commitIntervalMs', o.commitIntervalMs, 1000),

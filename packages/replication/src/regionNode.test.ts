@@ -535,9 +535,13 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     await us.close()
   })
 
-  it('rejects a negative commitIntervalMs', () => {
+  it('rejects a negative commitIntervalMs, a sleep past the longest timer, and a meter that is not one', () => {
     const { make } = makeCluster({ instances: 0 })
     expect(() => make('eu', 'i1', new MemoryStore(), { commitIntervalMs: -1 })).toThrow(/commitIntervalMs/)
+    // Node turns a timer past 2^31 - 1 ms into 1 ms: an idle node would spin.
+    expect(() => make('eu', 'i1', new MemoryStore(), { pollWaitMs: 3e9 })).toThrow(/pollWaitMs must be at most 2147483647/)
+    expect(() => make('eu', 'i1', new MemoryStore(), { batch: { maxDelayMs: 3e9 } })).toThrow(/batch.maxDelayMs must be at most/)
+    expect(() => make('eu', 'i1', new MemoryStore(), { meter: {} as never })).toThrow(expect.objectContaining({ code: 'CONFIG', message: expect.stringMatching(/meter must be an OpenTelemetry Meter/) }))
   })
 
   it('refuses unknown options, naming where a misplaced or misspelt one belongs', () => {

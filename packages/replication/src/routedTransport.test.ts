@@ -17,6 +17,24 @@ runTransportContract('routed', () => {
 })
 
 describe('RoutedTransport', () => {
+  it('after close() every call throws ClosedError, routed or not, and a second close() closes nothing again', async () => {
+    let closes = 0
+    const inner = new MemoryTransport()
+    const close = inner.close.bind(inner)
+    inner.close = async () => {
+      closes++
+      await close()
+    }
+    const router = new RoutedTransport({ routes: { eu: inner } })
+    await router.close()
+    await router.close()
+    expect(closes).toBe(1)
+    await expect(router.append('eu', [bytes('x')])).rejects.toMatchObject({ code: 'CLOSED' })
+    await expect(router.append('nowhere', [bytes('x')])).rejects.toMatchObject({ code: 'CLOSED' })
+    await expect(router.subscribe('r', ['eu'])).rejects.toMatchObject({ code: 'CLOSED' })
+    expect(() => router.watch('r', () => undefined)).toThrow(expect.objectContaining({ code: 'CLOSED' }))
+  })
+
   it('keeps each origin in its own transport: appends, polls, commits, rewinds, trims and earliest go there', async () => {
     const euBroker = new MemoryBroker()
     const usBroker = new MemoryBroker()

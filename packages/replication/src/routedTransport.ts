@@ -4,7 +4,7 @@
  * region's Redis and reads every other region's stream from that region's Redis, so it needs one
  * RedisTransport per origin behind the single transport a RegionNode takes.
  */
-import { ConfigError, checkKnownOptions, type AppendOptions, type LogPosition, type LogRecord, type PollOptions, type Transport } from '@concord/core'
+import { ClosedError, ConfigError, checkKnownOptions, type AppendOptions, type LogPosition, type LogRecord, type PollOptions, type Transport } from '@concord/core'
 
 /** Options for {@link RoutedTransport}. */
 export interface RoutedTransportOptions {
@@ -27,6 +27,8 @@ export class RoutedTransport implements Transport {
   private readonly routes: ReadonlyMap<string, Transport>
   private readonly fallback: Transport | undefined
   private readonly all: readonly Transport[]
+  /** Set by close(): every later call throws ClosedError, a second close() does nothing. */
+  private closing: Promise<void> | undefined
 
   /** @throws ConfigError without any transport, or with transports of different kinds. */
   constructor(options: RoutedTransportOptions) {
@@ -54,6 +56,7 @@ export class RoutedTransport implements Transport {
 
   /** The transport holding `origin`'s log. @throws ConfigError for an origin without a route and no fallback. */
   route(origin: string): Transport {
+    this.check()
     const t = this.routes.get(origin) ?? this.fallback
     if (t === undefined) throw new ConfigError(`routed transport: no route for origin ${JSON.stringify(origin)} (routes: ${[...this.routes.keys()].join(', ')})`)
     return t
@@ -67,8 +70,13 @@ export class RoutedTransport implements Transport {
     return this.call(origin, (t) => t.poll(reader, origin, options))
   }
 
+  private check(): void {
+    if (this.closing !== undefined) throw new ClosedError(`${this.name} transport is closed`)
+  }
+
   /** Announces each transport's share of `origins` to it (those without `subscribe` need none). */
   async subscribe(reader: string, origins: readonly string[]): Promise<void> {
+    this.check()
     const byTransport = new Map<Transport, string[]>()
     for (const origin of origins) {
       const t = this.route(origin)
@@ -81,6 +89,7 @@ export class RoutedTransport implements Transport {
 
   /** Watches every routed transport that can be watched (records on the others come without a call). */
   watch(reader: string, listener: () => void): () => void {
+    this.check()
     const stops = this.all.flatMap((t) => (t.watch === undefined ? [] : [t.watch(reader, listener)]))
     return () => {
       for (const stop of stops) stop()
@@ -112,10 +121,13 @@ export class RoutedTransport implements Transport {
   }
 
   /** Closes every transport once, all of them even when one fails; rejects with the first failure. */
-  async close(): Promise<void> {
-    const results = await Promise.allSettled(this.all.map((t) => t.close()))
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
-    if (failed !== undefined) throw failed.reason
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      const results = await Promise.allSettled(this.all.map((t) => t.close()))
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+      if (failed !== undefined) throw failed.reason
+    })()
+    return this.closing
   }
 
   /** Runs `fn` on `origin`'s transport; an unknown origin rejects (like every other failure of a call). */
