@@ -358,3 +358,43 @@ function concat(parts: readonly Uint8Array[]): Uint8Array {
   }
   return out
 }
+
+describe('AutomergeReplica: findings of a review', () => {
+  it('a listener that unsubscribes itself during a call does not make the next one miss the delta', () => {
+    const src = new AutomergeReplica<Doc>('src')
+    const r = new AutomergeReplica<Doc>('r')
+    const called: string[] = []
+    for (const x of [src, r]) {
+      const off = x.onDelta(() => {
+        called.push('once')
+        off()
+      })
+      x.onDelta((_, origin) => called.push(`second:${origin}`))
+    }
+    src.change((d) => {
+      d.list = [1]
+    })
+    r.apply(src.state())
+    expect(called).toEqual(['once', 'second:local', 'once', 'second:remote'])
+  })
+
+  it('state() is the same on replicas holding the same changes received in other orders while some wait for a dependency', () => {
+    const s = new AutomergeReplica<Doc>('s')
+    const d: Uint8Array[] = []
+    s.onDelta((x) => d.push(x))
+    for (const n of [0, 1, 2]) s.change((x) => void (x.list = [n]))
+    const r1 = new AutomergeReplica<Doc>('r1')
+    const r2 = new AutomergeReplica<Doc>('r2')
+    r1.apply(d[1] as Uint8Array)
+    r1.apply(d[2] as Uint8Array)
+    r2.apply(d[2] as Uint8Array)
+    r2.apply(d[1] as Uint8Array)
+    expect(r1.hasPending && r2.hasPending).toBe(true)
+    expect(bytesEqual(r1.state(), r2.state())).toBe(true)
+    // And both complete alike once the dependency arrives.
+    r1.apply(d[0] as Uint8Array)
+    r2.apply(d[0] as Uint8Array)
+    expect(r1.value()).toEqual({ list: [2] })
+    expect(bytesEqual(r1.state(), r2.state())).toBe(true)
+  })
+})

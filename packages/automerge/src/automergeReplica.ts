@@ -105,8 +105,9 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
   private readonly pending = new Map<string, Uint8Array>()
   /** `current` was rebuilt since `pending` was last handed to Automerge: its queue lacks them. */
   private queueLost = false
-  private readonly listeners: Array<(delta: Uint8Array, origin: DeltaOrigin) => void> = []
-  private readonly conflictListeners: Array<(event: ConflictEvent) => void> = []
+  // Replaced, never changed in place: a listener that unsubscribes during a call does not make the next one miss it.
+  private listeners: ReadonlyArray<(delta: Uint8Array, origin: DeltaOrigin) => void> = []
+  private conflictListeners: ReadonlyArray<(event: ConflictEvent) => void> = []
 
   constructor(replicaId: string, options: AutomergeReplicaOptions<T> = {}) {
     if (typeof replicaId !== 'string' || replicaId === '') throw new ConfigError('AutomergeReplica: replicaId must be a non-empty string')
@@ -213,7 +214,7 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
     this.trackPending(next, changes)
     if (sameHeads(headsBefore, headsAfter)) return
     if (this.canonical) this.canonical = appendedLinearly(next, headsBefore)
-    callListeners(this.typeName, [...this.listeners], delta, 'remote')
+    callListeners(this.typeName, this.listeners, delta, 'remote')
     if (conflictPaths !== undefined) for (const path of conflictPaths) this.reportConflict(path)
   }
 
@@ -289,7 +290,7 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
       winner,
       losers: ids.slice(0, -1).map(side),
     }
-    callListeners(this.typeName, [...this.conflictListeners], event, undefined)
+    callListeners(this.typeName, this.conflictListeners, event, undefined)
   }
 
   /**
@@ -301,7 +302,11 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
    * Changes still waiting for dependencies follow the document chunk, in hash order.
    */
   state(): Uint8Array {
-    if (!this.canonical) {
+    // Automerge's save() keeps the changes it queues (waiting for dependencies) in the order they
+    // arrived; `pending` follows in hash order. So while changes wait in the document's own queue,
+    // it is rebuilt without it too — else replicas holding the same changes, received in other
+    // orders, would give different states.
+    if (!this.canonical || (this.pending.size > 0 && !this.queueLost)) {
       const metas = A.getChangesMetaSince(this.current, [])
       const changes = A.getAllChanges(this.current)
       const byHash = new Map<string, Uint8Array>()
@@ -322,18 +327,24 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
   }
 
   onDelta(fn: (delta: Uint8Array, origin: DeltaOrigin) => void): () => void {
-    this.listeners.push(fn)
+    this.listeners = [...this.listeners, fn]
+    let subscribed = true
     return () => {
+      if (!subscribed) return
+      subscribed = false
       const i = this.listeners.indexOf(fn)
-      if (i >= 0) this.listeners.splice(i, 1)
+      if (i >= 0) this.listeners = [...this.listeners.slice(0, i), ...this.listeners.slice(i + 1)]
     }
   }
 
   onConflict(fn: (event: ConflictEvent) => void): () => void {
-    this.conflictListeners.push(fn)
+    this.conflictListeners = [...this.conflictListeners, fn]
+    let subscribed = true
     return () => {
+      if (!subscribed) return
+      subscribed = false
       const i = this.conflictListeners.indexOf(fn)
-      if (i >= 0) this.conflictListeners.splice(i, 1)
+      if (i >= 0) this.conflictListeners = [...this.conflictListeners.slice(0, i), ...this.conflictListeners.slice(i + 1)]
     }
   }
 }

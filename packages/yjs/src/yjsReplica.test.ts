@@ -357,3 +357,31 @@ describe('interop with a plain Y.Doc over y-protocols/sync', () => {
     expect(bytesEqual(snapshot.state(), replica.state())).toBe(true)
   })
 })
+
+describe('YjsReplica: findings of a review', () => {
+  it('a listener that unsubscribes itself during a call does not make the next one miss the delta', () => {
+    const r = new YjsReplica('a')
+    const called: string[] = []
+    const off = r.onDelta(() => {
+      called.push('once')
+      off()
+    })
+    r.onDelta((_, origin) => called.push(`second:${origin}`))
+    r.text('t').insert(0, 'x')
+    r.text('t').insert(1, 'y')
+    expect(called).toEqual(['once', 'second:local', 'second:local'])
+  })
+
+  it('refuses contradictory or wrong options with a ConfigError, leaving a given doc untouched', () => {
+    expect(() => new YjsReplica('r', { doc: new Y.Doc(), clientId: 42 })).toThrow(ConfigError)
+    const withMap = new Y.Doc()
+    withMap.getMap('a')
+    expect(() => new YjsReplica('r', { doc: withMap, roots: { a: 'text' } })).toThrow(ConfigError)
+    const fresh = new Y.Doc()
+    expect(() => new YjsReplica('r', { doc: fresh, roots: { ok: 'text', bad: 'txt' as never } })).toThrow(/unknown root kind txt/)
+    expect([...fresh.share.keys()]).toEqual([])
+    expect(() => yjsFactory({ validaton: 'decode' } as never)).toThrow(/unknown option "validaton"/)
+    expect(() => yjsFactory({ doc: new Y.Doc() } as never)).toThrow(ConfigError)
+    expect(() => yjsFactory({ roots: { t: 'txt' as never } })).toThrow(ConfigError)
+  })
+})

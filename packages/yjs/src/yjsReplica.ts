@@ -8,6 +8,7 @@ import type { ConflictEvent, DeltaOrigin, Replica } from '@concord/core'
 
 /** Kind of a root shared type, so that {@link YjsReplica.value} can show it before it has content. */
 export type YjsRootKind = 'text' | 'map' | 'array' | 'xml'
+const ROOT_KINDS: readonly YjsRootKind[] = ['text', 'map', 'array', 'xml']
 
 /** How untrusted updates are checked before they touch the document. */
 export type YjsValidation = 'strict' | 'decode'
@@ -101,7 +102,8 @@ export class YjsReplica implements Replica<YjsValue> {
   readonly doc: Y.Doc
   private readonly roots: Readonly<Record<string, YjsRootKind>>
   private readonly validation: YjsValidation
-  private readonly listeners: Array<(delta: Uint8Array, origin: DeltaOrigin) => void> = []
+  /** Replaced, never changed in place: a listener that unsubscribes during a call does not make the next one miss it. */
+  private listeners: ReadonlyArray<(delta: Uint8Array, origin: DeltaOrigin) => void> = []
   private shadow: Y.Doc | undefined
   private shadowQueue: Uint8Array[] = []
 
@@ -114,16 +116,33 @@ export class YjsReplica implements Replica<YjsValue> {
     if (options.clientId !== undefined && !(Number.isSafeInteger(options.clientId) && options.clientId >= 0)) {
       throw new ConfigError('YjsReplica: clientId must be a non-negative safe integer')
     }
+    if (options.doc !== undefined && !(options.doc instanceof Y.Doc)) throw new ConfigError('YjsReplica: doc must be a Y.Doc')
+    // A given doc keeps its own client id: asking for another one too would be silently ignored.
+    if (options.doc !== undefined && options.clientId !== undefined) throw new ConfigError('YjsReplica: give either doc or clientId, not both (set doc.clientID on your doc)')
+    const roots: unknown = options.roots ?? {}
+    if (typeof roots !== 'object' || roots === null || Array.isArray(roots)) throw new ConfigError('YjsReplica: roots must be an object of root name to kind')
+    // Every kind checked before the doc is touched: a refused option leaves a given doc as it was.
+    for (const [name, kind] of Object.entries(roots)) {
+      if (!ROOT_KINDS.includes(kind as YjsRootKind)) throw new ConfigError(`YjsReplica: unknown root kind ${String(kind)} for ${name} (one of ${ROOT_KINDS.join(', ')})`)
+    }
     this.replicaId = replicaId
     this.validation = validation
-    this.roots = options.roots ?? {}
+    this.roots = roots as Readonly<Record<string, YjsRootKind>>
     if (options.doc !== undefined) {
       this.doc = options.doc
     } else {
       this.doc = new Y.Doc({ gc: true })
       this.doc.clientID = options.clientId ?? clientIdFor(replicaId)
     }
-    for (const [name, kind] of Object.entries(this.roots)) this.root(name, kind)
+    for (const [name, kind] of Object.entries(this.roots)) {
+      try {
+        this.root(name, kind)
+      } catch (e) {
+        // A given doc already holding the root as another type.
+        if (e instanceof ConfigError) throw e
+        throw new ConfigError(`YjsReplica: root ${name} cannot be a ${kind} in this doc: ${e instanceof Error ? e.message : String(e)}`, { cause: e })
+      }
+    }
     this.doc.on('update', this.onUpdate)
   }
 
@@ -138,6 +157,7 @@ export class YjsReplica implements Replica<YjsValue> {
   }
 
   private root(name: string, kind: YjsRootKind): void {
+    // (kinds are checked in the constructor; the default below is a last guard)
     switch (kind) {
       case 'text':
         this.doc.getText(name)
@@ -290,10 +310,13 @@ export class YjsReplica implements Replica<YjsValue> {
   }
 
   onDelta(fn: (delta: Uint8Array, origin: DeltaOrigin) => void): () => void {
-    this.listeners.push(fn)
+    this.listeners = [...this.listeners, fn]
+    let subscribed = true
     return () => {
+      if (!subscribed) return
+      subscribed = false
       const i = this.listeners.indexOf(fn)
-      if (i >= 0) this.listeners.splice(i, 1)
+      if (i >= 0) this.listeners = [...this.listeners.slice(0, i), ...this.listeners.slice(i + 1)]
     }
   }
 
@@ -305,7 +328,7 @@ export class YjsReplica implements Replica<YjsValue> {
   /** Stops emitting deltas; the document itself is left to its owner. */
   close(): void {
     this.doc.off('update', this.onUpdate)
-    this.listeners.length = 0
+    this.listeners = []
     this.shadow?.destroy()
     this.shadow = undefined
     this.shadowQueue = []
