@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest'
+import { createHash } from 'node:crypto'
 import * as A from '@automerge/automerge'
 import { ConfigError, DecodeError, bytesEqual, seededRandom, type ConflictEvent, type DeltaOrigin } from '@concord/core'
 import { AutomergeReplica, actorFor, decodeHeads, encodeHeads } from './automergeReplica.js'
@@ -396,5 +397,156 @@ describe('AutomergeReplica: findings of a review', () => {
     r2.apply(d[0] as Uint8Array)
     expect(r1.value()).toEqual({ list: [2] })
     expect(bytesEqual(r1.state(), r2.state())).toBe(true)
+  })
+})
+
+describe('AutomergeReplica: untrusted bytes', () => {
+  /** Recomputes every chunk's checksum, as an attacker (not a damaged disk) would. */
+  function rechecksum(bytes: Uint8Array): Uint8Array {
+    try {
+      let pos = 0
+      while (pos < bytes.length) {
+        let p = pos + 9
+        let len = 0
+        let mult = 1
+        for (;;) {
+          if (p >= bytes.length || mult > 2 ** 49) return bytes
+          const b = bytes[p++] as number
+          len += (b & 0x7f) * mult
+          if (b < 0x80) break
+          mult *= 128
+        }
+        const end = p + len
+        if (end > bytes.length) return bytes
+        bytes.set(createHash('sha256').update(bytes.subarray(pos + 8, end)).digest().subarray(0, 4), pos + 4)
+        pos = end
+      }
+    } catch {
+      /* left as it is */
+    }
+    return bytes
+  }
+
+  function source(): Uint8Array[] {
+    const src = new AutomergeReplica<Record<string, unknown>>('src')
+    const deltas: Uint8Array[] = []
+    src.onDelta((d) => deltas.push(d))
+    src.change((d) => {
+      d.text = 'hello world'
+      d.m = { a: 1, b: [1, 2, { c: 'x' }] }
+    })
+    src.change((d) => {
+      A.splice(d, ['text'], 2, 3, 'ZZ')
+      delete (d.m as Record<string, unknown>).a
+      ;((d.m as Record<string, unknown>).b as unknown[]).push(4)
+    })
+    src.change((d) => {
+      d.big = 'y'.repeat(400)
+    })
+    return [src.state(), src.deltaSince(new Uint8Array(0)), ...deltas]
+  }
+
+  function target(): AutomergeReplica<Record<string, unknown>> {
+    const t = new AutomergeReplica<Record<string, unknown>>('t')
+    t.change((d) => {
+      d.mine = 1
+    })
+    return t
+  }
+
+  /** The replica still works: a change applies, and its state restores to the same value. */
+  function stillWorks(t: AutomergeReplica<Record<string, unknown>>): void {
+    t.change((d) => {
+      d.after = 1
+    })
+    const restored = new AutomergeReplica<Record<string, unknown>>('r')
+    restored.apply(t.state())
+    expect(restored.value()).toEqual(t.value())
+  }
+
+  it('a chunk whose checksum does not match is refused (Automerge itself applies it)', () => {
+    const [, , change] = source()
+    const bad = Uint8Array.from(change as Uint8Array)
+    bad[bad.length - 1] = (bad[bad.length - 1] as number) ^ 1
+    expect(() => target().apply(bad)).toThrow(/checksum mismatch/)
+  })
+
+  it('a forged change Automerge panics on while applying (an op on an object it never saw, its deps stripped) is refused and rolled back', () => {
+    const src = new AutomergeReplica<Record<string, unknown>>('src')
+    const deltas: Uint8Array[] = []
+    src.onDelta((d) => deltas.push(d))
+    src.change((d) => {
+      d.m = { a: 1 }
+    })
+    src.change((d) => {
+      ;(d.m as Record<string, number>).b = 2
+    })
+    const forged = A.encodeChange({ ...A.decodeChange(deltas[1] as Uint8Array), deps: [] })
+    const t = target()
+    const before = { value: t.value(), version: t.version() }
+    expect(() => t.apply(forged)).toThrow(DecodeError)
+    expect(t.value()).toEqual(before.value)
+    expect(bytesEqual(t.version(), before.version)).toBe(true)
+    stillWorks(t)
+  })
+
+  it('when taking a refused apply back fails too (a document Automerge left unusable), the document comes back from the checkpoint taken before it', () => {
+    const [state, , , second] = source()
+    const t = target()
+    t.apply(state as Uint8Array)
+    // Changes after the checkpoint's full save: local ones, and a remote one (saved incrementally).
+    t.change((d) => {
+      d.local = 1
+    })
+    t.apply(second as Uint8Array)
+    t.change((d) => {
+      d.local = 2
+    })
+    const before = { value: t.value(), version: t.version() }
+    // The rebuild from the document's own history fails, as it does on a document Automerge panicked in.
+    ;(t as unknown as { takeBack: () => boolean }).takeBack = () => {
+      throw new Error('unusable document (test)')
+    }
+    const src = new AutomergeReplica<Record<string, unknown>>('src2')
+    const deltas: Uint8Array[] = []
+    src.onDelta((d) => deltas.push(d))
+    src.change((d) => {
+      d.n = { a: 1 }
+    })
+    src.change((d) => {
+      ;(d.n as Record<string, number>).b = 2
+    })
+    expect(() => t.apply(A.encodeChange({ ...A.decodeChange(deltas[1] as Uint8Array), deps: [] }))).toThrow(DecodeError)
+    expect(t.value()).toEqual(before.value)
+    expect(bytesEqual(t.version(), before.version)).toBe(true)
+    stillWorks(t)
+  })
+
+  it('damaged or forged bytes (checksums recomputed) are refused with a DecodeError that changes nothing, or applied whole (seed 20261201)', () => {
+    const inputs = source()
+    const rnd = seededRandom(20261201)
+    let refused = 0
+    for (let i = 0; i < 300; i++) {
+      const base = inputs[Math.floor(rnd() * inputs.length)] as Uint8Array
+      let input: Uint8Array = Uint8Array.from(base)
+      if (rnd() < 0.2) input = input.slice(0, Math.floor(rnd() * input.length))
+      else {
+        for (let k = 0; k < 1 + Math.floor(rnd() * 3); k++) input[9 + Math.floor(rnd() * (input.length - 9))] = Math.floor(rnd() * 256)
+        input = rechecksum(input)
+      }
+      const t = target()
+      const before = { value: t.value(), version: t.version(), state: t.state() }
+      try {
+        t.apply(input)
+      } catch (e) {
+        expect(e, `input ${i}`).toBeInstanceOf(DecodeError)
+        expect(t.value(), `input ${i}`).toEqual(before.value)
+        expect(bytesEqual(t.version(), before.version), `input ${i}`).toBe(true)
+        expect(bytesEqual(t.state(), before.state), `input ${i}`).toBe(true)
+        refused++
+      }
+      stillWorks(t)
+    }
+    expect(refused).toBeGreaterThan(250)
   })
 })

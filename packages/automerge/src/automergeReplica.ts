@@ -3,9 +3,9 @@
  * `Automerge.getLastLocalChange` and `getChangesSince` return), so any Automerge peer can read them.
  */
 import * as A from '@automerge/automerge'
-import { ConfigError, DecodeError, callListeners, checkKnownOptions } from '@concord/core'
+import { ConfigError, DecodeError, bytesEqual, callListeners, checkKnownOptions, isConcordError } from '@concord/core'
 import type { ConflictEvent, ConflictSide, DeltaOrigin, Replica } from '@concord/core'
-import { CHUNK_DOCUMENT, concatBytes, splitChunks } from './chunks.js'
+import { CHUNK_CHANGE, CHUNK_DOCUMENT, concatBytes, splitChunks } from './chunks.js'
 
 /** Options for {@link AutomergeReplica}. */
 export interface AutomergeReplicaOptions<T> {
@@ -58,6 +58,39 @@ function plain(v: unknown): unknown {
   return v !== null && typeof v === 'object' ? (JSON.parse(JSON.stringify(v)) as unknown) : v
 }
 
+/**
+ * A received change, checked before Automerge sees it: it must decode, and encode back to the same
+ * bytes (a compressed one: to a change of the same hash, which is what is applied). Automerge's
+ * own parser accepts changes it cannot apply or save consistently (it panics later, or a restored
+ * state differs); a change that does not survive its own round trip is refused here.
+ */
+function checkedChange(bytes: Uint8Array, type: number): Uint8Array {
+  let again: Uint8Array
+  let hash: string | null
+  try {
+    const decoded = A.decodeChange(bytes)
+    hash = decoded.hash ?? null
+    again = A.encodeChange(decoded)
+  } catch (e) {
+    throw new DecodeError('automerge: a change does not decode', { cause: e })
+  }
+  if (type === CHUNK_CHANGE) {
+    if (!bytesEqual(again, bytes)) throw new DecodeError('automerge: a change does not encode back to its own bytes')
+    return bytes
+  }
+  let rehash: string | null
+  try {
+    rehash = A.decodeChange(again).hash ?? null
+  } catch (e) {
+    throw new DecodeError('automerge: a compressed change does not decode', { cause: e })
+  }
+  if (rehash === null || rehash !== hash) throw new DecodeError('automerge: a compressed change does not encode back to the same change')
+  return again
+}
+
+/** Past this many bytes of changes since the last full save, the rollback checkpoint is saved anew. */
+const CHECKPOINT_MIN_BYTES = 1024 * 1024
+
 /** Encodes heads as concatenated 32-byte hashes, in Automerge's (sorted) order. */
 export function encodeHeads(heads: readonly string[]): Uint8Array {
   const out = new Uint8Array(heads.length * HASH_BYTES)
@@ -87,7 +120,8 @@ export function decodeHeads(bytes: Uint8Array): string[] {
  * - `version()` is the encoded heads; `deltaSince(heads)` is the changes after the heads this replica
  *   knows — heads it does not know are ignored, so the holder may receive changes it already has,
  *   which `apply` absorbs (it is idempotent);
- * - `apply` checks the chunk framing, loads document chunks, then applies all changes at once with
+ * - `apply` checks the chunk framing and checksums, loads document chunks, checks that every change
+ *   decodes and encodes back to its own bytes, then applies all changes at once with
  *   `Automerge.applyChanges` (which parses every change before applying any); changes whose
  *   dependencies are missing are queued by Automerge until they arrive;
  * - concurrent assignments to one map key or list slot touched by a remote apply are reported as
@@ -105,6 +139,13 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
   private readonly pending = new Map<string, Uint8Array>()
   /** `current` was rebuilt since `pending` was last handed to Automerge: its queue lacks them. */
   private queueLost = false
+  /**
+   * The document as a full save plus the changes saved incrementally since (`A.saveIncremental`),
+   * taken before each remote apply: what a refused apply rolls back to. Automerge panics on some
+   * changes only while applying them, and leaves the document unusable; loading this brings it back.
+   * Undefined until the first apply (and after a rebuild): taken then.
+   */
+  private checkpoint: { parts: Uint8Array[]; base: number; since: number } | undefined
   // Replaced, never changed in place: a listener that unsubscribes during a call does not make the next one miss it.
   private listeners: ReadonlyArray<(delta: Uint8Array, origin: DeltaOrigin) => void> = []
   private conflictListeners: ReadonlyArray<(event: ConflictEvent) => void> = []
@@ -154,7 +195,7 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
   }
 
   deltaSince(version?: Uint8Array): Uint8Array {
-    if (version === undefined) return concatBytes([A.save(this.current), ...this.pendingBytes()])
+    if (version === undefined) return concatBytes([this.save(), ...this.pendingBytes()])
     const known = decodeHeads(version).filter((h) => A.hasHeads(this.current, [h]))
     const changes = A.getChangesSince(this.current, known)
     return concatBytes(this.pending.size === 0 ? changes : [...changes, ...this.pendingBytes()])
@@ -171,17 +212,20 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
     for (const c of chunks) {
       if (c.type === CHUNK_DOCUMENT) {
         let loaded: A.Doc<unknown>
+        let all: Uint8Array[]
         try {
           loaded = A.load(c.bytes)
+          all = A.getAllChanges(loaded)
         } catch (e) {
           throw new DecodeError('automerge: document chunk does not load', { cause: e })
         }
-        for (const ch of A.getAllChanges(loaded)) changes.push(ch)
+        for (const ch of all) changes.push(checkedChange(ch, CHUNK_CHANGE))
       } else {
-        changes.push(c.bytes)
+        changes.push(checkedChange(c.bytes, c.type))
       }
     }
     if (changes.length === 0) return
+    this.takeCheckpoint()
     // Changes waiting for dependencies go in again after the document was rebuilt (state() in
     // canonical order, or after a refused batch): the new document has none queued, and Automerge
     // applies only what it holds when their dependencies arrive.
@@ -192,6 +236,7 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
     let conflictPaths: A.Prop[][] | undefined
     const wantConflicts = this.conflictListeners.length > 0
     let next: A.Doc<T>
+    let headsAfter: A.Heads
     try {
       ;[next] = A.applyChanges(
         this.current,
@@ -204,14 +249,14 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
             }
           : undefined,
       )
+      headsAfter = A.getHeads(next)
+      this.trackPending(next, changes)
     } catch (e) {
       this.undoFailedApply(headsBefore, missingBefore)
       throw new DecodeError('automerge: changes do not parse or apply', { cause: e })
     }
-    const headsAfter = A.getHeads(next)
     this.current = next
     if (requeue) this.queueLost = false
-    this.trackPending(next, changes)
     if (sameHeads(headsBefore, headsAfter)) return
     if (this.canonical) this.canonical = appendedLinearly(next, headsBefore)
     callListeners(this.typeName, this.listeners, delta, 'remote')
@@ -227,16 +272,55 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
    * hands them over again). Only on that failure.
    */
   private undoFailedApply(heads: A.Heads, missing: readonly string[]): void {
+    try {
+      if (!this.takeBack(heads, missing)) return
+    } catch (e) {
+      if (isConcordError(e)) throw e
+      // Automerge panicked mid-apply and left the document unusable (its history cannot be read
+      // back): it comes back from the checkpoint taken before the apply.
+      this.current = A.load<T>(concatBytes((this.checkpoint as { parts: Uint8Array[] }).parts), { actor: this.actor })
+      this.canonical = false
+    }
+    this.checkpoint = undefined
+    this.queueLost = true
+  }
+
+  /** The rebuild of {@link undoFailedApply} from the document's own history; false when nothing moved. */
+  private takeBack(heads: A.Heads, missing: readonly string[]): boolean {
     const doc = this.current
     const missingNow = A.getMissingDeps(doc, [])
-    if (sameHeads(heads, A.getHeads(doc)) && missingNow.length === missing.length && missingNow.every((h) => missing.includes(h))) return
+    if (sameHeads(heads, A.getHeads(doc)) && missingNow.length === missing.length && missingNow.every((h) => missing.includes(h))) return false
     const added = new Set(A.getChangesMetaSince(doc, heads).map((m) => m.hash))
     const metas = A.getChangesMetaSince(doc, [])
     const all = A.getAllChanges(doc)
     const kept = all.filter((_, i) => !added.has((metas[i] as A.ChangeMetadata).hash))
     const [rebuilt] = A.applyChanges(A.init<T>({ actor: this.actor }), kept)
     this.current = rebuilt
-    this.queueLost = true
+    return true
+  }
+
+  /** `A.save` of the document; save() moves saveIncremental's mark, so the checkpoint restarts from it. */
+  private save(): Uint8Array {
+    const saved = A.save(this.current)
+    this.checkpoint = { parts: [saved], base: saved.length, since: 0 }
+    return saved
+  }
+
+  /**
+   * Brings {@link checkpoint} up to the current document: the changes since it was last taken
+   * (`A.saveIncremental`, cheap), or a full save the first time and once those pass the save's size.
+   */
+  private takeCheckpoint(): void {
+    const cp = this.checkpoint
+    if (cp !== undefined && cp.since <= Math.max(cp.base, CHECKPOINT_MIN_BYTES)) {
+      const inc = A.saveIncremental(this.current)
+      if (inc.length > 0) {
+        cp.parts.push(inc)
+        cp.since += inc.length
+      }
+      return
+    }
+    this.save()
   }
 
   /**
@@ -322,7 +406,7 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
       this.queueLost = true
       this.canonical = true
     }
-    const saved = A.save(this.current)
+    const saved = this.save()
     return this.pending.size === 0 ? saved : concatBytes([saved, ...this.pendingBytes()])
   }
 

@@ -2,7 +2,9 @@
  * Framing of Automerge's binary chunks, checked before any byte reaches the document.
  * Every chunk starts with the magic bytes 85 6f 4a 83, a 4-byte checksum, a type byte
  * (0 document, 1 change, 2 compressed change) and a LEB128 body length; chunks concatenate.
+ * The checksum is the first 4 bytes of the SHA-256 of everything after it (type, length, body).
  */
+import { createHash } from 'node:crypto'
 import { DecodeError } from '@concord/core'
 
 /** Chunk type of a whole saved document (`Automerge.save`). */
@@ -45,6 +47,9 @@ export function splitChunks(data: Uint8Array): Chunk[] {
     }
     const end = p + len
     if (end > data.length) throw new DecodeError(`automerge: chunk of ${len} bytes exceeds the ${data.length - p} left`)
+    // Automerge applies a change whose checksum is wrong: a damaged chunk is refused here.
+    const sum = createHash('sha256').update(data.subarray(pos + 8, end)).digest()
+    for (let i = 0; i < 4; i++) if (sum[i] !== data[pos + 4 + i]) throw new DecodeError(`automerge: chunk checksum mismatch at byte ${pos}`)
     out.push({ type, bytes: data.subarray(pos, end) })
     pos = end
   }
