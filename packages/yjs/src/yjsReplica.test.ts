@@ -372,6 +372,33 @@ describe('YjsReplica: findings of a review', () => {
     expect(called).toEqual(['once', 'second:local', 'second:local'])
   })
 
+  it('value() is the same on the writer and a receiver holding the same state, also for undeclared roots', () => {
+    const cases: Array<(r: YjsReplica) => void> = [
+      (r) => {
+        r.text('t').insert(0, 'x')
+        r.text('t').delete(0, 1)
+      },
+      (r) => r.doc.getXmlFragment('x').insert(0, [new Y.XmlElement('p')]),
+      (r) => r.text('t').insertEmbed(0, { img: 1 }),
+      (r) => r.text('t').insert(0, 'hello'),
+      (r) => r.map('m').set('k', 1),
+    ]
+    for (const write of cases) {
+      const a = new YjsReplica('a')
+      write(a)
+      const b = new YjsReplica('b')
+      b.apply(a.deltaSince())
+      expect(bytesEqual(a.state(), b.state())).toBe(true)
+      expect(b.value()).toEqual(a.value())
+    }
+    // Declared roots are typed as declared, on both sides.
+    const a = new YjsReplica('a', { roots: { t: 'text' } })
+    a.text('t').insertEmbed(0, { img: 1 })
+    const b = new YjsReplica('b', { roots: { t: 'text' } })
+    b.apply(a.deltaSince())
+    expect(b.value()).toEqual(a.value())
+  })
+
   it('refuses contradictory or wrong options with a ConfigError, leaving a given doc untouched', () => {
     expect(() => new YjsReplica('r', { doc: new Y.Doc(), clientId: 42 })).toThrow(ConfigError)
     const withMap = new Y.Doc()

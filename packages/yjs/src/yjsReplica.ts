@@ -198,8 +198,10 @@ export class YjsReplica implements Replica<YjsValue> {
 
   /**
    * Roots as JSON: declared roots always, other roots once they hold content. Undeclared roots are
-   * typed by their content (a sequence of strings is text, other sequences arrays, keyed ones maps)
-   * without instantiating them, so a later `doc.getText(name)` still works.
+   * typed by their content (a sequence holding strings is text, other sequences arrays — a text
+   * whose characters are all deleted, or holding only embeds, is an array — keyed ones maps),
+   * on the replica that wrote them as on every other: declare roots (`roots`) for typed values.
+   * Inference does not instantiate them, so a later `doc.getText(name)` still works.
    */
   value(): YjsValue {
     const out: YjsValue = {}
@@ -207,11 +209,11 @@ export class YjsReplica implements Replica<YjsValue> {
     for (const name of names) {
       const t = this.doc.share.get(name)
       if (t === undefined) continue
-      if (t instanceof Y.Text || t instanceof Y.Map || t instanceof Y.Array || t instanceof Y.XmlFragment) {
-        if (name in this.roots || hasContent(t)) out[name] = t.toJSON()
-      } else if (hasContent(t)) {
-        out[name] = inferJson(t)
-      }
+      // Declared: typed as declared. Undeclared: typed by content alone, also where local code has
+      // taken the root as a Y.Text or Y.Map — a receiver cannot know that, and value() must be the
+      // same on every replica holding the same state.
+      if (name in this.roots) out[name] = t.toJSON()
+      else if (hasContent(t)) out[name] = inferJson(t)
     }
     return out
   }
