@@ -211,8 +211,8 @@ export async function runDocsBench(options: DocsBenchOptions = {}): Promise<Benc
   }
 }
 
-/** CLI entry: parses `--trace`, `--repeats`, `--only`, prints the table and writes results/docs.json. */
-export async function main(): Promise<void> {
+/** CLI entry (also `npm run bench -- docs`): parses `--trace`, `--repeats`, `--only`, prints the table, writes results/docs.json. */
+export async function main(): Promise<BenchReport> {
   const only = cliChoice('only', ['yjs', 'automerge'] as const)
   const trace = cliArg('trace')
   const report = await runDocsBench({
@@ -221,6 +221,7 @@ export async function main(): Promise<void> {
     ...(only === undefined ? {} : { backends: [only] }),
   })
   saveReport(report)
+  return report
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
