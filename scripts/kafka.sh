@@ -50,12 +50,63 @@ port_open() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# Pid of the broker this script started, if it is still alive.
+# Pid of the broker this script started, if it is still alive. A pid file left behind (a reboot,
+# a killed shell) may name another process by now: the pid counts only when that process is a
+# Kafka broker running this directory's config; otherwise the stale file is removed.
 running_pid() {
   [[ -f "$pidfile" ]] || return 1
-  local pid
+  local pid cmdline
   pid="$(cat "$pidfile")"
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && printf '%s' "$pid"
+  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; return 1; }
+  cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
+  if [[ "$cmdline" != *kafka.Kafka* || "$cmdline" != *"$config"* ]]; then
+    say "pid file $pidfile names process $pid, which is not this broker: removing the stale file"
+    rm -f "$pidfile"
+    return 1
+  fi
+  printf '%s' "$pid"
+}
+
+# Waits (up to $timeout s) until the broker of pid $1 is ready; on failure it is stopped, the pid
+# file removed, and the script exits 1 (a broker that never got ready must not be left running:
+# the next start would take it for a ready one).
+await_ready() {
+  local pid="$1" waited=0
+  until broker_ready; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      say "broker exited during startup; last log lines:"
+      tail -n 30 "$logfile" >&2
+      rm -f "$pidfile"
+      exit 1
+    fi
+    if (( waited >= timeout )); then
+      say "broker not ready after ${timeout}s; stopping it. Last log lines:"
+      tail -n 30 "$logfile" >&2
+      kill_broker "$pid"
+      exit 1
+    fi
+    if (( waited % 5 == 0 )); then say "waiting for the broker... (${waited}s)"; fi
+    sleep 1
+    waited=$((waited + 1))
+  done
+  say "ready on 127.0.0.1:$port after ${waited}s (pid $pid)"
+}
+
+# SIGTERM, then SIGKILL after 60 s; returns once the process is gone, and removes the pid file.
+kill_broker() {
+  local pid="$1" waited=0
+  kill -TERM "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do
+    if (( waited >= 60 )); then
+      say "broker did not stop after 60s; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+      while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
+      break
+    fi
+    sleep 1
+    waited=$((waited + 1))
+  done
+  rm -f "$pidfile"
 }
 
 fetch_jars() {
@@ -154,7 +205,9 @@ broker_ready() {
 
 start() {
   if pid="$(running_pid)"; then
+    # Started by an earlier call, perhaps still starting: ready only once it says so.
     say "already running (pid $pid) on 127.0.0.1:$port"
+    await_ready "$pid"
     return 0
   fi
   if port_open "$port"; then
@@ -173,24 +226,7 @@ start() {
     -Dlog4j.configuration="file:$log4j" -cp "$libs/*" kafka.Kafka "$config" \
     >>"$logfile" 2>&1 </dev/null &
   echo $! >"$pidfile"
-  local pid=$! waited=0
-  until broker_ready; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      say "broker exited during startup; last log lines:"
-      tail -n 30 "$logfile" >&2
-      rm -f "$pidfile"
-      exit 1
-    fi
-    if (( waited >= timeout )); then
-      say "broker not ready after ${timeout}s; last log lines:"
-      tail -n 30 "$logfile" >&2
-      exit 1
-    fi
-    if (( waited % 5 == 0 )); then say "waiting for the broker... (${waited}s)"; fi
-    sleep 1
-    waited=$((waited + 1))
-  done
-  say "ready on 127.0.0.1:$port after ${waited}s (pid $pid)"
+  await_ready "$!"
 }
 
 stop() {
@@ -205,18 +241,7 @@ stop() {
     return 0
   fi
   say "stopping broker (pid $pid)"
-  kill -TERM "$pid"
-  local waited=0
-  while kill -0 "$pid" 2>/dev/null; do
-    if (( waited >= 60 )); then
-      say "broker did not stop after 60s; killing it"
-      kill -KILL "$pid" 2>/dev/null || true
-      break
-    fi
-    sleep 1
-    waited=$((waited + 1))
-  done
-  rm -f "$pidfile"
+  kill_broker "$pid"
   say "stopped"
 }
 

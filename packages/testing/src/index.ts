@@ -99,6 +99,7 @@ export {
   type ReplicationRunReport,
 } from './replicationSim.js'
 export { freePort } from './freePort.js'
+export { isCI } from './ci.js'
 export { hasOpenssl, selfSignedCert } from './tlsCert.js'
 export {
   FaultCluster,

@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
+import { isCI } from './ci.js'
 
 const run = promisify(execFile)
 
@@ -14,7 +15,7 @@ export async function hasOpenssl(): Promise<boolean> {
     return true
   } catch {
     const message = 'openssl is not installed: the TLS tests make their certificates with it (apt-get install openssl).'
-    if (process.env.CI === 'true') throw new Error(`${message} Required under CI=true.`)
+    if (isCI()) throw new Error(`${message} Required under CI=true.`)
     console.warn(`[skipped] ${message}`)
     return false
   }

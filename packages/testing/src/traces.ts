@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url'
 import { gunzipSync } from 'node:zlib'
 import { ConfigError, DecodeError } from '@concord/core'
 import type { Replica } from '@concord/core'
+import { isCI } from './ci.js'
 
 /** One edit: at code-point position `pos`, delete `del` code points, then insert `ins`. */
 export type TracePatch = readonly [pos: number, del: number, ins: string]
@@ -84,7 +85,7 @@ export function tracesAvailable(names: readonly string[]): boolean {
   const missing = names.filter((n) => !hasTrace(n))
   if (missing.length === 0) return true
   const msg = `editing traces not found in ${tracesDir()} (missing: ${missing.join(', ')}); set CONCORD_TRACES`
-  if (process.env['CI'] === 'true') throw new ConfigError(msg)
+  if (isCI()) throw new ConfigError(msg)
   process.stderr.write(`[concord] skipping trace tests: ${msg}\n`)
   return false
 }

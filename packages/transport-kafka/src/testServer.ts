@@ -10,8 +10,8 @@
  * describe.skipIf(!kafka.available)('...', () => { ... })
  * ```
  */
-import { execFile } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { execFile, execFileSync } from 'node:child_process'
+import { existsSync, rmSync } from 'node:fs'
 import { mkdir, mkdtemp, rm, symlink } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { Kafka, logLevel } from 'kafkajs'
 import { isConcordError, type LogPosition, type LogRecord, type Transport } from '@concord/core'
-import { freePort } from '@concord/testing'
+import { freePort, isCI } from '@concord/testing'
 
 const run = promisify(execFile)
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
@@ -46,7 +46,7 @@ export async function requireKafka(): Promise<KafkaTestServer> {
   }
   if (problem === undefined) return { brokers, available: true }
   const message = `Kafka is not reachable at ${brokers.join(',')} (${problem}). Start it with \`bash scripts/kafka.sh start\` or set KAFKA_BROKERS.`
-  if (process.env.CI === 'true') throw new Error(`${message} Required under CI=true.`)
+  if (isCI()) throw new Error(`${message} Required under CI=true.`)
   console.warn(`[skipped] ${message}`)
   return { brokers, available: false }
 }
@@ -60,7 +60,7 @@ export async function canRunKafka(): Promise<boolean> {
     return true
   } catch {
     const message = 'java is not installed: the Kafka fault and SASL tests need it to run a private broker (scripts/kafka.sh).'
-    if (process.env.CI === 'true') throw new Error(`${message} Required under CI=true.`)
+    if (isCI()) throw new Error(`${message} Required under CI=true.`)
     console.warn(`[skipped] ${message}`)
     return false
   }
@@ -80,22 +80,23 @@ export class PrivateKafka {
 
   static async start(env: NodeJS.ProcessEnv = {}): Promise<PrivateKafka> {
     const dir = await mkdtemp(join(tmpdir(), 'concord-kafka-'))
-    // Reuse the jars scripts/kafka.sh fetched for the shared broker, if any (else it fetches them).
-    const libs = join(repo, '.kafka', `libs-${KAFKA_VERSION}`)
-    if (existsSync(join(libs, '.complete'))) await symlink(libs, join(dir, `libs-${KAFKA_VERSION}`))
-    else await mkdir(dir, { recursive: true })
     const port = await freePort()
-    const k = new PrivateKafka(port, { ...process.env, ...env, KAFKA_DIR: dir, KAFKA_PORT: String(port), KAFKA_CONTROLLER_PORT: String(await freePort()) }, dir)
-    // scripts/kafka.sh formats storage with a random cluster id, which the storage tool refuses
-    // when it starts with '-' (1 in 32): a second try draws another id.
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await k.up()
-        return k
-      } catch (e) {
-        if (attempt >= 3) throw e
-      }
+    // The script gives up (and stops the JVM it started) before a test hook's 120 s would: a hook
+    // that timed out could not stop a broker it never got hold of.
+    const k = new PrivateKafka(port, { KAFKA_START_TIMEOUT: '90', ...process.env, ...env, KAFKA_DIR: dir, KAFKA_PORT: String(port), KAFKA_CONTROLLER_PORT: String(await freePort()) }, dir)
+    // Known from here on: stopped at process exit if nobody stops it before (a failed or abandoned start).
+    live.add(k)
+    try {
+      // Reuse the jars scripts/kafka.sh fetched for the shared broker, if any (else it fetches them).
+      const libs = join(repo, '.kafka', `libs-${KAFKA_VERSION}`)
+      if (existsSync(join(libs, '.complete'))) await symlink(libs, join(dir, `libs-${KAFKA_VERSION}`))
+      else await mkdir(dir, { recursive: true })
+      await k.up()
+    } catch (e) {
+      await k.stop()
+      throw e
     }
+    return k
   }
 
   get brokers(): readonly string[] {
@@ -112,9 +113,27 @@ export class PrivateKafka {
 
   async stop(): Promise<void> {
     await this.down().catch(() => undefined)
+    live.delete(this)
     if (process.env.KEEP === undefined) await rm(this.dir, { recursive: true, force: true })
   }
+
+  /** Stops it synchronously (at process exit, when nothing async runs any more). */
+  stopNow(): void {
+    try {
+      execFileSync('bash', [join(repo, 'scripts', 'kafka.sh'), 'stop'], { env: this.env, stdio: 'ignore', timeout: 70_000 })
+    } catch {
+      /* gone already */
+    }
+    if (process.env.KEEP === undefined) rmSync(this.dir, { recursive: true, force: true })
+  }
 }
+
+/** Private brokers started and not stopped yet. */
+const live = new Set<PrivateKafka>()
+// A test file whose hook timed out, or a worker that exits early, leaves no broker running behind.
+process.once('exit', () => {
+  for (const k of live) k.stopNow()
+})
 
 /**
  * One record through `t` the way the credential suites check a connection: appended to `eu` keyed

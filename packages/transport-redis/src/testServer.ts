@@ -11,12 +11,12 @@
  * ```
  */
 import { execFile } from 'node:child_process'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { Redis } from 'ioredis'
-import { freePort } from '@concord/testing'
+import { freePort, isCI } from '@concord/testing'
 
 const run = promisify(execFile)
 
@@ -43,7 +43,7 @@ export async function requireRedis(): Promise<RedisTestServer> {
   }
   if (problem === undefined) return { url, available: true }
   const message = `Redis is not reachable at ${url} (${problem}), and no redis-server could be started on a free port (scripts/vitest-redis.ts). Install Redis, start it with \`bash scripts/redis.sh start\`, or set REDIS_URL.`
-  if (process.env.CI === 'true') throw new Error(`${message} Required under CI=true.`)
+  if (isCI()) throw new Error(`${message} Required under CI=true.`)
   console.warn(`[skipped] ${message}`)
   return { url, available: false }
 }
@@ -55,7 +55,7 @@ export async function hasRedisServer(): Promise<boolean> {
     return true
   } catch {
     const message = 'redis-server is not installed: the Redis fault tests need it to run private servers (apt-get install redis-server).'
-    if (process.env.CI === 'true') throw new Error(`${message} Required under CI=true.`)
+    if (isCI()) throw new Error(`${message} Required under CI=true.`)
     console.warn(`[skipped] ${message}`)
     return false
   }
@@ -73,8 +73,31 @@ export class PrivateRedis {
   /** Starts a server; `args` are more redis-server options (e.g. `--cluster-enabled yes`). */
   static async start(args: readonly string[] = []): Promise<PrivateRedis> {
     const s = new PrivateRedis(await freePort(), await mkdtemp(join(tmpdir(), 'concord-redis-')), args)
-    await s.up()
+    try {
+      await s.up()
+    } catch (e) {
+      await s.stop().catch(() => undefined)
+      throw e
+    }
     return s
+  }
+
+  private get pidfile(): string {
+    return join(this.dir, 'redis.pid')
+  }
+
+  /** Pid of the server this object started (its pid file), if any. */
+  private async pid(): Promise<number | undefined> {
+    const text = await readFile(this.pidfile, 'utf8').catch(() => undefined)
+    const pid = Number(text?.trim())
+    return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined
+  }
+
+  /** Whether the server answering on the port is the one this object started (not another on a reused port). */
+  private async ours(c: Redis): Promise<boolean> {
+    const pid = await this.pid()
+    const info = String(await c.info('server'))
+    return pid !== undefined && new RegExp(`^process_id:${pid}\\s*$`, 'm').test(info)
   }
 
   get url(): string {
@@ -82,13 +105,20 @@ export class PrivateRedis {
   }
 
   async up(): Promise<void> {
-    await run('redis-server', ['--daemonize', 'yes', '--bind', '127.0.0.1', '--port', String(this.port), '--save', '', '--appendonly', 'no', '--dir', this.dir, ...this.args])
+    await rm(this.pidfile, { force: true })
+    // --daemonize returns before the server binds its port: the pid file and the server's own
+    // process_id tell whether what answers on the port is this server (the port may have been
+    // taken meanwhile, and the new server then exits on EADDRINUSE).
+    await run('redis-server', ['--daemonize', 'yes', '--pidfile', this.pidfile, '--bind', '127.0.0.1', '--port', String(this.port), '--save', '', '--appendonly', 'no', '--dir', this.dir, ...this.args])
     for (let i = 0; ; i++) {
       const c = new Redis(this.url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0, ...this.auth() })
       c.on('error', () => undefined)
       try {
         await c.connect()
-        if ((await c.ping()) === 'PONG') return
+        if ((await c.ping()) === 'PONG') {
+          if (await this.ours(c)) return
+          if (i > 100) throw new Error(`port ${this.port} is served by another redis-server than the one started here`)
+        }
       } catch (e) {
         if (i > 100) throw e
       } finally {
@@ -109,8 +139,11 @@ export class PrivateRedis {
   async down(): Promise<void> {
     const c = new Redis(this.url, { retryStrategy: () => null, maxRetriesPerRequest: 0, ...this.auth() })
     c.on('error', () => undefined)
-    await c.call('SHUTDOWN', ['NOSAVE']).catch(() => undefined)
+    // Only this object's server: never another one that took the port.
+    const ours = await this.ours(c).catch(() => false)
+    if (ours) await c.call('SHUTDOWN', ['NOSAVE']).catch(() => undefined)
     c.disconnect()
+    if (!ours) return
     // Wait until the port is free before a restart binds it again.
     for (let i = 0; i < 200; i++) {
       const probe = new Redis(this.url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
