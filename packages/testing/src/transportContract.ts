@@ -171,6 +171,16 @@ export function runTransportContract(
       expect((await pollN(t, r1, o2, 1)).map(text)).toEqual(['y1'])
       expect((await pollN(t, r2, o1, 2)).map(text)).toEqual(['x1', 'x2'])
       expect(await t.committed(r1, o1)).toBeUndefined()
+      // A commit is of one (reader, origin): it moves neither the reader's other origins nor other readers.
+      const [, x2] = await t.append(o1, [bytes('x3')]).then(async () => pollN(await open(), unique('r'), o1, 2))
+      await t.commit(r1, o1, (x2 as LogRecord).position)
+      expect(await t.committed(r1, o1)).toBe((x2 as LogRecord).position)
+      expect(await t.committed(r1, o2)).toBeUndefined()
+      expect(await t.committed(r2, o1)).toBeUndefined()
+      // Another client resumes r1 on o2 from the start (nothing committed there) and on o1 after x2.
+      const t2 = await open()
+      expect((await pollN(t2, r1, o2, 1)).map(text)).toEqual(['y1'])
+      expect((await pollN(t2, r1, o1, 1)).map(text)).toEqual(['x3'])
     }, timeout)
 
     it('rewind redelivers everything after the committed position (at-least-once)', async () => {
@@ -330,6 +340,20 @@ export function runTransportContract(
       expect(await pollN(t, reader, origin, 1, 3)).toEqual([])
     }, timeout)
 
+    it('a record past maxRecordBytes (when the transport has one) is refused with a TooLargeError, appending nothing', async () => {
+      const t = await open()
+      const limit = t.maxRecordBytes
+      if (limit === undefined) return
+      const origin = unique('o')
+      const err = await t.append(origin, [bytes('before'), new Uint8Array(limit + 1)]).then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+      expect(isConcordError(err) && err.code === 'TOO_LARGE', `expected a TooLargeError, got ${String(err)}`).toBe(true)
+      await t.append(origin, [bytes('ok')])
+      expect((await pollN(t, unique('r'), origin, 2, 3)).map(text)).toEqual(['ok'])
+    }, timeout)
+
     it('close makes further calls fail with ClosedError', async () => {
       const t = await open()
       const origin = unique('o')
@@ -342,6 +366,7 @@ export function runTransportContract(
         () => t.committed(unique('r'), origin),
         () => t.rewind(unique('r'), origin),
         () => t.earliest(origin),
+        () => t.trim(origin, '0'),
       ]
       for (const call of calls) {
         const err = await call().then(
