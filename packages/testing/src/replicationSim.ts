@@ -953,9 +953,12 @@ export async function assertAsyncProperty<T>(name: string, property: fc.IAsyncPr
   for (const r of options.replays ?? []) await runAsync(name, property, { seed: r.seed, ...(r.path === undefined ? {} : { path: r.path }), numRuns })
   const rawSeed = options.seed ?? envNumber('CONCORD_SEED')
   const path = options.path ?? process.env['CONCORD_PATH']
+  // Pinned examples in a run of their own (see assertProperty): all of them run, and a printed
+  // seed and path replay the same case.
+  const examples = (options.examples ?? []).map((e): [T] => [e])
+  if (examples.length > 0) await runAsync(`${name} (pinned examples)`, property, { numRuns: examples.length, examples, ...(rawSeed === undefined ? {} : { seed: rawSeed }) })
   await runAsync(name, property, {
     numRuns,
-    examples: (options.examples ?? []).map((e): [T] => [e]),
     ...(rawSeed === undefined ? {} : { seed: rawSeed }),
     ...(path === undefined || path === '' ? {} : { path }),
   })

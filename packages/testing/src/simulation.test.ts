@@ -181,3 +181,13 @@ describe('Simulation', () => {
     expect(() => sim.setNetwork({ loss: 2 })).toThrow(/loss/)
   })
 })
+
+describe('Simulation options', () => {
+  it('refuses a latency profile with a negative or NaN latency (the clock would run backwards)', () => {
+    for (const baseMs of [-1000, Number.NaN]) {
+      expect(() => new Simulation({ spec: gCounterSpec, regions: ['a', 'b'], latency: { name: 'bad', link: () => ({ baseMs, jitterMs: 0 }) } })).toThrow(
+        expect.objectContaining({ code: 'CONFIG', message: expect.stringMatching(/finite baseMs and jitterMs >= 0/) }),
+      )
+    }
+  })
+})

@@ -297,7 +297,14 @@ export class Simulation<V, Op, R extends Replica<V> = Replica<V>> {
     const profile = latencyProfile(options.latency ?? 'lan')
     const n = names.length
     this.links = names.map((from, i) =>
-      names.map((to, j) => ({ cut: false, clogged: false, held: [], latency: i === j ? { baseMs: 0, jitterMs: 0 } : profile.link(from, to, i, j) })),
+      names.map((to, j) => {
+        const latency = i === j ? { baseMs: 0, jitterMs: 0 } : profile.link(from, to, i, j)
+        // A negative or NaN latency would deliver messages before they were sent (the clock runs back).
+        if (!(Number.isFinite(latency.baseMs) && latency.baseMs >= 0 && Number.isFinite(latency.jitterMs) && latency.jitterMs >= 0)) {
+          throw new ConfigError(`Simulation: latency of link ${from} -> ${to} must have finite baseMs and jitterMs >= 0, got ${JSON.stringify(latency)}`)
+        }
+        return { cut: false, clogged: false, held: [], latency }
+      }),
     )
     this.regions = names.map((name, index) => ({
       name,

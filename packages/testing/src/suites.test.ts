@@ -161,3 +161,24 @@ describe('replay and regressions', () => {
     ])
   })
 })
+
+describe('assertProperty and pinned cases (review findings)', () => {
+  const prop = fc.property(fc.integer({ min: 0, max: 1000 }), (x) => {
+    if (x % 50 === 3) throw new Error(`bad ${x}`)
+  })
+
+  it('a seed and path printed by a run with pinned examples replay the same failure', () => {
+    const msg = failure(() => assertProperty('p', prop, { examples: [1, 2, 4, 5], seed: 42, numRuns: 200 }))
+    const m = /seed: (-?\d+), path: '([^']*)'/.exec(msg) as RegExpExecArray
+    const again = failure(() => assertProperty('p', prop, { replays: [{ seed: Number(m[1]), path: m[2] as string }], numRuns: 1 }))
+    expect(again.match(/bad \d+/)?.[0]).toBe(msg.match(/bad \d+/)?.[0])
+  })
+
+  it('every pinned example runs, also past numRuns', () => {
+    expect(failure(() => assertProperty('p', prop, { examples: [1, 2, 3], numRuns: 1 }))).toMatch(/pinned examples.*bad 3/s)
+  })
+
+  it('refuses zero runs (a property that fails always would pass)', () => {
+    expect(() => assertProperty('p', prop, { numRuns: 0 })).toThrow(/at least 1/)
+  })
+})

@@ -86,7 +86,10 @@ function envInt(name: string): number | undefined {
 
 /** Cases per property: option, else CONCORD_RUNS, else 10,000 under CONCORD_SOAK, else 1,000. */
 export function defaultRuns(numRuns?: number): number {
-  return numRuns ?? envInt('CONCORD_RUNS') ?? (process.env['CONCORD_SOAK'] ? 10_000 : 1_000)
+  const n = numRuns ?? envInt('CONCORD_RUNS') ?? (process.env['CONCORD_SOAK'] ? 10_000 : 1_000)
+  // Zero runs would pass any property without trying it.
+  if (!Number.isSafeInteger(n) || n < 1) throw new ConfigError(`numRuns (or CONCORD_RUNS) must be an integer of at least 1, got ${String(n)}`)
+  return n
 }
 
 // ---- comparing replicas ----------------------------------------------------------------------
@@ -446,9 +449,14 @@ export function assertProperty<T>(name: string, property: fc.IPropertyWithHooks<
   for (const r of options.replays ?? []) run(name, property, { seed: r.seed, ...(r.path === undefined ? {} : { path: r.path }), numRuns: defaultRuns(options.numRuns) })
   const seed = options.seed ?? envInt('CONCORD_SEED')
   const path = options.path ?? process.env['CONCORD_PATH']
+  const numRuns = defaultRuns(options.numRuns)
+  // Pinned examples in a run of their own, every one of them: fast-check counts examples into
+  // numRuns (so those past it never ran) and into a failure's path (so a seed and path printed by
+  // a run with examples replayed another case in a run without them).
+  const examples = (options.examples ?? []).map((e): [T] => [e])
+  if (examples.length > 0) run(`${name} (pinned examples)`, property, { numRuns: examples.length, examples, ...(seed === undefined ? {} : { seed }) })
   const params: fc.Parameters<[T]> = {
-    numRuns: defaultRuns(options.numRuns),
-    examples: (options.examples ?? []).map((e): [T] => [e]),
+    numRuns,
     ...(seed === undefined ? {} : { seed }),
     ...(path === undefined || path === '' ? {} : { path }),
   }

@@ -48,6 +48,7 @@ describe('loading', () => {
       conc: { kind: 'concurrent', numAgents: 2, endContent: 'xy', txns: [{ parents: [], agent: 0, time: 't', patches: [[0, 0, 'x']] }, { parents: [0], agent: 1, time: 't', patches: [[1, 0, 'y']] }] },
       bad: { kind: 'concurrent', numAgents: 1, endContent: '', txns: [{ parents: [3], agent: 0, time: 't', patches: [] }] },
       notjson: 'nope',
+      nulltxn: { startContent: '', endContent: '', txns: [null] },
     })
     const seq = loadSequentialTrace('seq')
     expect(seq.bmpOnly).toBe(false)
@@ -57,6 +58,8 @@ describe('loading', () => {
     expect(conc.txns[1]?.parents).toEqual([0])
     expect(() => loadTrace('bad')).toThrow(DecodeError)
     expect(() => loadTrace('notjson')).toThrow(DecodeError)
+    // A null transaction was a TypeError.
+    expect(() => loadTrace('nulltxn')).toThrow(DecodeError)
     expect(() => loadTrace('absent')).toThrow(DecodeError)
     expect(() => loadSequentialTrace('conc')).toThrow(ConfigError)
   })

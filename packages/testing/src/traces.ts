@@ -129,6 +129,7 @@ export function loadTrace(name: string): Trace {
     const numAgents = o['numAgents']
     if (!Number.isSafeInteger(numAgents) || (numAgents as number) < 1) fail(name, 'bad numAgents')
     const txns = rawTxns.map((t, i): ConcurrentTxn => {
+      if (typeof t !== 'object' || t === null) fail(name, `txn ${i} is not an object`)
       const r = t as Record<string, unknown>
       const parents = r['parents']
       const agent = r['agent']
@@ -146,6 +147,7 @@ export function loadTrace(name: string): Trace {
   const startContent = o['startContent']
   check(startContent)
   const txns = rawTxns.map((t, i): SequentialTxn => {
+    if (typeof t !== 'object' || t === null) fail(name, `txn ${i} is not an object`)
     const r = t as Record<string, unknown>
     const patches = readPatches(name, r['patches'], i)
     for (const p of patches) check(p[2])
