@@ -8,6 +8,8 @@ describe('demo', () => {
     const r = runDemo((l) => lines.push(l))
     expect(r.divergedDuringPartition).toBe(true)
     expect(r.converged).toBe(true)
+    expect(r.correct).toBe(true)
+    expect(lines.join('\n')).toMatch(/1 \+ 2 \+ 5 = 8/)
     for (const v of Object.values(r.values)) {
       expect(v).toEqual({ items: ['book', 'socks'], qty: 8, note: 'leave at the door' })
     }

@@ -7,7 +7,7 @@
 import * as fc from 'fast-check'
 import { type ConflictEvent } from '@concord/core'
 import { OrMap } from '@concord/crdt'
-import { Simulation, type ReplicaSpec } from '@concord/testing'
+import { Simulation, deepEqual, type ReplicaSpec } from '@concord/testing'
 
 /** An operation on the cart: a named closure, so the demo can say what it does. */
 interface CartOp {
@@ -39,6 +39,8 @@ const setNote = (note: string): CartOp => ({ label: `note = "${note}"`, run: (c)
 /** What the demo reports at the end, also used by its test. */
 export interface DemoResult {
   readonly converged: boolean
+  /** Every region holds the cart the demo says it should (add-wins socks, 8 items, the later note). */
+  readonly correct: boolean
   readonly rounds: number
   readonly values: Record<string, Cart>
   readonly conflicts: readonly ConflictEvent[]
@@ -101,7 +103,13 @@ export function runDemo(log: (line: string) => void = (l) => process.stdout.writ
   show(`converged after ${rounds} anti-entropy round(s)`)
   const stats = sim.stats()
   log(`\n  ${stats.delivered} messages delivered, ${stats.dropped} dropped by the partition, ${stats.bytes} bytes on the wire`)
-  log(`  socks survive: us-east removed them while ap-south concurrently re-added them (add wins).`)
-  log(`  quantities add up: 1 + 2 + 5 = 8. The note is the later write by hybrid logical clock.`)
-  return { converged: sim.isConverged(), rounds, values: sim.values(), conflicts, divergedDuringPartition }
+  // The claims below are checked against what every region holds, not just printed.
+  const expected = { items: ['book', 'socks'], qty: 1 + 2 + 5, note: 'leave at the door' }
+  const wrong = Object.entries(sim.values()).filter(([, v]) => !deepEqual(v, expected))
+  for (const [r, v] of wrong) log(`  WRONG at ${r}: ${JSON.stringify(v)}, expected ${JSON.stringify(expected)}`)
+  if (wrong.length === 0) {
+    log(`  socks survive: us-east removed them while ap-south concurrently re-added them (add wins).`)
+    log(`  quantities add up: 1 + 2 + 5 = ${expected.qty}. The note is the later write by hybrid logical clock.`)
+  }
+  return { converged: sim.isConverged(), correct: wrong.length === 0, rounds, values: sim.values(), conflicts, divergedDuringPartition }
 }

@@ -2,5 +2,6 @@ import { runDemo } from './demo.js'
 
 process.stdout.write('Concord demo: a cart replicated active-active across 3 simulated regions\n\n')
 const result = runDemo()
-process.stdout.write(`\n${result.converged ? 'All regions converged.' : 'NOT CONVERGED'}\n`)
-process.exit(result.converged ? 0 : 1)
+const ok = result.converged && result.correct
+process.stdout.write(`\n${!result.converged ? 'NOT CONVERGED' : result.correct ? 'All regions converged, to the expected cart.' : 'CONVERGED TO THE WRONG CART'}\n`)
+process.exit(ok ? 0 : 1)
