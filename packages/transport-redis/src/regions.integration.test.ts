@@ -96,10 +96,12 @@ describe.skipIf(!available)('RegionNodes with one Redis per region', () => {
     for (let i = 0; i < 5; i++) {
       await write('eu', 10)
       await write('us', 20)
-      const failures = await round(['eu', 'us'])
-      // What fails is reading (or committing on) ap's log only, as a retriable TransportError.
-      for (const f of failures) expect(f).toBeInstanceOf(TransportError)
-      await round(['eu', 'us'])
+      // What fails is reading (or committing on) ap's log only, as a retriable TransportError; the
+      // two others go on replicating (within a few rounds: a loaded machine may need more than two).
+      const caughtUp = async (): Promise<boolean> => (await value('eu')) === total(REGIONS) && (await value('us')) === total(REGIONS)
+      for (let k = 0; k < 20 && (k < 2 || !(await caughtUp())); k++) {
+        for (const f of await round(['eu', 'us'])) expect(f).toBeInstanceOf(TransportError)
+      }
       expect(await value('eu')).toBe(total(REGIONS))
       expect(await value('us')).toBe(total(REGIONS))
     }
