@@ -890,6 +890,24 @@ class FlakyStore extends MemoryStore {
   }
 }
 
+/** A MemoryStore whose next read of a document record answers late (it reads at once): a store over a network. */
+class SlowOnceStore extends MemoryStore {
+  slowNext = false
+  override async get(key: string): Promise<Uint8Array | undefined> {
+    const v = await super.get(key)
+    if (this.slowNext && key.startsWith('doc/')) {
+      this.slowNext = false
+      await new Promise((r) => setTimeout(r, 30))
+    }
+    return v
+  }
+  override reopen(): SlowOnceStore {
+    const s = new SlowOnceStore()
+    for (const [k, v] of (this as unknown as { map: Map<string, Uint8Array> }).map) (s as unknown as { map: Map<string, Uint8Array> }).map.set(k, v)
+    return s
+  }
+}
+
 /** Writes to four other documents, one round each: with cacheSize 1 the earlier ones are evicted. */
 async function evictByOpeningOthers(node: RegionNode): Promise<void> {
   for (let i = 0; i < 4; i++) {
@@ -898,6 +916,33 @@ async function evictByOpeningOthers(node: RegionNode): Promise<void> {
   }
   expect(node.metrics().evictions).toBeGreaterThan(0)
 }
+
+describe('RegionNode and a slow store', () => {
+  it('open() of a document that a flush folds meanwhile keeps its acknowledged writes (review finding: they were lost for good)', async () => {
+    const { make } = makeCluster({ instances: 0 })
+    const store = new SlowOnceStore()
+    const first = make('eu', 'a', store)
+    ;((await first.open('x', 'pn-counter')) as unknown as PnCounter).increment(5)
+    await first.flush()
+    const y = (await first.open('y', 'pn-counter')) as unknown as PnCounter
+    // 31 more write-ahead-log entries: the next flush folds the oldest entry's documents, x among them.
+    for (let i = 0; i < 31; i++) {
+      y.increment(1)
+      await first.flush()
+    }
+    await first.close()
+    const again = make('eu', 'a', store.reopen())
+    await again.pump()
+    const y2 = (await again.open('y', 'pn-counter')) as unknown as PnCounter
+    ;(((again as unknown as { o: { store: SlowOnceStore } }).o.store) as SlowOnceStore).slowNext = true
+    const opening = again.open<number>('x', 'pn-counter')
+    await new Promise((r) => setTimeout(r, 5))
+    y2.increment(1)
+    await again.flush()
+    expect((await opening).value()).toBe(5)
+    await again.close()
+  })
+})
 
 describe('RegionNode after a failed store write', () => {
   it('a flush retried after a failed store write, then a restart: the next write is replicated (no sequence number used twice)', async () => {

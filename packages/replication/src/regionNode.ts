@@ -656,6 +656,13 @@ export class RegionNode {
    * type is given.
    */
   private async rebuild(docId: string, typeName: string | undefined): Promise<{ replica: Replica<unknown>; type: string; known: boolean } | undefined> {
+    // The log's entries of the document are taken before the record is read: a round may fold the
+    // document while the read is out (open() does not wait for rounds), and the fold drops them
+    // from the index once the new record is written. The old record read with the index of after
+    // the fold would miss what the log held. Entries are never changed; applying one that the
+    // record already holds is a join, so a record read after the fold is fine too.
+    const inWal = this.walDocs.get(docId)
+    const walEntries = (inWal?.seqs ?? []).map((seq) => this.wal.get(seq)).filter((e): e is WalEntry => e !== undefined)
     let stored: Uint8Array | undefined
     try {
       stored = await this.o.store.get(docKey(docId))
@@ -663,16 +670,13 @@ export class RegionNode {
       throw new InfrastructureFailure(e)
     }
     const record = stored === undefined ? undefined : decodeDocRecord(stored)
-    const inWal = this.walDocs.get(docId)
     const type = record?.typeName ?? (inWal?.typeName || undefined) ?? typeName
     if (type === undefined) return undefined
     const factory = this.o.factories.get(type)
     if (factory === undefined) throw new TypeMismatchError(`no factory for type ${type} (document ${docId})`)
     const replica = factory.create(this.writer)
     if (record !== undefined) replica.apply(record.state)
-    for (const seq of inWal?.seqs ?? []) {
-      const entry = this.wal.get(seq)
-      if (entry === undefined) continue
+    for (const entry of walEntries) {
       if (entry.legacy) {
         await this.applyLegacyJournal(docId, replica)
         continue
