@@ -917,6 +917,35 @@ async function evictByOpeningOthers(node: RegionNode): Promise<void> {
   expect(node.metrics().evictions).toBeGreaterThan(0)
 }
 
+describe('RegionNode and writes through an evicted handle', () => {
+  it('several writes through an evicted handle of a type without mergeDeltas replicate (review finding: they went out as an empty delta that removed the earlier write too)', async () => {
+    const { make, clock } = makeCluster({ instances: 0 })
+    const base = crdtFactory('pn-counter')
+    const noMerge = {
+      typeName: 'pn-counter',
+      create: (id: string) => {
+        const r = base.create(id) as unknown as { mergeDeltas?: unknown }
+        r.mergeDeltas = undefined
+        return r as unknown as ReturnType<typeof base.create>
+      },
+    }
+    const a = make('eu', 'a', new MemoryStore(), { factories: { 'pn-counter': noMerge }, cacheSize: 1 })
+    const b = make('us', 'b', new MemoryStore(), { factories: { 'pn-counter': noMerge } })
+    const x = (await a.open('x', 'pn-counter')) as unknown as PnCounter
+    x.increment(1)
+    await a.flush()
+    await settle([a, b], clock, async () => (await b.open<number>('x', 'pn-counter')).value() === 1)
+    await evictByOpeningOthers(a)
+    x.increment(10)
+    x.increment(100)
+    await a.flush()
+    await settle([a, b], clock, async () => (await b.open<number>('x', 'pn-counter')).value() === 111, 40)
+    expect((await b.open<number>('x', 'pn-counter')).value()).toBe(111)
+    await a.close()
+    await b.close()
+  })
+})
+
 describe('RegionNode and a slow store', () => {
   it('open() of a document that a flush folds meanwhile keeps its acknowledged writes (review finding: they were lost for good)', async () => {
     const { make } = makeCluster({ instances: 0 })

@@ -726,7 +726,9 @@ export class RegionNode {
       throw isConcordError(e) ? e : new InfrastructureFailure(e)
     }
     const merge = replica.mergeDeltas?.bind(replica)
-    const v = merge !== undefined ? NO_VERSION : replica.version()
+    // The version of what the store holds: a reused replica already holds the writes made through
+    // it while evicted (orphans, sent as deltaSince this version), which its own version covers.
+    const v = merge !== undefined ? NO_VERSION : built.replica.version()
     const doc: OpenDoc = {
       docId,
       typeName: type,
@@ -873,7 +875,8 @@ export class RegionNode {
         this.orphans = orphans.slice(i).concat(this.orphans)
         throw e
       }
-      if (doc.pending.length === 0 && doc.merge === undefined) doc.deps = doc.replica.version()
+      // deps: the version before any of these writes (what the store held; see readDoc).
+      if (doc.pending.length === 0 && doc.merge === undefined) doc.deps = doc.lastVersion
       // Not into the replica it came from (the evicted one, taken back by readDoc): it holds it.
       if (o.from !== doc.replica) doc.replica.apply(o.delta)
       doc.pending.push(o.delta)
