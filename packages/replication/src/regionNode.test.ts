@@ -6,7 +6,7 @@ import { MemoryBroker, MemoryTransport } from './memoryTransport.js'
 import { MemoryStore } from './memoryStore.js'
 import { RegionNode } from './regionNode.js'
 import type { RegionNodeOptions } from './options.js'
-import { decodeOutboxBatch } from './wire.js'
+import { decodeOutboxBatch, decodeRepairResponse } from './wire.js'
 
 /** A virtual clock the tests advance by hand. */
 function virtualClock(start = 1_700_000_000_000): { now: () => number; advance: (ms: number) => void } {
@@ -943,6 +943,57 @@ describe('RegionNode and writes through an evicted handle', () => {
     expect((await b.open<number>('x', 'pn-counter')).value()).toBe(111)
     await a.close()
     await b.close()
+  })
+})
+
+describe('RegionNode repair answers in parts', () => {
+  it('parts of answers from different responders do not add up to a whole (review finding: a document in neither part was never repaired)', async () => {
+    const clock = virtualClock()
+    const broker = new MemoryBroker()
+    const factories = { 'or-set': crdtFactory('or-set', { now: clock.now }) }
+    let faultsOn = true
+    const faults = {
+      drop: (rec: LogRecord, reader: string): boolean => {
+        if (!faultsOn) return false
+        const env = decodeEnvelope(rec.bytes)
+        // The two ap nodes do not hear each other (nor repair answers) while the faults last.
+        if (reader.startsWith('ap/') && (env.writer.startsWith('ap/') || env.typeName === '$repair-response')) return true
+        if (reader !== 'us/r') return false
+        // us/r is cut off from the writer, and gets part 0 of one proxy's answer and part 1 of the other's.
+        if (env.writer === 'eu/a') return true
+        if (env.typeName !== '$repair-response') return false
+        const r = decodeRepairResponse(env.payload)
+        return (env.writer === 'ap/p1' && r.part === 0) || (env.writer === 'ap/p2' && r.part === 1)
+      },
+    }
+    let seed = 1
+    const mk = (region: string, instance: string): RegionNode =>
+      new RegionNode({ region, instance, regions: [...REGIONS], transport: new MemoryTransport({ broker, faults }), store: new MemoryStore(), factories, now: clock.now, random: seededRandom(seed++), maxEnvelopeBytes: 4000, repairTimeoutMs: 500 })
+    const a = mk('eu', 'a')
+    const r = mk('us', 'r')
+    const p1 = mk('ap', 'p1')
+    const p2 = mk('ap', 'p2')
+    const all = [a, r, p1, p2]
+    const pump = async (n: number): Promise<void> => {
+      for (let i = 0; i < n; i++) {
+        for (const x of all) await x.pump()
+        clock.advance(100)
+      }
+    }
+    await pump(1)
+    for (const d of ['d1', 'd2', 'd3']) ((await a.open(d, 'or-set')) as unknown as OrSet<string>).add(`${d}:${'a'.repeat(650)}`)
+    await a.flush()
+    await pump(3)
+    // Each proxy holds one document bigger than the other's: they split their answers differently.
+    ;((await p2.open('d1', 'or-set')) as unknown as OrSet<string>).add(`p2:${'b'.repeat(800)}`)
+    await p2.flush()
+    ;((await p1.open('d3', 'or-set')) as unknown as OrSet<string>).add(`p1:${'c'.repeat(800)}`)
+    await p1.flush()
+    await pump(30)
+    faultsOn = false
+    await pump(100)
+    for (const d of ['d1', 'd2', 'd3']) expect(allEqual(await states(all, d, 'or-set')), d).toBe(true)
+    for (const n of all) await n.close()
   })
 })
 

@@ -308,7 +308,13 @@ export class RegionNode {
   private readonly sightings: Sighting[] = []
   private initializing = false
   private readonly pendingRepairs = new Map<string, PendingRepair>()
+  /**
+   * Parts received of each repair answer, by request id and responder: responders split their
+   * answers differently (their states differ in size), so only one responder's parts make a whole.
+   */
   private readonly repairParts = new Map<string, Set<number>>()
+  /** Answers completed (same keys), so that a redelivered part neither counts again nor opens a new entry. Bounded. */
+  private readonly repairsDone = new Set<string>()
   private readonly answered = new Set<string>()
   private repairQueue: Array<{ req: RepairRequest; requester: string }> = []
   private requestCounter = 0
@@ -1571,11 +1577,17 @@ export class RegionNode {
           this.dirtyDocs.add(d.docId)
           this.touch(doc, resp.target, resp.upTo)
         }
-        const parts = this.repairParts.get(resp.requestId) ?? new Set<number>()
+        const key = `${resp.requestId}\u0000${env.writer}`
+        if (this.repairsDone.has(key)) return
+        const parts = this.repairParts.get(key) ?? new Set<number>()
         parts.add(resp.part)
-        this.repairParts.set(resp.requestId, parts)
+        this.repairParts.set(key, parts)
+        // Bounded: the oldest unfinished answer (a responder whose other parts were lost) goes first.
+        if (this.repairParts.size > MAX_ANSWERED) this.repairParts.delete(this.repairParts.keys().next().value as string)
         if (parts.size === resp.parts) {
-          this.repairParts.delete(resp.requestId)
+          this.repairParts.delete(key)
+          this.repairsDone.add(key)
+          if (this.repairsDone.size > MAX_ANSWERED) this.repairsDone.delete(this.repairsDone.values().next().value as string)
           // The states hold every update of the target up to `upTo`: those sequence numbers are done.
           if (resp.upTo > resp.from) this.seen.addRange(resp.target, resp.from + 1, resp.upTo)
           this.seenDirty = true
