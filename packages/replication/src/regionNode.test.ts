@@ -997,6 +997,30 @@ describe('RegionNode repair answers in parts', () => {
   })
 })
 
+describe('RegionNode eviction bookkeeping', () => {
+  it('registers a replica for finalization once, however often it is evicted and taken back (review finding: once per eviction, memory without bound)', async () => {
+    const { make } = makeCluster({ instances: 0 })
+    const node = make('eu', 'a', new MemoryStore(), { cacheSize: 1 })
+    const x = (await node.open('x', 'pn-counter')) as unknown as PnCounter
+    const y = (await node.open('y', 'pn-counter')) as unknown as PnCounter
+    const register = vi.spyOn(FinalizationRegistry.prototype, 'register')
+    try {
+      for (let i = 0; i < 50; i++) {
+        x.increment(1)
+        await node.pump()
+        y.increment(1)
+        await node.pump()
+      }
+      expect(node.metrics().evictions).toBeGreaterThan(20)
+      // x and y, each registered once (the application holds both handles throughout).
+      expect(register.mock.calls.length).toBeLessThanOrEqual(2)
+    } finally {
+      register.mockRestore()
+    }
+    await node.close()
+  })
+})
+
 describe('RegionNode and a slow store', () => {
   it('open() of a document that a flush folds meanwhile keeps its acknowledged writes (review finding: they were lost for good)', async () => {
     const { make } = makeCluster({ instances: 0 })

@@ -271,6 +271,8 @@ export class RegionNode {
   private readonly evictedGone = new FinalizationRegistry<{ docId: string; ref: WeakRef<Replica<unknown>> }>(({ docId, ref }) => {
     if (this.evicted.get(docId) === ref) this.evicted.delete(docId)
   })
+  /** One WeakRef (and one registration above) per replica, however often it is evicted and taken back. */
+  private readonly evictedRefs = new WeakMap<Replica<unknown>, WeakRef<Replica<unknown>>>()
   /** A batch of applied records failed to save (until a later batch succeeds): no repair answers meanwhile. */
   private unsavedApplies = false
   /** Envelopes persisted but not yet appended, in order, with their documents (the record keys)... */
@@ -799,9 +801,15 @@ export class RegionNode {
         this.docs.set(docId, doc)
         continue
       }
-      const ref = new WeakRef(doc.replica)
+      let ref = this.evictedRefs.get(doc.replica)
+      if (ref === undefined) {
+        ref = new WeakRef(doc.replica)
+        this.evictedRefs.set(doc.replica, ref)
+        // Registered once: a registration per eviction of a replica the application keeps was a
+        // cell of memory per eviction, for good.
+        this.evictedGone.register(doc.replica, { docId, ref })
+      }
       this.evicted.set(docId, ref)
-      this.evictedGone.register(doc.replica, { docId, ref })
       this.evictions++
     }
   }
