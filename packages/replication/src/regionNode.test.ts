@@ -1139,6 +1139,21 @@ describe('RegionNode after a failed store write', () => {
     for (const n of [eu, us, ap]) await n.close()
   })
 
+  it('a poison record in a round whose store write failed is dead-lettered and counted once (review finding: twice, one without a stored key)', async () => {
+    const { make, broker } = makeCluster({ instances: 0 })
+    const store = new FlakyStore()
+    const us = make('us', 'b', store)
+    await us.pump()
+    await new MemoryTransport({ broker }).append('eu', [new Uint8Array([1, 2, 3, 4])])
+    store.failWrite = true
+    await expect(us.pump()).rejects.toThrow(/store unreachable/)
+    await us.pump()
+    expect(us.deadLetters()).toHaveLength(1)
+    expect(us.metrics().peers.find((p) => p.region === 'eu')?.rejected).toBe(1)
+    expect(await store.keys('dl/')).toHaveLength(1)
+    await us.close()
+  })
+
   it('an evicted handle and the handle of a reopen are one replica: writes through both all replicate', async () => {
     const { make } = makeCluster({ instances: 0 })
     const eu = make('eu', 'i1', new MemoryStore(), { cacheSize: 1 })

@@ -304,6 +304,12 @@ export class RegionNode {
   private walDocs = new Map<string, { typeName: string; seqs: number[] }>()
   private deadList: Array<{ key: string; letter: DeadLetter }> = []
   private dlCounter = 0
+  /**
+   * The dead letters and rejected counts as they were before the first dead letter of a batch not
+   * saved yet: a failed store write rewinds the batch's records, which are rejected (and dead-
+   * lettered) again when read again, so the first attempt's are taken back.
+   */
+  private dlUndo: { list: Array<{ key: string; letter: DeadLetter }>; counter: number; rejected: Map<string, number> } | undefined
   private evictions = 0
   private readonly peers = new Map<string, MutablePeer>()
   private readonly nodeSeen = new Map<string, VersionVector>()
@@ -916,6 +922,7 @@ export class RegionNode {
       }
     }
     this.unsavedApplies = false
+    this.dlUndo = undefined
     this.savedSeq = Math.max(this.savedSeq, seq)
     saved()
     // Emptied in place (the array keeps its capacity: no new one per document and batch); usually all were saved.
@@ -1322,6 +1329,7 @@ export class RegionNode {
       await this.o.transport.commit(this.writer, origin, last)
     } catch (e) {
       // Not the records' fault (store or transport failed): read them again next round.
+      this.undoDeadLetters()
       await this.o.transport.rewind(this.writer, origin).catch(() => undefined)
       throw e instanceof InfrastructureFailure ? e.error : e
     }
@@ -1381,6 +1389,7 @@ export class RegionNode {
       await this.persist(ops)
     } catch (e) {
       // Not the records' fault (store or transport failed): read them again next round.
+      this.undoDeadLetters()
       await Promise.all(batches.map((b) => this.o.transport.rewind(this.writer, b.origin).catch(() => undefined)))
       const error = e instanceof InfrastructureFailure ? e.error : e
       if (this.fatal !== undefined) throw error
@@ -1519,8 +1528,22 @@ export class RegionNode {
   /** Dead-letters a record that failed; rethrows store/transport failures (not the record's fault). */
   private rejectRecord(rec: LogRecord, m: MutablePeer, e: unknown, ops: StoreOp[]): void {
     if (e instanceof InfrastructureFailure) throw e
+    this.dlUndo ??= { list: this.deadList.slice(), counter: this.dlCounter, rejected: new Map([...this.peers].map(([r, p]) => [r, p.rejected])) }
     m.rejected++
     this.deadLetter(rec, e, ops)
+  }
+
+  /** Takes back the dead letters of a batch whose store write failed (see {@link dlUndo}). */
+  private undoDeadLetters(): void {
+    const u = this.dlUndo
+    if (u === undefined) return
+    this.dlUndo = undefined
+    this.deadList = u.list
+    this.dlCounter = u.counter
+    for (const [region, n] of u.rejected) {
+      const p = this.peers.get(region)
+      if (p !== undefined) p.rejected = n
+    }
   }
 
   private deadLetter(rec: LogRecord, e: unknown, ops: StoreOp[]): void {
