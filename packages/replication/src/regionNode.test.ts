@@ -881,12 +881,20 @@ class FlakyStore extends MemoryStore {
     }
     return super.write(ops)
   }
+  failKeys = false
   override async get(key: string): Promise<Uint8Array | undefined> {
     if (this.failGet) {
       this.failGet = false
       throw new TransportError('store unreachable (test)')
     }
     return super.get(key)
+  }
+  override async keys(prefix: string): Promise<readonly string[]> {
+    if (this.failKeys) {
+      this.failKeys = false
+      throw new TransportError('store unreachable (test)')
+    }
+    return super.keys(prefix)
   }
 }
 
@@ -1136,6 +1144,42 @@ describe('RegionNode after a failed store write', () => {
     await settle([us, ap], clock, async () => (await ap.open<number>('n', 'pn-counter')).value() === 1, 40)
     expect((await ap.open<number>('n', 'pn-counter')).value()).toBe(1)
     expect((await ap.open<number>('m', 'pn-counter')).value()).toBe(1)
+    for (const n of [eu, us, ap]) await n.close()
+  })
+
+  it('a repair request whose answer failed on a store read is answered in the next round (review finding: it was dropped)', async () => {
+    const { make, broker, clock, factories } = makeCluster({ instances: 0, extra: { repairTimeoutMs: 200 } })
+    const eu = make('eu', 'i1')
+    const store = new FlakyStore()
+    const us = make('us', 'i1', store)
+    let dropped = 0
+    const ap = new RegionNode({
+      region: 'ap',
+      instance: 'i1',
+      regions: [...REGIONS],
+      transport: new MemoryTransport({ broker, faults: { drop: (r) => r.origin === 'eu' && r.position === '1' && dropped++ < 1 } }),
+      store: new MemoryStore(),
+      factories,
+      now: clock.now,
+      random: seededRandom(7),
+      repairTimeoutMs: 200,
+    })
+    await us.init()
+    ;((await eu.open('n', 'pn-counter')) as unknown as PnCounter).increment(1)
+    await eu.flush()
+    ;((await eu.open('m', 'pn-counter')) as unknown as PnCounter).increment(1)
+    await eu.flush()
+    await us.pump()
+    await ap.pump()
+    clock.advance(300)
+    // ap asks anyone (eu, the writer, is quiet); us reads the request, then its store fails a read.
+    await ap.pump()
+    store.failKeys = true
+    await expect(us.pump()).rejects.toThrow(/store unreachable/)
+    // No time passes: ap does not ask again, so only the kept request can bring n.
+    await us.pump()
+    await ap.pump()
+    expect((await ap.open<number>('n', 'pn-counter')).value()).toBe(1)
     for (const n of [eu, us, ap]) await n.close()
   })
 

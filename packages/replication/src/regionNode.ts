@@ -1690,19 +1690,27 @@ export class RegionNode {
     const queue = this.repairQueue
     this.repairQueue = []
     let sent = 0
-    for (const { req, requester } of queue) {
+    for (let q = 0; q < queue.length; q++) {
+      const { req, requester } = queue[q] as (typeof queue)[number]
       const upTo = this.coverage(req.target)
       if (upTo <= req.from) continue
       const docs: RepairDoc[] = []
-      for (const key of await this.o.store.keys('dix/')) {
-        const docId = key.slice(4)
-        // A cached document may hold bounds newer than the store's (saved with the next batch).
-        const cached = this.docs.get(docId)
-        const bytes = cached === undefined ? await this.o.store.get(key) : undefined
-        const touched = cached?.touched ?? (bytes === undefined ? undefined : VersionVector.decode(bytes))
-        if (touched === undefined || touched.get(req.target) <= req.from) continue
-        const doc = await this.loadDocUnwrapped(docId, undefined)
-        docs.push({ docId, typeName: doc.typeName, state: doc.replica.deltaSince() })
+      try {
+        for (const key of await this.o.store.keys('dix/')) {
+          const docId = key.slice(4)
+          // A cached document may hold bounds newer than the store's (saved with the next batch).
+          const cached = this.docs.get(docId)
+          const bytes = cached === undefined ? await this.o.store.get(key) : undefined
+          const touched = cached?.touched ?? (bytes === undefined ? undefined : VersionVector.decode(bytes))
+          if (touched === undefined || touched.get(req.target) <= req.from) continue
+          const doc = await this.loadDocUnwrapped(docId, undefined)
+          docs.push({ docId, typeName: doc.typeName, state: doc.replica.deltaSince() })
+        }
+      } catch (e) {
+        // The store failed: this request and the ones after it are answered next round (their ids
+        // are already taken as answered, so a redelivery would not bring them back).
+        this.repairQueue = queue.slice(q).concat(this.repairQueue)
+        throw e
       }
       // Split so that no part exceeds half the envelope limit.
       const limit = Math.floor(this.envelopeLimit / 2)
