@@ -178,6 +178,8 @@ export function runTransportContract(
       expect(await t.committed(r1, o2)).toBeUndefined()
       expect(await t.committed(r2, o1)).toBeUndefined()
       // Another client resumes r1 on o2 from the start (nothing committed there) and on o1 after x2.
+      // (The first one closed: a reader is one process; two at once would share the reader's logs.)
+      await t.close()
       const t2 = await open()
       expect((await pollN(t2, r1, o2, 1)).map(text)).toEqual(['y1'])
       expect((await pollN(t2, r1, o1, 1)).map(text)).toEqual(['x3'])

@@ -64,6 +64,18 @@ describe('KafkaTransport options', () => {
     expect(() => resolveOptions({ bufferRecords: 0 })).toThrow(ConfigError)
     expect(() => resolveOptions({ topicPrefx: 'x' } as never)).toThrow(/unknown option "topicPrefx" \(did you mean "topicPrefix"\?\)/)
     expect(() => resolveOptions({ maxBatchBytes: 100 })).toThrow(/maxBatchBytes/)
+    // Found by a review: each was accepted, and failed later (or, brokers without a port, retried for ever).
+    for (const bad of [
+      { groupPrefix: 7 },
+      { topicConfig: 'retention.ms=1' },
+      { topicConfig: { 'cleanup.policy': 'compact' } },
+      { kafka: { brokers: ['127.0.0.1'] } },
+      { kafka: { brokers: '127.0.0.1:9092' } },
+      { kafka: { brokers: [] } },
+    ]) {
+      expect(() => resolveOptions(bad as never), JSON.stringify(bad)).toThrow(ConfigError)
+    }
+    expect(resolveOptions({ kafka: { brokers: ['127.0.0.1:9092', '[::1]:9093'] } }).groupPrefix).toBe('concord')
     expect(topicName('concord', 'eu-west-1')).toBe('concord.eu-west-1')
     expect(() => topicName('concord', 'eu/west')).toThrow(ConfigError)
     expect(() => topicName('concord', '')).toThrow(ConfigError)

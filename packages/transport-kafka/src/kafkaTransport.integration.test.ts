@@ -163,6 +163,38 @@ describe.skipIf(!server.available)('KafkaTransport against a real broker', () =>
     expect((await pollN(t, other, origin, 4)).map(text)).toEqual(['a', 'b', 'c', 'd'])
   })
 
+  it('a reader whose origin topic was deleted and created again reads the new records (review finding: it skipped every offset below its old position)', async () => {
+    const writer = open({ groupPrefix: `${prefix}-w` })
+    const t = open()
+    const origin = unique('o')
+    const reader = unique('r')
+    await writer.append(origin, Array.from({ length: 10 }, (_, i) => Uint8Array.of(i)))
+    const got = await pollN(t, reader, origin, 10)
+    expect(got).toHaveLength(10)
+    await t.commit(reader, origin, (got[9] as LogRecord).position)
+    await admin.deleteTopics({ topics: [`${prefix}.${origin}`] })
+    // The writer's next append creates the topic again (it may take a few tries while the deletion completes).
+    let positions: readonly string[] = []
+    for (let i = 0; i < 30 && positions.length === 0; i++) {
+      try {
+        positions = await writer.append(origin, [Uint8Array.of(200), Uint8Array.of(201), Uint8Array.of(202)])
+      } catch (e) {
+        if (!(isConcordError(e) && e.retriable)) throw e
+        await new Promise((r) => setTimeout(r, 500))
+      }
+    }
+    expect(positions).toEqual(['0', '1', '2'])
+    const after: LogRecord[] = []
+    for (let i = 0; i < 60 && after.length < 3; i++) {
+      try {
+        after.push(...(await t.poll(reader, origin, { waitMs: 500 })))
+      } catch (e) {
+        if (!(isConcordError(e) && e.retriable)) throw e
+      }
+    }
+    expect(after.map((r) => r.bytes[0])).toEqual([200, 201, 202])
+  })
+
   it('pauses at the buffer bound and still delivers everything in order', async () => {
     const t = open({ bufferRecords: 8 })
     const origin = unique('o')

@@ -659,6 +659,13 @@ export class KafkaTransport implements Transport {
         const messages = batch.messages
         const first = messages[0]
         const last = messages[messages.length - 1]?.offset
+        // The log ends below what this reader already took: the topic was deleted and created
+        // again (an operator, or a cluster rebuilt empty). Its offsets start over: without this
+        // every record below the old position would be skipped as already delivered.
+        if (o.next !== undefined && BigInt(batch.highWatermark) < o.next) {
+          o.next = undefined
+          o.committed = undefined
+        }
         // Offsets grow within a batch: when the first is new, all are (no BigInt per record).
         const allNew = first !== undefined && (o.next === undefined || BigInt(first.offset) >= o.next)
         const own = o.skipSource === undefined ? undefined : this.appended.get(`${o.topic}\u0000${o.skipSource}`)

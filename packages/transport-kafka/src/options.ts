@@ -119,11 +119,28 @@ export function resolveOptions(options: KafkaTransportOptions): ResolvedKafkaTra
   checkKnownOptions('kafka transport', options, Object.keys(OPTION_KEYS))
   const d = KAFKA_TRANSPORT_DEFAULTS
   const topicPrefix = options.topicPrefix ?? d.topicPrefix
-  if (!TOPIC_CHARS.test(topicPrefix)) throw new ConfigError(`kafka transport: topicPrefix ${JSON.stringify(topicPrefix)} may only hold [a-zA-Z0-9._-]`)
+  if (typeof topicPrefix !== 'string' || !TOPIC_CHARS.test(topicPrefix)) throw new ConfigError(`kafka transport: topicPrefix ${JSON.stringify(topicPrefix)} may only hold [a-zA-Z0-9._-]`)
   // A topic is `<prefix>.<origin>`, at most 249 characters: room for one character of origin at least.
   if (topicPrefix.length > MAX_TOPIC_CHARS - 2) throw new ConfigError(`kafka transport: topicPrefix is ${topicPrefix.length} characters; topic names hold at most ${MAX_TOPIC_CHARS}, prefix and origin together`)
   const groupPrefix = options.groupPrefix ?? d.groupPrefix
-  if (groupPrefix.length === 0) throw new ConfigError('kafka transport: groupPrefix must not be empty')
+  if (typeof groupPrefix !== 'string' || groupPrefix.length === 0) throw new ConfigError('kafka transport: groupPrefix must be a non-empty string')
+  const topicConfig: unknown = options.topicConfig ?? {}
+  if (typeof topicConfig !== 'object' || topicConfig === null || Array.isArray(topicConfig) || !Object.values(topicConfig).every((v) => typeof v === 'string')) {
+    throw new ConfigError('kafka transport: topicConfig must be an object of topic settings to string values')
+  }
+  // Records are keyed by document: a compacted topic would keep only each document's last record
+  // (the log must keep every one until readers committed past it) and refuses unkeyed control records.
+  const policy = (topicConfig as Record<string, string>)['cleanup.policy']
+  if (policy !== undefined && policy !== 'delete') throw new ConfigError(`kafka transport: topicConfig cleanup.policy must be "delete" (Concord trims below what every reader committed), got ${JSON.stringify(policy)}`)
+  const kafka: unknown = options.kafka
+  if (kafka !== undefined && !(typeof kafka === 'object' && kafka !== null)) throw new ConfigError('kafka transport: kafka must be a Kafka client or kafkajs options')
+  // kafkajs options (not a client): the brokers, checked here, or the first connection fails with a
+  // retriable-looking error much later (a missing port makes kafkajs try port NaN).
+  if (kafka !== undefined && typeof (kafka as { producer?: unknown }).producer !== 'function') {
+    const brokers = (kafka as { brokers?: unknown }).brokers
+    const ok = typeof brokers === 'function' || (Array.isArray(brokers) && brokers.length > 0 && brokers.every((b) => typeof b === 'string' && /^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(b)))
+    if (!ok) throw new ConfigError(`kafka transport: kafka.brokers must be a non-empty array of "host:port" strings (or a function returning one), got ${JSON.stringify(brokers)}`)
+  }
   const replicationFactor = options.replicationFactor ?? d.replicationFactor
   if (!Number.isInteger(replicationFactor) || (replicationFactor < 1 && replicationFactor !== -1)) {
     throw new ConfigError(`kafka transport: replicationFactor must be -1 or a positive integer, got ${replicationFactor}`)
@@ -133,7 +150,7 @@ export function resolveOptions(options: KafkaTransportOptions): ResolvedKafkaTra
     topicPrefix,
     groupPrefix,
     replicationFactor,
-    topicConfig: { ...d.topicConfig, ...options.topicConfig },
+    topicConfig: { ...d.topicConfig, ...(topicConfig as Record<string, string>) },
     bufferRecords: positiveInteger('bufferRecords', options.bufferRecords ?? d.bufferRecords),
     sessionTimeoutMs: positiveInteger('sessionTimeoutMs', options.sessionTimeoutMs ?? d.sessionTimeoutMs),
     heartbeatIntervalMs: positiveInteger('heartbeatIntervalMs', options.heartbeatIntervalMs ?? d.heartbeatIntervalMs),

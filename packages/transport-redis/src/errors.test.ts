@@ -18,7 +18,9 @@ describe('translateError', () => {
     for (const m of ['WRONGPASS invalid username-password pair', 'NOAUTH Authentication required.', 'WRONGTYPE Operation against a key']) {
       expect(translateError(reply(m), 'x')).toBeInstanceOf(ConfigError)
     }
-    for (const m of ['LOADING Redis is loading', 'READONLY You cannot write', 'CLUSTERDOWN down', 'NOGROUP No such key']) {
+    // MISCONF (the server cannot save: writes come back once the disk does) and UNBLOCKED (a blocked
+    // read whose stream was deleted) were permanent: a node stopped for good.
+    for (const m of ['LOADING Redis is loading', 'READONLY You cannot write', 'CLUSTERDOWN down', 'NOGROUP No such key', 'MISCONF Redis is configured to save RDB snapshots, but it is currently not able to persist on disk', 'UNBLOCKED the stream key no longer exists']) {
       const e = translateError(reply(m), 'x')
       expect(e).toBeInstanceOf(TransportError)
       expect(e.retriable).toBe(true)

@@ -5,7 +5,9 @@
 import { ConfigError, TransportError, isConcordError, type ConcordError } from '@concord/core'
 
 // Replies that mean "try again later": the server is loading, failing over, or out of memory.
-const RETRIABLE_REPLIES = new Set(['LOADING', 'BUSY', 'TRYAGAIN', 'CLUSTERDOWN', 'MASTERDOWN', 'READONLY', 'NOREPLICAS', 'OOM', 'MOVED', 'ASK'])
+// MISCONF: the server cannot save to disk (a full or broken disk) and refuses writes until it can.
+// UNBLOCKED: a blocked read whose stream was deleted (the next poll recreates the group, as after NOGROUP).
+const RETRIABLE_REPLIES = new Set(['LOADING', 'BUSY', 'TRYAGAIN', 'CLUSTERDOWN', 'MASTERDOWN', 'READONLY', 'NOREPLICAS', 'OOM', 'MOVED', 'ASK', 'MISCONF', 'UNBLOCKED'])
 // Replies that mean the configuration is wrong: retrying cannot help.
 const CONFIG_REPLIES = new Set(['NOAUTH', 'WRONGPASS', 'NOPERM', 'WRONGTYPE'])
 

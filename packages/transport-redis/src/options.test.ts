@@ -73,5 +73,14 @@ describe('RedisStore options', () => {
     expect(() => new RedisStore({ keyPrefix: '{store}', waitReplica: 1 } as never)).toThrow(/redis store: unknown option "waitReplica" \(did you mean "waitReplicas"\?\)/)
     expect(() => new RedisStore({ keyPrefix: 'no-tag' })).toThrow(ConfigError)
     expect(() => new RedisStore(undefined as never)).toThrow(/options must be an object/)
+    // WAIT n 0 waits for ever.
+    expect(() => new RedisStore({ keyPrefix: '{store}', waitReplicas: 1, waitTimeoutMs: 0 })).toThrow(/waitTimeoutMs must be at least 1/)
+    expect(() => new RedisStore({ keyPrefix: '{store}', redis: 6390 as never })).toThrow(ConfigError)
+  })
+
+  it('transport options of the wrong type are refused (a number for redis connected to the default server)', () => {
+    for (const bad of [{ redis: 6390 }, { consumer: 42 }, { storeKeys: 'no' }, { now: 'Date.now' }, { keyPrefix: 5 }, { waitReplicas: 1, waitTimeoutMs: 0 }]) {
+      expect(() => resolveOptions(bad as never), JSON.stringify(bad)).toThrow(ConfigError)
+    }
   })
 })

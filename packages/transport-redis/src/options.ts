@@ -109,19 +109,27 @@ export function resolveOptions(options: RedisTransportOptions): ResolvedRedisTra
   checkKnownOptions('redis transport', options, Object.keys(OPTION_KEYS))
   const d = REDIS_TRANSPORT_DEFAULTS
   const keyPrefix = options.keyPrefix ?? d.keyPrefix
-  if (!hasHashTag(keyPrefix)) {
+  if (typeof keyPrefix !== 'string' || !hasHashTag(keyPrefix)) {
     throw new ConfigError(`redis transport: keyPrefix ${JSON.stringify(keyPrefix)} needs a hash tag such as '{concord}'`)
   }
   const consumer = options.consumer ?? d.consumer
-  if (consumer.length === 0) throw new ConfigError('redis transport: consumer must not be empty')
+  if (typeof consumer !== 'string' || consumer.length === 0) throw new ConfigError('redis transport: consumer must be a non-empty string')
+  const redis: unknown = options.redis ?? d.redis
+  if (typeof redis !== 'string' && (typeof redis !== 'object' || redis === null)) throw new ConfigError('redis transport: redis must be a URL, ioredis options or a Redis/Cluster client')
+  if (options.now !== undefined && typeof options.now !== 'function') throw new ConfigError('redis transport: now must be a function')
+  if (options.storeKeys !== undefined && typeof options.storeKeys !== 'boolean') throw new ConfigError('redis transport: storeKeys must be a boolean')
+  const waitReplicas = nonNegativeInteger('waitReplicas', options.waitReplicas ?? d.waitReplicas)
+  const waitTimeoutMs = nonNegativeInteger('waitTimeoutMs', options.waitTimeoutMs ?? d.waitTimeoutMs)
+  // WAIT n 0 blocks until n replicas acknowledge, for ever.
+  if (waitReplicas > 0 && waitTimeoutMs < 1) throw new ConfigError('redis transport: waitTimeoutMs must be at least 1 with waitReplicas (WAIT with 0 waits for ever)')
   return {
     redis: options.redis ?? d.redis,
     keyPrefix,
     consumer,
     claimMinIdleMs: nonNegativeInteger('claimMinIdleMs', options.claimMinIdleMs ?? d.claimMinIdleMs),
     claimIntervalMs: nonNegativeInteger('claimIntervalMs', options.claimIntervalMs ?? d.claimIntervalMs),
-    waitReplicas: nonNegativeInteger('waitReplicas', options.waitReplicas ?? d.waitReplicas),
-    waitTimeoutMs: nonNegativeInteger('waitTimeoutMs', options.waitTimeoutMs ?? d.waitTimeoutMs),
+    waitReplicas,
+    waitTimeoutMs,
     now: options.now ?? Date.now,
     storeKeys: options.storeKeys ?? false,
   }

@@ -79,7 +79,10 @@ export class RedisStore implements Store {
     this.index = `${options.keyPrefix}:keys`
     this.waitReplicas = nonNegativeInteger('waitReplicas', options.waitReplicas ?? REDIS_STORE_DEFAULTS.waitReplicas)
     this.waitTimeoutMs = nonNegativeInteger('waitTimeoutMs', options.waitTimeoutMs ?? REDIS_STORE_DEFAULTS.waitTimeoutMs)
+    // WAIT n 0 blocks until n replicas acknowledge, for ever.
+    if (this.waitReplicas > 0 && this.waitTimeoutMs < 1) throw new ConfigError('redis store: waitTimeoutMs must be at least 1 with waitReplicas (WAIT with 0 waits for ever)')
     const redis = options.redis ?? REDIS_STORE_DEFAULTS.redis
+    if (typeof redis !== 'string' && (typeof redis !== 'object' || redis === null)) throw new ConfigError('redis store: redis must be a URL, ioredis options or a Redis/Cluster client')
     if (redis instanceof Redis || redis instanceof Cluster) {
       if (redis instanceof Cluster && this.waitReplicas > 0) {
         throw new ConfigError(`redis store: ${WAIT_ON_CLUSTER}`)

@@ -331,9 +331,10 @@ export class RedisTransport implements Transport {
       this.dropConnection(s)
       if (this.closed) throw new ClosedError('redis transport was closed during poll', { cause: e })
       if (signal?.aborted === true) return out
-      if (replyCode(e) === 'NOGROUP') {
-        // The stream or the group is gone (deleted, or a server restarted without its data): the
-        // next poll recreates the group and restarts from the committed position, else the start.
+      if (replyCode(e) === 'NOGROUP' || replyCode(e) === 'UNBLOCKED') {
+        // The stream or the group is gone (deleted, or a server restarted without its data; a
+        // blocked read hears UNBLOCKED): the next poll recreates the group and restarts from the
+        // committed position, else the start.
         this.groups.delete(`${s.stream}\u0000${reader}`)
         s.started = false
       }
