@@ -21,8 +21,10 @@ export interface RedisTransportOptions {
    */
   readonly keyPrefix?: string
   /**
-   * Consumer name inside each reader's consumer group. Give each process of a region its own
-   * name when several consume the same origin.
+   * Consumer name inside each reader's consumer group. A reader is read by one process at a time
+   * (a RegionNode's reader is its writer id, one per process): a commit acknowledges every entry
+   * of the reader's group up to its position, whichever consumer it was delivered to, so two
+   * processes reading as one reader would acknowledge each other's unapplied entries.
    * @default 'concord'
    */
   readonly consumer?: string
