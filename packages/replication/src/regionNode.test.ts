@@ -1005,6 +1005,35 @@ describe('RegionNode repair answers in parts', () => {
   })
 })
 
+describe('RegionNode metrics: pending', () => {
+  it('counts the sequence numbers missing after the contiguous prefix, not those applied beyond a gap', async () => {
+    const { make, broker, clock, factories } = makeCluster({ instances: 0 })
+    const eu = make('eu', 'i1')
+    const lossy = new RegionNode({
+      region: 'us',
+      instance: 'i1',
+      regions: [...REGIONS],
+      transport: new MemoryTransport({ broker, faults: { drop: (r) => r.origin === 'eu' && (r.position === '1' || r.position === '3') } }),
+      store: new MemoryStore(),
+      factories,
+      now: clock.now,
+      random: seededRandom(3),
+      repairTimeoutMs: 3_600_000,
+    })
+    const c = (await eu.open('c', 'pn-counter')) as unknown as PnCounter
+    for (let i = 0; i < 5; i++) {
+      c.increment(1)
+      await eu.flush()
+    }
+    await lossy.pump()
+    // Five updates, two lost on the way (1 and 3): 2 and 4, 5 applied beyond the gap.
+    expect(lossy.metrics().peers.find((p) => p.region === 'eu')?.applied).toBe(3)
+    expect(lossy.metrics().peers.find((p) => p.region === 'eu')?.pending).toBe(2)
+    await eu.close()
+    await lossy.close()
+  })
+})
+
 describe('RegionNode eviction bookkeeping', () => {
   it('registers a replica for finalization once, however often it is evicted and taken back (review finding: once per eviction, memory without bound)', async () => {
     const { make } = makeCluster({ instances: 0 })

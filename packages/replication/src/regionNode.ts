@@ -1813,9 +1813,18 @@ export class RegionNode {
     for (const [w, max] of this.knownMax.entries()) {
       if (w === this.writer) continue
       const r = regionOf(w)
-      let missing = 0
-      for (let s = this.seen.contiguous(w) + 1; s <= max && missing < 1_000_000; s++) if (!this.seen.hasCounter(w, s)) missing++
-      pendingByRegion.set(r, (pendingByRegion.get(r) ?? 0) + missing)
+      // Sequence numbers after the contiguous prefix up to the highest known, less those the
+      // applied set holds: from its ranges, not one lookup per number (a wide gap cost a walk of
+      // up to a million numbers per metrics call, and OpenTelemetry calls it once per instrument).
+      const c = this.seen.contiguous(w)
+      let missing = Math.max(0, max - c)
+      const ranges = this.seen.flatRanges(w)
+      for (let i = 0; i + 1 < ranges.length; i += 2) {
+        const lo = Math.max(ranges[i] as number, c + 1)
+        const hi = Math.min(ranges[i + 1] as number, max)
+        if (hi >= lo) missing -= hi - lo + 1
+      }
+      pendingByRegion.set(r, (pendingByRegion.get(r) ?? 0) + Math.max(0, missing))
     }
     return {
       writer: this.writer,
