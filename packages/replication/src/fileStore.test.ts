@@ -132,6 +132,15 @@ describe('FileStore durability', () => {
   })
 })
 
+type RawWrite = (bytes: Uint8Array, offset: number, length: number) => Promise<{ bytesWritten: number }>
+
+/** Routes `st`'s writes to its file through `fn`, which gets the real write first. */
+function interceptWrites(st: FileStore, fn: (write: RawWrite, bytes: Uint8Array, offset: number, length: number) => Promise<{ bytesWritten: number }>): void {
+  const handle = (st as unknown as { handle: FileHandle }).handle
+  const write = handle.write.bind(handle) as RawWrite
+  ;(handle as unknown as { write: RawWrite }).write = (bytes, offset, length) => fn(write, bytes, offset, length)
+}
+
 describe('FileStore damage and failures', () => {
   const fill = async (path: string, n: number): Promise<void> => {
     const st = await FileStore.open(path)
@@ -176,15 +185,13 @@ describe('FileStore damage and failures', () => {
     const path = join(dir, 's.db')
     const st = await FileStore.open(path)
     await st.put('before', b('1'))
-    const handle = (st as unknown as { handle: FileHandle }).handle
-    const write = handle.write.bind(handle) as (bytes: Uint8Array, offset: number, length: number) => Promise<{ bytesWritten: number }>
     let armed = true
-    ;(handle as unknown as { write: typeof write }).write = async (bytes, offset, length) => {
+    interceptWrites(st, async (write, bytes, offset, length) => {
       if (!armed) return write(bytes, offset, length)
       armed = false
       await write(bytes, offset, Math.floor(length / 2))
       throw Object.assign(new Error('ENOSPC: no space left on device (test)'), { code: 'ENOSPC' })
-    }
+    })
     await expect(st.put('failed', b('x'.repeat(500)))).rejects.toThrow(/ENOSPC/)
     for (let i = 0; i < 5; i++) await st.put(`after${i}`, b(`${i}`))
     await st.close()
@@ -197,10 +204,8 @@ describe('FileStore damage and failures', () => {
   it('a short write is completed, not acknowledged half-written', async () => {
     const path = join(dir, 's.db')
     const st = await FileStore.open(path)
-    const handle = (st as unknown as { handle: FileHandle }).handle
-    const write = handle.write.bind(handle) as (bytes: Uint8Array, offset: number, length: number) => Promise<{ bytesWritten: number }>
     // Each call takes at most 7 bytes, as a write to a nearly full or interrupted device may.
-    ;(handle as unknown as { write: typeof write }).write = (bytes, offset, length) => write(bytes, offset, Math.min(length, 7))
+    interceptWrites(st, (write, bytes, offset, length) => write(bytes, offset, Math.min(length, 7)))
     await st.put('big', new Uint8Array(300).fill(7))
     await st.close()
     const again = await FileStore.open(path)

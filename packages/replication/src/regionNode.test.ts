@@ -1007,19 +1007,10 @@ describe('RegionNode repair answers in parts', () => {
 
 describe('RegionNode metrics: pending', () => {
   it('counts the sequence numbers missing after the contiguous prefix, not those applied beyond a gap', async () => {
-    const { make, broker, clock, factories } = makeCluster({ instances: 0 })
+    const { make, broker } = makeCluster({ instances: 0 })
     const eu = make('eu', 'i1')
-    const lossy = new RegionNode({
-      region: 'us',
-      instance: 'i1',
-      regions: [...REGIONS],
-      transport: new MemoryTransport({ broker, faults: { drop: (r) => r.origin === 'eu' && (r.position === '1' || r.position === '3') } }),
-      store: new MemoryStore(),
-      factories,
-      now: clock.now,
-      random: seededRandom(3),
-      repairTimeoutMs: 3_600_000,
-    })
+    const transport = new MemoryTransport({ broker, faults: { drop: (r) => r.origin === 'eu' && (r.position === '1' || r.position === '3') } })
+    const lossy = make('us', 'i1', new MemoryStore(), { transport, repairTimeoutMs: 3_600_000 })
     const c = (await eu.open('c', 'pn-counter')) as unknown as PnCounter
     for (let i = 0; i < 5; i++) {
       c.increment(1)
@@ -1085,6 +1076,26 @@ describe('RegionNode and a slow store', () => {
   })
 })
 
+/**
+ * eu writes documents n and m; ap's client loses the first (n) on delivery, so ap has a gap to
+ * repair, with eu quiet after; us (over a FlakyStore) can answer. Nothing pumped yet but us's init.
+ */
+async function gapAtAp() {
+  const { make, broker, clock } = makeCluster({ instances: 0, extra: { repairTimeoutMs: 200 } })
+  const eu = make('eu', 'i1')
+  const store = new FlakyStore()
+  const us = make('us', 'i1', store)
+  let dropped = 0
+  const lossy = new MemoryTransport({ broker, faults: { drop: (r) => r.origin === 'eu' && r.position === '1' && dropped++ < 1 } })
+  const ap = make('ap', 'i1', new MemoryStore(), { transport: lossy })
+  await us.init()
+  ;((await eu.open('n', 'pn-counter')) as unknown as PnCounter).increment(1)
+  await eu.flush()
+  ;((await eu.open('m', 'pn-counter')) as unknown as PnCounter).increment(1)
+  await eu.flush()
+  return { eu, us, store, ap, clock, dropped: () => dropped }
+}
+
 describe('RegionNode after a failed store write', () => {
   it('a flush retried after a failed store write, then a restart: the next write is replicated (no sequence number used twice)', async () => {
     const { make } = makeCluster({ instances: 0 })
@@ -1140,30 +1151,9 @@ describe('RegionNode after a failed store write', () => {
   })
 
   it('answers no repair request in a round whose store write failed: the next round answers with every document', async () => {
-    const { make, broker, clock, factories } = makeCluster({ instances: 0, extra: { repairTimeoutMs: 200 } })
-    const eu = make('eu', 'i1')
-    const store = new FlakyStore()
-    const us = make('us', 'i1', store)
-    // ap's client loses eu's first update on delivery; eu then goes quiet, so ap asks anyone.
-    let dropped = 0
-    const ap = new RegionNode({
-      region: 'ap',
-      instance: 'i1',
-      regions: [...REGIONS],
-      transport: new MemoryTransport({ broker, faults: { drop: (r) => r.origin === 'eu' && r.position === '1' && dropped++ < 1 } }),
-      store: new MemoryStore(),
-      factories,
-      now: clock.now,
-      random: seededRandom(7),
-      repairTimeoutMs: 200,
-    })
-    await us.init()
-    ;((await eu.open('n', 'pn-counter')) as unknown as PnCounter).increment(1)
-    await eu.flush()
-    ;((await eu.open('m', 'pn-counter')) as unknown as PnCounter).increment(1)
-    await eu.flush()
+    const { eu, us, store, ap, clock, dropped } = await gapAtAp()
     await ap.pump()
-    expect(dropped).toBe(1)
+    expect(dropped()).toBe(1)
     clock.advance(300)
     await ap.pump()
     expect(ap.metrics().peers.find((p) => p.region === 'eu')?.repairsRequested).toBe(2)
@@ -1177,27 +1167,7 @@ describe('RegionNode after a failed store write', () => {
   })
 
   it('a repair request whose answer failed on a store read is answered in the next round (review finding: it was dropped)', async () => {
-    const { make, broker, clock, factories } = makeCluster({ instances: 0, extra: { repairTimeoutMs: 200 } })
-    const eu = make('eu', 'i1')
-    const store = new FlakyStore()
-    const us = make('us', 'i1', store)
-    let dropped = 0
-    const ap = new RegionNode({
-      region: 'ap',
-      instance: 'i1',
-      regions: [...REGIONS],
-      transport: new MemoryTransport({ broker, faults: { drop: (r) => r.origin === 'eu' && r.position === '1' && dropped++ < 1 } }),
-      store: new MemoryStore(),
-      factories,
-      now: clock.now,
-      random: seededRandom(7),
-      repairTimeoutMs: 200,
-    })
-    await us.init()
-    ;((await eu.open('n', 'pn-counter')) as unknown as PnCounter).increment(1)
-    await eu.flush()
-    ;((await eu.open('m', 'pn-counter')) as unknown as PnCounter).increment(1)
-    await eu.flush()
+    const { eu, us, store, ap, clock } = await gapAtAp()
     await us.pump()
     await ap.pump()
     clock.advance(300)
