@@ -20,7 +20,11 @@
  * Kafka ≥ 0.7). Needs Redis on REDIS_URL (default 127.0.0.1:6379) and Kafka on KAFKA_BROKERS
  * (default 127.0.0.1:9092).
  *
- *   node --conditions=@concord/source --import tsx benchmarks/src/transport-bench.ts [--repeats=3] [--warmup=3] [--envelopes=20000] [--batch=100] [--only=redis|kafka]
+ * With --profile=N, N more runs of each variant are CPU-profiled, and the report splits each
+ * variant's client CPU by component (the client library, Concord's engine, core, CRDTs and
+ * transport, the garbage collector, the Node.js runtime; see profile.ts).
+ *
+ *   node --conditions=@concord/source --import tsx benchmarks/src/transport-bench.ts [--repeats=3] [--warmup=3] [--envelopes=20000] [--batch=100] [--only=redis|kafka] [--profile=0]
  */
 import { randomBytes, randomUUID } from 'node:crypto'
 import { pathToFileURL } from 'node:url'
@@ -33,6 +37,7 @@ import { RedisTransport } from '@concord/transport-redis'
 import { KafkaTransport } from '@concord/transport-kafka'
 import { benchFactories, openWriters, type BenchReplica } from './noopReplica.js'
 import { kafkaBrokers, redisUrl, requireServers } from './servers.js'
+import { byComponent, startProfiler, type CpuProfile } from './profile.js'
 import { cliInt, cliMain, cliOnly, finishReport, median, progress, type BenchReport, type BenchRow } from './report.js'
 
 const REGIONS = ['eu', 'us', 'ap'] as const
@@ -49,15 +54,22 @@ export interface Timing {
   readonly elu: number
 }
 
-/** Starts measuring; the returned function ends it. */
-function measuring(): () => Timing {
+/**
+ * Starts measuring; the returned function ends it. With `profiles`, the measured part is also
+ * CPU-profiled (profile.ts) and its profile added there: such a run is slower, and its timing is
+ * not reported.
+ */
+async function measuring(profiles?: CpuProfile[]): Promise<() => Promise<Timing>> {
+  const profiler = profiles === undefined ? undefined : await startProfiler()
   const start = performance.now()
   const cpu0 = process.cpuUsage()
   const elu0 = performance.eventLoopUtilization()
-  return () => {
+  return async () => {
     const ms = performance.now() - start
     const cpu = process.cpuUsage(cpu0)
-    return { ms, cpuUs: cpu.user + cpu.system, elu: performance.eventLoopUtilization(elu0).utilization }
+    const timing = { ms, cpuUs: cpu.user + cpu.system, elu: performance.eventLoopUtilization(elu0).utilization }
+    if (profiler !== undefined) profiles?.push(await profiler.stop())
+    return timing
   }
 }
 
@@ -81,6 +93,12 @@ export interface TransportBenchOptions {
   readonly batch?: number
   /** Transports to measure. @default ['redis', 'kafka'] */
   readonly only?: readonly ('redis' | 'kafka')[]
+  /**
+   * Extra runs per variant, after the measured ones, whose measured part is CPU-profiled: the
+   * report then splits each variant's client CPU by component (profile.ts). Their throughput is
+   * not reported (the sampler slows a run down). @default 0
+   */
+  readonly profile?: number
 }
 
 const VARIANTS = ['raw', 'alone', 'noop', 'concord'] as const
@@ -116,7 +134,7 @@ export async function envelopeSize(): Promise<number> {
  * Concord: three RegionNodes over `open()` transports; resolves with the elapsed ms. `kind` 'noop'
  * swaps the PnCounters for replicas that do no CRDT work (noopReplica.ts).
  */
-export async function concordRun(open: () => Transport, envelopes: number, batch: number, kind: BenchReplica = 'pn-counter'): Promise<Timing> {
+export async function concordRun(open: () => Transport, envelopes: number, batch: number, kind: BenchReplica = 'pn-counter', profiles?: CpuProfile[]): Promise<Timing> {
   const transports: Transport[] = []
   const nodes = REGIONS.map((region) => {
     const transport = open()
@@ -130,7 +148,7 @@ export async function concordRun(open: () => Transport, envelopes: number, batch
   const base = nodes.map((n) => n.metrics().peers.reduce((s, p) => s + p.applied, 0))
   const target = 2 * envelopes
   const applied = (i: number): number => (nodes[i] as RegionNode).metrics().peers.reduce((s, p) => s + p.applied, 0) - (base[i] as number)
-  const measured = measuring()
+  const measured = await measuring(profiles)
   let written = 0
   const check = deadline('Concord run')
   while (written < envelopes || nodes.some((_, i) => applied(i) < target)) {
@@ -146,7 +164,7 @@ export async function concordRun(open: () => Transport, envelopes: number, batch
     for (const node of nodes) records += (await node.pump()).records
     if (records === 0 && written >= envelopes) await new Promise((r) => setTimeout(r, 1))
   }
-  const timing = measured()
+  const timing = await measured()
   for (const node of nodes) await node.close()
   for (const t of transports) await t.close()
   return timing
@@ -158,7 +176,7 @@ export async function concordRun(open: () => Transport, envelopes: number, batch
  * committed every second and at the end, as a RegionNode does with its default commitIntervalMs),
  * with raw bytes of an envelope's size. Separates the transport's cost from the engine's.
  */
-export async function transportRun(open: () => Transport, envelopes: number, batch: number, size: number): Promise<Timing> {
+export async function transportRun(open: () => Transport, envelopes: number, batch: number, size: number, profiles?: CpuProfile[]): Promise<Timing> {
   const transports = REGIONS.map(() => open())
   const reader = (i: number): string => `${REGIONS[i] as string}/i1`
   for (let i = 0; i < REGIONS.length; i++) await (transports[i] as Transport).subscribe?.(reader(i), REGIONS)
@@ -199,7 +217,7 @@ export async function transportRun(open: () => Transport, envelopes: number, bat
   got.fill(0)
   const payload = randomBytes(size)
   const keys = Array.from({ length: batch }, (_, d) => `d${d}`)
-  const measured = measuring()
+  const measured = await measuring(profiles)
   let written = 0
   const check = deadline('transport run')
   while (written < envelopes || got.some((g) => g < 2 * envelopes)) {
@@ -211,20 +229,20 @@ export async function transportRun(open: () => Transport, envelopes: number, bat
     if ((await readRound()) === 0 && written >= envelopes) await new Promise((r) => setTimeout(r, 1))
   }
   await commitAll()
-  const timing = measured()
+  const timing = await measured()
   for (const t of transports) await t.close()
   return timing
 }
 
 /** Raw Redis: pipelined XADD + XREADGROUP/XACK with the same batching. */
-export async function rawRedisRun(prefix: string, envelopes: number, batch: number, size: number): Promise<Timing> {
+export async function rawRedisRun(prefix: string, envelopes: number, batch: number, size: number, profiles?: CpuProfile[]): Promise<Timing> {
   const writers = REGIONS.map(() => new Redis(redisUrl()))
   const readers = REGIONS.map(() => new Redis(redisUrl()))
   const stream = (o: string): string => `${prefix}:raw:${o}`
   for (const o of REGIONS) for (const r of REGIONS) if (r !== o) await (writers[0] as Redis).xgroup('CREATE', stream(o), r, '0', 'MKSTREAM')
   const got = new Map<string, number>(REGIONS.map((r) => [r, 0]))
   const payload = randomBytes(size)
-  const measured = measuring()
+  const measured = await measuring(profiles)
   let written = 0
   const check = deadline('raw Redis run')
   while (written < envelopes || REGIONS.some((r) => (got.get(r) as number) < 2 * envelopes)) {
@@ -250,7 +268,7 @@ export async function rawRedisRun(prefix: string, envelopes: number, batch: numb
       }
     }
   }
-  const timing = measured()
+  const timing = await measured()
   await (writers[0] as Redis).del(...REGIONS.map(stream))
   for (const c of [...writers, ...readers]) await c.quit()
   return timing
@@ -260,7 +278,7 @@ export async function rawRedisRun(prefix: string, envelopes: number, batch: numb
  * Raw kafkajs: one send of `batch` messages per region and round, keyed by document like
  * Concord's; a consumer group per (reader, origin), committing once a second as a node does.
  */
-export async function rawKafkaRun(prefix: string, envelopes: number, batch: number, size: number): Promise<Timing> {
+export async function rawKafkaRun(prefix: string, envelopes: number, batch: number, size: number, profiles?: CpuProfile[]): Promise<Timing> {
   const kafka = new Kafka({ clientId: 'bench-raw', brokers: kafkaBrokers(), logLevel: logLevel.NOTHING })
   const admin = kafka.admin()
   await admin.connect()
@@ -307,7 +325,7 @@ export async function rawKafkaRun(prefix: string, envelopes: number, batch: numb
   // The same records as Concord's: keyed by document (the key travels with each record), the
   // topic's one partition named (as KafkaTransport does: kafkajs then hashes no key).
   const keys = Array.from({ length: batch }, (_, d) => `d${d}`)
-  const measured = measuring()
+  const measured = await measuring(profiles)
   for (let written = 0; written < envelopes; written += batch) {
     for (const origin of REGIONS) await producer.send({ topic: topic(origin), acks: -1, messages: keys.map((key) => ({ key, value: payload, partition: 0 })) })
   }
@@ -317,7 +335,7 @@ export async function rawKafkaRun(prefix: string, envelopes: number, batch: numb
     await new Promise((r) => setTimeout(r, 1))
   }
   await Promise.all(finalCommits.map((c) => c()))
-  const timing = measured()
+  const timing = await measured()
   await Promise.all(consumers.map((c) => c.disconnect()))
   await producer.disconnect()
   await admin.deleteTopics({ topics: REGIONS.map(topic) }).catch(() => undefined)
@@ -332,6 +350,7 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
   const envelopes = options.envelopes ?? 20_000
   const batch = options.batch ?? 100
   const only = options.only ?? ['redis', 'kafka']
+  const profileRuns = options.profile ?? 0
   await requireServers('transport benchmark', only)
   const size = await envelopeSize()
   const rows: BenchRow[] = []
@@ -341,6 +360,11 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
     '"alone (no engine)" = the Concord transport driven like the nodes drive it (append a flush\'s records keyed by document, poll each other origin, commit every second as a node does by default) with raw bytes of an envelope\'s size: what the transport costs without the replication engine',
     'client CPU = CPU time of this Node process (all threads: JavaScript, GC, I/O) during the measured part of a run / written envelopes; the Redis server and the Kafka broker run in their own processes',
     'main thread busy = event-loop utilization of the Node main thread during the measured part (the share of the time it ran code rather than waited for I/O or timers); near 100 % the variant is bounded by that one thread\'s CPU, not by round trips',
+    ...(profileRuns === 0
+      ? []
+      : [
+          `CPU by component = self time in a V8 CPU profile (sampled every 250 µs) of the measured part of ${profileRuns} extra run(s) of each variant, by the code it ran (native calls and Node internals count for the library or package that called them; idle time left out), / written envelopes; the profiled runs are slower and their throughput is not reported`,
+        ]),
   ]
   const rate = (ms: number): number => (3 * envelopes) / (ms / 1000)
   // CPU of this process (every thread: JS, GC, I/O) per written envelope, in µs, during the measured part.
@@ -354,11 +378,12 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
     transport: 'Redis' | 'Kafka',
     names: { raw: string; alone: string; noop: string; concord: string },
     target: number,
-    round: (prefix: string) => { raw: () => Promise<Timing>; alone: () => Promise<Timing>; noop: () => Promise<Timing>; concord: () => Promise<Timing>; cleanup: () => Promise<void> },
+    round: (prefix: string) => Record<Variant, (profiles?: CpuProfile[]) => Promise<Timing>> & { cleanup: () => Promise<void> },
   ): Promise<void> => {
+    const newPrefix = (): string => (transport === 'Redis' ? `{bench-${randomUUID()}}` : `bench-${randomUUID().slice(0, 8)}`)
     const results = { raw: [] as Measured[], alone: [] as Measured[], noop: [] as Measured[], concord: [] as Measured[] }
     for (let i = 0; i < warmup + repeats; i++) {
-      const prefix = transport === 'Redis' ? `{bench-${randomUUID()}}` : `bench-${randomUUID().slice(0, 8)}`
+      const prefix = newPrefix()
       progress(i < warmup ? `${transport.toLowerCase()} warm-up ${i + 1}/${warmup}` : `${transport.toLowerCase()} run ${i - warmup + 1}/${repeats}`)
       const r = round(prefix)
       // The order rotates from run to run: no variant always runs first (or last) in a round,
@@ -390,13 +415,29 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
       rows.push({ name: names[variant], metric: cpu, value: v, unit: 'µs', baseline: names.raw, ratio: v / rawCpu })
     }
     for (const variant of VARIANTS) rows.push({ name: names[variant], metric: `main thread busy (${transport})`, value: median(results[variant].map((x) => x.busy)), unit: '%' })
+    if (profileRuns === 0) return
+    const profiles = { raw: [] as CpuProfile[], alone: [] as CpuProfile[], noop: [] as CpuProfile[], concord: [] as CpuProfile[] }
+    for (let i = 0; i < profileRuns; i++) {
+      progress(`${transport.toLowerCase()} profiled run ${i + 1}/${profileRuns}`)
+      const r = round(newPrefix())
+      for (const v of VARIANTS) await r[v](profiles[v])
+      await r.cleanup()
+    }
+    for (const variant of VARIANTS) {
+      const total = new Map<string, number>()
+      for (const p of profiles[variant]) for (const [component, us] of byComponent(p)) total.set(component, (total.get(component) ?? 0) + us)
+      const perEnvelope = (us: number): number => us / (3 * envelopes * profileRuns)
+      for (const [component, us] of [...total].sort((a, b) => b[1] - a[1])) {
+        rows.push({ name: component, metric: `CPU by component, ${names[variant]} (${transport})`, value: perEnvelope(us), unit: 'µs' })
+      }
+    }
   }
   if (only.includes('redis')) {
     await compare('Redis', { raw: 'raw XADD + XREADGROUP', alone: 'RedisTransport alone (no engine)', noop: 'RegionNode + RedisTransport, no-op replica (no CRDT work)', concord: 'Concord RegionNode + RedisTransport' }, 0.5, (prefix) => ({
-      raw: () => rawRedisRun(prefix, envelopes, batch, size),
-      alone: () => transportRun(() => new RedisTransport({ redis: redisUrl(), keyPrefix: `${prefix}t` }), envelopes, batch, size),
-      noop: () => concordRun(() => new RedisTransport({ redis: redisUrl(), keyPrefix: `${prefix}n` }), envelopes, batch, 'noop'),
-      concord: () => concordRun(() => new RedisTransport({ redis: redisUrl(), keyPrefix: prefix }), envelopes, batch),
+      raw: (profiles) => rawRedisRun(prefix, envelopes, batch, size, profiles),
+      alone: (profiles) => transportRun(() => new RedisTransport({ redis: redisUrl(), keyPrefix: `${prefix}t` }), envelopes, batch, size, profiles),
+      noop: (profiles) => concordRun(() => new RedisTransport({ redis: redisUrl(), keyPrefix: `${prefix}n` }), envelopes, batch, 'noop', profiles),
+      concord: (profiles) => concordRun(() => new RedisTransport({ redis: redisUrl(), keyPrefix: prefix }), envelopes, batch, 'pn-counter', profiles),
       cleanup: async () => {
         const admin = new Redis(redisUrl())
         const keys = await admin.keys(`${prefix}*`)
@@ -408,10 +449,10 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
   if (only.includes('kafka')) {
     const kafka = new Kafka({ clientId: 'bench', brokers: kafkaBrokers(), logLevel: logLevel.NOTHING })
     await compare('Kafka', { raw: 'raw kafkajs produce + consume', alone: 'KafkaTransport alone (no engine)', noop: 'RegionNode + KafkaTransport, no-op replica (no CRDT work)', concord: 'Concord RegionNode + KafkaTransport' }, 0.7, (prefix) => ({
-      raw: () => rawKafkaRun(prefix, envelopes, batch, size),
-      alone: () => transportRun(() => new KafkaTransport({ kafka, topicPrefix: `${prefix}-t`, groupPrefix: `${prefix}-t`, fetchMaxWaitMs: 100 }), envelopes, batch, size),
-      noop: () => concordRun(() => new KafkaTransport({ kafka, topicPrefix: `${prefix}-n`, groupPrefix: `${prefix}-n`, fetchMaxWaitMs: 100 }), envelopes, batch, 'noop'),
-      concord: () => concordRun(() => new KafkaTransport({ kafka, topicPrefix: prefix, groupPrefix: prefix, fetchMaxWaitMs: 100 }), envelopes, batch),
+      raw: (profiles) => rawKafkaRun(prefix, envelopes, batch, size, profiles),
+      alone: (profiles) => transportRun(() => new KafkaTransport({ kafka, topicPrefix: `${prefix}-t`, groupPrefix: `${prefix}-t`, fetchMaxWaitMs: 100 }), envelopes, batch, size, profiles),
+      noop: (profiles) => concordRun(() => new KafkaTransport({ kafka, topicPrefix: `${prefix}-n`, groupPrefix: `${prefix}-n`, fetchMaxWaitMs: 100 }), envelopes, batch, 'noop', profiles),
+      concord: (profiles) => concordRun(() => new KafkaTransport({ kafka, topicPrefix: prefix, groupPrefix: prefix, fetchMaxWaitMs: 100 }), envelopes, batch, 'pn-counter', profiles),
       cleanup: async () => {
         const admin = kafka.admin()
         await admin.connect()
@@ -426,7 +467,7 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
 
 /** The options given on the command line (also read by `npm run bench -- transport`). */
 export function cliOptions(): TransportBenchOptions {
-  return { repeats: cliInt('repeats', 3), warmup: cliInt('warmup', 3, 0), envelopes: cliInt('envelopes', 20_000), batch: cliInt('batch', 100), ...cliOnly() }
+  return { repeats: cliInt('repeats', 3), warmup: cliInt('warmup', 3, 0), envelopes: cliInt('envelopes', 20_000), batch: cliInt('batch', 100), profile: cliInt('profile', 0, 0), ...cliOnly() }
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
