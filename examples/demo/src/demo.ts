@@ -75,7 +75,7 @@ export function runDemo(log: (line: string) => void = (l) => process.stdout.writ
   }
   watch()
 
-  log('1. Normal operation: writes in every region, replicated over 36-100 ms links')
+  log('1. Normal operation: writes in every region, replicated over 36-120 ms links')
   write('us-east', addItem('book'))
   write('eu-west', addItem('socks'))
   write('ap-south', addQty(1))

@@ -184,6 +184,19 @@ const OPTION_KEYS: Record<keyof RegionNodeOptions, true> = {
 }
 const BATCH_KEYS: Record<keyof BatchOptions, true> = { maxDeltas: true, maxDelayMs: true }
 
+/** Whether `t` has every member of the Transport contract (a partial one would fail later, with a TypeError). */
+export function isTransport(t: unknown): t is Transport {
+  if (typeof t !== 'object' || t === null) return false
+  const o = t as Record<string, unknown>
+  return typeof o.name === 'string' && ['append', 'poll', 'commit', 'committed', 'rewind', 'earliest', 'trim', 'comparePositions', 'close'].every((m) => typeof o[m] === 'function')
+}
+
+function isStore(s: unknown): s is Store {
+  if (typeof s !== 'object' || s === null) return false
+  const o = s as Record<string, unknown>
+  return ['get', 'put', 'delete', 'write', 'keys', 'close'].every((m) => typeof o[m] === 'function')
+}
+
 function fn(name: string, v: unknown): void {
   if (v !== undefined && typeof v !== 'function') fail(`${name} must be a function`)
 }
@@ -209,8 +222,8 @@ export function resolveOptions(o: RegionNodeOptions): ResolvedOptions {
     seen.add(r)
   }
   if (!seen.has(o.region)) fail(`unknown region ${o.region}: not in regions [${o.regions.join(', ')}]`)
-  if (typeof o.transport !== 'object' || o.transport === null || typeof o.transport.poll !== 'function') fail('transport is required')
-  if (typeof o.store !== 'object' || o.store === null || typeof o.store.write !== 'function') fail('store is required')
+  if (!isTransport(o.transport)) fail('transport must be a Transport (name, append, poll, commit, committed, rewind, earliest, trim, comparePositions, close)')
+  if (!isStore(o.store)) fail('store must be a Store (get, put, delete, write, keys, close)')
   if (typeof o.factories !== 'object' || o.factories === null) fail('factories are required')
   const factories = new Map<string, AnyReplicaFactory>()
   for (const [name, f] of Object.entries(o.factories)) {
@@ -222,6 +235,7 @@ export function resolveOptions(o: RegionNodeOptions): ResolvedOptions {
   if (factories.size === 0) fail('at least one replica factory is required')
   let keys: Map<string, Uint8Array> | undefined
   if (o.keys !== undefined) {
+    if (typeof o.keys !== 'object' || o.keys === null || Array.isArray(o.keys)) fail('keys must be an object of region name to key')
     keys = new Map()
     for (const [region, key] of Object.entries(o.keys)) {
       if (!seen.has(region)) fail(`key given for unknown region ${region}`)

@@ -1,6 +1,6 @@
 import { describe, expect, it, vi } from 'vitest'
 import type { Attributes, Meter, ObservableResult } from '@opentelemetry/api'
-import { bytesEqual, decodeEnvelope, encodeEnvelope, seededRandom, TransportError, type LogRecord, type Store } from '@concord/core'
+import { bytesEqual, ConfigError, decodeEnvelope, encodeEnvelope, seededRandom, TransportError, type LogRecord, type Store } from '@concord/core'
 import { crdtFactory, type OrSet, type PnCounter } from '@concord/crdt'
 import { MemoryBroker, MemoryTransport } from './memoryTransport.js'
 import { MemoryStore } from './memoryStore.js'
@@ -175,8 +175,10 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
       },
     }
     for (const [label, extra] of [['merges', {}], ['no mergeDeltas', { factories: { 'or-set': plain } }]] as const) {
-      const eu = make('eu', 'i1', new MemoryStore(), extra)
-      const us = make('us', 'i1', new MemoryStore(), extra)
+      // New stores, so new writer ids: a writer id's store holds its sequence numbers.
+      const instance = label === 'merges' ? 'i1' : 'i2'
+      const eu = make('eu', instance, new MemoryStore(), extra)
+      const us = make('us', instance, new MemoryStore(), extra)
       const set = (await eu.open(`s-${label}`, 'or-set')) as unknown as OrSet
       set.add('a')
       await eu.pump()
@@ -852,6 +854,31 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     expect(us.metrics().peers.find((p) => p.region === 'eu')?.pending).toBe(0)
   })
 
+  it('a document id created with two types in two regions: each side dead-letters the other\'s envelope once, one repair closes the gap, the frontier moves (review finding: repairs went on every repairTimeoutMs with growing answers, dead letters grew, nothing was ever trimmed)', async () => {
+    const { clock, make } = makeCluster({ instances: 0, extra: { repairTimeoutMs: 200 } })
+    const eu = make('eu', 'i1')
+    const us = make('us', 'i1')
+    const ap = make('ap', 'i1')
+    ;((await eu.open('x', 'pn-counter')) as unknown as PnCounter).increment(1)
+    ;((await us.open('x', 'or-set')) as unknown as OrSet<string>).add('a')
+    const other = (await eu.open('y', 'pn-counter')) as unknown as PnCounter
+    // Many rounds, many repair timeouts, eu writing to another document all along.
+    for (let i = 0; i < 40; i++) {
+      other.increment(1)
+      for (const n of [eu, us, ap]) await n.pump()
+      clock.advance(100)
+    }
+    await settle([eu, us, ap], clock, async () => (await values<number>([eu, us, ap], 'y', 'pn-counter')).every((v) => v === 40))
+    expect(await values<number>([eu, us, ap], 'y', 'pn-counter')).toEqual([40, 40, 40])
+    // One dead letter for the one envelope of the other type, not one per repair answer.
+    expect(us.deadLetters().map((d) => d.code)).toEqual(['TYPE_MISMATCH'])
+    expect(eu.deadLetters().map((d) => d.code)).toEqual(['TYPE_MISMATCH'])
+    for (const n of [eu, us, ap]) for (const p of n.metrics().peers) expect({ region: p.region, pending: p.pending }).toEqual({ region: p.region, pending: 0 })
+    // Every region's applied set is contiguous again: eu can trim its log.
+    expect(us.stabilityFrontier().get('eu/i1')).toBeGreaterThan(0)
+    expect(await eu.trimStable()).toBeDefined()
+  })
+
   it('a writer that is gone is repaired by any node that has seen its updates', async () => {
     const { clock, nodes, make } = makeCluster({ instances: 1, extra: { repairTimeoutMs: 200 } })
     const eu = nodes[0] as RegionNode
@@ -1311,6 +1338,36 @@ describe('RegionNode envelope size limit', () => {
 describe('RegionNode start() loop', () => {
   const until = { timeout: 10_000, interval: 5 }
 
+  it('does not start when stop() or close() ran while start() waited for init (review finding: it ran on, and close() left its transport watch behind)', async () => {
+    const { make } = makeCluster({ instances: 0, extra: { pollWaitMs: 5 } })
+    for (const end of ['stop', 'close'] as const) {
+      const node = make('eu', end === 'stop' ? 'i1' : 'i2')
+      const t = (node as unknown as { o: { transport: MemoryTransport } }).o.transport
+      let watching = 0
+      const watch = t.watch.bind(t)
+      t.watch = (reader, listener) => {
+        watching++
+        const unwatch = watch(reader, listener)
+        return () => {
+          watching--
+          unwatch()
+        }
+      }
+      let polls = 0
+      const poll = t.poll.bind(t)
+      t.poll = (reader, origin, options) => {
+        polls++
+        return poll(reader, origin, options)
+      }
+      const starting = node.start()
+      await node[end]()
+      await Promise.allSettled([starting])
+      const after = polls
+      await new Promise((r) => setTimeout(r, 60))
+      expect({ end, polls: polls - after, watching }).toEqual({ end, polls: 0, watching: 0 })
+    }
+  })
+
   it('applies records as soon as the transport reports them (watch), not on its poll timer, and flushes a local write after maxDelayMs, not after its sleep', async () => {
     // Asleep for a minute when idle: only a watch call or a local write can wake it in time.
     const { make } = makeCluster({ instances: 0, extra: { pollWaitMs: 60_000, batch: { maxDelayMs: 5 } } })
@@ -1476,5 +1533,77 @@ describe('RegionNode metrics as OpenTelemetry instruments', () => {
     expect(collect('concord.replication.pending')).toEqual(zeros)
     expect(collect('concord.replication.lag').size).toBe(fromMetrics.size)
     expect(collect('concord.replication.duplicates').size).toBe(fromMetrics.size)
+  })
+})
+
+describe('RegionNode and a store behind its writer', () => {
+  /** eu/i1 writes +1 three times (each flushed and pumped: its own log read and committed), and us applies them. */
+  async function wroteAndCommitted(): Promise<{ clock: ReturnType<typeof makeCluster>['clock']; make: ReturnType<typeof makeCluster>['make']; us: RegionNode; euStore: MemoryStore; backup: MemoryStore }> {
+    const { clock, make } = makeCluster({ instances: 0 })
+    const euStore = new MemoryStore()
+    const eu = make('eu', 'i1', euStore, { ownLogPollMs: 0, commitIntervalMs: 0 })
+    const us = make('us', 'i1')
+    const c = (await eu.open('x', 'pn-counter')) as unknown as PnCounter
+    c.increment(1)
+    await eu.pump()
+    // A backup taken here holds the first write only.
+    const backup = new MemoryStore()
+    for (const key of await euStore.keys('')) await backup.put(key, (await euStore.get(key)) as Uint8Array)
+    for (let i = 0; i < 2; i++) {
+      c.increment(1)
+      await eu.pump()
+      clock.advance(50)
+    }
+    await settle([eu, us], clock, async () => (await us.open<number>('x', 'pn-counter')).value() === 3)
+    expect((await us.open<number>('x', 'pn-counter')).value()).toBe(3)
+    // A crash: eu/i1 stops without close(); later another process starts under its id.
+    clock.advance(60_000)
+    return { clock, make, us, euStore, backup }
+  }
+
+  it('refuses to start with a lost store (review finding: it reused sequence numbers, and every region dropped its new writes as duplicates)', async () => {
+    const { make } = await wroteAndCommitted()
+    const eu = make('eu', 'i1', new MemoryStore())
+    await expect(eu.pump()).rejects.toThrow(/store of writer eu\/i1 is behind the log: this writer committed position \d+ of region eu's log, the store holds no position there/)
+    await expect(eu.open('x', 'pn-counter')).rejects.toBeInstanceOf(ConfigError)
+  })
+
+  it('refuses to start with a store restored from an older backup (review finding: same)', async () => {
+    const { make, backup } = await wroteAndCommitted()
+    const eu = make('eu', 'i1', backup)
+    await expect(eu.pump()).rejects.toThrow(/store of writer eu\/i1 is behind the log: this writer committed position \d+ of region eu's log, the store holds \d+/)
+  })
+
+  it('starts with its current store, and a new instance id on an empty store reads what the old one wrote', async () => {
+    const { clock, make, us, euStore } = await wroteAndCommitted()
+    const again = make('eu', 'i1', euStore)
+    const fresh = make('eu', 'i9', new MemoryStore())
+    const c = (await again.open('x', 'pn-counter')) as unknown as PnCounter
+    c.increment(10)
+    const d = (await fresh.open('x', 'pn-counter')) as unknown as PnCounter
+    d.increment(100)
+    await settle([again, fresh, us], clock, async () => (await values<number>([again, fresh, us], 'x', 'pn-counter')).every((v) => v === 113))
+    expect(await values<number>([again, fresh, us], 'x', 'pn-counter')).toEqual([113, 113, 113])
+  })
+
+  it('a node whose store was lost before it committed anything of its own log goes on past the sequence numbers it used', async () => {
+    const { clock, make } = makeCluster({ instances: 0 })
+    // Writes and flushes, and crashes before any round reads (and commits) its own log.
+    const eu = make('eu', 'i1')
+    const us = make('us', 'i1')
+    const c = (await eu.open('x', 'pn-counter')) as unknown as PnCounter
+    c.increment(1)
+    await eu.flush()
+    c.increment(1)
+    await eu.flush()
+    clock.advance(60_000)
+    // No committed position: the check cannot tell, the catch-up reads the writer's envelopes
+    // back, and the next sequence number goes past them.
+    const eu2 = make('eu', 'i1', new MemoryStore())
+    const c2 = (await eu2.open('x', 'pn-counter')) as unknown as PnCounter
+    expect(c2.value()).toBe(2)
+    c2.increment(10)
+    await settle([eu2, us], clock, async () => (await us.open<number>('x', 'pn-counter')).value() === 12)
+    expect(await values<number>([eu2, us], 'x', 'pn-counter')).toEqual([12, 12])
   })
 })

@@ -212,10 +212,17 @@ const TOUCH_BUCKET = 1024
 const dlKey = (n: number): string => `dl/${String(n).padStart(16, '0')}`
 
 const utf8 = new TextEncoder()
+const utf8Decoder = new TextDecoder()
 const encodeUint = (n: number): Uint8Array => encodeWith((e) => writeUint(e, n))
 const decodeUint = (b: Uint8Array): number => decodeWith('counter', b, (d) => readUint(d))
 
 /** Marks a failure of the store or transport inside record processing: not the record's fault. */
+/**
+ * A document id in use here with another type than a record's: two regions created one id with two
+ * types. No later record or repair can apply it here (the id keeps its type in this region).
+ */
+class DocTypeConflict extends TypeMismatchError {}
+
 class InfrastructureFailure {
   constructor(readonly error: unknown) {}
 }
@@ -340,6 +347,8 @@ export class RegionNode {
   private trimIndex: Array<{ position: LogPosition; writer: string; seq: number }> = []
   private loop: Promise<void> | undefined
   private running = false
+  /** Calls of stop() (close() included) so far: a start() still in init() when one runs does not start. */
+  private stops = 0
   /** Ends the start() loop's sleep, if it sleeps. */
   private wake: (() => void) | undefined
   /** Shortens the start() loop's sleep to end within `ms`, if it sleeps longer. */
@@ -406,6 +415,7 @@ export class RegionNode {
     this.seq = Math.max(this.seq, this.seen.max(this.writer))
     for (const w of this.seen.replicas()) this.knownMax.advance(w, this.seen.max(w))
     this.knownMax.advance(this.writer, this.seq)
+    await this.checkStoreNotBehind()
     // An earlier version's per-envelope entries predate any batch this version wrote: sent first.
     for (const prefix of [LEGACY_OUT, 'obx/']) {
       for (const key of await store.keys(prefix)) {
@@ -448,6 +458,10 @@ export class RegionNode {
     } finally {
       this.initializing = false
     }
+    // The catch-up may have read envelopes of this writer that the store lacks (a crash before
+    // its first commit, with the store lost): the next sequence number goes past them.
+    this.seq = Math.max(this.seq, this.seen.max(this.writer))
+    this.knownMax.advance(this.writer, this.seq)
     const last = this.sightings[this.sightings.length - 1]
     if (last !== undefined && !last.stopped && this.o.now() - last.wall < this.o.livenessMs) {
       const err = new ConfigError(
@@ -462,6 +476,38 @@ export class RegionNode {
     await this.sent()
     // The registration is the last record appended so far.
     this.registeredAt = this.ownAppended[this.ownAppended.length - 1]
+  }
+
+  /**
+   * Refuses a store that is behind this writer's own history in the log: the transport has a
+   * committed position of this writer on its own region's log past the one the store saved (the
+   * node saves a position before it commits it, so that only happens when the store was lost,
+   * replaced by an empty one, restored from an older backup, or belongs to another process started
+   * with the same writer id). Such a node would issue sequence numbers this writer already used —
+   * every region drops those envelopes as duplicates — and would never learn what it wrote since.
+   * @throws ConfigError (fatal) naming both positions.
+   */
+  private async checkStoreNotBehind(): Promise<void> {
+    const committed = await this.o.transport.committed(this.writer, this.region)
+    if (committed === undefined) return
+    const saved = await this.o.store.get(posKey(this.region))
+    const savedPosition = saved === undefined ? undefined : utf8Decoder.decode(saved)
+    let behind: boolean
+    try {
+      behind = savedPosition === undefined || this.o.transport.comparePositions(committed, savedPosition) > 0
+    } catch (e) {
+      // A saved position the transport cannot read is not evidence either way.
+      if (e instanceof DecodeError) return
+      throw e
+    }
+    if (!behind) return
+    const err = new ConfigError(
+      `RegionNode: the store of writer ${this.writer} is behind the log: this writer committed position ${committed} of region ${this.region}'s log, ` +
+        `the store ${savedPosition === undefined ? 'holds no position there' : `holds ${savedPosition}`} (a lost or replaced store, a restore from an older backup, or another process with this writer id); ` +
+        `start this node with a new instance id — it reads what the old one wrote from the logs — or with the store that is current`,
+    )
+    this.fatal = err
+    throw err
   }
 
   /**
@@ -509,7 +555,10 @@ export class RegionNode {
   /** Runs {@link pump} in a loop with timers until {@link stop}. Errors go to `onError`. */
   async start(): Promise<void> {
     this.check()
+    const stops = this.stops
     await this.init()
+    // stop() or close() ran while this start waited for init: it does not start (nor watch) now.
+    if (stops !== this.stops) return this.check()
     if (this.running) return
     // Watched first: a transport that refuses (closed) leaves the node stopped, not half started.
     this.unwatch = this.o.transport.watch?.(this.writer, () => {
@@ -566,6 +615,7 @@ export class RegionNode {
 
   /** Stops the {@link start} loop after its current round. */
   async stop(): Promise<void> {
+    this.stops++
     this.running = false
     this.unwatch?.()
     this.unwatch = undefined
@@ -637,7 +687,7 @@ export class RegionNode {
     // A flag, not a move to the back of the map per access (that churned the map on every record).
     cached.used = true
     if (typeName !== undefined && cached.typeName !== typeName) {
-      throw new TypeMismatchError(`document ${docId} is a ${cached.typeName}, not a ${typeName}`)
+      throw new DocTypeConflict(`document ${docId} is a ${cached.typeName}, not a ${typeName}`)
     }
     return cached
   }
@@ -660,7 +710,7 @@ export class RegionNode {
       this.loading.set(docId, p)
     }
     const doc = await p
-    if (typeName !== undefined && doc.typeName !== typeName) throw new TypeMismatchError(`document ${docId} is a ${doc.typeName}, not a ${typeName}`)
+    if (typeName !== undefined && doc.typeName !== typeName) throw new DocTypeConflict(`document ${docId} is a ${doc.typeName}, not a ${typeName}`)
     return doc
   }
 
@@ -1601,7 +1651,19 @@ export class RegionNode {
         const resp = decodeRepairResponse(env.payload)
         if (resp.requester !== this.writer) return
         for (const d of resp.docs) {
-          const doc = await this.loadDoc(d.docId, d.typeName)
+          let doc: OpenDoc
+          try {
+            doc = await this.loadDoc(d.docId, d.typeName)
+          } catch (e) {
+            // A document of another type here (its envelopes were dead-lettered when they came):
+            // the rest of the answer still applies, and the repair completes — the gap those
+            // envelopes left is closed once, instead of asked for again every repairTimeoutMs
+            // (with every answer dead-lettered whole) and holding trimming back for good. Not
+            // done for the envelopes themselves: a forged one would then stand in for the real
+            // update of that writer and sequence number.
+            if (e instanceof DocTypeConflict) continue
+            throw e
+          }
           applyOrThrow(doc.replica, d.state)
           doc.unsaved.push(d.state)
           if (doc.merge === undefined) this.staleVersions.add(doc)

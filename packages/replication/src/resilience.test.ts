@@ -16,6 +16,7 @@ import {
   type ReplicaFactory,
   type Store,
   type StoreOp,
+  type Transport,
 } from '@concord/core'
 import { crdtFactory, type OrSet, type PnCounter } from '@concord/crdt'
 import { FileStore } from './fileStore.js'
@@ -97,6 +98,11 @@ describe('RegionNode options', () => {
     ['cache size 0', { cacheSize: 0 }, /cacheSize/],
     ['negative batch delay', { batch: { maxDelayMs: -1 } }, /maxDelayMs/],
     ['fractional pollMax', { pollMax: 1.5 }, /pollMax/],
+    // Review findings: these were accepted (keys: null threw a TypeError; the partial transport
+    // and store failed later, at their first missing method, with TypeErrors).
+    ['keys of null', { keys: null as unknown as Record<string, Uint8Array> }, /keys must be an object/],
+    ['a transport without commit()', { transport: { name: 'half', poll: async () => [] } as unknown as Transport }, /transport must be a Transport/],
+    ['a store without keys()', { store: { write: async () => undefined } as unknown as Store }, /store must be a Store/],
   ]
   it.each(cases)('rejects %s with a ConfigError', (_name, over, message) => {
     let err: unknown
@@ -112,18 +118,25 @@ describe('RegionNode options', () => {
   it('refuses a second live node with the same writer id on one transport', async () => {
     const clock = virtualClock()
     const broker = new MemoryBroker()
-    const a = new RegionNode(baseOptions({ transport: new MemoryTransport({ broker }), now: clock.now, random: seededRandom(1) }))
+    const store = new MemoryStore()
+    const a = new RegionNode(baseOptions({ transport: new MemoryTransport({ broker }), store, now: clock.now, random: seededRandom(1) }))
     await a.pump()
     clock.advance(100)
+    // A second process under the same id with a store of its own: its store is behind what this
+    // writer committed (it would reuse sequence numbers the first one used).
     const b = new RegionNode(baseOptions({ transport: new MemoryTransport({ broker }), now: clock.now, random: seededRandom(2) }))
-    await expect(b.pump()).rejects.toThrow(/duplicate instance id/)
+    await expect(b.pump()).rejects.toThrow(/store of writer eu\/i1 is behind the log.*another process with this writer id/)
     await expect(b.open('d', 'sum')).rejects.toBeInstanceOf(ConfigError)
+    // With the same store (a shared volume, say) the catch-up finds the live process.
+    const b2 = new RegionNode(baseOptions({ transport: new MemoryTransport({ broker }), store, now: clock.now, random: seededRandom(5) }))
+    await expect(b2.pump()).rejects.toThrow(/duplicate instance id/)
+    await expect(b2.open('d', 'sum')).rejects.toBeInstanceOf(ConfigError)
     // The same id is fine again after a clean shutdown.
     await a.close()
-    const c = new RegionNode(baseOptions({ transport: new MemoryTransport({ broker }), now: clock.now, random: seededRandom(3) }))
+    const c = new RegionNode(baseOptions({ transport: new MemoryTransport({ broker }), store, now: clock.now, random: seededRandom(3) }))
     await c.pump()
     // ... and the running node notices when a duplicate appears under its id anyway.
-    const d = new RegionNode(baseOptions({ transport: new MemoryTransport({ broker }), now: clock.now, random: seededRandom(4), store: new MemoryStore() }))
+    const d = new RegionNode(baseOptions({ transport: new MemoryTransport({ broker }), store, now: clock.now, random: seededRandom(4) }))
     clock.advance(10_000)
     await d.pump()
     await c.pump()

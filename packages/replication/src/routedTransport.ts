@@ -5,6 +5,7 @@
  * RedisTransport per origin behind the single transport a RegionNode takes.
  */
 import { ClosedError, ConfigError, checkKnownOptions, type AppendOptions, type LogPosition, type LogRecord, type PollOptions, type Transport } from '@concord/core'
+import { isTransport } from './options.js'
 
 /** Options for {@link RoutedTransport}. */
 export interface RoutedTransportOptions {
@@ -136,8 +137,3 @@ export class RoutedTransport implements Transport {
   }
 }
 
-function isTransport(t: unknown): t is Transport {
-  if (typeof t !== 'object' || t === null) return false
-  const o = t as Record<string, unknown>
-  return typeof o.name === 'string' && ['append', 'poll', 'commit', 'committed', 'rewind', 'earliest', 'trim', 'comparePositions', 'close'].every((m) => typeof o[m] === 'function')
-}

@@ -159,6 +159,11 @@ export function runTransportContract(
       expect(await t.committed(reader, origin)).toBe(last.position)
     }, timeout)
 
+    it('committed() of an origin nobody appended to is undefined, not an error (a RegionNode asks at init)', async () => {
+      const t = await open()
+      expect(await t.committed(unique('r'), unique('o'))).toBeUndefined()
+    }, timeout)
+
     it('keeps origins and readers independent', async () => {
       const t = await open()
       const o1 = unique('o')

@@ -314,6 +314,8 @@ export class KafkaTransport implements Transport {
       const next = await this.fetchCommitted(reader, origin)
       return next === undefined || next === 0n ? undefined : String(next - 1n)
     } catch (e) {
+      // No topic yet (nobody appended to the origin): nothing was committed on it.
+      if (isUnknownTopicError(e)) return undefined
       throw this.fail(e, 'committed')
     }
   }
