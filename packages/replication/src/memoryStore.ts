@@ -2,7 +2,7 @@
  * MemoryStore: the Store contract in memory. Durable only for the life of the object, which is
  * what tests and the simulator need: a "crashed" node is restarted over the same MemoryStore.
  */
-import { ClosedError, ConfigError, isWellFormed, type Store, type StoreOp } from '@concord/core'
+import { ClosedError, checkStoreBatch, type Store, type StoreOp } from '@concord/core'
 
 /**
  * In-memory {@link Store}. Batches are atomic because they are applied synchronously. Written
@@ -60,14 +60,5 @@ export class MemoryStore implements Store {
 
 /** Rejects a malformed batch before anything is applied. */
 export function validateBatch(batch: readonly StoreOp[]): void {
-  if (!Array.isArray(batch)) throw new ConfigError('store: write takes an array of operations')
-  for (const op of batch as readonly unknown[] as ReadonlyArray<StoreOp | null | undefined>) {
-    if (typeof op !== 'object' || op === null) throw new ConfigError(`store: an operation must be an object, got ${String(op)}`)
-    if (typeof op.key !== 'string' || op.key.length === 0) throw new ConfigError('store: keys must be non-empty strings')
-    // A lone surrogate has no UTF-8 form: a store that encodes keys would keep another key.
-    if (!isWellFormed(op.key)) throw new ConfigError(`store: key ${JSON.stringify(op.key.slice(0, 40))} is not well-formed UTF-16 (a lone surrogate)`)
-    if (op.op === 'put') {
-      if (!(op.value instanceof Uint8Array)) throw new ConfigError(`store: value for ${op.key} must be a Uint8Array`)
-    } else if (op.op !== 'delete') throw new ConfigError(`store: unknown operation ${String((op as { op: unknown }).op)}`)
-  }
+  checkStoreBatch('store', batch)
 }

@@ -53,6 +53,16 @@ export interface RedisTransportOptions {
    * @default false
    */
   readonly storeKeys?: boolean
+  /**
+   * Longest wait for a server's answer beyond what a command itself asks for: a poll fails (with a
+   * retriable TransportError, its connection dropped) after its `waitMs` plus this, and on a client
+   * the transport creates, every other command after this (ioredis `commandTimeout`; WAIT gets
+   * `waitTimeoutMs` more). Without it a server that stops answering without closing its
+   * connections (a paused VM, a partition) would hold polls, commits and close() for ever — and a
+   * RegionNode reads every region's log together, so one such region would stall the others.
+   * @default 5_000
+   */
+  readonly commandTimeoutMs?: number
 }
 
 /** Options with every default applied. */
@@ -66,6 +76,7 @@ export interface ResolvedRedisTransportOptions {
   readonly waitTimeoutMs: number
   readonly now: () => number
   readonly storeKeys: boolean
+  readonly commandTimeoutMs: number
 }
 
 /** The defaults, as documented on {@link RedisTransportOptions}. */
@@ -77,6 +88,7 @@ export const REDIS_TRANSPORT_DEFAULTS = {
   claimIntervalMs: 5_000,
   waitReplicas: 0,
   waitTimeoutMs: 1_000,
+  commandTimeoutMs: 5_000,
 } as const
 
 function nonNegativeInteger(name: string, value: number): number {
@@ -103,6 +115,7 @@ const OPTION_KEYS: Record<keyof RedisTransportOptions, true> = {
   waitTimeoutMs: true,
   now: true,
   storeKeys: true,
+  commandTimeoutMs: true,
 }
 
 /** Applies defaults and validates; throws ConfigError on bad options. */
@@ -118,6 +131,7 @@ export function resolveOptions(options: RedisTransportOptions): ResolvedRedisTra
   if (typeof consumer !== 'string' || consumer.length === 0) throw new ConfigError('redis transport: consumer must be a non-empty string')
   const redis: unknown = options.redis ?? d.redis
   if (typeof redis !== 'string' && (typeof redis !== 'object' || redis === null)) throw new ConfigError('redis transport: redis must be a URL, ioredis options or a Redis/Cluster client')
+  checkNoClientKeyPrefix('redis transport', redis)
   if (options.now !== undefined && typeof options.now !== 'function') throw new ConfigError('redis transport: now must be a function')
   if (options.storeKeys !== undefined && typeof options.storeKeys !== 'boolean') throw new ConfigError('redis transport: storeKeys must be a boolean')
   const waitReplicas = nonNegativeInteger('waitReplicas', options.waitReplicas ?? d.waitReplicas)
@@ -134,6 +148,26 @@ export function resolveOptions(options: RedisTransportOptions): ResolvedRedisTra
     waitTimeoutMs,
     now: options.now ?? Date.now,
     storeKeys: options.storeKeys ?? false,
+    commandTimeoutMs: positiveInteger('commandTimeoutMs', options.commandTimeoutMs ?? d.commandTimeoutMs),
+  }
+}
+
+function positiveInteger(name: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 1) throw new ConfigError(`redis transport: ${name} must be a positive integer, got ${String(value)}`)
+  return value
+}
+
+/**
+ * Refuses ioredis's own `keyPrefix` (in options or on a client passed in): ioredis prefixes only the
+ * keys of commands whose key positions it knows, and XGROUP is not one of them — the consumer
+ * groups would be made on other keys than the streams, and every read would fail with NOGROUP.
+ * Concord's `keyPrefix` option prefixes every key. @throws ConfigError
+ */
+export function checkNoClientKeyPrefix(what: string, redis: unknown): void {
+  const o = redis as { keyPrefix?: unknown; options?: { keyPrefix?: unknown; redisOptions?: { keyPrefix?: unknown } } }
+  const prefix = o.keyPrefix ?? o.options?.keyPrefix ?? o.options?.redisOptions?.keyPrefix
+  if (typeof prefix === 'string' && prefix.length > 0) {
+    throw new ConfigError(`${what}: ioredis's keyPrefix (${JSON.stringify(prefix)}) is not supported — it leaves some commands' keys unprefixed; use Concord's keyPrefix option instead`)
   }
 }
 

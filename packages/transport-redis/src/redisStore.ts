@@ -6,7 +6,7 @@
  * Redis Cluster they live in one slot and a batch is one MULTI/EXEC transaction.
  */
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
-import { ClosedError, ConfigError, checkKnownOptions, toBuffer, type Store, type StoreOp } from '@concord/core'
+import { ClosedError, ConfigError, checkKnownOptions, checkStoreBatch, checkStoreKey, toBuffer, type Store, type StoreOp } from '@concord/core'
 import { translateError } from './errors.js'
 import { WAIT_ON_CLUSTER, hasHashTag } from './options.js'
 
@@ -34,19 +34,18 @@ export interface RedisStoreOptions {
   readonly waitReplicas?: number
   /** Timeout of that WAIT. @default 1_000 */
   readonly waitTimeoutMs?: number
+  /**
+   * On a client the store creates, a command without an answer after this fails (ioredis
+   * `commandTimeout`; WAIT gets `waitTimeoutMs` more), and close() waits no longer for the server:
+   * a server that stops answering without closing its connections would otherwise hold a node's
+   * store writes — and the node — for ever.
+   * @default 5_000
+   */
+  readonly commandTimeoutMs?: number
 }
 
 /** The defaults, as documented on {@link RedisStoreOptions}. */
-export const REDIS_STORE_DEFAULTS = { redis: 'redis://127.0.0.1:6379', waitReplicas: 0, waitTimeoutMs: 1_000 } as const
-
-function validateBatch(batch: readonly StoreOp[]): void {
-  for (const op of batch) {
-    if (typeof op.key !== 'string' || op.key.length === 0) throw new ConfigError('redis store: keys must be non-empty strings')
-    if (op.op === 'put') {
-      if (!(op.value instanceof Uint8Array)) throw new ConfigError(`redis store: value for ${op.key} must be a Uint8Array`)
-    } else if (op.op !== 'delete') throw new ConfigError(`redis store: unknown operation ${String((op as { op: unknown }).op)}`)
-  }
-}
+export const REDIS_STORE_DEFAULTS = { redis: 'redis://127.0.0.1:6379', waitReplicas: 0, waitTimeoutMs: 1_000, commandTimeoutMs: 5_000 } as const
 
 function nonNegativeInteger(name: string, value: number): number {
   if (!Number.isInteger(value) || value < 0) throw new ConfigError(`redis store: ${name} must be a non-negative integer, got ${value}`)
@@ -67,11 +66,12 @@ export class RedisStore implements Store {
   private readonly index: string
   private readonly waitReplicas: number
   private readonly waitTimeoutMs: number
+  private readonly commandTimeoutMs: number
   private closed = false
 
   constructor(options: RedisStoreOptions) {
     if (typeof options !== 'object' || options === null) throw new ConfigError('redis store: options must be an object with a keyPrefix')
-    checkKnownOptions('redis store', options, ['redis', 'keyPrefix', 'waitReplicas', 'waitTimeoutMs'])
+    checkKnownOptions('redis store', options, ['redis', 'keyPrefix', 'waitReplicas', 'waitTimeoutMs', 'commandTimeoutMs'])
     if (typeof options.keyPrefix !== 'string' || !hasHashTag(options.keyPrefix)) {
       throw new ConfigError(`redis store: keyPrefix ${JSON.stringify(options.keyPrefix)} needs a hash tag such as '{concord-store:eu}'`)
     }
@@ -81,6 +81,8 @@ export class RedisStore implements Store {
     this.waitTimeoutMs = nonNegativeInteger('waitTimeoutMs', options.waitTimeoutMs ?? REDIS_STORE_DEFAULTS.waitTimeoutMs)
     // WAIT n 0 blocks until n replicas acknowledge, for ever.
     if (this.waitReplicas > 0 && this.waitTimeoutMs < 1) throw new ConfigError('redis store: waitTimeoutMs must be at least 1 with waitReplicas (WAIT with 0 waits for ever)')
+    this.commandTimeoutMs = nonNegativeInteger('commandTimeoutMs', options.commandTimeoutMs ?? REDIS_STORE_DEFAULTS.commandTimeoutMs)
+    if (this.commandTimeoutMs < 1) throw new ConfigError('redis store: commandTimeoutMs must be at least 1')
     const redis = options.redis ?? REDIS_STORE_DEFAULTS.redis
     if (typeof redis !== 'string' && (typeof redis !== 'object' || redis === null)) throw new ConfigError('redis store: redis must be a URL, ioredis options or a Redis/Cluster client')
     if (redis instanceof Redis || redis instanceof Cluster) {
@@ -90,7 +92,8 @@ export class RedisStore implements Store {
       this.client = redis
       this.ownsClient = false
     } else {
-      this.client = typeof redis === 'string' ? new Redis(redis) : new Redis(redis)
+      const defaults = { commandTimeout: this.commandTimeoutMs + (this.waitReplicas > 0 ? this.waitTimeoutMs : 0) }
+      this.client = typeof redis === 'string' ? new Redis(redis, defaults) : new Redis({ ...defaults, ...redis })
       this.ownsClient = true
       // Errors surface through the failing commands; without a listener ioredis also logs them.
       this.client.on('error', () => undefined)
@@ -108,6 +111,7 @@ export class RedisStore implements Store {
 
   async get(key: string): Promise<Uint8Array | undefined> {
     this.check()
+    checkStoreKey('redis store', key)
     try {
       const v = await this.client.getBuffer(this.prefix + key)
       return v === null ? undefined : new Uint8Array(v)
@@ -126,7 +130,7 @@ export class RedisStore implements Store {
 
   async write(batch: readonly StoreOp[]): Promise<void> {
     this.check()
-    validateBatch(batch)
+    checkStoreBatch('redis store', batch)
     if (batch.length === 0) return
     const tx = this.client.multi()
     for (const op of batch) {
@@ -161,6 +165,7 @@ export class RedisStore implements Store {
 
   async keys(prefix: string): Promise<readonly string[]> {
     this.check()
+    if (typeof prefix !== 'string') throw new ConfigError('redis store: keys() takes a string prefix')
     // Members with this prefix sort between `[prefix` and `[prefix` + 0xff (no UTF-8 byte is 0xff).
     const min = prefix.length === 0 ? '-' : Buffer.from(`[${prefix}`)
     const max = prefix.length === 0 ? '+' : Buffer.concat([Buffer.from(`[${prefix}`), Buffer.from([0xff])])
@@ -178,7 +183,10 @@ export class RedisStore implements Store {
     if (this.closed) return
     this.closed = true
     if (this.ownsClient) {
-      await this.client.quit().catch(() => undefined)
+      // Not for ever: a server that stopped answering would hold quit().
+      let timer: ReturnType<typeof setTimeout> | undefined
+      await Promise.race([this.client.quit().catch(() => undefined), new Promise((resolve) => (timer = setTimeout(resolve, this.commandTimeoutMs)))])
+      clearTimeout(timer)
       this.client.disconnect()
     }
   }

@@ -15,6 +15,7 @@ import {
   WatchListeners,
   checkAppendArgs,
   checkPollOptions,
+  TransportError,
   type LogPosition,
   type LogRecord,
   type PollOptions,
@@ -105,6 +106,8 @@ interface Session {
   /** Re-read this consumer's own pending entries before new ones (a reply may have been lost). */
   replay: boolean
   replayCursor: string
+  /** The group's last-delivered id when the replay began: pending entries past it come again through '>'. */
+  replayUntil: string | undefined
   claimCursor: string
   nextClaimAt: number
   /** Dedicated connection for this session's reads (blocking reads hold a connection). */
@@ -211,7 +214,10 @@ export class RedisTransport implements Transport {
       // server is down a command fails fast with a retriable error, and the node retries on its
       // next round, instead of one vanished region's Redis holding every call through them all. The connection keeps reconnecting in the background. Options given
       // explicitly win.
-      const defaults = { enableAutoPipelining: true, maxRetriesPerRequest: DEFAULT_MAX_RETRIES_PER_REQUEST }
+      // commandTimeout: a server that stops answering fails commands instead of holding them for
+      // ever (see commandTimeoutMs); WAIT asks for waitTimeoutMs more.
+      const commandTimeout = this.options.commandTimeoutMs + (this.options.waitReplicas > 0 ? this.options.waitTimeoutMs : 0)
+      const defaults = { enableAutoPipelining: true, maxRetriesPerRequest: DEFAULT_MAX_RETRIES_PER_REQUEST, commandTimeout }
       this.client = typeof redis === 'string' ? new Redis(redis, defaults) : new Redis({ ...defaults, ...redis })
       this.ownsClient = true
       // Errors surface through the failing commands; without a listener ioredis also logs them.
@@ -298,16 +304,26 @@ export class RedisTransport implements Transport {
     const s = this.session(reader, origin)
     const out: LogRecord[] = []
     let onAbort: (() => void) | undefined
-    try {
+    // A server that stops answering (without closing its connections) fails the poll after waitMs
+    // plus commandTimeoutMs: the read connection is dropped and the poll gives up waiting for it.
+    const limitMs = waitMs + this.options.commandTimeoutMs
+    let timedOut = false
+    let deadline: ReturnType<typeof setTimeout> | undefined
+    const read = async (): Promise<void> => {
       if (!s.started) await this.reset(s)
+      // Given up meanwhile: no read on behalf of a poll that failed.
+      if (timedOut) return
       const conn = this.connection(s)
       if (s.replay) await this.replayOwn(s, conn, max, out)
       if (out.length < max && this.options.now() >= s.nextClaimAt) await this.claim(s, conn, max - out.length, out)
       if (out.length < max) {
         const args: (string | number)[] = ['GROUP', reader, this.options.consumer, 'COUNT', max - out.length]
-        const block = out.length === 0 && waitMs > 0
+        // Not when the signal fired meanwhile (during the reset, replay or claim above): its
+        // listener would come too late to end the wait.
+        const block = out.length === 0 && waitMs > 0 && signal?.aborted !== true
         if (block) {
-          args.push('BLOCK', waitMs)
+          // BLOCK takes whole milliseconds.
+          args.push('BLOCK', Math.ceil(waitMs))
           // A blocked read cannot be cancelled on its connection: drop the connection. Entries the
           // server delivered meanwhile stay pending and are replayed by the next poll.
           onAbort = () => this.dropConnection(s)
@@ -323,6 +339,22 @@ export class RedisTransport implements Transport {
         const newest = entries[entries.length - 1]
         if (newest !== undefined) s.lastId = newest.id
       }
+    }
+    try {
+      const reading = read()
+      await Promise.race([
+        reading,
+        new Promise<never>((_, reject) => {
+          deadline = setTimeout(() => {
+            timedOut = true
+            this.dropConnection(s)
+            // The read fails (or ends) later, unheard: what it delivered stays pending and is
+            // replayed by the next poll.
+            reading.catch(() => undefined)
+            reject(new Error('no answer'))
+          }, limitMs)
+        }),
+      ])
       s.polled?.()
       return out
     } catch (e) {
@@ -331,6 +363,9 @@ export class RedisTransport implements Transport {
       this.dropConnection(s)
       if (this.closed) throw new ClosedError('redis transport was closed during poll', { cause: e })
       if (signal?.aborted === true) return out
+      if (timedOut) {
+        throw new TransportError(`redis transport: poll had no answer within ${limitMs} ms (waitMs + commandTimeoutMs); its connection was dropped`, { cause: e, retriable: true })
+      }
       if (replyCode(e) === 'NOGROUP' || replyCode(e) === 'UNBLOCKED') {
         // The stream or the group is gone (deleted, or a server restarted without its data; a
         // blocked read hears UNBLOCKED): the next poll recreates the group and restarts from the
@@ -340,6 +375,7 @@ export class RedisTransport implements Transport {
       }
       throw translateError(e, 'poll')
     } finally {
+      clearTimeout(deadline)
       if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort)
     }
   }
@@ -347,6 +383,7 @@ export class RedisTransport implements Transport {
   async commit(reader: string, origin: string, position: LogPosition): Promise<void> {
     this.check()
     checkName('reader', reader)
+    checkName('origin', origin)
     parsePosition(position)
     const stream = this.streamKey(origin)
     const args = [2, stream, this.committedKey(origin), reader, position]
@@ -361,6 +398,8 @@ export class RedisTransport implements Transport {
 
   async committed(reader: string, origin: string): Promise<LogPosition | undefined> {
     this.check()
+    checkName('reader', reader)
+    checkName('origin', origin)
     try {
       const v = await this.client.hget(this.committedKey(origin), reader)
       return v ?? undefined
@@ -372,6 +411,7 @@ export class RedisTransport implements Transport {
   async rewind(reader: string, origin: string): Promise<void> {
     this.check()
     checkName('reader', reader)
+    checkName('origin', origin)
     const s = this.session(reader, origin)
     try {
       await this.reset(s)
@@ -382,6 +422,7 @@ export class RedisTransport implements Transport {
 
   async earliest(origin: string): Promise<LogPosition | undefined> {
     this.check()
+    checkName('origin', origin)
     try {
       const entries = parseEntries(await this.client.call('XRANGE', [this.streamKey(origin), '-', '+', 'COUNT', 1]))
       return entries[0]?.id
@@ -392,6 +433,7 @@ export class RedisTransport implements Transport {
 
   async trim(origin: string, before: LogPosition): Promise<void> {
     this.check()
+    checkName('origin', origin)
     parsePosition(before)
     try {
       // Exact trimming (no `~`): earliest() must report `before` afterwards.
@@ -417,7 +459,10 @@ export class RedisTransport implements Transport {
       this.stopWatcher(s)
     }
     if (this.ownsClient) {
-      await this.client.quit().catch(() => undefined)
+      // Not for ever: a server that stopped answering would hold quit() (see commandTimeoutMs).
+      let timer: ReturnType<typeof setTimeout> | undefined
+      await Promise.race([this.client.quit().catch(() => undefined), new Promise((resolve) => (timer = setTimeout(resolve, this.options.commandTimeoutMs)))])
+      clearTimeout(timer)
       this.client.disconnect()
     }
   }
@@ -448,6 +493,7 @@ export class RedisTransport implements Transport {
         started: false,
         replay: false,
         replayCursor: '0',
+        replayUntil: undefined,
         claimCursor: '0-0',
         nextClaimAt: this.options.now() + this.options.claimIntervalMs,
         conn: undefined,
@@ -552,7 +598,10 @@ export class RedisTransport implements Transport {
 
   /** A connection of its own for blocking reads, that does not reconnect nor resend. */
   private duplicateForReads(): Client {
-    const override = { retryStrategy: () => null, autoResendUnfulfilledCommands: false, lazyConnect: false, enableAutoPipelining: false }
+    // The offline queue on (a poll's first command goes out before the connection is up: without
+    // the queue ioredis refuses it, and every poll would fail), and no commandTimeout (a blocking
+    // read waits its waitMs; poll bounds it itself).
+    const override = { retryStrategy: () => null, autoResendUnfulfilledCommands: false, lazyConnect: false, enableAutoPipelining: false, enableOfflineQueue: true, commandTimeout: undefined }
     const conn =
       this.client instanceof Cluster
         ? // retryDelayOnFailover 0: a Cluster client otherwise sends a command again when its
@@ -592,16 +641,53 @@ export class RedisTransport implements Transport {
     s.replayCursor = '0'
   }
 
-  /** Re-reads this consumer's pending entries (history, oldest first), a page per call. */
+  /**
+   * Re-reads this consumer's pending entries (history, oldest first), a page per call, up to the
+   * group's last-delivered id as it was when the replay began: pending entries past it (delivered
+   * before a rewind moved the cursor back) come again through '>' — replayed too, they would come
+   * twice in one poll, out of order.
+   */
   private async replayOwn(s: Session, conn: Client, max: number, out: LogRecord[]): Promise<void> {
+    if (s.replayCursor === '0') s.replayUntil = await this.lastDeliveredId(conn, s)
+    const until = s.replayUntil
     const raw = await conn.callBuffer('XREADGROUP', ['GROUP', s.reader, this.options.consumer, 'COUNT', max, 'STREAMS', s.stream, s.replayCursor])
-    const entries = parseRead(raw)
+    let entries = parseRead(raw)
     // A short page is the last of what was pending: replaying stops here. (Left on, it would
     // replay what this poll's own '>' read adds to the pending list next, on every later poll.)
     if (entries.length < max) s.replay = false
+    if (until !== undefined) {
+      const past = entries.findIndex((e) => this.comparePositions(e.id, until) > 0)
+      if (past >= 0) {
+        entries = entries.slice(0, past)
+        s.replay = false
+      }
+    }
     if (entries.length === 0) return
     s.replayCursor = (entries[entries.length - 1] as StreamEntry).id
     this.collect(s, entries, out)
+  }
+
+  /** The last-delivered id of `s`'s group (XINFO GROUPS), undefined when the server does not say. */
+  private async lastDeliveredId(conn: Client, s: Session): Promise<string | undefined> {
+    let raw: unknown
+    try {
+      raw = await conn.call('XINFO', ['GROUPS', s.stream])
+    } catch (e) {
+      // No stream (deleted, or a restarted server without its data): the replay's read meets
+      // NOGROUP next, which starts the session over.
+      if (e instanceof Error && /no such key/i.test(e.message)) return undefined
+      throw e
+    }
+    if (!Array.isArray(raw)) return undefined
+    for (const g of raw as unknown[]) {
+      if (!Array.isArray(g)) continue
+      const fields = new Map<string, unknown>()
+      for (let i = 0; i + 1 < g.length; i += 2) fields.set(asString(g[i]), g[i + 1])
+      if (fields.get('name') !== s.reader && asString(fields.get('name') ?? '') !== s.reader) continue
+      const id = fields.get('last-delivered-id')
+      return id === undefined ? undefined : asString(id)
+    }
+    return undefined
   }
 
   /** Claims entries pending too long on any consumer of the group (presumed dead), one page per call. */

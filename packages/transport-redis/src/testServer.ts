@@ -159,7 +159,18 @@ export class PrivateRedis {
     throw new Error(`redis-server on ${this.port} did not shut down`)
   }
 
+  /**
+   * Freezes the server (SIGSTOP) or thaws it (SIGCONT): a server that stops answering without
+   * closing its connections, as a paused VM or a partition looks to a client.
+   */
+  async freeze(frozen: boolean): Promise<void> {
+    const pid = await this.pid()
+    if (pid === undefined) throw new Error('redis-server pid unknown')
+    process.kill(pid, frozen ? 'SIGSTOP' : 'SIGCONT')
+  }
+
   async stop(): Promise<void> {
+    await this.freeze(false).catch(() => undefined)
     await this.down()
     await rm(this.dir, { recursive: true, force: true })
   }

@@ -1,0 +1,163 @@
+/**
+ * Edge cases a review found, each demonstrated against a real server: a server that stops
+ * answering, ioredis options that broke reads, a rewind followed by a lost connection, argument
+ * checks. Each test failed before its fix.
+ */
+import { randomUUID } from 'node:crypto'
+import { Redis } from 'ioredis'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { ConfigError, TransportError, type LogRecord, type Transport } from '@concord/core'
+import { RedisStore } from './redisStore.js'
+import { RedisTransport } from './redisTransport.js'
+import { PrivateRedis, hasRedisServer, requireRedis } from './testServer.js'
+
+const server = await requireRedis()
+const canStartServers = await hasRedisServer()
+
+const enc = new TextEncoder()
+const dec = new TextDecoder()
+const bytes = (s: string): Uint8Array => enc.encode(s)
+const text = (r: LogRecord): string => dec.decode(r.bytes)
+
+describe.skipIf(!server.available)('RedisTransport and RedisStore edge cases', () => {
+  const keyPrefix = `{concord-edges-${randomUUID()}}`
+  let admin: Redis
+  beforeAll(() => {
+    admin = new Redis(server.url)
+  })
+  afterAll(async () => {
+    const keys = await admin.keys(`${keyPrefix}*`)
+    if (keys.length > 0) await admin.del(...keys)
+    await admin.quit()
+  })
+
+  it('a rewind, then a lost connection: the next poll gives each record once, in order (it gave the rewound ones twice, out of order)', async () => {
+    const t = new RedisTransport({ redis: { host: new URL(server.url).hostname, port: Number(new URL(server.url).port), connectionName: `edges-${randomUUID()}` }, keyPrefix })
+    try {
+      const positions = await t.append('eu', ['a', 'b', 'c', 'd', 'e', 'f'].map(bytes))
+      expect((await t.poll('us', 'eu', { max: 10 })).map(text)).toEqual(['a', 'b', 'c', 'd', 'e', 'f'])
+      await t.commit('us', 'eu', positions[1] as string)
+      await t.rewind('us', 'eu')
+      const name = (t as unknown as { client: Redis }).client.options.connectionName as string
+      const list = String(await admin.client('LIST'))
+      for (const line of list.split('\n').filter((l) => l.includes(` name=${name} `))) await admin.client('KILL', 'ID', /id=(\d+)/.exec(line)?.[1] as string)
+      // The poll that finds its connection gone fails; the one after replays, then reads on.
+      await t.poll('us', 'eu', { max: 10 }).catch(() => undefined)
+      const got = await t.poll('us', 'eu', { max: 10 })
+      expect(got.map(text)).toEqual(['c', 'd', 'e', 'f'])
+    } finally {
+      await t.close()
+    }
+  })
+
+  it('reads with enableOfflineQueue: false and a commandTimeout shorter than waitMs in the ioredis options (every poll failed; a waiting poll timed out)', async () => {
+    const u = new URL(server.url)
+    const t = new RedisTransport({ redis: { host: u.hostname, port: Number(u.port), enableOfflineQueue: false, commandTimeout: 200 }, keyPrefix })
+    try {
+      // The main connection is up before the first command (enableOfflineQueue: false refuses commands before that).
+      await (t as unknown as { client: Redis }).client.ping().catch(async () => new Promise((r) => setTimeout(r, 200)))
+      await t.append('oq', [bytes('x')])
+      let got: readonly LogRecord[] = []
+      for (let i = 0; i < 20 && got.length === 0; i++) got = await t.poll('r', 'oq', { waitMs: 0 }).catch(() => [])
+      expect(got.map(text)).toEqual(['x'])
+      const started = Date.now()
+      expect(await t.poll('r', 'oq', { waitMs: 600 })).toEqual([])
+      expect(Date.now() - started).toBeGreaterThanOrEqual(550)
+    } finally {
+      await t.close()
+    }
+  })
+
+  it("refuses ioredis's own keyPrefix (reads met NOGROUP for ever: XGROUP's keys were not prefixed)", () => {
+    expect(() => new RedisTransport({ redis: { keyPrefix: 'app:' }, keyPrefix })).toThrow(ConfigError)
+    const client = new Redis(server.url, { keyPrefix: 'app:', lazyConnect: true })
+    expect(() => new RedisTransport({ redis: client, keyPrefix })).toThrow(/ioredis's keyPrefix/)
+    client.disconnect()
+  })
+
+  it('takes a fractional waitMs (BLOCK refused it with a non-retriable error) and an abort during the first poll\'s setup (it blocked for the whole waitMs)', async () => {
+    const t = new RedisTransport({ redis: server.url, keyPrefix })
+    try {
+      expect(await t.poll('r', 'frac', { waitMs: 10.5 })).toEqual([])
+      const ac = new AbortController()
+      const started = Date.now()
+      const first = t.poll('r2', 'frac2', { waitMs: 8_000, signal: ac.signal })
+      ac.abort()
+      expect(await first).toEqual([])
+      expect(Date.now() - started).toBeLessThan(4_000)
+    } finally {
+      await t.close()
+    }
+  })
+
+  it('checks every name and store argument (commit to origin undefined resolved; store calls threw TypeErrors; lone-surrogate keys merged)', async () => {
+    const t = new RedisTransport({ redis: server.url, keyPrefix })
+    const store = new RedisStore({ redis: server.url, keyPrefix: `${keyPrefix}s` })
+    try {
+      const bad = undefined as unknown as string
+      for (const call of [() => t.commit('r', bad, '1-0'), () => t.committed('r', bad), () => t.committed(bad, 'o'), () => t.rewind('r', bad), () => t.earliest(bad), () => t.trim(bad, '1-0')]) {
+        await expect(call()).rejects.toBeInstanceOf(ConfigError)
+      }
+      for (const call of [
+        () => store.write(null as never),
+        () => store.write([null] as never),
+        () => store.get(bad),
+        () => store.keys(bad),
+        () => store.put('doc/\uD800', bytes('hi')),
+        () => store.get('doc/\uDC00'),
+      ]) {
+        await expect(call()).rejects.toBeInstanceOf(ConfigError)
+      }
+      expect(await admin.keys(`${keyPrefix}:*undefined*`)).toEqual([])
+    } finally {
+      await t.close()
+      await store.close()
+    }
+  })
+})
+
+describe.skipIf(!canStartServers)('RedisTransport and RedisStore against a server that stops answering', () => {
+  let frozen: PrivateRedis
+  beforeAll(async () => {
+    frozen = await PrivateRedis.start()
+  })
+  afterAll(async () => {
+    await frozen.stop()
+  })
+
+  it('fails polls, commits and store writes with retriable errors and closes, within waitMs + commandTimeoutMs (they waited for ever)', async () => {
+    const t: Transport = new RedisTransport({ redis: frozen.url, keyPrefix: '{f}', commandTimeoutMs: 300 })
+    const store = new RedisStore({ redis: frozen.url, keyPrefix: '{fs}', commandTimeoutMs: 300 })
+    const [p] = await t.append('eu', [bytes('a')])
+    expect((await t.poll('us', 'eu')).map(text)).toEqual(['a'])
+    await store.put('k', bytes('v'))
+    await frozen.freeze(true)
+    try {
+      const timed = async (call: () => Promise<unknown>): Promise<{ error: unknown; ms: number }> => {
+        const started = Date.now()
+        const error = await call().then(
+          () => undefined,
+          (e: unknown) => e,
+        )
+        return { error, ms: Date.now() - started }
+      }
+      for (const [what, call, within] of [
+        ['poll', () => t.poll('us', 'eu', { waitMs: 0 }), 2_000],
+        ['waiting poll', () => t.poll('us', 'eu', { waitMs: 500 }), 2_500],
+        ['commit', () => t.commit('us', 'eu', p as string), 2_000],
+        ['store write', () => store.put('k', bytes('w')), 2_000],
+      ] as const) {
+        const r = await timed(call)
+        expect({ what, retriable: r.error instanceof TransportError && r.error.retriable }).toEqual({ what, retriable: true })
+        expect(r.ms, what).toBeLessThan(within)
+      }
+      const closing = await timed(async () => {
+        await t.close()
+        await store.close()
+      })
+      expect(closing.ms).toBeLessThan(2_000)
+    } finally {
+      await frozen.freeze(false)
+    }
+  })
+})
