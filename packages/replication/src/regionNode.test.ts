@@ -879,6 +879,41 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     expect(await eu.trimStable()).toBeDefined()
   })
 
+  it('a repair of a writer that is gone is answered once, by one node named in the request (review finding: asked of anyone, every node that had applied enough answered, 8 full answers for one request)', async () => {
+    const { clock, broker, make } = makeCluster({ instances: 0, extra: { repairTimeoutMs: 200 } })
+    const nodes = REGIONS.flatMap((r) => [1, 2, 3].map((i) => make(r, `i${i}`)))
+    const eu = nodes[0] as RegionNode
+    const set = (await eu.open('p', 'or-set')) as unknown as OrSet<string>
+    for (let i = 0; i < 60; i++) {
+      set.add(`item-${i}`)
+      if (i % 20 === 19) await eu.flush()
+    }
+    for (let i = 0; i < 40; i++) {
+      for (const n of nodes) await n.pump()
+      clock.advance(50)
+    }
+    clock.advance(2000)
+    for (let i = 0; i < 3; i++) for (const n of nodes) await n.pump()
+    expect(await eu.trimStable()).toBeDefined()
+    // eu/i1 is gone for good; a node that joins now finds its log trimmed and needs a repair.
+    const rest = nodes.slice(1)
+    const late = make('ap', 'late')
+    await settle([...rest, late], clock, async () => (await late.open<string[]>('p', 'or-set')).value().length === 60)
+    expect((await late.open<string[]>('p', 'or-set')).value()).toHaveLength(60)
+    for (let i = 0; i < 20; i++) {
+      for (const n of [...rest, late]) await n.pump()
+      clock.advance(50)
+    }
+    const answers = new Map<string, number>()
+    for (const o of REGIONS) {
+      for (const r of broker.log(o).records) {
+        const e = decodeEnvelope(r)
+        if (e.typeName === '$repair-response' && decodeRepairResponse(e.payload).requester === 'ap/late') answers.set(e.writer, (answers.get(e.writer) ?? 0) + 1)
+      }
+    }
+    expect([...answers.values()]).toEqual([1])
+  })
+
   it('a writer that is gone is repaired by any node that has seen its updates', async () => {
     const { clock, nodes, make } = makeCluster({ instances: 1, extra: { repairTimeoutMs: 200 } })
     const eu = nodes[0] as RegionNode

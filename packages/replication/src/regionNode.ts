@@ -1734,8 +1734,8 @@ export class RegionNode {
       if (prev !== undefined && now - prev.sentAt < this.o.repairTimeoutMs) continue
       const attempts = prev === undefined ? 0 : prev.attempts + 1
       const requestId = `${this.writer}.${this.incarnation}.${++this.requestCounter}`
-      // First ask the writer itself; if it does not answer, anyone who has seen its updates.
-      const responder = attempts % 2 === 0 ? w : ANY_RESPONDER
+      // First ask the writer itself; if it does not answer, another node that has seen its updates.
+      const responder = attempts % 2 === 0 ? w : this.proxyFor(w, have, attempts)
       // Not queued now: asked again next round, not after repairTimeoutMs.
       if (!this.appendControl(REPAIR_REQUEST, w, have + 1, encodeRepairRequest({ requestId, target: w, from: have, responder }))) continue
       this.pendingRepairs.set(w, { requestId, sentAt: now, attempts })
@@ -1743,6 +1743,22 @@ export class RegionNode {
       sent++
     }
     return sent
+  }
+
+  /**
+   * Who answers a repair of `w` for a writer that did not: a node whose last heartbeat says it has
+   * applied `w` past `have` — one node, named, so that one answer comes back (asked of anyone, every
+   * node that has applied enough answers with full states). Named nodes rotate from one attempt to
+   * the next (one may be gone too), every other time anyone (`*`) instead, in case no heartbeat
+   * named the node that could answer.
+   */
+  private proxyFor(w: string, have: number, attempts: number): string {
+    if (attempts % 4 === 3) return ANY_RESPONDER
+    const candidates: string[] = []
+    for (const [node, seen] of this.nodeSeen) if (node !== w && node !== this.writer && seen.get(w) > have) candidates.push(node)
+    if (candidates.length === 0) return ANY_RESPONDER
+    candidates.sort()
+    return candidates[Math.floor(attempts / 4) % candidates.length] as string
   }
 
   private async answerRepairs(): Promise<number> {
