@@ -126,6 +126,8 @@ interface Session {
   /** Commits waiting for the next OffsetCommit request (topic → next offset), and its promise. */
   readonly commitQueue: Map<string, bigint>
   commitBatch: Promise<void> | undefined
+  /** The last OffsetCommit request sent (or being sent): the next one waits for it. */
+  commitsSent: Promise<void>
   /** A join that left a subscribed topic unassigned is followed by another one (see onGroupJoin). */
   rejoinTimer: ReturnType<typeof setTimeout> | undefined
   /** Dropped (a failed start, a crash) or its transport closed: a (re)start still under way stops and disconnects. */
@@ -156,6 +158,8 @@ export class KafkaTransport implements Transport {
   private producer: Promise<Producer> | undefined
   private admin: Promise<Admin> | undefined
   private closed = false
+  /** Calls waiting for a consumer's start (see unlessClosed): close() releases them. */
+  private readonly closeWaiters = new Set<() => void>()
 
   constructor(options: KafkaTransportOptions = {}) {
     this.options = resolveOptions(options)
@@ -257,7 +261,7 @@ export class KafkaTransport implements Transport {
     const { max, waitMs } = checkPollOptions('kafka', options, DEFAULT_POLL_MAX)
     const s = this.session(reader, [origin])
     try {
-      await s.started
+      await this.unlessClosed(s.started)
     } catch (e) {
       this.dropSession(s)
       throw this.fail(e, 'poll')
@@ -290,8 +294,10 @@ export class KafkaTransport implements Transport {
     const next = offsetOf(position) + 1n
     const s = this.session(reader, [origin])
     try {
-      await s.started
+      await this.unlessClosed(s.started)
       await this.withTimeout(s.joined, this.options.joinTimeoutMs, 'joining the consumer group')
+      // Closed while waiting (close() releases the wait): ClosedError, not a late commit or seek.
+      this.check()
       if (s.failure !== undefined) throw s.failure
       if (s.restarting) throw rejoining()
       const o = s.origins.get(topicName(this.options.topicPrefix, origin)) as OriginState
@@ -327,8 +333,10 @@ export class KafkaTransport implements Transport {
     // Without a session there is no cursor: a new consumer starts at the committed offset anyway.
     if (s === undefined || !s.origins.has(topic)) return
     try {
-      await s.started
+      await this.unlessClosed(s.started)
       await this.withTimeout(s.joined, this.options.joinTimeoutMs, 'joining the consumer group')
+      // Closed while waiting (close() releases the wait): ClosedError, not a late commit or seek.
+      this.check()
       const o = s.origins.get(topic) as OriginState
       const committed = await this.fetchCommitted(reader, origin)
       const target = committed ?? (await this.lowWatermark(topic)) ?? 0n
@@ -391,12 +399,15 @@ export class KafkaTransport implements Transport {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    for (const release of [...this.closeWaiters]) release()
     this.watchers.clear()
     const sessions = [...this.sessions.values()]
     this.sessions.clear()
     for (const s of sessions) {
       s.dropped = true
       clearTimeout(s.rejoinTimer)
+      // A commit or rewind waiting for the group join goes on (and fails with ClosedError) now.
+      s.onJoin()
       for (const o of s.origins.values()) for (const wake of [...o.waiters]) wake()
     }
     const closing: Promise<unknown>[] = sessions.map((s) => s.consumer.disconnect())
@@ -464,7 +475,7 @@ export class KafkaTransport implements Transport {
     this.topics.delete(topic)
     // A topic created again numbers its offsets from 0: runs remembered from the old one would
     // pass another appender's new records off as ours (skipAppendsOf).
-    for (const key of [...this.appended.keys()]) if (key.startsWith(`${topic}\u0000`)) this.appended.delete(key)
+    this.forgetAppended(topic)
     const admin = this.admin
     this.admin = undefined
     admin?.then((a) => a.disconnect()).catch(() => undefined)
@@ -516,7 +527,9 @@ export class KafkaTransport implements Transport {
     const admin = await this.connectAdmin()
     const result = await admin.fetchOffsets({ groupId: this.groupId(reader), topics: [topic] })
     const offset = result.find((t) => t.topic === topic)?.partitions.find((p) => p.partition === PARTITION)?.offset
-    if (offset === undefined || offset === '-1') return undefined
+    // -1: none; other negative values are kafkajs's sentinels (it commits -2, "earliest", when it
+    // resets an out-of-range position): nothing this reader committed either.
+    if (offset === undefined || offset.startsWith('-')) return undefined
     return BigInt(offset)
   }
 
@@ -559,6 +572,7 @@ export class KafkaTransport implements Transport {
         failure: undefined,
         commitQueue: new Map(),
         commitBatch: undefined,
+        commitsSent: Promise.resolve(),
         rejoinTimer: undefined,
         dropped: false,
       }
@@ -570,6 +584,9 @@ export class KafkaTransport implements Transport {
         session.restarting = true
       })
       consumer.on(consumer.events.CRASH, (event) => {
+        // Restarted: kafkajs's new run forgets the pauses (eachBatch pauses again when a buffer
+        // fills; a stale paused flag would keep it from doing so, and the buffer would grow).
+        if (event.payload.restart) for (const o of session.origins.values()) o.paused = false
         // Not restarted: the session is dead; release whoever waits for a join or for records.
         if (!event.payload.restart) {
           session.failure = event.payload.error
@@ -667,6 +684,9 @@ export class KafkaTransport implements Transport {
         if (o.next !== undefined && BigInt(batch.highWatermark) < o.next) {
           o.next = undefined
           o.committed = undefined
+          // The runs this transport appended to the old topic: another appender's records at
+          // those offsets of the new one must not pass for ours.
+          this.forgetAppended(o.topic)
         }
         // Offsets grow within a batch: when the first is new, all are (no BigInt per record).
         const allNew = first !== undefined && (o.next === undefined || BigInt(first.offset) >= o.next)
@@ -679,6 +699,7 @@ export class KafkaTransport implements Transport {
           if (own !== undefined && findRange(own, BigInt(message.offset)) !== undefined) {
             // The reader's own append (fetched before a seek could skip it): one placeholder per run.
             run = message.offset
+            if (!allNew) o.next = BigInt(message.offset) + 1n
             continue
           }
           if (run !== undefined) {
@@ -738,6 +759,11 @@ export class KafkaTransport implements Transport {
     return this.watchers.add(reader, listener)
   }
 
+  /** Forgets the runs appended to `topic` (see skipAppendsOf): the topic was deleted or created again. */
+  private forgetAppended(topic: string): void {
+    for (const key of [...this.appended.keys()]) if (key.startsWith(`${topic}\u0000`)) this.appended.delete(key)
+  }
+
   /** Remembers offsets `first..last` of `topic` as appended by `source` (for skipAppendsOf). */
   private noteAppended(topic: string, source: string, first: bigint, last: bigint): void {
     const key = `${topic}\u0000${source}`
@@ -777,36 +803,52 @@ export class KafkaTransport implements Transport {
     if (queued === undefined || next > queued) s.commitQueue.set(topic, next)
     s.commitBatch ??= new Promise<void>((resolve, reject) => {
       setImmediate(() => {
-        const entries = [...s.commitQueue]
-        s.commitQueue.clear()
-        s.commitBatch = undefined
-        // kafkajs resolves commitOffsets without sending anything while its runner stops (a crash
-        // being handled, a restart): only offsets it reports committed (its COMMIT_OFFSETS event,
-        // emitted once the broker answered) count.
-        const sent = new Map<string, string>()
-        const stopListening = s.consumer.on(s.consumer.events.COMMIT_OFFSETS, (event) => {
-          // The offsets arrive as kafkajs Long objects: compared as decimal strings.
-          for (const t of event.payload.topics) for (const p of t.partitions) if (p.partition === PARTITION) sent.set(t.topic, String(p.offset))
-        })
-        s.consumer.commitOffsets(entries.map(([t, offset]) => ({ topic: t, partition: PARTITION, offset: String(offset) }))).then(
-          () => {
-            stopListening()
-            if (entries.some(([t, offset]) => sent.get(t) !== String(offset))) return reject(rejoining())
-            for (const [t, offset] of entries) {
-              const o = s.origins.get(t)
-              if (o !== undefined && (o.committed === undefined || offset > o.committed)) o.committed = offset
-            }
-            resolve()
-          },
-          (e: unknown) => {
-            stopListening()
-            reject(e)
-          },
-        )
+        // One OffsetCommit request of a reader at a time, in order: two in flight could land in
+        // the other order, and the committed offset would move backwards.
+        const run = s.commitsSent.catch(() => undefined).then(() => this.sendCommits(s))
+        s.commitsSent = run
+        run.then(resolve, reject)
       })
     })
     return s.commitBatch
   }
+
+  /** Sends the queued commits of `s` (those past what was committed already) as one OffsetCommit request. */
+  private sendCommits(s: Session): Promise<void> {
+    const entries = [...s.commitQueue].filter(([t, offset]) => {
+      const committed = s.origins.get(t)?.committed
+      return committed === undefined || offset > committed
+    })
+    s.commitQueue.clear()
+    s.commitBatch = undefined
+    if (entries.length === 0) return Promise.resolve()
+    return new Promise<void>((resolve, reject) => {
+      // kafkajs resolves commitOffsets without sending anything while its runner stops (a crash
+      // being handled, a restart): only offsets it reports committed (its COMMIT_OFFSETS event,
+      // emitted once the broker answered) count.
+      const sent = new Map<string, string>()
+      const stopListening = s.consumer.on(s.consumer.events.COMMIT_OFFSETS, (event) => {
+        // The offsets arrive as kafkajs Long objects: compared as decimal strings.
+        for (const t of event.payload.topics) for (const p of t.partitions) if (p.partition === PARTITION) sent.set(t.topic, String(p.offset))
+      })
+      s.consumer.commitOffsets(entries.map(([t, offset]) => ({ topic: t, partition: PARTITION, offset: String(offset) }))).then(
+        () => {
+          stopListening()
+          if (entries.some(([t, offset]) => sent.get(t) !== String(offset))) return reject(rejoining())
+          for (const [t, offset] of entries) {
+            const o = s.origins.get(t)
+            if (o !== undefined && (o.committed === undefined || offset > o.committed)) o.committed = offset
+          }
+          resolve()
+        },
+        (e: unknown) => {
+          stopListening()
+          reject(e)
+        },
+      )
+    })
+  }
+
 
   /**
    * Announces every origin `reader` will poll: its consumer subscribes to all of their topics at
@@ -816,7 +858,7 @@ export class KafkaTransport implements Transport {
     this.check()
     const s = this.session(reader, origins)
     try {
-      await s.started
+      await this.unlessClosed(s.started)
     } catch (e) {
       this.dropSession(s)
       throw this.fail(e, 'subscribe')
@@ -842,6 +884,26 @@ export class KafkaTransport implements Transport {
       s.waiters.add(done)
       signal?.addEventListener('abort', done, { once: true })
     })
+  }
+
+  /**
+   * Waits for `p` — a consumer's start, which lasts as long as its group join (a join can wait out
+   * a crashed member's session) — unless close() begins first: then ClosedError at once.
+   */
+  private async unlessClosed(p: Promise<void>): Promise<void> {
+    let release: (() => void) | undefined
+    // A promise per call, dropped after it (one kept for the transport's life would collect a
+    // reaction per poll).
+    const closed = new Promise<void>((resolve) => {
+      release = resolve
+      this.closeWaiters.add(resolve)
+    })
+    try {
+      await Promise.race([p, closed])
+    } finally {
+      this.closeWaiters.delete(release as () => void)
+    }
+    this.check()
   }
 
   private async withTimeout(p: Promise<void>, ms: number, what: string): Promise<void> {

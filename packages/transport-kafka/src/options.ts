@@ -145,6 +145,10 @@ export function resolveOptions(options: KafkaTransportOptions): ResolvedKafkaTra
   if (!Number.isInteger(replicationFactor) || (replicationFactor < 1 && replicationFactor !== -1)) {
     throw new ConfigError(`kafka transport: replicationFactor must be -1 or a positive integer, got ${replicationFactor}`)
   }
+  const sessionTimeoutMs = timerMs('sessionTimeoutMs', options.sessionTimeoutMs ?? d.sessionTimeoutMs)
+  const heartbeatIntervalMs = timerMs('heartbeatIntervalMs', options.heartbeatIntervalMs ?? d.heartbeatIntervalMs)
+  // kafkajs refuses a consumer otherwise, at its first use (a poll), with an untyped error.
+  if (heartbeatIntervalMs >= sessionTimeoutMs) throw new ConfigError(`kafka transport: heartbeatIntervalMs (${heartbeatIntervalMs}) must be lower than sessionTimeoutMs (${sessionTimeoutMs})`)
   return {
     kafka: options.kafka ?? { clientId: d.kafka.clientId, brokers: [...d.kafka.brokers] },
     topicPrefix,
@@ -152,12 +156,22 @@ export function resolveOptions(options: KafkaTransportOptions): ResolvedKafkaTra
     replicationFactor,
     topicConfig: { ...d.topicConfig, ...(topicConfig as Record<string, string>) },
     bufferRecords: positiveInteger('bufferRecords', options.bufferRecords ?? d.bufferRecords),
-    sessionTimeoutMs: positiveInteger('sessionTimeoutMs', options.sessionTimeoutMs ?? d.sessionTimeoutMs),
-    heartbeatIntervalMs: positiveInteger('heartbeatIntervalMs', options.heartbeatIntervalMs ?? d.heartbeatIntervalMs),
-    joinTimeoutMs: positiveInteger('joinTimeoutMs', options.joinTimeoutMs ?? d.joinTimeoutMs),
-    fetchMaxWaitMs: positiveInteger('fetchMaxWaitMs', options.fetchMaxWaitMs ?? d.fetchMaxWaitMs),
+    sessionTimeoutMs,
+    heartbeatIntervalMs,
+    joinTimeoutMs: timerMs('joinTimeoutMs', options.joinTimeoutMs ?? d.joinTimeoutMs),
+    fetchMaxWaitMs: timerMs('fetchMaxWaitMs', options.fetchMaxWaitMs ?? d.fetchMaxWaitMs),
     maxBatchBytes: atLeast('maxBatchBytes', options.maxBatchBytes ?? d.maxBatchBytes, 2 * RECORD_ROOM_BYTES),
   }
+}
+
+/** The longest timer Node keeps (2^31 - 1 ms): a longer one fires at once, and kafkajs refuses such waits. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+/** {@link positiveInteger} for a time used as a timer or a broker wait: at most 2^31 - 1 ms. */
+function timerMs(name: string, value: number): number {
+  const v = positiveInteger(name, value)
+  if (v > MAX_TIMER_MS) throw new ConfigError(`kafka transport: ${name} must be at most ${MAX_TIMER_MS} ms, got ${v}`)
+  return v
 }
 
 /** The topic of `origin`; throws ConfigError when the name is not a valid Kafka topic. */

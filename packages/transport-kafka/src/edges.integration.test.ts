@@ -1,0 +1,173 @@
+/**
+ * Edge cases a review found, each demonstrated against a real broker and each failing before its
+ * fix: a topic created again by another appender, overlapping commits, kafkajs's offset sentinels,
+ * a refetch ending in the reader's own run, close() during a group join, option combinations
+ * kafkajs refuses late.
+ */
+import { spawn } from 'node:child_process'
+import { randomUUID } from 'node:crypto'
+import { Kafka, logLevel, type Admin } from 'kafkajs'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { ClosedError, ConfigError, isConcordError, type LogRecord } from '@concord/core'
+import { KafkaTransport } from './kafkaTransport.js'
+import type { KafkaTransportOptions } from './options.js'
+import { requireKafka } from './testServer.js'
+
+const server = await requireKafka()
+
+const enc = new TextEncoder()
+const dec = new TextDecoder()
+const bytes = (s: string): Uint8Array => enc.encode(s)
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+describe.skipIf(!server.available)('KafkaTransport edge cases', () => {
+  const prefix = `concord-edges-${randomUUID().slice(0, 8)}`
+  const kafka = new Kafka({ clientId: 'concord-edges', brokers: [...server.brokers], logLevel: logLevel.NOTHING })
+  let admin: Admin
+  const opened: KafkaTransport[] = []
+  const open = (options: KafkaTransportOptions = {}): KafkaTransport => {
+    const t = new KafkaTransport({ kafka, topicPrefix: prefix, groupPrefix: prefix, fetchMaxWaitMs: 100, ...options })
+    opened.push(t)
+    return t
+  }
+  /** Polls until `n` records (placeholders included) or `tries` polls; retriable errors count as empty polls. */
+  async function pollUntil(t: KafkaTransport, reader: string, origin: string, n: number, skipAppendsOf?: string, tries = 50): Promise<LogRecord[]> {
+    const out: LogRecord[] = []
+    for (let i = 0; i < tries && out.length < n; i++) {
+      try {
+        out.push(...(await t.poll(reader, origin, { waitMs: 200, ...(skipAppendsOf === undefined ? {} : { skipAppendsOf }) })))
+      } catch (e) {
+        if (!(isConcordError(e) && e.retriable)) throw e
+      }
+    }
+    return out
+  }
+
+  beforeAll(async () => {
+    admin = kafka.admin()
+    await admin.connect()
+  })
+  afterEach(async () => {
+    for (const t of opened.splice(0)) await t.close()
+  })
+  afterAll(async () => {
+    const topics = (await admin.listTopics()).filter((t) => t.startsWith(`${prefix}`))
+    if (topics.length > 0) await admin.deleteTopics({ topics })
+    await admin.disconnect()
+  })
+
+  it("a topic deleted and created again by another appender: the reader delivers the new records, in order (it passed them off as its own runs and looped)", async () => {
+    const t = open({ topicPrefix: `${prefix}-re`, groupPrefix: `${prefix}-re` })
+    const twin = open({ topicPrefix: `${prefix}-re`, groupPrefix: `${prefix}-re` })
+    await t.append('own', ['mine0', 'mine1', 'mine2'].map(bytes), { source: 'me' })
+    expect((await pollUntil(t, 'r1', 'own', 1, 'me')).map((r) => r.skipped)).toEqual([true])
+    await t.commit('r1', 'own', '2')
+    await admin.deleteTopics({ topics: [`${prefix}-re.own`] })
+    for (let i = 0; i < 40; i++) {
+      const ok = await twin.append('own', ['twin0', 'twin1'].map(bytes)).then(
+        () => true,
+        (e: unknown) => !(isConcordError(e) && e.retriable) && Promise.reject(e),
+      )
+      if (ok) break
+      await sleep(500)
+    }
+    const after: LogRecord[] = []
+    const until = Date.now() + 8_000
+    while (Date.now() < until && after.filter((r) => r.skipped !== true).length < 2) after.push(...(await pollUntil(t, 'r1', 'own', 1, 'me', 1)))
+    expect(after.filter((r) => r.skipped !== true).map((r) => dec.decode(r.bytes))).toEqual(['twin0', 'twin1'])
+    const positions = after.map((r) => BigInt(r.position))
+    expect(positions.every((p, i) => i === 0 || p > (positions[i - 1] as bigint))).toBe(true)
+  })
+
+  it('overlapping commits: the committed position never moves back, and a later commit is not lost (it moved back to the lower one)', async () => {
+    const t = open()
+    await t.append('cb', Array.from({ length: 10 }, (_, i) => bytes(`m${i}`)))
+    expect(await pollUntil(t, 'r1', 'cb', 10)).toHaveLength(10)
+    await t.commit('r1', 'cb', '0')
+    const high = t.commit('r1', 'cb', '8')
+    for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r))
+    const low = t.commit('r1', 'cb', '3')
+    await Promise.all([high, low])
+    expect(await t.committed('r1', 'cb')).toBe('8')
+    await t.commit('r1', 'cb', '6')
+    expect(await t.committed('r1', 'cb')).toBe('8')
+  })
+
+  it('a reader restarted below a trimmed log start: committed() is a position or nothing, never kafkajs\'s sentinel (it was "-3")', async () => {
+    const w = open()
+    await w.append('tr', Array.from({ length: 20 }, (_, i) => bytes(`m${i}`)))
+    const t1 = open()
+    expect(await pollUntil(t1, 'r1', 'tr', 20)).toHaveLength(20)
+    await t1.commit('r1', 'tr', '4')
+    await t1.close()
+    await w.trim('tr', '10')
+    const t2 = open()
+    const got = await pollUntil(t2, 'r1', 'tr', 10)
+    expect(got[0]?.position).toBe('10')
+    await sleep(500)
+    const c = await t2.committed('r1', 'tr')
+    expect(c === undefined || /^\d+$/.test(c)).toBe(true)
+  })
+
+  it('a refetch that ends in a run of the reader\'s own appends gives that run once per poll (it gave it twice)', async () => {
+    const t = open({ topicPrefix: `${prefix}-dup`, groupPrefix: `${prefix}-dup` })
+    const twin = open({ topicPrefix: `${prefix}-dup`, groupPrefix: `${prefix}-dup` })
+    await twin.append('own', Array.from({ length: 5 }, (_, i) => bytes(`twin${i}`)))
+    await twin.append('p', [bytes('p0')])
+    await twin.append('q', [bytes('q0')])
+    expect(await pollUntil(t, 'r1', 'own', 5, 'me')).toHaveLength(5)
+    // A new origin polled re-subscribes the consumer: it restarts at the committed offset (none).
+    await t.poll('r1', 'p', { waitMs: 2000 })
+    await sleep(1000)
+    await t.append('own', Array.from({ length: 5 }, (_, i) => bytes(`mine${i}`)), { source: 'me' })
+    await t.poll('r1', 'q', { waitMs: 2000 })
+    await sleep(1000)
+    const got = await t.poll('r1', 'own', { skipAppendsOf: 'me', max: 100 })
+    const positions = got.map((r) => r.position)
+    expect(new Set(positions).size).toBe(positions.length)
+  })
+
+  it('close() releases a commit waiting for its group join (it waited for the join, or joinTimeoutMs)', async () => {
+    const groupPrefix = `${prefix}-join`
+    const w = open({ groupPrefix })
+    await w.append('jo', [bytes('a')])
+    // An earlier member of the group, killed without leaving: the next join waits for its session to expire.
+    const child = spawn(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `import { Kafka, logLevel } from 'kafkajs'
+         const kafka = new Kafka({ clientId: 'edges-child', brokers: ${JSON.stringify([...server.brokers])}, logLevel: logLevel.NOTHING })
+         const c = kafka.consumer({ groupId: ${JSON.stringify(`${groupPrefix}/r1`)}, sessionTimeout: 10000, heartbeatInterval: 1000 })
+         c.on(c.events.GROUP_JOIN, () => console.log('ready'))
+         await c.connect(); await c.subscribe({ topics: [${JSON.stringify(`${prefix}.jo`)}], fromBeginning: true })
+         await c.run({ eachBatch: async () => {} })`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'], cwd: process.cwd() },
+    )
+    await new Promise<void>((resolve) => child.stdout.on('data', (d) => String(d).includes('ready') && resolve()))
+    child.kill('SIGKILL')
+    const t = open({ groupPrefix })
+    let settledAt = 0
+    const committing = t.commit('r1', 'jo', '0').then(
+      () => 'resolved',
+      (e: unknown) => e,
+    )
+    void committing.then(() => (settledAt = Date.now()))
+    await sleep(1000)
+    const closedAt = Date.now()
+    // close() itself waits for kafkajs to disconnect the joining consumer; the commit does not.
+    await t.close()
+    const outcome = await committing
+    expect(outcome).toBeInstanceOf(ClosedError)
+    expect(settledAt - closedAt).toBeLessThan(3_000)
+  }, 60_000)
+
+  it('refuses option combinations kafkajs refuses only at a first poll, or that overflow its timers (an untyped error; a reader that never read)', () => {
+    expect(() => open({ sessionTimeoutMs: 1000 })).toThrow(/heartbeatIntervalMs \(3000\) must be lower than sessionTimeoutMs \(1000\)/)
+    expect(() => open({ heartbeatIntervalMs: 40_000 })).toThrow(ConfigError)
+    expect(() => open({ fetchMaxWaitMs: 2 ** 31 })).toThrow(/fetchMaxWaitMs must be at most/)
+    expect(() => open({ joinTimeoutMs: 2 ** 31 })).toThrow(ConfigError)
+  })
+})
