@@ -6,7 +6,7 @@ import { MvRegister } from './mvRegister.js'
 import { OrMap } from './orMap.js'
 import { OrSet } from './orSet.js'
 import { PnCounter } from './pnCounter.js'
-import type { CausalTypeName } from './schema.js'
+import { TYPE_CODES, type CausalTypeName } from './schema.js'
 
 /** The class of each native type, by type name. */
 export interface CrdtTypes {
@@ -28,6 +28,7 @@ export interface CrdtFactoryOptions {
 
 /** A {@link ReplicaFactory} for one native type, for replication, stores and the simulator. */
 export function crdtFactory<K extends CausalTypeName>(type: K, options: CrdtFactoryOptions = {}): ReplicaFactory<unknown, CrdtTypes[K]> {
+  if (typeof type !== 'string' || !Object.hasOwn(TYPE_CODES, type)) throw new ConfigError(`crdtFactory: unknown native type ${JSON.stringify(type)} (one of ${Object.keys(TYPE_CODES).join(', ')})`)
   if (typeof options !== 'object' || options === null) throw new ConfigError('crdtFactory: options must be an object')
   checkKnownOptions('crdtFactory', options, ['now', 'clock'])
   if (options.now !== undefined && typeof options.now !== 'function') throw new ConfigError('crdtFactory: now must be a function')

@@ -176,6 +176,8 @@ describe('OrSet', () => {
     expect(() => new OrSet({ replicaID: 'a' } as never)).toThrow(ConfigError)
     expect(() => crdtFactory('or-set', { nw: () => 0 } as never)).toThrow(/crdtFactory: unknown option "nw" \(did you mean "now"\?\)/)
     expect(() => crdtFactory('or-set', { clock: 5 } as never)).toThrow(/clock must be a function/)
+    // Review finding: an unknown type was accepted, and open() later threw a plain TypeError.
+    expect(() => crdtFactory('bogus' as never)).toThrow(/crdtFactory: unknown native type "bogus"/)
     expect(() => new OrSet({ replicaId: 'a', clok: undefined } as never)).toThrow(/or-set: unknown option "clok" \(did you mean "clock"\?\)/)
     const s = new OrSet({ replicaId: 'a' })
     expect(() => s.add(Number.NaN)).toThrow(TypeError)

@@ -3,7 +3,7 @@
  * construction, before any work).
  */
 import type { Meter } from '@opentelemetry/api'
-import { ConfigError, checkKnownOptions, DEFAULT_MAX_DRIFT_MS, MAX_PAYLOAD_BYTES, MAX_POLL_WAIT_MS, type Replica, type ReplicaFactory, type Store, type Transport } from '@concord/core'
+import { ConfigError, checkKnownOptions, DEFAULT_MAX_DRIFT_MS, MAX_PAYLOAD_BYTES, MAX_POLL_WAIT_MS, isWellFormed, type Replica, type ReplicaFactory, type Store, type Transport } from '@concord/core'
 
 /** Any replica factory: native, Yjs and Automerge alike. */
 export type AnyReplicaFactory = ReplicaFactory<unknown, Replica<unknown>>
@@ -197,6 +197,19 @@ function isStore(s: unknown): s is Store {
   return ['get', 'put', 'delete', 'write', 'keys', 'close'].every((m) => typeof o[m] === 'function')
 }
 
+/** Longest type name an envelope carries (receivers refuse longer ones). */
+const MAX_TYPE_NAME_BYTES = 128
+
+/** The default and the most of maxEnvelopeBytes: receivers refuse a payload past MAX_PAYLOAD_BYTES. */
+const MAX_ENVELOPE_BYTES = MAX_PAYLOAD_BYTES + 64 * 1024
+
+function envelopeLimit(v: number | undefined): number {
+  const x = positiveInt('maxEnvelopeBytes', v, MAX_ENVELOPE_BYTES, 64)
+  // Larger envelopes would be sent, and refused by every receiver.
+  if (x > MAX_ENVELOPE_BYTES) fail(`maxEnvelopeBytes must be at most ${MAX_ENVELOPE_BYTES} (receivers refuse a payload past ${MAX_PAYLOAD_BYTES} bytes), got ${x}`)
+  return x
+}
+
 function fn(name: string, v: unknown): void {
   if (v !== undefined && typeof v !== 'function') fail(`${name} must be a function`)
 }
@@ -228,6 +241,9 @@ export function resolveOptions(o: RegionNodeOptions): ResolvedOptions {
   const factories = new Map<string, AnyReplicaFactory>()
   for (const [name, f] of Object.entries(o.factories)) {
     if (name.startsWith('$') || name.length === 0) fail(`type name ${JSON.stringify(name)} is reserved`)
+    // What an envelope carries and every receiver takes: a name they refuse would leave every
+    // write of the type in this region (or, unencodable, stop every flush).
+    if (!isWellFormed(name) || new TextEncoder().encode(name).length > MAX_TYPE_NAME_BYTES) fail(`type name ${JSON.stringify(name)} must be 1..${MAX_TYPE_NAME_BYTES} bytes of well-formed UTF-16`)
     if (typeof f !== 'object' || f === null || typeof f.create !== 'function') fail(`factory ${name} has no create()`)
     if (f.typeName !== name) fail(`factory registered as ${name} has typeName ${f.typeName}`)
     factories.set(name, f)
@@ -274,7 +290,7 @@ export function resolveOptions(o: RegionNodeOptions): ResolvedOptions {
     repairTimeoutMs: positiveInt('repairTimeoutMs', o.repairTimeoutMs, 5000),
     livenessMs: positiveInt('livenessMs', o.livenessMs, 3 * heartbeatIntervalMs),
     maxDriftMs: nonNegative('maxDriftMs', o.maxDriftMs, DEFAULT_MAX_DRIFT_MS),
-    maxEnvelopeBytes: positiveInt('maxEnvelopeBytes', o.maxEnvelopeBytes, MAX_PAYLOAD_BYTES + 64 * 1024, 64),
+    maxEnvelopeBytes: envelopeLimit(o.maxEnvelopeBytes),
     deadLetterLimit: positiveInt('deadLetterLimit', o.deadLetterLimit, 10_000),
     meter: o.meter,
     onError: o.onError ?? (() => undefined),

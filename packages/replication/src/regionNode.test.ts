@@ -1,6 +1,6 @@
 import { describe, expect, it, vi } from 'vitest'
 import type { Attributes, Meter, ObservableResult } from '@opentelemetry/api'
-import { bytesEqual, ConfigError, decodeEnvelope, encodeEnvelope, seededRandom, TransportError, type LogRecord, type Store } from '@concord/core'
+import { bytesEqual, ClosedError, ConfigError, decodeEnvelope, encodeEnvelope, seededRandom, TransportError, TypeMismatchError, type LogRecord, type Store } from '@concord/core'
 import { crdtFactory, type OrSet, type PnCounter } from '@concord/crdt'
 import { MemoryBroker, MemoryTransport } from './memoryTransport.js'
 import { MemoryStore } from './memoryStore.js'
@@ -1640,5 +1640,72 @@ describe('RegionNode and a store behind its writer', () => {
     c2.increment(10)
     await settle([eu2, us], clock, async () => (await us.open<number>('x', 'pn-counter')).value() === 12)
     expect(await values<number>([eu2, us], 'x', 'pn-counter')).toEqual([12, 12])
+  })
+})
+
+describe('RegionNode API misuse (review findings: each failed before its fix)', () => {
+  it('a write through an evicted handle whose id was opened with another type is dropped and reported; the node goes on (every round failed for good)', async () => {
+    const { clock, make } = makeCluster({ instances: 0 })
+    const errors: unknown[] = []
+    const eu = make('eu', 'i1', new MemoryStore(), { cacheSize: 1, onError: (e) => errors.push(e) })
+    const us = make('us', 'i1')
+    const old = (await eu.open('a', 'pn-counter')) as unknown as PnCounter
+    await eu.open('b', 'pn-counter')
+    for (let i = 0; i < 3; i++) await eu.pump()
+    expect(eu.metrics().evictions).toBeGreaterThan(0)
+    ;((await eu.open('a', 'or-set')) as unknown as OrSet<string>).add('x')
+    old.increment(1)
+    ;((await eu.open('c', 'pn-counter')) as unknown as PnCounter).increment(5)
+    await eu.pump()
+    await eu.flush()
+    expect(errors.map((e) => (e as Error).constructor.name)).toEqual(['TypeMismatchError'])
+    await settle([eu, us], clock, async () => (await us.open<number>('c', 'pn-counter')).value() === 5)
+    expect((await us.open<number>('c', 'pn-counter')).value()).toBe(5)
+  })
+
+  it('close() after a change too large to send reports it and finishes: the same id starts again at once (close rejected, the id was taken for livenessMs)', async () => {
+    const { make } = makeCluster({ instances: 0 })
+    const store = new MemoryStore()
+    const errors: unknown[] = []
+    const node = make('eu', 'i1', store, { maxEnvelopeBytes: 4096, onError: (e) => errors.push(e) })
+    const r = (await node.open('big', 'or-set')) as unknown as OrSet<string>
+    r.add('z'.repeat(10_000))
+    await node.close()
+    expect(errors.map((e) => (e as Error).constructor.name)).toEqual(['TooLargeError'])
+    await expect(make('eu', 'i1', store).init()).resolves.toBeUndefined()
+  })
+
+  it('pump() and start() once close() has begun are refused: nothing is appended after the shutdown record (a heartbeat landed after it)', async () => {
+    const { broker, make } = makeCluster({ instances: 0 })
+    const node = make('eu', 'i1', new MemoryStore(), { heartbeatIntervalMs: 1 })
+    await node.pump()
+    const closing = node.close()
+    await expect(node.pump()).rejects.toBeInstanceOf(ClosedError)
+    await expect(node.start()).rejects.toBeInstanceOf(ClosedError)
+    await closing
+    const types = broker.log('eu').records.map((r) => decodeEnvelope(r).typeName)
+    expect(types[types.length - 1]).toBe('$register')
+  })
+
+  it('a replica whose state() is not bytes fails the write that would save it, with a typed error (a garbage record was saved and the document lost)', async () => {
+    const { make, factories } = makeCluster({ instances: 0 })
+    const store = new MemoryStore()
+    const bad = { typeName: 'pn-counter', create: (id: string) => Object.assign(factories['pn-counter'].create(id), { state: () => 'not bytes' }) }
+    const node = make('eu', 'i1', store, { factories: { 'pn-counter': bad as unknown as typeof factories['pn-counter'] } })
+    const c = (await node.open('d', 'pn-counter')) as unknown as PnCounter
+    let failure: unknown
+    for (let i = 0; i < 40 && failure === undefined; i++) {
+      c.increment(1)
+      await node.flush().catch((e: unknown) => (failure = e))
+    }
+    expect(failure).toBeInstanceOf(TypeMismatchError)
+    expect(String((failure as Error).message)).toMatch(/state\(\) returned string/)
+    expect(await store.get('doc/d')).toBeUndefined()
+  })
+
+  it('a factory that makes no replica is refused with a typed error (a TypeError from deep inside open)', async () => {
+    const { make } = makeCluster({ instances: 0 })
+    const node = make('eu', 'i1', new MemoryStore(), { factories: { odd: { typeName: 'odd', create: () => ({}) } as never } })
+    await expect(node.open('x', 'odd')).rejects.toBeInstanceOf(TypeMismatchError)
   })
 })

@@ -223,6 +223,22 @@ const decodeUint = (b: Uint8Array): number => decodeWith('counter', b, (d) => re
  */
 class DocTypeConflict extends TypeMismatchError {}
 
+/**
+ * `v`, what a replica's `method` returned for `docId`, if it is bytes. @throws TypeMismatchError
+ * otherwise: saved or sent as it is, it would make a record or envelope nobody can read back.
+ */
+function replicaBytes(v: unknown, method: string, docId: string): Uint8Array {
+  if (v instanceof Uint8Array) return v
+  throw new TypeMismatchError(`document ${docId}: the replica's ${method}() returned ${v === null ? 'null' : typeof v}, not a Uint8Array`)
+}
+
+/** Whether `r` has the members of a Replica that the node calls. */
+function isReplica(r: unknown): r is Replica<unknown> {
+  if (typeof r !== 'object' || r === null) return false
+  const o = r as Record<string, unknown>
+  return ['apply', 'state', 'version', 'deltaSince', 'onDelta', 'value'].every((m) => typeof o[m] === 'function')
+}
+
 class InfrastructureFailure {
   constructor(readonly error: unknown) {}
 }
@@ -349,6 +365,8 @@ export class RegionNode {
   private running = false
   /** Calls of stop() (close() included) so far: a start() still in init() when one runs does not start. */
   private stops = 0
+  /** close() has begun: no new round may start. */
+  private closing = false
   /** Ends the start() loop's sleep, if it sleeps. */
   private wake: (() => void) | undefined
   /** Shortens the start() loop's sleep to end within `ms`, if it sleeps longer. */
@@ -555,6 +573,7 @@ export class RegionNode {
   /** Runs {@link pump} in a loop with timers until {@link stop}. Errors go to `onError`. */
   async start(): Promise<void> {
     this.check()
+    this.checkNotClosing()
     const stops = this.stops
     await this.init()
     // stop() or close() ran while this start waited for init: it does not start (nor watch) now.
@@ -630,10 +649,19 @@ export class RegionNode {
    */
   async close(): Promise<void> {
     if (this.closed) return
+    // From here on no new round (pump, start): one would append after the shutdown record below.
+    this.closing = true
     await this.stop()
     if (this.initPromise !== undefined && this.fatal === undefined) {
       await this.initPromise
-      await this.flush()
+      try {
+        await this.flush()
+      } catch (e) {
+        // A change too large to send stays in this region (flush sent the rest): reported, and
+        // the shutdown goes on — left half done, the same id could not start again for livenessMs.
+        if (!(e instanceof TooLargeError)) throw e
+        this.report(e)
+      }
       await this.exclusive(async () => this.appendControl(REGISTER, NO_DOC, 1, encodeRegistration({ incarnation: this.incarnation, event: 'stop' })))
       await this.sent()
     }
@@ -647,6 +675,11 @@ export class RegionNode {
       await this.commitsSettled(until)
     })
     this.closed = true
+  }
+
+  /** @throws ClosedError once close() has begun (a new round would append after its shutdown record). */
+  private checkNotClosing(): void {
+    if (this.closing) throw new ClosedError(`RegionNode ${this.writer} is closing`)
   }
 
   private check(): void {
@@ -739,6 +772,7 @@ export class RegionNode {
     const factory = this.o.factories.get(type)
     if (factory === undefined) throw new TypeMismatchError(`no factory for type ${type} (document ${docId})`)
     const replica = factory.create(this.writer)
+    if (!isReplica(replica)) throw new TypeMismatchError(`factory ${type} made no Replica (one has apply, state, version, deltaSince, onDelta and value)`)
     if (record !== undefined) replica.apply(record.state)
     for (const entry of walEntries) {
       if (entry.legacy) {
@@ -896,6 +930,7 @@ export class RegionNode {
    * repairs and the heartbeat go out, then the first failure is thrown.
    */
   async pump(): Promise<PumpResult> {
+    this.checkNotClosing()
     const result = await this.round()
     // The round's envelopes went to the sender; their append overlapped the rest of the round.
     await this.sent()
@@ -941,6 +976,13 @@ export class RegionNode {
       try {
         doc = await this.loadDocUnwrapped(o.docId, o.typeName)
       } catch (e) {
+        if (e instanceof DocTypeConflict) {
+          // The id was opened with another type meanwhile (here, or by another region): a write
+          // through the old handle can never be adopted. Reported and dropped — put back, it would
+          // fail every round, and with it every round's other work.
+          this.report(new TypeMismatchError(`a write through an evicted ${o.typeName} handle of document ${o.docId} was dropped: ${e.message}`, { cause: e }))
+          continue
+        }
         // Not adopted (the store failed): they wait for the next round, ahead of newer ones.
         this.orphans = orphans.slice(i).concat(this.orphans)
         throw e
@@ -1013,8 +1055,8 @@ export class RegionNode {
         doc.pending.length === 1
           ? (doc.pending[0] as Uint8Array)
           : doc.merge !== undefined
-            ? doc.merge(doc.pending)
-            : doc.replica.deltaSince(doc.deps)
+            ? replicaBytes(doc.merge(doc.pending), 'mergeDeltas', docId)
+            : replicaBytes(doc.replica.deltaSince(doc.deps), 'deltaSince', docId)
       const bytes = encodeEnvelope(this.envelope(doc, payload, time), key)
       if (bytes.length <= this.envelopeLimit) this.queueEnvelope(doc, payload, bytes)
       else this.queueSplit(doc, time, key, bytes.length - payload.length)
@@ -1190,9 +1232,9 @@ export class RegionNode {
     const records = await Promise.all(
       [...folded].map(async (docId) => {
         const cached = this.docs.get(docId)
-        if (cached !== undefined) return encodeDocRecord(cached.typeName, cached.replica.state())
+        if (cached !== undefined) return encodeDocRecord(cached.typeName, replicaBytes(cached.replica.state(), 'state', docId))
         const built = await this.rebuild(docId, undefined)
-        return built === undefined ? undefined : encodeDocRecord(built.type, built.replica.state())
+        return built === undefined ? undefined : encodeDocRecord(built.type, replicaBytes(built.replica.state(), 'state', docId))
       }),
     )
     let i = 0
@@ -1782,7 +1824,7 @@ export class RegionNode {
           const touched = cached?.touched ?? (bytes === undefined ? undefined : VersionVector.decode(bytes))
           if (touched === undefined || touched.get(req.target) <= req.from) continue
           const doc = await this.loadDocUnwrapped(docId, undefined)
-          docs.push({ docId, typeName: doc.typeName, state: doc.replica.deltaSince() })
+          docs.push({ docId, typeName: doc.typeName, state: replicaBytes(doc.replica.deltaSince(), 'deltaSince', docId) })
         }
       } catch (e) {
         // The store failed: this request and the ones after it are answered next round (their ids

@@ -103,6 +103,9 @@ describe('RegionNode options', () => {
     ['keys of null', { keys: null as unknown as Record<string, Uint8Array> }, /keys must be an object/],
     ['a transport without commit()', { transport: { name: 'half', poll: async () => [] } as unknown as Transport }, /transport must be a Transport/],
     ['a store without keys()', { store: { write: async () => undefined } as unknown as Store }, /store must be a Store/],
+    ['a type name with a lone surrogate', { factories: { 'sum\uD800': { typeName: 'sum\uD800', create: (id: string) => new SumReplica(id) } as unknown as ReplicaFactory<unknown> } }, /must be 1\.\.128 bytes/],
+    ['a type name past 128 bytes', { factories: { ['t'.repeat(129)]: { typeName: 't'.repeat(129), create: (id: string) => new SumReplica(id) } as unknown as ReplicaFactory<unknown> } }, /must be 1\.\.128 bytes/],
+    ['maxEnvelopeBytes past what receivers take', { maxEnvelopeBytes: 32 * 1024 * 1024 }, /maxEnvelopeBytes must be at most/],
   ]
   it.each(cases)('rejects %s with a ConfigError', (_name, over, message) => {
     let err: unknown
