@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { ConfigError } from '@concord/core'
 import { FileStore } from './fileStore.js'
 import { MemoryStore } from './memoryStore.js'
 
@@ -364,5 +365,18 @@ describe('FileStore lock: one process per store file', () => {
     const c = await FileStore.open(path, { lock: false })
     await c.close()
     await a.close()
+  })
+})
+
+describe('FileStore.open on a path that cannot be a store file', () => {
+  it('refuses it with a ConfigError naming the path, the system error as its cause (review finding: EISDIR, EEXIST, ENAMETOOLONG and a TypeError came through raw)', async () => {
+    await writeFile(join(dir, 'plain'), 'x')
+    for (const path of [dir, join(dir, 'plain', 'store.db'), join(dir, 'x'.repeat(300)), join(dir, 'nul\0name')]) {
+      const e = await FileStore.open(path).then(
+        () => undefined,
+        (err: unknown) => err,
+      )
+      expect(e, path).toBeInstanceOf(ConfigError)
+    }
   })
 })

@@ -173,6 +173,9 @@ function frame(payload: Uint8Array): Uint8Array {
   return out
 }
 
+/** Errors of opening a store file that say the path is wrong, not that the system failed. */
+const PATH_ERRORS = new Set(['EISDIR', 'ENOTDIR', 'EEXIST', 'ENAMETOOLONG', 'EACCES', 'EPERM', 'EROFS', 'ENOENT', 'ELOOP'])
+
 /** Durable {@link Store} in one append-only file. Create with {@link FileStore.open}. */
 export class FileStore implements Store {
   readonly name = 'file'
@@ -230,10 +233,20 @@ export class FileStore implements Store {
     if (typeof staleMs !== 'number' || !Number.isSafeInteger(staleMs) || staleMs < MIN_LOCK_STALE_MS) {
       throw new ConfigError(`FileStore: lockStaleMs must be an integer >= ${MIN_LOCK_STALE_MS}, got ${String(staleMs)}`)
     }
-    await mkdir(dirname(path), { recursive: true })
-    // Opened (created) before the lock, read after it: the lock is taken on the file's real path,
-    // so a second spelling of it (a symlink, a relative path) meets the same lock.
-    const handle = await open(path, 'a+')
+    if (path.includes('\0')) throw new ConfigError('FileStore: path must not contain NUL')
+    let handle: FileHandle
+    try {
+      await mkdir(dirname(path), { recursive: true })
+      // Opened (created) before the lock, read after it: the lock is taken on the file's real path,
+      // so a second spelling of it (a symlink, a relative path) meets the same lock.
+      handle = await open(path, 'a+')
+    } catch (e) {
+      // A path that cannot be a store file (a directory, under a file, too long, not ours to
+      // write): the configuration's fault, named as such; other failures (EMFILE, EIO) as they are.
+      const code = (e as { code?: unknown }).code
+      if (typeof code === 'string' && PATH_ERRORS.has(code)) throw new ConfigError(`FileStore: cannot open ${path}: ${(e as Error).message}`, { cause: e })
+      throw e
+    }
     let store: FileStore | undefined
     let lockLostEarly: unknown
     let unlock: (() => Promise<void>) | undefined
