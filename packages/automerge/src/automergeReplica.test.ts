@@ -549,3 +549,28 @@ describe('AutomergeReplica: untrusted bytes', () => {
     expect(refused).toBeGreaterThan(250)
   })
 })
+
+describe('AutomergeReplica and values its JS change form cannot hold', () => {
+  it.each([
+    ['an integer past 2^53', (d: Record<string, unknown>) => void (d.n = 2 ** 53)],
+    ['a float Automerge stores as an integer', (d: Record<string, unknown>) => void (d.f = 1e20)],
+    ['NaN', (d: Record<string, unknown>) => void (d.f = NaN)],
+    ['a byte array', (d: Record<string, unknown>) => void (d.b = new Uint8Array([1, 2]))],
+    ['a bigint', (d: Record<string, unknown>) => void (d.i = 2n ** 60n)],
+  ])('a change holding %s applies everywhere, and replicas converge (review finding: refused as not decoding — the replicas split for good)', (_label, write) => {
+    const w = new AutomergeReplica<Record<string, unknown>>('writer')
+    const r = new AutomergeReplica<Record<string, unknown>>('reader')
+    const out: Uint8Array[] = []
+    w.onDelta((d) => out.push(d))
+    w.change((d) => void (d.title = 'hello'))
+    w.change(write)
+    w.change((d) => void (d.title = 'later edit'))
+    for (const d of out) r.apply(d)
+    expect(r.hasPending).toBe(false)
+    expect(bytesEqual(r.state(), w.state())).toBe(true)
+    expect(r.value()).toEqual(w.value())
+    const fresh = new AutomergeReplica<Record<string, unknown>>('fresh')
+    fresh.apply(w.state())
+    expect(fresh.value()).toEqual(w.value())
+  })
+})

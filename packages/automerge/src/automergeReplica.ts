@@ -58,6 +58,9 @@ function plain(v: unknown): unknown {
   return v !== null && typeof v === 'object' ? (JSON.parse(JSON.stringify(v)) as unknown) : v
 }
 
+/** Messages of Automerge's JS change form meeting a value it cannot represent (see checkedChange). */
+const JS_FORM_LIMITS = /can't be represented as a JavaScript number|Unable to read JS change/
+
 /**
  * A received change, checked before Automerge sees it: it must decode, and encode back to the same
  * bytes (a compressed one: to a change of the same hash, which is what is applied). Automerge's
@@ -72,6 +75,11 @@ function checkedChange(bytes: Uint8Array, type: number): Uint8Array {
     hash = decoded.hash ?? null
     again = A.encodeChange(decoded)
   } catch (e) {
+    // Values Automerge stores but its JS change form cannot hold (integers past 2^53, NaN and the
+    // infinities, byte arrays, 64-bit counters): the round trip is lossy, not the change wrong.
+    // Such a change goes to Automerge as it is (its chunk checksum was checked); an apply that
+    // fails on it is rolled back from the checkpoint like any other.
+    if (e instanceof Error && JS_FORM_LIMITS.test(e.message)) return bytes
     throw new DecodeError('automerge: a change does not decode', { cause: e })
   }
   if (type === CHUNK_CHANGE) {

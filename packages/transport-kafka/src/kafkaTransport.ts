@@ -622,6 +622,9 @@ export class KafkaTransport implements Transport {
    * again. The consumer then joins again, REJOIN_DELAY_MS later, until every topic is assigned.
    */
   private onGroupJoin(s: Session, assignment: Record<string, number[] | undefined>): void {
+    // A (re)joined consumer has forgotten its pauses (kafkajs restarted it, or a pause was refused
+    // while it had no group): the origins whose buffers are full or idle stay paused from its first fetch.
+    for (const o of s.origins.values()) if (o.paused) steer(() => s.consumer.pause([{ topic: o.topic }]))
     if ([...s.subscribed].every((t) => assignment[t]?.includes(PARTITION) === true)) {
       clearTimeout(s.rejoinTimer)
       s.rejoinTimer = undefined
@@ -727,9 +730,12 @@ export class KafkaTransport implements Transport {
         // region): no fetching for a reader that is not reading. poll() resumes it.
         // An origin read with skipAppendsOf (a node's own log) is fetched once per poll: the poll
         // seeks past the reader's own appends first, so they are mostly never fetched.
-        if (!o.paused && (o.skipSource !== undefined || o.buffer.length >= this.options.bufferRecords || (o.buffer.length > 0 && o.waiters.size === 0 && Date.now() - o.polledAt > IDLE_PAUSE_MS))) {
+        // Asked of kafkajs whether or not the flag says paused already: a consumer kafkajs restarted
+        // (a crash, a rejoin) has forgotten its pauses, and batches of the old run can still come
+        // after the flag was reset — a flag taken on trust would let the buffer grow unbounded.
+        if (o.skipSource !== undefined || o.buffer.length >= this.options.bufferRecords || (o.buffer.length > 0 && o.waiters.size === 0 && Date.now() - o.polledAt > IDLE_PAUSE_MS)) {
           o.paused = true
-          consumer.pause([{ topic: o.topic }])
+          steer(() => consumer.pause([{ topic: o.topic }]))
         }
         await heartbeat()
       },
