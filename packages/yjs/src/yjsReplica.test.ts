@@ -412,3 +412,51 @@ describe('YjsReplica: findings of a review', () => {
     expect(() => yjsFactory({ roots: { t: 'txt' as never } })).toThrow(ConfigError)
   })
 })
+
+describe('YjsReplica.value() on equal states (review findings: each differed, or lost a key, before its fix)', () => {
+  it("roots named like Object.prototype members ('constructor', 'toString') are undeclared like any other", () => {
+    const w = new YjsReplica('w')
+    const r = new YjsReplica('r')
+    w.text('constructor').insert(0, 'hello')
+    w.map('toString').set('k', 1)
+    r.apply(w.state())
+    expect(bytesEqual(w.state(), r.state())).toBe(true)
+    expect(r.value()).toEqual(w.value())
+    expect(r.value()).toEqual({ constructor: 'hello', toString: { k: 1 } })
+  })
+
+  it("an undeclared root's kind is read from its live items: a writer keeping deleted text (UndoManager, gc: false) and a receiver agree", () => {
+    for (const makeWriter of [
+      () => {
+        const w = new YjsReplica('w')
+        new Y.UndoManager(w.text('notes'), { captureTimeout: 0 })
+        return w
+      },
+      () => new YjsReplica('w', { doc: new Y.Doc({ gc: false }) }),
+    ]) {
+      const w = makeWriter()
+      const rx = new YjsReplica('rx')
+      w.onDelta((d) => rx.apply(d))
+      const t = w.text('notes')
+      t.insert(0, 'hello')
+      w.transact(() => t.insertEmbed(5, { img: 1 }))
+      t.delete(0, 5)
+      expect(rx.value()).toEqual(w.value())
+    }
+  })
+
+  it("a map key '__proto__' is an own key of the value, declared root or not (it vanished and became the prototype)", () => {
+    for (const roots of [undefined, { m: 'map' as const }]) {
+      const a = new YjsReplica('a', roots === undefined ? {} : { roots })
+      const b = new YjsReplica('b', roots === undefined ? {} : { roots })
+      a.map('m').set('__proto__', { polluted: true })
+      a.map('m').set('k', 1)
+      b.apply(a.state())
+      const m = (b.value() as Record<string, Record<string, unknown>>).m as Record<string, unknown>
+      expect(Object.hasOwn(m, '__proto__')).toBe(true)
+      expect(Object.getPrototypeOf(m)).toBe(Object.prototype)
+      expect((m as { polluted?: unknown }).polluted).toBeUndefined()
+      expect(Object.keys(m).sort()).toEqual(['__proto__', 'k'])
+    }
+  })
+})

@@ -212,8 +212,9 @@ export class YjsReplica implements Replica<YjsValue> {
       // Declared: typed as declared. Undeclared: typed by content alone, also where local code has
       // taken the root as a Y.Text or Y.Map — a receiver cannot know that, and value() must be the
       // same on every replica holding the same state.
-      if (name in this.roots) out[name] = t.toJSON()
-      else if (hasContent(t)) out[name] = inferJson(t)
+      // Own names only: 'constructor' or 'toString' are not declared by Object.prototype.
+      if (Object.hasOwn(this.roots, name)) define(out, name, typeJson(t))
+      else if (hasContent(t)) define(out, name, inferJson(t))
     }
     return out
   }
@@ -341,8 +342,27 @@ function hasContent(t: { readonly _start: Y.Item | null; readonly _map: Map<stri
   return t._start !== null || t._map.size > 0
 }
 
+/**
+ * Sets `out[k]` as an own property: a plain assignment of '__proto__' would set the object's
+ * prototype instead (the key would vanish from value(), its value leak into every property lookup).
+ */
+function define(out: Record<string, unknown>, k: string, v: unknown): void {
+  Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true })
+}
+
+/** JSON of a shared type: Y.Map (and maps inside it) built with {@link define}; the rest as Yjs gives it. */
+function typeJson(t: AnyType): unknown {
+  if (t instanceof Y.Map) {
+    const out: Record<string, unknown> = {}
+    for (const [k, item] of t._map) if (!item.deleted) define(out, k, contentJson(item.content.getContent()[item.length - 1]))
+    return out
+  }
+  if (t instanceof Y.Array) return t.toArray().map(contentJson)
+  return t.toJSON()
+}
+
 function contentJson(v: unknown): unknown {
-  return v instanceof Y.AbstractType ? (v as AnyType).toJSON() : v
+  return v instanceof Y.AbstractType ? typeJson(v as AnyType) : v
 }
 
 /** JSON of a root that no local code declared, typed by its content. */
@@ -350,7 +370,7 @@ function inferJson(t: AnyType): unknown {
   if (t._start === null) {
     const out: Record<string, unknown> = {}
     for (const [k, item] of [...t._map.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-      if (!item.deleted) out[k] = contentJson(item.content.getContent()[item.length - 1])
+      if (!item.deleted) define(out, k, contentJson(item.content.getContent()[item.length - 1]))
     }
     return out
   }
@@ -358,8 +378,10 @@ function inferJson(t: AnyType): unknown {
   const arr: unknown[] = []
   let isText = false
   for (let n: Y.Item | null = t._start; n !== null; n = n.right) {
-    if (n.content instanceof Y.ContentString) isText = true
+    // Live items only: whether a deleted one still holds its string depends on local garbage
+    // collection (an UndoManager or gc: false keep it), which a receiver cannot know.
     if (n.deleted || !n.countable) continue
+    if (n.content instanceof Y.ContentString) isText = true
     for (const c of n.content.getContent()) {
       if (typeof c === 'string') text += c
       arr.push(contentJson(c))
