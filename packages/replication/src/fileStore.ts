@@ -31,6 +31,7 @@ import {
   DecodeError,
   LockedError,
   checkKnownOptions,
+  checkStoreBatch,
   decodeWith,
   encodeWith,
   readByte,
@@ -46,7 +47,6 @@ import {
   type Store,
   type StoreOp,
 } from '@concord/core'
-import { validateBatch } from './memoryStore.js'
 
 /** Options for {@link FileStore.open}. */
 export interface FileStoreOptions {
@@ -394,7 +394,7 @@ export class FileStore implements Store {
   write(batch: readonly StoreOp[]): Promise<void> {
     try {
       this.checkWritable()
-      validateBatch(batch)
+      checkStoreBatch('store', batch)
       checkBatchLimits(batch)
     } catch (e) {
       return Promise.reject(e)

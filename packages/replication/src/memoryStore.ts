@@ -34,7 +34,7 @@ export class MemoryStore implements Store {
 
   async write(batch: readonly StoreOp[]): Promise<void> {
     this.check()
-    validateBatch(batch)
+    checkStoreBatch('store', batch)
     for (const op of batch) {
       if (op.op === 'put') this.map.set(op.key, op.value)
       else this.map.delete(op.key)
@@ -56,9 +56,4 @@ export class MemoryStore implements Store {
   async close(): Promise<void> {
     this.closed = true
   }
-}
-
-/** Rejects a malformed batch before anything is applied. */
-export function validateBatch(batch: readonly StoreOp[]): void {
-  checkStoreBatch('store', batch)
 }

@@ -2,7 +2,7 @@
  * Options of {@link KafkaTransport}, with their defaults beside them.
  */
 import type { Kafka, KafkaConfig } from 'kafkajs'
-import { ConfigError, checkKnownOptions } from '@concord/core'
+import { ConfigError, MAX_POLL_WAIT_MS, checkKnownOptions } from '@concord/core'
 
 /** Options for {@link KafkaTransport}. Every field is optional. */
 export interface KafkaTransportOptions {
@@ -164,13 +164,13 @@ export function resolveOptions(options: KafkaTransportOptions): ResolvedKafkaTra
   }
 }
 
-/** The longest timer Node keeps (2^31 - 1 ms): a longer one fires at once, and kafkajs refuses such waits. */
-const MAX_TIMER_MS = 2 ** 31 - 1
-
-/** {@link positiveInteger} for a time used as a timer or a broker wait: at most 2^31 - 1 ms. */
+/**
+ * {@link positiveInteger} for a time used as a timer or a broker wait: at most the longest timer
+ * Node keeps (2^31 - 1 ms, core's MAX_POLL_WAIT_MS): a longer one fires at once, and kafkajs refuses such waits.
+ */
 function timerMs(name: string, value: number): number {
   const v = positiveInteger(name, value)
-  if (v > MAX_TIMER_MS) throw new ConfigError(`kafka transport: ${name} must be at most ${MAX_TIMER_MS} ms, got ${v}`)
+  if (v > MAX_POLL_WAIT_MS) throw new ConfigError(`kafka transport: ${name} must be at most ${MAX_POLL_WAIT_MS} ms, got ${v}`)
   return v
 }
 

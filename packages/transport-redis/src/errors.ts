@@ -34,3 +34,14 @@ export function translateError(e: unknown, what: string): ConcordError {
   if (RETRIABLE_REPLIES.has(code) || code === 'NOGROUP') return new TransportError(message, { cause: e })
   return new TransportError(message, { cause: e, retriable: false })
 }
+
+/**
+ * Closes a client the transport or store created: QUIT, waited for at most `ms` (a server that
+ * stopped answering would hold it for ever; see commandTimeoutMs), then the connection is dropped.
+ */
+export async function quitWithin(client: { quit(): Promise<unknown>; disconnect(): void }, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  await Promise.race([client.quit().catch(() => undefined), new Promise((resolve) => (timer = setTimeout(resolve, ms)))])
+  clearTimeout(timer)
+  client.disconnect()
+}

@@ -7,7 +7,7 @@
  */
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import { ClosedError, ConfigError, checkKnownOptions, checkStoreBatch, checkStoreKey, toBuffer, type Store, type StoreOp } from '@concord/core'
-import { translateError } from './errors.js'
+import { quitWithin, translateError } from './errors.js'
 import { WAIT_ON_CLUSTER, hasHashTag } from './options.js'
 
 type Client = Redis | Cluster
@@ -183,11 +183,7 @@ export class RedisStore implements Store {
     if (this.closed) return
     this.closed = true
     if (this.ownsClient) {
-      // Not for ever: a server that stopped answering would hold quit().
-      let timer: ReturnType<typeof setTimeout> | undefined
-      await Promise.race([this.client.quit().catch(() => undefined), new Promise((resolve) => (timer = setTimeout(resolve, this.commandTimeoutMs)))])
-      clearTimeout(timer)
-      this.client.disconnect()
+      await quitWithin(this.client, this.commandTimeoutMs)
     }
   }
 }

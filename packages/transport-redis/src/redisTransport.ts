@@ -22,7 +22,7 @@ import {
   type Transport,
   toBuffer,
 } from '@concord/core'
-import { replyCode, translateError } from './errors.js'
+import { quitWithin, replyCode, translateError } from './errors.js'
 import { WAIT_ON_CLUSTER, resolveOptions, type RedisTransportOptions, type ResolvedRedisTransportOptions } from './options.js'
 
 type Client = Redis | Cluster
@@ -459,11 +459,7 @@ export class RedisTransport implements Transport {
       this.stopWatcher(s)
     }
     if (this.ownsClient) {
-      // Not for ever: a server that stopped answering would hold quit() (see commandTimeoutMs).
-      let timer: ReturnType<typeof setTimeout> | undefined
-      await Promise.race([this.client.quit().catch(() => undefined), new Promise((resolve) => (timer = setTimeout(resolve, this.options.commandTimeoutMs)))])
-      clearTimeout(timer)
-      this.client.disconnect()
+      await quitWithin(this.client, this.options.commandTimeoutMs)
     }
   }
 
@@ -683,7 +679,7 @@ export class RedisTransport implements Transport {
       if (!Array.isArray(g)) continue
       const fields = new Map<string, unknown>()
       for (let i = 0; i + 1 < g.length; i += 2) fields.set(asString(g[i]), g[i + 1])
-      if (fields.get('name') !== s.reader && asString(fields.get('name') ?? '') !== s.reader) continue
+      if (asString(fields.get('name') ?? '') !== s.reader) continue
       const id = fields.get('last-delivered-id')
       return id === undefined ? undefined : asString(id)
     }
