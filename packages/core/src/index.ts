@@ -54,7 +54,7 @@ export { DotSet, VersionVector, dotKey, compareDots, rangeIndex, rangeIndexIn, M
 export type { Replica, ReplicaFactory, DeltaOrigin, ConflictEvent, ConflictSide, ConflictKind } from './replica.js'
 export { callListeners } from './replica.js'
 export type { Transport, LogPosition, LogRecord, PollOptions, AppendOptions } from './transport.js'
-export { WatchListeners, checkAppendArgs, checkPollOptions, MAX_POLL_WAIT_MS } from './transport.js'
+export { WatchListeners, checkAppendArgs, checkPollOptions, MAX_POLL_WAIT_MS, MAX_POLL_MAX } from './transport.js'
 export type { Store, StoreOp } from './store.js'
 export { checkStoreBatch, checkStoreKey } from './store.js'
 export { encodeEnvelope, decodeEnvelope, ENVELOPE_MAGIC, ENVELOPE_VERSION, MAX_PAYLOAD_BYTES, type Envelope, type EnvelopeKeys } from './envelope.js'

@@ -94,6 +94,15 @@ export interface Transport {
   rewind(reader: string, origin: string): Promise<void>
   /** First position still held by `origin`'s log (earlier ones were trimmed), if any. */
   earliest(origin: string): Promise<LogPosition | undefined>
+  /**
+   * Optional. Position of the last record in `origin`'s log now, if it holds any. A reader that
+   * must read everything written before some point (RegionNode's start-up catch-up with its own
+   * log) reads until it has passed this position. Without it, such a reader stops at the first
+   * poll that comes back empty — which is the end of the log only for a transport whose polls
+   * return what the log holds. A transport that reads ahead in the background (Kafka: records are
+   * fetched beside the polls, so the first polls after a subscribe find nothing yet) must have it.
+   */
+  latest?(origin: string): Promise<LogPosition | undefined>
   /** Removes records of `origin` strictly before `position`. Only call below the stability frontier. */
   trim(origin: string, before: LogPosition): Promise<void>
   /** Orders two positions of the same log: negative, zero or positive. */
@@ -145,6 +154,8 @@ export class WatchListeners {
 
 /** Longest `waitMs` a poll takes: Node's timers hold at most 2^31 - 1 ms (about 24.8 days). */
 export const MAX_POLL_WAIT_MS = 2_147_483_647
+/** Largest `max` a poll accepts (a record count every transport can pass to its server). */
+export const MAX_POLL_MAX = 2_147_483_647
 
 /**
  * Checks {@link Transport.append}'s arguments before anything is appended: every record a
@@ -182,7 +193,7 @@ export function checkPollOptions(transport: string, options: PollOptions | undef
   if (options === undefined) return { max: defaultMax, waitMs: 0 }
   if (typeof options !== 'object' || options === null) throw new ConfigError(`${transport} transport: poll options must be an object`)
   const max = options.max ?? defaultMax
-  if (!Number.isInteger(max) || max < 1) throw new ConfigError(`${transport} transport: poll max must be a positive integer, got ${String(max)}`)
+  if (!Number.isInteger(max) || max < 1 || max > MAX_POLL_MAX) throw new ConfigError(`${transport} transport: poll max must be an integer from 1 to ${MAX_POLL_MAX}, got ${String(max)}`)
   const waitMs = options.waitMs ?? 0
   if (typeof waitMs !== 'number' || !(waitMs >= 0 && waitMs <= MAX_POLL_WAIT_MS)) {
     throw new ConfigError(`${transport} transport: poll waitMs must be a number of ms from 0 to ${MAX_POLL_WAIT_MS}, got ${String(waitMs)}`)

@@ -255,6 +255,12 @@ export class MemoryTransport implements Transport {
     return log.records.length === 0 ? undefined : toPosition(log.base)
   }
 
+  async latest(origin: string): Promise<LogPosition | undefined> {
+    this.check()
+    const log = this.broker.log(origin)
+    return log.records.length === 0 ? undefined : toPosition(log.base + log.records.length - 1)
+  }
+
   async trim(origin: string, before: LogPosition): Promise<void> {
     this.check()
     const log = this.broker.log(origin)

@@ -17,6 +17,7 @@ import {
   DotSet,
   Hlc,
   TooLargeError,
+  TransportError,
   TypeMismatchError,
   callListeners,
   VersionVector,
@@ -196,6 +197,9 @@ const jrnKey = (docId: string, n: number): string => `jrn/${docId}/${n}`
  * per WAL_MAX_ENTRIES batches that change it, not once per batch.
  */
 const WAL_MAX_ENTRIES = 32
+/** Start-up catch-up with the own log (catchUpOwnLog): each poll's wait while short of the log's end, and how long it may go without a record. */
+const CATCH_UP_POLL_WAIT_MS = 100
+const CATCH_UP_STALL_MS = 30_000
 const WAL_MAX_BYTES = 1024 * 1024
 const posKey = (origin: string): string => `pos/${origin}`
 /** Longest close() waits for commits in flight (they only spare redelivery after a restart). */
@@ -469,10 +473,7 @@ export class RegionNode {
     // with this writer id, which decide whether that process may still be alive.
     this.initializing = true
     try {
-      // Until a poll comes back empty: a transport may return short batches before the end.
-      while ((await this.consume(this.region)) > 0) {
-        /* keep reading */
-      }
+      await this.catchUpOwnLog()
     } finally {
       this.initializing = false
     }
@@ -494,6 +495,38 @@ export class RegionNode {
     await this.sent()
     // The registration is the last record appended so far.
     this.registeredAt = this.ownAppended[this.ownAppended.length - 1]
+  }
+
+  /**
+   * Reads the own region's log to its end as of now: past the position Transport.latest reports
+   * (a transport that fetches in the background may come back empty before that), else until a
+   * poll comes back empty (a transport may return short batches before the end). A log that
+   * stops delivering before its end for CATCH_UP_STALL_MS fails init with a retriable
+   * TransportError (the next init tries again): a node that started without having read it could
+   * reuse its own sequence numbers, or miss a live process with its writer id.
+   */
+  private async catchUpOwnLog(): Promise<void> {
+    const t = this.o.transport
+    const end = t.latest === undefined ? undefined : await t.latest(this.region)
+    // Already past it: what this reader committed (a fresh reader starts at the log's beginning).
+    let at = end === undefined ? undefined : await t.committed(this.writer, this.region)
+    const reached = (): boolean => end === undefined || (at !== undefined && t.comparePositions(at, end) >= 0)
+    let progressAt = Date.now()
+    for (;;) {
+      const last = await this.consume(this.region, reached() ? 0 : CATCH_UP_POLL_WAIT_MS)
+      if (last !== undefined) {
+        at = last
+        progressAt = Date.now()
+        continue
+      }
+      if (reached()) return
+      if (Date.now() - progressAt >= CATCH_UP_STALL_MS) {
+        throw new TransportError(
+          `RegionNode ${this.writer}: reading region ${this.region}'s own log at start-up stopped at ${at ?? 'its beginning'}, before its last record ${end as string}, for ${CATCH_UP_STALL_MS} ms`,
+          { retriable: true },
+        )
+      }
+    }
   }
 
   /**
@@ -1407,11 +1440,12 @@ export class RegionNode {
 
   // ---------------------------------------------------------------- consuming
 
-  private async consume(origin: string): Promise<number> {
-    const records = await this.o.transport.poll(this.writer, origin, this.pollOptions(origin))
+  /** Reads `origin`'s log once (waiting up to `waitMs` for records); returns the last position read, if any. */
+  private async consume(origin: string, waitMs = 0): Promise<LogPosition | undefined> {
+    const records = await this.o.transport.poll(this.writer, origin, { ...this.pollOptions(origin), waitMs })
     this.readAt = this.o.now()
     this.caughtUp.set(origin, records.length < this.o.pollMax)
-    if (records.length === 0) return 0
+    if (records.length === 0) return undefined
     const ops: StoreOp[] = []
     try {
       for (const rec of records) await this.processRecord(rec, ops)
@@ -1419,13 +1453,13 @@ export class RegionNode {
       ops.push({ op: 'put', key: posKey(origin), value: utf8.encode(last) })
       await this.persist(ops)
       await this.o.transport.commit(this.writer, origin, last)
+      return last
     } catch (e) {
       // Not the records' fault (store or transport failed): read them again next round.
       this.undoDeadLetters()
       await this.o.transport.rewind(this.writer, origin).catch(() => undefined)
       throw e instanceof InfrastructureFailure ? e.error : e
     }
-    return records.length
   }
 
   /**
@@ -1897,9 +1931,15 @@ export class RegionNode {
     await this.init()
     return this.exclusive(async () => {
       const reader = `${this.writer}#trim`
+      const t = this.o.transport
       for (;;) {
-        const recs = await this.o.transport.poll(reader, this.region, { max: this.o.pollMax, waitMs: 0 })
+        const recs = await t.poll(reader, this.region, { max: this.o.pollMax, waitMs: 0 })
         for (const rec of recs) {
+          // Indexed once, in log order: a transport may deliver a record again (Redis hands a
+          // reader's pending entries back to it after claimMinIdleMs), and the cut below relies on
+          // every record before it being indexed.
+          const newest = this.trimIndex[this.trimIndex.length - 1]
+          if (newest !== undefined && t.comparePositions(rec.position, newest.position) <= 0) continue
           try {
             const env = decodeEnvelope(rec.bytes, this.o.keys)
             if (!env.typeName.startsWith('$')) this.trimIndex.push({ position: rec.position, writer: env.writer, seq: env.seq })
@@ -1914,7 +1954,10 @@ export class RegionNode {
       if (cut === -1) cut = this.trimIndex.length - 1 // keep the last record: trim() removes strictly before
       if (cut <= 0) return undefined
       const position = (this.trimIndex[cut] as { position: LogPosition }).position
-      await this.o.transport.trim(this.region, position)
+      await t.trim(this.region, position)
+      // Committed up to what is gone: not delivered again (nor kept pending) after this; a
+      // restarted node's trim reader goes on from there and indexes the rest again.
+      await t.commit(reader, this.region, (this.trimIndex[cut - 1] as { position: LogPosition }).position)
       this.trimIndex = this.trimIndex.slice(cut)
       return position
     })

@@ -113,6 +113,10 @@ export class RoutedTransport implements Transport {
     return this.call(origin, (t) => t.earliest(origin))
   }
 
+  latest(origin: string): Promise<LogPosition | undefined> {
+    return this.call(origin, async (t) => (t.latest === undefined ? undefined : t.latest(origin)))
+  }
+
   trim(origin: string, before: LogPosition): Promise<void> {
     return this.call(origin, (t) => t.trim(origin, before))
   }

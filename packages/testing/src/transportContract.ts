@@ -301,6 +301,17 @@ export function runTransportContract(
       expect(Array.isArray(got) ? got : [], 'an aborted poll resolves (with no records) or rejects').toEqual([])
     }, timeout)
 
+    it('latest, where a transport has it, reports the last position held (undefined for an empty log)', async () => {
+      const t = await open()
+      if (t.latest === undefined) return
+      const origin = unique('o')
+      expect(await t.latest(origin)).toBeUndefined()
+      const positions = await t.append(origin, ['a', 'b', 'c'].map(bytes))
+      expect(await t.latest(origin)).toBe(positions[2])
+      await t.trim(origin, positions[2] as string)
+      expect(await t.latest(origin)).toBe(positions[2])
+    }, timeout)
+
     it('trim removes records strictly before the position; earliest reports the first one held', async () => {
       const t = await open()
       const origin = unique('o')

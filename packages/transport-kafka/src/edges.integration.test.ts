@@ -2,13 +2,17 @@
  * Edge cases a review found, each demonstrated against a real broker and each failing before its
  * fix: a topic created again by another appender, overlapping commits, kafkajs's offset sentinels,
  * a refetch ending in the reader's own run, close() during a group join, option combinations
- * kafkajs refuses late.
+ * kafkajs refuses late, a node's start-up catch-up meeting a consumer that has fetched nothing
+ * yet, topics with a smaller record-batch limit, refusals hidden in kafkajs's aggregate errors,
+ * positions past Kafka's offsets.
  */
 import { spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { Kafka, logLevel, type Admin } from 'kafkajs'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { ClosedError, ConfigError, isConcordError, type LogRecord } from '@concord/core'
+import { ClosedError, ConfigError, DecodeError, TransportError, isConcordError, type LogRecord } from '@concord/core'
+import { crdtFactory, type PnCounter } from '@concord/crdt'
+import { MemoryStore, RegionNode } from '@concord/replication'
 import { KafkaTransport } from './kafkaTransport.js'
 import type { KafkaTransportOptions } from './options.js'
 import { requireKafka } from './testServer.js'
@@ -170,4 +174,94 @@ describe.skipIf(!server.available)('KafkaTransport edge cases', () => {
     expect(() => open({ fetchMaxWaitMs: 2 ** 31 })).toThrow(/fetchMaxWaitMs must be at most/)
     expect(() => open({ joinTimeoutMs: 2 ** 31 })).toThrow(ConfigError)
   })
+  it('a writer restarted with a lost store reads its own log to its end before it writes (the first polls of a new consumer come back empty): no sequence number used twice, regions converge', async () => {
+    const topicPrefix = `${prefix}-cu`
+    const node = (region: string, transport: KafkaTransport): RegionNode =>
+      new RegionNode({ region, instance: 'i1', regions: ['eu', 'us'], transport, store: new MemoryStore(), factories: { 'pn-counter': crdtFactory('pn-counter') }, heartbeatIntervalMs: 100, livenessMs: 300, onError: () => undefined })
+    const firstTransport = open({ topicPrefix, groupPrefix: topicPrefix })
+    const first = node('eu', firstTransport)
+    ;((await first.open('a', 'pn-counter')) as unknown as PnCounter).increment(1)
+    await first.flush()
+    // Its process died (the node not closed, nothing committed; its consumer gone), its store
+    // lost; a new process after livenessMs.
+    await firstTransport.close()
+    await sleep(600)
+    const again = node('eu', open({ topicPrefix, groupPrefix: topicPrefix }))
+    await again.pump()
+    ;((await again.open('b', 'pn-counter')) as unknown as PnCounter).increment(1)
+    await again.flush()
+    const us = node('us', open({ topicPrefix, groupPrefix: topicPrefix }))
+    let a = 0
+    let b = 0
+    for (let i = 0; i < 60 && (a !== 1 || b !== 1); i++) {
+      await us.pump()
+      a = (await us.open<number>('a', 'pn-counter')).value()
+      b = (await us.open<number>('b', 'pn-counter')).value()
+      if (a !== 1 || b !== 1) await sleep(100)
+    }
+    expect({ a, b }).toEqual({ a: 1, b: 1 })
+    expect(us.metrics().peers.find((p) => p.region === 'eu')?.duplicates).toBe(0)
+    expect((await again.open<number>('a', 'pn-counter')).value()).toBe(1)
+    await us.close()
+    await again.close()
+  }, 60_000)
+
+  it('latest() is the position of the last record, undefined for an empty or unknown log', async () => {
+    const t = open()
+    expect(await t.latest('lt-none')).toBeUndefined()
+    const positions = await t.append('lt', [bytes('x'), bytes('y'), bytes('z')])
+    expect(await t.latest('lt')).toBe(positions[2])
+  }, 30_000)
+
+  it('a topic whose max.message.bytes is below maxBatchBytes takes a flush in smaller requests; a record too large for it alone is a non-retriable error naming the limit', async () => {
+    const topicPrefix = `${prefix}-mm`
+    await admin.createTopics({ waitForLeaders: true, topics: [{ topic: `${topicPrefix}.mm`, numPartitions: 1, configEntries: [{ name: 'max.message.bytes', value: '65536' }] }] })
+    const t = open({ topicPrefix, groupPrefix: topicPrefix })
+    const records = Array.from({ length: 100 }, (_, i) => new Uint8Array(1000).fill(i))
+    const positions = await t.append('mm', records)
+    expect(positions.map(Number)).toEqual(records.map((_, i) => i))
+    const read = await pollUntil(t, 'r', 'mm', 100)
+    expect(read.map((r) => r.bytes[0])).toEqual(records.map((_, i) => i))
+    const big = t.append('mm', [new Uint8Array(100_000)])
+    await expect(big).rejects.toThrow(TransportError)
+    await expect(big).rejects.toThrow(/max\.message\.bytes/)
+    await expect(big).rejects.toMatchObject({ retriable: false })
+  }, 60_000)
+
+  it('topicConfig max.message.bytes caps the batches (or refuses a larger maxBatchBytes); topics refused for their settings, and a session timeout the broker refuses, are ConfigErrors naming why', async () => {
+    expect(open({ topicConfig: { 'max.message.bytes': '65536' } }).maxRecordBytes).toBeLessThan(65536)
+    expect(() => open({ topicConfig: { 'max.message.bytes': '65536' }, maxBatchBytes: 100_000 })).toThrow(ConfigError)
+    expect(() => open({ topicConfig: { 'max.message.bytes': 'lots' } })).toThrow(ConfigError)
+    const bad = open({ topicPrefix: `${prefix}-bc`, topicConfig: { 'retention.ms': 'abc' } })
+    await expect(bad.append('bc', [bytes('x')])).rejects.toThrow(ConfigError)
+    await expect(bad.append('bc', [bytes('x')])).rejects.toThrow(/INVALID_CONFIG/)
+    const short = open({ topicPrefix: `${prefix}-st`, groupPrefix: `${prefix}-st`, sessionTimeoutMs: 2000, heartbeatIntervalMs: 500 })
+    await short.append('st', [bytes('x')])
+    let error: unknown
+    for (let i = 0; i < 5 && error === undefined; i++) error = await short.poll('r', 'st', { waitMs: 500 }).then(() => undefined, (e: unknown) => e)
+    expect(error).toBeInstanceOf(ConfigError)
+    expect((error as Error).message).toMatch(/session timeout/)
+  }, 60_000)
+
+  it('positions past Kafka offsets are DecodeErrors (a commit of one was sent as a negative offset, and every later commit skipped)', async () => {
+    const t = open()
+    await expect(t.commit('r', 'hp', '9223372036854775807')).rejects.toThrow(DecodeError)
+    expect(() => t.comparePositions('9223372036854775807', '1')).toThrow(DecodeError)
+    await t.append('hp', [bytes('x'), bytes('y')])
+    await t.commit('r', 'hp', '1')
+    expect(await t.committed('r', 'hp')).toBe('1')
+  }, 30_000)
+
+  it('takes a Kafka client made by another copy of kafkajs as the client (its options used to be read as kafkajs options, without brokers)', async () => {
+    const calls: string[] = []
+    // No instance of this copy's Kafka class: only its shape says it is a client.
+    const copy = {
+      producer: (config?: Parameters<Kafka['producer']>[0]) => (calls.push('producer'), kafka.producer(config)),
+      consumer: (config: Parameters<Kafka['consumer']>[0]) => kafka.consumer(config),
+      admin: (config?: Parameters<Kafka['admin']>[0]) => kafka.admin(config),
+    } as unknown as Kafka
+    const t = open({ kafka: copy })
+    await t.append('oc', [bytes('x')])
+    expect(calls).toContain('producer')
+  }, 30_000)
 })

@@ -17,6 +17,8 @@ const CONFIG_TYPES = new Set([
   'INVALID_REPLICATION_FACTOR',
   'INVALID_CONFIG',
   'POLICY_VIOLATION',
+  // sessionTimeoutMs outside the broker's group.min/max.session.timeout.ms.
+  'INVALID_SESSION_TIMEOUT',
 ])
 
 // kafkajs errors that a later attempt may not meet: the broker is down, slow, or still loading
@@ -27,14 +29,45 @@ function field(e: unknown, name: string): unknown {
   return typeof e === 'object' && e !== null ? (e as Record<string, unknown>)[name] : undefined
 }
 
+/**
+ * `e` and what it holds: its cause chain, and the errors of an aggregate (kafkajs's createTopics
+ * throws a KafkaJSAggregateError whose `errors` say why each topic was refused). Bounded.
+ */
+function errorTree(e: unknown): unknown[] {
+  const out: unknown[] = []
+  const todo: Array<{ err: unknown; depth: number }> = [{ err: e, depth: 0 }]
+  while (todo.length > 0 && out.length < 64) {
+    const { err, depth } = todo.shift() as { err: unknown; depth: number }
+    if (typeof err !== 'object' || err === null || depth >= 8 || out.includes(err)) continue
+    out.push(err)
+    const cause = field(err, 'cause')
+    if (cause !== undefined) todo.push({ err: cause, depth: depth + 1 })
+    const errors = field(err, 'errors')
+    if (Array.isArray(errors)) for (const inner of errors.slice(0, 16)) todo.push({ err: inner, depth: depth + 1 })
+  }
+  return out
+}
+
+/** The messages of an aggregate's errors, with their protocol error types: what its own message leaves out. */
+function innerMessages(e: unknown): string {
+  const errors = field(e, 'errors')
+  if (!Array.isArray(errors) || errors.length === 0) return ''
+  const parts = errors.slice(0, 4).map((x) => {
+    const type = field(x, 'type')
+    return `${x instanceof Error ? x.message : String(x)}${typeof type === 'string' ? ` (${type})` : ''}`
+  })
+  return `: ${parts.join('; ')}${errors.length > 4 ? `; and ${errors.length - 4} more` : ''}`
+}
+
 /** Wraps `e` (from a kafkajs call doing `what`) into a ConcordError. */
 export function translateError(e: unknown, what: string): ConcordError {
   if (isConcordError(e)) return e
-  const message = `kafka transport: ${what} failed: ${e instanceof Error ? e.message : String(e)}`
+  const message = `kafka transport: ${what} failed: ${e instanceof Error ? e.message : String(e)}${innerMessages(e)}`
   const name = e instanceof Error ? e.name : ''
   // Down the cause chain too: kafkajs's retrier wraps what it gives up on (a fetch refused for
-  // lack of topic Read rights, a SASL failure while reconnecting) in a KafkaJSNonRetriableError.
-  for (let c: unknown = e, depth = 0; depth < 8 && typeof c === 'object' && c !== null; c = field(c, 'cause'), depth++) {
+  // lack of topic Read rights, a SASL failure while reconnecting) in a KafkaJSNonRetriableError;
+  // and into aggregates (a topic creation refused for its settings).
+  for (const c of errorTree(e)) {
     const type = field(c, 'type')
     if ((c instanceof Error && c.name === 'KafkaJSSASLAuthenticationError') || (typeof type === 'string' && CONFIG_TYPES.has(type))) {
       return new ConfigError(message, { cause: e })
@@ -71,9 +104,16 @@ export function isUnknownTopicError(e: unknown): boolean {
 }
 
 function hasType(e: unknown, types: ReadonlySet<string>): boolean {
-  for (let c: unknown = e, depth = 0; c instanceof Error && depth < 8; c = c.cause, depth++) {
+  for (const c of errorTree(e)) {
     const type = field(c, 'type')
     if (typeof type === 'string' && types.has(type)) return true
   }
   return false
+}
+
+const TOO_LARGE_TYPES = new Set(['MESSAGE_TOO_LARGE', 'RECORD_LIST_TOO_LARGE'])
+
+/** Whether `e`, or an error it holds, says a produce request was past the topic's or broker's size limit. */
+export function isTooLargeError(e: unknown): boolean {
+  return hasType(e, TOO_LARGE_TYPES)
 }

@@ -11,7 +11,7 @@
  * per origin and pauses that topic when its buffer is full; poll() drains it and resumes the topic.
  * Offsets are committed only by commit(), never automatically.
  */
-import { Kafka, Partitioners, logLevel, type Admin, type Consumer, type Producer } from 'kafkajs'
+import { Kafka, Partitioners, logLevel, type Admin, type Consumer, type KafkaConfig, type Producer } from 'kafkajs'
 import {
   ClosedError,
   ConfigError,
@@ -28,7 +28,7 @@ import {
   type Transport,
   toBuffer,
 } from '@concord/core'
-import { isProducerStateError, isUnknownTopicError, translateError } from './errors.js'
+import { isProducerStateError, isTooLargeError, isUnknownTopicError, translateError } from './errors.js'
 import { RECORD_ROOM_BYTES, resolveOptions, topicName, type KafkaTransportOptions, type ResolvedKafkaTransportOptions } from './options.js'
 
 type AppendOptions = NonNullable<Parameters<Transport['append']>[2]>
@@ -82,8 +82,12 @@ function steer(call: () => void): void {
 /** `position` checked to be an offset: a canonical decimal (no sign, no leading zeros). */
 function checkedPosition(position: LogPosition): string {
   if (typeof position !== 'string' || !POSITION.test(position)) throw new DecodeError(`kafka transport: malformed position ${JSON.stringify(position)}`)
+  // Offsets are signed 64-bit, and a commit stores the next one: past this no record can be.
+  if (position.length === 19 && BigInt(position) > MAX_OFFSET) throw new DecodeError(`kafka transport: position ${position} is out of range`)
   return position
 }
+
+const MAX_OFFSET = 2n ** 63n - 2n
 
 function offsetOf(position: LogPosition): bigint {
   return BigInt(checkedPosition(position))
@@ -165,7 +169,9 @@ export class KafkaTransport implements Transport {
     this.options = resolveOptions(options)
     this.maxRecordBytes = this.options.maxBatchBytes - RECORD_ROOM_BYTES
     const kafka = this.options.kafka
-    this.kafka = kafka instanceof Kafka ? kafka : new Kafka({ logLevel: logLevel.WARN, ...kafka })
+    // A client by its shape, as resolveOptions tells it from options (one made by another copy of
+    // kafkajs is no instance of this copy's class).
+    this.kafka = typeof (kafka as { producer?: unknown }).producer === 'function' ? (kafka as Kafka) : new Kafka({ logLevel: logLevel.WARN, ...(kafka as KafkaConfig) })
   }
 
   private check(): void {
@@ -208,19 +214,39 @@ export class KafkaTransport implements Transport {
       // When a later chunk fails, the earlier ones are in the log: a retry appends them again
       // (at-least-once, as the contract allows).
       const positions: LogPosition[] = []
-      for (const [from, to] of chunks) {
+      // In order; a chunk the broker finds too large is sent again in halves, first half first.
+      const todo = chunks.reverse()
+      for (let chunk = todo.pop(); chunk !== undefined; chunk = todo.pop()) {
+        const [from, to] = chunk
         this.check()
-        const metadata = await producer.send({
-          topic,
-          acks: -1,
-          // The topic's one partition, named: kafkajs then skips its partitioner (a murmur2 hash of
-          // every key). The key still goes with the record (log compaction, mirroring, tooling).
-          messages: records.slice(from, to).map((bytes, i) => ({
-            key: keys?.[from + i] ?? null,
-            value: toBuffer(bytes),
-            partition: PARTITION,
-          })),
-        })
+        let metadata: Awaited<ReturnType<Producer['send']>>
+        try {
+          metadata = await producer.send({
+            topic,
+            acks: -1,
+            // The topic's one partition, named: kafkajs then skips its partitioner (a murmur2 hash of
+            // every key). The key still goes with the record (log compaction, mirroring, tooling).
+            messages: records.slice(from, to).map((bytes, i) => ({
+              key: keys?.[from + i] ?? null,
+              value: toBuffer(bytes),
+              partition: PARTITION,
+            })),
+          })
+        } catch (e) {
+          // Past the topic's max.message.bytes (or the broker's message.max.bytes), which may be
+          // below maxBatchBytes: the broker wrote none of it. Halves go again; a record alone that
+          // is too large cannot go at all.
+          if (!isTooLargeError(e)) throw e
+          if (to - from === 1) {
+            throw new TransportError(
+              `kafka transport: the broker refused record ${from} (${(records[from] as Uint8Array).byteLength} bytes) as too large for topic ${topic}: its max.message.bytes (or the broker's message.max.bytes) is below this transport's maxBatchBytes (${this.options.maxBatchBytes}); lower maxBatchBytes or raise the limit`,
+              { cause: e, retriable: false },
+            )
+          }
+          const mid = from + Math.floor((to - from) / 2)
+          todo.push([mid, to], [from, mid])
+          continue
+        }
         const meta = metadata.find((m) => m.partition === PARTITION)
         if (meta?.baseOffset === undefined || metadata.length !== 1) {
           throw new TransportError(`kafka transport: unexpected produce response ${JSON.stringify(metadata)}`, { retriable: false })
@@ -365,6 +391,22 @@ export class KafkaTransport implements Transport {
       return String(BigInt(p.low))
     } catch (e) {
       throw this.fail(e, 'earliest')
+    }
+  }
+
+  async latest(origin: string): Promise<LogPosition | undefined> {
+    this.check()
+    const topic = topicName(this.options.topicPrefix, origin)
+    try {
+      const admin = await this.connectAdmin()
+      if (!(await admin.listTopics()).includes(topic)) return undefined
+      const offsets = await admin.fetchTopicOffsets(topic)
+      const p = offsets.find((o) => o.partition === PARTITION)
+      if (p === undefined || BigInt(p.low) >= BigInt(p.high)) return undefined
+      // The high watermark is the next offset to be written (committed by every in-sync replica).
+      return String(BigInt(p.high) - 1n)
+    } catch (e) {
+      throw this.fail(e, 'latest')
     }
   }
 

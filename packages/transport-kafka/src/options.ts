@@ -149,6 +149,18 @@ export function resolveOptions(options: KafkaTransportOptions): ResolvedKafkaTra
   const heartbeatIntervalMs = timerMs('heartbeatIntervalMs', options.heartbeatIntervalMs ?? d.heartbeatIntervalMs)
   // kafkajs refuses a consumer otherwise, at its first use (a poll), with an untyped error.
   if (heartbeatIntervalMs >= sessionTimeoutMs) throw new ConfigError(`kafka transport: heartbeatIntervalMs (${heartbeatIntervalMs}) must be lower than sessionTimeoutMs (${sessionTimeoutMs})`)
+  // A topic created with a smaller record-batch limit than the batches this transport sends would
+  // refuse them (and a record near maxBatchBytes for good): the batches follow the topic's limit.
+  const topicMax = (topicConfig as Record<string, string>)['max.message.bytes']
+  let maxBatchBytes = options.maxBatchBytes ?? d.maxBatchBytes
+  if (topicMax !== undefined) {
+    const limit = /^[1-9][0-9]{0,9}$/.test(topicMax) ? Number(topicMax) : Number.NaN
+    if (!Number.isSafeInteger(limit)) throw new ConfigError(`kafka transport: topicConfig max.message.bytes must be a positive integer, got ${JSON.stringify(topicMax)}`)
+    if (options.maxBatchBytes === undefined) maxBatchBytes = Math.min(maxBatchBytes, limit)
+    else if (options.maxBatchBytes > limit) {
+      throw new ConfigError(`kafka transport: maxBatchBytes (${options.maxBatchBytes}) is past topicConfig max.message.bytes (${limit}): the topics would refuse such batches`)
+    }
+  }
   return {
     kafka: options.kafka ?? { clientId: d.kafka.clientId, brokers: [...d.kafka.brokers] },
     topicPrefix,
@@ -160,7 +172,7 @@ export function resolveOptions(options: KafkaTransportOptions): ResolvedKafkaTra
     heartbeatIntervalMs,
     joinTimeoutMs: timerMs('joinTimeoutMs', options.joinTimeoutMs ?? d.joinTimeoutMs),
     fetchMaxWaitMs: timerMs('fetchMaxWaitMs', options.fetchMaxWaitMs ?? d.fetchMaxWaitMs),
-    maxBatchBytes: atLeast('maxBatchBytes', options.maxBatchBytes ?? d.maxBatchBytes, 2 * RECORD_ROOM_BYTES),
+    maxBatchBytes: atLeast('maxBatchBytes', maxBatchBytes, 2 * RECORD_ROOM_BYTES),
   }
 }
 

@@ -1,12 +1,15 @@
 /**
  * Edge cases a review found, each demonstrated against a real server: a server that stops
  * answering, ioredis options that broke reads, a rewind followed by a lost connection, argument
- * checks. Each test failed before its fix.
+ * checks, a replay of pending entries that were trimmed meanwhile, entries written by other
+ * clients, timeouts past Node's timers. Each test failed before its fix.
  */
 import { randomUUID } from 'node:crypto'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ConfigError, TransportError, type LogRecord, type Transport } from '@concord/core'
+import { ConfigError, DecodeError, TransportError, type LogRecord, type Transport } from '@concord/core'
+import { crdtFactory } from '@concord/crdt'
+import { MemoryStore, RegionNode } from '@concord/replication'
 import { RedisStore } from './redisStore.js'
 import { RedisTransport } from './redisTransport.js'
 import { PrivateRedis, hasRedisServer, requireRedis } from './testServer.js'
@@ -112,6 +115,70 @@ describe.skipIf(!server.available)('RedisTransport and RedisStore edge cases', (
     } finally {
       await t.close()
       await store.close()
+    }
+  })
+
+  it('a replay of pending entries trimmed meanwhile finishes before newer entries are read (the rest of the replay came after them: out of log order)', async () => {
+    const t = new RedisTransport({ redis: server.url, keyPrefix, claimIntervalMs: 1_000_000_000 })
+    try {
+      const positions = await t.append('ro', ['e1', 'e2', 'e3', 'e4', 'e5', 'e6'].map(bytes))
+      expect((await t.poll('r', 'ro', { max: 6 })).map(text)).toEqual(['e1', 'e2', 'e3', 'e4', 'e5', 'e6'])
+      // e1..e3 go while still pending for r (delivered, not committed); a waiting poll is aborted.
+      await t.trim('ro', positions[3] as string)
+      const ac = new AbortController()
+      setTimeout(() => ac.abort(), 100)
+      await t.poll('r', 'ro', { max: 3, waitMs: 2000, signal: ac.signal })
+      await t.append('ro', ['e7', 'e8', 'e9'].map(bytes))
+      const got: string[] = []
+      for (let i = 0; i < 4; i++) got.push(...(await t.poll('r', 'ro', { max: 3 })).map(text))
+      expect(got).toEqual(['e4', 'e5', 'e6', 'e7', 'e8', 'e9'])
+    } finally {
+      await t.close()
+    }
+  })
+
+  it('an entry another client wrote without the record field reaches the reader, which dead-letters it (it was dropped without a trace)', async () => {
+    const t = new RedisTransport({ redis: server.url, keyPrefix: `${keyPrefix}nb` })
+    const node = new RegionNode({ region: 'a', instance: 'i1', regions: ['a', 'b'], transport: t, store: new MemoryStore(), factories: { 'pn-counter': crdtFactory('pn-counter') } })
+    try {
+      await node.pump()
+      for (let i = 0; i < 3; i++) await admin.xadd(`${keyPrefix}nb:log:b`, '*', 'B', Buffer.from([1, 2, 3, i]))
+      await admin.xadd(`${keyPrefix}nb:log:b`, '*', 'b', Buffer.from('not an envelope'))
+      for (let i = 0; i < 3; i++) await node.pump()
+      expect(node.deadLetters()).toHaveLength(4)
+      expect(node.metrics().peers.find((p) => p.region === 'b')?.rejected).toBe(4)
+    } finally {
+      await node.close()
+      await t.close()
+    }
+  })
+
+  it('refuses timeouts past what a Node timer holds, poll counts past what Redis takes, and stream ids past 64 bits (every call failed after 1 ms; Redis refused them untyped)', async () => {
+    for (const commandTimeoutMs of [2 ** 31, 2 ** 30 + 1, 0, 1.5]) expect(() => new RedisTransport({ keyPrefix, commandTimeoutMs })).toThrow(ConfigError)
+    expect(() => new RedisTransport({ keyPrefix, waitTimeoutMs: 2 ** 31 })).toThrow(ConfigError)
+    expect(() => new RedisStore({ keyPrefix, commandTimeoutMs: 2 ** 31 })).toThrow(ConfigError)
+    expect(() => new RedisStore({ keyPrefix, waitTimeoutMs: 2 ** 31 })).toThrow(ConfigError)
+    const t = new RedisTransport({ redis: server.url, keyPrefix })
+    try {
+      await expect(t.poll('r', 'big', { max: 1e21 })).rejects.toThrow(ConfigError)
+      await expect(t.commit('r', 'big', '99999999999999999999-0')).rejects.toThrow(DecodeError)
+      await expect(t.trim('big', '1-99999999999999999999')).rejects.toThrow(DecodeError)
+      expect(() => t.comparePositions('18446744073709551616-0', '1-0')).toThrow(DecodeError)
+      // The largest id is one.
+      expect(t.comparePositions('18446744073709551615-18446744073709551615', '1-0')).toBe(1)
+    } finally {
+      await t.close()
+    }
+  })
+
+  it('latest() is the id of the last entry, undefined for an empty or missing stream', async () => {
+    const t = new RedisTransport({ redis: server.url, keyPrefix })
+    try {
+      expect(await t.latest('lt-none')).toBeUndefined()
+      const positions = await t.append('lt', ['x', 'y'].map(bytes))
+      expect(await t.latest('lt')).toBe(positions[1])
+    } finally {
+      await t.close()
     }
   })
 })

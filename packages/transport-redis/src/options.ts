@@ -96,6 +96,21 @@ function nonNegativeInteger(name: string, value: number): number {
   return value
 }
 
+/**
+ * Longest timeout option (ms, about 12 days). Node runs a timer of more than 2^31 - 1 ms after
+ * 1 ms instead, and these timeouts are added to others (a poll's waitMs, WAIT's timeout) before
+ * they become one: each is kept at half of that.
+ */
+export const MAX_TIMEOUT_MS = 2 ** 30
+
+/** `value` as a timeout option: an integer of ms from `min` to {@link MAX_TIMEOUT_MS}. */
+export function timeoutMs(what: string, name: string, value: unknown, min: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > MAX_TIMEOUT_MS) {
+    throw new ConfigError(`${what}: ${name} must be an integer number of ms from ${min} to ${MAX_TIMEOUT_MS}, got ${String(value)}`)
+  }
+  return value
+}
+
 /** True when `prefix` holds a Redis Cluster hash tag: a `{`, then a non-empty run up to the next `}`. */
 export function hasHashTag(prefix: string): boolean {
   const open = prefix.indexOf('{')
@@ -135,7 +150,7 @@ export function resolveOptions(options: RedisTransportOptions): ResolvedRedisTra
   if (options.now !== undefined && typeof options.now !== 'function') throw new ConfigError('redis transport: now must be a function')
   if (options.storeKeys !== undefined && typeof options.storeKeys !== 'boolean') throw new ConfigError('redis transport: storeKeys must be a boolean')
   const waitReplicas = nonNegativeInteger('waitReplicas', options.waitReplicas ?? d.waitReplicas)
-  const waitTimeoutMs = nonNegativeInteger('waitTimeoutMs', options.waitTimeoutMs ?? d.waitTimeoutMs)
+  const waitTimeoutMs = timeoutMs('redis transport', 'waitTimeoutMs', options.waitTimeoutMs ?? d.waitTimeoutMs, 0)
   // WAIT n 0 blocks until n replicas acknowledge, for ever.
   if (waitReplicas > 0 && waitTimeoutMs < 1) throw new ConfigError('redis transport: waitTimeoutMs must be at least 1 with waitReplicas (WAIT with 0 waits for ever)')
   return {
@@ -148,14 +163,10 @@ export function resolveOptions(options: RedisTransportOptions): ResolvedRedisTra
     waitTimeoutMs,
     now: options.now ?? Date.now,
     storeKeys: options.storeKeys ?? false,
-    commandTimeoutMs: positiveInteger('commandTimeoutMs', options.commandTimeoutMs ?? d.commandTimeoutMs),
+    commandTimeoutMs: timeoutMs('redis transport', 'commandTimeoutMs', options.commandTimeoutMs ?? d.commandTimeoutMs, 1),
   }
 }
 
-function positiveInteger(name: string, value: number): number {
-  if (!Number.isSafeInteger(value) || value < 1) throw new ConfigError(`redis transport: ${name} must be a positive integer, got ${String(value)}`)
-  return value
-}
 
 /**
  * Refuses ioredis's own `keyPrefix` (in options or on a client passed in): ioredis prefixes only the

@@ -8,6 +8,7 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import { ClosedError, ConfigError, checkKnownOptions, checkStoreBatch, checkStoreKey, toBuffer, type Store, type StoreOp } from '@concord/core'
 import { quitWithin, translateError } from './errors.js'
+import { timeoutMs } from './options.js'
 import { WAIT_ON_CLUSTER, hasHashTag } from './options.js'
 
 type Client = Redis | Cluster
@@ -78,11 +79,10 @@ export class RedisStore implements Store {
     this.prefix = `${options.keyPrefix}:kv:`
     this.index = `${options.keyPrefix}:keys`
     this.waitReplicas = nonNegativeInteger('waitReplicas', options.waitReplicas ?? REDIS_STORE_DEFAULTS.waitReplicas)
-    this.waitTimeoutMs = nonNegativeInteger('waitTimeoutMs', options.waitTimeoutMs ?? REDIS_STORE_DEFAULTS.waitTimeoutMs)
+    this.waitTimeoutMs = timeoutMs('redis store', 'waitTimeoutMs', options.waitTimeoutMs ?? REDIS_STORE_DEFAULTS.waitTimeoutMs, 0)
     // WAIT n 0 blocks until n replicas acknowledge, for ever.
     if (this.waitReplicas > 0 && this.waitTimeoutMs < 1) throw new ConfigError('redis store: waitTimeoutMs must be at least 1 with waitReplicas (WAIT with 0 waits for ever)')
-    this.commandTimeoutMs = nonNegativeInteger('commandTimeoutMs', options.commandTimeoutMs ?? REDIS_STORE_DEFAULTS.commandTimeoutMs)
-    if (this.commandTimeoutMs < 1) throw new ConfigError('redis store: commandTimeoutMs must be at least 1')
+    this.commandTimeoutMs = timeoutMs('redis store', 'commandTimeoutMs', options.commandTimeoutMs ?? REDIS_STORE_DEFAULTS.commandTimeoutMs, 1)
     const redis = options.redis ?? REDIS_STORE_DEFAULTS.redis
     if (typeof redis !== 'string' && (typeof redis !== 'object' || redis === null)) throw new ConfigError('redis store: redis must be a URL, ioredis options or a Redis/Cluster client')
     if (redis instanceof Redis || redis instanceof Cluster) {

@@ -11,6 +11,7 @@ import { Cluster, Redis } from 'ioredis'
 import {
   ClosedError,
   ConfigError,
+  MAX_POLL_WAIT_MS,
   DecodeError,
   WatchListeners,
   checkAppendArgs,
@@ -129,10 +130,16 @@ const WATCH_POLL_WAIT_MS = 1_000
 /** Pause of a watcher after a failed read (the server is down): it tries again after it. */
 const WATCH_RETRY_MS = 500
 
+const MAX_ID_PART = 2n ** 64n - 1n
+
 function parsePosition(position: LogPosition): readonly [bigint, bigint] {
   const m = typeof position === 'string' ? POSITION.exec(position) : null
   if (m === null) throw new DecodeError(`redis transport: malformed position ${JSON.stringify(position)}`)
-  return [BigInt(m[1] as string), BigInt(m[2] as string)]
+  const ms = BigInt(m[1] as string)
+  const seq = BigInt(m[2] as string)
+  // Stream ids are two unsigned 64-bit numbers: a larger one is no position of any stream.
+  if (ms > MAX_ID_PART || seq > MAX_ID_PART) throw new DecodeError(`redis transport: position ${JSON.stringify(position)} is out of range`)
+  return [ms, seq]
 }
 
 function asString(v: unknown): string {
@@ -162,6 +169,7 @@ function parseRead(raw: unknown): StreamEntry[] {
 
 function recordOf(origin: string, entry: StreamEntry): LogRecord | undefined {
   const fields = entry.fields
+  // Deleted since it was delivered (a replay of pending entries meets trimmed ones): nothing left.
   if (fields === null) return undefined
   for (let i = 0; i + 1 < fields.length; i += 2) {
     const name = fields[i]
@@ -171,7 +179,9 @@ function recordOf(origin: string, entry: StreamEntry): LogRecord | undefined {
       return { origin, position: entry.id, bytes: new Uint8Array(fields[i + 1] as Buffer) }
     }
   }
-  return undefined
+  // Not one of ours (another client wrote it without the record field): delivered empty, so the
+  // reader rejects and dead-letters it like any other record that does not decode.
+  return { origin, position: entry.id, bytes: new Uint8Array(0) }
 }
 
 function checkName(kind: string, name: string): void {
@@ -306,7 +316,8 @@ export class RedisTransport implements Transport {
     let onAbort: (() => void) | undefined
     // A server that stops answering (without closing its connections) fails the poll after waitMs
     // plus commandTimeoutMs: the read connection is dropped and the poll gives up waiting for it.
-    const limitMs = waitMs + this.options.commandTimeoutMs
+    // At most a timer's longest (a longer one would fire after 1 ms); waitMs may be up to that alone.
+    const limitMs = Math.min(waitMs + this.options.commandTimeoutMs, MAX_POLL_WAIT_MS)
     let timedOut = false
     let deadline: ReturnType<typeof setTimeout> | undefined
     const read = async (): Promise<void> => {
@@ -314,7 +325,10 @@ export class RedisTransport implements Transport {
       // Given up meanwhile: no read on behalf of a poll that failed.
       if (timedOut) return
       const conn = this.connection(s)
-      if (s.replay) await this.replayOwn(s, conn, max, out)
+      // The whole replay before anything newer: a page of entries trimmed meanwhile (their fields
+      // are gone) yields no record, and reading '>' or claiming before the next page would deliver
+      // newer records ahead of older ones (a reader may rely on log order: RegionNode.trimStable).
+      while (s.replay && out.length < max) await this.replayOwn(s, conn, max - out.length, out)
       if (out.length < max && this.options.now() >= s.nextClaimAt) await this.claim(s, conn, max - out.length, out)
       if (out.length < max) {
         const args: (string | number)[] = ['GROUP', reader, this.options.consumer, 'COUNT', max - out.length]
@@ -428,6 +442,17 @@ export class RedisTransport implements Transport {
       return entries[0]?.id
     } catch (e) {
       throw this.fail(e, 'earliest')
+    }
+  }
+
+  async latest(origin: string): Promise<LogPosition | undefined> {
+    this.check()
+    checkName('origin', origin)
+    try {
+      const entries = parseEntries(await this.client.call('XREVRANGE', [this.streamKey(origin), '+', '-', 'COUNT', 1]))
+      return entries[0]?.id
+    } catch (e) {
+      throw this.fail(e, 'latest')
     }
   }
 
