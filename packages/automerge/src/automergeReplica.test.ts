@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { createHash } from 'node:crypto'
+import { deflateRawSync } from 'node:zlib'
 import * as A from '@automerge/automerge'
 import { ConfigError, DecodeError, bytesEqual, seededRandom, type ConflictEvent, type DeltaOrigin } from '@concord/core'
 import { AutomergeReplica, actorFor, decodeHeads, encodeHeads } from './automergeReplica.js'
@@ -572,5 +573,59 @@ describe('AutomergeReplica and values its JS change form cannot hold', () => {
     const fresh = new AutomergeReplica<Record<string, unknown>>('fresh')
     fresh.apply(w.state())
     expect(fresh.value()).toEqual(w.value())
+  })
+})
+
+describe('AutomergeReplica and hostile chunks (review findings)', () => {
+  const leb = (n: number): number[] => {
+    const out: number[] = []
+    do {
+      let b = n & 0x7f
+      n = Math.floor(n / 128)
+      if (n > 0) b |= 0x80
+      out.push(b)
+    } while (n > 0)
+    return out
+  }
+  /** A compressed change chunk (type 2) of `change`'s body, its checksum right. */
+  const compressed = (change: Uint8Array): Uint8Array => {
+    const [chunk] = splitChunks(change)
+    const deflated = deflateRawSync((chunk as { body: Uint8Array }).body)
+    const rest = Uint8Array.from([2, ...leb(deflated.length), ...deflated])
+    const sum = createHash('sha256').update(rest).digest()
+    return Uint8Array.from([0x85, 0x6f, 0x4a, 0x83, ...sum.subarray(0, 4), ...rest])
+  }
+
+  it('a compressed change that inflates past 8 MiB is refused before Automerge inflates it (a 260 KB one inflated to 256 MiB and killed the process); a small one applies', () => {
+    let doc = A.init<{ blob?: Uint8Array; n?: number }>({ actor: 'aa' })
+    doc = A.change(doc, (d) => {
+      d.blob = new Uint8Array(9 * 1024 * 1024)
+    })
+    const bomb = compressed(A.getLastLocalChange(doc) as Uint8Array)
+    expect(bomb.length).toBeLessThan(64 * 1024)
+    const r = new AutomergeReplica<{ blob?: Uint8Array; n?: number }>('victim')
+    expect(() => r.apply(bomb)).toThrow(DecodeError)
+    expect(r.value()).toEqual({})
+    let small = A.init<{ n?: number }>({ actor: 'bb' })
+    small = A.change(small, (d) => {
+      d.n = 7
+    })
+    r.apply(compressed(A.getLastLocalChange(small) as Uint8Array))
+    expect(r.value()).toEqual({ n: 7 })
+  })
+
+  it("a received map key __proto__ is an own key of value()'s object, not its prototype (its fields showed through every lookup)", () => {
+    const doc = A.change(A.init<{ user?: Record<string, unknown> }>({ actor: 'eeee' }), (d) => {
+      d.user = { name: 'eve', KEY: { isAdmin: true } }
+    })
+    const change = A.decodeChange(A.getLastLocalChange(doc) as Uint8Array)
+    for (const op of change.ops as Array<{ key?: string }>) if (op.key === 'KEY') op.key = '__proto__'
+    const r = new AutomergeReplica<{ user: Record<string, unknown> }>('victim')
+    r.apply(A.encodeChange(change))
+    const user = r.value().user
+    expect(Object.getPrototypeOf(user)).toBe(Object.prototype)
+    expect(user.isAdmin).toBeUndefined()
+    expect(Object.keys(user).sort()).toEqual(['__proto__', 'name'])
+    expect(JSON.parse(JSON.stringify(user))).toEqual(JSON.parse('{"name":"eve","__proto__":{"isAdmin":true}}'))
   })
 })

@@ -3,9 +3,9 @@
  * `Automerge.getLastLocalChange` and `getChangesSince` return), so any Automerge peer can read them.
  */
 import * as A from '@automerge/automerge'
-import { ConfigError, DecodeError, bytesEqual, callListeners, checkKnownOptions, isConcordError } from '@concord/core'
+import { ConfigError, DecodeError, bytesEqual, callListeners, checkKnownOptions, isConcordError, ownKeysCopy } from '@concord/core'
 import type { ConflictEvent, ConflictSide, DeltaOrigin, Replica } from '@concord/core'
-import { CHUNK_CHANGE, CHUNK_DOCUMENT, concatBytes, splitChunks } from './chunks.js'
+import { CHUNK_CHANGE, CHUNK_COMPRESSED_CHANGE, CHUNK_DOCUMENT, checkInflatedSize, concatBytes, splitChunks } from './chunks.js'
 
 /** Options for {@link AutomergeReplica}. */
 export interface AutomergeReplicaOptions<T> {
@@ -187,9 +187,12 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
     callListeners(this.typeName, ls, c, 'local')
   }
 
-  /** Plain JS copy of the document. */
+  /**
+   * Plain JS copy of the document. A map key `__proto__` (Automerge refuses it in local writes, not
+   * in received changes) is an own key of its object, not its prototype (see ownKeysCopy).
+   */
   value(): T {
-    return A.toJS(this.current)
+    return ownKeysCopy(A.toJS(this.current)) as T
   }
 
   version(): Uint8Array {
@@ -229,6 +232,7 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
         }
         for (const ch of all) changes.push(checkedChange(ch, CHUNK_CHANGE))
       } else {
+        if (c.type === CHUNK_COMPRESSED_CHANGE) checkInflatedSize(c)
         changes.push(checkedChange(c.bytes, c.type))
       }
     }

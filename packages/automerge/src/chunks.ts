@@ -5,6 +5,7 @@
  * The checksum is the first 4 bytes of the SHA-256 of everything after it (type, length, body).
  */
 import { createHash } from 'node:crypto'
+import { inflateRawSync } from 'node:zlib'
 import { DecodeError } from '@concord/core'
 
 /** Chunk type of a whole saved document (`Automerge.save`). */
@@ -21,6 +22,8 @@ const HEADER_FIXED = 9
 export interface Chunk {
   readonly type: number
   readonly bytes: Uint8Array
+  /** The bytes after the header. */
+  readonly body: Uint8Array
 }
 
 /** Splits concatenated chunks; throws DecodeError on a bad magic, an unknown type or truncation. */
@@ -50,10 +53,34 @@ export function splitChunks(data: Uint8Array): Chunk[] {
     // Automerge applies a change whose checksum is wrong: a damaged chunk is refused here.
     const sum = createHash('sha256').update(data.subarray(pos + 8, end)).digest()
     for (let i = 0; i < 4; i++) if (sum[i] !== data[pos + 4 + i]) throw new DecodeError(`automerge: chunk checksum mismatch at byte ${pos}`)
-    out.push({ type, bytes: data.subarray(pos, end) })
+    out.push({ type, bytes: data.subarray(pos, end), body: data.subarray(p, end) })
     pos = end
   }
   return out
+}
+
+/**
+ * Largest change a compressed change chunk may inflate to (8 MiB, an envelope's largest payload).
+ * Automerge inflates such a chunk without a bound, and deflate shrinks a run of one byte about
+ * 1000 times: a chunk of a few hundred KB made a change of gigabytes, and the process died.
+ * Automerge itself writes changes uncompressed; another implementation's compressed change of this
+ * size is large for any log.
+ */
+export const MAX_INFLATED_CHANGE_BYTES = 8 * 1024 * 1024
+
+/**
+ * Checks that a compressed change chunk's body (raw deflate) inflates to at most
+ * {@link MAX_INFLATED_CHANGE_BYTES}; throws DecodeError otherwise. A body that does not inflate is
+ * left to Automerge's own parser.
+ */
+export function checkInflatedSize(chunk: Chunk): void {
+  try {
+    inflateRawSync(chunk.body, { maxOutputLength: MAX_INFLATED_CHANGE_BYTES })
+  } catch (e) {
+    if ((e as { code?: unknown }).code === 'ERR_BUFFER_TOO_LARGE') {
+      throw new DecodeError(`automerge: a compressed change inflates past ${MAX_INFLATED_CHANGE_BYTES} bytes`, { cause: e })
+    }
+  }
 }
 
 /** Concatenates byte arrays. */

@@ -30,6 +30,34 @@ describe('DotSet', () => {
     )
   })
 
+  it('addRange and addRanges in any order keep the ranges sorted, disjoint and non-adjacent (model-checked; they were rebuilt per range, quadratic)', () => {
+    const rangeArb = fc.tuple(fc.integer({ min: 1, max: 80 }), fc.integer({ min: 0, max: 6 })).map(([s, n]) => [s, s + n] as const)
+    fc.assert(
+      fc.property(fc.array(rangeArb, { maxLength: 30 }), fc.array(rangeArb, { maxLength: 30 }), (xs, ys) => {
+        const model = new Set<number>()
+        const a = new DotSet()
+        for (const [s, e] of xs) {
+          a.addRange('r', s, e)
+          for (let c = s; c <= e; c++) model.add(c)
+        }
+        // ys as a set's canonical ranges, merged in one call.
+        const b = new DotSet()
+        for (const [s, e] of ys) {
+          b.addRange('r', s, e)
+          for (let c = s; c <= e; c++) model.add(c)
+        }
+        const flat = b.flatRanges('r')
+        const merged = a.clone().addRanges('r', flat, 0, flat.length)
+        const unioned = a.clone().union(b)
+        const expected = DotSet.of([...model].map((counter) => ({ replica: 'r', counter })))
+        expect(merged.flatRanges('r')).toEqual(expected.flatRanges('r'))
+        expect(unioned.flatRanges('r')).toEqual(expected.flatRanges('r'))
+        const r = merged.flatRanges('r')
+        for (let i = 2; i < r.length; i += 2) expect(r[i] as number).toBeGreaterThan((r[i - 1] as number) + 1)
+      }),
+    )
+  })
+
   it('keeps contiguous histories as one range', () => {
     const s = new DotSet()
     for (let i = 1; i <= 1_000_000; i++) s.add({ replica: 'r', counter: i })

@@ -50,9 +50,9 @@ export {
   type Json,
 } from './codec.js'
 export { Hlc, compareHlc, encodeHlc, decodeHlc, writeHlc, readHlc, DEFAULT_MAX_DRIFT_MS, type HlcTimestamp, type HlcOptions } from './hlc.js'
-export { DotSet, VersionVector, dotKey, compareDots, rangeIndex, rangeIndexIn, MAX_REPLICA_ID_BYTES, type Dot, type Causality } from './dots.js'
+export { DotSet, VersionVector, dotKey, compareDots, rangeIndex, rangeIndexIn, MAX_REPLICA_ID_BYTES, MAX_DOT_COUNTER, type Dot, type Causality } from './dots.js'
 export type { Replica, ReplicaFactory, DeltaOrigin, ConflictEvent, ConflictSide, ConflictKind } from './replica.js'
-export { callListeners } from './replica.js'
+export { callListeners, ownKeysCopy } from './replica.js'
 export type { Transport, LogPosition, LogRecord, PollOptions, AppendOptions } from './transport.js'
 export { WatchListeners, checkAppendArgs, checkPollOptions, MAX_POLL_WAIT_MS, MAX_POLL_MAX } from './transport.js'
 export type { Store, StoreOp } from './store.js'

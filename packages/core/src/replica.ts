@@ -115,3 +115,33 @@ export function callListeners<A, B>(what: string, listeners: ArrayLike<(a: A, b:
     }
   }
 }
+
+/**
+ * A deep copy of the JSON-like value `v` whose plain objects hold every key as an own property,
+ * for replicas whose `value()` comes from a decoder that builds objects by assignment (lib0's
+ * readAny under Yjs, Automerge's toJS). There a `__proto__` key of remote data becomes the
+ * object's prototype — its key gone from the value, its fields showing through every lookup
+ * (`user.isAdmin`), and the receiver's value no longer equal to the sender's. Such a prototype (a
+ * plain object, not a class's) comes back as the own key `__proto__`. Arrays are copied; class
+ * instances (Uint8Array, Date, a library's own types) are kept as they are.
+ */
+export function ownKeysCopy(v: unknown): unknown {
+  if (typeof v !== 'object' || v === null) return v
+  if (Array.isArray(v)) return v.map(ownKeysCopy)
+  const proto = Object.getPrototypeOf(v) as object | null
+  if (proto !== Object.prototype && proto !== null && !isInjectedPrototype(proto)) return v
+  const out: Record<string, unknown> = {}
+  const src = v as Record<string, unknown>
+  for (const k of Object.keys(src)) defineOwn(out, k, ownKeysCopy(src[k]))
+  if (proto !== Object.prototype && proto !== null && !Object.hasOwn(src, '__proto__')) defineOwn(out, '__proto__', ownKeysCopy(proto))
+  return out
+}
+
+/** A prototype that is data (a plain object set through a `__proto__` key), not a class's. */
+function isInjectedPrototype(p: object): boolean {
+  return !Object.hasOwn(p, 'constructor') && p !== Object.prototype
+}
+
+function defineOwn(out: Record<string, unknown>, k: string, v: unknown): void {
+  Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true })
+}

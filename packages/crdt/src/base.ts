@@ -21,17 +21,45 @@ import { MAX_MAP_DEPTH, type CausalTypeName, type FunSchema, type Schema } from 
 import { FunStore, MapStore, collectDots, dotSetOf, emptyStore, filterStore, joinStore, newJoinOut, type ConflictSink, type Entry, type Store } from './store.js'
 import { decodeDelta, decodeFunDelta, encodeDelta, encodeFunWrite, takeFunDelta, type FunDelta } from './wire.js'
 
-/** Whether the first `n` of the flat `[table index, counter, ...]` dots of a decoded delta hold (ri, counter). */
 /** A dot the delta's context has seen but its store does not hold: removed there. */
 function removedBy(e: Entry, fd: FunDelta): boolean {
-  const ri = fd.table.indexOf(e.dot.replica)
+  const ri = tableIndex(fd.table, e.dot.replica)
   if (ri < 0) return false
   const c = e.dot.counter
   return rangeIndexIn(fd.ranges, fd.rangeAt[ri] as number, fd.rangeAt[ri + 1] as number, c) >= 0 && !holdsDot(fd.dots, fd.size, ri, c)
 }
 
+/** Index of `s` in a decoded delta's string table (strictly sorted: validated), or -1. */
+function tableIndex(table: readonly string[], s: string): number {
+  if (table.length <= 8) return table.indexOf(s)
+  let lo = 0
+  let hi = table.length - 1
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1
+    const t = table[mid] as string
+    if (t === s) return mid
+    if (t < s) lo = mid + 1
+    else hi = mid - 1
+  }
+  return -1
+}
+
+/**
+ * Whether the first `n` of the flat `[table index, counter, ...]` dots of a decoded delta hold
+ * (ri, counter). They are strictly sorted (validated): a binary search, where a walk made applying
+ * a delta of n dots to a state of n entries cost O(n^2).
+ */
 function holdsDot(dots: readonly number[], n: number, ri: number, counter: number): boolean {
-  for (let i = 0; i < 2 * n; i += 2) if (dots[i] === ri && dots[i + 1] === counter) return true
+  let lo = 0
+  let hi = n - 1
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1
+    const r = dots[2 * mid] as number
+    const c = dots[2 * mid + 1] as number
+    if (r === ri && c === counter) return true
+    if (r < ri || (r === ri && c < counter)) lo = mid + 1
+    else hi = mid - 1
+  }
   return false
 }
 
@@ -186,9 +214,7 @@ export abstract class CausalReplica<V> implements Replica<V> {
         if (schema.time !== undefined) this.clock.observe(schema.time(value))
       }
       if (table.length > 0) removed = te.removeIf(removedBy, fd)
-      for (let i = 0; i < table.length; i++) {
-        for (let j = rangeAt[i] as number; j < (rangeAt[i + 1] as number); j += 2) ctx.addRange(table[i] as string, ranges[j] as number, ranges[j + 1] as number)
-      }
+      for (let i = 0; i < table.length; i++) ctx.addRanges(table[i] as string, ranges, rangeAt[i] as number, rangeAt[i + 1] as number)
     } finally {
       fd.release()
     }

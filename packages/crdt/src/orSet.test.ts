@@ -1,4 +1,5 @@
 import { describe, expect, test } from 'vitest'
+import * as encoding from 'lib0/encoding'
 import { ConfigError, DecodeError, DotSet, type ConflictEvent, type Json } from '@concord/core'
 import { OrSet, PnCounter, crdtFactory } from './index.js'
 
@@ -186,6 +187,24 @@ describe('OrSet', () => {
     c.increment()
     expect(() => s.apply(c.state())).toThrow(DecodeError)
     expect(() => s.deltaSince(new Uint8Array([9, 9]))).toThrow(DecodeError)
+    expect(s.value()).toEqual([])
+  })
+
+  test('a received element spelling a lone surrogate in its JSON text is refused (value() held an element has() and remove() refused)', () => {
+    const e = encoding.createEncoder()
+    encoding.writeUint8(e, 0x14) // or-set
+    encoding.writeVarUint(e, 1)
+    encoding.writeVarString(e, 'peer') // string table
+    encoding.writeVarUint(e, 1)
+    encoding.writeVarUint(e, 1)
+    encoding.writeVarUint(e, 0) // context: peer 1..1
+    encoding.writeVarUint(e, 1)
+    encoding.writeVarString(e, '"\\ud800"') // one element: the JSON text "\ud800"
+    encoding.writeVarUint(e, 1)
+    encoding.writeVarUint(e, 0)
+    encoding.writeVarUint(e, 1) // its store: dot peer 1
+    const s = new OrSet<string>({ replicaId: 'me' })
+    expect(() => s.apply(encoding.toUint8Array(e))).toThrow(DecodeError)
     expect(s.value()).toEqual([])
   })
 })

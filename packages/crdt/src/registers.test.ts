@@ -268,4 +268,26 @@ describe('edge cases found by review', () => {
   test('a clock whose node id receivers could not read is refused', () => {
     expect(() => new LwwRegister({ replicaId: 'a', clock: new Hlc('r'.repeat(300)) })).toThrow(/clock node id longer/)
   })
+
+  test('a received context holding counters past 2^48 is refused (an 18-byte delta left its writer unable to take another dot, for good)', () => {
+    const c = new PnCounter({ replicaId: 'us-1' })
+    c.increment(1)
+    // pn-counter tag, one writer (the victim), one range [2^53 - 1, 2^53 - 1], an empty store.
+    const evil = Uint8Array.from([0x13, 1, 4, ...new TextEncoder().encode('us-1'), 1, ...varUint(Number.MAX_SAFE_INTEGER), 0, 0])
+    const before = c.state()
+    expect(() => c.apply(evil)).toThrow(DecodeError)
+    expect(c.state()).toEqual(before)
+    c.increment(1)
+    expect(c.value()).toBe(2)
+  })
 })
+
+function varUint(n: number): number[] {
+  const out: number[] = []
+  while (n >= 0x80) {
+    out.push((n % 0x80) | 0x80)
+    n = Math.floor(n / 0x80)
+  }
+  out.push(n)
+  return out
+}

@@ -264,7 +264,9 @@ function readElementKey(d: Decoder): string {
   } catch (e) {
     throw new DecodeError('or-set element is not JSON', { cause: e })
   }
-  checkJson(v)
+  // As strict as a local add: an element holding a lone surrogate (JSON text can spell one in
+  // valid UTF-8) could never be passed to has() or remove().
+  checkJson(v, 0, true)
   if (canonicalJson(v) !== k) throw new DecodeError('or-set element is not canonical JSON')
   return k
 }

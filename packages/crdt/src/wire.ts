@@ -14,6 +14,7 @@
  */
 import {
   DecodeError,
+  MAX_DOT_COUNTER,
   MAX_COLLECTION,
   MAX_REPLICA_ID_BYTES,
   DotSet,
@@ -303,7 +304,7 @@ function readHeader(d: Decoder, type: CausalTypeName, out: FunDelta): void {
       if (gap < (j === 0 ? 1 : 2)) throw new DecodeError('context: overlapping or adjacent ranges')
       const start = prev + gap
       const end = start + len
-      if (!Number.isSafeInteger(end)) throw new DecodeError('context: counter overflow')
+      if (!(end <= MAX_DOT_COUNTER)) throw new DecodeError(`context: counter past ${MAX_DOT_COUNTER}`)
       ranges[at++] = start
       ranges[at++] = end
       prev = end

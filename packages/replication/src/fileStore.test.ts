@@ -380,3 +380,27 @@ describe('FileStore.open on a path that cannot be a store file', () => {
     }
   })
 })
+
+describe('FileStore.close() during a compaction', () => {
+  it('closes the handle the compaction opened (it closed the old one, and the new one stayed open)', async () => {
+    const { readdir, readlink } = await import('node:fs/promises')
+    const dir = await mkdtemp(join(tmpdir(), 'concord-fsc-'))
+    const openOn = async (): Promise<number> => {
+      let n = 0
+      for (const fd of await readdir('/proc/self/fd')) if ((await readlink(`/proc/self/fd/${fd}`).catch(() => '')).startsWith(dir)) n++
+      return n
+    }
+    try {
+      for (let i = 0; i < 3; i++) {
+        const s = await FileStore.open(join(dir, 's.db'), { compactMinBytes: 0 })
+        const v = new Uint8Array(1000)
+        // The second write to the key makes the file past twice the live bytes: it compacts.
+        const writes = [s.write([{ op: 'put', key: 'k', value: v }]), s.write([{ op: 'put', key: 'k', value: v }])]
+        await Promise.all([...writes, s.close()])
+      }
+      expect(await openOn()).toBe(0)
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+})

@@ -160,10 +160,47 @@ function decodeBatch(payload: Uint8Array): StoreOp[] {
 }
 
 /** Whether `data` holds only zero bytes from `from` on. */
-function isZeros(data: Uint8Array, from: number): boolean {
-  for (let i = from; i < data.length; i++) if (data[i] !== 0) return false
-  return true
+/** Bytes of a file read a window at a time (windows of at least WINDOW_BYTES). */
+class FileWindows {
+  private window = new Uint8Array(0)
+  private at = 0
+
+  constructor(
+    private readonly handle: FileHandle,
+    readonly size: number,
+  ) {}
+
+  /** `n` bytes from `pos` (within the file): a view into the window holding them. */
+  async bytes(pos: number, n: number): Promise<Uint8Array> {
+    if (pos < this.at || pos + n > this.at + this.window.length) {
+      const length = Math.min(Math.max(n, WINDOW_BYTES), this.size - pos)
+      const buf = new Uint8Array(length)
+      let got = 0
+      while (got < length) {
+        const { bytesRead } = await this.handle.read(buf, got, length - got, pos + got)
+        if (bytesRead === 0) throw new DecodeError(`FileStore: the file ended at byte ${pos + got} while reading it (changed by another process?)`)
+        got += bytesRead
+      }
+      this.window = buf
+      this.at = pos
+    }
+    return this.window.subarray(pos - this.at, pos - this.at + n)
+  }
+
+  /** Whether every byte from `from` to the end is zero. */
+  async zerosFrom(from: number): Promise<boolean> {
+    for (let pos = from; pos < this.size; ) {
+      const n = Math.min(WINDOW_BYTES, this.size - pos)
+      const b = await this.bytes(pos, n)
+      for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false
+      pos += n
+    }
+    return true
+  }
 }
+
+/** Size of the windows a store file is read in when opened. */
+const WINDOW_BYTES = 64 * 1024 * 1024
 
 function frame(payload: Uint8Array): Uint8Array {
   const out = new Uint8Array(HEADER_BYTES + payload.length)
@@ -290,32 +327,37 @@ export class FileStore implements Store {
 
   /** Reads the file behind `handle`, recovering from a torn last record (open() closes `handle` when this fails). */
   private static async read(path: string, file: string, handle: FileHandle, options: FileStoreOptions): Promise<FileStore> {
-    const data = await handle.readFile()
+    // Windows of the file, not the whole of it: Node reads no file past 2 GiB at once (such a
+    // store took writes and then could not be opened again).
+    const data = new FileWindows(handle, (await handle.stat()).size)
+    const size = data.size
     const map = new Map<string, Uint8Array>()
+    const head = await data.bytes(0, Math.min(size, MAGIC.length))
     // Empty, or a creation cut short by a crash (part of the header, nothing else): a new store.
-    if (data.length < MAGIC.length && data.every((b, i) => MAGIC[i] === b)) {
-      if (data.length > 0) await handle.truncate(0)
+    if (size < MAGIC.length && head.every((b, i) => MAGIC[i] === b)) {
+      if (size > 0) await handle.truncate(0)
       await writeAll(handle, MAGIC)
       await handle.sync()
       // The new file's entry in its directory, too: a power loss must not take the file away.
       await syncDir(dirname(file))
       return new FileStore(path, file, handle, map, MAGIC.length, 0, options)
     }
-    if (data.length < MAGIC.length || !MAGIC.every((b, i) => data[i] === b)) {
+    if (size < MAGIC.length || !MAGIC.every((b, i) => head[i] === b)) {
       throw new ConfigError(`FileStore: ${path} is not a Concord store file`)
     }
     let pos = MAGIC.length
-    const view = new DataView(data.buffer, data.byteOffset, data.byteLength)
     let records = 0
-    while (pos + HEADER_BYTES <= data.length) {
-      const len = view.getUint32(pos, true)
+    while (pos + HEADER_BYTES <= size) {
+      const header = await data.bytes(pos, HEADER_BYTES)
+      const len = new DataView(header.buffer, header.byteOffset, header.byteLength).getUint32(0, true)
+      const stored = header.slice(4, HEADER_BYTES)
       const end = pos + HEADER_BYTES + len
-      if (end > data.length) break
-      const payload = data.subarray(pos + HEADER_BYTES, end)
+      if (end > size) break
+      const payload = await data.bytes(pos + HEADER_BYTES, len)
       const sum = checksum(payload)
       let ops: StoreOp[] | undefined
       let why = 'its checksum does not match'
-      if (sum.every((b, i) => data[pos + 4 + i] === b)) {
+      if (sum.every((b, i) => stored[i] === b)) {
         try {
           ops = decodeBatch(payload)
         } catch (e) {
@@ -327,9 +369,9 @@ export class FileStore implements Store {
         // file was extended with zeros that never got their data. Anything else is damage to
         // acknowledged records — refused, the file left as it is, rather than cutting off every
         // record after it without a word.
-        if (end < data.length && !isZeros(data, pos)) {
+        if (end < size && !(await data.zerosFrom(pos))) {
           throw new DecodeError(
-            `FileStore: ${path} is damaged: record ${records + 1} (at byte ${pos}) is bad (${why}) and ${data.length - end} bytes of records follow it. ` +
+            `FileStore: ${path} is damaged: record ${records + 1} (at byte ${pos}) is bad (${why}) and ${size - end} bytes of records follow it. ` +
               'Nothing was changed; restore the file from a backup, or move it aside and let the node start empty (anti-entropy brings back what other regions hold)',
           )
         }
@@ -342,7 +384,7 @@ export class FileStore implements Store {
       records++
       pos = end
     }
-    const recovered = data.length - pos
+    const recovered = size - pos
     if (recovered > 0) {
       // The last write, torn by a crash, was never acknowledged as durable: cut it off.
       await handle.truncate(pos)
@@ -508,9 +550,12 @@ export class FileStore implements Store {
   }
 
   async close(): Promise<void> {
+    if (this.handle === undefined) return
+    // The handle once the queue is done: a compaction in it replaces the handle (the one read
+    // before would be the old, already closed, and the new one left open).
+    await this.queue
     const h = this.handle
     if (h === undefined) return
-    await this.queue
     this.handle = undefined
     await h.close()
     const unlock = this.unlock

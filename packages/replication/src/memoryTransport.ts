@@ -66,7 +66,11 @@ export class MemoryBroker {
  * Without them the transport keeps the contract exactly.
  */
 export interface MemoryTransportFaults {
-  /** Skip this record (it is never delivered to this client again unless rewound). */
+  /**
+   * Lose this record for this reader (not delivered again unless rewound): in its place the reader
+   * gets a `skipped` placeholder (one per run of them), as for records it need not read — it learns
+   * how far the log goes (RegionNode's start-up catch-up reads to Transport.latest), not what they held.
+   */
   readonly drop?: (record: LogRecord, reader: string) => boolean
   /** Deliver this record twice in a row. */
   readonly duplicate?: (record: LogRecord, reader: string) => boolean
@@ -83,6 +87,7 @@ export interface MemoryTransportOptions {
   readonly faults?: MemoryTransportFaults
 }
 
+const EMPTY = new Uint8Array(0)
 const DEFAULT_POLL_MAX = 256
 
 function toPosition(offset: number): LogPosition {
@@ -208,7 +213,12 @@ export class MemoryTransport implements Transport {
     while (out.length < max && c < log.base + log.records.length) {
       const rec: LogRecord = { origin, position: toPosition(c), bytes: log.records[c - log.base] as Uint8Array }
       c++
-      if (this.faults.drop?.(rec, reader) === true) continue
+      if (this.faults.drop?.(rec, reader) === true) {
+        const last = out[out.length - 1]
+        if (last?.skipped === true) out[out.length - 1] = { origin, position: rec.position, bytes: EMPTY, skipped: true }
+        else out.push({ origin, position: rec.position, bytes: EMPTY, skipped: true })
+        continue
+      }
       out.push(rec)
       if (out.length < max && this.faults.duplicate?.(rec, reader) === true) out.push(rec)
     }

@@ -199,7 +199,7 @@ const jrnKey = (docId: string, n: number): string => `jrn/${docId}/${n}`
 const WAL_MAX_ENTRIES = 32
 /** Start-up catch-up with the own log (catchUpOwnLog): each poll's wait while short of the log's end, and how long it may go without a record. */
 const CATCH_UP_POLL_WAIT_MS = 100
-const CATCH_UP_STALL_MS = 30_000
+const CATCH_UP_STALL_MS = 60_000
 const WAL_MAX_BYTES = 1024 * 1024
 const posKey = (origin: string): string => `pos/${origin}`
 /** Longest close() waits for commits in flight (they only spare redelivery after a restart). */
@@ -355,6 +355,13 @@ export class RegionNode {
   private requestCounter = 0
   private readonly caughtUp = new Map<string, boolean>()
   private lastHeartbeat = Number.NEGATIVE_INFINITY
+  /**
+   * Outbox places (counted as durableTotal counts) of the last heartbeat and repair answer queued:
+   * while one is not sent yet (the own log unreachable), no other is made — the outbox would grow
+   * by a heartbeat a second and a full copy of the answered state per re-asked request.
+   */
+  private heartbeatQueuedAt = -1
+  private answerQueuedAt = -1
   /** The last envelope time the clock witnessed (see witness). */
   private lastWitnessed: HlcTimestamp | undefined
   /** When the own region's log was last read, and when a record of another instance was last found in it. */
@@ -421,6 +428,8 @@ export class RegionNode {
     this.sendableKeys = 0
     this.durableTotal = 0
     this.sentTotal = 0
+    this.heartbeatQueuedAt = -1
+    this.answerQueuedAt = -1
     this.deadList = []
     this.sightings.length = 0
     this.wal = new Map()
@@ -500,10 +509,10 @@ export class RegionNode {
   /**
    * Reads the own region's log to its end as of now: past the position Transport.latest reports
    * (a transport that fetches in the background may come back empty before that), else until a
-   * poll comes back empty (a transport may return short batches before the end). A log that
-   * stops delivering before its end for CATCH_UP_STALL_MS fails init with a retriable
-   * TransportError (the next init tries again): a node that started without having read it could
-   * reuse its own sequence numbers, or miss a live process with its writer id.
+   * poll comes back empty (a transport may return short batches before the end): a node that
+   * started without having read it could reuse its own sequence numbers, or miss a live process
+   * with its writer id. A log that delivers nothing for CATCH_UP_STALL_MS before its end (longer
+   * than a consumer group's rebalance after a crash) is reported to onError, and the start goes on.
    */
   private async catchUpOwnLog(): Promise<void> {
     const t = this.o.transport
@@ -521,10 +530,15 @@ export class RegionNode {
       }
       if (reached()) return
       if (Date.now() - progressAt >= CATCH_UP_STALL_MS) {
-        throw new TransportError(
-          `RegionNode ${this.writer}: reading region ${this.region}'s own log at start-up stopped at ${at ?? 'its beginning'}, before its last record ${end as string}, for ${CATCH_UP_STALL_MS} ms`,
-          { retriable: true },
+        // Reported, and the start goes on: a log that never delivers its last record (a record
+        // the transport does not hand out) must not keep the node from starting for good.
+        this.report(
+          new TransportError(
+            `RegionNode ${this.writer}: reading region ${this.region}'s own log at start-up stopped at ${at ?? 'its beginning'}, before its last record ${end as string}, for ${CATCH_UP_STALL_MS} ms; started without the rest`,
+            { retriable: true },
+          ),
         )
+        return
       }
     }
   }
@@ -1429,7 +1443,10 @@ export class RegionNode {
   /** Queues a heartbeat; false when it could not go now (see appendControl). */
   private heartbeat(): boolean {
     this.lastHeartbeat = this.o.now()
-    return this.appendControl(HEARTBEAT, NO_DOC, this.seq + 1, encodeHeartbeat({ incarnation: this.incarnation, seen: this.seenVector() }))
+    if (this.heartbeatQueuedAt >= this.sentTotal) return false
+    if (!this.appendControl(HEARTBEAT, NO_DOC, this.seq + 1, encodeHeartbeat({ incarnation: this.incarnation, seen: this.seenVector() }))) return false
+    this.heartbeatQueuedAt = this.durableTotal - 1
+    return true
   }
 
   private seenVector(): VersionVector {
@@ -1843,6 +1860,10 @@ export class RegionNode {
     if (this.unsavedApplies) return 0
     const queue = this.repairQueue
     this.repairQueue = []
+    // Answers of an earlier round not appended yet (the own log unreachable): these requests are
+    // dropped; their requesters ask again after repairTimeoutMs, and meanwhile the queued answers
+    // may reach them.
+    if (this.answerQueuedAt >= this.sentTotal) return 0
     let sent = 0
     for (let q = 0; q < queue.length; q++) {
       const { req, requester } = queue[q] as (typeof queue)[number]
@@ -1894,7 +1915,10 @@ export class RegionNode {
       })
       for (let i = 0; i < sendable.length; i++) {
         const payload = encodeRepairResponse({ requestId: req.requestId, requester, target: req.target, from: req.from, upTo, part: i, parts: sendable.length, docs: sendable[i] as RepairDoc[] })
-        if (this.appendControl(REPAIR_RESPONSE, req.requestId, upTo + 1, payload)) sent++
+        if (this.appendControl(REPAIR_RESPONSE, req.requestId, upTo + 1, payload)) {
+          sent++
+          this.answerQueuedAt = this.durableTotal - 1
+        }
       }
     }
     return sent

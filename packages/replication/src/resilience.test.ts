@@ -4,7 +4,9 @@ import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import {
   ConfigError,
+  TransportError,
   bytesEqual,
+  decodeEnvelope,
   decodeWith,
   encodeEnvelope,
   encodeWith,
@@ -544,5 +546,56 @@ describe('logs read ahead or delivered again', () => {
     expect(index.length).toBeLessThanOrEqual(1)
     expect(await new MemoryTransport({ broker }).committed('eu/i1#trim', 'eu')).toBeDefined()
     expect((await us.open<number>('d', 'pn-counter')).value()).toBe(5)
+  })
+})
+
+describe('an own log unreachable for long', () => {
+  it('queues one heartbeat and one round of repair answers, not one per second and per re-ask (the outbox grew without bound); the repair completes once the log is back', async () => {
+    const clock = virtualClock()
+    const broker = new MemoryBroker()
+    const regions = ['eu', 'us']
+    const factories = { 'or-set': crdtFactory('or-set', { now: clock.now }) }
+    let euLogDown = false
+    const euTransport = new MemoryTransport({ broker })
+    const append = euTransport.append.bind(euTransport)
+    euTransport.append = async (origin, records, options) => {
+      if (euLogDown && origin === 'eu') throw new TransportError('eu log unreachable (injected)')
+      return append(origin, records, options)
+    }
+    const eu = new RegionNode({ region: 'eu', instance: 'a', regions, transport: euTransport, store: new MemoryStore(), factories, now: clock.now, onError: () => undefined })
+    // us loses eu's data envelopes: it asks eu for a repair, again every repairTimeoutMs.
+    const us = new RegionNode({
+      region: 'us',
+      instance: 'a',
+      regions,
+      store: new MemoryStore(),
+      factories,
+      now: clock.now,
+      transport: new MemoryTransport({ broker, faults: { drop: (r) => r.origin === 'eu' && !decodeEnvelope(r.bytes).typeName.startsWith('$') } }),
+    })
+    await eu.init()
+    await us.init()
+    const set = (await eu.open('catalog', 'or-set')) as unknown as OrSet<string>
+    for (let i = 0; i < 50; i++) set.add(`item-${i}`)
+    await eu.flush()
+    await eu.pump()
+    euLogDown = true
+    const outbox: number[] = []
+    for (let i = 1; i <= 1200; i++) {
+      await eu.pump().catch(() => undefined)
+      await us.pump().catch(() => undefined)
+      clock.advance(50)
+      if (i % 400 === 0) outbox.push(eu.metrics().outbox)
+    }
+    // A minute without the log: a few records queued, the same after each further 20 s.
+    expect(Math.max(...outbox)).toBeLessThanOrEqual(4)
+    expect(outbox[2]).toBe(outbox[0])
+    euLogDown = false
+    for (let i = 0; i < 200 && (await us.open<string[]>('catalog', 'or-set')).value().length < 50; i++) {
+      await eu.pump()
+      await us.pump()
+      clock.advance(100)
+    }
+    expect((await us.open<string[]>('catalog', 'or-set')).value()).toHaveLength(50)
   })
 })

@@ -460,3 +460,16 @@ describe('YjsReplica.value() on equal states (review findings: each differed, or
     }
   })
 })
+
+describe('YjsReplica.value() and a received __proto__ key', () => {
+  it("a plain object's __proto__ key is an own key on every replica, not the receiver's prototype (the receiver's value differed from the sender's and leaked its fields)", () => {
+    const a = new YjsReplica('a', { roots: { m: 'map' } })
+    const b = new YjsReplica('b', { roots: { m: 'map' } })
+    a.onDelta((d, o) => o === 'local' && b.apply(d))
+    a.map('m').set('user', JSON.parse('{"name":"eve","__proto__":{"isAdmin":true}}'))
+    const ub = (b.value() as { m: { user: Record<string, unknown> } }).m.user
+    expect(Object.getPrototypeOf(ub)).toBe(Object.prototype)
+    expect(ub.isAdmin).toBeUndefined()
+    expect(JSON.stringify(b.value())).toBe(JSON.stringify(a.value()))
+  })
+})

@@ -3,7 +3,7 @@
  * state vectors, so any Yjs peer (y-protocols, y-websocket, yrs) can exchange them unchanged.
  */
 import * as Y from 'yjs'
-import { ConfigError, DecodeError, callListeners, checkKnownOptions } from '@concord/core'
+import { ConfigError, DecodeError, callListeners, checkKnownOptions, ownKeysCopy } from '@concord/core'
 import type { ConflictEvent, DeltaOrigin, Replica } from '@concord/core'
 
 /** Kind of a root shared type, so that {@link YjsReplica.value} can show it before it has content. */
@@ -361,8 +361,9 @@ function typeJson(t: AnyType): unknown {
   return t.toJSON()
 }
 
+/** A value in a shared type: a nested type as JSON, a plain value copied with every key its own (a received `__proto__` key is no prototype: ownKeysCopy). */
 function contentJson(v: unknown): unknown {
-  return v instanceof Y.AbstractType ? typeJson(v as AnyType) : v
+  return v instanceof Y.AbstractType ? typeJson(v as AnyType) : ownKeysCopy(v)
 }
 
 /** JSON of a root that no local code declared, typed by its content. */
