@@ -200,6 +200,12 @@ const WAL_MAX_ENTRIES = 32
 /** Start-up catch-up with the own log (catchUpOwnLog): each poll's wait while short of the log's end, and how long it may go without a record. */
 const CATCH_UP_POLL_WAIT_MS = 100
 const CATCH_UP_STALL_MS = 60_000
+/**
+ * Bytes of records one round applies (64 MiB), and of local changes one store batch takes: a
+ * round's store batch holds all of them (FileStore refuses batches past 512 MiB; a refused batch
+ * was built again, whole, every round).
+ */
+const ROUND_BYTES = 64 * 1024 * 1024
 const WAL_MAX_BYTES = 1024 * 1024
 const posKey = (origin: string): string => `pos/${origin}`
 /** Longest close() waits for commits in flight (they only spare redelivery after a restart). */
@@ -355,6 +361,8 @@ export class RegionNode {
   private requestCounter = 0
   private readonly caughtUp = new Map<string, boolean>()
   private lastHeartbeat = Number.NEGATIVE_INFINITY
+  /** Bytes of deltas applied in this round (see ROUND_BYTES). */
+  private roundBytes = 0
   /**
    * Outbox places (counted as durableTotal counts) of the last heartbeat and repair answer queued:
    * while one is not sent yet (the own log unreachable), no other is made — the outbox would grow
@@ -963,7 +971,10 @@ export class RegionNode {
     await this.init()
     await this.exclusive(async () => {
       await this.adoptOrphans()
-      await this.persist([])
+      // Every local change: in several store batches when they are many (see stage).
+      do {
+        await this.persist([])
+      } while (this.pendingLocal.size > 0)
     })
     await this.sent()
     // The rest went out: a change too large to send is reported now, once.
@@ -1094,9 +1105,16 @@ export class RegionNode {
     const firstOut = this.durableTotal - this.sentTotal
     // One HLC reading per batch: an envelope's time is its batch's (the deltas carry their own).
     let time: HlcTimestamp | undefined
+    // Up to ROUND_BYTES of changes per store batch (the batch holds them twice: outbox and
+    // write-ahead log); the documents past it wait for the next batch (flush() writes batches
+    // until none waits).
+    let staged = 0
     for (const docId of this.pendingLocal) {
+      if (staged >= ROUND_BYTES) break
+      this.pendingLocal.delete(docId)
       const doc = this.docs.get(docId)
       if (doc === undefined || doc.pending.length === 0) continue
+      for (const d of doc.pending) staged += d.length
       time ??= this.hlc.now()
       const payload =
         doc.pending.length === 1
@@ -1126,9 +1144,10 @@ export class RegionNode {
       this.outboxKeys.push(k)
     }
     if (this.seq !== this.savedSeq) ops.push({ op: 'put', key: K_SEQ, value: encodeUint(this.seq) })
-    this.pendingLocal.clear()
-    this.pendingCount = 0
-    this.firstPendingAt = undefined
+    if (this.pendingLocal.size === 0) {
+      this.pendingCount = 0
+      this.firstPendingAt = undefined
+    }
     // The changed documents' new deltas go to one write-ahead-log entry: one store key per batch,
     // not one per document. Past the log's limits, documents are folded into state records.
     const items: WalItem[] = []
@@ -1498,7 +1517,7 @@ export class RegionNode {
     this.readAt = this.o.now()
     let failure: { error: unknown } | undefined = this.commitFailure
     this.commitFailure = undefined
-    const batches: Array<{ origin: string; last: LogPosition; records: readonly LogRecord[] }> = []
+    const batches: Array<{ origin: string; last: LogPosition; records: readonly LogRecord[]; skip?: boolean }> = []
     let records = 0
     polled.forEach((r, i) => {
       const origin = origins[i] as string
@@ -1519,13 +1538,29 @@ export class RegionNode {
       return { records, failure }
     }
     const ops: StoreOp[] = []
+    // Logs whose records past the round's byte budget are left for the next round (read again).
+    const cut: string[] = []
     try {
+      this.roundBytes = 0
       for (const b of batches) {
         // Indexed: an array iterator in this async function allocates a result object per record.
         const recs = b.records
-        for (let i = 0; i < recs.length; i++) {
+        let i = 0
+        // Past ROUND_BYTES of applied deltas the rest waits for the next round (the round's store
+        // batch holds what it applied: past a store's batch limit it failed, every round, for good).
+        // Records dropped as seen add nothing: a round that reads them again gets past them.
+        for (; i < recs.length && this.roundBytes < ROUND_BYTES; i++) {
           const pending = this.processRecord(recs[i] as LogRecord, ops)
           if (pending !== undefined) await pending
+        }
+        if (i < recs.length) {
+          cut.push(b.origin)
+          records -= recs.length - i
+          if (i === 0) {
+            b.skip = true
+            continue
+          }
+          b.last = (recs[i - 1] as LogRecord).position
         }
         ops.push({ op: 'put', key: posKey(b.origin), value: utf8.encode(b.last) })
       }
@@ -1541,7 +1576,9 @@ export class RegionNode {
     // The store holds state and positions now, so the transport commit only spares redelivery: it
     // goes out every commitIntervalMs, behind the rounds (never awaited by one: a slow or vanished
     // log must not stall the others), one batch of commits at a time; the next round reports a failure.
-    for (const b of batches) this.toCommit.set(b.origin, b.last)
+    for (const b of batches) if (b.skip !== true) this.toCommit.set(b.origin, b.last)
+    // What was left out comes again: from the committed position (what was applied is then dropped as seen).
+    if (cut.length > 0) await Promise.all(cut.map((origin) => this.o.transport.rewind(this.writer, origin).catch(() => undefined)))
     if (this.o.now() - this.lastCommitAt >= this.o.commitIntervalMs) this.startCommits()
     if (this.fatal !== undefined && failure !== undefined) throw failure.error
     return { records, failure }
@@ -1641,6 +1678,7 @@ export class RegionNode {
 
   private applyRemote(doc: OpenDoc, env: Envelope, m: MutablePeer): void {
     applyOrThrow(doc.replica, env.payload)
+    this.roundBytes += env.payload.length
     doc.unsaved.push(env.payload)
     if (doc.merge === undefined) this.staleVersions.add(doc)
     this.dirtyDocs.add(env.docId)

@@ -22,7 +22,7 @@ import {
   type PollOptions,
   type Transport,
 } from '@concord/core'
-import { crdtFactory, type OrSet, type PnCounter } from '@concord/crdt'
+import { crdtFactory, type LwwRegister, type OrSet, type PnCounter } from '@concord/crdt'
 import { FileStore } from './fileStore.js'
 import { MemoryBroker, MemoryTransport } from './memoryTransport.js'
 import { MemoryStore } from './memoryStore.js'
@@ -598,4 +598,38 @@ describe('an own log unreachable for long', () => {
     }
     expect((await us.open<string[]>('catalog', 'or-set')).value()).toHaveLength(50)
   })
+})
+
+describe('store batches past a store limit', () => {
+  /** A MemoryStore that records the byte size of each batch written. */
+  class MeasuredStore extends MemoryStore {
+    readonly batches: number[] = []
+    override async write(ops: readonly StoreOp[]): Promise<void> {
+      this.batches.push(ops.reduce((n, op) => n + op.key.length + (op.op === 'put' ? op.value.length : 0), 0))
+      return super.write(ops)
+    }
+  }
+  const MB = 1024 * 1024
+  const big = (i: number): string => String.fromCharCode(97 + i).repeat(5 * MB)
+
+  it('a round applies up to 64 MiB of deltas and a flush writes up to 64 MiB of changes per store batch; the rest follows (one batch held them all, past what FileStore takes, and failed every round)', async () => {
+    const broker = new MemoryBroker()
+    const factories = { 'lww-register': crdtFactory('lww-register') }
+    const euStore = new MeasuredStore()
+    const usStore = new MeasuredStore()
+    const eu = new RegionNode({ region: 'eu', instance: 'i1', regions: ['eu', 'us'], transport: new MemoryTransport({ broker }), store: euStore, factories })
+    const us = new RegionNode({ region: 'us', instance: 'i1', regions: ['eu', 'us'], transport: new MemoryTransport({ broker }), store: usStore, factories })
+    await us.init()
+    for (let i = 0; i < 14; i++) ((await eu.open(`d${i}`, 'lww-register')) as unknown as LwwRegister<string>).set(big(i))
+    await eu.flush()
+    // 70 MiB of changes, twice in each batch (outbox and write-ahead log): more than one batch.
+    expect(Math.max(...euStore.batches)).toBeLessThan(2 * 72 * MB)
+    expect(euStore.batches.filter((b) => b > 10 * MB).length).toBeGreaterThan(1)
+    for (let i = 0; i < 10 && (us.metrics().peers.find((p) => p.region === 'eu')?.applied ?? 0) < 14; i++) await us.pump()
+    expect(us.metrics().peers.find((p) => p.region === 'eu')?.applied).toBe(14)
+    expect(Math.max(...usStore.batches)).toBeLessThan(2 * 72 * MB)
+    for (let i = 0; i < 14; i++) expect((await us.open<string>(`d${i}`, 'lww-register')).value()).toBe(big(i))
+    await eu.close()
+    await us.close()
+  }, 60_000)
 })
