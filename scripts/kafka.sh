@@ -42,6 +42,8 @@ config="$dir/server.properties"
 log4j="$dir/log4j.properties"
 logfile="$dir/kafka.log"
 pidfile="$dir/kafka.pid"
+# The client port of the broker the pid file names (another KAFKA_PORT must not pass for it).
+portfile="$dir/kafka.port"
 
 say() { printf 'kafka.sh: %s\n' "$*" >&2; }
 
@@ -205,6 +207,13 @@ broker_ready() {
 
 start() {
   if pid="$(running_pid)"; then
+    local running_port
+    running_port="$(cat "$portfile" 2>/dev/null || echo "$port")"
+    if [[ "$running_port" != "$port" ]]; then
+      # Waiting for it on the other port would time out, and the timeout stops it.
+      say "a broker of $dir is already running (pid $pid) on 127.0.0.1:$running_port, not on $port; stop it first (KAFKA_PORT=$running_port bash scripts/kafka.sh stop) or use another KAFKA_DIR"
+      exit 1
+    fi
     # Started by an earlier call, perhaps still starting: ready only once it says so.
     say "already running (pid $pid) on 127.0.0.1:$port"
     await_ready "$pid"
@@ -226,6 +235,7 @@ start() {
     -Dlog4j.configuration="file:$log4j" -cp "$libs/*" kafka.Kafka "$config" \
     >>"$logfile" 2>&1 </dev/null &
   echo $! >"$pidfile"
+  echo "$port" >"$portfile"
   await_ready "$!"
 }
 

@@ -4,6 +4,8 @@
 #   bash scripts/redis.sh start    REDIS_URL if set, else 127.0.0.1:6379 if it answers PING,
 #                                  else starts redis-server there (no persistence) when installed
 #   bash scripts/redis.sh status   exit 0 when the server answers PING, 3 when not
+#   bash scripts/redis.sh stop     stops a redis-server this script started (its pid file under
+#                                  <repo>/.redis); any other server is left alone
 #
 # REDIS_PORT (default 6379) picks another local port.
 #
@@ -12,6 +14,9 @@ set -euo pipefail
 
 host=127.0.0.1
 port="${REDIS_PORT:-6379}"
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+dir="$repo/.redis"
+pidfile="$dir/redis-$port.pid"
 
 say() { printf 'redis.sh: %s\n' "$*" >&2; }
 
@@ -50,8 +55,9 @@ start() {
     say "nothing answers on $host:$port and redis-server is not installed (apt-get install redis-server)"
     exit 1
   }
-  say "starting redis-server on $host:$port (no persistence)"
-  redis-server --daemonize yes --bind "$host" --port "$port" --save "" --appendonly no >/dev/null
+  say "starting redis-server on $host:$port (no persistence; pid file $pidfile)"
+  mkdir -p "$dir"
+  redis-server --daemonize yes --bind "$host" --port "$port" --save "" --appendonly no --dir "$dir" --pidfile "$pidfile" >/dev/null
   local waited=0
   until ping_server; do
     if (( waited >= 100 )); then say "redis-server did not answer PING within 10s"; exit 1; fi
@@ -59,6 +65,33 @@ start() {
     waited=$((waited + 1))
   done
   say "ready on $host:$port"
+}
+
+# Pid of the redis-server this script started on $port, if it still runs.
+started_pid() {
+  [[ -f "$pidfile" ]] || return 1
+  local pid
+  pid="$(cat "$pidfile")"
+  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; return 1; }
+  [[ "$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)" == *redis-server*":$port"* ]] || { rm -f "$pidfile"; return 1; }
+  printf '%s' "$pid"
+}
+
+stop() {
+  local pid
+  if ! pid="$(started_pid)"; then
+    if ping_server; then say "the server at $(where) was not started by this script; leaving it alone"; else say "not running"; fi
+    return 0
+  fi
+  kill "$pid"
+  local waited=0
+  while kill -0 "$pid" 2>/dev/null; do
+    if (( waited >= 100 )); then say "redis-server (pid $pid) did not stop within 10s; killing it"; kill -9 "$pid" 2>/dev/null || true; break; fi
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+  rm -f "$pidfile"
+  say "stopped"
 }
 
 status() {
@@ -73,8 +106,9 @@ status() {
 case "${1:-}" in
   start) start ;;
   status) status ;;
+  stop) stop ;;
   *)
-    echo "usage: bash scripts/redis.sh start|status" >&2
+    echo "usage: bash scripts/redis.sh start|status|stop" >&2
     exit 2
     ;;
 esac

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import { cliChoice, cliInt, cliOnly } from './report.js'
+import { checkFlags, cliChoice, cliInt, cliOnly } from './report.js'
 import { requireServers } from './servers.js'
 
 const argv = process.argv
@@ -26,6 +26,15 @@ describe('benchmark command lines', () => {
     withArgs('--only=kafak')
     expect(() => cliOnly()).toThrow(/--only must be one of redis, kafka, got "kafak"/)
     expect(() => cliChoice('only', ['yjs', 'automerge'])).toThrow(/yjs, automerge/)
+  })
+
+  it('refuse an option no chosen suite reads, or one not written --name=value (a misspelt one ran the suite with its defaults)', () => {
+    expect(() => checkFlags(['transport'], ['--repeats=5', '--only=redis'])).not.toThrow()
+    expect(() => checkFlags(['transport'], ['--repeat=5'])).toThrow(/unknown option "--repeat=5" for transport/)
+    expect(() => checkFlags(['lag'], ['--sample=10'])).toThrow(/--samples=/)
+    expect(() => checkFlags(['engine'], ['--repeats'])).toThrow(/as --name=value/)
+    expect(() => checkFlags(['convergence', 'transport'], ['--only=kafka'])).not.toThrow()
+    expect(() => checkFlags(['docs'], ['--only=yjs'])).toThrow(/--types=/)
   })
 })
 

@@ -10,7 +10,7 @@ import { pathToFileURL } from 'node:url'
 import * as fc from 'fast-check'
 import type { ConflictEvent, DeltaOrigin, Replica } from '@concord/core'
 import { Simulation, nativeSpecs, type AnyReplicaSpec, type ReplicaSpec } from '@concord/testing'
-import { machine, median, progress, saveReport, type BenchReport, type BenchRow } from './report.js'
+import { checkFlags, cliMain, machine, median, progress, saveReport, type BenchReport, type BenchRow } from './report.js'
 
 const REGIONS = ['us-1', 'eu-1', 'ap-1', 'us-2', 'eu-2']
 const OPS = Number(process.env.CONCORD_BENCH_OPS ?? 2_000)
@@ -134,4 +134,9 @@ export async function run(): Promise<BenchReport> {
   }
 }
 
-if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) saveReport(await run())
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  await cliMain(async () => {
+    checkFlags(['convergence'])
+    saveReport(await run())
+  })
+}

@@ -5,7 +5,7 @@
  * Reports the median replay time and the bytes per update, and Concord/raw ratios against the
  * targets (time ≤ 1.10, bytes within 5%).
  *
- *   node --conditions=@concord/source --import tsx benchmarks/src/docs-bench.ts [--repeats=3] [--trace=automerge-paper] [--only=yjs|automerge]
+ *   node --conditions=@concord/source --import tsx benchmarks/src/docs-bench.ts [--repeats=3] [--trace=automerge-paper] [--types=yjs|automerge]
  */
 import { pathToFileURL } from 'node:url'
 import * as Y from 'yjs'
@@ -13,7 +13,7 @@ import * as A from '@automerge/automerge'
 import { loadSequentialTrace, patchToUtf16, type SequentialTrace, type TracePatch } from '@concord/testing'
 import { YjsReplica } from '@concord/yjs'
 import { AutomergeReplica } from '@concord/automerge'
-import { cliArg, cliChoice, cliInt, cliMain, machine, median, progress, saveReport, type BenchReport, type BenchRow } from './report.js'
+import { checkFlags, cliArg, cliChoice, cliInt, cliMain, machine, median, progress, saveReport, type BenchReport, type BenchRow } from './report.js'
 
 /** Options of {@link runDocsBench}. */
 export interface DocsBenchOptions {
@@ -211,9 +211,9 @@ export async function runDocsBench(options: DocsBenchOptions = {}): Promise<Benc
   }
 }
 
-/** CLI entry (also `npm run bench -- docs`): parses `--trace`, `--repeats`, `--only`, prints the table, writes results/docs.json. */
+/** CLI entry (also `npm run bench -- docs`): parses `--trace`, `--repeats`, `--types`, prints the table, writes results/docs.json. */
 export async function main(): Promise<BenchReport> {
-  const only = cliChoice('only', ['yjs', 'automerge'] as const)
+  const only = cliChoice('types', ['yjs', 'automerge'] as const)
   const trace = cliArg('trace')
   const report = await runDocsBench({
     ...(trace === undefined ? {} : { trace }),
@@ -225,7 +225,10 @@ export async function main(): Promise<BenchReport> {
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  cliMain(main).catch((e: unknown) => {
+  cliMain(async () => {
+    checkFlags(['docs'])
+    return main()
+  }).catch((e: unknown) => {
     process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
     process.exitCode = 1
   })

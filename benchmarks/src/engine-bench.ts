@@ -15,7 +15,7 @@ import { pathToFileURL } from 'node:url'
 import { slabCopy } from '@concord/core'
 import { MemoryStore, MemoryTransport, RegionNode } from '@concord/replication'
 import { benchFactories, openWriters, shortDocId, uuidDocId, type BenchReplica } from './noopReplica.js'
-import { cliInt, cliMain, commandLine, machine, median, progress, saveReport, type BenchReport, type BenchRow } from './report.js'
+import { checkFlags, cliInt, cliMain, commandLine, machine, median, progress, saveReport, type BenchReport, type BenchRow } from './report.js'
 
 const REGIONS = ['eu', 'us', 'ap'] as const
 const COMMAND = 'node --conditions=@concord/source --import tsx benchmarks/src/engine-bench.ts'
@@ -206,5 +206,8 @@ export function cliOptions(): EngineBenchOptions {
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  await cliMain(() => run(cliOptions()))
+  await cliMain(async () => {
+    checkFlags(['engine'])
+    return run(cliOptions())
+  })
 }

@@ -25,7 +25,7 @@ import { RedisTransport } from '@concord/transport-redis'
 import { KafkaTransport } from '@concord/transport-kafka'
 import { envelopeSize } from './transport-bench.js'
 import { kafkaBrokers, redisUrl, requireServers } from './servers.js'
-import { cliInt, cliMain, cliOnly, finishReport, progress, type BenchReport, type BenchRow } from './report.js'
+import { checkFlags, cliInt, cliMain, cliOnly, finishReport, progress, type BenchReport, type BenchRow } from './report.js'
 
 const COMMAND = 'node --conditions=@concord/source --import tsx benchmarks/src/lag-bench.ts'
 
@@ -224,6 +224,9 @@ export function cliOptions(): LagBenchOptions {
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  await cliMain(() => run(cliOptions()))
+  await cliMain(async () => {
+    checkFlags(['lag'])
+    return run(cliOptions())
+  })
   process.exit(0)
 }

@@ -4,7 +4,7 @@
  * prints a table, shows progress on stderr, and writes
  * benchmarks/results/<suite>.json and an SVG chart beside it.
  */
-import { saveReport, UsageError, type BenchReport } from './report.js'
+import { checkFlags, saveReport, usage, UsageError, type BenchReport } from './report.js'
 
 const SUITES: Record<string, () => Promise<BenchReport>> = {
   // Every suite saves and prints its report (the convergence suite's run() leaves that to its caller).
@@ -31,13 +31,25 @@ const SUITES: Record<string, () => Promise<BenchReport>> = {
   },
 }
 
-const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'))
+const args = process.argv.slice(2)
+if (args.includes('--help') || args.includes('-h')) {
+  process.stdout.write(`${usage()}\n`)
+  process.exit(0)
+}
+const wanted = args.filter((a) => !a.startsWith('-'))
 const unknown = wanted.filter((w) => !(w in SUITES))
 if (unknown.length > 0) {
-  process.stderr.write(`unknown suite(s): ${unknown.join(', ')}; known: ${Object.keys(SUITES).join(', ')}\n`)
+  process.stderr.write(`unknown suite(s): ${unknown.join(', ')}; known: ${Object.keys(SUITES).join(', ')}\n${usage()}\n`)
   process.exit(2)
 }
 const names = wanted.length > 0 ? wanted : Object.keys(SUITES)
+try {
+  checkFlags(names, args)
+} catch (e) {
+  if (!(e instanceof UsageError)) throw e
+  process.stderr.write(`${e.message}\n`)
+  process.exit(2)
+}
 let failed = 0
 for (const [i, name] of names.entries()) {
   process.stderr.write(`[${i + 1}/${names.length}] ${name}\n`)

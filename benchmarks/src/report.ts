@@ -147,6 +147,38 @@ export async function cliMain(body: () => Promise<unknown>): Promise<void> {
   }
 }
 
+/** The `--name=value` options each suite reads. */
+export const SUITE_FLAGS: Readonly<Record<string, readonly string[]>> = {
+  convergence: [],
+  docs: ['repeats', 'trace', 'types'],
+  transport: ['repeats', 'warmup', 'envelopes', 'batch', 'profile', 'only'],
+  lag: ['samples', 'only'],
+  engine: ['repeats', 'envelopes', 'batch'],
+}
+
+/**
+ * Checks the command line's options against what `suites` read: each must be `--name=value` with
+ * a name one of them knows (a misspelt `--repeat=5` ran the suite with its defaults, and
+ * `--repeats 1` took the 1 for a suite name). @throws UsageError naming the known ones.
+ */
+export function checkFlags(suites: readonly string[], args: readonly string[] = process.argv.slice(2)): void {
+  const known = new Set(suites.flatMap((s) => SUITE_FLAGS[s] ?? []))
+  for (const a of args) {
+    if (!a.startsWith('-')) continue
+    const m = /^--([a-z-]+)=(.*)$/.exec(a)
+    if (m === null || !known.has(m[1] as string)) {
+      const names = [...known].map((k) => `--${k}=`).join(', ')
+      throw new UsageError(`unknown option ${JSON.stringify(a)} for ${suites.join(', ')}: options are ${names === '' ? 'none' : names} (as --name=value)`)
+    }
+  }
+}
+
+/** Usage of `npm run bench`: the suites and their options. */
+export function usage(): string {
+  const lines = Object.entries(SUITE_FLAGS).map(([s, flags]) => `  ${s.padEnd(12)} ${flags.map((f) => `--${f}=`).join(' ')}`)
+  return ['usage: npm run bench -- [suite ...] [--option=value ...]   (no suite: all of them)', 'suites and their options:', ...lines].join('\n')
+}
+
 /** The value of `--name=value` on the command line, if given. */
 export function cliArg(name: string): string | undefined {
   return process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)

@@ -38,7 +38,7 @@ import { KafkaTransport } from '@concord/transport-kafka'
 import { benchFactories, openWriters, type BenchReplica } from './noopReplica.js'
 import { kafkaBrokers, redisUrl, requireServers } from './servers.js'
 import { byComponent, startProfiler, type CpuProfile } from './profile.js'
-import { cliInt, cliMain, cliOnly, finishReport, median, progress, type BenchReport, type BenchRow } from './report.js'
+import { checkFlags, cliInt, cliMain, cliOnly, finishReport, median, progress, type BenchReport, type BenchRow } from './report.js'
 
 const REGIONS = ['eu', 'us', 'ap'] as const
 const COMMAND = 'node --conditions=@concord/source --import tsx benchmarks/src/transport-bench.ts'
@@ -471,6 +471,9 @@ export function cliOptions(): TransportBenchOptions {
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  await cliMain(() => run(cliOptions()))
+  await cliMain(async () => {
+    checkFlags(['transport'])
+    return run(cliOptions())
+  })
   process.exit(0)
 }

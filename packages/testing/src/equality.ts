@@ -19,9 +19,23 @@ export function deepEqual(a: unknown, b: unknown): boolean {
   }
   if (a instanceof Set || b instanceof Set) {
     if (!(a instanceof Set && b instanceof Set) || a.size !== b.size) return false
+    // Each element of `a` matched to its own element of `b`: two equal objects in `a` need two in
+    // `b` (matching any equal one said Set{[1],[1]} equals Set{[1],[2]}). Primitives are unique in
+    // a Set: b.has finds the one.
+    const objects: object[] = []
+    for (const y of b) if (typeof y === 'object' && y !== null) objects.push(y)
+    const used = new Array<boolean>(objects.length).fill(false)
     outer: for (const x of a) {
-      if (b.has(x)) continue
-      for (const y of b) if (deepEqual(x, y)) continue outer
+      if (typeof x !== 'object' || x === null) {
+        if (b.has(x)) continue
+        return false
+      }
+      for (let i = 0; i < objects.length; i++) {
+        if (used[i] !== true && deepEqual(x, objects[i])) {
+          used[i] = true
+          continue outer
+        }
+      }
       return false
     }
     return true

@@ -220,3 +220,23 @@ export const forgetfulCounterSpec: ReplicaSpec<number, number, ForgetfulCounter>
   name: 'forgetful counter (broken)',
   create: (id) => new ForgetfulCounter(id),
 }
+
+/**
+ * BROKEN: a grow-only counter whose `apply` emits what it took as a `'local'` delta. Its merges are
+ * lawful and it converges; but a replication engine ships local deltas, so every region would
+ * publish each write again under its own name.
+ */
+export class EchoCounter extends GCounter {
+  override apply(delta: Uint8Array): void {
+    const before = this.value()
+    super.apply(delta)
+    if (this.value() !== before) this.emit(delta, 'local')
+  }
+}
+
+/** Spec of the broken {@link EchoCounter}. */
+export const echoCounterSpec: ReplicaSpec<number, number, EchoCounter> = {
+  ...(gCounterSpec as unknown as ReplicaSpec<number, number, EchoCounter>),
+  name: 'echo counter (broken)',
+  create: (id) => new EchoCounter(id),
+}

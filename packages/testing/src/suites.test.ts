@@ -10,7 +10,8 @@ import {
   propertyIds,
 } from './suites.js'
 import type { FaultSchedule } from './arbitraries.js'
-import { firstDeliveredSpec, forgetfulCounterSpec, gCounterSpec, maxCounterSpec } from './fixtures.js'
+import { echoCounterSpec, firstDeliveredSpec, forgetfulCounterSpec, gCounterSpec, maxCounterSpec } from './fixtures.js'
+import { deepEqual } from './equality.js'
 import { pnCounterSpec, type CounterOp } from './specs/native.js'
 import type { ReplicaSpec } from './spec.js'
 import type { PnCounter } from '@concord/crdt'
@@ -156,6 +157,7 @@ describe('replay and regressions', () => {
       'laws/merge-deltas',
       'laws/rejects-bad-bytes',
       'laws/deltas-complete',
+      'laws/apply-is-remote',
       'convergence/loss',
       'liveness',
     ])
@@ -175,10 +177,44 @@ describe('assertProperty and pinned cases (review findings)', () => {
   })
 
   it('every pinned example runs, also past numRuns', () => {
-    expect(failure(() => assertProperty('p', prop, { examples: [1, 2, 3], numRuns: 1 }))).toMatch(/pinned examples.*bad 3/s)
+    expect(failure(() => assertProperty('p', prop, { examples: [1, 2, 3], numRuns: 1 }))).toMatch(/pinned example.*bad 3/s)
   })
 
   it('refuses zero runs (a property that fails always would pass)', () => {
     expect(() => assertProperty('p', prop, { numRuns: 0 })).toThrow(/at least 1/)
+  })
+})
+
+describe('the kit itself (review findings)', () => {
+  it('a type whose apply emits what it took as local fails apply-is-remote (every suite passed it)', () => {
+    const laws = checkMergeLaws(echoCounterSpec)
+    expect(failure(() => assertProperty('laws/apply-is-remote', laws['apply-is-remote'], { numRuns: 200 }))).toMatch(/emitted \d+ delta\(s\) as 'local'/)
+    assertProperty('laws/apply-is-remote', checkMergeLaws(gCounterSpec)['apply-is-remote'], { numRuns: 200 })
+  })
+
+  it('deepEqual matches each element of a Set to its own (Set{[1],[1]} equalled Set{[1],[2]}, so the oracle passed a wrong value)', () => {
+    expect(deepEqual(new Set([[1], [1]]), new Set([[1], [2]]))).toBe(false)
+    expect(deepEqual(new Set([[1], [2]]), new Set([[1], [1]]))).toBe(false)
+    expect(deepEqual(new Set([[2], [1], 'x']), new Set(['x', [1], [2]]))).toBe(true)
+    expect(deepEqual(new Set([{ sku: 'a' }, { sku: 'a' }]), new Set([{ sku: 'a' }, { sku: 'b' }]))).toBe(false)
+  })
+
+  it('refuses a single region (a convergence property that cannot fail)', () => {
+    expect(() => checkConvergence(firstDeliveredSpec, 'reordering', { regions: 1 })).toThrow(/at least 2/)
+    expect(() => checkLiveness(gCounterSpec, { regions: 1 })).toThrow(/at least 2/)
+  })
+
+  it('a failing pinned example says so, without a seed to pin again; replay commands escape the test name for -t', () => {
+    const prop = fc.property(fc.integer(), (x) => {
+      if (x === 7) throw new Error('seven')
+    })
+    const pinned = failure(() => assertProperty('laws/commutative', prop, { examples: [7], numRuns: 1 }))
+    expect(pinned).toMatch(/failed on a pinned example/)
+    expect(pinned).not.toMatch(/Pin it/)
+    const never = fc.property(fc.integer(), (x) => {
+      if (x === x) throw new Error('always')
+    })
+    const random = failure(() => assertProperty('a.b (c)', never, { numRuns: 5 }))
+    expect(random).toContain("-t 'a\\.b \\(c\\)'")
   })
 })

@@ -24,10 +24,10 @@ import { Simulation } from './simulation.js'
 import type { ReplicaSpec, SpecEnv } from './spec.js'
 
 /** Names of the merge-law properties. */
-export type MergeLaw = 'commutative' | 'associative' | 'idempotent' | 'duplicate-delivery' | 'order-independent' | 'delta-since' | 'merge-deltas' | 'rejects-bad-bytes' | 'deltas-complete'
+export type MergeLaw = 'commutative' | 'associative' | 'idempotent' | 'duplicate-delivery' | 'order-independent' | 'delta-since' | 'merge-deltas' | 'rejects-bad-bytes' | 'deltas-complete' | 'apply-is-remote'
 
 /** Every {@link MergeLaw}. */
-export const MERGE_LAWS: readonly MergeLaw[] = ['commutative', 'associative', 'idempotent', 'duplicate-delivery', 'order-independent', 'delta-since', 'merge-deltas', 'rejects-bad-bytes', 'deltas-complete']
+export const MERGE_LAWS: readonly MergeLaw[] = ['commutative', 'associative', 'idempotent', 'duplicate-delivery', 'order-independent', 'delta-since', 'merge-deltas', 'rejects-bad-bytes', 'deltas-complete', 'apply-is-remote']
 
 /**
  * A pinned failure, run before the random cases of the property it names (or of every property
@@ -113,6 +113,8 @@ function check(diff: string | undefined): void {
 
 interface LawContext<V, R extends Replica<V>> {
   readonly deltas: readonly Uint8Array[]
+  /** Deltas a writer emitted as 'local' while it applied a sync delta (none may be). */
+  readonly echoes: readonly Uint8Array[]
   /** The writers that emitted {@link deltas} (local ones) and applied the sync ones. */
   readonly writers: readonly R[]
   readonly rng: Random
@@ -125,10 +127,14 @@ function lawContext<V, Op, R extends Replica<V>>(spec: ReplicaSpec<V, Op, R>, se
   const env = (i: number): SpecEnv => ({ now: () => clock, random: seededRandom(seq.seed + i) })
   const writers: R[] = []
   const deltas: Uint8Array[] = []
+  const echoes: Uint8Array[] = []
+  let applying = false
   for (let i = 0; i < seq.writers; i++) {
     const w = spec.create(`w${i}`, env(i))
     w.onDelta((d, origin) => {
-      if (origin === 'local') deltas.push(d)
+      if (origin !== 'local') return
+      if (applying) echoes.push(d)
+      else deltas.push(d)
     })
     writers.push(w)
   }
@@ -141,7 +147,12 @@ function lawContext<V, Op, R extends Replica<V>>(spec: ReplicaSpec<V, Op, R>, se
       if (from === w) continue
       // What `w` lacks is itself a delta: exercise the laws on sync deltas too.
       const d = from.deltaSince(w.version())
-      w.apply(d)
+      applying = true
+      try {
+        w.apply(d)
+      } finally {
+        applying = false
+      }
       deltas.push(d)
     }
   }
@@ -149,6 +160,7 @@ function lawContext<V, Op, R extends Replica<V>>(spec: ReplicaSpec<V, Op, R>, se
   const equals = spec.equals ?? deepEqual
   return {
     deltas,
+    echoes,
     writers,
     rng: seededRandom(seq.seed),
     fresh: () => spec.create(`law${n++}`, env(100 + n)),
@@ -190,6 +202,20 @@ function laws<V, R extends Replica<V>>(): Record<MergeLaw, Law<V, R>> {
         c.writers.map((w) => w.state()),
       )
       check(difference(c.equals, fromDeltas, fromStates, "every emitted delta applied vs every writer's state() applied"))
+    },
+    // apply() takes others' changes: it emits them as 'remote' (or not at all), never as 'local' —
+    // a replication engine ships local deltas, and every region would publish each write again
+    // under its own name (and, without a no-change guard, back and forth for ever).
+    'apply-is-remote'(c) {
+      if (c.echoes.length > 0) throw new Error(`apply() of a sync delta emitted ${c.echoes.length} delta(s) as 'local': ${show(c.echoes[0])}`)
+      const r = c.fresh()
+      const local: Uint8Array[] = []
+      r.onDelta((d, origin) => {
+        if (origin === 'local') local.push(d)
+      })
+      applied(r, c.deltas)
+      applied(r, c.writers.map((w) => w.state()))
+      if (local.length > 0) throw new Error(`apply() emitted ${local.length} delta(s) as 'local': ${show(local[0])}`)
     },
     commutative(c) {
       if (c.deltas.length < 2) return
@@ -423,7 +449,8 @@ export function checkOracle<V, Op, R extends Replica<V>>(
 
 function regionCount(n: number | undefined): number {
   const regions = n ?? 5
-  if (!Number.isSafeInteger(regions) || regions < 1) throw new ConfigError(`regions must be a positive integer, got ${regions}`)
+  // One region converges with itself whatever the type does: such a property cannot fail.
+  if (!Number.isSafeInteger(regions) || regions < 2) throw new ConfigError(`regions must be an integer of at least 2, got ${regions}`)
   return regions
 }
 
@@ -454,7 +481,7 @@ export function assertProperty<T>(name: string, property: fc.IPropertyWithHooks<
   // numRuns (so those past it never ran) and into a failure's path (so a seed and path printed by
   // a run with examples replayed another case in a run without them).
   const examples = (options.examples ?? []).map((e): [T] => [e])
-  if (examples.length > 0) run(`${name} (pinned examples)`, property, { numRuns: examples.length, examples, ...(seed === undefined ? {} : { seed }) })
+  if (examples.length > 0) run(name, property, { numRuns: examples.length, examples, ...(seed === undefined ? {} : { seed }) }, true)
   const params: fc.Parameters<[T]> = {
     numRuns,
     ...(seed === undefined ? {} : { seed }),
@@ -463,15 +490,21 @@ export function assertProperty<T>(name: string, property: fc.IPropertyWithHooks<
   run(name, property, params)
 }
 
-function run<T>(name: string, property: fc.IPropertyWithHooks<[T]>, params: fc.Parameters<[T]>): void {
+function run<T>(name: string, property: fc.IPropertyWithHooks<[T]>, params: fc.Parameters<[T]>, pinned = false): void {
   const details = fc.check(property, params)
   if (!details.failed) return
   const path = details.counterexamplePath ?? ''
   const report = fc.defaultReportMessage(details) ?? ''
-  const replay = `CONCORD_SEED=${details.seed} CONCORD_PATH=${path} npx vitest run <test file> -t '${name}'`
-  const pin = `{ property: '${name}', seed: ${details.seed}, path: '${path}' }`
   const err = details.errorInstance
   const why = err instanceof Error ? err.message : String(err)
+  // vitest reads -t as a regular expression: the name's own characters escaped.
+  const replayTest = `npx vitest run <test file> -t '${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}'`
+  if (pinned) {
+    // A pinned example (a regression) fails again: it is already pinned, and runs first every time.
+    throw new Error(`property ${name} failed on a pinned example (a regression it holds): ${why}\nReplay: ${replayTest}\n${report}`, { cause: details.errorInstance ?? undefined })
+  }
+  const replay = `CONCORD_SEED=${details.seed} CONCORD_PATH=${path} ${replayTest}`
+  const pin = `{ property: '${name}', seed: ${details.seed}, path: '${path}' }`
   throw new Error(`property ${name} failed (seed ${details.seed}, path ${path}): ${why}\nReplay: ${replay}\nPin it: regressions: [${pin}]\n${report}`, {
     cause: details.errorInstance ?? undefined,
   })

@@ -252,9 +252,12 @@ export function runTransportContract(
       // Create the log so consumers that need it to exist can subscribe.
       await writer.append(origin, [bytes('first')])
       expect((await pollN(reader, r, origin, 1)).map(text)).toEqual(['first'])
+      const started = Date.now()
       const waiting = reader.poll(r, origin, { waitMs: 30_000 })
       await writer.append(origin, [bytes('second')])
       const got = await waiting
+      // Woken by the append, not at the end of waitMs (a transport that slept it out passed).
+      expect(Date.now() - started, 'the waiting poll returned only at the end of its waitMs').toBeLessThan(15_000)
       const all = got.length > 0 ? got : await pollN(reader, r, origin, 1)
       expect(all.map(text)).toEqual(['second'])
     }, timeout)
