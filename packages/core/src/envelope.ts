@@ -6,7 +6,7 @@ import { createHmac, timingSafeEqual } from 'node:crypto'
 import { decodeWith, encoderSlabBytes, readByte, releaseEncoder, takeEncoder, readBytes, readString, readUint, writeByte, writeBytes, writeString, writeUint, type Decoder } from './codec.js'
 import { DecodeError, SignatureError } from './errors.js'
 import { readHlc, writeHlc, type HlcTimestamp } from './hlc.js'
-import { MAX_REPLICA_ID_BYTES } from './dots.js'
+import { MAX_DOT_COUNTER, MAX_REPLICA_ID_BYTES } from './dots.js'
 
 /** First two bytes of every envelope: ASCII "CE". */
 export const ENVELOPE_MAGIC = [0x43, 0x45] as const
@@ -142,6 +142,8 @@ function readBody(d: Decoder): Envelope {
   if (docId.length === 0 || typeName.length === 0 || region.length === 0 || writer.length === 0) throw new DecodeError('envelope: empty id field')
   const seq = readUint(d)
   if (seq === 0) throw new DecodeError('envelope: sequence 0')
+  // A receiver keeps it in its applied set, whose stored form holds counters up to MAX_DOT_COUNTER.
+  if (seq > MAX_DOT_COUNTER) throw new DecodeError(`envelope: sequence ${seq} past ${MAX_DOT_COUNTER}`)
   let time: HlcTimestamp
   const timeAt = d.pos
   if (sameAsLast(d, lastTimeBytes)) time = lastTime

@@ -137,9 +137,15 @@ export function ownKeysCopy(v: unknown): unknown {
   return out
 }
 
-/** A prototype that is data (a plain object set through a `__proto__` key), not a class's. */
+/**
+ * A prototype that is data (a plain object set through a `__proto__` key), not a class's: a
+ * class's prototype is its constructor's `prototype` (data may hold a `constructor` key, never a
+ * function).
+ */
 function isInjectedPrototype(p: object): boolean {
-  return !Object.hasOwn(p, 'constructor') && p !== Object.prototype
+  if (p === Object.prototype) return false
+  const c: unknown = (p as { constructor?: unknown }).constructor
+  return !(typeof c === 'function' && (c as { prototype?: unknown }).prototype === p)
 }
 
 function defineOwn(out: Record<string, unknown>, k: string, v: unknown): void {

@@ -1545,7 +1545,10 @@ describe('RegionNode metrics as OpenTelemetry instruments', () => {
   it('reports per-peer applied, duplicates, rejected, pending and lag through the given meter', async () => {
     // A recording Meter: keeps every observable callback so the test can collect like an SDK reader would.
     const callbacks = new Map<string, (r: ObservableResult) => void>()
-    const instrument = (name: string) => ({ addCallback: (cb: (r: ObservableResult) => void) => void callbacks.set(name, cb), removeCallback: () => undefined })
+    const instrument = (name: string) => ({
+      addCallback: (cb: (r: ObservableResult) => void) => void callbacks.set(name, cb),
+      removeCallback: (cb: (r: ObservableResult) => void) => void (callbacks.get(name) === cb && callbacks.delete(name)),
+    })
     const meter = { createObservableGauge: instrument, createObservableCounter: instrument } as unknown as Meter
     const { clock, nodes, make } = makeCluster({ instances: 1 })
     const observed = make('eu', 'metered', new MemoryStore(), { meter })
@@ -1568,6 +1571,9 @@ describe('RegionNode metrics as OpenTelemetry instruments', () => {
     expect(collect('concord.replication.pending')).toEqual(zeros)
     expect(collect('concord.replication.lag').size).toBe(fromMetrics.size)
     expect(collect('concord.replication.duplicates').size).toBe(fromMetrics.size)
+    // Closed, it reports no more, and the meter holds it no longer (a restarted node doubled the series).
+    await observed.close()
+    expect(callbacks.size).toBe(0)
   })
 })
 

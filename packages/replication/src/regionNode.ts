@@ -9,7 +9,7 @@
  * Drive it with {@link RegionNode.pump} (one round, no timers: the simulator's way) or
  * {@link RegionNode.start} (a loop with timers).
  */
-import type { ObservableResult } from '@opentelemetry/api'
+import type { ObservableCounter, ObservableGauge, ObservableResult } from '@opentelemetry/api'
 import {
   ConfigError,
   isWellFormed,
@@ -363,6 +363,12 @@ export class RegionNode {
   private lastHeartbeat = Number.NEGATIVE_INFINITY
   /** Bytes of deltas applied in this round (see ROUND_BYTES). */
   private roundBytes = 0
+  /** Removes this node's OpenTelemetry callbacks (close()). */
+  private readonly instruments: Array<() => void> = []
+  /** Whether the last stage() left local changes for another batch (ROUND_BYTES). */
+  private stageCut = false
+  /** Per log cut by ROUND_BYTES and rewound: the last position handled (and saved) before the cut. */
+  private readonly rereadUpTo = new Map<string, LogPosition>()
   /**
    * Outbox places (counted as durableTotal counts) of the last heartbeat and repair answer queued:
    * while one is not sent yet (the own log unreachable), no other is made — the outbox would grow
@@ -438,6 +444,7 @@ export class RegionNode {
     this.sentTotal = 0
     this.heartbeatQueuedAt = -1
     this.answerQueuedAt = -1
+    this.rereadUpTo.clear()
     this.deadList = []
     this.sightings.length = 0
     this.wal = new Map()
@@ -729,6 +736,7 @@ export class RegionNode {
       this.startCommits()
       await this.commitsSettled(until)
     })
+    for (const remove of this.instruments.splice(0)) remove()
     this.closed = true
   }
 
@@ -826,7 +834,13 @@ export class RegionNode {
     if (type === undefined) return undefined
     const factory = this.o.factories.get(type)
     if (factory === undefined) throw new TypeMismatchError(`no factory for type ${type} (document ${docId})`)
-    const replica = factory.create(this.writer)
+    let replica: unknown
+    try {
+      replica = factory.create(this.writer)
+    } catch (e) {
+      if (isConcordError(e)) throw e
+      throw new TypeMismatchError(`factory ${type} threw making a replica for document ${docId}: ${e instanceof Error ? e.message : String(e)}`, { cause: e })
+    }
     if (!isReplica(replica)) throw new TypeMismatchError(`factory ${type} made no Replica (one has apply, state, version, deltaSince, onDelta and value)`)
     if (record !== undefined) replica.apply(record.state)
     for (const entry of walEntries) {
@@ -972,9 +986,12 @@ export class RegionNode {
     await this.exclusive(async () => {
       await this.adoptOrphans()
       // Every local change: in several store batches when they are many (see stage).
+      // Again only while a batch stopped at ROUND_BYTES (writes made meanwhile wait for the next
+      // flush or round: an application writing all the time would keep the loop going for ever).
       do {
+        this.stageCut = false
         await this.persist([])
-      } while (this.pendingLocal.size > 0)
+      } while (this.stageCut)
     })
     await this.sent()
     // The rest went out: a change too large to send is reported now, once.
@@ -1110,18 +1127,18 @@ export class RegionNode {
     // until none waits).
     let staged = 0
     for (const docId of this.pendingLocal) {
-      if (staged >= ROUND_BYTES) break
-      this.pendingLocal.delete(docId)
+      if (staged >= ROUND_BYTES) {
+        this.stageCut = true
+        break
+      }
       const doc = this.docs.get(docId)
-      if (doc === undefined || doc.pending.length === 0) continue
+      if (doc === undefined || doc.pending.length === 0) {
+        this.pendingLocal.delete(docId)
+        continue
+      }
       for (const d of doc.pending) staged += d.length
       time ??= this.hlc.now()
-      const payload =
-        doc.pending.length === 1
-          ? (doc.pending[0] as Uint8Array)
-          : doc.merge !== undefined
-            ? replicaBytes(doc.merge(doc.pending), 'mergeDeltas', docId)
-            : replicaBytes(doc.replica.deltaSince(doc.deps), 'deltaSince', docId)
+      const payload = doc.pending.length === 1 ? (doc.pending[0] as Uint8Array) : this.mergedPending(doc)
       const bytes = encodeEnvelope(this.envelope(doc, payload, time), key)
       if (bytes.length <= this.envelopeLimit) this.queueEnvelope(doc, payload, bytes)
       else this.queueSplit(doc, time, key, bytes.length - payload.length)
@@ -1132,6 +1149,9 @@ export class RegionNode {
         this.staleVersions.delete(doc)
       }
       this.dirtyDocs.add(docId)
+      // Only now: a document whose changes could not be made an envelope (its replica's
+      // mergeDeltas or deltaSince threw) stays pending, and every later flush tries it again.
+      this.pendingLocal.delete(docId)
     }
     // Once per document and batch rather than per applied record. A local write between an apply
     // and this point takes the older version as deps: deltaSince(deps) is then a superset, still correct.
@@ -1159,6 +1179,19 @@ export class RegionNode {
       written.push({ doc, n: doc.unsaved.length })
     }
     return { items, written }
+  }
+
+  /** `doc`'s pending deltas as one: its replica's mergeDeltas, else deltaSince of its version before them. @throws TypeMismatchError when the replica throws or returns no bytes. */
+  private mergedPending(doc: OpenDoc): Uint8Array {
+    const method = doc.merge !== undefined ? 'mergeDeltas' : 'deltaSince'
+    let out: unknown
+    try {
+      out = doc.merge !== undefined ? doc.merge(doc.pending) : doc.replica.deltaSince(doc.deps)
+    } catch (e) {
+      if (isConcordError(e)) throw e
+      throw new TypeMismatchError(`document ${doc.docId}: the replica's ${method}() threw: ${e instanceof Error ? e.message : String(e)}`, { cause: e })
+    }
+    return replicaBytes(out, method, doc.docId)
   }
 
   /** The envelope of `payload`, a local change to `doc`, with the next sequence number. */
@@ -1549,10 +1582,19 @@ export class RegionNode {
         // Past ROUND_BYTES of applied deltas the rest waits for the next round (the round's store
         // batch holds what it applied: past a store's batch limit it failed, every round, for good).
         // Records dropped as seen add nothing: a round that reads them again gets past them.
+        const upTo = this.rereadUpTo.get(b.origin)
         for (; i < recs.length && this.roundBytes < ROUND_BYTES; i++) {
-          const pending = this.processRecord(recs[i] as LogRecord, ops)
+          const rec = recs[i] as LogRecord
+          // Read again after a cut round's rewind, and handled then (saved): not again — a
+          // rejected record would be dead-lettered twice, a control record processed twice.
+          if (upTo !== undefined && this.o.transport.comparePositions(rec.position, upTo) <= 0) {
+            records--
+            continue
+          }
+          const pending = this.processRecord(rec, ops)
           if (pending !== undefined) await pending
         }
+        if (upTo !== undefined && i > 0 && this.o.transport.comparePositions((recs[i - 1] as LogRecord).position, upTo) > 0) this.rereadUpTo.delete(b.origin)
         if (i < recs.length) {
           cut.push(b.origin)
           records -= recs.length - i
@@ -1577,7 +1619,9 @@ export class RegionNode {
     // goes out every commitIntervalMs, behind the rounds (never awaited by one: a slow or vanished
     // log must not stall the others), one batch of commits at a time; the next round reports a failure.
     for (const b of batches) if (b.skip !== true) this.toCommit.set(b.origin, b.last)
-    // What was left out comes again: from the committed position (what was applied is then dropped as seen).
+    // What was left out comes again, from the committed position: what this round handled up to
+    // its cut is skipped then (rereadUpTo).
+    for (const b of batches) if (b.skip !== true && cut.includes(b.origin)) this.rereadUpTo.set(b.origin, b.last)
     if (cut.length > 0) await Promise.all(cut.map((origin) => this.o.transport.rewind(this.writer, origin).catch(() => undefined)))
     if (this.o.now() - this.lastCommitAt >= this.o.commitIntervalMs) this.startCommits()
     if (this.fatal !== undefined && failure !== undefined) throw failure.error
@@ -2066,16 +2110,16 @@ export class RegionNode {
   private registerInstruments(): void {
     const meter = this.o.meter
     if (meter === undefined) return
-    const gauge = (name: string, description: string, unit: string, pick: (p: PeerMetrics) => number): void => {
-      meter.createObservableGauge(name, { description, unit }).addCallback((r: ObservableResult) => {
+    // Removed again by close(): a closed node no longer reports, nor stays reachable from the meter.
+    const observe = (instrument: ObservableGauge | ObservableCounter, pick: (p: PeerMetrics) => number): void => {
+      const cb = (r: ObservableResult): void => {
         for (const p of this.metrics().peers) r.observe(pick(p), { 'concord.writer': this.writer, 'concord.peer_region': p.region })
-      })
+      }
+      instrument.addCallback(cb)
+      this.instruments.push(() => instrument.removeCallback(cb))
     }
-    const counter = (name: string, description: string, pick: (p: PeerMetrics) => number): void => {
-      meter.createObservableCounter(name, { description }).addCallback((r: ObservableResult) => {
-        for (const p of this.metrics().peers) r.observe(pick(p), { 'concord.writer': this.writer, 'concord.peer_region': p.region })
-      })
-    }
+    const gauge = (name: string, description: string, unit: string, pick: (p: PeerMetrics) => number): void => observe(meter.createObservableGauge(name, { description, unit }), pick)
+    const counter = (name: string, description: string, pick: (p: PeerMetrics) => number): void => observe(meter.createObservableCounter(name, { description }), pick)
     gauge('concord.replication.lag', 'Replication delay of the last applied envelope', 'ms', (p) => p.lagMs)
     gauge('concord.replication.pending', 'Envelopes known but not yet applied', '{envelope}', (p) => p.pending)
     counter('concord.replication.applied', 'Envelopes applied', (p) => p.applied)

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest'
 import {
   ConfigError,
   TransportError,
+  TypeMismatchError,
   bytesEqual,
   decodeEnvelope,
   decodeWith,
@@ -620,6 +621,9 @@ describe('store batches past a store limit', () => {
     const eu = new RegionNode({ region: 'eu', instance: 'i1', regions: ['eu', 'us'], transport: new MemoryTransport({ broker }), store: euStore, factories })
     const us = new RegionNode({ region: 'us', instance: 'i1', regions: ['eu', 'us'], transport: new MemoryTransport({ broker }), store: usStore, factories })
     await us.init()
+    // A record that does not decode, ahead of the rest: dead-lettered once, though the round that
+    // read it is cut and its log read again (it was dead-lettered twice).
+    await new MemoryTransport({ broker }).append('eu', [Uint8Array.of(1, 2, 3)])
     for (let i = 0; i < 14; i++) ((await eu.open(`d${i}`, 'lww-register')) as unknown as LwwRegister<string>).set(big(i))
     await eu.flush()
     // 70 MiB of changes, twice in each batch (outbox and write-ahead log): more than one batch.
@@ -627,9 +631,103 @@ describe('store batches past a store limit', () => {
     expect(euStore.batches.filter((b) => b > 10 * MB).length).toBeGreaterThan(1)
     for (let i = 0; i < 10 && (us.metrics().peers.find((p) => p.region === 'eu')?.applied ?? 0) < 14; i++) await us.pump()
     expect(us.metrics().peers.find((p) => p.region === 'eu')?.applied).toBe(14)
+    expect(us.deadLetters()).toHaveLength(1)
+    expect(us.metrics().peers.find((p) => p.region === 'eu')?.duplicates).toBe(0)
     expect(Math.max(...usStore.batches)).toBeLessThan(2 * 72 * MB)
     for (let i = 0; i < 14; i++) expect((await us.open<string>(`d${i}`, 'lww-register')).value()).toBe(big(i))
     await eu.close()
     await us.close()
   }, 60_000)
+})
+
+describe('local changes a replica fails to merge, and records past a round cut (review findings)', () => {
+  it("a flush whose replica's mergeDeltas throws once keeps the document's writes pending: the next flush sends them (they were left out for good, and it resolved)", async () => {
+    const broker = new MemoryBroker()
+    const base = crdtFactory('or-set')
+    let failNext = true
+    const flaky: ReplicaFactory<unknown> = {
+      typeName: 'flaky',
+      create(id: string) {
+        const r = base.create(id) as unknown as Replica<unknown> & { mergeDeltas: (ds: readonly Uint8Array[]) => Uint8Array }
+        Object.defineProperty(r, 'typeName', { value: 'flaky' })
+        const merge = r.mergeDeltas.bind(r)
+        r.mergeDeltas = (ds) => {
+          if (failNext) {
+            failNext = false
+            throw new Error('transient merge failure')
+          }
+          return merge(ds)
+        }
+        return r
+      },
+    }
+    const mk = (region: string): RegionNode => new RegionNode({ region, instance: 'i1', regions: ['eu', 'us'], transport: new MemoryTransport({ broker }), store: new MemoryStore(), factories: { flaky } })
+    const eu = mk('eu')
+    const us = mk('us')
+    const set = (await eu.open('doc', 'flaky')) as unknown as OrSet<string>
+    set.add('w1')
+    set.add('w2')
+    await expect(eu.flush()).rejects.toThrow(/mergeDeltas\(\) threw: transient merge failure/)
+    await eu.flush()
+    for (let i = 0; i < 3; i++) await us.pump()
+    expect((await us.open<string[]>('doc', 'flaky')).value()).toEqual(['w1', 'w2'])
+  })
+
+  it('flush() resolves while the application keeps writing (it wrote batch after batch until no write was pending)', async () => {
+    // A store write that takes a turn of the event loop, as a file's does: writes land meanwhile.
+    class SlowStore extends MemoryStore {
+      override async write(ops: readonly StoreOp[]): Promise<void> {
+        await new Promise((r) => setImmediate(r))
+        return super.write(ops)
+      }
+    }
+    const node = new RegionNode({ region: 'eu', instance: 'i1', regions: ['eu'], transport: new MemoryTransport(), store: new SlowStore(), factories: { 'pn-counter': crdtFactory('pn-counter') } })
+    const c = (await node.open('n', 'pn-counter')) as unknown as PnCounter
+    let writing = true
+    const writer = (async () => {
+      while (writing) {
+        c.increment(1)
+        await new Promise((r) => setImmediate(r))
+      }
+    })()
+    c.increment(1)
+    await node.flush()
+    writing = false
+    await writer
+    await node.close()
+  })
+
+  it('a factory that throws is a TypeMismatchError naming it (it came out as the factory error)', async () => {
+    const boom: ReplicaFactory<unknown> = {
+      typeName: 'boom',
+      create: () => {
+        throw new Error('factory exploded')
+      },
+    }
+    const node = new RegionNode({ region: 'eu', instance: 'i1', regions: ['eu'], transport: new MemoryTransport(), store: new MemoryStore(), factories: { boom } })
+    await expect(node.open('d', 'boom')).rejects.toThrow(TypeMismatchError)
+    await expect(node.open('d', 'boom')).rejects.toThrow(/factory boom threw.*factory exploded/)
+  })
+
+  it('an envelope with a sequence number past 2^48 is dead-lettered: the node restarts on its store (it saved the number, and could not read its applied set again)', async () => {
+    const broker = new MemoryBroker()
+    const store = new MemoryStore()
+    const mk = (s: MemoryStore): RegionNode => new RegionNode({ region: 'us', instance: 'i1', regions: ['eu', 'us'], transport: new MemoryTransport({ broker }), store: s, factories: { 'pn-counter': crdtFactory('pn-counter') } })
+    const us = mk(store)
+    await us.init()
+    const raw = new MemoryTransport({ broker })
+    // A valid delta: only the sequence number is out of range.
+    const counter = crdtFactory('pn-counter').create('eu/x') as unknown as PnCounter
+    let payload: Uint8Array = new Uint8Array(0)
+    counter.onDelta((d) => (payload = d))
+    counter.increment(1)
+    const env: Envelope = { docId: 'd', typeName: 'pn-counter', region: 'eu', writer: 'eu/x', seq: 2 ** 49, time: { wall: Date.now(), logical: 0, node: 'eu/x' }, deps: new Uint8Array(0), payload }
+    await raw.append('eu', [encodeEnvelope(env)])
+    await us.pump()
+    expect(us.deadLetters()).toHaveLength(1)
+    await us.close()
+    const again = mk(store.reopen())
+    await again.pump()
+    await again.close()
+  })
 })

@@ -5,6 +5,7 @@
  */
 import {
   DecodeError,
+  MAX_DOT_COUNTER,
   VersionVector,
   decodeWith,
   encodeWith,
@@ -161,6 +162,8 @@ export function decodeRepairResponse(bytes: Uint8Array): RepairResponse {
     const parts = readUint(d)
     if (parts === 0 || part >= parts) throw new DecodeError(`repair response: part ${part} of ${parts}`)
     if (upTo < from) throw new DecodeError(`repair response: upTo ${upTo} < from ${from}`)
+    // upTo goes into the receiver's applied set, stored with counters up to MAX_DOT_COUNTER.
+    if (upTo > MAX_DOT_COUNTER) throw new DecodeError(`repair response: upTo ${upTo} past ${MAX_DOT_COUNTER}`)
     const n = readLength(d, 1_000_000, 3)
     const docs: RepairDoc[] = []
     for (let i = 0; i < n; i++) {

@@ -471,5 +471,11 @@ describe('YjsReplica.value() and a received __proto__ key', () => {
     expect(Object.getPrototypeOf(ub)).toBe(Object.prototype)
     expect(ub.isAdmin).toBeUndefined()
     expect(JSON.stringify(b.value())).toBe(JSON.stringify(a.value()))
+    // Also when the data holds a `constructor` key (it passed for a class's prototype and was kept).
+    a.map('m').set('other', JSON.parse('{"name":"eve","__proto__":{"constructor":1,"isAdmin":true}}'))
+    const ob = (b.value() as { m: { other: Record<string, unknown> } }).m.other
+    expect(Object.getPrototypeOf(ob)).toBe(Object.prototype)
+    expect(ob.isAdmin).toBeUndefined()
+    expect(JSON.stringify(b.value())).toBe(JSON.stringify(a.value()))
   })
 })
