@@ -134,7 +134,9 @@ function fail(msg: string): never {
 
 function positiveInt(name: string, v: number | undefined, dflt: number, min = 1): number {
   const x = v ?? dflt
-  if (!Number.isSafeInteger(x) || x < min) fail(`${name} must be an integer >= ${min}, got ${String(v)}`)
+  // An unset option whose default is derived from another (livenessMs from heartbeatIntervalMs)
+  // is named with that default, not as "undefined".
+  if (!Number.isSafeInteger(x) || x < min) fail(`${name} must be an integer >= ${min}, got ${v === undefined ? `${String(x)} (its default, from other options)` : String(v)}`)
   return x
 }
 
@@ -223,6 +225,11 @@ export function resolveOptions(o: RegionNodeOptions): ResolvedOptions {
     checkKnownOptions('RegionNode batch', o.batch, Object.keys(BATCH_KEYS))
   }
   fn('now', o.now)
+  // A clock that gives no number (NaN) would stop heartbeats and liveness checks without a word.
+  if (o.now !== undefined) {
+    const t: unknown = o.now()
+    if (typeof t !== 'number' || !Number.isFinite(t)) fail(`now() must return a finite number of ms, got ${String(t)}`)
+  }
   fn('random', o.random)
   fn('onError', o.onError)
   if (typeof o.region !== 'string' || !ID.test(o.region)) fail(`region must match ${String(ID)}, got ${JSON.stringify(o.region)}`)

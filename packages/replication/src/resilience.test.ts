@@ -91,6 +91,8 @@ describe('RegionNode options', () => {
   const key = new Uint8Array(32).fill(7)
   const cases: Array<[string, Partial<RegionNodeOptions>, RegExp]> = [
     ['unknown region', { region: 'mars' }, /unknown region mars/],
+    ['a clock that gives NaN', { now: () => Number.NaN }, /now\(\) must return a finite number/],
+    ['a derived default past the integers', { heartbeatIntervalMs: Number.MAX_SAFE_INTEGER }, /livenessMs must be an integer >= 1, got \d+ \(its default/],
     ['empty regions', { regions: [] }, /regions must list/],
     ['duplicate region', { regions: ['eu', 'eu', 'us'] }, /listed twice/],
     ['bad instance id', { instance: 'a/b' }, /instance must match/],
