@@ -614,6 +614,27 @@ describe('AutomergeReplica and hostile chunks (review findings)', () => {
     expect(r.value()).toEqual({ n: 7 })
   })
 
+  it('a document chunk whose compressed columns inflate past 128 MiB is refused before Automerge loads it', () => {
+    // One actor, no heads, no change columns, one deflated op column of 129 MiB of zeros.
+    const column = deflateRawSync(new Uint8Array(129 * 1024 * 1024))
+    const body = Uint8Array.from([1, 1, 0xaa, 0, 0, 1, ...leb((1 << 4) | 0x08), ...leb(column.length), ...column])
+    const rest = Uint8Array.from([0, ...leb(body.length), ...body])
+    const sum = createHash('sha256').update(rest).digest()
+    const chunk = Uint8Array.from([0x85, 0x6f, 0x4a, 0x83, ...sum.subarray(0, 4), ...rest])
+    expect(chunk.length).toBeLessThan(1024 * 1024)
+    const r = new AutomergeReplica<{ n?: number }>('victim')
+    expect(() => r.apply(chunk)).toThrow(/inflate past/)
+    expect(r.value()).toEqual({})
+    // A document saved by Automerge, with deflated columns, still loads.
+    let doc = A.init<{ t?: string }>({ actor: 'cc' })
+    doc = A.change(doc, (d) => {
+      d.t = 'hello world '.repeat(500)
+    })
+    const loaded = new AutomergeReplica<{ t?: string }>('other')
+    loaded.apply(A.save(doc))
+    expect(loaded.value().t).toHaveLength(6000)
+  })
+
   it("a received map key __proto__ is an own key of value()'s object, not its prototype (its fields showed through every lookup)", () => {
     const doc = A.change(A.init<{ user?: Record<string, unknown> }>({ actor: 'eeee' }), (d) => {
       d.user = { name: 'eve', KEY: { isAdmin: true } }

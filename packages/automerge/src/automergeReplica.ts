@@ -5,7 +5,7 @@
 import * as A from '@automerge/automerge'
 import { ConfigError, DecodeError, bytesEqual, callListeners, checkKnownOptions, isConcordError, ownKeysCopy } from '@concord/core'
 import type { ConflictEvent, ConflictSide, DeltaOrigin, Replica } from '@concord/core'
-import { CHUNK_CHANGE, CHUNK_COMPRESSED_CHANGE, CHUNK_DOCUMENT, checkInflatedSize, concatBytes, splitChunks } from './chunks.js'
+import { CHUNK_CHANGE, CHUNK_COMPRESSED_CHANGE, CHUNK_DOCUMENT, checkDocumentInflatedSize, checkInflatedSize, concatBytes, splitChunks } from './chunks.js'
 
 /** Options for {@link AutomergeReplica}. */
 export interface AutomergeReplicaOptions<T> {
@@ -222,6 +222,7 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
     const changes: Uint8Array[] = []
     for (const c of chunks) {
       if (c.type === CHUNK_DOCUMENT) {
+        checkDocumentInflatedSize(c)
         let loaded: A.Doc<unknown>
         let all: Uint8Array[]
         try {

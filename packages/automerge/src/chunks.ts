@@ -83,6 +83,85 @@ export function checkInflatedSize(chunk: Chunk): void {
   }
 }
 
+/**
+ * Largest total a document chunk's compressed columns may inflate to (128 MiB). Automerge's save()
+ * deflates each column past 256 bytes, and load() inflates them without a bound: a hostile
+ * document chunk (a delta any peer may send) could make gigabytes of a few hundred KB.
+ */
+export const MAX_INFLATED_DOCUMENT_BYTES = 128 * 1024 * 1024
+
+/**
+ * Checks that a document chunk's compressed columns inflate to at most
+ * {@link MAX_INFLATED_DOCUMENT_BYTES} together; throws DecodeError otherwise. A body whose layout
+ * does not read as a document's (or a column that does not inflate) is left to Automerge's parser.
+ */
+export function checkDocumentInflatedSize(chunk: Chunk): void {
+  const columns = compressedColumns(chunk.body)
+  if (columns === undefined) return
+  let left = MAX_INFLATED_DOCUMENT_BYTES
+  for (const column of columns) {
+    let n: number
+    try {
+      n = inflateRawSync(column, { maxOutputLength: Math.max(1, left) }).length
+    } catch (e) {
+      if ((e as { code?: unknown }).code === 'ERR_BUFFER_TOO_LARGE') {
+        throw new DecodeError(`automerge: a document chunk's columns inflate past ${MAX_INFLATED_DOCUMENT_BYTES} bytes`, { cause: e })
+      }
+      return
+    }
+    left -= n
+  }
+}
+
+/**
+ * The deflated column data of a document chunk's body (actors, heads, change and op column
+ * metadata, then the column data; a column spec with bit 3 set is deflated), or undefined when
+ * the body does not read that way.
+ */
+function compressedColumns(body: Uint8Array): Uint8Array[] | undefined {
+  let p = 0
+  const uleb = (): number | undefined => {
+    let v = 0
+    let mult = 1
+    for (;;) {
+      if (p >= body.length) return undefined
+      const b = body[p++] as number
+      v += (b & 0x7f) * mult
+      if (b < 0x80) return v
+      mult *= 128
+      if (mult > 2 ** 49) return undefined
+    }
+  }
+  const actors = uleb()
+  if (actors === undefined) return undefined
+  for (let i = 0; i < actors; i++) {
+    const len = uleb()
+    if (len === undefined || p + len > body.length) return undefined
+    p += len
+  }
+  const heads = uleb()
+  if (heads === undefined || p + 32 * heads > body.length) return undefined
+  p += 32 * heads
+  const specs: Array<{ deflated: boolean; len: number }> = []
+  for (let group = 0; group < 2; group++) {
+    const n = uleb()
+    if (n === undefined || n > body.length) return undefined
+    for (let i = 0; i < n; i++) {
+      const spec = uleb()
+      const len = uleb()
+      if (spec === undefined || len === undefined) return undefined
+      specs.push({ deflated: (spec & 0x08) !== 0, len })
+    }
+  }
+  const out: Uint8Array[] = []
+  for (const s of specs) {
+    if (p + s.len > body.length) return undefined
+    if (s.deflated) out.push(body.subarray(p, p + s.len))
+    p += s.len
+  }
+  return out
+}
+
 /** Concatenates byte arrays. */
 export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
   if (parts.length === 1) return parts[0] as Uint8Array
