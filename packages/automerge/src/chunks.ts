@@ -26,6 +26,21 @@ export interface Chunk {
   readonly body: Uint8Array
 }
 
+/** The LEB128 number at `data[at]` and the position after it; undefined when truncated or longer than 8 bytes. */
+function readUleb(data: Uint8Array, at: number): [value: number, next: number] | undefined {
+  let p = at
+  let value = 0
+  let mult = 1
+  for (;;) {
+    if (p >= data.length) return undefined
+    const b = data[p++] as number
+    value += (b & 0x7f) * mult
+    if (b < 0x80) return [value, p]
+    mult *= 128
+    if (mult > 2 ** 49) return undefined
+  }
+}
+
 /** Splits concatenated chunks; throws DecodeError on a bad magic, an unknown type or truncation. */
 export function splitChunks(data: Uint8Array): Chunk[] {
   const out: Chunk[] = []
@@ -37,17 +52,9 @@ export function splitChunks(data: Uint8Array): Chunk[] {
     if (type !== CHUNK_DOCUMENT && type !== CHUNK_CHANGE && type !== CHUNK_COMPRESSED_CHANGE) {
       throw new DecodeError(`automerge: unknown chunk type ${type}`)
     }
-    let p = pos + HEADER_FIXED
-    let len = 0
-    let mult = 1
-    for (;;) {
-      if (p >= data.length) throw new DecodeError('automerge: truncated chunk length')
-      const b = data[p++] as number
-      len += (b & 0x7f) * mult
-      if (b < 0x80) break
-      mult *= 128
-      if (mult > 2 ** 49) throw new DecodeError('automerge: chunk length out of range')
-    }
+    const read = readUleb(data, pos + HEADER_FIXED)
+    if (read === undefined) throw new DecodeError('automerge: chunk length truncated or out of range')
+    const [len, p] = read
     const end = p + len
     if (end > data.length) throw new DecodeError(`automerge: chunk of ${len} bytes exceeds the ${data.length - p} left`)
     // Automerge applies a change whose checksum is wrong: a damaged chunk is refused here.
@@ -74,12 +81,17 @@ export const MAX_INFLATED_CHANGE_BYTES = 8 * 1024 * 1024
  * left to Automerge's own parser.
  */
 export function checkInflatedSize(chunk: Chunk): void {
+  if (inflatedLength(chunk.body, MAX_INFLATED_CHANGE_BYTES) === 'past') {
+    throw new DecodeError(`automerge: a compressed change inflates past ${MAX_INFLATED_CHANGE_BYTES} bytes`)
+  }
+}
+
+/** Bytes raw-deflated `data` inflates to, inflating at most `max`: 'past' beyond that, undefined when it does not inflate. */
+function inflatedLength(data: Uint8Array, max: number): number | 'past' | undefined {
   try {
-    inflateRawSync(chunk.body, { maxOutputLength: MAX_INFLATED_CHANGE_BYTES })
+    return inflateRawSync(data, { maxOutputLength: max }).length
   } catch (e) {
-    if ((e as { code?: unknown }).code === 'ERR_BUFFER_TOO_LARGE') {
-      throw new DecodeError(`automerge: a compressed change inflates past ${MAX_INFLATED_CHANGE_BYTES} bytes`, { cause: e })
-    }
+    return (e as { code?: unknown }).code === 'ERR_BUFFER_TOO_LARGE' ? 'past' : undefined
   }
 }
 
@@ -100,15 +112,9 @@ export function checkDocumentInflatedSize(chunk: Chunk): void {
   if (columns === undefined) return
   let left = MAX_INFLATED_DOCUMENT_BYTES
   for (const column of columns) {
-    let n: number
-    try {
-      n = inflateRawSync(column, { maxOutputLength: Math.max(1, left) }).length
-    } catch (e) {
-      if ((e as { code?: unknown }).code === 'ERR_BUFFER_TOO_LARGE') {
-        throw new DecodeError(`automerge: a document chunk's columns inflate past ${MAX_INFLATED_DOCUMENT_BYTES} bytes`, { cause: e })
-      }
-      return
-    }
+    const n = inflatedLength(column, Math.max(1, left))
+    if (n === 'past') throw new DecodeError(`automerge: a document chunk's columns inflate past ${MAX_INFLATED_DOCUMENT_BYTES} bytes`)
+    if (n === undefined) return
     left -= n
   }
 }
@@ -121,16 +127,10 @@ export function checkDocumentInflatedSize(chunk: Chunk): void {
 function compressedColumns(body: Uint8Array): Uint8Array[] | undefined {
   let p = 0
   const uleb = (): number | undefined => {
-    let v = 0
-    let mult = 1
-    for (;;) {
-      if (p >= body.length) return undefined
-      const b = body[p++] as number
-      v += (b & 0x7f) * mult
-      if (b < 0x80) return v
-      mult *= 128
-      if (mult > 2 ** 49) return undefined
-    }
+    const read = readUleb(body, p)
+    if (read === undefined) return undefined
+    p = read[1]
+    return read[0]
   }
   const actors = uleb()
   if (actors === undefined) return undefined

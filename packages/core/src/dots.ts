@@ -55,16 +55,16 @@ export function compareDots(a: Dot, b: Dot): number {
 export const MAX_REPLICA_ID_BYTES = 256
 
 /**
- * A set of dots kept as per-replica sorted, disjoint, non-adjacent inclusive ranges.
- * Used as a causal context ("every event I have seen") and as a delta's context.
- */
-/**
  * Largest dot counter (or sequence number) a decoder accepts: 2^48, far past what any writer
  * reaches, far below 2^53. A received context holding a writer's counter near 2^53 (an 18-byte
  * delta) left that writer unable to take another dot, for good: its context keeps it.
  */
 export const MAX_DOT_COUNTER = 2 ** 48
 
+/**
+ * A set of dots kept as per-replica sorted, disjoint, non-adjacent inclusive ranges.
+ * Used as a causal context ("every event I have seen") and as a delta's context.
+ */
 export class DotSet {
   // replica -> flat [start0, end0, start1, end1, ...], sorted, disjoint, non-adjacent
   private readonly map = new Map<string, number[]>()

@@ -159,7 +159,6 @@ function decodeBatch(payload: Uint8Array): StoreOp[] {
   })
 }
 
-/** Whether `data` holds only zero bytes from `from` on. */
 /** Bytes of a file read a window at a time (windows of at least WINDOW_BYTES). */
 class FileWindows {
   private window = new Uint8Array(0)

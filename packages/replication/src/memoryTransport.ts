@@ -214,9 +214,9 @@ export class MemoryTransport implements Transport {
       const rec: LogRecord = { origin, position: toPosition(c), bytes: log.records[c - log.base] as Uint8Array }
       c++
       if (this.faults.drop?.(rec, reader) === true) {
-        const last = out[out.length - 1]
-        if (last?.skipped === true) out[out.length - 1] = { origin, position: rec.position, bytes: EMPTY, skipped: true }
-        else out.push({ origin, position: rec.position, bytes: EMPTY, skipped: true })
+        const placeholder: LogRecord = { origin, position: rec.position, bytes: EMPTY, skipped: true }
+        if (out[out.length - 1]?.skipped === true) out[out.length - 1] = placeholder
+        else out.push(placeholder)
         continue
       }
       out.push(rec)

@@ -197,6 +197,7 @@ const jrnKey = (docId: string, n: number): string => `jrn/${docId}/${n}`
  * per WAL_MAX_ENTRIES batches that change it, not once per batch.
  */
 const WAL_MAX_ENTRIES = 32
+const WAL_MAX_BYTES = 1024 * 1024
 /** Start-up catch-up with the own log (catchUpOwnLog): each poll's wait while short of the log's end, and how long it may go without a record. */
 const CATCH_UP_POLL_WAIT_MS = 100
 const CATCH_UP_STALL_MS = 60_000
@@ -206,7 +207,6 @@ const CATCH_UP_STALL_MS = 60_000
  * was built again, whole, every round).
  */
 const ROUND_BYTES = 64 * 1024 * 1024
-const WAL_MAX_BYTES = 1024 * 1024
 const posKey = (origin: string): string => `pos/${origin}`
 /** Longest close() waits for commits in flight (they only spare redelivery after a restart). */
 const CLOSE_COMMIT_WAIT_MS = 5_000
@@ -985,9 +985,9 @@ export class RegionNode {
     await this.init()
     await this.exclusive(async () => {
       await this.adoptOrphans()
-      // Every local change: in several store batches when they are many (see stage).
-      // Again only while a batch stopped at ROUND_BYTES (writes made meanwhile wait for the next
-      // flush or round: an application writing all the time would keep the loop going for ever).
+      // Every local change, in several store batches when they are past ROUND_BYTES (see stage);
+      // another batch only while one stopped there (writes made meanwhile wait for the next flush
+      // or round: an application writing all the time would keep the loop going for ever).
       do {
         this.stageCut = false
         await this.persist([])
@@ -1123,8 +1123,8 @@ export class RegionNode {
     // One HLC reading per batch: an envelope's time is its batch's (the deltas carry their own).
     let time: HlcTimestamp | undefined
     // Up to ROUND_BYTES of changes per store batch (the batch holds them twice: outbox and
-    // write-ahead log); the documents past it wait for the next batch (flush() writes batches
-    // until none waits).
+    // write-ahead log); the documents past it wait for the next batch (flush() writes another
+    // while a batch stops here: stageCut).
     let staged = 0
     for (const docId of this.pendingLocal) {
       if (staged >= ROUND_BYTES) {

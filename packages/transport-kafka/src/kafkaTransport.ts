@@ -79,15 +79,15 @@ function steer(call: () => void): void {
   }
 }
 
+/** Offsets are signed 64-bit, and a commit stores the next one: past this no record can be. */
+const MAX_OFFSET = 2n ** 63n - 2n
+
 /** `position` checked to be an offset: a canonical decimal (no sign, no leading zeros). */
 function checkedPosition(position: LogPosition): string {
   if (typeof position !== 'string' || !POSITION.test(position)) throw new DecodeError(`kafka transport: malformed position ${JSON.stringify(position)}`)
-  // Offsets are signed 64-bit, and a commit stores the next one: past this no record can be.
   if (position.length === 19 && BigInt(position) > MAX_OFFSET) throw new DecodeError(`kafka transport: position ${position} is out of range`)
   return position
 }
-
-const MAX_OFFSET = 2n ** 63n - 2n
 
 function offsetOf(position: LogPosition): bigint {
   return BigInt(checkedPosition(position))
@@ -380,21 +380,18 @@ export class KafkaTransport implements Transport {
   }
 
   async earliest(origin: string): Promise<LogPosition | undefined> {
-    this.check()
-    const topic = topicName(this.options.topicPrefix, origin)
-    try {
-      const admin = await this.connectAdmin()
-      if (!(await admin.listTopics()).includes(topic)) return undefined
-      const offsets = await admin.fetchTopicOffsets(topic)
-      const p = offsets.find((o) => o.partition === PARTITION)
-      if (p === undefined || BigInt(p.low) >= BigInt(p.high)) return undefined
-      return String(BigInt(p.low))
-    } catch (e) {
-      throw this.fail(e, 'earliest')
-    }
+    const w = await this.watermarks(origin, 'earliest')
+    return w === undefined ? undefined : String(w.low)
   }
 
   async latest(origin: string): Promise<LogPosition | undefined> {
+    // The high watermark is the next offset to be written (committed by every in-sync replica).
+    const w = await this.watermarks(origin, 'latest')
+    return w === undefined ? undefined : String(w.high - 1n)
+  }
+
+  /** The low and high watermarks of `origin`'s partition; undefined when the topic is missing or holds no record. */
+  private async watermarks(origin: string, what: string): Promise<{ low: bigint; high: bigint } | undefined> {
     this.check()
     const topic = topicName(this.options.topicPrefix, origin)
     try {
@@ -403,10 +400,9 @@ export class KafkaTransport implements Transport {
       const offsets = await admin.fetchTopicOffsets(topic)
       const p = offsets.find((o) => o.partition === PARTITION)
       if (p === undefined || BigInt(p.low) >= BigInt(p.high)) return undefined
-      // The high watermark is the next offset to be written (committed by every in-sync replica).
-      return String(BigInt(p.high) - 1n)
+      return { low: BigInt(p.low), high: BigInt(p.high) }
     } catch (e) {
-      throw this.fail(e, 'latest')
+      throw this.fail(e, what)
     }
   }
 

@@ -167,7 +167,6 @@ export function resolveOptions(options: RedisTransportOptions): ResolvedRedisTra
   }
 }
 
-
 /**
  * Refuses ioredis's own `keyPrefix` (in options or on a client passed in): ioredis prefixes only the
  * keys of commands whose key positions it knows, and XGROUP is not one of them — the consumer

@@ -8,8 +8,7 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import { ClosedError, ConfigError, checkKnownOptions, checkStoreBatch, checkStoreKey, toBuffer, type Store, type StoreOp } from '@concord/core'
 import { quitWithin, translateError } from './errors.js'
-import { timeoutMs } from './options.js'
-import { WAIT_ON_CLUSTER, hasHashTag } from './options.js'
+import { WAIT_ON_CLUSTER, hasHashTag, timeoutMs } from './options.js'
 
 type Client = Redis | Cluster
 

@@ -434,25 +434,24 @@ export class RedisTransport implements Transport {
     }
   }
 
-  async earliest(origin: string): Promise<LogPosition | undefined> {
-    this.check()
-    checkName('origin', origin)
-    try {
-      const entries = parseEntries(await this.client.call('XRANGE', [this.streamKey(origin), '-', '+', 'COUNT', 1]))
-      return entries[0]?.id
-    } catch (e) {
-      throw this.fail(e, 'earliest')
-    }
+  earliest(origin: string): Promise<LogPosition | undefined> {
+    return this.endId(origin, 'XRANGE', 'earliest')
   }
 
-  async latest(origin: string): Promise<LogPosition | undefined> {
+  latest(origin: string): Promise<LogPosition | undefined> {
+    return this.endId(origin, 'XREVRANGE', 'latest')
+  }
+
+  /** The id of the first (XRANGE) or last (XREVRANGE) entry of `origin`'s stream, if any. */
+  private async endId(origin: string, command: 'XRANGE' | 'XREVRANGE', what: string): Promise<LogPosition | undefined> {
     this.check()
     checkName('origin', origin)
+    const range = command === 'XRANGE' ? ['-', '+'] : ['+', '-']
     try {
-      const entries = parseEntries(await this.client.call('XREVRANGE', [this.streamKey(origin), '+', '-', 'COUNT', 1]))
+      const entries = parseEntries(await this.client.call(command, [this.streamKey(origin), ...range, 'COUNT', 1]))
       return entries[0]?.id
     } catch (e) {
-      throw this.fail(e, 'latest')
+      throw this.fail(e, what)
     }
   }
 
