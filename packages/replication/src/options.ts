@@ -87,7 +87,8 @@ export interface RegionNodeOptions {
   /**
    * Records larger than this are rejected as oversize before decoding; the node sends no envelope
    * larger than this (nor than its transport's `maxRecordBytes`): a local change past it is kept
-   * in this region only and reported as a TooLargeError. Give every region the same value.
+   * in this region only and reported as a TooLargeError. Give every region the same value. At
+   * least 1 KiB (MIN_ENVELOPE_BYTES), as is the transport's `maxRecordBytes`.
    * @default 8 MiB + 64 KiB
    */
   readonly maxEnvelopeBytes?: number
@@ -205,8 +206,15 @@ const MAX_TYPE_NAME_BYTES = 128
 /** The default and the most of maxEnvelopeBytes: receivers refuse a payload past MAX_PAYLOAD_BYTES. */
 const MAX_ENVELOPE_BYTES = MAX_PAYLOAD_BYTES + 64 * 1024
 
+/**
+ * The least of maxEnvelopeBytes (and of a transport's maxRecordBytes): below it not even a
+ * heartbeat of a few writers fits, so the node could send no control record — no liveness, no
+ * repairs — besides refusing every change.
+ */
+export const MIN_ENVELOPE_BYTES = 1024
+
 function envelopeLimit(v: number | undefined): number {
-  const x = positiveInt('maxEnvelopeBytes', v, MAX_ENVELOPE_BYTES, 64)
+  const x = positiveInt('maxEnvelopeBytes', v, MAX_ENVELOPE_BYTES, MIN_ENVELOPE_BYTES)
   // Larger envelopes would be sent, and refused by every receiver.
   if (x > MAX_ENVELOPE_BYTES) fail(`maxEnvelopeBytes must be at most ${MAX_ENVELOPE_BYTES} (receivers refuse a payload past ${MAX_PAYLOAD_BYTES} bytes), got ${x}`)
   return x

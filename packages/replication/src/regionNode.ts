@@ -37,7 +37,7 @@ import {
   type Replica,
   type StoreOp,
 } from '@concord/core'
-import { resolveOptions, type RegionNodeOptions, type ResolvedOptions } from './options.js'
+import { MIN_ENVELOPE_BYTES, resolveOptions, type RegionNodeOptions, type ResolvedOptions } from './options.js'
 import {
   ANY_RESPONDER,
   HEARTBEAT,
@@ -412,6 +412,9 @@ export class RegionNode {
     this.incarnation = `${hex()}${hex()}`
     this.otherRegions = this.o.regions.filter((r) => r !== this.region)
     const recordLimit = this.o.transport.maxRecordBytes
+    if (typeof recordLimit === 'number' && recordLimit > 0 && recordLimit < MIN_ENVELOPE_BYTES) {
+      throw new ConfigError(`the transport takes records of at most ${recordLimit} bytes (its maxRecordBytes); a RegionNode needs at least ${MIN_ENVELOPE_BYTES}`)
+    }
     this.envelopeLimit = typeof recordLimit === 'number' && recordLimit > 0 ? Math.min(recordLimit, this.o.maxEnvelopeBytes) : this.o.maxEnvelopeBytes
     for (const r of this.o.regions) this.peers.set(r, { applied: 0, duplicates: 0, rejected: 0, lagMs: 0, repairsRequested: 0, repairsApplied: 0 })
     if (this.o.meter !== undefined) this.registerInstruments()

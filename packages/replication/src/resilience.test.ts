@@ -113,6 +113,10 @@ describe('RegionNode options', () => {
     ['a type name with a lone surrogate', { factories: { 'sum\uD800': { typeName: 'sum\uD800', create: (id: string) => new SumReplica(id) } as unknown as ReplicaFactory<unknown> } }, /must be 1\.\.128 bytes/],
     ['a type name past 128 bytes', { factories: { ['t'.repeat(129)]: { typeName: 't'.repeat(129), create: (id: string) => new SumReplica(id) } as unknown as ReplicaFactory<unknown> } }, /must be 1\.\.128 bytes/],
     ['maxEnvelopeBytes past what receivers take', { maxEnvelopeBytes: 32 * 1024 * 1024 }, /maxEnvelopeBytes must be at most/],
+    // Review finding: 64 was accepted, and then no envelope fit — every change refused, and no
+    // heartbeat or repair could go out.
+    ['maxEnvelopeBytes below 1 KiB', { maxEnvelopeBytes: 64 }, /maxEnvelopeBytes must be an integer >= 1024, got 64/],
+    ['a transport whose records are below 1 KiB', { transport: Object.assign(new MemoryTransport(), { maxRecordBytes: 512 }) }, /at most 512 bytes \(its maxRecordBytes\); a RegionNode needs at least 1024/],
   ]
   it.each(cases)('rejects %s with a ConfigError', (_name, over, message) => {
     let err: unknown
