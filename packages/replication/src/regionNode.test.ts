@@ -1087,6 +1087,56 @@ describe('RegionNode metrics: pending', () => {
   })
 })
 
+describe('RegionNode metrics: staleness', () => {
+  // Review finding: lagMs is taken when an envelope is read, so a reader cut off from a region kept
+  // reporting its last small value; nothing in metrics() grew while the region went unheard.
+  it('grows while a region is not heard, and drops back once its heartbeats arrive', async () => {
+    const { clock, make } = makeCluster({ instances: 0 })
+    const eu = make('eu', 'i1', new MemoryStore(), { heartbeatIntervalMs: 1000 })
+    const us = make('us', 'i1', new MemoryStore(), { heartbeatIntervalMs: 1000 })
+    const staleness = (region: string): number | undefined => us.metrics().peers.find((p) => p.region === region)?.stalenessMs
+    await us.pump()
+    expect(staleness('eu')).toBeUndefined()
+    expect(staleness('us')).toBe(0)
+    await eu.pump()
+    clock.advance(200)
+    await us.pump()
+    // Heard eu's registration, 200 ms ago by eu's clock.
+    expect(staleness('eu')).toBe(200)
+    // eu stops running: nothing more arrives, and the figure grows with the time (lagMs does not).
+    clock.advance(30_000)
+    await us.pump()
+    expect(staleness('eu')).toBe(30_200)
+    const lag = us.metrics().peers.find((p) => p.region === 'eu')?.lagMs
+    // eu runs again: its next round heartbeats (due), and us hears it.
+    await eu.pump()
+    clock.advance(50)
+    await us.pump()
+    expect(staleness('eu')).toBe(50)
+    expect(us.metrics().peers.find((p) => p.region === 'eu')?.lagMs).toBe(lag)
+    // A data envelope counts too.
+    clock.advance(500)
+    ;((await eu.open('c', 'pn-counter')) as unknown as PnCounter).increment(1)
+    await eu.flush()
+    clock.advance(20)
+    await us.pump()
+    expect(staleness('eu')).toBe(20)
+    await eu.close()
+    await us.close()
+  })
+
+  it('does not count a record whose time leads past maxDriftMs', async () => {
+    const { clock, make } = makeCluster({ instances: 0 })
+    const us = make('us', 'i1')
+    const ahead = make('eu', 'i1', new MemoryStore(), { now: () => clock.now() + 3_600_000 })
+    await ahead.pump()
+    await us.pump()
+    expect(us.metrics().peers.find((p) => p.region === 'eu')?.stalenessMs).toBeUndefined()
+    await ahead.close()
+    await us.close()
+  })
+})
+
 describe('RegionNode eviction bookkeeping', () => {
   it('registers a replica for finalization once, however often it is evicted and taken back (review finding: once per eviction, memory without bound)', async () => {
     const { make } = makeCluster({ instances: 0 })
@@ -1570,6 +1620,10 @@ describe('RegionNode metrics as OpenTelemetry instruments', () => {
     expect(collect('concord.replication.rejected')).toEqual(zeros)
     expect(collect('concord.replication.pending')).toEqual(zeros)
     expect(collect('concord.replication.lag').size).toBe(fromMetrics.size)
+    // Every region heard (its registration at least), the own one at 0.
+    const staleness = collect('concord.replication.staleness')
+    expect(staleness.size).toBe(fromMetrics.size)
+    expect(staleness.get('eu')).toBe(0)
     expect(collect('concord.replication.duplicates').size).toBe(fromMetrics.size)
     // Closed, it reports no more, and the meter holds it no longer (a restarted node doubled the series).
     await observed.close()

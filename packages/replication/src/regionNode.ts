@@ -79,8 +79,21 @@ export interface PeerMetrics {
   readonly rejected: number
   /** Envelopes known to exist (from sequence numbers and heartbeats) but not yet applied. */
   readonly pending: number
-  /** Local time minus the HLC time of the last applied envelope, when it was read from the log (ms). */
+  /**
+   * How old the last applied envelope was when it was read from the log: local time then minus its
+   * HLC time (ms). Taken at read time, it does not grow while nothing arrives: see stalenessMs.
+   */
   readonly lagMs: number
+  /**
+   * How far behind this node's view of the region is: local time now minus the HLC time of the
+   * newest record (data envelope, heartbeat or other control record) read and verified from the
+   * region's log (ms). The region's nodes heartbeat every heartbeatIntervalMs, so while they run
+   * and this node reads, it stays near that interval plus the delivery time; it grows while the
+   * region is down or cut off, or while this node reads nothing (stalled, or not pumping) — the
+   * figure to alert on. Undefined until a first record of the region was read; 0 for the node's
+   * own region (its own writes are never behind).
+   */
+  readonly stalenessMs: number | undefined
   /** Repair requests sent for this region's writers. */
   readonly repairsRequested: number
   /** Repair responses fully applied for this region's writers. */
@@ -345,6 +358,8 @@ export class RegionNode {
   private dlUndo: { list: Array<{ key: string; letter: DeadLetter }>; counter: number; rejected: Map<string, number> } | undefined
   private evictions = 0
   private readonly peers = new Map<string, MutablePeer>()
+  /** Per other region, the newest HLC wall time of a record read and verified from its log (stalenessMs). */
+  private readonly heardWall = new Map<string, number>()
   private readonly nodeSeen = new Map<string, VersionVector>()
   private readonly sightings: Sighting[] = []
   private initializing = false
@@ -1694,6 +1709,12 @@ export class RegionNode {
       // Another instance writes to our log: read it every round. (Not our own writer id: an own
       // record can arrive before its append has resolved, which isOwnAppend cannot know yet.)
       if (o === this.region && env.writer !== this.writer) this.twinHeardAt = this.o.now()
+      // The region was heard up to this time (a time past the accepted clock lead does not count:
+      // one such record would hide a stall for as long as it leads).
+      else if (o !== this.region) {
+        const wall = env.time.wall
+        if (!((this.heardWall.get(o) as number) >= wall) && wall <= this.readAt + this.o.maxDriftMs) this.heardWall.set(o, wall)
+      }
       if (env.typeName.startsWith('$')) return this.settleRecord(rec, m, ops, this.processControl(env, rec.position))
       if (this.seen.hasCounter(env.writer, env.seq)) {
         if (env.writer !== this.writer) m.duplicates++
@@ -2098,9 +2119,15 @@ export class RegionNode {
       }
       pendingByRegion.set(r, (pendingByRegion.get(r) ?? 0) + Math.max(0, missing))
     }
+    const now = this.o.now()
+    const staleness = (region: string): number | undefined => {
+      if (region === this.region) return 0
+      const heard = this.heardWall.get(region)
+      return heard === undefined ? undefined : Math.max(0, now - heard)
+    }
     return {
       writer: this.writer,
-      peers: this.o.regions.map((region) => ({ region, ...this.peer(region), pending: pendingByRegion.get(region) ?? 0 })),
+      peers: this.o.regions.map((region) => ({ region, ...this.peer(region), pending: pendingByRegion.get(region) ?? 0, stalenessMs: staleness(region) })),
       deadLetters: this.deadList.length,
       cachedReplicas: this.docs.size,
       evictions: this.evictions,
@@ -2114,16 +2141,21 @@ export class RegionNode {
     const meter = this.o.meter
     if (meter === undefined) return
     // Removed again by close(): a closed node no longer reports, nor stays reachable from the meter.
-    const observe = (instrument: ObservableGauge | ObservableCounter, pick: (p: PeerMetrics) => number): void => {
+    const observe = (instrument: ObservableGauge | ObservableCounter, pick: (p: PeerMetrics) => number | undefined): void => {
       const cb = (r: ObservableResult): void => {
-        for (const p of this.metrics().peers) r.observe(pick(p), { 'concord.writer': this.writer, 'concord.peer_region': p.region })
+        for (const p of this.metrics().peers) {
+          const v = pick(p)
+          // Nothing to report yet (stalenessMs before a region was first heard).
+          if (v !== undefined) r.observe(v, { 'concord.writer': this.writer, 'concord.peer_region': p.region })
+        }
       }
       instrument.addCallback(cb)
       this.instruments.push(() => instrument.removeCallback(cb))
     }
-    const gauge = (name: string, description: string, unit: string, pick: (p: PeerMetrics) => number): void => observe(meter.createObservableGauge(name, { description, unit }), pick)
+    const gauge = (name: string, description: string, unit: string, pick: (p: PeerMetrics) => number | undefined): void => observe(meter.createObservableGauge(name, { description, unit }), pick)
     const counter = (name: string, description: string, pick: (p: PeerMetrics) => number): void => observe(meter.createObservableCounter(name, { description }), pick)
     gauge('concord.replication.lag', 'Replication delay of the last applied envelope', 'ms', (p) => p.lagMs)
+    gauge('concord.replication.staleness', 'Age of the newest record read from the region (grows while it is not heard)', 'ms', (p) => p.stalenessMs)
     gauge('concord.replication.pending', 'Envelopes known but not yet applied', '{envelope}', (p) => p.pending)
     counter('concord.replication.applied', 'Envelopes applied', (p) => p.applied)
     counter('concord.replication.duplicates', 'Duplicate envelopes dropped', (p) => p.duplicates)
