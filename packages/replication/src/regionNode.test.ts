@@ -1656,6 +1656,61 @@ describe('RegionNode and a store behind its writer', () => {
     return { clock, make, us, euStore, backup }
   }
 
+  it('never saves a read position below one it saved before: a rewind during an in-flight commit left the store behind the log, and a clean restart was refused (review finding)', async () => {
+    const { clock, broker, make } = makeCluster({ instances: 0 })
+    const inner = new MemoryTransport({ broker })
+    // Commits that can be held on their way (a slow round trip), and a store whose next write
+    // with a read position fails (a full disk).
+    let hold: Promise<void> | undefined
+    let release = (): void => undefined
+    const transport = Object.assign(Object.create(inner) as MemoryTransport, {
+      commit: async (reader: string, origin: string, position: string): Promise<void> => {
+        if (hold !== undefined) await hold
+        await inner.commit(reader, origin, position)
+      },
+    })
+    let failNext = false
+    const store = new (class extends MemoryStore {
+      override async write(ops: Parameters<MemoryStore['write']>[0]): Promise<void> {
+        if (failNext && ops.some((o) => o.key === 'pos/eu')) {
+          failNext = false
+          throw new Error('store write failed (test)')
+        }
+        return super.write(ops)
+      }
+    })()
+    const options = { transport, pollMax: 10, ownLogPollMs: 0, commitIntervalMs: 1000, heartbeatIntervalMs: 3_600_000 }
+    const eu = make('eu', 'i1', store, options)
+    await eu.pump()
+    for (let i = 0; i < 60; i++) ((await eu.open(`d${i}`, 'pn-counter')) as unknown as PnCounter).increment(1)
+    await eu.flush()
+    clock.advance(2000)
+    await eu.pump()
+    await eu.pump()
+    await eu.pump()
+    // The next round's commit goes out (the interval passed) and is held.
+    hold = new Promise((r) => (release = r))
+    clock.advance(2000)
+    await eu.pump()
+    const saved = async (): Promise<number> => Number(new TextDecoder().decode((await store.get('pos/eu')) as Uint8Array))
+    const before = await saved()
+    // This round's store write fails: the node rewinds its own log to the committed position of
+    // that moment; then the held commit (of the later position) lands, and the node reads again.
+    failNext = true
+    await expect(eu.pump()).rejects.toThrow(/store write failed/)
+    hold = undefined
+    release()
+    await new Promise((r) => setTimeout(r, 10))
+    await eu.pump()
+    expect(await saved()).toBeGreaterThanOrEqual(before)
+    await eu.close()
+    expect(await saved()).toBeGreaterThanOrEqual(Number(await inner.committed('eu/i1', 'eu')))
+    clock.advance(60_000)
+    const again = make('eu', 'i1', store, options)
+    await again.pump()
+    await again.close()
+  })
+
   it('refuses to start with a lost store (review finding: it reused sequence numbers, and every region dropped its new writes as duplicates)', async () => {
     const { make } = await wroteAndCommitted()
     const eu = make('eu', 'i1', new MemoryStore())

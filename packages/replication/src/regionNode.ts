@@ -358,6 +358,14 @@ export class RegionNode {
   private dlUndo: { list: Array<{ key: string; letter: DeadLetter }>; counter: number; rejected: Map<string, number> } | undefined
   private evictions = 0
   private readonly peers = new Map<string, MutablePeer>()
+  /**
+   * Per origin, the highest read position this process saved in the store (or found there for its
+   * own region at start). A round that reads again from a lower position — after a rewind to the
+   * committed one, while a commit of a later position was still on its way — saves no lower one:
+   * the store would then hold a position below the committed one, which checkStoreNotBehind takes
+   * for a lost store, and a clean restart was refused.
+   */
+  private readonly savedPositions = new Map<string, LogPosition>()
   /** Per other region, the newest HLC wall time of a record read and verified from its log (stalenessMs). */
   private readonly heardWall = new Map<string, number>()
   private readonly nodeSeen = new Map<string, VersionVector>()
@@ -590,6 +598,7 @@ export class RegionNode {
     if (committed === undefined) return
     const saved = await this.o.store.get(posKey(this.region))
     const savedPosition = saved === undefined ? undefined : utf8Decoder.decode(saved)
+    if (savedPosition !== undefined) this.savedPositions.set(this.region, savedPosition)
     let behind: boolean
     try {
       behind = savedPosition === undefined || this.o.transport.comparePositions(committed, savedPosition) > 0
@@ -1537,8 +1546,10 @@ export class RegionNode {
     try {
       for (const rec of records) await this.processRecord(rec, ops)
       const last = (records[records.length - 1] as LogRecord).position
-      ops.push({ op: 'put', key: posKey(origin), value: utf8.encode(last) })
+      const save = this.positionToSave(origin, last)
+      ops.push({ op: 'put', key: posKey(origin), value: utf8.encode(save) })
       await this.persist(ops)
+      this.savedPositions.set(origin, save)
       await this.o.transport.commit(this.writer, origin, last)
       return last
     } catch (e) {
@@ -1591,6 +1602,7 @@ export class RegionNode {
     const ops: StoreOp[] = []
     // Logs whose records past the round's byte budget are left for the next round (read again).
     const cut: string[] = []
+    const saves: Array<[string, LogPosition]> = []
     try {
       this.roundBytes = 0
       for (const b of batches) {
@@ -1622,9 +1634,12 @@ export class RegionNode {
           }
           b.last = (recs[i - 1] as LogRecord).position
         }
-        ops.push({ op: 'put', key: posKey(b.origin), value: utf8.encode(b.last) })
+        const save = this.positionToSave(b.origin, b.last)
+        ops.push({ op: 'put', key: posKey(b.origin), value: utf8.encode(save) })
+        saves.push([b.origin, save])
       }
       await this.persist(ops)
+      for (const [origin, save] of saves) this.savedPositions.set(origin, save)
     } catch (e) {
       // Not the records' fault (store or transport failed): read them again next round.
       this.undoDeadLetters()
@@ -1644,6 +1659,18 @@ export class RegionNode {
     if (this.o.now() - this.lastCommitAt >= this.o.commitIntervalMs) this.startCommits()
     if (this.fatal !== undefined && failure !== undefined) throw failure.error
     return { records, failure }
+  }
+
+  /** The read position to save for `origin`: `last`, or the higher one saved before (see savedPositions). */
+  private positionToSave(origin: string, last: LogPosition): LogPosition {
+    const saved = this.savedPositions.get(origin)
+    if (saved === undefined || saved === last) return last
+    try {
+      return this.o.transport.comparePositions(saved, last) > 0 ? saved : last
+    } catch {
+      // A position the transport no longer reads (not one of its own): the new one.
+      return last
+    }
   }
 
   /** Own log: what this process appended need not come back (see PollOptions.skipAppendsOf). */
