@@ -26,6 +26,18 @@ describe('RedisTransport options', () => {
     expect(() => resolveOptions({ keyprefix: '{x}' } as never)).toThrow(/unknown option "keyprefix" \(did you mean "keyPrefix"\?\)/)
   })
 
+  it('refuses ioredis\'s keyPrefix given in a URL\'s query too (review finding: accepted, then every poll failed with NOGROUP)', () => {
+    expect(() => resolveOptions({ redis: 'redis://127.0.0.1:6379/?keyPrefix=oops:' })).toThrow(/ioredis's keyPrefix \("oops:"\) is not supported/)
+    expect(resolveOptions({ redis: 'redis://127.0.0.1:6379/?lazyConnect=true' }).redis).toBe('redis://127.0.0.1:6379/?lazyConnect=true')
+  })
+
+  it('refuses reader and origin names with NUL (review finding: two pairs shared one session and read each other\'s streams)', async () => {
+    const t = new RedisTransport({ redis: { lazyConnect: true } })
+    await expect(t.poll('a\u0000b', 'c')).rejects.toThrow(/reader "a\\u0000b" must not contain NUL/)
+    await expect(t.append('b\u0000c', [Uint8Array.of(1)])).rejects.toBeInstanceOf(ConfigError)
+    await t.close()
+  })
+
   it('creates its client with one retry per command (fail fast while a server is down), unless told otherwise', async () => {
     const retries = (t: RedisTransport): unknown => (t as unknown as { client: { options: { maxRetriesPerRequest: unknown } } }).client.options.maxRetriesPerRequest
     const fromUrl = new RedisTransport({ redis: 'redis://127.0.0.1:1?lazyConnect=true' })

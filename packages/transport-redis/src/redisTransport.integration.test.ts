@@ -150,6 +150,22 @@ describe.skipIf(!server.available)('RedisTransport against a real Redis', () => 
     expect(await admin.xpending(`${keyPrefix}:log:${origin}`, reader)).toEqual([0, null, null, null])
   })
 
+  it('commits never move backwards past 2^53 either (review finding: the script compared ids as doubles)', async () => {
+    const t = open()
+    const origin = unique('o')
+    const reader = unique('r')
+    await t.append(origin, [bytes('a')])
+    await pollN(t, reader, origin, 1)
+    await t.commit(reader, origin, '9007199254740993-0')
+    await t.commit(reader, origin, '9007199254740992-5')
+    expect(await t.committed(reader, origin)).toBe('9007199254740993-0')
+    await t.commit(reader, origin, '9007199254740993-10')
+    await t.commit(reader, origin, '9007199254740993-9')
+    expect(await t.committed(reader, origin)).toBe('9007199254740993-10')
+    await t.commit(reader, origin, '18446744073709551615-0')
+    expect(await t.committed(reader, origin)).toBe('18446744073709551615-0')
+  })
+
   it('a waiting poll wakes on append, and ends when aborted', async () => {
     const reader = open()
     const writer = open()

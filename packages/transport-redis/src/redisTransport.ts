@@ -37,10 +37,19 @@ const BYTES_FIELD_BYTE = BYTES_FIELD.charCodeAt(0)
 
 // Acknowledges every pending entry up to the position, then raises the committed position (never
 // lowers it). One script, so the acks and the stored position cannot disagree after a crash.
+// Ids are compared as digit strings (length, then lexically): Lua numbers are doubles, and past
+// 2^53 tonumber() made different ids equal, so a commit could move back.
 const COMMIT_SCRIPT = `
+local function digits(s)
+  return (string.gsub(s, '^0+(%d)', '%1'))
+end
 local function parse(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
+  return digits(ms), digits(seq)
+end
+local function less(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
 end
 local stream, committed = KEYS[1], KEYS[2]
 local group, pos = ARGV[1], ARGV[2]
@@ -58,7 +67,7 @@ local raise = not current
 if current then
   local cm, cs = parse(current)
   local pm, ps = parse(pos)
-  raise = cm < pm or (cm == pm and cs < ps)
+  raise = less(cm, pm) or (cm == pm and less(cs, ps))
 end
 if raise then redis.call('HSET', committed, group, pos) end
 return 1
@@ -186,6 +195,9 @@ function recordOf(origin: string, entry: StreamEntry): LogRecord | undefined {
 
 function checkName(kind: string, name: string): void {
   if (typeof name !== 'string' || name.length === 0) throw new ConfigError(`redis transport: ${kind} must be a non-empty string`)
+  // NUL separates a reader from an origin in the transport's own maps: 'a\0b' + 'c' and 'a' + 'b\0c'
+  // were one session, which read one origin's stream under the other's name.
+  if (name.includes('\u0000')) throw new ConfigError(`redis transport: ${kind} ${JSON.stringify(name)} must not contain NUL`)
 }
 
 /** ioredis `maxRetriesPerRequest` of the clients the transport creates (see the constructor). */
