@@ -136,6 +136,8 @@ interface Session {
   rejoinTimer: ReturnType<typeof setTimeout> | undefined
   /** Dropped (a failed start, a crash) or its transport closed: a (re)start still under way stops and disconnects. */
   dropped: boolean
+  /** A run of recreateMissing, while one is on. */
+  recreating: Promise<void> | undefined
 }
 
 /** How long after a join without every subscribed topic the consumer joins again. */
@@ -508,6 +510,35 @@ export class KafkaTransport implements Transport {
     return this.producer
   }
 
+  /**
+   * Creates again, empty, each topic `s` consumes that no longer exists (as an append to it would),
+   * so that the restarted consumer fetches its other origins again; and forgets what the reader
+   * took from the old one: its offsets start over, and records below the old position would
+   * otherwise be skipped as delivered. What the deleted topic held is repaired by the readers'
+   * anti-entropy, as after any lost log. One run at a time per session.
+   */
+  private async recreateMissing(s: Session): Promise<void> {
+    if (s.recreating !== undefined || this.closed || s.dropped) return
+    s.recreating = (async () => {
+      const existing = new Set(await (await this.connectAdmin()).listTopics())
+      for (const topic of s.subscribed) {
+        if (existing.has(topic) || this.closed || s.dropped) continue
+        const o = s.origins.get(topic)
+        if (o !== undefined) {
+          o.next = undefined
+          o.committed = undefined
+        }
+        this.forgetTopic(topic)
+        await this.ensureTopic(topic)
+      }
+    })()
+    try {
+      await s.recreating
+    } finally {
+      s.recreating = undefined
+    }
+  }
+
   /** Forgets that `topic` exists and drops the admin client that knew it (see append). */
   private forgetTopic(topic: string): void {
     this.topics.delete(topic)
@@ -613,6 +644,7 @@ export class KafkaTransport implements Transport {
         commitsSent: Promise.resolve(),
         rejoinTimer: undefined,
         dropped: false,
+        recreating: undefined,
       }
       s = session
       consumer.on(consumer.events.GROUP_JOIN, (event) => this.onGroupJoin(session, event.payload.memberAssignment))
@@ -631,6 +663,10 @@ export class KafkaTransport implements Transport {
           session.onJoin()
           for (const o of session.origins.values()) for (const wake of [...o.waiters]) wake()
         }
+        // An origin's topic deleted under the consumer (an operator, a region rebuilt or
+        // decommissioned): kafkajs restarts it every 300 ms into the same error, and every other
+        // origin of this reader stopped flowing with it. See recreateMissing.
+        if (isUnknownTopicError(event.payload.error)) this.recreateMissing(session).catch(() => undefined)
       })
       this.sessions.set(reader, s)
     }
