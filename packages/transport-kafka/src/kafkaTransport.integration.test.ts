@@ -224,6 +224,18 @@ describe.skipIf(!server.available)('KafkaTransport against a real broker', () =>
     expect(await admin.listTopics()).toContain(`${prefix}.${gone}`)
   })
 
+  // Review finding: kafkajs has GZIP only; a topic recompressing with another codec (or a compressed
+  // mirror) crashed the reader's consumer at every fetch, and all its origins starved.
+  it.each(['snappy', 'lz4', 'zstd', 'gzip'])('reads a topic the broker compresses with %s', async (codec) => {
+    const t = open({ topicConfig: { 'compression.type': codec } })
+    const origin = unique('o')
+    const reader = unique('r')
+    const values = Array.from({ length: 40 }, (_, i) => bytes(`record ${i} ${'x'.repeat(i * 7)}`))
+    await t.append(origin, values, { keys: values.map((_, i) => `d${i}`) })
+    const got = await pollN(t, reader, origin, values.length)
+    expect(got.map(text)).toEqual(values.map((v) => new TextDecoder().decode(v)))
+  })
+
   it('pauses at the buffer bound and still delivers everything in order', async () => {
     const t = open({ bufferRecords: 8 })
     const origin = unique('o')

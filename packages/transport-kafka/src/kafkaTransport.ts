@@ -28,6 +28,7 @@ import {
   type Transport,
   toBuffer,
 } from '@concord/core'
+import { registerDefaultCodecs } from './codecs.js'
 import { isProducerStateError, isTooLargeError, isUnknownTopicError, translateError } from './errors.js'
 import { RECORD_ROOM_BYTES, resolveOptions, topicName, type KafkaTransportOptions, type ResolvedKafkaTransportOptions } from './options.js'
 
@@ -169,6 +170,8 @@ export class KafkaTransport implements Transport {
 
   constructor(options: KafkaTransportOptions = {}) {
     this.options = resolveOptions(options)
+    // Snappy, LZ4 and ZSTD batches (a recompressing topic or broker, a compressed mirror) readable.
+    registerDefaultCodecs()
     this.maxRecordBytes = this.options.maxBatchBytes - RECORD_ROOM_BYTES
     const kafka = this.options.kafka
     // A client by its shape, as resolveOptions tells it from options (one made by another copy of

@@ -1,0 +1,90 @@
+import { compress as snappyCompress } from 'snappyjs'
+import { describe, expect, it } from 'vitest'
+import { MAX_INFLATED_BATCH_BYTES, lz4Codec, registerCodecs, snappyCodec, zstdCodec } from './codecs.js'
+
+const text = (b: Uint8Array): string => new TextDecoder().decode(b)
+const bytes = (s: string): Buffer => Buffer.from(s)
+const encoder = (b: Buffer): { buffer: Buffer } => ({ buffer: b })
+
+/** Xerial framing as snappy-java writes it (magic, version 1, compat 1), one block per part. */
+function xerial(parts: readonly Buffer[]): Buffer {
+  const header = Buffer.alloc(16)
+  Buffer.from([0x82, 0x53, 0x4e, 0x41, 0x50, 0x50, 0x59, 0x00]).copy(header)
+  header.writeInt32BE(1, 8)
+  header.writeInt32BE(1, 12)
+  const blocks = parts.map((p) => {
+    const c = Buffer.from(snappyCompress(new Uint8Array(p)))
+    const len = Buffer.alloc(4)
+    len.writeUInt32BE(c.length)
+    return Buffer.concat([len, c])
+  })
+  return Buffer.concat([header, ...blocks])
+}
+
+/** A zstd frame of `blocks` RLE blocks, each 128 KiB of one byte: a few bytes that inflate to blocks × 128 KiB. */
+function zstdRleBomb(blocks: number): Buffer {
+  const out = [Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), Buffer.from([0x00, 0x58])]
+  for (let i = 0; i < blocks; i++) {
+    const last = i === blocks - 1 ? 1 : 0
+    const header = (128 * 1024) * 8 + (1 << 1) + last
+    out.push(Buffer.from([header & 0xff, (header >> 8) & 0xff, (header >> 16) & 0xff, 0x00]))
+  }
+  return Buffer.concat(out)
+}
+
+describe('compression codecs for kafkajs (Snappy, LZ4, ZSTD)', () => {
+  const sample = bytes('concord envelope '.repeat(200))
+
+  it('snappy: its own round trip, and the xerial framing Java clients and brokers write', async () => {
+    expect(text(await snappyCodec.decompress(await snappyCodec.compress(encoder(sample))))).toBe(text(sample))
+    expect(text(await snappyCodec.decompress(xerial([bytes('hello '), bytes('kafka')])))).toBe('hello kafka')
+  })
+
+  it('lz4: round trip', async () => {
+    expect(text(await lz4Codec.decompress(await lz4Codec.compress(encoder(sample))))).toBe(text(sample))
+  })
+
+  it('zstd: decompresses a frame (made by the zstd CLI); compressing is refused', async () => {
+    const frame = Buffer.from('28b52ffd0458d1000068656c6c6f20636f6e636f72642c2068656c6c6f206b61666b617d56f7b9', 'hex')
+    expect(text(await zstdCodec.decompress(frame))).toBe('hello concord, hello kafka')
+    await expect(zstdCodec.compress(encoder(sample))).rejects.toThrow(/not implemented/)
+    // A legitimate RLE frame under the bound inflates.
+    expect((await zstdCodec.decompress(zstdRleBomb(4))).length).toBe(4 * 128 * 1024)
+  })
+
+  it('refuses batches that would inflate past the bound instead of allocating them', async () => {
+    // Snappy: a raw block declaring 1 GiB.
+    const varint = Buffer.from([0x80, 0x80, 0x80, 0x80, 0x04])
+    await expect(snappyCodec.decompress(Buffer.concat([varint, Buffer.alloc(8)]))).rejects.toThrow()
+    // The same inside xerial framing.
+    const framed = xerial([bytes('x')])
+    const bomb = Buffer.concat([framed.subarray(0, 16), Buffer.from([0, 0, 0, 13]), varint, Buffer.alloc(8)])
+    await expect(snappyCodec.decompress(bomb)).rejects.toThrow()
+    // LZ4: a frame of 4 MiB blocks, 17 of them, each a few bytes (their bound is past 64 MiB).
+    const block = Buffer.from([1, 0, 0, 0, 0x00])
+    const lz4 = Buffer.concat([Buffer.from([0x04, 0x22, 0x4d, 0x18, 0x40, 0x70, 0x00]), ...Array.from({ length: 17 }, () => block), Buffer.alloc(4)])
+    await expect(lz4Codec.decompress(lz4)).rejects.toThrow(/inflates past/)
+    // A frame declaring a huge content size is bounded by its blocks, not by that field.
+    const declared = Buffer.concat([Buffer.from([0x04, 0x22, 0x4d, 0x18, 0x48, 0x70, 0, 0, 0, 0, 0, 1, 0, 0, 0x00]), Buffer.alloc(4)])
+    expect((await lz4Codec.decompress(declared)).length).toBe(0)
+    // ZSTD: RLE blocks past the bound (2 KiB of input).
+    const blocks = MAX_INFLATED_BATCH_BYTES / (128 * 1024) + 1
+    await expect(zstdCodec.decompress(zstdRleBomb(blocks))).rejects.toThrow(/inflates past/)
+  })
+
+  it('fills only the slots kafkajs left unimplemented, and keeps codecs the application registered', () => {
+    const own = { compress: async () => Buffer.alloc(0), decompress: async () => Buffer.alloc(0) }
+    const table: Record<number, () => unknown> = {
+      1: () => 'gzip',
+      2: () => {
+        throw new Error('Snappy compression not implemented')
+      },
+      3: () => own,
+    }
+    registerCodecs(table, { Snappy: 2, LZ4: 3, ZSTD: 4 })
+    expect(table[1]?.()).toBe('gzip')
+    expect(table[2]?.()).toBe(snappyCodec)
+    expect(table[3]?.()).toBe(own)
+    expect(table[4]?.()).toBe(zstdCodec)
+  })
+})
