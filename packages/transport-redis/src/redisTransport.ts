@@ -30,6 +30,8 @@ type Client = Redis | Cluster
 type AppendOptions = NonNullable<Parameters<Transport['append']>[2]>
 
 const DEFAULT_POLL_MAX = 256
+/** Pause between probes of a server that stopped answering (see RedisTransport.unanswered). */
+const PROBE_INTERVAL_MS = 250
 const POSITION = /^(\d{1,20})-(\d{1,20})$/
 /** Entry field holding the record's bytes (the append script also writes the record key as field `k`). */
 const BYTES_FIELD = 'b'
@@ -220,6 +222,14 @@ export class RedisTransport implements Transport {
   private readonly groups = new Set<string>()
   private readonly watchers = new WatchListeners()
   private closed = false
+  /**
+   * Set while the server has not answered since a poll timed out on it (it stopped answering
+   * without closing its connections: a partition, a paused VM): a probe pings it until it answers,
+   * and meanwhile polls fail at once instead of each waiting waitMs + commandTimeoutMs. A node's
+   * round waits for every origin's poll, so over a RoutedTransport one silent region's Redis had
+   * slowed replication between the healthy regions to one round per commandTimeoutMs.
+   */
+  private unanswered: Promise<void> | undefined
 
   constructor(options: RedisTransportOptions = {}) {
     this.options = resolveOptions(options)
@@ -323,6 +333,9 @@ export class RedisTransport implements Transport {
     const max = checked.max
     const signal = options.signal
     const waitMs = signal?.aborted === true ? 0 : checked.waitMs
+    if (this.unanswered !== undefined) {
+      throw new TransportError(`redis transport: the server did not answer a poll within waitMs + commandTimeoutMs (${this.options.commandTimeoutMs} ms) and has not answered a probe since; polls fail at once until it does`, { retriable: true })
+    }
     const s = this.session(reader, origin)
     const out: LogRecord[] = []
     let onAbort: (() => void) | undefined
@@ -390,6 +403,7 @@ export class RedisTransport implements Transport {
       if (this.closed) throw new ClosedError('redis transport was closed during poll', { cause: e })
       if (signal?.aborted === true) return out
       if (timedOut) {
+        this.probe()
         throw new TransportError(`redis transport: poll had no answer within ${limitMs} ms (waitMs + commandTimeoutMs); its connection was dropped`, { cause: e, retriable: true })
       }
       if (replyCode(e) === 'NOGROUP' || replyCode(e) === 'UNBLOCKED') {
@@ -497,6 +511,31 @@ export class RedisTransport implements Transport {
     if (this.ownsClient) {
       await quitWithin(this.client, this.options.commandTimeoutMs)
     }
+  }
+
+  /** Pings the server until it answers (or the transport closes); see {@link unanswered}. */
+  private probe(): void {
+    if (this.unanswered !== undefined || this.closed) return
+    const run = async (): Promise<void> => {
+      while (!this.closed) {
+        let timer: ReturnType<typeof setTimeout> | undefined
+        const answered = await Promise.race([
+          this.client.ping().then(
+            () => true,
+            () => false,
+          ),
+          new Promise<boolean>((resolve) => {
+            timer = setTimeout(() => resolve(false), this.options.commandTimeoutMs)
+          }),
+        ])
+        clearTimeout(timer)
+        if (answered) return
+        await new Promise((r) => setTimeout(r, PROBE_INTERVAL_MS))
+      }
+    }
+    this.unanswered = run().finally(() => {
+      this.unanswered = undefined
+    })
   }
 
   /** Runs a script by its SHA, loading it on NOSCRIPT (a new or restarted server). */
