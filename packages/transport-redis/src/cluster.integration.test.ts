@@ -74,6 +74,18 @@ describe.skipIf(!available)('Redis Cluster', () => {
     expect(owners.size).toBeGreaterThan(1)
   })
 
+  it('reads through a Cluster client made with enableOfflineQueue off (review finding: every poll failed, "Cluster isn\'t ready")', async () => {
+    const c = new Cluster(nodes.slice(0, 1).map((n) => ({ host: '127.0.0.1', port: n.port })), { enableOfflineQueue: false })
+    c.on('error', () => undefined)
+    clients.push(c)
+    await new Promise<void>((resolve) => (c.status === 'ready' ? resolve() : c.once('ready', () => resolve())))
+    const t = new RedisTransport({ redis: c, keyPrefix: `{offline-${randomUUID()}}` })
+    await t.append('eu', [new Uint8Array([7])])
+    const got = await t.poll('us', 'eu', { waitMs: 1000 })
+    expect(got.map((r) => r.bytes[0])).toEqual([7])
+    await t.close()
+  })
+
   it('carries three RegionNodes, each with its own RedisStore in the cluster', async () => {
     const regions = ['eu', 'us', 'ap']
     const prefix = `{nodes-${randomUUID()}}`

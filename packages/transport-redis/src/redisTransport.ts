@@ -24,7 +24,7 @@ import {
   toBuffer,
 } from '@concord/core'
 import { quitWithin, replyCode, translateError } from './errors.js'
-import { WAIT_ON_CLUSTER, resolveOptions, type RedisTransportOptions, type ResolvedRedisTransportOptions } from './options.js'
+import { WAIT_ON_CLUSTER, checkNoClientKeyPrefix, resolveOptions, type RedisTransportOptions, type ResolvedRedisTransportOptions } from './options.js'
 
 type Client = Redis | Cluster
 type AppendOptions = NonNullable<Parameters<Transport['append']>[2]>
@@ -230,6 +230,8 @@ export class RedisTransport implements Transport {
    * slowed replication between the healthy regions to one round per commandTimeoutMs.
    */
   private unanswered: Promise<void> | undefined
+  /** When {@link reconnectMain} last reconnected the main client. */
+  private reconnectedAt = Number.NEGATIVE_INFINITY
 
   constructor(options: RedisTransportOptions = {}) {
     this.options = resolveOptions(options)
@@ -254,6 +256,14 @@ export class RedisTransport implements Transport {
       this.ownsClient = true
       // Errors surface through the failing commands; without a listener ioredis also logs them.
       this.client.on('error', () => undefined)
+      // As ioredis read the URL: it takes forms (protocol-relative, host:port/?...) that the check
+      // of resolveOptions cannot parse.
+      try {
+        checkNoClientKeyPrefix('redis transport', this.client)
+      } catch (e) {
+        this.client.disconnect()
+        throw e
+      }
     }
   }
 
@@ -403,7 +413,7 @@ export class RedisTransport implements Transport {
       if (this.closed) throw new ClosedError('redis transport was closed during poll', { cause: e })
       if (signal?.aborted === true) return out
       if (timedOut) {
-        this.probe()
+        this.probe(s.stream)
         throw new TransportError(`redis transport: poll had no answer within ${limitMs} ms (waitMs + commandTimeoutMs); its connection was dropped`, { cause: e, retriable: true })
       }
       if (replyCode(e) === 'NOGROUP' || replyCode(e) === 'UNBLOCKED') {
@@ -513,14 +523,21 @@ export class RedisTransport implements Transport {
     }
   }
 
-  /** Pings the server until it answers (or the transport closes); see {@link unanswered}. */
-  private probe(): void {
+  /**
+   * Asks the server about `stream` until it answers (or the transport closes); see
+   * {@link unanswered}. Each try on a new connection of its own, as the next poll's read would be
+   * (the main client's socket may stay dead after the path heals: a NAT or load balancer that lost
+   * the flow, a DNS failover), with a command keyed by the stream (on a Cluster, the master of its
+   * slot answers, not a random one), dropped after commandTimeoutMs (no pings pile up on it).
+   */
+  private probe(stream: string): void {
     if (this.unanswered !== undefined || this.closed) return
     const run = async (): Promise<void> => {
       while (!this.closed) {
+        const conn = this.duplicateForReads()
         let timer: ReturnType<typeof setTimeout> | undefined
         const answered = await Promise.race([
-          this.client.ping().then(
+          conn.exists(stream).then(
             () => true,
             () => false,
           ),
@@ -529,6 +546,7 @@ export class RedisTransport implements Transport {
           }),
         ])
         clearTimeout(timer)
+        conn.disconnect()
         if (answered) return
         await new Promise((r) => setTimeout(r, PROBE_INTERVAL_MS))
       }
@@ -536,6 +554,22 @@ export class RedisTransport implements Transport {
     this.unanswered = run().finally(() => {
       this.unanswered = undefined
     })
+  }
+
+  /**
+   * A command of the main client timed out (ioredis's commandTimeout): its connection is suspect,
+   * so it is closed and opened again (a client this transport made; at most once per
+   * commandTimeoutMs). ioredis keeps a socket whose path died without a close (a NAT or load
+   * balancer that lost the flow, a failover behind one address) until the kernel gives up on it,
+   * about 15 minutes on Linux: every append and commit timed out meanwhile, though a new
+   * connection got through.
+   */
+  private reconnectMain(): void {
+    if (!this.ownsClient || this.closed) return
+    const now = Date.now()
+    if (now - this.reconnectedAt < this.options.commandTimeoutMs) return
+    this.reconnectedAt = now
+    this.client.disconnect(true)
   }
 
   /** Runs a script by its SHA, loading it on NOSCRIPT (a new or restarted server). */
@@ -550,6 +584,7 @@ export class RedisTransport implements Transport {
 
   private fail(e: unknown, what: string): Error {
     if (this.closed) return new ClosedError(`redis transport was closed during ${what}`, { cause: e })
+    if (e instanceof Error && e.message === 'Command timed out') this.reconnectMain()
     return translateError(e, what)
   }
 
@@ -678,7 +713,9 @@ export class RedisTransport implements Transport {
         ? // retryDelayOnFailover 0: a Cluster client otherwise sends a command again when its
           // connection closed before the reply — and a resent XREADGROUP '>' (or XAUTOCLAIM) skips
           // what the lost one delivered, which the next commit would then acknowledge unread.
-          this.client.duplicate([], { clusterRetryStrategy: () => null, retryDelayOnFailover: 0, redisOptions: { ...this.client.options.redisOptions, ...override } })
+          // The Cluster's own offline queue on too: one created with it off refused each new read
+          // connection's first command ("Cluster isn't ready"), every poll.
+          this.client.duplicate([], { clusterRetryStrategy: () => null, retryDelayOnFailover: 0, enableOfflineQueue: true, redisOptions: { ...this.client.options.redisOptions, ...override } })
         : this.client.duplicate(override)
     conn.on('error', () => undefined)
     return conn

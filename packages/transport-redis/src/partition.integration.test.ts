@@ -1,0 +1,95 @@
+/**
+ * A partition that heals only for new connections: a TCP proxy in front of a private Redis first
+ * black-holes every connection (nothing answers, nothing closes), then lets new connections
+ * through while the ones opened before stay dead — what a NAT or load balancer that lost its flow
+ * state, or a failover behind one address, leaves. The kernel gives up on such a socket only after
+ * about 15 minutes of retransmissions; the transport must not wait for that.
+ */
+import net from 'node:net'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { RedisTransport } from './redisTransport.js'
+import { PrivateRedis, hasRedisServer } from './testServer.js'
+
+const available = await hasRedisServer()
+
+describe.skipIf(!available)('RedisTransport through a partition that heals for new connections only', () => {
+  let server: PrivateRedis
+  let proxy: net.Server
+  let port = 0
+  let blackholeAll = false
+  let deadBefore = 0
+  const sockets = new Set<net.Socket>()
+
+  beforeAll(async () => {
+    server = await PrivateRedis.start()
+    proxy = net.createServer((client) => {
+      const born = Date.now()
+      const upstream = net.connect(server.port, '127.0.0.1')
+      sockets.add(client)
+      sockets.add(upstream)
+      const dead = (): boolean => blackholeAll || born < deadBefore
+      client.on('data', (d) => void (dead() || upstream.write(d)))
+      upstream.on('data', (d) => void (dead() || client.write(d)))
+      const end = (): void => {
+        client.destroy()
+        upstream.destroy()
+      }
+      for (const s of [client, upstream]) {
+        s.on('close', end)
+        s.on('error', end)
+      }
+    })
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve))
+    port = (proxy.address() as net.AddressInfo).port
+  })
+
+  afterAll(async () => {
+    for (const s of sockets) s.destroy()
+    await new Promise<void>((resolve) => proxy.close(() => resolve()))
+    await server.stop()
+  })
+
+  it('polls fail at once while the server is silent, and reading, appending and committing resume once new connections get through (review findings)', async () => {
+    const t = new RedisTransport({ redis: `redis://127.0.0.1:${port}`, keyPrefix: '{partition}', commandTimeoutMs: 500 })
+    const writer = new RedisTransport({ redis: server.url, keyPrefix: '{partition}' })
+    try {
+      await writer.append('o', [Uint8Array.of(1)])
+      expect(await t.poll('r', 'o')).toHaveLength(1)
+      blackholeAll = true
+      await expect(t.poll('r', 'o')).rejects.toThrow(/poll had no answer within 500 ms/)
+      // Silent still: the next poll fails at once instead of waiting again.
+      await expect(t.poll('r', 'o')).rejects.toThrow(/polls fail at once until it does/)
+      // Healed, for new connections only; the main client's socket stays dead.
+      blackholeAll = false
+      deadBefore = Date.now()
+      await writer.append('o', [Uint8Array.of(2)])
+      // The probe used new connections and saw the server answer (it had pinged the main client's
+      // dead socket, and every poll failed for good).
+      let got: number[] = []
+      let lastPosition = ''
+      for (let i = 0; i < 100 && got.length === 0; i++) {
+        const records = await t.poll('r', 'o').catch(() => [])
+        got = records.map((r) => r.bytes[0] as number)
+        if (records.length > 0) lastPosition = (records[records.length - 1] as { position: string }).position
+        if (got.length === 0) await new Promise((r) => setTimeout(r, 100))
+      }
+      expect(got).toContain(2)
+      // Commits and appends go through the main client: after a timeout it is reconnected (they
+      // had timed out until the kernel dropped the socket).
+      let committed = false
+      for (let i = 0; i < 100 && !committed; i++) {
+        committed = await t.commit('r', 'o', lastPosition).then(
+          () => true,
+          () => false,
+        )
+        if (!committed) await new Promise((r) => setTimeout(r, 100))
+      }
+      expect(committed).toBe(true)
+      expect(await t.committed('r', 'o')).toBe(lastPosition)
+      expect(await t.append('o', [Uint8Array.of(3)])).toHaveLength(1)
+    } finally {
+      await t.close()
+      await writer.close()
+    }
+  })
+})
