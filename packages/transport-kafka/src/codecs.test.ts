@@ -1,6 +1,7 @@
+import { compress as lz4Compress } from 'lz4js'
 import { compress as snappyCompress } from 'snappyjs'
 import { describe, expect, it } from 'vitest'
-import { MAX_INFLATED_BATCH_BYTES, lz4Codec, registerCodecs, snappyCodec, zstdCodec } from './codecs.js'
+import { MAX_INFLATED_BATCH_BYTES, MAX_INFLATED_TURN_BYTES, lz4Codec, registerCodecs, snappyCodec, zstdCodec } from './codecs.js'
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b)
 const bytes = (s: string): Buffer => Buffer.from(s)
@@ -23,14 +24,21 @@ function xerial(parts: readonly Buffer[]): Buffer {
 
 /** A zstd frame of `blocks` RLE blocks, each 128 KiB of one byte: a few bytes that inflate to blocks × 128 KiB. */
 function zstdRleBomb(blocks: number): Buffer {
-  const out = [Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), Buffer.from([0x00, 0x58])]
-  for (let i = 0; i < blocks; i++) {
-    const last = i === blocks - 1 ? 1 : 0
-    const header = (128 * 1024) * 8 + (1 << 1) + last
-    out.push(Buffer.from([header & 0xff, (header >> 8) & 0xff, (header >> 16) & 0xff, 0x00]))
-  }
+  return zstdFrame(0x58, blocks, (last) => rleBlock(128 * 1024, last))
+}
+
+/** A zstd frame with window descriptor `wd` (no checksum, no dictionary) and `blocks` blocks. */
+function zstdFrame(wd: number, blocks: number, block: (last: boolean) => Buffer): Buffer {
+  const out: Buffer[] = [Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), Buffer.from([0x00, wd])]
+  for (let i = 0; i < blocks; i++) out.push(block(i === blocks - 1))
   return Buffer.concat(out)
 }
+function blockHeader(type: number, size: number, last: boolean): Buffer {
+  const h = size * 8 + type * 2 + (last ? 1 : 0)
+  return Buffer.from([h & 0xff, (h >> 8) & 0xff, (h >> 16) & 0xff])
+}
+const rleBlock = (size: number, last: boolean): Buffer => Buffer.concat([blockHeader(1, size, last), Buffer.from([0])])
+const rawBlock = (last: boolean): Buffer => Buffer.concat([blockHeader(0, 1, last), Buffer.from([7])])
 
 describe('compression codecs for kafkajs (Snappy, LZ4, ZSTD)', () => {
   const sample = bytes('concord envelope '.repeat(200))
@@ -40,8 +48,9 @@ describe('compression codecs for kafkajs (Snappy, LZ4, ZSTD)', () => {
     expect(text(await snappyCodec.decompress(xerial([bytes('hello '), bytes('kafka')])))).toBe('hello kafka')
   })
 
-  it('lz4: round trip', async () => {
-    expect(text(await lz4Codec.decompress(await lz4Codec.compress(encoder(sample))))).toBe(text(sample))
+  it('lz4: decompresses a frame; compressing is refused (lz4js writes frames brokers refuse)', async () => {
+    expect(text(await lz4Codec.decompress(Buffer.from(lz4Compress(sample))))).toBe(text(sample))
+    await expect(lz4Codec.compress(encoder(sample))).rejects.toThrow(/not implemented/)
   })
 
   it('zstd: decompresses a frame (made by the zstd CLI); compressing is refused', async () => {
@@ -67,9 +76,29 @@ describe('compression codecs for kafkajs (Snappy, LZ4, ZSTD)', () => {
     // A frame declaring a huge content size is bounded by its blocks, not by that field.
     const declared = Buffer.concat([Buffer.from([0x04, 0x22, 0x4d, 0x18, 0x48, 0x70, 0, 0, 0, 0, 0, 1, 0, 0, 0x00]), Buffer.alloc(4)])
     expect((await lz4Codec.decompress(declared)).length).toBe(0)
-    // ZSTD: RLE blocks past the bound (2 KiB of input).
+    // ZSTD: RLE blocks past the bound (a few hundred bytes of input).
     const blocks = MAX_INFLATED_BATCH_BYTES / (128 * 1024) + 1
     await expect(zstdCodec.decompress(zstdRleBomb(blocks))).rejects.toThrow(/inflates past/)
+  })
+
+  it('refuses zstd frames that would make fzstd shift a large window many times (review finding: a few KB took seconds)', async () => {
+    // A 128 MiB window.
+    await expect(zstdCodec.decompress(zstdFrame(0x88, 1, (last) => rawBlock(last)))).rejects.toThrow(/window of 134217728 bytes is past/)
+    // An 8 MiB window (allowed) over 40 one-byte blocks: 320 MiB of window moved for 40 bytes.
+    await expect(zstdCodec.decompress(zstdFrame(0x68, 40, (last) => rawBlock(last)))).rejects.toThrow(/many small blocks/)
+    // The same window with a few blocks inflates.
+    expect((await zstdCodec.decompress(zstdFrame(0x68, 4, (last) => rawBlock(last)))).length).toBe(4)
+  })
+
+  it('refuses what one fetch inflates past its budget together, and takes more in the next turn (review finding: 24 bombs of 60 MiB in one fetch)', async () => {
+    const frame = Buffer.from(lz4Compress(Buffer.alloc(12 * 1024 * 1024)))
+    await new Promise((r) => setImmediate(r))
+    const calls = Array.from({ length: Math.floor(MAX_INFLATED_TURN_BYTES / (12 * 1024 * 1024)) + 1 }, () => lz4Codec.decompress(frame))
+    const results = await Promise.allSettled(calls)
+    expect(results.filter((r) => r.status === 'rejected').length).toBeGreaterThan(0)
+    expect(String((results.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason)).toMatch(/of one fetch inflate past/)
+    await new Promise((r) => setImmediate(r))
+    expect((await lz4Codec.decompress(frame)).length).toBe(12 * 1024 * 1024)
   })
 
   it('fills only the slots kafkajs left unimplemented, and keeps codecs the application registered', () => {

@@ -6,18 +6,44 @@
  * MirrorMaker 2 and Cluster Linking copies are commonly compressed. Without a codec, kafkajs's
  * consumer crashed on such a batch at every fetch, and the reader's other origins starved with it.
  *
- * Pure JavaScript (snappyjs, lz4js, fzstd): no native build. Every codec refuses a batch that would
- * inflate past {@link MAX_INFLATED_BATCH_BYTES} (a decompression bomb) instead of allocating it.
- * Compressing is supported for Snappy and LZ4; fzstd only decompresses, so a producer configured
- * with ZSTD gets kafkajs's not-implemented error as before.
+ * Pure JavaScript (snappyjs, lz4js, fzstd): no native build. Every codec refuses, before inflating,
+ * a batch that would inflate past {@link MAX_INFLATED_BATCH_BYTES}, and all batches inflated in
+ * one turn of the event loop (one fetch response) together past {@link MAX_INFLATED_TURN_BYTES}:
+ * decompression bombs are refused instead of allocated. ZSTD frames with a window past 8 MiB, or
+ * whose blocks would make fzstd move more than 256 MiB of window, are refused too (fzstd shifts its
+ * whole window once per block: a few KB of 1-byte blocks under a 128 MiB window took seconds).
+ * Compressing is supported for Snappy only (lz4js writes frames brokers refuse; fzstd has no
+ * compressor): a producer configured with LZ4 or ZSTD gets a not-implemented error, as before.
  */
 import { createRequire } from 'node:module'
 import { Decompress as ZstdStream } from 'fzstd'
-import { compress as lz4Compress, decompress as lz4Decompress } from 'lz4js'
+import { decompress as lz4Decompress } from 'lz4js'
 import { compress as snappyCompress, uncompress as snappyUncompress } from 'snappyjs'
 
-/** Largest batch a codec inflates (64 MiB): 64 times kafkajs's default fetch size per partition. */
-export const MAX_INFLATED_BATCH_BYTES = 64 * 1024 * 1024
+/**
+ * Largest batch a codec inflates (16 MiB): a Kafka producer's batches are at most its request size
+ * (1 MB by default; Concord's at most maxBatchBytes) before compression.
+ */
+export const MAX_INFLATED_BATCH_BYTES = 16 * 1024 * 1024
+
+/** Most the codecs inflate in one turn of the event loop (64 MiB): kafkajs decodes a whole fetch response in one. */
+export const MAX_INFLATED_TURN_BYTES = 64 * 1024 * 1024
+
+let turnBytes = 0
+let turnReset = false
+
+/** Charges `bytes` of output to the current turn's budget; throws past it. */
+function charge(codec: string, bytes: number): void {
+  if (!turnReset) {
+    turnReset = true
+    setImmediate(() => {
+      turnBytes = 0
+      turnReset = false
+    })
+  }
+  turnBytes += bytes
+  if (turnBytes > MAX_INFLATED_TURN_BYTES) throw new RangeError(`${codec}: record batches of one fetch inflate past ${MAX_INFLATED_TURN_BYTES} bytes together; refused`)
+}
 
 /** kafkajs's codec interface: `compress` takes its Encoder (`.buffer`), both resolve with a Buffer. */
 interface Codec {
@@ -27,6 +53,11 @@ interface Codec {
 
 function tooLarge(codec: string): Error {
   return new RangeError(`${codec}: a record batch inflates past ${MAX_INFLATED_BATCH_BYTES} bytes; refused`)
+}
+
+/** A codec that only decompresses: producing with it fails as kafkajs's own missing codecs do. */
+async function compressUnsupported(name: string): Promise<Buffer> {
+  throw new Error(`${name} compression is not implemented by Concord (it decompresses ${name} batches only)`)
 }
 
 /** Xerial framing (Java's snappy-java, which Kafka's Java clients and brokers write): magic, version, compat, then length-prefixed blocks. */
@@ -39,7 +70,9 @@ export const snappyCodec: Codec = {
   },
   async decompress(buffer) {
     if (buffer.length < XERIAL_HEADER_BYTES || !buffer.subarray(0, XERIAL_MAGIC.length).equals(XERIAL_MAGIC)) {
-      return Buffer.from(snappyUncompress(new Uint8Array(buffer), MAX_INFLATED_BATCH_BYTES))
+      const out = Buffer.from(snappyUncompress(new Uint8Array(buffer), MAX_INFLATED_BATCH_BYTES))
+      charge('snappy', out.length)
+      return out
     }
     const parts: Uint8Array[] = []
     let total = 0
@@ -50,6 +83,7 @@ export const snappyCodec: Codec = {
       at += 4
       if (at + size > buffer.length) throw new RangeError('snappy: a xerial block runs past the batch')
       const part = snappyUncompress(new Uint8Array(buffer.subarray(at, at + size)), MAX_INFLATED_BATCH_BYTES - total)
+      charge('snappy', part.length)
       total += part.length
       parts.push(part)
       at += size
@@ -89,19 +123,83 @@ function lz4FrameBound(b: Buffer): number {
 }
 
 export const lz4Codec: Codec = {
-  async compress(encoder) {
-    return Buffer.from(lz4Compress(encoder.buffer))
-  },
+  compress: () => compressUnsupported('LZ4'),
   async decompress(buffer) {
-    return Buffer.from(lz4Decompress(buffer, lz4FrameBound(buffer)))
+    const bound = lz4FrameBound(buffer)
+    charge('lz4', bound)
+    return Buffer.from(lz4Decompress(buffer, bound))
   },
 }
 
+const ZSTD_MAGIC = 0xfd2fb528
+/** Largest ZSTD window taken (8 MiB; Kafka's producers use 2-4 MiB). */
+const MAX_ZSTD_WINDOW = 8 * 1024 * 1024
+/** Most window fzstd may shift over a batch's blocks (one window per block). */
+const MAX_ZSTD_WINDOW_WORK = 256 * 1024 * 1024
+const ZSTD_BLOCK_MAX = 128 * 1024
+
+/**
+ * Walks the frames and block headers of a ZSTD batch without inflating it: refuses windows past
+ * {@link MAX_ZSTD_WINDOW}, window work past {@link MAX_ZSTD_WINDOW_WORK}, and output past
+ * {@link MAX_INFLATED_BATCH_BYTES}; returns the output's bound. A layout it cannot walk is left to
+ * fzstd (which then refuses it).
+ */
+function zstdBound(b: Buffer): number {
+  let at = 0
+  let bound = 0
+  let work = 0
+  while (at + 4 <= b.length) {
+    const magic = b.readUInt32LE(at)
+    at += 4
+    if ((magic & 0xfffffff0) === 0x184d2a50) {
+      // A skippable frame: its length, then nothing to inflate.
+      if (at + 4 > b.length) return bound
+      at += 4 + b.readUInt32LE(at)
+      continue
+    }
+    if (magic !== ZSTD_MAGIC || at >= b.length) return bound
+    const fhd = b[at++] as number
+    const single = (fhd & 0x20) !== 0
+    const fcsBytes = [single ? 1 : 0, 2, 4, 8][fhd >> 6] as number
+    const didBytes = [0, 1, 2, 4][fhd & 3] as number
+    let window = 0
+    if (!single) {
+      const wd = b[at++] as number
+      const base = 2 ** (10 + (wd >> 3))
+      window = base + (base / 8) * (wd & 7)
+    }
+    at += didBytes
+    if (single) {
+      if (at + fcsBytes > b.length) return bound
+      let fcs = 0
+      for (let i = fcsBytes - 1; i >= 0; i--) fcs = fcs * 256 + (b[at + i] as number)
+      window = fcsBytes === 2 ? fcs + 256 : fcs
+    }
+    at += fcsBytes
+    if (window > MAX_ZSTD_WINDOW) throw new RangeError(`zstd: a frame's window of ${window} bytes is past ${MAX_ZSTD_WINDOW}; refused`)
+    const blockMax = Math.min(window, ZSTD_BLOCK_MAX)
+    for (;;) {
+      if (at + 3 > b.length) return bound
+      const h = (b[at] as number) | ((b[at + 1] as number) << 8) | ((b[at + 2] as number) << 16)
+      at += 3
+      const type = (h >> 1) & 3
+      const size = h >>> 3
+      bound += type === 2 ? blockMax : size
+      at += type === 1 ? 1 : type === 2 || type === 0 ? size : 0
+      work += window
+      if (bound > MAX_INFLATED_BATCH_BYTES) throw tooLarge('zstd')
+      if (work > MAX_ZSTD_WINDOW_WORK) throw new RangeError(`zstd: a record batch of many small blocks under a ${window}-byte window; refused`)
+      if ((h & 1) !== 0) break
+    }
+    if ((fhd & 0x04) !== 0) at += 4
+  }
+  return bound
+}
+
 export const zstdCodec: Codec = {
-  async compress() {
-    throw new Error('ZSTD compression is not implemented by Concord (it decompresses ZSTD batches only)')
-  },
+  compress: () => compressUnsupported('ZSTD'),
   async decompress(buffer) {
+    charge('zstd', zstdBound(buffer))
     const parts: Uint8Array[] = []
     let total = 0
     const stream = new ZstdStream((chunk) => {

@@ -106,6 +106,11 @@ interface OriginState {
   polledAt: number
   /** The highest offset committed through this session (Kafka's meaning: next to read). */
   committed: bigint | undefined
+  /**
+   * The topic was found deleted (and created again): positions from before are meaningless on it,
+   * and a commit of one past what this topic delivered is dropped (see commit).
+   */
+  reset?: boolean
   /** The `skipAppendsOf` of the last poll: runs of that source's appends are left out. */
   skipSource: string | undefined
   readonly waiters: Set<() => void>
@@ -334,6 +339,10 @@ export class KafkaTransport implements Transport {
       const o = s.origins.get(topicName(this.options.topicPrefix, origin)) as OriginState
       o.committed ??= await this.fetchCommitted(reader, origin)
       if (o.committed !== undefined && next <= o.committed) return
+      // A position of the deleted topic, past what the new one delivered (a reader that saved it
+      // before the deletion commits it now): Kafka would take it, and the new topic's records
+      // below it would never be read (review finding). Dropped; the reader commits again later.
+      if (o.reset === true && (o.next === undefined || next > o.next)) return
       await this.queueCommit(s, o.topic, next)
     } catch (e) {
       // Crashed during the commit: kafkajs has dropped the group until the restarted consumer
@@ -530,6 +539,7 @@ export class KafkaTransport implements Transport {
         if (o !== undefined) {
           o.next = undefined
           o.committed = undefined
+          o.reset = true
         }
         this.forgetTopic(topic)
         await this.ensureTopic(topic)
@@ -764,6 +774,7 @@ export class KafkaTransport implements Transport {
         if (o.next !== undefined && BigInt(batch.highWatermark) < o.next) {
           o.next = undefined
           o.committed = undefined
+          o.reset = true
           // The runs this transport appended to the old topic: another appender's records at
           // those offsets of the new one must not pass for ours.
           this.forgetAppended(o.topic)
