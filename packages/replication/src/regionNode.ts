@@ -2020,12 +2020,19 @@ export class RegionNode {
         this.repairQueue = queue.slice(q).concat(this.repairQueue)
         throw e
       }
-      // Split so that no part exceeds half the envelope limit.
-      const limit = Math.floor(this.envelopeLimit / 2)
+      // Split so that no part's envelope exceeds the envelope limit: the room beside an answer's
+      // fixed fields (measured on an empty answer, with part numbers as long as they get), each
+      // document counted in UTF-8 bytes with room for its length prefixes. (Half the limit and
+      // UTF-16 lengths had made parts past the limit with long or non-Latin ids and names, refused
+      // every time: the repair never completed.)
+      const bare = encodeRepairResponse({ requestId: req.requestId, requester, target: req.target, from: req.from, upTo, part: docs.length, parts: docs.length, docs: [] })
+      const bareEnv: Envelope = { docId: req.requestId, typeName: REPAIR_RESPONSE, region: this.region, writer: this.writer, seq: upTo + 1, time: this.hlc.now(), deps: new Uint8Array(0), payload: bare }
+      const limit = Math.max(1, this.envelopeLimit - encodeEnvelope(bareEnv, this.o.keys?.get(this.region)).length - 16)
+      const docBytes = (d: RepairDoc): number => d.state.length + utf8.encode(d.docId).length + utf8.encode(d.typeName).length + 16
       const parts: RepairDoc[][] = [[]]
       let size = 0
       for (const d of docs) {
-        const s = d.state.length + d.docId.length + d.typeName.length + 16
+        const s = docBytes(d)
         const cur = parts[parts.length - 1] as RepairDoc[]
         if (cur.length > 0 && size + s > limit) {
           parts.push([d])
@@ -2039,7 +2046,7 @@ export class RegionNode {
       // parts are numbered, so that the requester, counting parts, still completes with the rest.
       const sendable = parts.filter((p) => {
         const only = p[0]
-        if (p.length !== 1 || only === undefined || only.state.length + only.docId.length + only.typeName.length + 16 <= limit) return true
+        if (p.length !== 1 || only === undefined || docBytes(only) <= limit) return true
         const probe = encodeRepairResponse({ requestId: req.requestId, requester, target: req.target, from: req.from, upTo, part: parts.length, parts: parts.length, docs: p })
         const env: Envelope = { docId: req.requestId, typeName: REPAIR_RESPONSE, region: this.region, writer: this.writer, seq: upTo + 1, time: this.hlc.now(), deps: new Uint8Array(0), payload: probe }
         if (encodeEnvelope(env, this.o.keys?.get(this.region)).length <= this.envelopeLimit) return true
