@@ -1154,6 +1154,27 @@ describe('RegionNode metrics: staleness', () => {
     await us.close()
   })
 
+  it('grows from a region\'s last record even when that record\'s time led the clock (review finding: it read 0 until the lead passed)', async () => {
+    const { clock, make } = makeCluster({ instances: 0 })
+    const eu = make('eu', 'i1', new MemoryStore(), { heartbeatIntervalMs: 1000 })
+    const us = make('us', 'i1', new MemoryStore(), { heartbeatIntervalMs: 1000 })
+    // ap's clock leads by 2 minutes (within maxDriftMs): eu's clock takes it from ap's records,
+    // and eu's heartbeats carry the lead.
+    const ap = make('ap', 'i1', new MemoryStore(), { heartbeatIntervalMs: 1000, now: () => clock.now() + 120_000 })
+    for (let i = 0; i < 40; i++) {
+      for (const n of [ap, eu, us]) await n.pump()
+      clock.advance(50)
+    }
+    // eu stops; us and ap go on.
+    for (let i = 0; i < 60; i++) {
+      for (const n of [ap, us]) await n.pump()
+      clock.advance(500)
+    }
+    expect(us.metrics().peers.find((p) => p.region === 'eu')?.stalenessMs).toBeGreaterThanOrEqual(30_000)
+    expect(us.metrics().peers.find((p) => p.region === 'ap')?.stalenessMs).toBeLessThan(2_000)
+    for (const n of [eu, us, ap]) await n.close()
+  })
+
   it('does not count a record whose time leads past maxDriftMs', async () => {
     const { clock, make } = makeCluster({ instances: 0 })
     const us = make('us', 'i1')

@@ -85,9 +85,9 @@ export interface PeerMetrics {
    */
   readonly lagMs: number
   /**
-   * How far behind this node's view of the region is: local time now minus the HLC time of the
-   * newest record (data envelope, heartbeat or other control record) read and verified from the
-   * region's log (ms). The region's nodes heartbeat every heartbeatIntervalMs, so while they run
+   * How far behind this node's view of the region is (ms): the time since the newest record (data
+   * envelope, heartbeat or other control record, newest by its HLC time) was read and verified
+   * from the region's log, plus how old it was then (local time minus its HLC time, when positive). The region's nodes heartbeat every heartbeatIntervalMs, so while they run
    * and this node reads, it stays near that interval plus the delivery time; it grows while the
    * region is down or cut off, or while this node reads nothing (stalled, or not pumping) — the
    * figure to alert on. Undefined until a first record of the region was read; 0 for the node's
@@ -366,8 +366,11 @@ export class RegionNode {
    * for a lost store, and a clean restart was refused.
    */
   private readonly savedPositions = new Map<string, LogPosition>()
-  /** Per other region, the newest HLC wall time of a record read and verified from its log (stalenessMs). */
-  private readonly heardWall = new Map<string, number>()
+  /**
+   * Per other region, the newest HLC wall time of a record read and verified from its log, and the
+   * local time it was read at (stalenessMs).
+   */
+  private readonly heard = new Map<string, { wall: number; readAt: number }>()
   private readonly nodeSeen = new Map<string, VersionVector>()
   private readonly sightings: Sighting[] = []
   private initializing = false
@@ -1740,7 +1743,8 @@ export class RegionNode {
       // one such record would hide a stall for as long as it leads).
       else if (o !== this.region) {
         const wall = env.time.wall
-        if (!((this.heardWall.get(o) as number) >= wall) && wall <= this.readAt + this.o.maxDriftMs) this.heardWall.set(o, wall)
+        const last = this.heard.get(o)
+        if ((last === undefined || wall > last.wall) && wall <= this.readAt + this.o.maxDriftMs) this.heard.set(o, { wall, readAt: this.readAt })
       }
       if (env.typeName.startsWith('$')) return this.settleRecord(rec, m, ops, this.processControl(env, rec.position))
       if (this.seen.hasCounter(env.writer, env.seq)) {
@@ -2156,8 +2160,11 @@ export class RegionNode {
     const now = this.o.now()
     const staleness = (region: string): number | undefined => {
       if (region === this.region) return 0
-      const heard = this.heardWall.get(region)
-      return heard === undefined ? undefined : Math.max(0, now - heard)
+      const heard = this.heard.get(region)
+      // The time since it was read, plus how old it was then: a record whose time led the local
+      // clock (a writer whose HLC took a third region's clock, running ahead) counts from when it
+      // was read — the figure grows from there, instead of staying 0 until the lead has passed.
+      return heard === undefined ? undefined : Math.max(0, now - heard.readAt) + Math.max(0, heard.readAt - heard.wall)
     }
     return {
       writer: this.writer,
