@@ -1681,6 +1681,37 @@ describe('RegionNode metrics as OpenTelemetry instruments', () => {
   })
 })
 
+describe('RegionNode start-up catch-up of large records', () => {
+  it('applies its own log in store batches of at most 64 MiB of changes (review finding: one batch took a whole poll, past FileStore\'s limit, and the node could never start)', async () => {
+    const clock = virtualClock()
+    const broker = new MemoryBroker()
+    const factories = { 'lww-register': crdtFactory('lww-register', { now: clock.now }) }
+    const make = (instance: string, store: MemoryStore): RegionNode =>
+      new RegionNode({ region: 'eu', instance, regions: ['eu', 'us'], transport: new MemoryTransport({ broker }), store, factories, now: clock.now, random: seededRandom(instance.length) })
+    const writer = make('i2', new MemoryStore())
+    const big = 'x'.repeat(2 * 1024 * 1024)
+    for (let k = 0; k < 48; k++) {
+      ;((await writer.open(`d${k}`, 'lww-register')) as unknown as { set(v: string): void }).set(`${k}${big}`)
+      await writer.flush()
+    }
+    const batches: number[] = []
+    const store = new (class extends MemoryStore {
+      override async write(ops: Parameters<MemoryStore['write']>[0]): Promise<void> {
+        batches.push(ops.reduce((sum, o) => sum + (o.op === 'put' ? o.value.length : 0), 0))
+        return super.write(ops)
+      }
+    })()
+    clock.advance(60_000)
+    const late = make('i3', store)
+    await late.pump()
+    expect((await late.open<string>('d47', 'lww-register')).value()?.length).toBe(big.length + 2)
+    // 96 MiB of changes: in two batches or more, none much past 64 MiB.
+    expect(Math.max(...batches)).toBeLessThan(72 * 1024 * 1024)
+    await writer.close()
+    await late.close()
+  })
+})
+
 describe('RegionNode and a store behind its writer', () => {
   /** eu/i1 writes +1 three times (each flushed and pumped: its own log read and committed), and us applies them. */
   async function wroteAndCommitted(): Promise<{ clock: ReturnType<typeof makeCluster>['clock']; make: ReturnType<typeof makeCluster>['make']; us: RegionNode; euStore: MemoryStore; backup: MemoryStore }> {
