@@ -853,6 +853,10 @@ export class RegionNode {
     // record already holds is a join, so a record read after the fold is fine too.
     const inWal = this.walDocs.get(docId)
     const walEntries = (inWal?.seqs ?? []).map((seq) => this.wal.get(seq)).filter((e): e is WalEntry => e !== undefined)
+    // A legacy journal lives in the store, not in memory: read before the record too (review
+    // finding: read after it, a fold in between had deleted the journal, and the old record
+    // without it was cached, then written back over the folded one — the journal's writes lost).
+    const legacy = walEntries.some((e) => e.legacy) ? await this.readLegacyJournal(docId) : []
     let stored: Uint8Array | undefined
     try {
       stored = await this.o.store.get(docKey(docId))
@@ -875,7 +879,7 @@ export class RegionNode {
     if (record !== undefined) replica.apply(record.state)
     for (const entry of walEntries) {
       if (entry.legacy) {
-        await this.applyLegacyJournal(docId, replica)
+        for (const delta of legacy) replica.apply(delta)
         continue
       }
       entry.items ??= deltasByDoc(decodeWalEntry(entry.data as Uint8Array))
@@ -884,8 +888,9 @@ export class RegionNode {
     return { replica, type, known: record !== undefined || inWal !== undefined }
   }
 
-  /** Applies a per-document journal of an earlier version (`jrn/<doc>/1..n`, read eight entries per round trip). */
-  private async applyLegacyJournal(docId: string, replica: Replica<unknown>): Promise<void> {
+  /** The deltas of a per-document journal of an earlier version (`jrn/<doc>/1..n`, read eight entries per round trip). */
+  private async readLegacyJournal(docId: string): Promise<Uint8Array[]> {
+    const deltas: Uint8Array[] = []
     for (let n = 0, done = false; !done; ) {
       let entries: (Uint8Array | undefined)[]
       try {
@@ -898,10 +903,11 @@ export class RegionNode {
           done = true
           break
         }
-        for (const delta of decodeJournalEntry(entry)) replica.apply(delta)
+        deltas.push(...decodeJournalEntry(entry))
         n++
       }
     }
+    return deltas
   }
 
   private async readDoc(docId: string, typeName: string | undefined): Promise<OpenDoc> {
