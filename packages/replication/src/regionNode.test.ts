@@ -1716,6 +1716,47 @@ describe('RegionNode metrics as OpenTelemetry instruments', () => {
   })
 })
 
+describe('RegionNode heartbeats with many writers', () => {
+  it('still go out at the least envelope limit, so a lost last envelope is repaired (review finding: the heartbeat grew past the limit with every writer applied, and none went out)', async () => {
+    const clock = virtualClock()
+    const broker = new MemoryBroker()
+    const factories = { 'pn-counter': crdtFactory('pn-counter', { now: clock.now }) }
+    let seed = 1
+    const make = (region: string, instance: string, transport = new MemoryTransport({ broker })): RegionNode =>
+      new RegionNode({ region, instance, regions: ['eu', 'us'], transport, store: new MemoryStore(), factories, now: clock.now, random: seededRandom(seed++), maxEnvelopeBytes: 1024, heartbeatIntervalMs: 1000, repairTimeoutMs: 2000 })
+    const us = make('us', 'api-1')
+    // A rolling deploy: 25 short-lived eu instances with long names, each writing once.
+    for (let k = 0; k < 25; k++) {
+      const n = make('eu', `instance-${'x'.repeat(40)}-${k}`)
+      ;((await n.open('c', 'pn-counter')) as unknown as PnCounter).increment(1)
+      await n.flush()
+      await n.close()
+      await us.pump()
+      clock.advance(50)
+    }
+    // An eu reader whose link loses us's next data envelope: only us's heartbeats tell it.
+    let dropSeq = -1
+    const lossy = new MemoryTransport({ broker, faults: { drop: (rec) => rec.origin === 'us' && decodeEnvelope(rec.bytes).seq === dropSeq && !decodeEnvelope(rec.bytes).typeName.startsWith('$') } })
+    const eu = make('eu', 'reader', lossy)
+    const both = async (n: number): Promise<void> => {
+      for (let i = 0; i < n; i++) {
+        await us.pump()
+        await eu.pump()
+        clock.advance(50)
+      }
+    }
+    await both(5)
+    ;((await us.open('d', 'pn-counter')) as unknown as PnCounter).increment(7)
+    await us.flush()
+    dropSeq = us.metrics().seq
+    await both(200)
+    expect((await eu.open<number>('d', 'pn-counter')).value()).toBe(7)
+    expect(us.metrics().tooLarge).toBe(0)
+    await us.close()
+    await eu.close()
+  })
+})
+
 describe('RegionNode start-up catch-up of large records', () => {
   it('applies its own log in store batches of at most 64 MiB of changes (review finding: one batch took a whole poll, past FileStore\'s limit, and the node could never start)', async () => {
     const clock = virtualClock()

@@ -1532,9 +1532,39 @@ export class RegionNode {
   private heartbeat(): boolean {
     this.lastHeartbeat = this.o.now()
     if (this.heartbeatQueuedAt >= this.sentTotal) return false
-    if (!this.appendControl(HEARTBEAT, NO_DOC, this.seq + 1, encodeHeartbeat({ incarnation: this.incarnation, seen: this.seenVector() }))) return false
+    if (!this.appendControl(HEARTBEAT, NO_DOC, this.seq + 1, this.heartbeatPayload())) return false
     this.heartbeatQueuedAt = this.durableTotal - 1
     return true
+  }
+
+  /**
+   * The heartbeat's payload: the incarnation and the applied prefix of every writer this node has
+   * applied — as many writers as fit in an envelope (review finding: with many writers, or long
+   * ids, it grew past the envelope limit and no heartbeat went out, so other regions never learned
+   * this writer's last sequence number and never repaired its lost envelopes). A writer left out
+   * counts as 0 for receivers: a lower stability frontier (less trimmed) and fewer gap hints,
+   * never more; the sender's own last sequence number travels in the envelope's header.
+   */
+  private heartbeatPayload(): Uint8Array {
+    const seen = this.seenVector()
+    const full = encodeHeartbeat({ incarnation: this.incarnation, seen })
+    const header: Envelope = { docId: NO_DOC, typeName: HEARTBEAT, region: this.region, writer: this.writer, seq: this.seq + 1, time: this.hlc.now(), deps: new Uint8Array(0), payload: new Uint8Array(0) }
+    const room = this.envelopeLimit - encodeEnvelope(header, this.o.keys?.get(this.region)).length - 8
+    if (full.length <= room) return full
+    let budget = room - encodeHeartbeat({ incarnation: this.incarnation, seen: new VersionVector() }).length
+    const entries = [...seen.entries()]
+    let n = 0
+    for (; n < entries.length; n++) {
+      budget -= utf8.encode((entries[n] as [string, number])[0]).length + 12
+      if (budget < 0) break
+    }
+    for (;;) {
+      const kept = new VersionVector()
+      for (const [w, c] of entries.slice(0, n)) kept.set(w, c)
+      const payload = encodeHeartbeat({ incarnation: this.incarnation, seen: kept })
+      if (payload.length <= room || n === 0) return payload
+      n = Math.floor(n / 2)
+    }
   }
 
   private seenVector(): VersionVector {
