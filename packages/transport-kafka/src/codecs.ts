@@ -26,8 +26,12 @@ import { compress as snappyCompress, uncompress as snappyUncompress } from 'snap
  */
 export const MAX_INFLATED_BATCH_BYTES = 16 * 1024 * 1024
 
-/** Most the codecs inflate in one turn of the event loop (64 MiB): kafkajs decodes a whole fetch response in one. */
-export const MAX_INFLATED_TURN_BYTES = 64 * 1024 * 1024
+/**
+ * Most the codecs inflate in one turn of the event loop (256 MiB): kafkajs decodes a whole fetch
+ * response (at most 10 MB compressed by default) in one. Room for a 25-fold compression ratio of
+ * legitimate records; a bomb's is a thousandfold.
+ */
+export const MAX_INFLATED_TURN_BYTES = 256 * 1024 * 1024
 
 let turnBytes = 0
 let turnReset = false
