@@ -101,6 +101,28 @@ describe('compression codecs for kafkajs (Snappy, LZ4, ZSTD)', () => {
     expect((await lz4Codec.decompress(frame)).length).toBe(12 * 1024 * 1024)
   })
 
+  it('charges a fetch what its batches hold, not their bounds (review finding: 2,049 heartbeat-sized ZSTD batches, or 4,097 LZ4 ones, filled the budget, and the reader was stuck)', async () => {
+    await new Promise((r) => setImmediate(r))
+    const small = Buffer.from(lz4Compress(bytes('{"op":"set","doc":"d","value":"hello"}'.repeat(8))))
+    const results = await Promise.all(Array.from({ length: 6000 }, () => lz4Codec.decompress(small)))
+    expect(results.every((r) => r.length === 8 * 38)).toBe(true)
+    const zsmall = zstdFrame(0x58, 1, (last) => rleBlock(300, last))
+    expect((await Promise.all(Array.from({ length: 6000 }, () => zstdCodec.decompress(zsmall)))).every((r) => r.length === 300)).toBe(true)
+  })
+
+  it('reads LZ4 frames with block checksums (review finding: lz4js read the checksum before the data, and inflated them to wrong bytes)', async () => {
+    const data = bytes('block checksum frames are legal LZ4')
+    const size = Buffer.alloc(4)
+    size.writeUInt32LE((0x80000000 | data.length) >>> 0)
+    const frame = Buffer.concat([Buffer.from([0x04, 0x22, 0x4d, 0x18, 0x50, 0x70, 0x00]), size, data, Buffer.from([1, 2, 3, 4]), Buffer.alloc(4)])
+    expect(text(await lz4Codec.decompress(frame))).toBe(text(data))
+  })
+
+  it('inflates a legitimate ZSTD batch of full blocks under the largest window (review finding: refused past 4 MiB)', async () => {
+    const frame = zstdFrame(0x68, 40, (last) => rleBlock(128 * 1024, last))
+    expect((await zstdCodec.decompress(frame)).length).toBe(40 * 128 * 1024)
+  })
+
   it('fills only the slots kafkajs left unimplemented, and keeps codecs the application registered', () => {
     const own = { compress: async () => Buffer.alloc(0), decompress: async () => Buffer.alloc(0) }
     const table: Record<number, () => unknown> = {
