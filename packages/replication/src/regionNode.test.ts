@@ -1752,6 +1752,11 @@ describe('RegionNode heartbeats with many writers', () => {
     await both(200)
     expect((await eu.open<number>('d', 'pn-counter')).value()).toBe(7)
     expect(us.metrics().tooLarge).toBe(0)
+    // The sender's own writer is always in its heartbeat, and receivers keep what earlier ones said
+    // of the writers left out: the frontier covers us's writes (review finding: it stayed 0, and
+    // the log was never trimmed).
+    expect(eu.stabilityFrontier().get('us/api-1')).toBe(us.metrics().seq)
+    expect(us.stabilityFrontier().get('us/api-1')).toBe(us.metrics().seq)
     await us.close()
     await eu.close()
   })

@@ -366,6 +366,8 @@ export class RegionNode {
    * for a lost store, and a clean restart was refused.
    */
   private readonly savedPositions = new Map<string, LogPosition>()
+  /** Where the next heartbeat too large for all writers starts among the others (heartbeatPayload). */
+  private heartbeatRotation = 0
   /**
    * Per other region, the newest HLC wall time of a record read and verified from its log, and the
    * local time it was read at (stalenessMs).
@@ -1542,8 +1544,10 @@ export class RegionNode {
    * applied — as many writers as fit in an envelope (review finding: with many writers, or long
    * ids, it grew past the envelope limit and no heartbeat went out, so other regions never learned
    * this writer's last sequence number and never repaired its lost envelopes). A writer left out
-   * counts as 0 for receivers: a lower stability frontier (less trimmed) and fewer gap hints,
-   * never more; the sender's own last sequence number travels in the envelope's header.
+   * keeps, at each receiver, what an earlier heartbeat said of it (see processControl); the
+   * sender's own writer always goes first, and the others left out rotate from one heartbeat to
+   * the next, so that every receiver learns of every writer within a few intervals (review
+   * finding: the same writers were left out every time, and the frontier never covered them).
    */
   private heartbeatPayload(): Uint8Array {
     const seen = this.seenVector()
@@ -1552,7 +1556,11 @@ export class RegionNode {
     const room = this.envelopeLimit - encodeEnvelope(header, this.o.keys?.get(this.region)).length - 8
     if (full.length <= room) return full
     let budget = room - encodeHeartbeat({ incarnation: this.incarnation, seen: new VersionVector() }).length
-    const entries = [...seen.entries()]
+    const own: Array<[string, number]> = []
+    const others: Array<[string, number]> = []
+    for (const e of seen.entries()) (e[0] === this.writer ? own : others).push(e)
+    const start = others.length === 0 ? 0 : this.heartbeatRotation % others.length
+    const entries = [...own, ...others.slice(start), ...others.slice(0, start)]
     let n = 0
     for (; n < entries.length; n++) {
       budget -= utf8.encode((entries[n] as [string, number])[0]).length + 12
@@ -1562,7 +1570,10 @@ export class RegionNode {
       const kept = new VersionVector()
       for (const [w, c] of entries.slice(0, n)) kept.set(w, c)
       const payload = encodeHeartbeat({ incarnation: this.incarnation, seen: kept })
-      if (payload.length <= room || n === 0) return payload
+      if (payload.length <= room || n === 0) {
+        this.heartbeatRotation = start + Math.max(0, n - own.length)
+        return payload
+      }
       n = Math.floor(n / 2)
     }
   }
@@ -1899,6 +1910,10 @@ export class RegionNode {
           if (hb.incarnation !== this.incarnation) this.sight(hb.incarnation, env.time.wall, false, position)
           return
         }
+        // A writer the heartbeat left out (too many for one envelope) keeps what the node's last
+        // heartbeat said of it; those present replace theirs.
+        const before = this.nodeSeen.get(env.writer)
+        if (before !== undefined) for (const [w, c] of before.entries()) if (hb.seen.get(w) === 0) hb.seen.set(w, c)
         this.nodeSeen.set(env.writer, hb.seen)
         this.knownMax.advance(env.writer, env.seq - 1)
         for (const [w, c] of hb.seen.entries()) this.knownMax.advance(w, c)
