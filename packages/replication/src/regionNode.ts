@@ -87,10 +87,10 @@ export interface PeerMetrics {
   /**
    * How far behind this node's view of the region is (ms): the time since the newest record (data
    * envelope, heartbeat or other control record, newest by its HLC time) was read and verified
-   * from the region's log, plus how old it was then (local time minus its HLC time, when positive). The region's nodes heartbeat every heartbeatIntervalMs, so while they run
-   * and this node reads, it stays near that interval plus the delivery time; it grows while the
-   * region is down or cut off, or while this node reads nothing (stalled, or not pumping) — the
-   * figure to alert on. Undefined until a first record of the region was read; 0 for the node's
+   * from the region's log, plus how old it was then (local time minus its HLC time, when positive).
+   * The region's nodes heartbeat every heartbeatIntervalMs, so while they run and this node reads,
+   * it stays near that interval plus the delivery time; it grows while the region is down or cut
+   * off, or while this node reads nothing (stalled, or not pumping) — the figure to alert on. Undefined until a first record of the region was read; 0 for the node's
    * own region (its own writes are never behind).
    */
   readonly stalenessMs: number | undefined
@@ -1479,8 +1479,7 @@ export class RegionNode {
     // make them sendable (the sender takes the outbox in order) before they are durable. Not sent
     // now, then; a control record is made again when still needed.
     if (this.outbox.length > this.durableTotal - this.sentTotal) return false
-    const env: Envelope = { docId, typeName, region: this.region, writer: this.writer, seq, time: this.hlc.now(), deps: new Uint8Array(0), payload }
-    const bytes = encodeEnvelope(env, this.o.keys?.get(this.region))
+    const bytes = this.controlBytes(typeName, docId, seq, payload)
     if (bytes.length > this.envelopeLimit) {
       // Not sent (it would hold back the outbox). Repair answers leave out documents too large to
       // send before this point (answerRepairs); this is the guard for anything else.
@@ -1492,6 +1491,12 @@ export class RegionNode {
     this.durableTotal++
     this.startSend()
     return true
+  }
+
+  /** The encoded (and, with keys, signed) envelope of a control record of this writer. */
+  private controlBytes(typeName: string, docId: string, seq: number, payload: Uint8Array): Uint8Array {
+    const env: Envelope = { docId, typeName, region: this.region, writer: this.writer, seq, time: this.hlc.now(), deps: new Uint8Array(0), payload }
+    return encodeEnvelope(env, this.o.keys?.get(this.region))
   }
 
   private noteOwn(positions: readonly LogPosition[]): void {
@@ -1552,8 +1557,7 @@ export class RegionNode {
   private heartbeatPayload(): Uint8Array {
     const seen = this.seenVector()
     const full = encodeHeartbeat({ incarnation: this.incarnation, seen })
-    const header: Envelope = { docId: NO_DOC, typeName: HEARTBEAT, region: this.region, writer: this.writer, seq: this.seq + 1, time: this.hlc.now(), deps: new Uint8Array(0), payload: new Uint8Array(0) }
-    const room = this.envelopeLimit - encodeEnvelope(header, this.o.keys?.get(this.region)).length - 8
+    const room = this.envelopeLimit - this.controlBytes(HEARTBEAT, NO_DOC, this.seq + 1, new Uint8Array(0)).length - 8
     if (full.length <= room) return full
     let budget = room - encodeHeartbeat({ incarnation: this.incarnation, seen: new VersionVector() }).length
     const own: Array<[string, number]> = []
@@ -2090,8 +2094,7 @@ export class RegionNode {
       // UTF-16 lengths had made parts past the limit with long or non-Latin ids and names, refused
       // every time: the repair never completed.)
       const bare = encodeRepairResponse({ requestId: req.requestId, requester, target: req.target, from: req.from, upTo, part: docs.length, parts: docs.length, docs: [] })
-      const bareEnv: Envelope = { docId: req.requestId, typeName: REPAIR_RESPONSE, region: this.region, writer: this.writer, seq: upTo + 1, time: this.hlc.now(), deps: new Uint8Array(0), payload: bare }
-      const limit = Math.max(1, this.envelopeLimit - encodeEnvelope(bareEnv, this.o.keys?.get(this.region)).length - 16)
+      const limit = Math.max(1, this.envelopeLimit - this.controlBytes(REPAIR_RESPONSE, req.requestId, upTo + 1, bare).length - 16)
       const docBytes = (d: RepairDoc): number => d.state.length + utf8.encode(d.docId).length + utf8.encode(d.typeName).length + 16
       const parts: RepairDoc[][] = [[]]
       let size = 0
@@ -2112,8 +2115,7 @@ export class RegionNode {
         const only = p[0]
         if (p.length !== 1 || only === undefined || docBytes(only) <= limit) return true
         const probe = encodeRepairResponse({ requestId: req.requestId, requester, target: req.target, from: req.from, upTo, part: parts.length, parts: parts.length, docs: p })
-        const env: Envelope = { docId: req.requestId, typeName: REPAIR_RESPONSE, region: this.region, writer: this.writer, seq: upTo + 1, time: this.hlc.now(), deps: new Uint8Array(0), payload: probe }
-        if (encodeEnvelope(env, this.o.keys?.get(this.region)).length <= this.envelopeLimit) return true
+        if (this.controlBytes(REPAIR_RESPONSE, req.requestId, upTo + 1, probe).length <= this.envelopeLimit) return true
         this.refuseTooLarge(`repair answer: document ${only.docId}'s state is past the envelope limit of ${this.envelopeLimit}; left out of the answer to ${requester}`)
         return false
       })

@@ -175,19 +175,9 @@ export function resolveOptions(options: RedisTransportOptions): ResolvedRedisTra
  */
 export function checkNoClientKeyPrefix(what: string, redis: unknown): void {
   const o = redis as { keyPrefix?: unknown; options?: { keyPrefix?: unknown; redisOptions?: { keyPrefix?: unknown } } }
-  // A URL's query parameters become ioredis options too (`redis://host/?keyPrefix=x:`).
-  const prefix = typeof redis === 'string' ? urlParam(redis, 'keyPrefix') : (o.keyPrefix ?? o.options?.keyPrefix ?? o.options?.redisOptions?.keyPrefix)
+  const prefix = o.keyPrefix ?? o.options?.keyPrefix ?? o.options?.redisOptions?.keyPrefix
   if (typeof prefix === 'string' && prefix.length > 0) {
     throw new ConfigError(`${what}: ioredis's keyPrefix (${JSON.stringify(prefix)}) is not supported — it leaves some commands' keys unprefixed; use Concord's keyPrefix option instead`)
-  }
-}
-
-function urlParam(url: string, name: string): string | undefined {
-  try {
-    return new URL(url).searchParams.get(name) ?? undefined
-  } catch {
-    // Not a URL the WHATWG parser reads (ioredis also takes a bare port or path): no query.
-    return undefined
   }
 }
 

@@ -256,8 +256,8 @@ export class RedisTransport implements Transport {
       this.ownsClient = true
       // Errors surface through the failing commands; without a listener ioredis also logs them.
       this.client.on('error', () => undefined)
-      // As ioredis read the URL: it takes forms (protocol-relative, host:port/?...) that the check
-      // of resolveOptions cannot parse.
+      // As ioredis read the URL: a URL's query parameters become ioredis options too
+      // (`redis://host/?keyPrefix=x:`, also protocol-relative and host:port forms).
       try {
         checkNoClientKeyPrefix('redis transport', this.client)
       } catch (e) {
