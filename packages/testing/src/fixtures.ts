@@ -98,6 +98,9 @@ export const gCounterSpec: ReplicaSpec<number, number, GCounter> = {
   op: fc.integer({ min: 1, max: 5 }),
   perform: (r, n) => r.increment(n),
   oracle: (ops) => ops.reduce((s, o) => s + o.op, 0),
+  // An increment's delta restates its writer's running total: every earlier increment of the same
+  // writer (incarnation) arrives with it, even where its own delta never did.
+  carries: (op, history) => history.filter((h) => h.replica === op.replica && op.deps.has(h.id)).map((h) => h.id),
 }
 
 /**
