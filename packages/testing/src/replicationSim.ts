@@ -910,7 +910,7 @@ class ReplicationRun<V, Op, R extends Replica<V>> {
         }
       }
       if (options.oracle !== false && this.spec.oracle !== undefined) {
-        const expected = this.spec.oracle(surviving)
+        const expected = this.spec.oracle(surviving, docOps)
         if (!equals(value, expected)) {
           throw new Error(`${doc}: converged to the wrong value:\n  actual   ${show(value)}\n  expected ${show(expected)} (oracle over ops ${surviving.map((o) => o.id).join(',')})`)
         }

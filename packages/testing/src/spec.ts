@@ -43,9 +43,12 @@ export interface ReplicaSpec<V, Op, R extends Replica<V> = Replica<V>> {
   perform(replica: R, op: Op): unknown
   /**
    * The sequential specification: the value a replica must show once it has seen exactly `ops`
-   * (the ops that survived the run, in issue order). Omit for types with no meaningful oracle.
+   * (the ops that survived the run, in issue order). `history` holds every op performed, in issue
+   * order, lost ones included: an op's `deps` may name a lost op, and what that op did where it ran
+   * (say, removed a dot) shaped the deltas of the ops issued after it there. Omit for types with no
+   * meaningful oracle.
    */
-  oracle?(ops: readonly OpRecord<Op>[]): V
+  oracle?(ops: readonly OpRecord<Op>[], history: readonly OpRecord<Op>[]): V
   /**
    * Ids of earlier operations whose effect the delta of `op` carries besides its own — for types
    * whose deltas restate a running value, like a counter's per-writer total: that delta brings the

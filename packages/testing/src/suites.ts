@@ -390,7 +390,7 @@ function simulate<V, Op, R extends Replica<V>>(spec: ReplicaSpec<V, Op, R>, sche
   for (const n of names.slice(1)) check(difference(sameValueOf(spec), first, sim.region(n).replica, `regions ${names[0]} and ${n}`))
   if (opts.oracle && spec.oracle !== undefined) {
     const ops = sim.survivingOps()
-    const expected = spec.oracle(ops)
+    const expected = spec.oracle(ops, sim.ops())
     const actual = first.value()
     if (!sameValueOf(spec)(actual, expected)) {
       throw new Error(`converged to the wrong value:\n  actual   ${show(actual)}\n  expected ${show(expected)} (oracle over ${ops.length} ops)`)

@@ -12,7 +12,7 @@ function scenario<V, Op, R extends Replica<V>>(spec: ReplicaSpec<V, Op, R>) {
     sim.heal()
     sim.converge()
     const value = sim.region('us').replica.value()
-    expect(spec.oracle?.(sim.survivingOps())).toEqual(value)
+    expect(spec.oracle?.(sim.survivingOps(), sim.ops())).toEqual(value)
     return value
   }
   return { sim, finish }

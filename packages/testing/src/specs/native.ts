@@ -2,10 +2,12 @@
  * ReplicaSpecs, with sequential-spec oracles, for the native CRDTs of `@concord/crdt`.
  *
  * Every oracle reasons over dots: an op that writes (an add, a register write, a counter bump, a
- * map-key write) creates a dot; the dot is *live* unless some op that had seen it (`dot ∈ op.deps`)
- * overwrites or removes it — a later write of the same register or key, a `remove(e)`/`clear()`
- * for set adds (and a later add of the same element), the same writer's next bump for counters, and `remove(field)` for anything inside
- * an OrMap field. The value is then read off the live dots, exactly as the type's semantics say:
+ * map-key write) creates a dot; the dot is *live* unless some surviving op removed it — a later
+ * write of the same register or key, a `remove(e)`/`clear()` for set adds (and a later add of the
+ * same element), the same writer's next bump for counters, and `remove(field)` for anything inside
+ * an OrMap field. Such an op removes a dot only where it is still live when the op is issued: it had
+ * seen the dot (`dot ∈ op.deps`) and no op it had seen had removed the dot already, a lost op
+ * included (see {@link Removals}). The value is then read off the live dots, as the type's semantics say:
  * - PnCounter: sum of increments minus decrements;
  * - OrSet (add-wins): `e` present iff some `add(e)` is not in the deps of a `remove(e)`/`clear()`
  *   or of a later `add(e)` (which overwrites it, so a remove that saw only the later add removes both);
@@ -51,10 +53,50 @@ interface Rec<O> {
   readonly meta: unknown
 }
 
-/** True when some op in `killers` had seen `d` (and so overwrote or removed it). */
-function seenBy(d: Rec<unknown>, killers: readonly Rec<unknown>[]): boolean {
-  for (const k of killers) if (k.id !== d.id && k.deps.has(d.id)) return true
-  return false
+/**
+ * Which ops removed the dots of one scope (one register, one set element, one map key, one OrMap
+ * field's resets). An op that overwrites or removes such dots removes only those still live where it
+ * is issued: `k` removed `d` when k had seen d and no op of the scope that k had seen had removed d
+ * already — that earlier remover's delta carried the removal, k's does not. The earlier remover may
+ * be an op lost since (dropped on its way, its region crashed before persisting it), so `removers`
+ * are drawn from every op performed, not only the surviving ones.
+ */
+class Removals {
+  private readonly memo = new Map<number, Map<number, boolean>>()
+
+  /** @param removers every op performed (lost ones too) that removes this scope's live dots. */
+  constructor(private readonly removers: readonly Rec<unknown>[]) {}
+
+  /** Whether `k`'s own delta removed `d`'s dot. */
+  removes(k: Rec<unknown>, d: Rec<unknown>): boolean {
+    if (k.id === d.id || !k.deps.has(d.id)) return false
+    let byK = this.memo.get(d.id)
+    if (byK === undefined) this.memo.set(d.id, (byK = new Map()))
+    const known = byK.get(k.id)
+    if (known !== undefined) return known
+    // Every op in k.deps was issued before k, so this recursion goes strictly back in time.
+    let live = true
+    for (const j of this.removers) {
+      if (j.id !== k.id && k.deps.has(j.id) && this.removes(j, d)) {
+        live = false
+        break
+      }
+    }
+    byK.set(k.id, live)
+    return live
+  }
+
+  /** True when some op in `killers` (surviving removers) removed `d`. */
+  removedBy(d: Rec<unknown>, killers: readonly Rec<unknown>[]): boolean {
+    for (const k of killers) if (this.removes(k, d)) return true
+    return false
+  }
+}
+
+/** A scoped oracle's input: the surviving ops of a scope, and every op of it performed (lost ones too). */
+interface Ops<O> {
+  readonly surviving: readonly Rec<O>[]
+  readonly all: readonly Rec<O>[]
 }
 
 const byCanonical = (a: Json, b: Json): number => {
@@ -66,21 +108,30 @@ const byCanonical = (a: Json, b: Json): number => {
 /** Nested value, or absent when no dot is live. */
 type Scoped<V> = { readonly present: false } | { readonly present: true; readonly value: V }
 
-function counterOracle(ops: readonly Rec<CounterOp>[], resets: readonly Rec<unknown>[]): Scoped<number> {
-  // A bump carries its writer's running total, restarted from zero when a reset it had seen removed the previous bump.
+function counterOracle(ops: Ops<CounterOp>, resets: Ops<unknown>): Scoped<number> {
+  // Each bump replaces its writer's live dot (if a reset it had seen had not removed it already)
+  // with a new one holding the running total: the amount plus that dot's total, else from zero.
+  // A writer's dots are removed by its later bumps and by resets, each only where still live.
   const total = new Map<number, number>()
+  const removals = new Map<string, Removals>()
+  const removalsOf = (writer: string): Removals => {
+    let r = removals.get(writer)
+    if (r === undefined) removals.set(writer, (r = new Removals([...ops.all.filter((o) => o.replica === writer), ...resets.all])))
+    return r
+  }
   const last = new Map<string, Rec<CounterOp>>()
-  for (const x of ops) {
+  for (const x of ops.all) {
     const amount = x.op.type === 'inc' ? x.op.n : -x.op.n
     const prev = last.get(x.replica)
-    const prevAlive = prev !== undefined && !resets.some((r) => x.deps.has(r.id) && r.deps.has(prev.id))
-    total.set(x.id, amount + (prevAlive ? (total.get(prev.id) as number) : 0))
+    const seen = resets.all.filter((r) => x.deps.has(r.id))
+    const prevLive = prev !== undefined && !removalsOf(x.replica).removedBy(prev, seen)
+    total.set(x.id, amount + (prevLive ? (total.get(prev.id) as number) : 0))
     last.set(x.replica, x)
   }
   let sum = 0
   let present = false
-  for (const x of last.values()) {
-    if (seenBy(x, resets)) continue
+  for (const x of ops.surviving) {
+    if (removalsOf(x.replica).removedBy(x, [...ops.surviving.filter((o) => o.replica === x.replica), ...resets.surviving])) continue
     present = true
     sum += total.get(x.id) as number
   }
@@ -89,47 +140,56 @@ function counterOracle(ops: readonly Rec<CounterOp>[], resets: readonly Rec<unkn
 
 /**
  * The earlier ops whose amounts a counter bump's delta restates: walking back through the same
- * writer's earlier bumps it had seen, while no reset (a field removal) seen by the later bump had
- * seen the earlier one (that removal killed its dot, and the total restarted from zero).
+ * writer's earlier bumps it had seen, while the earlier one's dot was still live where the later one
+ * was issued (a reset that removed it restarted the total from zero).
  */
 function runningChain<O>(op: OpRecord<O>, history: readonly OpRecord<O>[], isBump: (o: O) => boolean, isReset: (o: O) => boolean): number[] {
   if (!isBump(op.op)) return []
+  const resets = history.filter((r) => isReset(r.op))
+  const removals = new Removals([...history.filter((o) => o.replica === op.replica && isBump(o.op)), ...resets])
   const out: number[] = []
   let cur: OpRecord<O> = op
   for (let i = history.length - 1; i >= 0; i--) {
     const prev = history[i] as OpRecord<O>
     if (prev.replica !== op.replica || !isBump(prev.op) || !cur.deps.has(prev.id)) continue
-    const killed = history.some((r) => isReset(r.op) && cur.deps.has(r.id) && r.deps.has(prev.id))
-    if (killed) break
+    const at = cur
+    if (removals.removedBy(prev, resets.filter((r) => at.deps.has(r.id)))) break
     out.push(prev.id)
     cur = prev
   }
   return out
 }
 
-function setOracle(ops: readonly Rec<SetOp>[], resets: readonly Rec<unknown>[]): Scoped<string[]> {
+function setOracle(ops: Ops<SetOp>, resets: Ops<unknown>): Scoped<string[]> {
   const out = new Set<string>()
-  for (const a of ops) {
+  const removals = new Map<string, Removals>()
+  // A remove or clear removes the element's live dots; so does a later add of it, which overwrites
+  // them (a remove that saw only the later add removes the element even where the earlier add has
+  // not arrived yet).
+  const removesE = (e: string) => (k: Rec<SetOp>) => k.op.type === 'clear' || k.op.e === e
+  for (const a of ops.surviving) {
     if (a.op.type !== 'add') continue
     const e = a.op.e
-    // A later add of `e` that saw this one overwrites it too: a remove that saw only the later add
-    // removes `e` even where the earlier add has not arrived yet.
-    const killers = ops.filter((k) => k.op.type === 'clear' || k.op.e === e)
-    if (!seenBy(a, killers) && !seenBy(a, resets)) out.add(e)
+    let r = removals.get(e)
+    if (r === undefined) removals.set(e, (r = new Removals([...ops.all.filter(removesE(e)), ...resets.all])))
+    if (!r.removedBy(a, [...ops.surviving.filter(removesE(e)), ...resets.surviving])) out.add(e)
   }
   return out.size > 0 ? { present: true, value: [...out].sort(byCanonical) } : { present: false }
 }
 
-function liveWrites<O>(ops: readonly Rec<O>[], resets: readonly Rec<unknown>[]): Rec<O>[] {
-  return ops.filter((w) => !seenBy(w, ops) && !seenBy(w, resets))
+/** The writes of one register (or map key) whose dots are live: no surviving write or reset removed them. */
+function liveWrites<O>(ops: Ops<O>, resets: Ops<unknown>): Rec<O>[] {
+  const removals = new Removals([...ops.all, ...resets.all])
+  const killers = [...ops.surviving, ...resets.surviving]
+  return ops.surviving.filter((w) => !removals.removedBy(w, killers))
 }
 
-function mvOracle(ops: readonly Rec<RegisterOp>[], resets: readonly Rec<unknown>[]): Scoped<number[]> {
+function mvOracle(ops: Ops<RegisterOp>, resets: Ops<unknown>): Scoped<number[]> {
   const live = liveWrites(ops, resets)
   return live.length > 0 ? { present: true, value: live.map((w) => w.op.value).sort(byCanonical) } : { present: false }
 }
 
-function lwwWinner<O>(ops: readonly Rec<O>[], resets: readonly Rec<unknown>[]): Rec<O> | undefined {
+function lwwWinner<O>(ops: Ops<O>, resets: Ops<unknown>): Rec<O> | undefined {
   let best: Rec<O> | undefined
   for (const w of liveWrites(ops, resets)) {
     if (best === undefined || compareHlc(w.meta as HlcTimestamp, best.meta as HlcTimestamp) > 0) best = w
@@ -137,20 +197,18 @@ function lwwWinner<O>(ops: readonly Rec<O>[], resets: readonly Rec<unknown>[]): 
   return best
 }
 
-function lwwOracle(ops: readonly Rec<RegisterOp>[], resets: readonly Rec<unknown>[]): Scoped<number> {
+function lwwOracle(ops: Ops<RegisterOp>, resets: Ops<unknown>): Scoped<number> {
   const w = lwwWinner(ops, resets)
   return w === undefined ? { present: false } : { present: true, value: w.op.value }
 }
 
-function lwwMapOracle(ops: readonly Rec<LwwMapOp>[], resets: readonly Rec<unknown>[]): Scoped<Record<string, number>> {
-  const keys = [...new Set(ops.map((o) => o.op.key))].sort()
+function lwwMapOracle(ops: Ops<LwwMapOp>, resets: Ops<unknown>): Scoped<Record<string, number>> {
+  const keys = [...new Set(ops.surviving.map((o) => o.op.key))].sort()
   const out: Record<string, number> = {}
   let present = false
   for (const key of keys) {
-    const w = lwwWinner(
-      ops.filter((o) => o.op.key === key),
-      resets,
-    )
+    const ofKey = (o: Rec<LwwMapOp>): boolean => o.op.key === key
+    const w = lwwWinner({ surviving: ops.surviving.filter(ofKey), all: ops.all.filter(ofKey) }, resets)
     if (w === undefined) continue
     present = true // a live delete marker keeps the map's dot alive
     if (w.op.type === 'set') out[key] = w.op.value
@@ -167,7 +225,13 @@ function narrow<O, P>(ops: readonly OpRecord<O>[], f: (op: O) => P | undefined):
   return out
 }
 
+/** The surviving ops and every op performed, narrowed alike. */
+function scoped<O, P>(ops: readonly OpRecord<O>[], history: readonly OpRecord<O>[], f: (op: O) => P | undefined): Ops<P> {
+  return { surviving: narrow(ops, f), all: narrow(history, f) }
+}
+
 const same = <O>(o: O): O => o
+const NONE: Ops<unknown> = { surviving: [], all: [] }
 
 // ---- arbitraries ---------------------------------------------------------------------------
 
@@ -218,8 +282,8 @@ export const orSetSpec: ReplicaSpec<Json[], SetOp, OrSet> = {
   create: (replicaId, env) => new OrSet({ replicaId, now: env.now }),
   op: setOp,
   perform: (r, op) => applySet(r, op),
-  oracle: (ops) => {
-    const s = setOracle(narrow(ops, same), [])
+  oracle: (ops, history) => {
+    const s = setOracle(scoped(ops, history, same), NONE)
     return s.present ? s.value : []
   },
 }
@@ -230,8 +294,8 @@ export const mvRegisterSpec: ReplicaSpec<Json[], RegisterOp, MvRegister> = {
   create: (replicaId, env) => new MvRegister({ replicaId, now: env.now }),
   op: registerOp,
   perform: (r, op) => r.set(op.value),
-  oracle: (ops) => {
-    const s = mvOracle(narrow(ops, same), [])
+  oracle: (ops, history) => {
+    const s = mvOracle(scoped(ops, history, same), NONE)
     return s.present ? s.value : []
   },
 }
@@ -242,8 +306,8 @@ export const lwwRegisterSpec: ReplicaSpec<Json | undefined, RegisterOp, LwwRegis
   create: (replicaId, env) => new LwwRegister({ replicaId, now: env.now }),
   op: registerOp,
   perform: (r, op) => r.set(op.value),
-  oracle: (ops) => {
-    const s = lwwOracle(narrow(ops, same), [])
+  oracle: (ops, history) => {
+    const s = lwwOracle(scoped(ops, history, same), NONE)
     return s.present ? s.value : undefined
   },
 }
@@ -258,8 +322,8 @@ export const lwwMapSpec: ReplicaSpec<Record<string, Json>, LwwMapOp, LwwMap> = {
   create: (replicaId, env) => new LwwMap({ replicaId, now: env.now }),
   op: lwwMapOp,
   perform: (r, op) => applyLwwMap(r, op),
-  oracle: (ops) => {
-    const s = lwwMapOracle(narrow(ops, same), [])
+  oracle: (ops, history) => {
+    const s = lwwMapOracle(scoped(ops, history, same), NONE)
     return s.present ? s.value : {}
   },
 }
@@ -284,17 +348,17 @@ export const orMapSpec: ReplicaSpec<Record<string, unknown>, OrMapOp, OrMap> = {
         return r.update('prefs', 'lww-map', (m) => applyLwwMap(m, op.op))
     }
   },
-  oracle: (ops) => {
+  oracle: (ops, history) => {
     const out: Record<string, unknown> = {}
-    const resetsOf = (field: OrMapField): Rec<unknown>[] => narrow(ops, (o) => (o.type === 'remove' && o.field === field ? o : undefined))
+    const resetsOf = (field: OrMapField): Ops<unknown> => scoped(ops, history, (o) => (o.type === 'remove' && o.field === field ? o : undefined))
     const put = (field: OrMapField, s: Scoped<unknown>): void => {
       if (s.present) out[field] = s.value
     }
-    put('tags', setOracle(narrow(ops, (o) => (o.type === 'update' && o.field === 'tags' ? o.op : undefined)), resetsOf('tags')))
-    put('count', counterOracle(narrow(ops, (o) => (o.type === 'update' && o.field === 'count' ? o.op : undefined)), resetsOf('count')))
-    put('title', lwwOracle(narrow(ops, (o) => (o.type === 'update' && o.field === 'title' ? o.op : undefined)), resetsOf('title')))
-    put('note', mvOracle(narrow(ops, (o) => (o.type === 'update' && o.field === 'note' ? o.op : undefined)), resetsOf('note')))
-    put('prefs', lwwMapOracle(narrow(ops, (o) => (o.type === 'update' && o.field === 'prefs' ? o.op : undefined)), resetsOf('prefs')))
+    put('tags', setOracle(scoped(ops, history, (o) => (o.type === 'update' && o.field === 'tags' ? o.op : undefined)), resetsOf('tags')))
+    put('count', counterOracle(scoped(ops, history, (o) => (o.type === 'update' && o.field === 'count' ? o.op : undefined)), resetsOf('count')))
+    put('title', lwwOracle(scoped(ops, history, (o) => (o.type === 'update' && o.field === 'title' ? o.op : undefined)), resetsOf('title')))
+    put('note', mvOracle(scoped(ops, history, (o) => (o.type === 'update' && o.field === 'note' ? o.op : undefined)), resetsOf('note')))
+    put('prefs', lwwMapOracle(scoped(ops, history, (o) => (o.type === 'update' && o.field === 'prefs' ? o.op : undefined)), resetsOf('prefs')))
     return out
   },
   // A count bump restates its writer's running total for the field (see runningChain).
