@@ -8,7 +8,7 @@ const conditions = ['@concord/source', ...defaultServerConditions]
 
 // The Kafka integration files share one single-node broker (and the fault suite restarts its own);
 // on a 2-core machine two of them at once starve the broker's group coordinator, so they run one
-// file at a time, alongside everything else.
+// file at a time (vitest runs that project's files on their own, after the others).
 const kafkaIntegration = 'packages/transport-kafka/src/**/*.integration.test.ts'
 
 export default mergeConfig(

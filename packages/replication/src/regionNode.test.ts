@@ -1332,7 +1332,7 @@ describe('RegionNode after a failed store write', () => {
     })
     ;((await first.open('a', 'pn-counter')) as unknown as PnCounter).increment(1)
     const flushed = first.flush()
-    await vi.waitFor(() => expect(gate.gates).toHaveLength(1))
+    await vi.waitFor(() => expect(gate.gates).toHaveLength(1), { timeout: 10_000 })
     ;(gate.gates[0] as () => void)()
     await expect(flushed).rejects.toThrow(/log unreachable/)
     gate.restore()

@@ -76,7 +76,8 @@ describe.skipIf(!server.available)('KafkaTransport edge cases', () => {
       await sleep(500)
     }
     const after: LogRecord[] = []
-    const until = Date.now() + 8_000
+    // Through a consumer crash, restart and rejoin: 0.5 s on a quiet machine, 3 s on a loaded one.
+    const until = Date.now() + 30_000
     while (Date.now() < until && after.filter((r) => r.skipped !== true).length < 2) after.push(...(await pollUntil(t, 'r1', 'own', 1, 'me', 1)))
     expect(after.filter((r) => r.skipped !== true).map((r) => dec.decode(r.bytes))).toEqual(['twin0', 'twin1'])
     const positions = after.map((r) => BigInt(r.position))
@@ -143,7 +144,7 @@ describe.skipIf(!server.available)('KafkaTransport edge cases', () => {
         '-e',
         `import { Kafka, logLevel } from 'kafkajs'
          const kafka = new Kafka({ clientId: 'edges-child', brokers: ${JSON.stringify([...server.brokers])}, logLevel: logLevel.NOTHING })
-         const c = kafka.consumer({ groupId: ${JSON.stringify(`${groupPrefix}/r1`)}, sessionTimeout: 10000, heartbeatInterval: 1000 })
+         const c = kafka.consumer({ groupId: ${JSON.stringify(`${groupPrefix}/r1`)}, sessionTimeout: 20000, heartbeatInterval: 1000 })
          c.on(c.events.GROUP_JOIN, () => console.log('ready'))
          await c.connect(); await c.subscribe({ topics: [${JSON.stringify(`${prefix}.jo`)}], fromBeginning: true })
          await c.run({ eachBatch: async () => {} })`,
@@ -165,8 +166,9 @@ describe.skipIf(!server.available)('KafkaTransport edge cases', () => {
     await t.close()
     const outcome = await committing
     expect(outcome).toBeInstanceOf(ClosedError)
-    expect(settledAt - closedAt).toBeLessThan(3_000)
-  }, 60_000)
+    // The join waits out the killed member's 20 s session; the commit must not wait for it.
+    expect(settledAt - closedAt).toBeLessThan(8_000)
+  }, 90_000)
 
   it('refuses option combinations kafkajs refuses only at a first poll, or that overflow its timers (an untyped error; a reader that never read)', () => {
     expect(() => open({ sessionTimeoutMs: 1000 })).toThrow(/heartbeatIntervalMs \(3000\) must be lower than sessionTimeoutMs \(1000\)/)
@@ -193,7 +195,8 @@ describe.skipIf(!server.available)('KafkaTransport edge cases', () => {
     const us = node('us', open({ topicPrefix, groupPrefix: topicPrefix }))
     let a = 0
     let b = 0
-    for (let i = 0; i < 60 && (a !== 1 || b !== 1); i++) {
+    // Bounded by the clock, not by a count of polls (a new consumer group joins slower on a loaded machine).
+    for (const until = Date.now() + 30_000; (a !== 1 || b !== 1) && Date.now() < until; ) {
       await us.pump()
       a = (await us.open<number>('a', 'pn-counter')).value()
       b = (await us.open<number>('b', 'pn-counter')).value()

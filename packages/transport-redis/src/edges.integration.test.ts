@@ -208,11 +208,13 @@ describe.skipIf(!canStartServers)('RedisTransport and RedisStore against a serve
         )
         return { error, ms: Date.now() - started }
       }
+      // Bounded, not waiting for a server that never answers; the bounds leave room for a loaded
+      // machine (a call takes about its 300 ms command timeout on a quiet one).
       for (const [what, call, within] of [
-        ['poll', () => t.poll('us', 'eu', { waitMs: 0 }), 2_000],
-        ['waiting poll', () => t.poll('us', 'eu', { waitMs: 500 }), 2_500],
-        ['commit', () => t.commit('us', 'eu', p as string), 2_000],
-        ['store write', () => store.put('k', bytes('w')), 2_000],
+        ['poll', () => t.poll('us', 'eu', { waitMs: 0 }), 10_000],
+        ['waiting poll', () => t.poll('us', 'eu', { waitMs: 500 }), 10_000],
+        ['commit', () => t.commit('us', 'eu', p as string), 10_000],
+        ['store write', () => store.put('k', bytes('w')), 10_000],
       ] as const) {
         const r = await timed(call)
         expect({ what, retriable: r.error instanceof TransportError && r.error.retriable }).toEqual({ what, retriable: true })
@@ -222,7 +224,7 @@ describe.skipIf(!canStartServers)('RedisTransport and RedisStore against a serve
         await t.close()
         await store.close()
       })
-      expect(closing.ms).toBeLessThan(2_000)
+      expect(closing.ms).toBeLessThan(10_000)
     } finally {
       await frozen.freeze(false)
     }
