@@ -393,7 +393,13 @@ function simulate<V, Op, R extends Replica<V>>(spec: ReplicaSpec<V, Op, R>, sche
     const expected = spec.oracle(ops, sim.ops())
     const actual = first.value()
     if (!sameValueOf(spec)(actual, expected)) {
-      throw new Error(`converged to the wrong value:\n  actual   ${show(actual)}\n  expected ${show(expected)} (oracle over ${ops.length} ops)`)
+      const lost = sim.ops().filter((o) => !ops.includes(o))
+      // The oracle may be what is wrong: most such failures of a correct type found so far were.
+      const hint =
+        lost.length === 0
+          ? ''
+          : `\n  ops counted lost: ${lost.map((o) => `#${o.id}`).join(', ')} (issued, never seen by a live region). If the type's deltas restate earlier ops (running totals), declare ReplicaSpec.carries; if an op removes only what is live where it runs, the oracle gets every op as its second argument (docs/testing.md, "Writing the oracle")`
+      throw new Error(`converged to the wrong value:\n  actual   ${show(actual)}\n  expected ${show(expected)} (oracle over ${ops.length} ops)${hint}`)
     }
   }
   if (opts.livenessRounds !== undefined && rounds > opts.livenessRounds) {
