@@ -119,14 +119,15 @@ function counterOracle(ops: Ops<CounterOp>, resets: Ops<unknown>): Scoped<number
     if (r === undefined) removals.set(writer, (r = new Removals([...ops.all.filter((o) => o.replica === writer), ...resets.all])))
     return r
   }
-  const last = new Map<string, Rec<CounterOp>>()
   for (const x of ops.all) {
     const amount = x.op.type === 'inc' ? x.op.n : -x.op.n
-    const prev = last.get(x.replica)
+    // The writer's latest earlier bump that x had seen: not merely its latest one, since a writer
+    // id can outlive a crash (the replication harness keeps it) that lost a bump unsent.
+    let prev: Rec<CounterOp> | undefined
+    for (const o of ops.all) if (o.id < x.id && o.replica === x.replica && x.deps.has(o.id)) prev = o
     const seen = resets.all.filter((r) => x.deps.has(r.id))
-    const prevLive = prev !== undefined && !removalsOf(x.replica).removedBy(prev, seen)
-    total.set(x.id, amount + (prevLive ? (total.get(prev.id) as number) : 0))
-    last.set(x.replica, x)
+    const base = prev !== undefined && !removalsOf(x.replica).removedBy(prev, seen) ? (total.get(prev.id) as number) : 0
+    total.set(x.id, amount + base)
   }
   let sum = 0
   let present = false
