@@ -1,5 +1,6 @@
+import { execFileSync } from 'node:child_process'
 import { afterEach, describe, expect, it } from 'vitest'
-import { checkFlags, cliChoice, cliInt, cliOnly } from './report.js'
+import { checkFlags, checkWholeBatches, cliChoice, cliInt, cliOnly, commandLine } from './report.js'
 import { requireServers } from './servers.js'
 
 const argv = process.argv
@@ -36,6 +37,35 @@ describe('benchmark command lines', () => {
     expect(() => checkFlags(['convergence', 'transport'], ['--only=kafka'])).not.toThrow()
     expect(() => checkFlags(['docs'], ['--only=yjs'])).toThrow(/--types=/)
   })
+
+  it("record in a results file only the options its suite reads (a run of two suites recorded the other's, and the command refused them)", () => {
+    withArgs('transport', 'lag', '--samples=50', '--envelopes=2000', '--only=redis')
+    expect(commandLine('transport-bench.ts', 'transport')).toBe('transport-bench.ts --envelopes=2000 --only=redis')
+    expect(commandLine('lag-bench.ts', 'lag')).toBe('lag-bench.ts --samples=50 --only=redis')
+  })
+
+  it('refuse a count of envelopes that is not whole batches (the clock stopped before the last batch was delivered)', () => {
+    expect(() => checkWholeBatches(20_000, 100)).not.toThrow()
+    expect(() => checkWholeBatches(150, 100)).toThrow(/--envelopes \(150\) must be a multiple of --batch \(100\)/)
+  })
+
+  it('npm run bench refuses a bad value before any suite runs (it ran the convergence and documents suites for minutes first)', () => {
+    const run = (args: string[], extraEnv: Record<string, string> = {}): { status: number; stderr: string } => {
+      try {
+        execFileSync(process.execPath, ['--conditions=@concord/source', '--import', 'tsx', 'benchmarks/src/main.ts', ...args], { env: { ...process.env, ...extraEnv }, stdio: 'pipe', timeout: 60_000 })
+        return { status: 0, stderr: '' }
+      } catch (e) {
+        const err = e as { status: number; stderr: Buffer }
+        return { status: err.status, stderr: String(err.stderr) }
+      }
+    }
+    const bad = run(['--only=foo'])
+    expect(bad.status).toBe(2)
+    expect(bad.stderr).toMatch(/--only must be one of redis, kafka, got "foo"/)
+    expect(bad.stderr).not.toMatch(/\[1\/\d+\] convergence/)
+    expect(run(['convergence'], { CONCORD_BENCH_OPS: 'abc' }).stderr).toMatch(/CONCORD_BENCH_OPS must be an integer/)
+    expect(run(['engine', '--envelopes=150'])).toMatchObject({ status: 2 })
+  }, 120_000)
 })
 
 describe('benchmark servers', () => {

@@ -10,11 +10,25 @@ import { pathToFileURL } from 'node:url'
 import * as fc from 'fast-check'
 import type { ConflictEvent, DeltaOrigin, Replica } from '@concord/core'
 import { Simulation, nativeSpecs, type AnyReplicaSpec, type ReplicaSpec } from '@concord/testing'
-import { checkFlags, cliMain, machine, median, progress, saveReport, type BenchReport, type BenchRow } from './report.js'
+import { checkFlags, cliMain, machine, median, progress, saveReport, UsageError, type BenchReport, type BenchRow } from './report.js'
 
 const REGIONS = ['us-1', 'eu-1', 'ap-1', 'us-2', 'eu-2']
-const OPS = Number(process.env.CONCORD_BENCH_OPS ?? 2_000)
-const REPEATS = Number(process.env.CONCORD_BENCH_REPEATS ?? 3)
+
+/** An integer setting from the environment (at least 1), `fallback` when unset. @throws UsageError otherwise (NaN ops ran nothing). */
+function envCount(name: string, fallback: number): number {
+  const raw = process.env[name]
+  if (raw === undefined || raw === '') return fallback
+  const n = Number(raw)
+  if (!Number.isSafeInteger(n) || n < 1 || !/^\d+$/.test(raw.trim())) throw new UsageError(`${name} must be an integer of at least 1, got ${JSON.stringify(raw)}`)
+  return n
+}
+/** The environment a run was given, as a command prefix: a results file names what reproduces it. */
+function envPrefix(): string {
+  return ['CONCORD_BENCH_OPS', 'CONCORD_BENCH_REPEATS']
+    .filter((k) => (process.env[k] ?? '') !== '')
+    .map((k) => `${k}=${process.env[k] as string} `)
+    .join('')
+}
 
 /** Wraps a replica so that every local change is shipped as the whole state (the baseline). */
 class StateShipping<V> implements Replica<V> {
@@ -94,8 +108,16 @@ function runOnce(spec: ReplicaSpec<unknown, unknown, Replica<unknown>>, ops: rea
   return { bytes, elapsedMs, healMs: sim.elapsed - before }
 }
 
+/** Checks the environment settings (CONCORD_BENCH_OPS, CONCORD_BENCH_REPEATS). @throws UsageError */
+export function checkEnv(): void {
+  envCount('CONCORD_BENCH_OPS', 2_000)
+  envCount('CONCORD_BENCH_REPEATS', 3)
+}
+
 /** Runs the benchmark and returns its report. */
 export async function run(): Promise<BenchReport> {
+  const OPS = envCount('CONCORD_BENCH_OPS', 2_000)
+  const REPEATS = envCount('CONCORD_BENCH_REPEATS', 3)
   const rows: BenchRow[] = []
   for (const full of nativeSpecs) {
     const spec = bare(full)
@@ -122,7 +144,7 @@ export async function run(): Promise<BenchReport> {
   }
   return {
     suite: 'convergence',
-    command: 'npm run bench -- convergence',
+    command: `${envPrefix()}npm run bench -- convergence`,
     machine: await machine(),
     date: new Date().toISOString(),
     notes: [

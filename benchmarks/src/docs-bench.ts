@@ -197,7 +197,7 @@ export async function runDocsBench(options: DocsBenchOptions = {}): Promise<Benc
   if (backends.includes('automerge')) out.push(...rows('automerge', measure('automerge', trace, rawAutomerge, concordAutomerge, amRepeats)))
   return {
     suite: 'docs',
-    command: `node --conditions=@concord/source --import tsx benchmarks/src/docs-bench.ts --trace=${traceName}${options.repeats === undefined ? '' : ` --repeats=${options.repeats}`}`,
+    command: `node --conditions=@concord/source --import tsx benchmarks/src/docs-bench.ts --trace=${traceName}${options.repeats === undefined ? '' : ` --repeats=${options.repeats}`}${backends.length === 1 ? ` --types=${backends[0] as string}` : ''}`,
     machine: await machine(),
     date: new Date().toISOString(),
     notes: [

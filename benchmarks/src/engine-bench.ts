@@ -15,7 +15,7 @@ import { pathToFileURL } from 'node:url'
 import { slabCopy } from '@concord/core'
 import { MemoryStore, MemoryTransport, RegionNode } from '@concord/replication'
 import { benchFactories, openWriters, shortDocId, uuidDocId, type BenchReplica } from './noopReplica.js'
-import { checkFlags, cliInt, cliMain, commandLine, machine, median, progress, saveReport, type BenchReport, type BenchRow } from './report.js'
+import { checkFlags, checkWholeBatches, cliInt, cliMain, commandLine, machine, median, progress, saveReport, type BenchReport, type BenchRow } from './report.js'
 
 const REGIONS = ['eu', 'us', 'ap'] as const
 const COMMAND = 'node --conditions=@concord/source --import tsx benchmarks/src/engine-bench.ts'
@@ -140,6 +140,7 @@ export async function run(options: EngineBenchOptions = {}): Promise<BenchReport
   const repeats = options.repeats ?? 5
   const envelopes = options.envelopes ?? 20_000
   const batch = options.batch ?? 100
+  checkWholeBatches(envelopes, batch)
   const rows: BenchRow[] = []
   const sizes: string[] = []
   for (const { label, docId } of WORKLOADS) {
@@ -195,7 +196,7 @@ export async function run(options: EngineBenchOptions = {}): Promise<BenchReport
     'no-op replica: the same RegionNodes and traffic with replicas that emit a fixed delta of an increment\'s size and apply nothing — the engine without CRDT work; PnCounter minus no-op = what the CRDT costs',
     'CPU = CPU time of this process (all threads, so GC included) / written envelopes',
   ]
-  const report: BenchReport = { suite: 'engine-overhead', command: commandLine(COMMAND), machine: await machine(), date: new Date().toISOString(), notes, rows }
+  const report: BenchReport = { suite: 'engine-overhead', command: commandLine(COMMAND, 'engine'), machine: await machine(), date: new Date().toISOString(), notes, rows }
   saveReport(report)
   return report
 }

@@ -215,7 +215,7 @@ export async function run(options: LagBenchOptions = {}): Promise<BenchReport> {
     await admin.disconnect()
     record('Kafka', raw, concord, 'raw kafkajs send + consumer', 'Concord RegionNode + KafkaTransport (start())')
   }
-  return finishReport('replication-lag', COMMAND, notes, rows)
+  return finishReport('replication-lag', COMMAND, notes, rows, 'lag')
 }
 
 /** The options given on the command line (also read by `npm run bench -- lag`). */

@@ -4,7 +4,8 @@
  * prints a table, shows progress on stderr, and writes
  * benchmarks/results/<suite>.json and an SVG chart beside it.
  */
-import { checkFlags, saveReport, usage, UsageError, type BenchReport } from './report.js'
+import { checkFlags, checkWholeBatches, cliChoice, saveReport, usage, UsageError, type BenchReport } from './report.js'
+import { requireServers } from './servers.js'
 
 const SUITES: Record<string, () => Promise<BenchReport>> = {
   // Every suite saves and prints its report (the convergence suite's run() leaves that to its caller).
@@ -31,6 +32,31 @@ const SUITES: Record<string, () => Promise<BenchReport>> = {
   },
 }
 
+/**
+ * What each suite refuses, checked for every chosen suite before the first one runs: option values
+ * and the servers it needs (a bad `--only` or a Redis that is down was found only after the
+ * convergence and documents suites had run for minutes).
+ */
+const PREFLIGHT: Record<string, () => Promise<void>> = {
+  convergence: async () => (await import('./convergence-bench.js')).checkEnv(),
+  docs: async () => {
+    cliChoice('types', ['yjs', 'automerge'] as const)
+  },
+  transport: async () => {
+    const o = (await import('./transport-bench.js')).cliOptions()
+    checkWholeBatches(o.envelopes ?? 20_000, o.batch ?? 100)
+    await requireServers('transport benchmark', o.only ?? ['redis', 'kafka'])
+  },
+  lag: async () => {
+    const o = (await import('./lag-bench.js')).cliOptions()
+    await requireServers('lag benchmark', o.only ?? ['redis', 'kafka'])
+  },
+  engine: async () => {
+    const o = (await import('./engine-bench.js')).cliOptions()
+    checkWholeBatches(o.envelopes ?? 20_000, o.batch ?? 100)
+  },
+}
+
 const args = process.argv.slice(2)
 if (args.includes('--help') || args.includes('-h')) {
   process.stdout.write(`${usage()}\n`)
@@ -45,6 +71,7 @@ if (unknown.length > 0) {
 const names = wanted.length > 0 ? wanted : Object.keys(SUITES)
 try {
   checkFlags(names, args)
+  for (const name of names) await (PREFLIGHT[name] as () => Promise<void>)()
 } catch (e) {
   if (!(e instanceof UsageError)) throw e
   process.stderr.write(`${e.message}\n`)

@@ -112,20 +112,26 @@ export function progress(msg: string): void {
   process.stderr.write(`  … ${msg}\n`)
 }
 
-/** Builds a suite's report (machine and date of this run), saves and prints it. */
-export async function finishReport(suite: string, command: string, notes: readonly string[], rows: readonly BenchRow[]): Promise<BenchReport> {
-  const report: BenchReport = { suite, command: commandLine(command), machine: await machine(), date: new Date().toISOString(), notes, rows }
+/** Builds a suite's report (machine and date of this run), saves and prints it. `cli` names the suite's options (a key of {@link SUITE_FLAGS}). */
+export async function finishReport(suite: string, command: string, notes: readonly string[], rows: readonly BenchRow[], cli: string): Promise<BenchReport> {
+  const report: BenchReport = { suite, command: commandLine(command, cli), machine: await machine(), date: new Date().toISOString(), notes, rows }
   saveReport(report)
   return report
 }
 
 /**
- * `base` (a suite's command) with the `--name=value` options this run was given, so that a
- * results file names the command that reproduces it (`npm run bench -- transport --repeats=5`
- * records the transport suite's command with `--repeats=5`).
+ * `base` (a suite's command) with the `--name=value` options this run was given that the suite
+ * `cli` (a key of {@link SUITE_FLAGS}) reads, so that a results file names the command that
+ * reproduces it (`npm run bench -- transport lag --repeats=5 --samples=50` records the transport
+ * suite's command with `--repeats=5` only: that command refuses `--samples`).
  */
-export function commandLine(base: string): string {
-  return [base, ...process.argv.slice(2).filter((a) => a.startsWith('--'))].join(' ')
+export function commandLine(base: string, cli: string): string {
+  const flags = new Set(SUITE_FLAGS[cli] ?? [])
+  const own = process.argv.slice(2).filter((a) => {
+    const m = /^--([a-z-]+)=/.exec(a)
+    return m !== null && flags.has(m[1] as string)
+  })
+  return [base, ...own].join(' ')
 }
 
 /**
@@ -208,4 +214,13 @@ export function cliChoice<T extends string>(name: string, choices: readonly T[])
 export function cliOnly(): { only?: ['redis'] | ['kafka'] } {
   const only = cliChoice('only', ['redis', 'kafka'] as const)
   return only === undefined ? {} : { only: [only] }
+}
+
+/**
+ * Refuses an `envelopes` count that is not a whole number of `batch`es: the runs write whole
+ * batches, so the last one would write past the count, and the clock would stop before those were
+ * delivered. @throws UsageError
+ */
+export function checkWholeBatches(envelopes: number, batch: number): void {
+  if (envelopes % batch !== 0) throw new UsageError(`--envelopes (${envelopes}) must be a multiple of --batch (${batch}): the runs write whole batches`)
 }

@@ -38,7 +38,7 @@ import { KafkaTransport } from '@concord/transport-kafka'
 import { benchFactories, openWriters, type BenchReplica } from './noopReplica.js'
 import { kafkaBrokers, redisUrl, requireServers } from './servers.js'
 import { byComponent, startProfiler, type CpuProfile } from './profile.js'
-import { checkFlags, cliInt, cliMain, cliOnly, finishReport, median, progress, type BenchReport, type BenchRow } from './report.js'
+import { checkFlags, checkWholeBatches, cliInt, cliMain, cliOnly, finishReport, median, progress, type BenchReport, type BenchRow } from './report.js'
 
 const REGIONS = ['eu', 'us', 'ap'] as const
 const COMMAND = 'node --conditions=@concord/source --import tsx benchmarks/src/transport-bench.ts'
@@ -349,6 +349,7 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
   const warmup = options.warmup ?? 3
   const envelopes = options.envelopes ?? 20_000
   const batch = options.batch ?? 100
+  checkWholeBatches(envelopes, batch)
   const only = options.only ?? ['redis', 'kafka']
   const profileRuns = options.profile ?? 0
   await requireServers('transport benchmark', only)
@@ -462,7 +463,7 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
       },
     }))
   }
-  return finishReport('transport-throughput', COMMAND, notes, rows)
+  return finishReport('transport-throughput', COMMAND, notes, rows, 'transport')
 }
 
 /** The options given on the command line (also read by `npm run bench -- transport`). */
