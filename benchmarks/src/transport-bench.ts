@@ -7,9 +7,11 @@
  *   - Redis: pipelined XADD of `batch` entries per region and round; each region reads the other
  *     two streams with XREADGROUP COUNT 256 and XACKs what it read.
  *   - Kafka: one kafkajs send of `batch` messages per region and round (acks=-1), keyed by
- *     document id as Concord's records are; each region has a consumer group per other region's
- *     topic, counts the messages it receives and commits their offsets once a second (a
- *     RegionNode's default commitIntervalMs; the transport-alone variant does the same).
+ *     document id as Concord's records are; each region has one consumer group on the other two
+ *     regions' topics (as KafkaTransport has one per reader), counts the messages it receives and
+ *     commits their offsets once a second (a RegionNode's default commitIntervalMs; the
+ *     transport-alone variant does the same). Final commits come after the clock stops, as the
+ *     nodes' (made by close()).
  *
  * A third variant drives the Concord transport alone (no RegionNode) the way the nodes drive it,
  * to tell the transport's cost from the engine's; a fourth runs the RegionNodes with no-op replicas
@@ -228,8 +230,9 @@ export async function transportRun(open: () => Transport, envelopes: number, bat
     }
     if ((await readRound()) === 0 && written >= envelopes) await new Promise((r) => setTimeout(r, 1))
   }
-  await commitAll()
+  // The last commit after the clock, as for the nodes (their close() commits, untimed).
   const timing = await measured()
+  await commitAll()
   for (const t of transports) await t.close()
   return timing
 }
@@ -276,7 +279,8 @@ export async function rawRedisRun(prefix: string, envelopes: number, batch: numb
 
 /**
  * Raw kafkajs: one send of `batch` messages per region and round, keyed by document like
- * Concord's; a consumer group per (reader, origin), committing once a second as a node does.
+ * Concord's; a consumer group per reader on the other two origins' topics (as KafkaTransport
+ * has), committing once a second as a node does.
  */
 export async function rawKafkaRun(prefix: string, envelopes: number, batch: number, size: number, profiles?: CpuProfile[]): Promise<Timing> {
   const kafka = new Kafka({ clientId: 'bench-raw', brokers: kafkaBrokers(), logLevel: logLevel.NOTHING })
@@ -293,32 +297,30 @@ export async function rawKafkaRun(prefix: string, envelopes: number, batch: numb
   // per consumer, and once at the end.
   const finalCommits: Array<() => Promise<void>> = []
   for (const reader of REGIONS) {
-    for (const origin of REGIONS) {
-      if (origin === reader) continue
-      const consumer = kafka.consumer({ groupId: `${prefix}-raw/${reader}/${origin}`, maxWaitTimeInMs: 100 })
-      joins.push(new Promise<void>((resolve) => consumer.on(consumer.events.GROUP_JOIN, () => resolve())))
-      await consumer.connect()
-      await consumer.subscribe({ topics: [topic(origin)], fromBeginning: true })
-      let next: string | undefined
-      let committedAt = Number.NEGATIVE_INFINITY
-      const commit = async (): Promise<void> => {
-        if (next === undefined) return
-        const offset = next
-        next = undefined
-        committedAt = Date.now()
-        await consumer.commitOffsets([{ topic: topic(origin), partition: 0, offset }])
-      }
-      finalCommits.push(commit)
-      await consumer.run({
-        autoCommit: false,
-        eachBatch: async ({ batch: b }) => {
-          got.set(reader, (got.get(reader) as number) + b.messages.length)
-          next = String(BigInt(b.lastOffset()) + 1n)
-          if (Date.now() - committedAt >= COMMIT_INTERVAL_MS) await commit()
-        },
-      })
-      consumers.push(consumer)
+    const origins = REGIONS.filter((o) => o !== reader).map(topic)
+    const consumer = kafka.consumer({ groupId: `${prefix}-raw/${reader}`, maxWaitTimeInMs: 100 })
+    joins.push(new Promise<void>((resolve) => consumer.on(consumer.events.GROUP_JOIN, () => resolve())))
+    await consumer.connect()
+    await consumer.subscribe({ topics: origins, fromBeginning: true })
+    const next = new Map<string, string>()
+    let committedAt = Number.NEGATIVE_INFINITY
+    const commit = async (): Promise<void> => {
+      if (next.size === 0) return
+      const offsets = [...next].map(([t, offset]) => ({ topic: t, partition: 0, offset }))
+      next.clear()
+      committedAt = Date.now()
+      await consumer.commitOffsets(offsets)
     }
+    finalCommits.push(commit)
+    await consumer.run({
+      autoCommit: false,
+      eachBatch: async ({ batch: b }) => {
+        got.set(reader, (got.get(reader) as number) + b.messages.length)
+        next.set(b.topic, String(BigInt(b.lastOffset()) + 1n))
+        if (Date.now() - committedAt >= COMMIT_INTERVAL_MS) await commit()
+      },
+    })
+    consumers.push(consumer)
   }
   await Promise.all(joins)
   const payload = randomBytes(size)
@@ -334,8 +336,9 @@ export async function rawKafkaRun(prefix: string, envelopes: number, batch: numb
     check()
     await new Promise((r) => setTimeout(r, 1))
   }
-  await Promise.all(finalCommits.map((c) => c()))
+  // The last commits after the clock, as for the nodes (their close() commits, untimed).
   const timing = await measured()
+  await Promise.all(finalCommits.map((c) => c()))
   await Promise.all(consumers.map((c) => c.disconnect()))
   await producer.disconnect()
   await admin.deleteTopics({ topics: REGIONS.map(topic) }).catch(() => undefined)
