@@ -2,6 +2,7 @@
  * Benchmark results: one shape for every suite, printed as a table, saved as JSON and drawn as an
  * SVG bar chart so that runs can be compared by eye.
  */
+import { execFileSync } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -25,6 +26,8 @@ export interface BenchRow {
 export interface BenchReport {
   readonly suite: string
   readonly command: string
+  /** The git commit of the code measured ("+modified" if packages/ or benchmarks/ had uncommitted changes); set when saved. */
+  readonly commit?: string
   readonly machine: string
   readonly date: string
   readonly notes: readonly string[]
@@ -95,9 +98,26 @@ export function barChart(r: BenchReport): string {
 /** Prints a report and writes results/<suite>.json and results/<suite>.svg. */
 export function saveReport(r: BenchReport): void {
   mkdirSync(resultsDir, { recursive: true })
-  writeFileSync(join(resultsDir, `${r.suite}.json`), JSON.stringify(r, null, 2) + '\n')
+  // The code a figure came from: the commit, "+modified" when the measured code had uncommitted changes.
+  const saved = { ...r, commit: r.commit ?? sourceCommit() }
+  writeFileSync(join(resultsDir, `${r.suite}.json`), JSON.stringify(saved, null, 2) + '\n')
   writeFileSync(join(resultsDir, `${r.suite}.svg`), barChart(r))
   process.stdout.write(`${formatTable(r)}\n${r.notes.map((n) => `  note: ${n}`).join('\n')}\n  wrote benchmarks/results/${r.suite}.json and .svg\n\n`)
+}
+
+/** The checkout's commit, with "+modified" when packages/ or benchmarks/src/ differ from it; "unknown" outside git. */
+export function sourceCommit(): string {
+  try {
+    const git = (...args: string[]): string => execFileSync('git', args, { cwd: resultsDir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
+    const head = git('rev-parse', '--short=12', 'HEAD')
+    const root = git('rev-parse', '--show-toplevel')
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'packages', 'benchmarks/src'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+      .split('\n')
+      .some((l) => l.trim() !== '' && !/benchmarks\/src\/_/.test(l))
+    return dirty ? `${head}+modified` : head
+  } catch {
+    return 'unknown'
+  }
 }
 
 /** Median of a list of numbers. */

@@ -908,6 +908,14 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     // One dead letter for the one envelope of the other type, not one per repair answer.
     expect(us.deadLetters().map((d) => d.code)).toEqual(['TYPE_MISMATCH'])
     expect(eu.deadLetters().map((d) => d.code)).toEqual(['TYPE_MISMATCH'])
+    // Named as documented (it was "DocTypeConflict: ... is a or-set"), with the right article.
+    expect(eu.deadLetters()[0]).toMatchObject({ error: 'TypeMismatchError', message: expect.stringMatching(/^document x is a pn-counter, not an or-set/) })
+    const opened = await eu.open('x', 'or-set').then(
+      () => undefined,
+      (e: unknown) => e,
+    )
+    expect(opened).toBeInstanceOf(TypeMismatchError)
+    expect((opened as Error).name).toBe('TypeMismatchError')
     for (const n of [eu, us, ap]) for (const p of n.metrics().peers) expect({ region: p.region, pending: p.pending }).toEqual({ region: p.region, pending: 0 })
     // Every region's applied set is contiguous again: eu can trim its log.
     expect(us.stabilityFrontier().get('eu/i1')).toBeGreaterThan(0)

@@ -239,12 +239,20 @@ const utf8Decoder = new TextDecoder()
 const encodeUint = (n: number): Uint8Array => encodeWith((e) => writeUint(e, n))
 const decodeUint = (b: Uint8Array): number => decodeWith('counter', b, (d) => readUint(d))
 
-/** Marks a failure of the store or transport inside record processing: not the record's fault. */
 /**
  * A document id in use here with another type than a record's: two regions created one id with two
- * types. No later record or repair can apply it here (the id keeps its type in this region).
+ * types. No later record or repair can apply it here (the id keeps its type in this region). Named
+ * as the documented TypeMismatchError it is (in messages and dead letters).
  */
-class DocTypeConflict extends TypeMismatchError {}
+class DocTypeConflict extends TypeMismatchError {
+  constructor(docId: string, has: string, wanted: string) {
+    super(`document ${docId} is ${article(has)} ${has}, not ${article(wanted)} ${wanted}`)
+    this.name = 'TypeMismatchError'
+  }
+}
+
+/** "a" or "an" before a type name ("an or-set", "a pn-counter"). */
+const article = (word: string): string => (/^[aeiou]/i.test(word) ? 'an' : 'a')
 
 /**
  * `v`, what a replica's `method` returned for `docId`, if it is bytes. @throws TypeMismatchError
@@ -815,7 +823,7 @@ export class RegionNode {
     // A flag, not a move to the back of the map per access (that churned the map on every record).
     cached.used = true
     if (typeName !== undefined && cached.typeName !== typeName) {
-      throw new DocTypeConflict(`document ${docId} is a ${cached.typeName}, not a ${typeName}`)
+      throw new DocTypeConflict(docId, cached.typeName, typeName)
     }
     return cached
   }
@@ -838,7 +846,7 @@ export class RegionNode {
       this.loading.set(docId, p)
     }
     const doc = await p
-    if (typeName !== undefined && doc.typeName !== typeName) throw new DocTypeConflict(`document ${docId} is a ${doc.typeName}, not a ${typeName}`)
+    if (typeName !== undefined && doc.typeName !== typeName) throw new DocTypeConflict(docId, doc.typeName, typeName)
     return doc
   }
 

@@ -48,3 +48,29 @@ describe('translateError', () => {
     expect(translateError(e, 'x')).toBe(e)
   })
 })
+
+describe('a Redis that is not there', () => {
+  it('the transport and the store say which server and why (a new user saw only "Reached the max retries per request limit"), and the store fails as fast as the transport', async () => {
+    const { RedisTransport } = await import('./redisTransport.js')
+    const { RedisStore } = await import('./redisStore.js')
+    const t = new RedisTransport({ redis: 'redis://127.0.0.1:1' })
+    const appended = await t.append('eu', [new Uint8Array([1])]).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
+    await t.close()
+    expect(appended).toBeInstanceOf(TransportError)
+    expect((appended as TransportError).retriable).toBe(true)
+    expect((appended as Error).message).toMatch(/^redis transport: append failed: .*\(last connection error: connect ECONNREFUSED 127\.0\.0\.1:1\)$/)
+    // The store's client retries once per command too (it took ioredis's 20 reconnects, about 5 s, per call).
+    const s = new RedisStore({ redis: 'redis://127.0.0.1:1', keyPrefix: '{t}' })
+    const got = await s.get('k').then(
+      () => undefined,
+      (e: unknown) => e,
+    )
+    await s.close()
+    expect(got).toBeInstanceOf(TransportError)
+    expect((got as Error).message).toMatch(/^redis store: get failed: Reached the max retries per request limit .*ECONNREFUSED 127\.0\.0\.1:1/)
+    expect(() => new RedisStore({ redis: 'redis://127.0.0.1:1' } as never)).toThrow(/redis store: keyPrefix is required/)
+  })
+})

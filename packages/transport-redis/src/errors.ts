@@ -18,10 +18,13 @@ export function replyCode(e: unknown): string | undefined {
 }
 
 /** Wraps `e` (from an ioredis call doing `what`) into a ConcordError. */
-export function translateError(e: unknown, what: string): ConcordError {
+export function translateError(e: unknown, what: string, context: ErrorContext = {}): ConcordError {
   if (isConcordError(e)) return e
-  const message = `redis transport: ${what} failed: ${e instanceof Error ? e.message : String(e)}`
   let code = replyCode(e)
+  // Not a server's reply (ioredis's "Reached the max retries per request limit", "Connection is
+  // closed", a timeout): the connection's own last error says which server and why.
+  const connection = code === undefined && context.connectionError !== undefined ? ` (last connection error: ${context.connectionError.message})` : ''
+  const message = `${context.component ?? 'redis transport'}: ${what} failed: ${e instanceof Error ? e.message : String(e)}${connection}`
   // A MULTI whose queued command the server refused (NOREPLICAS, OOM, READONLY...) fails at EXEC
   // with EXECABORT; ioredis keeps the refusals in previousErrors: the first one says what happened.
   if (code === 'EXECABORT') {
@@ -33,6 +36,14 @@ export function translateError(e: unknown, what: string): ConcordError {
   if (CONFIG_REPLIES.has(code)) return new ConfigError(message, { cause: e })
   if (RETRIABLE_REPLIES.has(code) || code === 'NOGROUP') return new TransportError(message, { cause: e })
   return new TransportError(message, { cause: e, retriable: false })
+}
+
+/** What {@link translateError} adds to a message: whose call it was, and its connection's last error. */
+export interface ErrorContext {
+  /** @default 'redis transport' */
+  readonly component?: string
+  /** The last error the client's connection reported (`connect ECONNREFUSED 127.0.0.1:6399`), cleared once it is ready. */
+  readonly connectionError?: Error | undefined
 }
 
 /**

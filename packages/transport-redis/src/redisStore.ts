@@ -8,7 +8,7 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import { ClosedError, ConfigError, checkKnownOptions, checkStoreBatch, checkStoreKey, toBuffer, type Store, type StoreOp } from '@concord/core'
 import { quitWithin, translateError } from './errors.js'
-import { WAIT_ON_CLUSTER, hasHashTag, timeoutMs } from './options.js'
+import { DEFAULT_MAX_RETRIES_PER_REQUEST, WAIT_ON_CLUSTER, hasHashTag, timeoutMs } from './options.js'
 
 type Client = Redis | Cluster
 
@@ -62,6 +62,8 @@ export class RedisStore implements Store {
   readonly name = 'redis'
   private readonly client: Client
   private readonly ownsClient: boolean
+  /** The last error the store's own connection reported, until it is ready again (see {@link translateError}). */
+  private connectionError: Error | undefined
   private readonly prefix: string
   private readonly index: string
   private readonly waitReplicas: number
@@ -72,6 +74,7 @@ export class RedisStore implements Store {
   constructor(options: RedisStoreOptions) {
     if (typeof options !== 'object' || options === null) throw new ConfigError('redis store: options must be an object with a keyPrefix')
     checkKnownOptions('redis store', options, ['redis', 'keyPrefix', 'waitReplicas', 'waitTimeoutMs', 'commandTimeoutMs'])
+    if (options.keyPrefix === undefined) throw new ConfigError("redis store: keyPrefix is required (a prefix with a hash tag, such as '{concord-store:eu}'; one per node)")
     if (typeof options.keyPrefix !== 'string' || !hasHashTag(options.keyPrefix)) {
       throw new ConfigError(`redis store: keyPrefix ${JSON.stringify(options.keyPrefix)} needs a hash tag such as '{concord-store:eu}'`)
     }
@@ -91,11 +94,18 @@ export class RedisStore implements Store {
       this.client = redis
       this.ownsClient = false
     } else {
-      const defaults = { commandTimeout: this.commandTimeoutMs + (this.waitReplicas > 0 ? this.waitTimeoutMs : 0) }
+      // One retry per command, as the transport's clients: a store whose server is down fails
+      // fast with a retriable error (ioredis's default of 20 reconnect attempts held each call for
+      // seconds) while the connection keeps reconnecting in the background. Options given win.
+      const defaults = { maxRetriesPerRequest: DEFAULT_MAX_RETRIES_PER_REQUEST, commandTimeout: this.commandTimeoutMs + (this.waitReplicas > 0 ? this.waitTimeoutMs : 0) }
       this.client = typeof redis === 'string' ? new Redis(redis, defaults) : new Redis({ ...defaults, ...redis })
       this.ownsClient = true
-      // Errors surface through the failing commands; without a listener ioredis also logs them.
-      this.client.on('error', () => undefined)
+      // Errors surface through the failing commands (the last one kept for their messages);
+      // without a listener ioredis also logs them.
+      this.client.on('error', (e: unknown) => {
+        if (e instanceof Error) this.connectionError = e
+      })
+      this.client.on('ready', () => (this.connectionError = undefined))
     }
   }
 
@@ -105,7 +115,7 @@ export class RedisStore implements Store {
 
   private fail(e: unknown, what: string): Error {
     if (this.closed) return new ClosedError(`redis store was closed during ${what}`, { cause: e })
-    return translateError(e, `store ${what}`)
+    return translateError(e, what, { component: 'redis store', connectionError: this.connectionError })
   }
 
   async get(key: string): Promise<Uint8Array | undefined> {

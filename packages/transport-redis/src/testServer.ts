@@ -42,7 +42,12 @@ export async function requireRedis(): Promise<RedisTestServer> {
     client.disconnect()
   }
   if (problem === undefined) return { url, available: true }
-  const message = `Redis is not reachable at ${url} (${problem}), and no redis-server could be started on a free port (scripts/vitest-redis.ts). Install Redis, start it with \`bash scripts/redis.sh start\`, or set REDIS_URL.`
+  // With REDIS_URL set, the test setup (scripts/vitest-redis.ts) starts no server of its own.
+  const why =
+    process.env.REDIS_URL !== undefined
+      ? 'REDIS_URL names that server (unset it to use 127.0.0.1:6379, else a redis-server the tests start on a free port)'
+      : 'and no redis-server could be started on a free port (scripts/vitest-redis.ts). Install Redis, start it with `bash scripts/redis.sh start`, or set REDIS_URL'
+  const message = `Redis is not reachable at ${url} (${problem}); ${why}.`
   if (isCI()) throw new Error(`${message} Required under CI=true.`)
   console.warn(`[skipped] ${message}`)
   return { url, available: false }
