@@ -1167,8 +1167,10 @@ describe('RegionNode metrics: staleness', () => {
     const eu = make('eu', 'i1', new MemoryStore(), { heartbeatIntervalMs: 1000 })
     const us = make('us', 'i1', new MemoryStore(), { heartbeatIntervalMs: 1000 })
     const staleness = (region: string): number | undefined => us.metrics().peers.find((p) => p.region === region)?.stalenessMs
-    await us.pump()
     expect(staleness('eu')).toBeUndefined()
+    await us.pump()
+    // Not heard yet: the time since us started.
+    expect(staleness('eu')).toBe(0)
     expect(staleness('us')).toBe(0)
     await eu.pump()
     clock.advance(200)
@@ -1222,11 +1224,27 @@ describe('RegionNode metrics: staleness', () => {
     const { clock, make } = makeCluster({ instances: 0 })
     const us = make('us', 'i1')
     const ahead = make('eu', 'i1', new MemoryStore(), { now: () => clock.now() + 3_600_000 })
+    await us.pump()
+    clock.advance(5_000)
     await ahead.pump()
     await us.pump()
-    expect(us.metrics().peers.find((p) => p.region === 'eu')?.stalenessMs).toBeUndefined()
+    // Still counted from us's start, as a region not heard.
+    expect(us.metrics().peers.find((p) => p.region === 'eu')?.stalenessMs).toBe(5_000)
     await ahead.close()
     await us.close()
+  })
+
+  it("grows for a region in `regions` that no node runs (a new user's misspelt region name replicated nothing, and nothing said so)", async () => {
+    const { clock, make } = makeCluster({ instances: 0 })
+    const eu = make('eu', 'i1')
+    await eu.pump()
+    for (let i = 0; i < 10; i++) {
+      clock.advance(1_000)
+      await eu.pump()
+    }
+    // "us" is in eu's regions, but its node was started as "us-east".
+    expect(eu.metrics().peers.find((p) => p.region === 'us')?.stalenessMs).toBe(10_000)
+    await eu.close()
   })
 })
 

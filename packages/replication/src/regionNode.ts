@@ -90,8 +90,10 @@ export interface PeerMetrics {
    * from the region's log, plus how old it was then (local time minus its HLC time, when positive).
    * The region's nodes heartbeat every heartbeatIntervalMs, so while they run and this node reads,
    * it stays near that interval plus the delivery time; it grows while the region is down or cut
-   * off, or while this node reads nothing (stalled, or not pumping) — the figure to alert on. Undefined until a first record of the region was read; 0 for the node's
-   * own region (its own writes are never behind).
+   * off, or while this node reads nothing (stalled, or not pumping) — the figure to alert on.
+   * Before a first record of the region was read, the time since this node started (a region in
+   * `regions` that nobody runs, or a misspelt name, grows from there); undefined before the node has
+   * started; 0 for the node's own region (its own writes are never behind).
    */
   readonly stalenessMs: number | undefined
   /** Repair requests sent for this region's writers. */
@@ -381,6 +383,8 @@ export class RegionNode {
    * local time it was read at (stalenessMs).
    */
   private readonly heard = new Map<string, { wall: number; readAt: number }>()
+  /** Local time init() finished: a region not heard since counts as unheard from then (stalenessMs). */
+  private initializedAt: number | undefined
   private readonly nodeSeen = new Map<string, VersionVector>()
   private readonly sightings: Sighting[] = []
   private initializing = false
@@ -558,6 +562,7 @@ export class RegionNode {
     await this.sent()
     // The registration is the last record appended so far.
     this.registeredAt = this.ownAppended[this.ownAppended.length - 1]
+    this.initializedAt = this.o.now()
   }
 
   /**
@@ -2231,10 +2236,13 @@ export class RegionNode {
     const staleness = (region: string): number | undefined => {
       if (region === this.region) return 0
       const heard = this.heard.get(region)
+      // Never heard since this node started: the time since it started. A region in `regions` that
+      // no node runs (a misspelt name, a region not deployed) reads as ever staler, not as nothing.
+      if (heard === undefined) return this.initializedAt === undefined ? undefined : Math.max(0, now - this.initializedAt)
       // The time since it was read, plus how old it was then: a record whose time led the local
       // clock (a writer whose HLC took a third region's clock, running ahead) counts from when it
       // was read — the figure grows from there, instead of staying 0 until the lead has passed.
-      return heard === undefined ? undefined : Math.max(0, now - heard.readAt) + Math.max(0, heard.readAt - heard.wall)
+      return Math.max(0, now - heard.readAt) + Math.max(0, heard.readAt - heard.wall)
     }
     return {
       writer: this.writer,
@@ -2256,7 +2264,7 @@ export class RegionNode {
       const cb = (r: ObservableResult): void => {
         for (const p of this.metrics().peers) {
           const v = pick(p)
-          // Nothing to report yet (stalenessMs before a region was first heard).
+          // Nothing to report yet (stalenessMs before the node has started).
           if (v !== undefined) r.observe(v, { 'concord.writer': this.writer, 'concord.peer_region': p.region })
         }
       }
