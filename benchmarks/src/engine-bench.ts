@@ -149,15 +149,21 @@ export async function run(options: EngineBenchOptions = {}): Promise<BenchReport
     const concord: Timing[] = []
     const noop: Timing[] = []
     const raw: Timing[] = []
-    for (let i = 0; i < repeats + 1; i++) {
-      progress(`${label}: ${i === 0 ? 'warm-up' : `run ${i}/${repeats}`}`)
-      const r = await rawRun(envelopes, batch, size)
-      const n = await concordRun(envelopes, batch, 'noop', docId)
-      const c = await concordRun(envelopes, batch, 'pn-counter', docId)
-      if (i > 0) {
-        raw.push(r)
-        noop.push(n)
-        concord.push(c)
+    // Three unmeasured warm-ups of each (one left the engine's JIT short of its steady state), then
+    // the variants in an order that rotates from run to run: none always runs first, after the same others.
+    const WARMUP = 3
+    const variants = [() => rawRun(envelopes, batch, size), () => concordRun(envelopes, batch, 'noop', docId), () => concordRun(envelopes, batch, 'pn-counter', docId)]
+    for (let i = 0; i < repeats + WARMUP; i++) {
+      progress(`${label}: ${i < WARMUP ? `warm-up ${i + 1}/${WARMUP}` : `run ${i - WARMUP + 1}/${repeats}`}`)
+      const got: Timing[] = []
+      for (let k = 0; k < variants.length; k++) {
+        const v = (i + k) % variants.length
+        got[v] = await (variants[v] as () => Promise<Timing>)()
+      }
+      if (i >= WARMUP) {
+        raw.push(got[0] as Timing)
+        noop.push(got[1] as Timing)
+        concord.push(got[2] as Timing)
       }
     }
     const per = (t: Timing): number => (t.ms * 1000) / (3 * envelopes)
@@ -191,7 +197,7 @@ export async function run(options: EngineBenchOptions = {}): Promise<BenchReport
     rows.push({ name: 'slice(): a backing store of its own', metric, value: own, unit: 'ns' }, { name: 'slabCopy(): a view into a shared 8 KiB slab', metric, value: slab, unit: 'ns', baseline: 'slice(): a backing store of its own', ratio: slab / own })
   }
   const notes = [
-    `3 regions, ${envelopes} envelopes written per region (one PnCounter increment per envelope; raw records of the envelope's size), ${batch} per flush/append, each applied (Concord) or read (raw) in both other regions; median of ${repeats} after one warm-up run of each; per written envelope`,
+    `3 regions, ${envelopes} envelopes written per region (one PnCounter increment per envelope; raw records of the envelope's size), ${batch} per flush/append, each applied (Concord) or read (raw) in both other regions; median of ${repeats} after three warm-up runs of each, the variants in an order that rotates from run to run; per written envelope`,
     `documents: "short ids" d0..d${batch - 1}, "UUID ids" 36-character ids; envelope sizes: ${sizes.join(', ')}`,
     'no-op replica: the same RegionNodes and traffic with replicas that emit a fixed delta of an increment\'s size and apply nothing — the engine without CRDT work; PnCounter minus no-op = what the CRDT costs',
     'CPU = CPU time of this process (all threads, so GC included) / written envelopes',
