@@ -65,6 +65,10 @@ describe('benchmark command lines', () => {
     expect(bad.stderr).not.toMatch(/\[1\/\d+\] convergence/)
     expect(run(['convergence'], { CONCORD_BENCH_OPS: 'abc' }).stderr).toMatch(/CONCORD_BENCH_OPS must be an integer/)
     expect(run(['engine', '--envelopes=150'])).toMatchObject({ status: 2 })
+    const docs = run(['convergence', 'docs', '--repeats=abc'], { CONCORD_BENCH_OPS: '20', CONCORD_BENCH_REPEATS: '1' })
+    expect(docs.stderr).toMatch(/--repeats must be an integer of at least 1, got "abc"/)
+    expect(docs.stderr).not.toMatch(/\[1\/2\] convergence/)
+    expect(run(['docs', '--trace=nope']).stderr).toMatch(/--trace: no editing trace "nope"/)
   }, 120_000)
 })
 

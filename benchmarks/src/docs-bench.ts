@@ -10,10 +10,10 @@
 import { pathToFileURL } from 'node:url'
 import * as Y from 'yjs'
 import * as A from '@automerge/automerge'
-import { loadSequentialTrace, patchToUtf16, type SequentialTrace, type TracePatch } from '@concord/testing'
+import { hasTrace, loadSequentialTrace, patchToUtf16, tracesDir, type SequentialTrace, type TracePatch } from '@concord/testing'
 import { YjsReplica } from '@concord/yjs'
 import { AutomergeReplica } from '@concord/automerge'
-import { checkFlags, cliArg, cliChoice, cliInt, cliMain, machine, median, progress, saveReport, type BenchReport, type BenchRow } from './report.js'
+import { checkFlags, cliArg, cliChoice, cliInt, cliMain, machine, median, progress, saveReport, UsageError, type BenchReport, type BenchRow } from './report.js'
 
 /** Options of {@link runDocsBench}. */
 export interface DocsBenchOptions {
@@ -211,10 +211,24 @@ export async function runDocsBench(options: DocsBenchOptions = {}): Promise<Benc
   }
 }
 
+/**
+ * The command line's options for this suite, checked: `--types`, `--repeats`, and a `--trace` that
+ * names a trace file in the traces folder. @throws UsageError
+ */
+export function checkCli(): { only: 'yjs' | 'automerge' | undefined; trace: string | undefined } {
+  const only = cliChoice('types', ['yjs', 'automerge'] as const)
+  if (cliArg('repeats') !== undefined) cliInt('repeats', 1)
+  const trace = cliArg('trace')
+  const name = trace ?? 'automerge-paper'
+  if (!/^[A-Za-z0-9_-]+$/.test(name) || !hasTrace(name)) {
+    throw new UsageError(`--trace: no editing trace ${JSON.stringify(name)} in ${tracesDir()} (a file <name>.json.gz; set CONCORD_TRACES to another folder)`)
+  }
+  return { only, trace }
+}
+
 /** CLI entry (also `npm run bench -- docs`): parses `--trace`, `--repeats`, `--types`, prints the table, writes results/docs.json. */
 export async function main(): Promise<BenchReport> {
-  const only = cliChoice('types', ['yjs', 'automerge'] as const)
-  const trace = cliArg('trace')
+  const { only, trace } = checkCli()
   const report = await runDocsBench({
     ...(trace === undefined ? {} : { trace }),
     ...(cliArg('repeats') === undefined ? {} : { repeats: cliInt('repeats', 1) }),

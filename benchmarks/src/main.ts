@@ -4,7 +4,7 @@
  * prints a table, shows progress on stderr, and writes
  * benchmarks/results/<suite>.json and an SVG chart beside it.
  */
-import { checkFlags, checkWholeBatches, cliChoice, saveReport, usage, UsageError, type BenchReport } from './report.js'
+import { checkFlags, checkWholeBatches, saveReport, usage, UsageError, type BenchReport } from './report.js'
 import { requireServers } from './servers.js'
 
 const SUITES: Record<string, () => Promise<BenchReport>> = {
@@ -40,7 +40,7 @@ const SUITES: Record<string, () => Promise<BenchReport>> = {
 const PREFLIGHT: Record<string, () => Promise<void>> = {
   convergence: async () => (await import('./convergence-bench.js')).checkEnv(),
   docs: async () => {
-    cliChoice('types', ['yjs', 'automerge'] as const)
+    ;(await import('./docs-bench.js')).checkCli()
   },
   transport: async () => {
     const o = (await import('./transport-bench.js')).cliOptions()

@@ -110,7 +110,9 @@ export function sourceCommit(): string {
   try {
     const git = (...args: string[]): string => execFileSync('git', args, { cwd: resultsDir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
     const head = git('rev-parse', '--short=12', 'HEAD')
-    const root = git('rev-parse', '--show-toplevel')
+    // This project's root (benchmarks/results/../..), not the enclosing git checkout's: the
+    // project may sit inside a larger repository, where these paths would name its folders.
+    const root = join(resultsDir, '..', '..')
     const dirty = execFileSync('git', ['status', '--porcelain', '--', 'packages', 'benchmarks/src'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
       .split('\n')
       .some((l) => l.trim() !== '' && !/benchmarks\/src\/_/.test(l))

@@ -247,9 +247,14 @@ const decodeUint = (b: Uint8Array): number => decodeWith('counter', b, (d) => re
  * as the documented TypeMismatchError it is (in messages and dead letters).
  */
 class DocTypeConflict extends TypeMismatchError {
+  // The class's own name too (ConcordError names an error by its class; util.inspect prints the
+  // class name): "DocTypeConflict" appeared in errors and dead letters.
+  static {
+    Object.defineProperty(this, 'name', { value: 'TypeMismatchError' })
+  }
+
   constructor(docId: string, has: string, wanted: string) {
     super(`document ${docId} is ${article(has)} ${has}, not ${article(wanted)} ${wanted}`)
-    this.name = 'TypeMismatchError'
   }
 }
 
@@ -936,13 +941,16 @@ export class RegionNode {
     const reused = held !== undefined && held.typeName === built.replica.typeName
     if (reused) held.apply(built.replica.state())
     const replica = reused ? held : built.replica
-    let touched: VersionVector
+    let bytes: Uint8Array | undefined
     try {
-      const bytes = known ? await this.o.store.get(dixKey(docId)) : undefined
-      touched = bytes === undefined ? new VersionVector() : VersionVector.decode(bytes)
+      bytes = known ? await this.o.store.get(dixKey(docId)) : undefined
     } catch (e) {
-      throw isConcordError(e) ? e : new InfrastructureFailure(e)
+      // Every store failure, a Concord one too (RedisStore's TransportError while its server
+      // restarts): not the record's fault, so the round fails and reads the record again, instead
+      // of dead-lettering it (review finding: a 300 ms Redis restart lost an update until repair).
+      throw new InfrastructureFailure(e)
     }
+    const touched = bytes === undefined ? new VersionVector() : VersionVector.decode(bytes)
     const merge = replica.mergeDeltas?.bind(replica)
     // The version of what the store holds: a reused replica already holds the writes made through
     // it while evicted (orphans, sent as deltaSince this version), which its own version covers.

@@ -8,7 +8,7 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import { ClosedError, ConfigError, checkKnownOptions, checkStoreBatch, checkStoreKey, toBuffer, type Store, type StoreOp } from '@concord/core'
 import { quitWithin, translateError } from './errors.js'
-import { DEFAULT_MAX_RETRIES_PER_REQUEST, WAIT_ON_CLUSTER, hasHashTag, timeoutMs } from './options.js'
+import { WAIT_ON_CLUSTER, hasHashTag, timeoutMs } from './options.js'
 
 type Client = Redis | Cluster
 
@@ -94,10 +94,11 @@ export class RedisStore implements Store {
       this.client = redis
       this.ownsClient = false
     } else {
-      // One retry per command, as the transport's clients: a store whose server is down fails
-      // fast with a retriable error (ioredis's default of 20 reconnect attempts held each call for
-      // seconds) while the connection keeps reconnecting in the background. Options given win.
-      const defaults = { maxRetriesPerRequest: DEFAULT_MAX_RETRIES_PER_REQUEST, commandTimeout: this.commandTimeoutMs + (this.waitReplicas > 0 ? this.waitTimeoutMs : 0) }
+      // ioredis's own retries (unlike the transport's clients, which retry once): a call waits
+      // through a short restart of the server instead of failing open(), start() or close() — a
+      // close() that failed would leave no stop record. A server that stays down fails each call
+      // after commandTimeoutMs.
+      const defaults = { commandTimeout: this.commandTimeoutMs + (this.waitReplicas > 0 ? this.waitTimeoutMs : 0) }
       this.client = typeof redis === 'string' ? new Redis(redis, defaults) : new Redis({ ...defaults, ...redis })
       this.ownsClient = true
       // Errors surface through the failing commands (the last one kept for their messages);
