@@ -108,16 +108,14 @@ function runOnce(spec: ReplicaSpec<unknown, unknown, Replica<unknown>>, ops: rea
   return { bytes, elapsedMs, healMs: sim.elapsed - before }
 }
 
-/** Checks the environment settings (CONCORD_BENCH_OPS, CONCORD_BENCH_REPEATS). @throws UsageError */
-export function checkEnv(): void {
-  envCount('CONCORD_BENCH_OPS', 2_000)
-  envCount('CONCORD_BENCH_REPEATS', 3)
+/** The run's size from the environment: CONCORD_BENCH_OPS (2,000) and CONCORD_BENCH_REPEATS (3). @throws UsageError */
+export function settings(): { ops: number; repeats: number } {
+  return { ops: envCount('CONCORD_BENCH_OPS', 2_000), repeats: envCount('CONCORD_BENCH_REPEATS', 3) }
 }
 
 /** Runs the benchmark and returns its report. */
 export async function run(): Promise<BenchReport> {
-  const OPS = envCount('CONCORD_BENCH_OPS', 2_000)
-  const REPEATS = envCount('CONCORD_BENCH_REPEATS', 3)
+  const { ops: OPS, repeats: REPEATS } = settings()
   const rows: BenchRow[] = []
   for (const full of nativeSpecs) {
     const spec = bare(full)

@@ -215,23 +215,23 @@ export async function runDocsBench(options: DocsBenchOptions = {}): Promise<Benc
  * The command line's options for this suite, checked: `--types`, `--repeats`, and a `--trace` that
  * names a trace file in the traces folder. @throws UsageError
  */
-export function checkCli(): { only: 'yjs' | 'automerge' | undefined; trace: string | undefined } {
+export function checkCli(): { only: 'yjs' | 'automerge' | undefined; trace: string | undefined; repeats: number | undefined } {
   const only = cliChoice('types', ['yjs', 'automerge'] as const)
-  if (cliArg('repeats') !== undefined) cliInt('repeats', 1)
+  const repeats = cliArg('repeats') === undefined ? undefined : cliInt('repeats', 1)
   const trace = cliArg('trace')
   const name = trace ?? 'automerge-paper'
   if (!/^[A-Za-z0-9_-]+$/.test(name) || !hasTrace(name)) {
     throw new UsageError(`--trace: no editing trace ${JSON.stringify(name)} in ${tracesDir()} (a file <name>.json.gz; set CONCORD_TRACES to another folder)`)
   }
-  return { only, trace }
+  return { only, trace, repeats }
 }
 
 /** CLI entry (also `npm run bench -- docs`): parses `--trace`, `--repeats`, `--types`, prints the table, writes results/docs.json. */
 export async function main(): Promise<BenchReport> {
-  const { only, trace } = checkCli()
+  const { only, trace, repeats } = checkCli()
   const report = await runDocsBench({
     ...(trace === undefined ? {} : { trace }),
-    ...(cliArg('repeats') === undefined ? {} : { repeats: cliInt('repeats', 1) }),
+    ...(repeats === undefined ? {} : { repeats }),
     ...(only === undefined ? {} : { backends: [only] }),
   })
   saveReport(report)

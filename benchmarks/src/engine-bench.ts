@@ -209,7 +209,10 @@ export async function run(options: EngineBenchOptions = {}): Promise<BenchReport
 
 /** The options given on the command line (also read by `npm run bench -- engine`). */
 export function cliOptions(): EngineBenchOptions {
-  return { repeats: cliInt('repeats', 5), envelopes: cliInt('envelopes', 20_000), batch: cliInt('batch', 100) }
+  const envelopes = cliInt('envelopes', 20_000)
+  const batch = cliInt('batch', 100)
+  checkWholeBatches(envelopes, batch)
+  return { repeats: cliInt('repeats', 5), envelopes, batch }
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

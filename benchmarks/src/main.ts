@@ -4,7 +4,7 @@
  * prints a table, shows progress on stderr, and writes
  * benchmarks/results/<suite>.json and an SVG chart beside it.
  */
-import { checkFlags, checkWholeBatches, saveReport, usage, UsageError, type BenchReport } from './report.js'
+import { checkFlags, saveReport, usage, UsageError, type BenchReport } from './report.js'
 import { requireServers } from './servers.js'
 
 const SUITES: Record<string, () => Promise<BenchReport>> = {
@@ -38,13 +38,14 @@ const SUITES: Record<string, () => Promise<BenchReport>> = {
  * convergence and documents suites had run for minutes).
  */
 const PREFLIGHT: Record<string, () => Promise<void>> = {
-  convergence: async () => (await import('./convergence-bench.js')).checkEnv(),
+  convergence: async () => {
+    ;(await import('./convergence-bench.js')).settings()
+  },
   docs: async () => {
     ;(await import('./docs-bench.js')).checkCli()
   },
   transport: async () => {
     const o = (await import('./transport-bench.js')).cliOptions()
-    checkWholeBatches(o.envelopes ?? 20_000, o.batch ?? 100)
     await requireServers('transport benchmark', o.only ?? ['redis', 'kafka'])
   },
   lag: async () => {
@@ -52,8 +53,7 @@ const PREFLIGHT: Record<string, () => Promise<void>> = {
     await requireServers('lag benchmark', o.only ?? ['redis', 'kafka'])
   },
   engine: async () => {
-    const o = (await import('./engine-bench.js')).cliOptions()
-    checkWholeBatches(o.envelopes ?? 20_000, o.batch ?? 100)
+    ;(await import('./engine-bench.js')).cliOptions()
   },
 }
 

@@ -108,12 +108,11 @@ export function saveReport(r: BenchReport): void {
 /** The checkout's commit, with "+modified" when packages/ or benchmarks/src/ differ from it; "unknown" outside git. */
 export function sourceCommit(): string {
   try {
-    const git = (...args: string[]): string => execFileSync('git', args, { cwd: resultsDir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
-    const head = git('rev-parse', '--short=12', 'HEAD')
-    // This project's root (benchmarks/results/../..), not the enclosing git checkout's: the
-    // project may sit inside a larger repository, where these paths would name its folders.
-    const root = join(resultsDir, '..', '..')
-    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'packages', 'benchmarks/src'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+    // Run from this project's root (benchmarks/results/../..), not the enclosing git checkout's:
+    // the project may sit inside a larger repository, where these paths would name its folders.
+    const git = (...args: string[]): string => execFileSync('git', args, { cwd: join(resultsDir, '..', '..'), encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+    const head = git('rev-parse', '--short=12', 'HEAD').trim()
+    const dirty = git('status', '--porcelain', '--', 'packages', 'benchmarks/src')
       .split('\n')
       .some((l) => l.trim() !== '' && !/benchmarks\/src\/_/.test(l))
     return dirty ? `${head}+modified` : head

@@ -471,7 +471,10 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
 
 /** The options given on the command line (also read by `npm run bench -- transport`). */
 export function cliOptions(): TransportBenchOptions {
-  return { repeats: cliInt('repeats', 3), warmup: cliInt('warmup', 3, 0), envelopes: cliInt('envelopes', 20_000), batch: cliInt('batch', 100), profile: cliInt('profile', 0, 0), ...cliOnly() }
+  const envelopes = cliInt('envelopes', 20_000)
+  const batch = cliInt('batch', 100)
+  checkWholeBatches(envelopes, batch)
+  return { repeats: cliInt('repeats', 3), warmup: cliInt('warmup', 3, 0), envelopes, batch, profile: cliInt('profile', 0, 0), ...cliOnly() }
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

@@ -38,6 +38,19 @@ export function translateError(e: unknown, what: string, context: ErrorContext =
   return new TransportError(message, { cause: e, retriable: false })
 }
 
+/** The last error some connections reported, until one of them is ready again (for {@link ErrorContext.connectionError}). */
+export class LastConnectionError {
+  error: Error | undefined
+
+  /** Follows `conn`'s errors; as any listener does, this also keeps ioredis from logging them. */
+  watch(conn: { on(event: 'error' | 'ready', fn: (e?: unknown) => void): unknown }): void {
+    conn.on('error', (e) => {
+      if (e instanceof Error) this.error = e
+    })
+    conn.on('ready', () => (this.error = undefined))
+  }
+}
+
 /** What {@link translateError} adds to a message: whose call it was, and its connection's last error. */
 export interface ErrorContext {
   /** @default 'redis transport' */

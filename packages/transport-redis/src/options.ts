@@ -184,6 +184,3 @@ export function checkNoClientKeyPrefix(what: string, redis: unknown): void {
 /** Why `waitReplicas` is refused with a Cluster client (RedisTransport, RedisStore). */
 export const WAIT_ON_CLUSTER =
   'waitReplicas needs a single Redis server (with its replicas), not a Cluster client: WAIT has no key, so ioredis sends it to a random master, which cannot vouch for writes made on another'
-
-/** ioredis `maxRetriesPerRequest` of the clients the transport creates (see its constructor). */
-export const DEFAULT_MAX_RETRIES_PER_REQUEST = 1

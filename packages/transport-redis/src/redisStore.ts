@@ -7,7 +7,7 @@
  */
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import { ClosedError, ConfigError, checkKnownOptions, checkStoreBatch, checkStoreKey, toBuffer, type Store, type StoreOp } from '@concord/core'
-import { quitWithin, translateError } from './errors.js'
+import { LastConnectionError, quitWithin, translateError } from './errors.js'
 import { WAIT_ON_CLUSTER, hasHashTag, timeoutMs } from './options.js'
 
 type Client = Redis | Cluster
@@ -62,8 +62,8 @@ export class RedisStore implements Store {
   readonly name = 'redis'
   private readonly client: Client
   private readonly ownsClient: boolean
-  /** The last error the store's own connection reported, until it is ready again (see {@link translateError}). */
-  private connectionError: Error | undefined
+  /** The last error the store's own connection reported (see {@link translateError}). */
+  private readonly connectionErrors = new LastConnectionError()
   private readonly prefix: string
   private readonly index: string
   private readonly waitReplicas: number
@@ -103,10 +103,7 @@ export class RedisStore implements Store {
       this.ownsClient = true
       // Errors surface through the failing commands (the last one kept for their messages);
       // without a listener ioredis also logs them.
-      this.client.on('error', (e: unknown) => {
-        if (e instanceof Error) this.connectionError = e
-      })
-      this.client.on('ready', () => (this.connectionError = undefined))
+      this.connectionErrors.watch(this.client)
     }
   }
 
@@ -116,7 +113,7 @@ export class RedisStore implements Store {
 
   private fail(e: unknown, what: string): Error {
     if (this.closed) return new ClosedError(`redis store was closed during ${what}`, { cause: e })
-    return translateError(e, what, { component: 'redis store', connectionError: this.connectionError })
+    return translateError(e, what, { component: 'redis store', connectionError: this.connectionErrors.error })
   }
 
   async get(key: string): Promise<Uint8Array | undefined> {

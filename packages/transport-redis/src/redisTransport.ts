@@ -23,8 +23,8 @@ import {
   type Transport,
   toBuffer,
 } from '@concord/core'
-import { quitWithin, replyCode, translateError } from './errors.js'
-import { DEFAULT_MAX_RETRIES_PER_REQUEST, WAIT_ON_CLUSTER, checkNoClientKeyPrefix, resolveOptions, type RedisTransportOptions, type ResolvedRedisTransportOptions } from './options.js'
+import { LastConnectionError, quitWithin, replyCode, translateError } from './errors.js'
+import { WAIT_ON_CLUSTER, checkNoClientKeyPrefix, resolveOptions, type RedisTransportOptions, type ResolvedRedisTransportOptions } from './options.js'
 
 type Client = Redis | Cluster
 type AppendOptions = NonNullable<Parameters<Transport['append']>[2]>
@@ -202,6 +202,8 @@ function checkName(kind: string, name: string): void {
   if (name.includes('\u0000')) throw new ConfigError(`redis transport: ${kind} ${JSON.stringify(name)} must not contain NUL`)
 }
 
+/** ioredis `maxRetriesPerRequest` of the clients the transport creates (see the constructor). */
+const DEFAULT_MAX_RETRIES_PER_REQUEST = 1
 
 /**
  * The Transport contract over Redis Streams (works on a single server, with replicas, Sentinel or
@@ -216,8 +218,8 @@ export class RedisTransport implements Transport {
   private readonly options: ResolvedRedisTransportOptions
   private readonly client: Client
   private readonly ownsClient: boolean
-  /** The last error a connection this transport made reported, until one is ready again: error messages name the server and the cause. */
-  private connectionError: Error | undefined
+  /** The last error a connection this transport made reported: error messages name the server and the cause. */
+  private readonly connectionErrors = new LastConnectionError()
   private readonly sessions = new Map<string, Session>()
   private readonly groups = new Set<string>()
   private readonly watchers = new WatchListeners()
@@ -256,7 +258,7 @@ export class RedisTransport implements Transport {
       this.ownsClient = true
       // Errors surface through the failing commands (with the last one kept for their messages);
       // without a listener ioredis also logs them.
-      this.watchConnection(this.client)
+      this.connectionErrors.watch(this.client)
       // As ioredis read the URL: a URL's query parameters become ioredis options too
       // (`redis://host/?keyPrefix=x:`, also protocol-relative and host:port forms).
       try {
@@ -424,7 +426,7 @@ export class RedisTransport implements Transport {
         this.groups.delete(`${s.stream}\u0000${reader}`)
         s.started = false
       }
-      throw translateError(e, 'poll', { connectionError: this.connectionError })
+      throw translateError(e, 'poll', { connectionError: this.connectionErrors.error })
     } finally {
       clearTimeout(deadline)
       if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort)
@@ -586,15 +588,7 @@ export class RedisTransport implements Transport {
   private fail(e: unknown, what: string): Error {
     if (this.closed) return new ClosedError(`redis transport was closed during ${what}`, { cause: e })
     if (e instanceof Error && e.message === 'Command timed out') this.reconnectMain()
-    return translateError(e, what, { connectionError: this.connectionError })
-  }
-
-  /** Keeps a connection's last error for error messages (and, as any listener does, keeps ioredis from logging it). */
-  private watchConnection(conn: Client): void {
-    conn.on('error', (e: unknown) => {
-      if (e instanceof Error) this.connectionError = e
-    })
-    conn.on('ready', () => (this.connectionError = undefined))
+    return translateError(e, what, { connectionError: this.connectionErrors.error })
   }
 
   private session(reader: string, origin: string): Session {
@@ -726,7 +720,7 @@ export class RedisTransport implements Transport {
           // connection's first command ("Cluster isn't ready"), every poll.
           this.client.duplicate([], { clusterRetryStrategy: () => null, retryDelayOnFailover: 0, enableOfflineQueue: true, redisOptions: { ...this.client.options.redisOptions, ...override } })
         : this.client.duplicate(override)
-    this.watchConnection(conn)
+    this.connectionErrors.watch(conn)
     return conn
   }
 

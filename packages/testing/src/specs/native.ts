@@ -9,12 +9,12 @@
  * seen the dot (`dot ∈ op.deps`) and no op it had seen had removed the dot already, a lost op
  * included (see {@link Removals}). The value is then read off the live dots, as the type's semantics say:
  * - PnCounter: sum of increments minus decrements;
- * - OrSet (add-wins): `e` present iff some `add(e)` is not in the deps of a `remove(e)`/`clear()`
- *   or of a later `add(e)` (which overwrites it, so a remove that saw only the later add removes both);
- * - MvRegister: the values of writes not in the deps of another write (sorted, duplicates kept);
+ * - OrSet (add-wins): `e` present iff some `add(e)` was not removed by a `remove(e)`/`clear()` or
+ *   by a later `add(e)` (which overwrites it, so a remove that saw only the later add removes both);
+ * - MvRegister: the values of writes no other write removed (sorted, duplicates kept);
  * - LwwRegister: among those, the write with the greatest HLC timestamp (`perform` returns it);
  * - LwwMap: per key likewise, a winning delete meaning absent;
- * - OrMap: per field, the nested type's oracle over the field's ops minus those observed by a
+ * - OrMap: per field, the nested type's oracle over the field's ops minus those removed by a
  *   `remove(field)` (observed-remove reset; a concurrent update survives on top of the reset).
  */
 import * as fc from 'fast-check'
