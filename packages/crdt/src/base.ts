@@ -264,8 +264,9 @@ export abstract class CausalReplica<V> implements Replica<V> {
    * @internal {@link commit} of one write at a fun-store root outside a batch — the entry (`dot`,
    * `value`) overwriting the live dots `old` — without building the delta's store and context:
    * the same state change and the same delta bytes. Returns false (nothing done) elsewhere.
+   * `restatesOwn`: the delta's context covers all of `dot`'s replica's dots up to it (see Cursor.writeFun).
    */
-  commitRootWrite(dot: Dot, value: unknown, old: readonly Dot[]): boolean {
+  commitRootWrite(dot: Dot, value: unknown, old: readonly Dot[], restatesOwn = false): boolean {
     const root = this.root
     const schema = this.schema
     if (this.pending !== undefined || root.kind !== 'fun' || schema.kind !== 'fun') return false
@@ -275,7 +276,7 @@ export abstract class CausalReplica<V> implements Replica<V> {
     root.entries.setEntry({ dot, value })
     for (const o of old) this.ctx.add(o)
     this.ctx.add(dot)
-    this.emit(encodeFunWrite(this.typeName, schema, dot, value, old), 'local')
+    this.emit(encodeFunWrite(this.typeName, schema, dot, value, old, restatesOwn), 'local')
     return true
   }
 
@@ -335,14 +336,19 @@ export class Cursor {
   /**
    * Commits a write at this fun-store position: the entry (`dot`, a fresh dot, with `value`)
    * overwriting the live dots `old` (a fresh array: it becomes the delta's context). At the root,
-   * outside a batch, without building the delta.
+   * outside a batch, without building the delta. With `restatesOwn` the context also covers every
+   * earlier dot of `dot`'s replica, live or not: a write that restates all of them (a standalone
+   * counter's running total) must remove them wherever they are still alive, including a dot
+   * whose overwrite was lost on the way (else that region would count it twice).
    */
-  writeFun(dot: Dot, value: unknown, old: Dot[]): void {
-    if (this.path.length === 0 && this.root.commitRootWrite(dot, value, old)) return
+  writeFun(dot: Dot, value: unknown, old: Dot[], restatesOwn = false): void {
+    if (this.path.length === 0 && this.root.commitRootWrite(dot, value, old, restatesOwn)) return
     const f = new FunStore()
     f.entries.setEntry({ dot, value })
     old.push(dot)
-    this.commit(f, dotSetOf(old))
+    const ctx = dotSetOf(old)
+    if (restatesOwn) ctx.addRange(dot.replica, 1, dot.counter)
+    this.commit(f, ctx)
   }
 
   /** Commits a delta expressed at this position, wrapping it in the enclosing map keys. */

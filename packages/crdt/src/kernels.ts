@@ -161,7 +161,10 @@ export class PnCounterView {
     }
     if (!Number.isSafeInteger(i) || !Number.isSafeInteger(d)) throw new RangeError('pn-counter: total exceeds Number.MAX_SAFE_INTEGER')
     const v: CounterValue = { inc: i, dec: d }
-    this.c.writeFun(this.c.root.nextDot(), v, old ?? [])
+    // Standalone, our total restates every increment we ever made: the delta's context covers all
+    // our earlier dots. Nested in an OrMap it does not (a reset starts it over, and our dots there
+    // are shared with the map's other fields): only the live ones it overwrites (docs/semantics.md).
+    this.c.writeFun(this.c.root.nextDot(), v, old ?? [], this.c.path.length === 0)
   }
 }
 

@@ -168,6 +168,33 @@ describe('PnCounter', () => {
     expect(deltas[1]?.length).toBeLessThan(16)
   })
 
+  test('a delta lost for good does not make its predecessor count twice', () => {
+    // The second delta is lost and its writer's state with it (no repair can send it): the third
+    // restates the total of all three, so it must remove the first's dot too, not only the
+    // second's (the writer's live dot when it was made). Before, b showed 1 + 3 = 4.
+    const a = new PnCounter({ replicaId: 'a' })
+    const b = new PnCounter({ replicaId: 'b' })
+    const c = new PnCounter({ replicaId: 'c' })
+    const deltas: Uint8Array[] = []
+    a.onDelta((d) => deltas.push(d))
+    a.increment(1)
+    a.increment(1)
+    a.increment(1)
+    b.increment(5)
+    b.apply(deltas[0] as Uint8Array)
+    b.apply(deltas[2] as Uint8Array)
+    expect(b.value()).toBe(8)
+    // In the other order too, and beside a replica that saw all three.
+    c.apply(deltas[2] as Uint8Array)
+    c.apply(deltas[0] as Uint8Array)
+    c.apply(deltas[1] as Uint8Array)
+    expect(c.value()).toBe(3)
+    c.apply(b.state())
+    b.apply(c.state())
+    expect(b.value()).toBe(8)
+    expect(b.state()).toEqual(c.state())
+  })
+
   test('rejects bad amounts', () => {
     const a = new PnCounter({ replicaId: 'a' })
     expect(() => a.increment(-1)).toThrow(TypeError)

@@ -96,8 +96,10 @@ function tableIndex(table: readonly string[]): StringIndex {
  * The bytes {@link encodeDelta} gives for a write at a fun-store root: a store of the one entry
  * (`dot`, `value`) and the context `old` + `dot` (`old`: the live dots it overwrites, other than
  * `dot`), without building that store and DotSet. For the local write path of registers and counters.
+ * With `restatesOwn` the context covers every dot of `dot`'s replica up to `dot` (a standalone
+ * counter's running total restates all of its replica's earlier dots, live or not).
  */
-export function encodeFunWrite(type: CausalTypeName, schema: FunSchema, dot: Dot, value: unknown, old: readonly Dot[]): Uint8Array {
+export function encodeFunWrite(type: CausalTypeName, schema: FunSchema, dot: Dot, value: unknown, old: readonly Dot[], restatesOwn = false): Uint8Array {
   const dots = old.length === 0 ? [dot] : sortInPlace([...old, dot], compareDots)
   // Usually every dot is one replica's and no other string is named: a one-element table.
   const table: string[] = [(dots[0] as Dot).replica]
@@ -115,6 +117,13 @@ export function encodeFunWrite(type: CausalTypeName, schema: FunSchema, dot: Dot
     writeUint(e, table.length)
     for (const s of table) writeString(e, s)
     for (const s of table) {
+      if (restatesOwn && s === dot.replica) {
+        // One range, 1..dot.counter: `dot` is fresh, so every other dot of its replica is below it.
+        writeUint(e, 1)
+        writeUint(e, 1)
+        writeUint(e, dot.counter - 1)
+        continue
+      }
       // The sorted dots of `s`, as DotSet ranges: adjacent counters merge, duplicates collapse.
       let count = 0
       let end = -1
