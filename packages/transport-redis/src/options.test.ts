@@ -21,6 +21,12 @@ describe('RedisTransport options', () => {
     expect(hasHashTag('concord}{')).toBe(false)
     expect(() => resolveOptions({ keyPrefix: 'concord' })).toThrow(ConfigError)
     expect(() => resolveOptions({ claimMinIdleMs: -1 })).toThrow(ConfigError)
+    // Past what the server takes (review finding: accepted, then every poll or every append failed
+    // with a non-retriable error), or so large that claiming never ran.
+    expect(() => resolveOptions({ claimMinIdleMs: 1e21 })).toThrow(/claimMinIdleMs must be an integer number of ms from 0 to 1073741824/)
+    expect(() => resolveOptions({ claimIntervalMs: 1e300 })).toThrow(/claimIntervalMs must be/)
+    expect(() => resolveOptions({ waitReplicas: 1e21 })).toThrow(/waitReplicas must be an integer from 0 to 2147483647/)
+    expect(resolveOptions({ claimMinIdleMs: 0, claimIntervalMs: 0, waitReplicas: 2 }).waitReplicas).toBe(2)
     expect(() => resolveOptions({ consumer: '' })).toThrow(ConfigError)
     // A misspelt option is refused, not ignored with its default silently in force.
     expect(() => resolveOptions({ keyprefix: '{x}' } as never)).toThrow(/unknown option "keyprefix" \(did you mean "keyPrefix"\?\)/)
@@ -91,6 +97,11 @@ describe('RedisStore options', () => {
     // WAIT n 0 waits for ever.
     expect(() => new RedisStore({ keyPrefix: '{store}', waitReplicas: 1, waitTimeoutMs: 0 })).toThrow(/waitTimeoutMs must be at least 1/)
     expect(() => new RedisStore({ keyPrefix: '{store}', redis: 6390 as never })).toThrow(ConfigError)
+    expect(() => new RedisStore({ keyPrefix: '{store}', waitReplicas: 1e21 })).toThrow(/redis store: waitReplicas must be an integer from 0/)
+    // One store's keys inside another's (review finding): '{p}:kv:n' indexes its keys at
+    // '{p}:kv:n:keys', the value key of key 'n:keys' of the store '{p}'.
+    for (const bad of ['{p}:kv:n', '{p}:kv', 'x:kv:{p}']) expect(() => new RedisStore({ keyPrefix: bad }), bad).toThrow(/must not contain ':kv:' or end with ':kv'/)
+    expect(() => new RedisStore({ keyPrefix: '{p}:kvs' }).close()).not.toThrow()
   })
 
   it('transport options of the wrong type are refused (a number for redis connected to the default server)', () => {

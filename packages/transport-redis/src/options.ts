@@ -29,12 +29,13 @@ export interface RedisTransportOptions {
    */
   readonly consumer?: string
   /**
-   * Entries pending (delivered, not committed) for at least this long are claimed with XAUTOCLAIM
-   * and delivered again: their consumer is presumed dead.
+   * Entries pending (delivered, not committed) on another consumer of the reader's group for at
+   * least this long are claimed (XPENDING IDLE, then XCLAIM) and delivered again: their consumer
+   * is presumed dead. A consumer's own pending entries are never claimed back by itself.
    * @default 60_000
    */
   readonly claimMinIdleMs?: number
-  /** Least time between two XAUTOCLAIM sweeps of one reader's origin. @default 5_000 */
+  /** Least time between two claim sweeps of one reader's origin. @default 5_000 */
   readonly claimIntervalMs?: number
   /**
    * After each append, WAIT until this many replicas acknowledged the writes; fewer within
@@ -91,11 +92,6 @@ export const REDIS_TRANSPORT_DEFAULTS = {
   commandTimeoutMs: 5_000,
 } as const
 
-function nonNegativeInteger(name: string, value: number): number {
-  if (!Number.isInteger(value) || value < 0) throw new ConfigError(`redis transport: ${name} must be a non-negative integer, got ${value}`)
-  return value
-}
-
 /**
  * Longest timeout option (ms, about 12 days). Node runs a timer of more than 2^31 - 1 ms after
  * 1 ms instead, and these timeouts are added to others (a poll's waitMs, WAIT's timeout) before
@@ -107,6 +103,17 @@ export const MAX_TIMEOUT_MS = 2 ** 30
 export function timeoutMs(what: string, name: string, value: unknown, min: number): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > MAX_TIMEOUT_MS) {
     throw new ConfigError(`${what}: ${name} must be an integer number of ms from ${min} to ${MAX_TIMEOUT_MS}, got ${String(value)}`)
+  }
+  return value
+}
+
+/** Most replicas `waitReplicas` may name: WAIT refuses a count past a signed 32-bit integer (after the write). */
+export const MAX_WAIT_REPLICAS = 2 ** 31 - 1
+
+/** `value` as a `waitReplicas` option: an integer from 0 to {@link MAX_WAIT_REPLICAS}. */
+export function replicaCount(what: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_WAIT_REPLICAS) {
+    throw new ConfigError(`${what}: waitReplicas must be an integer from 0 to ${MAX_WAIT_REPLICAS}, got ${String(value)}`)
   }
   return value
 }
@@ -149,7 +156,7 @@ export function resolveOptions(options: RedisTransportOptions): ResolvedRedisTra
   checkNoClientKeyPrefix('redis transport', redis)
   if (options.now !== undefined && typeof options.now !== 'function') throw new ConfigError('redis transport: now must be a function')
   if (options.storeKeys !== undefined && typeof options.storeKeys !== 'boolean') throw new ConfigError('redis transport: storeKeys must be a boolean')
-  const waitReplicas = nonNegativeInteger('waitReplicas', options.waitReplicas ?? d.waitReplicas)
+  const waitReplicas = replicaCount('redis transport', options.waitReplicas ?? d.waitReplicas)
   const waitTimeoutMs = timeoutMs('redis transport', 'waitTimeoutMs', options.waitTimeoutMs ?? d.waitTimeoutMs, 0)
   // WAIT n 0 blocks until n replicas acknowledge, for ever.
   if (waitReplicas > 0 && waitTimeoutMs < 1) throw new ConfigError('redis transport: waitTimeoutMs must be at least 1 with waitReplicas (WAIT with 0 waits for ever)')
@@ -157,8 +164,10 @@ export function resolveOptions(options: RedisTransportOptions): ResolvedRedisTra
     redis: options.redis ?? d.redis,
     keyPrefix,
     consumer,
-    claimMinIdleMs: nonNegativeInteger('claimMinIdleMs', options.claimMinIdleMs ?? d.claimMinIdleMs),
-    claimIntervalMs: nonNegativeInteger('claimIntervalMs', options.claimIntervalMs ?? d.claimIntervalMs),
+    // Bounded as timeouts: XPENDING and XCLAIM refuse an idle time past 2^63 - 1 (every poll failed, for
+    // good), and an interval of 1e300 ms turned claiming off without a word.
+    claimMinIdleMs: timeoutMs('redis transport', 'claimMinIdleMs', options.claimMinIdleMs ?? d.claimMinIdleMs, 0),
+    claimIntervalMs: timeoutMs('redis transport', 'claimIntervalMs', options.claimIntervalMs ?? d.claimIntervalMs, 0),
     waitReplicas,
     waitTimeoutMs,
     now: options.now ?? Date.now,

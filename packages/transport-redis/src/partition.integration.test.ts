@@ -7,6 +7,7 @@
  */
 import net from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { RedisStore } from './redisStore.js'
 import { RedisTransport } from './redisTransport.js'
 import { PrivateRedis, hasRedisServer } from './testServer.js'
 
@@ -90,6 +91,30 @@ describe.skipIf(!available)('RedisTransport through a partition that heals for n
     } finally {
       await t.close()
       await writer.close()
+    }
+  })
+  it('RedisStore: its calls time out while the server is silent, and succeed once new connections get through (review finding: they timed out until the kernel dropped the socket)', async () => {
+    blackholeAll = false
+    deadBefore = 0
+    const store = new RedisStore({ redis: `redis://127.0.0.1:${port}`, keyPrefix: '{partition-store}', commandTimeoutMs: 500 })
+    try {
+      await store.put('a', Uint8Array.of(1))
+      blackholeAll = true
+      await expect(store.get('a')).rejects.toMatchObject({ code: 'TRANSPORT', message: expect.stringMatching(/Command timed out/) })
+      // Healed, for new connections only; the store's socket stays dead.
+      blackholeAll = false
+      deadBefore = Date.now()
+      let value: Uint8Array | undefined
+      const until = Date.now() + 20_000
+      while (value === undefined && Date.now() < until) {
+        value = await store.get('a').catch(() => undefined)
+        if (value === undefined) await new Promise((r) => setTimeout(r, 100))
+      }
+      expect([...(value ?? [])]).toEqual([1])
+      await store.put('b', Uint8Array.of(2))
+      expect(await store.keys('')).toEqual(['a', 'b'])
+    } finally {
+      await store.close()
     }
   })
 })

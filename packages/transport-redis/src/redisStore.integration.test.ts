@@ -107,6 +107,32 @@ describe.skipIf(!server.available)('RedisStore against a real Redis', () => {
     await writer.close()
   })
 
+  it('a batch that fails writes nothing: a foreign key of another type at the index (review finding: half applied)', async () => {
+    const p = prefix()
+    const st = new RedisStore({ redis: server.url, keyPrefix: p })
+    await st.put('x', b('1'))
+    // Another program writes a string where the store keeps its index.
+    await admin.set(`${p}:keys`, 'not a sorted set')
+    await expect(st.write([{ op: 'put', key: 'y', value: b('5') }, { op: 'delete', key: 'x' }])).rejects.toMatchObject({ code: 'CONFIG', message: expect.stringMatching(/not a sorted set.*nothing was written/) })
+    expect(await admin.get(`${p}:kv:y`)).toBeNull()
+    expect(await admin.get(`${p}:kv:x`)).toBe('1')
+    // Put right, the store writes again.
+    await admin.del(`${p}:keys`)
+    await st.write([{ op: 'put', key: 'y', value: b('5') }, { op: 'delete', key: 'x' }])
+    expect(s(await st.get('y'))).toBe('5')
+    expect(await st.keys('')).toEqual(['y'])
+    await st.close()
+  })
+
+  it('loads its script again on a server that lost it (SCRIPT FLUSH, a restart)', async () => {
+    const st = new RedisStore({ redis: server.url, keyPrefix: prefix() })
+    await st.put('a', b('1'))
+    await admin.script('FLUSH')
+    await st.put('b', b('2'))
+    expect(await st.keys('')).toEqual(['a', 'b'])
+    await st.close()
+  })
+
   it('borrows a client passed in and leaves it open on close', async () => {
     const client = new Redis(server.url)
     const st = new RedisStore({ redis: client, keyPrefix: prefix() })

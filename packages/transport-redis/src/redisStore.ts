@@ -3,12 +3,13 @@
  *
  * Each value is a string key `<prefix>:kv:<key>`; a sorted set `<prefix>:keys` (all scores 0, so
  * ordered by bytes) indexes the keys for prefix listings. Both share the prefix's hash tag, so on
- * Redis Cluster they live in one slot and a batch is one MULTI/EXEC transaction.
+ * Redis Cluster they live in one slot and a batch is one script call.
  */
+import { createHash } from 'node:crypto'
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import { ClosedError, ConfigError, checkKnownOptions, checkStoreBatch, checkStoreKey, toBuffer, type Store, type StoreOp } from '@concord/core'
-import { LastConnectionError, quitWithin, translateError } from './errors.js'
-import { WAIT_ON_CLUSTER, hasHashTag, timeoutMs } from './options.js'
+import { LastConnectionError, quitWithin, replyCode, translateError } from './errors.js'
+import { WAIT_ON_CLUSTER, hasHashTag, replicaCount, timeoutMs } from './options.js'
 
 type Client = Redis | Cluster
 
@@ -44,17 +45,40 @@ export interface RedisStoreOptions {
   readonly commandTimeoutMs?: number
 }
 
+/**
+ * Writes a batch: KEYS[1] is the index, KEYS[i + 1] the value key of op i; ARGV holds, per op, 'p'
+ * or 'd', its key (the index member), and its value ('' for a delete). The index's type is checked
+ * before anything is written: a command failing half-way through a MULTI/EXEC (a foreign key of
+ * another type at the index's name) left the batch half applied, since Redis rolls nothing back.
+ * After the check nothing can fail: SET and DEL take a key of any type.
+ */
+const WRITE_SCRIPT = `
+local index = KEYS[1]
+local t = redis.call('TYPE', index)['ok']
+if t ~= 'zset' and t ~= 'none' then
+  return redis.error_reply('WRONGTYPE the store index ' .. index .. ' holds a ' .. t .. ', not a sorted set (another program writes under this keyPrefix); nothing was written')
+end
+for i = 2, #KEYS do
+  local j = 3 * (i - 2)
+  if ARGV[j + 1] == 'p' then
+    redis.call('SET', KEYS[i], ARGV[j + 3])
+    redis.call('ZADD', index, 0, ARGV[j + 2])
+  else
+    redis.call('DEL', KEYS[i])
+    redis.call('ZREM', index, ARGV[j + 2])
+  end
+end
+return #KEYS - 1
+`
+const WRITE_SHA = createHash('sha1').update(WRITE_SCRIPT).digest('hex')
+const EMPTY = Buffer.alloc(0)
+
 /** The defaults, as documented on {@link RedisStoreOptions}. */
 export const REDIS_STORE_DEFAULTS = { redis: 'redis://127.0.0.1:6379', waitReplicas: 0, waitTimeoutMs: 1_000, commandTimeoutMs: 5_000 } as const
 
-function nonNegativeInteger(name: string, value: number): number {
-  if (!Number.isInteger(value) || value < 0) throw new ConfigError(`redis store: ${name} must be a non-negative integer, got ${value}`)
-  return value
-}
-
 /**
- * The Store contract over Redis. Batches are atomic (one MULTI/EXEC: other clients never see half
- * of one, and an AOF replay restores all or none of it). Durability is Redis's: with
+ * The Store contract over Redis. Batches are atomic (one script call: other clients never see half
+ * of one, a batch that fails writes nothing, and an AOF replay restores all or none of it). Durability is Redis's: with
  * `appendonly yes` + `appendfsync always` a resolved write survives a server crash; with
  * replication, {@link RedisStoreOptions.waitReplicas} also waits for replicas.
  */
@@ -70,6 +94,8 @@ export class RedisStore implements Store {
   private readonly waitTimeoutMs: number
   private readonly commandTimeoutMs: number
   private closed = false
+  /** When {@link fail} last reconnected the client (see there). */
+  private reconnectedAt = Number.NEGATIVE_INFINITY
 
   constructor(options: RedisStoreOptions) {
     if (typeof options !== 'object' || options === null) throw new ConfigError('redis store: options must be an object with a keyPrefix')
@@ -78,9 +104,15 @@ export class RedisStore implements Store {
     if (typeof options.keyPrefix !== 'string' || !hasHashTag(options.keyPrefix)) {
       throw new ConfigError(`redis store: keyPrefix ${JSON.stringify(options.keyPrefix)} needs a hash tag such as '{concord-store:eu}'`)
     }
+    // Values live at `<prefix>:kv:<key>`: a prefix with ':kv:' in it, or ending with ':kv', can name
+    // another store's keys ('{p}:kv:n' indexes at '{p}:kv:n:keys', the value of key 'n:keys' of the
+    // store '{p}'). Without either, two stores' keys never meet unless their prefixes are equal.
+    if (options.keyPrefix.includes(':kv:') || options.keyPrefix.endsWith(':kv')) {
+      throw new ConfigError(`redis store: keyPrefix ${JSON.stringify(options.keyPrefix)} must not contain ':kv:' or end with ':kv' (the store's value keys are '<keyPrefix>:kv:<key>', and such a prefix overlaps another store's keys)`)
+    }
     this.prefix = `${options.keyPrefix}:kv:`
     this.index = `${options.keyPrefix}:keys`
-    this.waitReplicas = nonNegativeInteger('waitReplicas', options.waitReplicas ?? REDIS_STORE_DEFAULTS.waitReplicas)
+    this.waitReplicas = replicaCount('redis store', options.waitReplicas ?? REDIS_STORE_DEFAULTS.waitReplicas)
     this.waitTimeoutMs = timeoutMs('redis store', 'waitTimeoutMs', options.waitTimeoutMs ?? REDIS_STORE_DEFAULTS.waitTimeoutMs, 0)
     // WAIT n 0 blocks until n replicas acknowledge, for ever.
     if (this.waitReplicas > 0 && this.waitTimeoutMs < 1) throw new ConfigError('redis store: waitTimeoutMs must be at least 1 with waitReplicas (WAIT with 0 waits for ever)')
@@ -113,6 +145,18 @@ export class RedisStore implements Store {
 
   private fail(e: unknown, what: string): Error {
     if (this.closed) return new ClosedError(`redis store was closed during ${what}`, { cause: e })
+    // A command timed out: the connection is suspect, so a client the store made is closed and
+    // opened again (at most once per commandTimeoutMs), as RedisTransport does. ioredis keeps a
+    // socket whose path died without a close (a NAT or load balancer that lost the flow) until the
+    // kernel gives up on it, about 15 minutes on Linux: every store call of the node timed out
+    // meanwhile, though a new connection got through (review finding).
+    if (this.ownsClient && e instanceof Error && e.message === 'Command timed out') {
+      const now = Date.now()
+      if (now - this.reconnectedAt >= this.commandTimeoutMs) {
+        this.reconnectedAt = now
+        this.client.disconnect(true)
+      }
+    }
     return translateError(e, what, { component: 'redis store', connectionError: this.connectionErrors.error })
   }
 
@@ -139,24 +183,18 @@ export class RedisStore implements Store {
     this.check()
     checkStoreBatch('redis store', batch)
     if (batch.length === 0) return
-    const tx = this.client.multi()
+    const keys: string[] = [this.index]
+    const args: (string | Buffer)[] = []
     for (const op of batch) {
-      if (op.op === 'put') {
-        tx.set(this.prefix + op.key, toBuffer(op.value))
-        tx.zadd(this.index, 0, op.key)
-      } else {
-        tx.del(this.prefix + op.key)
-        tx.zrem(this.index, op.key)
-      }
+      keys.push(this.prefix + op.key)
+      if (op.op === 'put') args.push('p', op.key, toBuffer(op.value))
+      else args.push('d', op.key, EMPTY)
     }
-    let results: [Error | null, unknown][] | null
     try {
-      results = await tx.exec()
+      await this.script([keys.length, ...keys, ...args])
     } catch (e) {
       throw this.fail(e, 'write')
     }
-    if (results === null) throw this.fail(new Error('transaction was discarded'), 'write')
-    for (const [error] of results) if (error !== null) throw this.fail(error, 'write')
     if (this.waitReplicas > 0) {
       let acked: unknown
       try {
@@ -167,6 +205,16 @@ export class RedisStore implements Store {
       if (typeof acked !== 'number' || acked < this.waitReplicas) {
         throw this.fail(new Error(`only ${String(acked)} of ${this.waitReplicas} replicas acknowledged`), 'write (WAIT)')
       }
+    }
+  }
+
+  /** Runs {@link WRITE_SCRIPT} by its SHA, loading it on NOSCRIPT (a new or restarted server). */
+  private async script(args: (string | number | Buffer)[]): Promise<unknown> {
+    try {
+      return await this.client.call('EVALSHA', [WRITE_SHA, ...args])
+    } catch (e) {
+      if (replyCode(e) !== 'NOSCRIPT') throw e
+      return await this.client.call('EVAL', [WRITE_SCRIPT, ...args])
     }
   }
 

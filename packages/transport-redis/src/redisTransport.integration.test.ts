@@ -186,7 +186,7 @@ describe.skipIf(!server.available)('RedisTransport against a real Redis', () => 
     expect(next.map(text)).toEqual(['late', 'after'])
   })
 
-  it('claims entries left pending by a dead consumer (XAUTOCLAIM)', async () => {
+  it('claims entries left pending by a dead consumer (XPENDING IDLE + XCLAIM)', async () => {
     const origin = unique('o')
     const reader = unique('r')
     const survivor = open({ consumer: 'survivor', claimMinIdleMs: 0, claimIntervalMs: 0 })
@@ -200,6 +200,24 @@ describe.skipIf(!server.available)('RedisTransport against a real Redis', () => 
     await bystander.rewind(reader, origin) // starts the session without claiming
     const claimed = await pollN(survivor, reader, origin, 3)
     expect(claimed.map(text)).toEqual(['a', 'b', 'c'])
+  })
+
+  it('does not claim its own pending entries back from itself (review finding: every sweep handed them again, after newer ones)', async () => {
+    const origin = unique('o')
+    const reader = unique('r')
+    const t = open({ claimMinIdleMs: 100, claimIntervalMs: 0 })
+    await t.append(origin, ['a1', 'a2', 'a3'].map(bytes))
+    expect((await pollN(t, reader, origin, 3)).map(text)).toEqual(['a1', 'a2', 'a3'])
+    await new Promise((r) => setTimeout(r, 250))
+    await t.append(origin, [bytes('b1')])
+    // a1..a3 are pending on this live consumer, idle past claimMinIdleMs, and not committed.
+    expect((await t.poll(reader, origin)).map(text)).toEqual(['b1'])
+    await new Promise((r) => setTimeout(r, 250))
+    expect(await t.poll(reader, origin)).toEqual([])
+    // Another consumer of the group, presumed dead, is still claimed from.
+    const other = open({ consumer: 'other', claimMinIdleMs: 100, claimIntervalMs: 0 })
+    await new Promise((r) => setTimeout(r, 250))
+    expect((await pollN(other, reader, origin, 4)).map(text)).toEqual(['a1', 'a2', 'a3', 'b1'])
   })
 
   it('recovers when its connections are killed mid-stream (CLIENT KILL)', async () => {

@@ -603,7 +603,7 @@ export class RedisTransport implements Transport {
         replay: false,
         replayCursor: '0',
         replayUntil: undefined,
-        claimCursor: '0-0',
+        claimCursor: '-',
         nextClaimAt: this.options.now() + this.options.claimIntervalMs,
         conn: undefined,
         lastId: undefined,
@@ -714,7 +714,7 @@ export class RedisTransport implements Transport {
     const conn =
       this.client instanceof Cluster
         ? // retryDelayOnFailover 0: a Cluster client otherwise sends a command again when its
-          // connection closed before the reply — and a resent XREADGROUP '>' (or XAUTOCLAIM) skips
+          // connection closed before the reply — and a resent XREADGROUP '>' (or XCLAIM) skips
           // what the lost one delivered, which the next commit would then acknowledge unread.
           // The Cluster's own offline queue on too: one created with it off refused each new read
           // connection's first command ("Cluster isn't ready"), every poll.
@@ -801,15 +801,32 @@ export class RedisTransport implements Transport {
     return undefined
   }
 
-  /** Claims entries pending too long on any consumer of the group (presumed dead), one page per call. */
+  /**
+   * Claims entries pending for claimMinIdleMs or longer on the group's other consumers (presumed
+   * dead), one page of the group's pending list per call. Not this consumer's own: XAUTOCLAIM took
+   * those too, so a live reader whose entries stayed uncommitted (a node's trim reader commits only
+   * at a trim) was handed all of them again on every sweep, after newer ones (review finding).
+   * Its own come back by {@link replayOwn} after a lost connection or a restart.
+   */
   private async claim(s: Session, conn: Client, count: number, out: LogRecord[]): Promise<void> {
-    const raw = await conn.callBuffer('XAUTOCLAIM', [s.stream, s.reader, this.options.consumer, this.options.claimMinIdleMs, s.claimCursor, 'COUNT', count])
-    if (!Array.isArray(raw) || raw.length < 2) return
-    const next = asString(raw[0])
-    s.claimCursor = next
+    const minIdle = this.options.claimMinIdleMs
+    const raw = await conn.call('XPENDING', [s.stream, s.reader, 'IDLE', minIdle, s.claimCursor, '+', count])
+    const rows = Array.isArray(raw) ? (raw as unknown[]) : []
+    const ids: string[] = []
+    let last: string | undefined
+    for (const row of rows) {
+      if (!Array.isArray(row)) continue
+      last = asString(row[0])
+      if (asString(row[1]) !== this.options.consumer) ids.push(last)
+    }
     // A finished sweep waits for the next interval; an unfinished one continues on the next poll.
-    if (next === '0-0') s.nextClaimAt = this.options.now() + this.options.claimIntervalMs
-    this.collect(s, parseEntries(raw[1]), out)
+    if (rows.length < count || last === undefined) {
+      s.claimCursor = '-'
+      s.nextClaimAt = this.options.now() + this.options.claimIntervalMs
+    } else s.claimCursor = `(${last}`
+    if (ids.length === 0) return
+    // XCLAIM takes only those still idle that long (another reader may have claimed one meanwhile).
+    this.collect(s, parseEntries(await conn.callBuffer('XCLAIM', [s.stream, s.reader, this.options.consumer, minIdle, ...ids])), out)
   }
 
   private collect(s: Session, entries: readonly StreamEntry[], out: LogRecord[]): void {
