@@ -431,6 +431,10 @@ export class RegionNode {
   private readonly otherRegions: readonly string[]
   private twinHeardAt = Number.NEGATIVE_INFINITY
   private trimIndex: Array<{ position: LogPosition; writer: string; seq: number }> = []
+  /** The last own-log position the trim reader was given (or had committed); see indexOwnLog. */
+  private trimReadAt: LogPosition | undefined
+  /** trimStable calls, one after the other. */
+  private trimming: Promise<unknown> = Promise.resolve()
   private loop: Promise<void> | undefined
   private running = false
   /** Calls of stop() (close() included) so far: a start() still in init() when one runs does not start. */
@@ -2176,42 +2180,75 @@ export class RegionNode {
   /**
    * Trims the own region's log below the first data envelope some region has not applied yet.
    * Control records in the trimmed range go too. Returns the new earliest position, if trimmed.
+   * The log is indexed up to its end as of the call (the position Transport.latest reports) first:
+   * a transport that fetches in the background (Kafka) returned nothing to the first call's poll,
+   * so the first trimStable of every process trimmed nothing (review finding). That reading runs
+   * beside the node's rounds, not in them (it may wait for a consumer group's join); only the cut
+   * holds the round lock.
    */
   async trimStable(): Promise<LogPosition | undefined> {
     this.check()
     await this.init()
-    return this.exclusive(async () => {
-      const reader = `${this.writer}#trim`
-      const t = this.o.transport
-      for (;;) {
-        const recs = await t.poll(reader, this.region, { max: this.o.pollMax, waitMs: 0 })
-        for (const rec of recs) {
-          // Indexed once, in log order: a transport may deliver a record again (Redis hands a
-          // reader's pending entries back to it after claimMinIdleMs), and the cut below relies on
-          // every record before it being indexed.
-          const newest = this.trimIndex[this.trimIndex.length - 1]
-          if (newest !== undefined && t.comparePositions(rec.position, newest.position) <= 0) continue
-          try {
-            const env = decodeEnvelope(rec.bytes, this.o.keys)
-            if (!env.typeName.startsWith('$')) this.trimIndex.push({ position: rec.position, writer: env.writer, seq: env.seq })
-          } catch {
-            // Not a valid envelope: nobody needs it, it may go.
-          }
-        }
-        if (recs.length < this.o.pollMax) break
-      }
-      const frontier = this.stabilityFrontier()
-      let cut = this.trimIndex.findIndex((e) => e.seq > frontier.get(e.writer))
-      if (cut === -1) cut = this.trimIndex.length - 1 // keep the last record: trim() removes strictly before
-      if (cut <= 0) return undefined
-      const position = (this.trimIndex[cut] as { position: LogPosition }).position
-      await t.trim(this.region, position)
-      // Committed up to what is gone: not delivered again (nor kept pending) after this; a
-      // restarted node's trim reader goes on from there and indexes the rest again.
-      await t.commit(reader, this.region, (this.trimIndex[cut - 1] as { position: LogPosition }).position)
-      this.trimIndex = this.trimIndex.slice(cut)
-      return position
+    const run = this.trimming.then(async () => {
+      await this.indexOwnLog()
+      return this.exclusive(async () => {
+        this.check()
+        const t = this.o.transport
+        const frontier = this.stabilityFrontier()
+        let cut = this.trimIndex.findIndex((e) => e.seq > frontier.get(e.writer))
+        if (cut === -1) cut = this.trimIndex.length - 1 // keep the last record: trim() removes strictly before
+        if (cut <= 0) return undefined
+        const position = (this.trimIndex[cut] as { position: LogPosition }).position
+        await t.trim(this.region, position)
+        // Committed up to what is gone: not delivered again (nor kept pending) after this; a
+        // restarted node's trim reader goes on from there and indexes the rest again.
+        await t.commit(this.trimReader(), this.region, (this.trimIndex[cut - 1] as { position: LogPosition }).position)
+        this.trimIndex = this.trimIndex.slice(cut)
+        return position
+      })
     })
+    this.trimming = run.catch(() => undefined)
+    return run
+  }
+
+  private trimReader(): string {
+    return `${this.writer}#trim`
+  }
+
+  /**
+   * Indexes the data envelopes of the own region's log for {@link trimStable}, up to its end as of
+   * now (else until a poll comes back short), waiting at most CATCH_UP_STALL_MS without a record.
+   */
+  private async indexOwnLog(): Promise<void> {
+    const t = this.o.transport
+    const reader = this.trimReader()
+    const end = t.latest === undefined ? undefined : await t.latest(this.region)
+    // Read up to: the last record this process delivered to the trim reader, else what it committed.
+    this.trimReadAt ??= end === undefined ? undefined : await t.committed(reader, this.region)
+    const reached = (): boolean => end === undefined || (this.trimReadAt !== undefined && t.comparePositions(this.trimReadAt, end) >= 0)
+    let progressAt = Date.now()
+    for (;;) {
+      this.check()
+      this.checkNotClosing()
+      const recs = await t.poll(reader, this.region, { max: this.o.pollMax, waitMs: reached() ? 0 : CATCH_UP_POLL_WAIT_MS })
+      for (const rec of recs) {
+        // Indexed once, in log order: a transport may deliver a record again (Redis hands a
+        // reader's pending entries back to it after claimMinIdleMs), and the cut relies on
+        // every record before it being indexed.
+        if (this.trimReadAt !== undefined && t.comparePositions(rec.position, this.trimReadAt) <= 0) continue
+        this.trimReadAt = rec.position
+        try {
+          const env = decodeEnvelope(rec.bytes, this.o.keys)
+          if (!env.typeName.startsWith('$')) this.trimIndex.push({ position: rec.position, writer: env.writer, seq: env.seq })
+        } catch {
+          // Not a valid envelope (or a skipped placeholder): nobody needs it, it may go.
+        }
+      }
+      if (recs.length > 0) progressAt = Date.now()
+      if (recs.length >= this.o.pollMax) continue
+      // Short of the end: the rest may still be on its way (a fetch in the background, a join).
+      if (reached() || Date.now() - progressAt >= CATCH_UP_STALL_MS) return
+    }
   }
 
   // ---------------------------------------------------------------- observability

@@ -7,6 +7,7 @@
  * positions past Kafka's offsets.
  */
 import { spawn } from 'node:child_process'
+import net from 'node:net'
 import { randomUUID } from 'node:crypto'
 import { Kafka, logLevel, type Admin } from 'kafkajs'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
@@ -170,7 +171,158 @@ describe.skipIf(!server.available)('KafkaTransport edge cases', () => {
     expect(settledAt - closedAt).toBeLessThan(8_000)
   }, 90_000)
 
+  it('while the group join waits out a crashed member, a poll returns within its waitMs, a commit fails after joinTimeoutMs, and close() does not wait for the join (review finding: each waited for the whole join)', async () => {
+    const groupPrefix = `${prefix}-dead`
+    const w = open({ groupPrefix })
+    await w.append('dm', [bytes('a')])
+    // An earlier member of the group, killed without leaving: the next join waits for its 20 s session.
+    const child = spawn(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `import { Kafka, logLevel } from 'kafkajs'
+         const kafka = new Kafka({ clientId: 'edges-child', brokers: ${JSON.stringify([...server.brokers])}, logLevel: logLevel.NOTHING })
+         const c = kafka.consumer({ groupId: ${JSON.stringify(`${groupPrefix}/r1`)}, sessionTimeout: 20000, heartbeatInterval: 1000 })
+         c.on(c.events.GROUP_JOIN, () => console.log('ready'))
+         await c.connect(); await c.subscribe({ topics: [${JSON.stringify(`${prefix}.dm`)}], fromBeginning: true })
+         await c.run({ eachBatch: async () => {} })`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'], cwd: process.cwd() },
+    )
+    await new Promise<void>((resolve) => child.stdout.on('data', (d) => String(d).includes('ready') && resolve()))
+    child.kill('SIGKILL')
+    const t = open({ groupPrefix, joinTimeoutMs: 2000 })
+    let at = Date.now()
+    expect(await t.poll('r1', 'dm', { waitMs: 500 })).toEqual([])
+    expect(Date.now() - at).toBeLessThan(3000)
+    const ac = new AbortController()
+    setTimeout(() => ac.abort(), 300)
+    at = Date.now()
+    expect(await t.poll('r1', 'dm', { waitMs: 60_000, signal: ac.signal })).toEqual([])
+    expect(Date.now() - at).toBeLessThan(3000)
+    at = Date.now()
+    const err = await t.commit('r1', 'dm', '0').catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(TransportError)
+    expect((err as TransportError).retriable).toBe(true)
+    expect((err as Error).message).toMatch(/timed out after 2000 ms joining the consumer group/)
+    expect(Date.now() - at).toBeLessThan(5000)
+    // The join goes on meanwhile: once the dead member's session has expired, the record comes.
+    expect((await pollUntil(t, 'r1', 'dm', 1, undefined, 200)).map((r) => dec.decode(r.bytes))).toEqual(['a'])
+    // A second transport in a join that waits out another dead member: close() is bounded.
+    const child2 = spawn(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `import { Kafka, logLevel } from 'kafkajs'
+         const kafka = new Kafka({ clientId: 'edges-child', brokers: ${JSON.stringify([...server.brokers])}, logLevel: logLevel.NOTHING })
+         const c = kafka.consumer({ groupId: ${JSON.stringify(`${groupPrefix}/r2`)}, sessionTimeout: 30000, heartbeatInterval: 1000 })
+         c.on(c.events.GROUP_JOIN, () => console.log('ready'))
+         await c.connect(); await c.subscribe({ topics: [${JSON.stringify(`${prefix}.dm`)}], fromBeginning: true })
+         await c.run({ eachBatch: async () => {} })`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'], cwd: process.cwd() },
+    )
+    await new Promise<void>((resolve) => child2.stdout.on('data', (d) => String(d).includes('ready') && resolve()))
+    child2.kill('SIGKILL')
+    const t2 = new KafkaTransport({ kafka, topicPrefix: prefix, groupPrefix, fetchMaxWaitMs: 100 })
+    expect(await t2.poll('r2', 'dm', { waitMs: 1000 })).toEqual([])
+    at = Date.now()
+    await t2.close()
+    expect(Date.now() - at).toBeLessThan(8000)
+  }, 120_000)
+
+  it('commit and rewind work again once the broker is reachable after a start that failed (review finding: they kept the failed start, and failed for good)', async () => {
+    // An address where nothing listens yet; later a proxy to the broker listens there.
+    const probe = net.createServer()
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve))
+    const port = (probe.address() as net.AddressInfo).port
+    await new Promise<void>((resolve) => probe.close(() => resolve()))
+    const [host, brokerPort] = (server.brokers[0] as string).split(':') as [string, string]
+    const w = open()
+    await w.append('sf', [bytes('a')])
+    const t = open({ kafka: { clientId: 'concord-edges-sf', brokers: [`127.0.0.1:${port}`], retry: { retries: 0 }, connectionTimeout: 1000, logLevel: logLevel.NOTHING }, groupPrefix: `${prefix}-sf` })
+    const first = await t.commit('r1', 'sf', '0').catch((e: unknown) => e)
+    expect(isConcordError(first) && first.code === 'TRANSPORT' && first.retriable).toBe(true)
+    const sockets = new Set<net.Socket>()
+    const proxy = net.createServer((c) => {
+      const u = net.connect(Number(brokerPort), host)
+      sockets.add(c).add(u)
+      c.pipe(u)
+      u.pipe(c)
+      const end = (): void => {
+        c.destroy()
+        u.destroy()
+      }
+      for (const x of [c, u]) x.on('error', end).on('close', end)
+    })
+    await new Promise<void>((resolve) => proxy.listen(port, '127.0.0.1', resolve))
+    try {
+      let committed = false
+      let rewound = false
+      let last: unknown
+      for (const until = Date.now() + 60_000; !(committed && rewound) && Date.now() < until; ) {
+        try {
+          if (!committed) await t.commit('r1', 'sf', '0')
+          committed = true
+          await t.rewind('r1', 'sf')
+          rewound = true
+        } catch (e) {
+          last = e
+          await sleep(500)
+        }
+      }
+      expect(committed && rewound, String(last)).toBe(true)
+      expect(await t.committed('r1', 'sf')).toBe('0')
+    } finally {
+      await t.close()
+      opened.splice(opened.indexOf(t), 1)
+      for (const x of sockets) x.destroy()
+      await new Promise<void>((resolve) => proxy.close(() => resolve()))
+    }
+  }, 120_000)
+
+  it('close() ends an append waiting on a broker that accepts connections and never answers, and returns (review finding: 27 s)', async () => {
+    const sockets = new Set<net.Socket>()
+    const silent = net.createServer((c) => void sockets.add(c))
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+    const port = (silent.address() as net.AddressInfo).port
+    const t = new KafkaTransport({ kafka: { clientId: 'concord-edges-silent', brokers: [`127.0.0.1:${port}`], logLevel: logLevel.NOTHING }, topicPrefix: prefix })
+    try {
+      const appending = t.append('silent', [bytes('a')]).then(
+        () => 'resolved',
+        (e: unknown) => e,
+      )
+      await sleep(500)
+      const at = Date.now()
+      await t.close()
+      expect(Date.now() - at).toBeLessThan(7000)
+      const outcome = await appending
+      expect(outcome).toBeInstanceOf(ClosedError)
+      expect(Date.now() - at).toBeLessThan(7000)
+    } finally {
+      for (const x of sockets) x.destroy()
+      await new Promise<void>((resolve) => silent.close(() => resolve()))
+    }
+  }, 60_000)
+
+  it('refuses a topic made elsewhere with compaction (review finding: used without a word, though compaction drops all but each document\'s last record)', async () => {
+    await admin.createTopics({ waitForLeaders: true, topics: [{ topic: `${prefix}.compacted`, numPartitions: 1, configEntries: [{ name: 'cleanup.policy', value: 'compact' }] }] })
+    const t = open()
+    const err = await t.append('compacted', [bytes('a')], { keys: ['d'] }).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(ConfigError)
+    expect((err as Error).message).toMatch(/exists with cleanup.policy=compact; Concord needs "delete"/)
+    await admin.createTopics({ waitForLeaders: true, topics: [{ topic: `${prefix}.kept`, numPartitions: 1, configEntries: [{ name: 'cleanup.policy', value: 'delete' }] }] })
+    expect(await t.append('kept', [bytes('a')])).toEqual(['0'])
+  })
+
   it('refuses option combinations kafkajs refuses only at a first poll, or that overflow its timers (an untyped error; a reader that never read)', () => {
+    // A port past 65535 (review finding: every call then failed with a retriable error).
+    expect(() => open({ kafka: { brokers: ['127.0.0.1:99999'] } })).toThrow(/kafka.brokers must be a non-empty array of "host:port"/)
+    expect(() => open({ kafka: { brokers: ['127.0.0.1:0'] } })).toThrow(ConfigError)
+    // Named as given (review finding: the error named maxBatchBytes, which was not set).
+    expect(() => open({ topicConfig: { 'max.message.bytes': '1000' } })).toThrow(/topicConfig max.message.bytes must be at least/)
     expect(() => open({ sessionTimeoutMs: 1000 })).toThrow(/heartbeatIntervalMs \(3000\) must be lower than sessionTimeoutMs \(1000\)/)
     expect(() => open({ heartbeatIntervalMs: 40_000 })).toThrow(ConfigError)
     expect(() => open({ fetchMaxWaitMs: 2 ** 31 })).toThrow(/fetchMaxWaitMs must be at most/)
@@ -207,6 +359,25 @@ describe.skipIf(!server.available)('KafkaTransport edge cases', () => {
     expect((await again.open<number>('a', 'pn-counter')).value()).toBe(1)
     await us.close()
     await again.close()
+  }, 60_000)
+
+  it('the first trimStable() of a process trims (review finding: its first poll came back empty while Kafka fetched in the background, so it trimmed nothing)', async () => {
+    const topicPrefix = `${prefix}-ts`
+    const make = (): RegionNode =>
+      new RegionNode({ region: 'eu', instance: 'i1', regions: ['eu'], transport: open({ topicPrefix, groupPrefix: topicPrefix }), store: new MemoryStore(), factories: { 'pn-counter': crdtFactory('pn-counter') }, heartbeatIntervalMs: 60_000 })
+    const node = make()
+    const c = (await node.open('a', 'pn-counter')) as unknown as PnCounter
+    for (let i = 0; i < 5; i++) {
+      c.increment(1)
+      await node.flush()
+    }
+    await node.pump()
+    const trimmed = await node.trimStable()
+    expect(trimmed).toBeDefined()
+    const t = open({ topicPrefix, groupPrefix: topicPrefix })
+    expect(await t.earliest('eu')).toBe(trimmed)
+    expect(Number(trimmed)).toBeGreaterThan(0)
+    await node.close()
   }, 60_000)
 
   it('latest() is the position of the last record, undefined for an empty or unknown log', async () => {

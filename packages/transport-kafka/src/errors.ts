@@ -117,3 +117,10 @@ const TOO_LARGE_TYPES = new Set(['MESSAGE_TOO_LARGE', 'RECORD_LIST_TOO_LARGE'])
 export function isTooLargeError(e: unknown): boolean {
   return hasType(e, TOO_LARGE_TYPES)
 }
+
+const AUTHORIZATION_TYPES = new Set(['TOPIC_AUTHORIZATION_FAILED', 'CLUSTER_AUTHORIZATION_FAILED'])
+
+/** Whether `e`, or an error it holds, says the client lacks the right (an ACL) for what it asked. */
+export function isAuthorizationError(e: unknown): boolean {
+  return hasType(e, AUTHORIZATION_TYPES)
+}

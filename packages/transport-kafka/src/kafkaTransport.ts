@@ -29,7 +29,7 @@ import {
   toBuffer,
 } from '@concord/core'
 import { registerDefaultCodecs } from './codecs.js'
-import { isProducerStateError, isTooLargeError, isUnknownTopicError, translateError } from './errors.js'
+import { isAuthorizationError, isProducerStateError, isTooLargeError, isUnknownTopicError, translateError } from './errors.js'
 import { RECORD_ROOM_BYTES, resolveOptions, topicName, type KafkaTransportOptions, type ResolvedKafkaTransportOptions } from './options.js'
 
 type AppendOptions = NonNullable<Parameters<Transport['append']>[2]>
@@ -42,6 +42,19 @@ const EMPTY = new Uint8Array(0)
 const RECORD_FRAMING_BYTES = 32
 /** Longest record key (a document id, at most 1 KiB as RegionNode checks them): room is kept for it beside maxRecordBytes. */
 const MAX_KEY_BYTES = RECORD_ROOM_BYTES - 2 * RECORD_FRAMING_BYTES - 128
+/**
+ * kafkajs's ConfigResourceTypes.TOPIC. Not imported by name: Node's ESM loader finds only some of
+ * kafkajs's (CommonJS) exports, and not that one — the module failed to load outside vitest.
+ */
+const TOPIC_RESOURCE = 2
+/** What {@link KafkaTransport.unlessClosed} gets when close() begins first. */
+const CLOSED: unique symbol = Symbol('closed')
+/**
+ * Longest close() waits for its clients to disconnect: a consumer leaving during a group join
+ * waits for the join (a crashed member's session), a client still connecting to a silent broker
+ * for its request timeout. Their disconnects go on in the background.
+ */
+const CLOSE_WAIT_MS = 5_000
 /** An origin not polled for this long stops being fetched once it has records buffered. */
 const IDLE_PAUSE_MS = 100
 
@@ -215,11 +228,13 @@ export class KafkaTransport implements Transport {
     const chunks = this.chunks(records, keys)
     let connected: Promise<Producer> | undefined
     try {
-      await this.ensureTopic(topic)
+      // Each step ends at once with ClosedError when close() begins (review finding: a broker
+      // that went away kept an append retrying for ~18 s after close() had returned).
+      await this.unlessClosed(this.ensureTopic(topic))
       // close() may have run meanwhile: no producer is made (or used) after it.
       this.check()
       connected = this.connectProducer()
-      const producer = await connected
+      const producer = await this.unlessClosed(connected)
       // One produce request per chunk, in order (one request in flight: the log keeps the order).
       // When a later chunk fails, the earlier ones are in the log: a retry appends them again
       // (at-least-once, as the contract allows).
@@ -231,7 +246,7 @@ export class KafkaTransport implements Transport {
         this.check()
         let metadata: Awaited<ReturnType<Producer['send']>>
         try {
-          metadata = await producer.send({
+          metadata = await this.unlessClosed(producer.send({
             topic,
             acks: -1,
             // The topic's one partition, named: kafkajs then skips its partitioner (a murmur2 hash of
@@ -241,7 +256,7 @@ export class KafkaTransport implements Transport {
               value: toBuffer(bytes),
               partition: PARTITION,
             })),
-          })
+          }))
         } catch (e) {
           // Past the topic's max.message.bytes (or the broker's message.max.bytes), which may be
           // below maxBatchBytes: the broker wrote none of it. Halves go again; a record alone that
@@ -295,9 +310,14 @@ export class KafkaTransport implements Transport {
   async poll(reader: string, origin: string, options: PollOptions = {}): Promise<readonly LogRecord[]> {
     this.check()
     const { max, waitMs } = checkPollOptions('kafka', options, DEFAULT_POLL_MAX)
+    const until = Date.now() + waitMs
     const s = this.session(reader, [origin])
+    let started: boolean
     try {
-      await this.unlessClosed(s.started)
+      // Within waitMs (and the signal): a start lasts as long as its group join, which waits out
+      // a crashed member's session (30 s and more). A poll that waited for it held the node's
+      // round — its flushes, heartbeats and other logs — that long (review finding).
+      started = await this.startedWithin(s, waitMs, options.signal)
     } catch (e) {
       this.dropSession(s)
       throw this.fail(e, 'poll')
@@ -310,8 +330,11 @@ export class KafkaTransport implements Transport {
     this.check()
     const o = s.origins.get(topicName(this.options.topicPrefix, origin)) as OriginState
     o.skipSource = options.skipAppendsOf
-    if (o.buffer.length === 0 && waitMs > 0 && options.signal?.aborted !== true) {
-      await this.waitForRecords(o, waitMs, options.signal)
+    // Still joining: nothing fetched yet; a later poll reads on once the join is done.
+    if (!started) return []
+    const left = until - Date.now()
+    if (o.buffer.length === 0 && left > 0 && options.signal?.aborted !== true) {
+      await this.waitForRecords(o, left, options.signal)
       this.check()
     }
     const out = o.buffer.splice(0, max)
@@ -330,8 +353,7 @@ export class KafkaTransport implements Transport {
     const next = offsetOf(position) + 1n
     const s = this.session(reader, [origin])
     try {
-      await this.unlessClosed(s.started)
-      await this.withTimeout(s.joined, this.options.joinTimeoutMs, 'joining the consumer group')
+      await this.joinedWithin(s)
       // Closed while waiting (close() releases the wait): ClosedError, not a late commit or seek.
       this.check()
       if (s.failure !== undefined) throw s.failure
@@ -373,8 +395,7 @@ export class KafkaTransport implements Transport {
     // Without a session there is no cursor: a new consumer starts at the committed offset anyway.
     if (s === undefined || !s.origins.has(topic)) return
     try {
-      await this.unlessClosed(s.started)
-      await this.withTimeout(s.joined, this.options.joinTimeoutMs, 'joining the consumer group')
+      await this.joinedWithin(s)
       // Closed while waiting (close() releases the wait): ClosedError, not a late commit or seek.
       this.check()
       const o = s.origins.get(topic) as OriginState
@@ -465,7 +486,16 @@ export class KafkaTransport implements Transport {
     const closing: Promise<unknown>[] = sessions.map((s) => s.consumer.disconnect())
     if (this.producer !== undefined) closing.push(this.producer.then((p) => p.disconnect()))
     if (this.admin !== undefined) closing.push(this.admin.then((a) => a.disconnect()))
-    await Promise.allSettled(closing)
+    // Bounded (review finding: 27 s against a silent broker, 26 s during a group join).
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([
+      Promise.allSettled(closing),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, CLOSE_WAIT_MS)
+        timer.unref()
+      }),
+    ])
+    clearTimeout(timer)
   }
 
   /**
@@ -584,7 +614,7 @@ export class KafkaTransport implements Transport {
     if (created === undefined) {
       created = (async () => {
         const admin = await this.connectAdmin()
-        if ((await admin.listTopics()).includes(topic)) return
+        if ((await admin.listTopics()).includes(topic)) return this.checkTopic(admin, topic)
         // Resolves false (no error) when the topic exists already, e.g. created by another region.
         await admin.createTopics({
           waitForLeaders: true,
@@ -602,6 +632,27 @@ export class KafkaTransport implements Transport {
       this.topics.set(topic, created)
     }
     return created
+  }
+
+  /**
+   * Refuses a topic made elsewhere (by hand, by an earlier configuration) with compaction: records
+   * are keyed by document, so compaction keeps only each document's last record, and a reader
+   * behind loses the rest — the transport refuses `cleanup.policy` other than `delete` for the
+   * topics it creates, and used such a topic without a word (review finding). Without the right to
+   * describe topic configs (an ACL), the topic is used unchecked.
+   */
+  private async checkTopic(admin: Admin, topic: string): Promise<void> {
+    let policy: string | undefined
+    try {
+      const described = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: TOPIC_RESOURCE, name: topic, configNames: ['cleanup.policy'] }] })
+      policy = described.resources[0]?.configEntries.find((c) => c.configName === 'cleanup.policy')?.configValue
+    } catch (e) {
+      if (isAuthorizationError(e)) return
+      throw e
+    }
+    if (policy !== undefined && policy.split(',').some((p) => p.trim() === 'compact')) {
+      throw new ConfigError(`kafka transport: topic ${topic} exists with cleanup.policy=${policy}; Concord needs "delete" (records are keyed by document: compaction would keep only each document's last record, and a reader behind would lose the rest). Change it with kafka-configs.sh --alter --entity-type topics --entity-name ${topic} --add-config cleanup.policy=delete`)
+    }
   }
 
   private async fetchCommitted(reader: string, origin: string): Promise<bigint | undefined> {
@@ -981,23 +1032,83 @@ export class KafkaTransport implements Transport {
   }
 
   /**
+   * Waits for `s`'s start for at most `waitMs`, or until `signal` aborts: true once it is done,
+   * false while it still runs (it goes on: a later call finds it done). ClosedError when close()
+   * begins first; the start's own failure is thrown.
+   */
+  private async startedWithin(s: Session, waitMs: number, signal: AbortSignal | undefined): Promise<boolean> {
+    let done = false
+    const started = s.started.then(() => {
+      done = true
+    })
+    let timer: NodeJS.Timeout | undefined
+    let onAbort: (() => void) | undefined
+    try {
+      await this.unlessClosed(
+        Promise.race([
+          started,
+          new Promise<void>((resolve) => {
+            timer = setTimeout(resolve, waitMs)
+            onAbort = () => resolve()
+            if (signal?.aborted === true) resolve()
+            else signal?.addEventListener('abort', onAbort, { once: true })
+          }),
+        ]),
+      )
+    } finally {
+      clearTimeout(timer)
+      if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort)
+    }
+    // A start that failed after the wait ended is reported by the next call.
+    started.catch(() => undefined)
+    return done
+  }
+
+  /**
+   * Waits for `s`'s start and group join, joinTimeoutMs at most in all (then a retriable
+   * TransportError; the join goes on). A start that failed drops the session, so that the next
+   * call starts a new consumer: its error is retriable, and a session kept gave every later commit
+   * and rewind the same stale failure, though the broker was back (review finding).
+   */
+  private async joinedWithin(s: Session): Promise<void> {
+    const until = Date.now() + this.options.joinTimeoutMs
+    let started = false
+    try {
+      await this.withTimeout(
+        this.unlessClosed(s.started).then(() => {
+          started = true
+        }),
+        this.options.joinTimeoutMs,
+        'joining the consumer group',
+      )
+    } catch (e) {
+      // Not a timeout (the start still runs) nor a close: the start itself failed.
+      if (!started && !this.closed && !(e instanceof JoinTimeout)) this.dropSession(s)
+      throw e
+    }
+    await this.withTimeout(s.joined, Math.max(1, until - Date.now()), 'joining the consumer group')
+  }
+
+  /**
    * Waits for `p` — a consumer's start, which lasts as long as its group join (a join can wait out
    * a crashed member's session) — unless close() begins first: then ClosedError at once.
    */
-  private async unlessClosed(p: Promise<void>): Promise<void> {
+  private async unlessClosed<T>(p: Promise<T>): Promise<T> {
     let release: (() => void) | undefined
     // A promise per call, dropped after it (one kept for the transport's life would collect a
     // reaction per poll).
-    const closed = new Promise<void>((resolve) => {
-      release = resolve
-      this.closeWaiters.add(resolve)
+    const closed = new Promise<typeof CLOSED>((resolve) => {
+      release = () => resolve(CLOSED)
+      this.closeWaiters.add(release)
     })
+    let out: T | typeof CLOSED
     try {
-      await Promise.race([p, closed])
+      out = await Promise.race([p, closed])
     } finally {
       this.closeWaiters.delete(release as () => void)
     }
     this.check()
+    return out as T
   }
 
   private async withTimeout(p: Promise<void>, ms: number, what: string): Promise<void> {
@@ -1006,12 +1117,20 @@ export class KafkaTransport implements Transport {
       await Promise.race([
         p,
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new TransportError(`kafka transport: timed out after ${ms} ms ${what}`)), ms)
+          timer = setTimeout(() => reject(new JoinTimeout(`kafka transport: timed out after ${ms} ms ${what}`)), ms)
         }),
       ])
     } finally {
       clearTimeout(timer)
     }
+  }
+}
+
+/** What {@link KafkaTransport.withTimeout} throws: a TransportError (retriable) the transport tells from others. */
+class JoinTimeout extends TransportError {
+  constructor(message: string) {
+    super(message)
+    this.name = 'TransportError'
   }
 }
 

@@ -138,7 +138,11 @@ export function resolveOptions(options: KafkaTransportOptions): ResolvedKafkaTra
   // retriable-looking error much later (a missing port makes kafkajs try port NaN).
   if (kafka !== undefined && typeof (kafka as { producer?: unknown }).producer !== 'function') {
     const brokers = (kafka as { brokers?: unknown }).brokers
-    const ok = typeof brokers === 'function' || (Array.isArray(brokers) && brokers.length > 0 && brokers.every((b) => typeof b === 'string' && /^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(b)))
+    // A port past 65535 passed the pattern, then every call failed with a retriable error (review finding).
+    const port = (b: string): number => Number(b.slice(b.lastIndexOf(':') + 1))
+    const ok =
+      typeof brokers === 'function' ||
+      (Array.isArray(brokers) && brokers.length > 0 && brokers.every((b) => typeof b === 'string' && /^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(b) && port(b) >= 1 && port(b) <= 65535))
     if (!ok) throw new ConfigError(`kafka transport: kafka.brokers must be a non-empty array of "host:port" strings (or a function returning one), got ${JSON.stringify(brokers)}`)
   }
   const replicationFactor = options.replicationFactor ?? d.replicationFactor
@@ -156,8 +160,11 @@ export function resolveOptions(options: KafkaTransportOptions): ResolvedKafkaTra
   if (topicMax !== undefined) {
     const limit = /^[1-9][0-9]{0,9}$/.test(topicMax) ? Number(topicMax) : Number.NaN
     if (!Number.isSafeInteger(limit)) throw new ConfigError(`kafka transport: topicConfig max.message.bytes must be a positive integer, got ${JSON.stringify(topicMax)}`)
-    if (options.maxBatchBytes === undefined) maxBatchBytes = Math.min(maxBatchBytes, limit)
-    else if (options.maxBatchBytes > limit) {
+    if (options.maxBatchBytes === undefined) {
+      // Named as the user gave it (review finding: the error named maxBatchBytes, which they never set).
+      if (limit < 2 * RECORD_ROOM_BYTES) throw new ConfigError(`kafka transport: topicConfig max.message.bytes must be at least ${2 * RECORD_ROOM_BYTES} (a produce request must hold a record of an envelope's size), got ${limit}`)
+      maxBatchBytes = Math.min(maxBatchBytes, limit)
+    } else if (options.maxBatchBytes > limit) {
       throw new ConfigError(`kafka transport: maxBatchBytes (${options.maxBatchBytes}) is past topicConfig max.message.bytes (${limit}): the topics would refuse such batches`)
     }
   }
