@@ -2193,6 +2193,8 @@ export class RegionNode {
       await this.indexOwnLog()
       return this.exclusive(async () => {
         this.check()
+        // Not once close() has begun (its shutdown record may be out already).
+        this.checkNotClosing()
         const t = this.o.transport
         const frontier = this.stabilityFrontier()
         let cut = this.trimIndex.findIndex((e) => e.seq > frontier.get(e.writer))

@@ -317,6 +317,36 @@ describe.skipIf(!server.available)('KafkaTransport edge cases', () => {
     expect(await t.append('kept', [bytes('a')])).toEqual(['0'])
   })
 
+  it('a refused origin (a compacted topic) leaves the reader\'s consumer of its other origins running (review finding: each poll of it restarted that consumer, and uncommitted records came again)', async () => {
+    await admin.createTopics({ waitForLeaders: true, topics: [{ topic: `${prefix}.cmp2`, numPartitions: 1, configEntries: [{ name: 'cleanup.policy', value: 'compact' }] }] })
+    const w = open()
+    const t = open({ groupPrefix: `${prefix}-refused` })
+    await w.append('okA', [bytes('0'), bytes('1')])
+    expect((await pollUntil(t, 'r1', 'okA', 2)).map((r) => dec.decode(r.bytes))).toEqual(['0', '1'])
+    for (let i = 0; i < 3; i++) await expect(t.poll('r1', 'cmp2')).rejects.toBeInstanceOf(ConfigError)
+    await expect(t.commit('r1', 'cmp2', '0')).rejects.toBeInstanceOf(ConfigError)
+    await w.append('okA', [bytes('2')])
+    // Nothing committed: a new consumer would start over at '0'.
+    expect((await pollUntil(t, 'r1', 'okA', 1)).map((r) => dec.decode(r.bytes))).toEqual(['2'])
+  })
+
+  it('records fetched before a re-subscription are delivered while the consumer rejoins (review finding: polls returned nothing until the join was done)', async () => {
+    const w = open()
+    const t = open({ groupPrefix: `${prefix}-rejoin` })
+    await w.append('rjA', Array.from({ length: 10 }, (_, i) => bytes(`a${i}`)))
+    await w.append('rjB', [bytes('b0')])
+    const first = await t.poll('r1', 'rjA', { max: 2, waitMs: 10_000 })
+    expect(first.map((r) => dec.decode(r.bytes))).toEqual(['a0', 'a1'])
+    // Wait until the rest is buffered, then a new origin re-subscribes the consumer (a rejoin).
+    await sleep(1000)
+    expect(await t.poll('r1', 'rjB')).toEqual([])
+    const during = await t.poll('r1', 'rjA', { max: 100 })
+    expect(during.map((r) => dec.decode(r.bytes))).toEqual(Array.from({ length: 8 }, (_, i) => `a${i + 2}`))
+    expect((await pollUntil(t, 'r1', 'rjB', 1)).map((r) => dec.decode(r.bytes))).toEqual(['b0'])
+    // Nothing of A again after the rejoin (refetched records are dropped by offset).
+    expect(await t.poll('r1', 'rjA', { waitMs: 500 })).toEqual([])
+  })
+
   it('refuses option combinations kafkajs refuses only at a first poll, or that overflow its timers (an untyped error; a reader that never read)', () => {
     // A port past 65535 (review finding: every call then failed with a retriable error).
     expect(() => open({ kafka: { brokers: ['127.0.0.1:99999'] } })).toThrow(/kafka.brokers must be a non-empty array of "host:port"/)

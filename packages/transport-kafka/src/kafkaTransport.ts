@@ -139,6 +139,8 @@ interface Session {
   readonly subscribed: Set<string>
   /** Connected, subscribed to every topic in `origins`, running. */
   started: Promise<void>
+  /** `started` once a poll saw it fulfilled: later polls need not wait on it (see startedWithin). */
+  startedOk: Promise<void> | undefined
   /** Resolves once the consumer was assigned every subscribed topic. */
   joined: Promise<void>
   onJoin: () => void
@@ -311,6 +313,7 @@ export class KafkaTransport implements Transport {
     this.check()
     const { max, waitMs } = checkPollOptions('kafka', options, DEFAULT_POLL_MAX)
     const until = Date.now() + waitMs
+    await this.admitOrigins('poll', reader, [origin])
     const s = this.session(reader, [origin])
     let started: boolean
     try {
@@ -330,8 +333,14 @@ export class KafkaTransport implements Transport {
     this.check()
     const o = s.origins.get(topicName(this.options.topicPrefix, origin)) as OriginState
     o.skipSource = options.skipAppendsOf
-    // Still joining: nothing fetched yet; a later poll reads on once the join is done.
-    if (!started) return []
+    // Still starting (a first join, or a rejoin after a re-subscription): what was fetched before
+    // it, without waiting for more (review finding: buffered records waited for the whole join).
+    // Records fetched again after the rejoin are dropped by offset (eachBatch).
+    if (!started) {
+      const out = o.buffer.splice(0, max)
+      o.polledAt = Date.now()
+      return out
+    }
     const left = until - Date.now()
     if (o.buffer.length === 0 && left > 0 && options.signal?.aborted !== true) {
       await this.waitForRecords(o, left, options.signal)
@@ -351,6 +360,7 @@ export class KafkaTransport implements Transport {
     this.check()
     // Kafka commits the next offset to read; the contract commits the last one applied.
     const next = offsetOf(position) + 1n
+    await this.admitOrigins('commit', reader, [origin])
     const s = this.session(reader, [origin])
     try {
       await this.joinedWithin(s)
@@ -709,6 +719,7 @@ export class KafkaTransport implements Transport {
         rejoinTimer: undefined,
         dropped: false,
         recreating: undefined,
+        startedOk: undefined,
       }
       s = session
       consumer.on(consumer.events.GROUP_JOIN, (event) => this.onGroupJoin(session, event.payload.memberAssignment))
@@ -1001,6 +1012,7 @@ export class KafkaTransport implements Transport {
    */
   async subscribe(reader: string, origins: readonly string[]): Promise<void> {
     this.check()
+    await this.admitOrigins('subscribe', reader, origins)
     const s = this.session(reader, origins)
     try {
       await this.unlessClosed(s.started)
@@ -1008,6 +1020,27 @@ export class KafkaTransport implements Transport {
       this.dropSession(s)
       throw this.fail(e, 'subscribe')
     }
+  }
+
+  /**
+   * Makes sure the topics of `origins` not yet in `reader`'s session exist and are usable
+   * (ensureTopic) before the session takes them: a topic refused there (a compacted one made
+   * elsewhere) failed the session's shared start, and the call dropped the consumer of every
+   * other origin with it — one such origin polled every round restarted the reader's consumer
+   * every round (review finding). Throws without touching the session.
+   */
+  private async admitOrigins(what: string, reader: string, origins: readonly string[]): Promise<void> {
+    const s = this.sessions.get(reader)
+    for (const origin of origins) {
+      const topic = topicName(this.options.topicPrefix, origin)
+      if (s?.origins.has(topic) === true) continue
+      try {
+        await this.unlessClosed(this.ensureTopic(topic))
+      } catch (e) {
+        throw this.fail(e, what)
+      }
+    }
+    this.check()
   }
 
   private dropSession(s: Session): void {
@@ -1037,9 +1070,13 @@ export class KafkaTransport implements Transport {
    * begins first; the start's own failure is thrown.
    */
   private async startedWithin(s: Session, waitMs: number, signal: AbortSignal | undefined): Promise<boolean> {
+    const p = s.started
+    // The usual case, every poll after the first: no timer, no promise (a poll is on the hot path).
+    if (s.startedOk === p) return true
     let done = false
-    const started = s.started.then(() => {
+    const started = p.then(() => {
       done = true
+      s.startedOk = p
     })
     let timer: NodeJS.Timeout | undefined
     let onAbort: (() => void) | undefined
