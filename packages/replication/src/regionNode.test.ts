@@ -2006,6 +2006,36 @@ describe('RegionNode API misuse (review findings: each failed before its fix)', 
     await expect(make('eu', 'i1', store).init()).resolves.toBeUndefined()
   })
 
+  it('close() while the own log is down closes all the same and says what it left (review finding: it rejected and left the node half closed, neither usable nor closed)', async () => {
+    const { broker, make, clock } = makeCluster({ instances: 0 })
+    const store = new MemoryStore()
+    const node = make('eu', 'i1', store)
+    const c = (await node.open('c', 'pn-counter')) as unknown as PnCounter
+    c.increment(1)
+    await node.flush()
+    const t = (node as unknown as { o: { transport: MemoryTransport } }).o.transport
+    t.append = () => Promise.reject(new TransportError('log unreachable'))
+    c.increment(2)
+    const err = await node.close().catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(TransportError)
+    expect((err as Error).message).toMatch(/closed without its stop record: log unreachable\. 1 record\(s\) written to the store's outbox but not to the log are sent by the next start with this store/)
+    // Closed, not half closed: calls say so, and a second close() is done at once.
+    await expect(node.pump()).rejects.toThrow(/is closed/)
+    await expect(node.close()).resolves.toBeUndefined()
+    // The next start on that store sends what the outbox kept (once livenessMs has passed: no
+    // stop record says the old process is gone).
+    clock.advance(10_000)
+    const again = make('eu', 'i2', new MemoryStore())
+    const next = make('eu', 'i1', store)
+    await next.pump()
+    await next.flush()
+    await again.pump()
+    expect((await again.open<number>('c', 'pn-counter')).value()).toBe(3)
+    expect(broker.log('eu').records.length).toBeGreaterThan(0)
+    await next.close()
+    await again.close()
+  })
+
   it('pump() and start() once close() has begun are refused: nothing is appended after the shutdown record (a heartbeat landed after it)', async () => {
     const { broker, make } = makeCluster({ instances: 0 })
     const node = make('eu', 'i1', new MemoryStore(), { heartbeatIntervalMs: 1 })

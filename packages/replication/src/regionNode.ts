@@ -762,24 +762,34 @@ export class RegionNode {
   /**
    * Stops, flushes local writes, and records a clean shutdown (so the same writer id may start
    * again at once). Does not close the transport or the store: their owner does.
+   * @throws TransportError (after closing) when the own log or the store refused the last flush or
+   *   the stop record: what the store's outbox holds goes out with the next start on that store.
    */
   async close(): Promise<void> {
     if (this.closed) return
     // From here on no new round (pump, start): one would append after the shutdown record below.
     this.closing = true
     await this.stop()
+    // The own log (or the store) failing the last flush or the stop record does not leave the node
+    // half closed — neither usable nor closed, its metrics callbacks still registered (review
+    // finding): the shutdown is finished here, and the failure thrown at its end.
+    let failure: unknown
     if (this.initPromise !== undefined && this.fatal === undefined) {
-      await this.initPromise
       try {
-        await this.flush()
+        await this.initPromise
+        try {
+          await this.flush()
+        } catch (e) {
+          // A change too large to send stays in this region (flush sent the rest): reported, and
+          // the shutdown goes on — left half done, the same id could not start again for livenessMs.
+          if (!(e instanceof TooLargeError)) throw e
+          this.report(e)
+        }
+        await this.exclusive(async () => this.appendControl(REGISTER, NO_DOC, 1, encodeRegistration({ incarnation: this.incarnation, event: 'stop' })))
+        await this.sent()
       } catch (e) {
-        // A change too large to send stays in this region (flush sent the rest): reported, and
-        // the shutdown goes on — left half done, the same id could not start again for livenessMs.
-        if (!(e instanceof TooLargeError)) throw e
-        this.report(e)
+        failure = e
       }
-      await this.exclusive(async () => this.appendControl(REGISTER, NO_DOC, 1, encodeRegistration({ incarnation: this.incarnation, event: 'stop' })))
-      await this.sent()
     }
     // What was applied since the last commit is committed now. Waited for at most
     // CLOSE_COMMIT_WAIT_MS (a vanished region's log must not hold up a shutdown): a commit that did
@@ -792,10 +802,20 @@ export class RegionNode {
     })
     for (const remove of this.instruments.splice(0)) remove()
     this.closed = true
+    if (failure !== undefined) {
+      const unsent = this.durableTotal - this.sentTotal
+      throw new TransportError(
+        `RegionNode ${this.writer} closed without its stop record: ${failure instanceof Error ? failure.message : String(failure)}. ` +
+          `${unsent} record(s) written to the store's outbox but not to the log are sent by the next start with this store; ` +
+          `changes the store did not take are lost, as in a crash. A new process with this writer id first waits livenessMs (${this.o.livenessMs} ms) for a live one`,
+        { cause: failure, retriable: false },
+      )
+    }
   }
 
   /** @throws ClosedError once close() has begun (a new round would append after its shutdown record). */
   private checkNotClosing(): void {
+    if (this.closed) throw new ClosedError(`RegionNode ${this.writer} is closed`)
     if (this.closing) throw new ClosedError(`RegionNode ${this.writer} is closing`)
   }
 
