@@ -96,7 +96,12 @@ export interface RegionNodeOptions {
   readonly deadLetterLimit?: number
   /** When given, metrics are also exported as OpenTelemetry observable instruments. */
   readonly meter?: Meter
-  /** Errors of the `start()` loop (the loop keeps going unless the error is fatal). @default ignore */
+  /**
+   * Errors of the `start()` loop (the loop keeps going unless the error is fatal). A round failure
+   * that repeats unchanged (same class and message, e.g. a region's log that stays down) is
+   * reported at most once every 10 s; watch `metrics().peers[].stalenessMs` for how long.
+   * @default ignore
+   */
   readonly onError?: (error: unknown) => void
 }
 

@@ -1730,6 +1730,33 @@ describe('RegionNode and listeners that throw', () => {
   })
 })
 
+describe('RegionNode start() loop failures', () => {
+  it('a failure that repeats unchanged every round is reported once, not every round; another one is reported (review finding: ~30 reports a second while a region\'s log was down)', async () => {
+    const { make } = makeCluster({ instances: 0, extra: { pollWaitMs: 5, batch: { maxDelayMs: 1 } } })
+    const calls: unknown[] = []
+    const eu = make('eu', 'i1', new MemoryStore(), { onError: (e) => void calls.push(e) })
+    await eu.init()
+    const t = (eu as unknown as { o: { transport: MemoryTransport } }).o.transport
+    const poll = t.poll.bind(t)
+    let rounds = 0
+    let message = 'us is down (test)'
+    t.poll = async (reader, origin, options) => {
+      if (origin === 'us') {
+        rounds++
+        throw new TransportError(message, { retriable: true })
+      }
+      return poll(reader, origin, options)
+    }
+    await eu.start()
+    await vi.waitFor(() => expect(rounds).toBeGreaterThan(20), { timeout: 10_000 })
+    expect(calls).toHaveLength(1)
+    message = 'us refused the credentials (test)'
+    await vi.waitFor(() => expect(calls).toHaveLength(2), { timeout: 10_000 })
+    expect((calls[1] as Error).message).toMatch(/credentials/)
+    await eu.close()
+  })
+})
+
 describe('RegionNode metrics as OpenTelemetry instruments', () => {
   it('reports per-peer applied, duplicates, rejected, pending and lag through the given meter', async () => {
     // A recording Meter: keeps every observable callback so the test can collect like an SDK reader would.

@@ -216,6 +216,8 @@ const WAL_MAX_BYTES = 1024 * 1024
 /** Start-up catch-up with the own log (catchUpOwnLog): each poll's wait while short of the log's end, and how long it may go without a record. */
 const CATCH_UP_POLL_WAIT_MS = 100
 const CATCH_UP_STALL_MS = 60_000
+/** The start() loop reports a failure that repeats unchanged (same class and message) at most this often. */
+const REPEAT_REPORT_MS = 10_000
 /**
  * Bytes of records one round applies (64 MiB), and of local changes one store batch takes: a
  * round's store batch holds all of them (FileStore refuses batches past 512 MiB; a refused batch
@@ -433,6 +435,9 @@ export class RegionNode {
   private trimIndex: Array<{ position: LogPosition; writer: string; seq: number }> = []
   /** The last own-log position the trim reader was given (or had committed); see indexOwnLog. */
   private trimReadAt: LogPosition | undefined
+  /** The start() loop's last failure reported to onError, and when (see repeatsLastFailure). */
+  private lastFailure: string | undefined
+  private lastFailureAt = 0
   /** trimStable calls, one after the other. */
   private trimming: Promise<unknown> = Promise.resolve()
   private loop: Promise<void> | undefined
@@ -705,6 +710,20 @@ export class RegionNode {
   }
 
   /**
+   * Whether `e` repeats the loop's last reported failure (the same class and message) within
+   * REPEAT_REPORT_MS: then it is not reported again. A region whose log is down failed every round
+   * with the same error, about 30 reports a second to onError (review finding).
+   */
+  private repeatsLastFailure(e: unknown): boolean {
+    const key = e instanceof Error ? `${e.name}\u0000${e.message}` : String(e)
+    const now = Date.now()
+    if (key === this.lastFailure && now - this.lastFailureAt < REPEAT_REPORT_MS) return true
+    this.lastFailure = key
+    this.lastFailureAt = now
+    return false
+  }
+
+  /**
    * Rounds until {@link stop}: one after another while they find records or records are signalled
    * (Transport.watch), else after a sleep of pollWaitMs (maxDelayMs while local writes wait). Unlike
    * {@link pump}, a round does not wait for its envelopes' append: the sender runs beside the
@@ -718,7 +737,7 @@ export class RegionNode {
         const r = await this.round()
         busy = r.records > 0
       } catch (e) {
-        this.report(e)
+        if (this.fatal !== undefined || this.closed || !this.repeatsLastFailure(e)) this.report(e)
         if (this.fatal !== undefined || this.closed) {
           this.running = false
           break
