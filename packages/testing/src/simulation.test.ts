@@ -132,6 +132,14 @@ describe('Simulation', () => {
     expect(sim.region('eu').known.has(0)).toBe(true)
   })
 
+  it('refuses misspelt options instead of running with the defaults (review finding)', () => {
+    expect(() => new Simulation({ spec: gCounterSpec, latancy: 'three-continents' } as never)).toThrow(/Simulation: unknown option "latancy" \(did you mean "latency"\?\)/)
+    expect(() => new Simulation({ spec: gCounterSpec, antiEntropyIntervalMS: 10 } as never)).toThrow(/did you mean "antiEntropyIntervalMs"/)
+    const sim = new Simulation({ spec: gCounterSpec, regions: ['a', 'b'] })
+    expect(() => sim.setNetwork({ lossPct: 20 } as never)).toThrow(/setNetwork: unknown option "lossPct" \(did you mean "loss \(a fraction, 0..1\)"\?\)/)
+    sim.setNetwork({ loss: 0.2 })
+  })
+
   it('hands each replica its region clock with skew', () => {
     let seen = 0
     const sim = new Simulation({

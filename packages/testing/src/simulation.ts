@@ -14,7 +14,7 @@
  * Alongside the replicas the simulator tracks the ground truth of causality: which operations each
  * region has seen, so every {@link OpRecord} carries its exact causal past for the spec's oracle.
  */
-import { bytesEqual, ConfigError, seededRandom, type Random, type Replica } from '@concord/core'
+import { bytesEqual, checkKnownOptions, ConfigError, seededRandom, type Random, type Replica } from '@concord/core'
 import { NotConvergedError, RegionDownError } from './errors.js'
 import { latencyProfile, type LatencyProfile, type LatencyProfileName, type LinkLatency } from './latency.js'
 import type { OpRecord, ReplicaSpec, SpecEnv } from './spec.js'
@@ -280,6 +280,9 @@ export class Simulation<V, Op, R extends Replica<V> = Replica<V>> {
   private counters = { sent: 0, delivered: 0, dropped: 0, duplicated: 0, bytes: 0, crashes: 0 }
 
   constructor(options: SimulationOptions<V, Op, R>) {
+    if (typeof options !== 'object' || options === null) throw new ConfigError('Simulation: options must be an object with a spec')
+    // A misspelt option (latancy) was ignored, its default silently in force (review finding).
+    checkKnownOptions('Simulation', options, ['spec', 'regions', 'seed', 'latency', 'antiEntropyIntervalMs', 'snapshotIntervalMs', 'startTime', 'recordTrace'])
     this.spec = options.spec
     const names = options.regions ?? ['r0', 'r1', 'r2', 'r3', 'r4']
     if (names.length === 0) throw new ConfigError('Simulation: at least one region is required')
@@ -474,6 +477,8 @@ export class Simulation<V, Op, R extends Replica<V> = Replica<V>> {
 
   /** Sets network-wide loss, duplication and reordering. Unset fields keep their value. */
   setNetwork(faults: NetworkFaults): void {
+    if (typeof faults !== 'object' || faults === null) throw new ConfigError('setNetwork: faults must be an object')
+    checkKnownOptions('setNetwork', faults, ['loss', 'duplicate', 'reorder', 'reorderWindowMs'], { lossPct: 'loss (a fraction, 0..1)', duplicatePct: 'duplicate (a fraction, 0..1)', reorderPct: 'reorder (a fraction, 0..1)' })
     const next = { ...this.net, ...faults }
     for (const k of ['loss', 'duplicate', 'reorder'] as const) {
       if (!(next[k] >= 0 && next[k] <= 1)) throw new ConfigError(`setNetwork: ${k} must be in [0, 1], got ${next[k]}`)

@@ -7,6 +7,7 @@ import {
   checkMergeLaws,
   checkOracle,
   defaultRuns,
+  describeReplicaSuites,
   propertyIds,
 } from './suites.js'
 import type { FaultSchedule } from './arbitraries.js'
@@ -101,6 +102,13 @@ describe('suites catch broken types', () => {
     // a one-round bound cannot be met after a partition on three continents
     const msg = failure(() => assertProperty('liveness', checkLiveness(gCounterSpec, { livenessRounds: 0 }), { numRuns: 300 }))
     expect(msg).toMatch(/liveness: took \d+ anti-entropy rounds after heal, bound is 0/)
+  })
+})
+
+describe('describeReplicaSuites options', () => {
+  it('refuses a misspelt option or fault class before registering a test (review finding: numRun was ignored; faults: [\'los\'] made a test failing with a TypeError)', () => {
+    expect(() => describeReplicaSuites(gCounterSpec, { numRun: 5 } as never)).toThrow(/describeReplicaSuites: unknown option "numRun" \(did you mean "numRuns"\?\)/)
+    expect(() => describeReplicaSuites(gCounterSpec, { faults: ['los'] } as never)).toThrow(/unknown fault class "los"; the classes are none, loss/)
   })
 })
 

@@ -8,7 +8,7 @@
  */
 import * as fc from 'fast-check'
 import { describe, it } from 'vitest'
-import { bytesEqual, ConfigError, isConcordError, seededRandom, type Random, type Replica } from '@concord/core'
+import { bytesEqual, checkKnownOptions, ConfigError, isConcordError, seededRandom, type Random, type Replica } from '@concord/core'
 import {
   FAULT_CLASSES,
   faultSchedule,
@@ -530,7 +530,28 @@ function regressionsFor<Op>(id: string, regressions: readonly Regression<Op>[] |
  * describeReplicaSuites(mySpec, { numRuns: 200, regressions: [{ property: 'convergence/loss', seed: 42, path: '3:1' }] })
  * ```
  */
+/** Every {@link SuiteOptions} key (the compiler keeps this in step with the interface). */
+const SUITE_OPTION_KEYS: Record<keyof SuiteOptions<unknown>, true> = {
+  numRuns: true,
+  seed: true,
+  path: true,
+  regions: true,
+  maxOps: true,
+  faults: true,
+  livenessRounds: true,
+  maxRounds: true,
+  regressions: true,
+  antiEntropyIntervalMs: true,
+}
+
 export function describeReplicaSuites<V, Op, R extends Replica<V>>(spec: ReplicaSpec<V, Op, R>, options: SuiteOptions<Op> = {}): void {
+  // A misspelt option (numRun) was ignored, its default silently in force; a misspelt fault class
+  // made a test that failed with a TypeError from inside the kit (review finding).
+  if (typeof options !== 'object' || options === null) throw new ConfigError('describeReplicaSuites: options must be an object')
+  checkKnownOptions('describeReplicaSuites', options, Object.keys(SUITE_OPTION_KEYS))
+  for (const f of options.faults ?? []) {
+    if (!FAULT_CLASSES.includes(f)) throw new ConfigError(`describeReplicaSuites: unknown fault class ${JSON.stringify(f)}; the classes are ${FAULT_CLASSES.join(', ')}`)
+  }
   const regions = regionCount(options.regions)
   if (regions < 5) throw new ConfigError(`describeReplicaSuites: at least 5 regions, got ${regions}`)
   const common = { ...options, regions }

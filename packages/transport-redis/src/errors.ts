@@ -2,6 +2,7 @@
  * Translates ioredis errors into Concord errors: server replies by their error code, everything
  * else (connection lost, retries exhausted) as a retriable TransportError.
  */
+import { Redis, type RedisOptions } from 'ioredis'
 import { ConfigError, TransportError, isConcordError, type ConcordError } from '@concord/core'
 
 // Replies that mean "try again later": the server is loading, failing over, or out of memory.
@@ -68,4 +69,18 @@ export async function quitWithin(client: { quit(): Promise<unknown>; disconnect(
   await Promise.race([client.quit().catch(() => undefined), new Promise((resolve) => (timer = setTimeout(resolve, ms)))])
   clearTimeout(timer)
   client.disconnect()
+}
+
+/**
+ * A client the transport or store makes from a URL or ioredis options. ioredis throws a bare
+ * TypeError ("Invalid URL") for a URL it cannot parse (`localhost:6379x`, a port past 65535): a
+ * ConfigError naming it here (review finding: a stack trace from inside ioredis).
+ */
+export function newClient(what: string, redis: string | RedisOptions, defaults: RedisOptions): Redis {
+  try {
+    return typeof redis === 'string' ? new Redis(redis, defaults) : new Redis({ ...defaults, ...redis })
+  } catch (e) {
+    const shown = typeof redis === 'string' ? JSON.stringify(redis.replace(/\/\/[^@/]*@/, '//***@')) : 'the ioredis options'
+    throw new ConfigError(`${what}: ioredis refused ${shown}: ${e instanceof Error ? e.message : String(e)} (a URL looks like redis://[user:password@]host:port[/db], or rediss:// for TLS)`, { cause: e })
+  }
 }

@@ -98,6 +98,18 @@ describe('RedisStore options', () => {
     expect(() => new RedisStore({ keyPrefix: '{store}', waitReplicas: 1, waitTimeoutMs: 0 })).toThrow(/waitTimeoutMs must be at least 1/)
     expect(() => new RedisStore({ keyPrefix: '{store}', redis: 6390 as never })).toThrow(ConfigError)
     expect(() => new RedisStore({ keyPrefix: '{store}', waitReplicas: 1e21 })).toThrow(/redis store: waitReplicas must be an integer from 0/)
+    // A URL ioredis cannot parse (review finding: a bare TypeError from inside ioredis), without its password in the message.
+    expect(() => new RedisStore({ keyPrefix: '{store}', redis: 'localhost:6379x' })).toThrow(/redis store: ioredis refused "localhost:6379x": Invalid URL/)
+    expect(() => new RedisTransport({ redis: 'localhost:6379x' })).toThrow(ConfigError)
+    let secret: unknown
+    try {
+      new RedisTransport({ redis: 'redis://user:s3cret@127.0.0.1:99999' })
+    } catch (e) {
+      secret = e
+    }
+    expect(secret).toBeInstanceOf(ConfigError)
+    expect((secret as Error).message).toContain('redis://***@127.0.0.1:99999')
+    expect((secret as Error).message).not.toContain('s3cret')
     // One store's keys inside another's (review finding): '{p}:kv:n' indexes its keys at
     // '{p}:kv:n:keys', the value key of key 'n:keys' of the store '{p}'.
     for (const bad of ['{p}:kv:n', '{p}:kv', 'x:kv:{p}']) expect(() => new RedisStore({ keyPrefix: bad }), bad).toThrow(/must not contain ':kv:' or end with ':kv'/)

@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto'
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import { ClosedError, ConfigError, checkKnownOptions, checkStoreBatch, checkStoreKey, toBuffer, type Store, type StoreOp } from '@concord/core'
-import { LastConnectionError, quitWithin, replyCode, translateError } from './errors.js'
+import { LastConnectionError, newClient, quitWithin, replyCode, translateError } from './errors.js'
 import { WAIT_ON_CLUSTER, hasHashTag, replicaCount, timeoutMs } from './options.js'
 
 type Client = Redis | Cluster
@@ -131,7 +131,7 @@ export class RedisStore implements Store {
       // close() that failed would leave no stop record. A server that stays down fails each call
       // after commandTimeoutMs.
       const defaults = { commandTimeout: this.commandTimeoutMs + (this.waitReplicas > 0 ? this.waitTimeoutMs : 0) }
-      this.client = typeof redis === 'string' ? new Redis(redis, defaults) : new Redis({ ...defaults, ...redis })
+      this.client = newClient('redis store', redis, defaults)
       this.ownsClient = true
       // Errors surface through the failing commands (the last one kept for their messages);
       // without a listener ioredis also logs them.

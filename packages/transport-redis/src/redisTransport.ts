@@ -23,7 +23,7 @@ import {
   type Transport,
   toBuffer,
 } from '@concord/core'
-import { LastConnectionError, quitWithin, replyCode, translateError } from './errors.js'
+import { LastConnectionError, newClient, quitWithin, replyCode, translateError } from './errors.js'
 import { WAIT_ON_CLUSTER, checkNoClientKeyPrefix, resolveOptions, type RedisTransportOptions, type ResolvedRedisTransportOptions } from './options.js'
 
 type Client = Redis | Cluster
@@ -254,7 +254,7 @@ export class RedisTransport implements Transport {
       // ever (see commandTimeoutMs); WAIT asks for waitTimeoutMs more.
       const commandTimeout = this.options.commandTimeoutMs + (this.options.waitReplicas > 0 ? this.options.waitTimeoutMs : 0)
       const defaults = { enableAutoPipelining: true, maxRetriesPerRequest: DEFAULT_MAX_RETRIES_PER_REQUEST, commandTimeout }
-      this.client = typeof redis === 'string' ? new Redis(redis, defaults) : new Redis({ ...defaults, ...redis })
+      this.client = newClient('redis transport', redis, defaults)
       this.ownsClient = true
       // Errors surface through the failing commands (with the last one kept for their messages);
       // without a listener ioredis also logs them.
