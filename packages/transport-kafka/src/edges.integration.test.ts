@@ -48,6 +48,29 @@ describe.skipIf(!server.available)('KafkaTransport edge cases', () => {
     return out
   }
 
+  /**
+   * A member of `groupId`, subscribed to `topic`, killed (SIGKILL, in a child process) once it has
+   * joined, without leaving: the group's next join waits for its `sessionTimeoutMs` to expire.
+   */
+  async function killedMember(groupId: string, topic: string, sessionTimeoutMs: number): Promise<void> {
+    const child = spawn(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `import { Kafka, logLevel } from 'kafkajs'
+         const kafka = new Kafka({ clientId: 'edges-child', brokers: ${JSON.stringify([...server.brokers])}, logLevel: logLevel.NOTHING })
+         const c = kafka.consumer({ groupId: ${JSON.stringify(groupId)}, sessionTimeout: ${sessionTimeoutMs}, heartbeatInterval: 1000 })
+         c.on(c.events.GROUP_JOIN, () => console.log('ready'))
+         await c.connect(); await c.subscribe({ topics: [${JSON.stringify(topic)}], fromBeginning: true })
+         await c.run({ eachBatch: async () => {} })`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'], cwd: process.cwd() },
+    )
+    await new Promise<void>((resolve) => child.stdout.on('data', (d) => String(d).includes('ready') && resolve()))
+    child.kill('SIGKILL')
+  }
+
   beforeAll(async () => {
     admin = kafka.admin()
     await admin.connect()
@@ -138,22 +161,7 @@ describe.skipIf(!server.available)('KafkaTransport edge cases', () => {
     const w = open({ groupPrefix })
     await w.append('jo', [bytes('a')])
     // An earlier member of the group, killed without leaving: the next join waits for its session to expire.
-    const child = spawn(
-      process.execPath,
-      [
-        '--input-type=module',
-        '-e',
-        `import { Kafka, logLevel } from 'kafkajs'
-         const kafka = new Kafka({ clientId: 'edges-child', brokers: ${JSON.stringify([...server.brokers])}, logLevel: logLevel.NOTHING })
-         const c = kafka.consumer({ groupId: ${JSON.stringify(`${groupPrefix}/r1`)}, sessionTimeout: 20000, heartbeatInterval: 1000 })
-         c.on(c.events.GROUP_JOIN, () => console.log('ready'))
-         await c.connect(); await c.subscribe({ topics: [${JSON.stringify(`${prefix}.jo`)}], fromBeginning: true })
-         await c.run({ eachBatch: async () => {} })`,
-      ],
-      { stdio: ['ignore', 'pipe', 'inherit'], cwd: process.cwd() },
-    )
-    await new Promise<void>((resolve) => child.stdout.on('data', (d) => String(d).includes('ready') && resolve()))
-    child.kill('SIGKILL')
+    await killedMember(`${groupPrefix}/r1`, `${prefix}.jo`, 20_000)
     const t = open({ groupPrefix })
     let settledAt = 0
     const committing = t.commit('r1', 'jo', '0').then(
@@ -176,22 +184,7 @@ describe.skipIf(!server.available)('KafkaTransport edge cases', () => {
     const w = open({ groupPrefix })
     await w.append('dm', [bytes('a')])
     // An earlier member of the group, killed without leaving: the next join waits for its 20 s session.
-    const child = spawn(
-      process.execPath,
-      [
-        '--input-type=module',
-        '-e',
-        `import { Kafka, logLevel } from 'kafkajs'
-         const kafka = new Kafka({ clientId: 'edges-child', brokers: ${JSON.stringify([...server.brokers])}, logLevel: logLevel.NOTHING })
-         const c = kafka.consumer({ groupId: ${JSON.stringify(`${groupPrefix}/r1`)}, sessionTimeout: 20000, heartbeatInterval: 1000 })
-         c.on(c.events.GROUP_JOIN, () => console.log('ready'))
-         await c.connect(); await c.subscribe({ topics: [${JSON.stringify(`${prefix}.dm`)}], fromBeginning: true })
-         await c.run({ eachBatch: async () => {} })`,
-      ],
-      { stdio: ['ignore', 'pipe', 'inherit'], cwd: process.cwd() },
-    )
-    await new Promise<void>((resolve) => child.stdout.on('data', (d) => String(d).includes('ready') && resolve()))
-    child.kill('SIGKILL')
+    await killedMember(`${groupPrefix}/r1`, `${prefix}.dm`, 20_000)
     const t = open({ groupPrefix, joinTimeoutMs: 2000 })
     let at = Date.now()
     expect(await t.poll('r1', 'dm', { waitMs: 500 })).toEqual([])
@@ -210,22 +203,7 @@ describe.skipIf(!server.available)('KafkaTransport edge cases', () => {
     // The join goes on meanwhile: once the dead member's session has expired, the record comes.
     expect((await pollUntil(t, 'r1', 'dm', 1, undefined, 200)).map((r) => dec.decode(r.bytes))).toEqual(['a'])
     // A second transport in a join that waits out another dead member: close() is bounded.
-    const child2 = spawn(
-      process.execPath,
-      [
-        '--input-type=module',
-        '-e',
-        `import { Kafka, logLevel } from 'kafkajs'
-         const kafka = new Kafka({ clientId: 'edges-child', brokers: ${JSON.stringify([...server.brokers])}, logLevel: logLevel.NOTHING })
-         const c = kafka.consumer({ groupId: ${JSON.stringify(`${groupPrefix}/r2`)}, sessionTimeout: 30000, heartbeatInterval: 1000 })
-         c.on(c.events.GROUP_JOIN, () => console.log('ready'))
-         await c.connect(); await c.subscribe({ topics: [${JSON.stringify(`${prefix}.dm`)}], fromBeginning: true })
-         await c.run({ eachBatch: async () => {} })`,
-      ],
-      { stdio: ['ignore', 'pipe', 'inherit'], cwd: process.cwd() },
-    )
-    await new Promise<void>((resolve) => child2.stdout.on('data', (d) => String(d).includes('ready') && resolve()))
-    child2.kill('SIGKILL')
+    await killedMember(`${groupPrefix}/r2`, `${prefix}.dm`, 30_000)
     const t2 = new KafkaTransport({ kafka, topicPrefix: prefix, groupPrefix, fetchMaxWaitMs: 100 })
     expect(await t2.poll('r2', 'dm', { waitMs: 1000 })).toEqual([])
     at = Date.now()

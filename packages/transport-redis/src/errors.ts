@@ -84,3 +84,38 @@ export function newClient(what: string, redis: string | RedisOptions, defaults: 
     throw new ConfigError(`${what}: ioredis refused ${shown}: ${e instanceof Error ? e.message : String(e)} (a URL looks like redis://[user:password@]host:port[/db], or rediss:// for TLS)`, { cause: e })
   }
 }
+
+/** Runs a Lua script by its SHA, loading it on NOSCRIPT (a new or restarted server, a SCRIPT FLUSH). */
+export async function runScript(client: { call(command: string, args: (string | number | Buffer)[]): Promise<unknown> }, sha: string, source: string, args: (string | number | Buffer)[]): Promise<unknown> {
+  try {
+    return await client.call('EVALSHA', [sha, ...args])
+  } catch (e) {
+    if (replyCode(e) !== 'NOSCRIPT') throw e
+    return await client.call('EVAL', [source, ...args])
+  }
+}
+
+/**
+ * Closes and opens again a client whose command timed out (ioredis's commandTimeout), at most once
+ * per `everyMs`: its connection is suspect. ioredis keeps a socket whose path died without a close
+ * (a NAT or load balancer that lost the flow, a failover behind one address) until the kernel gives
+ * up on it, about 15 minutes on Linux: every call timed out meanwhile, though a new connection got
+ * through. For clients the transport or store made (one passed in is its owner's to manage).
+ */
+export class TimeoutReconnect {
+  private at = Number.NEGATIVE_INFINITY
+
+  constructor(
+    private readonly client: { disconnect(reconnect?: boolean): void },
+    private readonly everyMs: number,
+  ) {}
+
+  /** Takes a failed command's error: reconnects when it is a timeout and none was made lately. */
+  failed(e: unknown): void {
+    if (!(e instanceof Error) || e.message !== 'Command timed out') return
+    const now = Date.now()
+    if (now - this.at < this.everyMs) return
+    this.at = now
+    this.client.disconnect(true)
+  }
+}

@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto'
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import { ClosedError, ConfigError, checkKnownOptions, checkStoreBatch, checkStoreKey, toBuffer, type Store, type StoreOp } from '@concord/core'
-import { LastConnectionError, newClient, quitWithin, replyCode, translateError } from './errors.js'
+import { LastConnectionError, TimeoutReconnect, newClient, quitWithin, runScript, translateError } from './errors.js'
 import { WAIT_ON_CLUSTER, hasHashTag, replicaCount, timeoutMs } from './options.js'
 
 type Client = Redis | Cluster
@@ -94,8 +94,8 @@ export class RedisStore implements Store {
   private readonly waitTimeoutMs: number
   private readonly commandTimeoutMs: number
   private closed = false
-  /** When {@link fail} last reconnected the client (see there). */
-  private reconnectedAt = Number.NEGATIVE_INFINITY
+  /** Reconnects the client after a command timed out (a client this store made). */
+  private readonly reconnects: TimeoutReconnect | undefined
 
   constructor(options: RedisStoreOptions) {
     if (typeof options !== 'object' || options === null) throw new ConfigError('redis store: options must be an object with a keyPrefix')
@@ -133,6 +133,7 @@ export class RedisStore implements Store {
       const defaults = { commandTimeout: this.commandTimeoutMs + (this.waitReplicas > 0 ? this.waitTimeoutMs : 0) }
       this.client = newClient('redis store', redis, defaults)
       this.ownsClient = true
+      this.reconnects = new TimeoutReconnect(this.client, this.commandTimeoutMs)
       // Errors surface through the failing commands (the last one kept for their messages);
       // without a listener ioredis also logs them.
       this.connectionErrors.watch(this.client)
@@ -145,18 +146,8 @@ export class RedisStore implements Store {
 
   private fail(e: unknown, what: string): Error {
     if (this.closed) return new ClosedError(`redis store was closed during ${what}`, { cause: e })
-    // A command timed out: the connection is suspect, so a client the store made is closed and
-    // opened again (at most once per commandTimeoutMs), as RedisTransport does. ioredis keeps a
-    // socket whose path died without a close (a NAT or load balancer that lost the flow) until the
-    // kernel gives up on it, about 15 minutes on Linux: every store call of the node timed out
-    // meanwhile, though a new connection got through (review finding).
-    if (this.ownsClient && e instanceof Error && e.message === 'Command timed out') {
-      const now = Date.now()
-      if (now - this.reconnectedAt >= this.commandTimeoutMs) {
-        this.reconnectedAt = now
-        this.client.disconnect(true)
-      }
-    }
+    // A half-open socket failed every store call for ~15 minutes (review finding): as RedisTransport.
+    this.reconnects?.failed(e)
     return translateError(e, what, { component: 'redis store', connectionError: this.connectionErrors.error })
   }
 
@@ -191,7 +182,7 @@ export class RedisStore implements Store {
       else args.push('d', op.key, EMPTY)
     }
     try {
-      await this.script([keys.length, ...keys, ...args])
+      await runScript(this.client, WRITE_SHA, WRITE_SCRIPT, [keys.length, ...keys, ...args])
     } catch (e) {
       throw this.fail(e, 'write')
     }
@@ -205,16 +196,6 @@ export class RedisStore implements Store {
       if (typeof acked !== 'number' || acked < this.waitReplicas) {
         throw this.fail(new Error(`only ${String(acked)} of ${this.waitReplicas} replicas acknowledged`), 'write (WAIT)')
       }
-    }
-  }
-
-  /** Runs {@link WRITE_SCRIPT} by its SHA, loading it on NOSCRIPT (a new or restarted server). */
-  private async script(args: (string | number | Buffer)[]): Promise<unknown> {
-    try {
-      return await this.client.call('EVALSHA', [WRITE_SHA, ...args])
-    } catch (e) {
-      if (replyCode(e) !== 'NOSCRIPT') throw e
-      return await this.client.call('EVAL', [WRITE_SCRIPT, ...args])
     }
   }
 

@@ -23,7 +23,7 @@ import {
   type Transport,
   toBuffer,
 } from '@concord/core'
-import { LastConnectionError, newClient, quitWithin, replyCode, translateError } from './errors.js'
+import { LastConnectionError, TimeoutReconnect, newClient, quitWithin, replyCode, runScript, translateError } from './errors.js'
 import { WAIT_ON_CLUSTER, checkNoClientKeyPrefix, resolveOptions, type RedisTransportOptions, type ResolvedRedisTransportOptions } from './options.js'
 
 type Client = Redis | Cluster
@@ -232,8 +232,8 @@ export class RedisTransport implements Transport {
    * slowed replication between the healthy regions to one round per commandTimeoutMs.
    */
   private unanswered: Promise<void> | undefined
-  /** When {@link reconnectMain} last reconnected the main client. */
-  private reconnectedAt = Number.NEGATIVE_INFINITY
+  /** Reconnects the main client after a command timed out (a client this transport made). */
+  private readonly reconnects: TimeoutReconnect | undefined
 
   constructor(options: RedisTransportOptions = {}) {
     this.options = resolveOptions(options)
@@ -256,6 +256,7 @@ export class RedisTransport implements Transport {
       const defaults = { enableAutoPipelining: true, maxRetriesPerRequest: DEFAULT_MAX_RETRIES_PER_REQUEST, commandTimeout }
       this.client = newClient('redis transport', redis, defaults)
       this.ownsClient = true
+      this.reconnects = new TimeoutReconnect(this.client, this.options.commandTimeoutMs)
       // Errors surface through the failing commands (with the last one kept for their messages);
       // without a listener ioredis also logs them.
       this.connectionErrors.watch(this.client)
@@ -315,7 +316,7 @@ export class RedisTransport implements Transport {
       // Earlier chunks of the batch may be in the log when a later one fails: a retry appends
       // them again (at-least-once).
       const replies: unknown[] = []
-      for (const c of chunks) replies.push(await this.script(APPEND_SHA, APPEND_SCRIPT, [1, key, ...c]))
+      for (const c of chunks) replies.push(await runScript(this.client, APPEND_SHA, APPEND_SCRIPT, [1, key, ...c]))
       for (const ids of replies) {
         if (!Array.isArray(ids)) throw new DecodeError('redis transport: append script returned no ids')
         for (const id of ids as unknown[]) positions.push(asString(id))
@@ -442,7 +443,7 @@ export class RedisTransport implements Transport {
     const args = [2, stream, this.committedKey(origin), reader, position]
     try {
       await this.ensureGroup(stream, reader)
-      await this.script(COMMIT_SHA, COMMIT_SCRIPT, args)
+      await runScript(this.client, COMMIT_SHA, COMMIT_SCRIPT, args)
     } catch (e) {
       if (replyCode(e) === 'NOGROUP') this.groups.delete(`${stream}\u0000${reader}`)
       throw this.fail(e, 'commit')
@@ -559,35 +560,9 @@ export class RedisTransport implements Transport {
     })
   }
 
-  /**
-   * A command of the main client timed out (ioredis's commandTimeout): its connection is suspect,
-   * so it is closed and opened again (a client this transport made; at most once per
-   * commandTimeoutMs). ioredis keeps a socket whose path died without a close (a NAT or load
-   * balancer that lost the flow, a failover behind one address) until the kernel gives up on it,
-   * about 15 minutes on Linux: every append and commit timed out meanwhile, though a new
-   * connection got through.
-   */
-  private reconnectMain(): void {
-    if (!this.ownsClient || this.closed) return
-    const now = Date.now()
-    if (now - this.reconnectedAt < this.options.commandTimeoutMs) return
-    this.reconnectedAt = now
-    this.client.disconnect(true)
-  }
-
-  /** Runs a script by its SHA, loading it on NOSCRIPT (a new or restarted server). */
-  private async script(sha: string, source: string, args: (string | number | Buffer)[]): Promise<unknown> {
-    try {
-      return await this.client.call('EVALSHA', [sha, ...args])
-    } catch (e) {
-      if (replyCode(e) !== 'NOSCRIPT') throw e
-      return await this.client.call('EVAL', [source, ...args])
-    }
-  }
-
   private fail(e: unknown, what: string): Error {
     if (this.closed) return new ClosedError(`redis transport was closed during ${what}`, { cause: e })
-    if (e instanceof Error && e.message === 'Command timed out') this.reconnectMain()
+    this.reconnects?.failed(e)
     return translateError(e, what, { connectionError: this.connectionErrors.error })
   }
 
