@@ -85,6 +85,16 @@ export interface RegionNodeOptions {
   /** Largest accepted clock lead of a remote envelope. @default 300_000 */
   readonly maxDriftMs?: number
   /**
+   * A node whose latest heartbeat is older than this (by the time the heartbeat carries) no longer
+   * holds the stability frontier back ({@link RegionNode.trimStable}). Without it, a node gone for
+   * good (an instance scaled in or replaced under a new id) kept every log it read from being
+   * trimmed past what it had applied, for as long as the nodes that had heard it ran. A retired
+   * node that comes back is not lost: what was trimmed meanwhile reaches it by repair, as for a
+   * node that joins late. `Infinity`: every node heard from stays protected. At least
+   * 2 × heartbeatIntervalMs. @default 86_400_000 (a day)
+   */
+  readonly retireAfterMs?: number
+  /**
    * Records larger than this are rejected as oversize before decoding; the node sends no envelope
    * larger than this (nor than its transport's `maxRecordBytes`): a local change past it is kept
    * in this region only and reported as a TooLargeError. Give every region the same value. At
@@ -128,6 +138,7 @@ export interface ResolvedOptions {
   readonly repairTimeoutMs: number
   readonly livenessMs: number
   readonly maxDriftMs: number
+  readonly retireAfterMs: number
   readonly maxEnvelopeBytes: number
   readonly deadLetterLimit: number
   readonly meter: Meter | undefined
@@ -185,6 +196,7 @@ const OPTION_KEYS: Record<keyof RegionNodeOptions, true> = {
   repairTimeoutMs: true,
   livenessMs: true,
   maxDriftMs: true,
+  retireAfterMs: true,
   maxEnvelopeBytes: true,
   deadLetterLimit: true,
   meter: true,
@@ -224,6 +236,17 @@ function envelopeLimit(v: number | undefined): number {
   if (x > MAX_ENVELOPE_BYTES) fail(`maxEnvelopeBytes must be at most ${MAX_ENVELOPE_BYTES} (receivers refuse a payload past ${MAX_PAYLOAD_BYTES} bytes), got ${x}`)
   return x
 }
+
+/** retireAfterMs: a number of ms of at least two heartbeats (a live node must not retire between two of them), or Infinity. */
+function retireAfter(v: number | undefined, heartbeatIntervalMs: number): number {
+  const x = v ?? DEFAULT_RETIRE_AFTER_MS
+  const least = 2 * heartbeatIntervalMs
+  if (typeof x !== 'number' || Number.isNaN(x) || x < least) fail(`retireAfterMs must be a number of ms >= 2 × heartbeatIntervalMs (${least}), or Infinity; got ${String(v)}`)
+  return x
+}
+
+/** Default of retireAfterMs: a day. */
+const DEFAULT_RETIRE_AFTER_MS = 24 * 60 * 60 * 1000
 
 function fn(name: string, v: unknown): void {
   if (v !== undefined && typeof v !== 'function') fail(`${name} must be a function`)
@@ -310,6 +333,7 @@ export function resolveOptions(o: RegionNodeOptions): ResolvedOptions {
     repairTimeoutMs: positiveInt('repairTimeoutMs', o.repairTimeoutMs, 5000),
     livenessMs: positiveInt('livenessMs', o.livenessMs, 3 * heartbeatIntervalMs),
     maxDriftMs: nonNegative('maxDriftMs', o.maxDriftMs, DEFAULT_MAX_DRIFT_MS),
+    retireAfterMs: retireAfter(o.retireAfterMs, heartbeatIntervalMs),
     maxEnvelopeBytes: envelopeLimit(o.maxEnvelopeBytes),
     deadLetterLimit: positiveInt('deadLetterLimit', o.deadLetterLimit, 10_000),
     meter: o.meter,

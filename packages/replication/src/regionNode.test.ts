@@ -974,6 +974,58 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     await settle([...rest, late], clock, async () => (await late.open<string[]>('p', 'or-set')).value().length === 10)
     expect((await late.open<string[]>('p', 'or-set')).value()).toHaveLength(10)
   })
+
+  it('a node gone for good holds trimStable back for retireAfterMs, not for ever; back later, it is repaired (it held the frontier for as long as the nodes that had heard it ran)', async () => {
+    const { clock, nodes, make, broker } = makeCluster({ instances: 1, extra: { repairTimeoutMs: 200, retireAfterMs: 60_000 } })
+    const eu = nodes[0] as RegionNode
+    const gone = make('us', 'scaled-in')
+    const all = [...nodes, gone]
+    const set = (await eu.open('p', 'or-set')) as unknown as OrSet<string>
+    const add = async (from: number, n: number): Promise<void> => {
+      for (let i = from; i < from + n; i++) {
+        set.add(`p${i}`)
+        await eu.flush()
+      }
+    }
+    await add(0, 10)
+    await settle(all, clock, async () => allEqual(await states(all, 'p', 'or-set')))
+    clock.advance(2000)
+    for (let i = 0; i < 3; i++) for (const n of all) await n.pump()
+    expect(eu.stabilityFrontier().get('eu/i1')).toBe(10)
+    // us/scaled-in stops (no close: a scaled-in instance, a lost host) having applied 10 of eu's writes.
+    await add(10, 10)
+    await settle(nodes, clock, async () => allEqual(await states(nodes, 'p', 'or-set')))
+    clock.advance(2000)
+    for (let i = 0; i < 3; i++) for (const n of nodes) await n.pump()
+    // Held back by the silent node: the other nodes have applied 20.
+    expect(eu.stabilityFrontier().get('eu/i1')).toBe(10)
+    const probe = new MemoryTransport({ broker })
+    await eu.trimStable()
+    const heldAt = await probe.earliest('eu')
+    // Past retireAfterMs of silence it no longer counts; the others keep heartbeating.
+    for (let i = 0; i < 70; i++) {
+      clock.advance(1000)
+      for (const n of nodes) await n.pump()
+    }
+    expect(eu.stabilityFrontier().get('eu/i1')).toBe(20)
+    expect(await eu.trimStable()).toBeDefined()
+    expect(probe.comparePositions((await probe.earliest('eu')) as string, heldAt as string)).toBeGreaterThan(0)
+    // It comes back: what was trimmed reaches it by repair.
+    await settle(all, clock, async () => (await gone.open<string[]>('p', 'or-set')).value().length === 20)
+    expect((await gone.open<string[]>('p', 'or-set')).value()).toHaveLength(20)
+    expect(gone.metrics().peers.find((p) => p.region === 'eu')?.repairsApplied).toBeGreaterThanOrEqual(1)
+    for (const n of all) await n.close()
+  })
+
+  it('retireAfterMs: Infinity keeps every node heard from protected; less than two heartbeats, NaN or a string are ConfigErrors', () => {
+    const { make } = makeCluster({ instances: 0 })
+    expect(() => make('eu', 'i1', new MemoryStore(), { retireAfterMs: Number.POSITIVE_INFINITY })).not.toThrow()
+    expect(() => make('eu', 'i2', new MemoryStore(), { retireAfterMs: 2000 })).not.toThrow()
+    for (const bad of [1999, Number.NaN, -1, '1d' as unknown as number]) {
+      expect(() => make('eu', 'i3', new MemoryStore(), { retireAfterMs: bad }), String(bad)).toThrow(ConfigError)
+    }
+    expect(() => make('eu', 'i3', new MemoryStore(), { retireAfterMs: 5000, heartbeatIntervalMs: 3000 })).toThrow(/retireAfterMs must be .* >= 2 × heartbeatIntervalMs \(6000\)/)
+  })
 })
 
 /** A MemoryStore whose next write (or read) fails once when armed: a store that is briefly unreachable. */

@@ -393,6 +393,8 @@ export class RegionNode {
   /** Local time init() finished: a region not heard since counts as unheard from then (stalenessMs). */
   private initializedAt: number | undefined
   private readonly nodeSeen = new Map<string, VersionVector>()
+  /** Per node heard from (writer id), the latest time its heartbeats carried: see retireAfterMs. */
+  private readonly nodeHeardAt = new Map<string, number>()
   private readonly sightings: Sighting[] = []
   private initializing = false
   private readonly pendingRepairs = new Map<string, PendingRepair>()
@@ -1983,6 +1985,7 @@ export class RegionNode {
         const before = this.nodeSeen.get(env.writer)
         if (before !== undefined) for (const [w, c] of before.entries()) if (hb.seen.get(w) === 0) hb.seen.set(w, c)
         this.nodeSeen.set(env.writer, hb.seen)
+        if (env.time.wall > (this.nodeHeardAt.get(env.writer) ?? Number.NEGATIVE_INFINITY)) this.nodeHeardAt.set(env.writer, env.time.wall)
         this.knownMax.advance(env.writer, env.seq - 1)
         for (const [w, c] of hb.seen.entries()) this.knownMax.advance(w, c)
         return
@@ -2198,12 +2201,20 @@ export class RegionNode {
 
   /**
    * Per writer, the sequence number up to which every region has applied its updates (the minimum
-   * over every node heard from, this one included). Empty until each region has heartbeated.
+   * over every node heard from, this one included, except nodes retired: none of whose heartbeats
+   * is younger than `retireAfterMs`). Empty until each region has heartbeated.
    */
   stabilityFrontier(): VersionVector {
     const reports: Array<[string, VersionVector]> = [[this.writer, this.seenVector().set(this.writer, this.seq)]]
-    for (const [w, v] of this.nodeSeen) reports.push([w, v])
-    const covered = new Set(reports.map(([w]) => regionOf(w)))
+    // A retired node's region still counts as heard from: the rule below is for a node (or a
+    // region) that has not reported yet, whose applied prefix is unknown. A retired one that
+    // comes back gets what was trimmed by repair.
+    const covered = new Set([this.region])
+    const now = this.o.now()
+    for (const [w, v] of this.nodeSeen) {
+      covered.add(regionOf(w))
+      if (now - (this.nodeHeardAt.get(w) ?? now) <= this.o.retireAfterMs) reports.push([w, v])
+    }
     if (!this.o.regions.every((r) => covered.has(r))) return new VersionVector()
     const writers = new Set<string>()
     for (const [, v] of reports) for (const [w] of v.entries()) writers.add(w)
