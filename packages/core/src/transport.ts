@@ -22,6 +22,12 @@ export interface LogRecord {
    * reader can commit past the run.
    */
   readonly skipped?: true
+  /**
+   * Set by a transport on a record that cannot be one of Concord's whatever its bytes (a Redis
+   * stream entry without the record field, a Kafka record without a value): why, for the
+   * reader's DecodeError and dead letter. `bytes` is then empty.
+   */
+  readonly invalid?: string
 }
 
 /** Options for {@link Transport.poll}. */

@@ -1853,6 +1853,7 @@ export class RegionNode {
     if (this.isOwnAppend(rec) || rec.skipped === true) return undefined
     const m = this.peer(rec.origin)
     try {
+      if (rec.invalid !== undefined) throw new DecodeError(rec.invalid)
       if (rec.bytes.length > this.o.maxEnvelopeBytes) {
         throw new DecodeError(`envelope: ${rec.bytes.length} bytes exceeds the limit of ${this.o.maxEnvelopeBytes}`)
       }

@@ -108,6 +108,23 @@ describe.skipIf(!server.available)('KafkaTransport against a real broker', () =>
     expect(keys).toEqual(['doc-1', null])
   })
 
+  it('a record without a value (a tombstone another producer wrote) comes as an invalid record saying so, between the others', async () => {
+    const t = open()
+    const origin = unique('o')
+    await t.append(origin, [bytes('a')])
+    const producer = kafka.producer()
+    await producer.connect()
+    await producer.send({ topic: `${prefix}.${origin}`, messages: [{ key: 'doc-1', value: null }] })
+    await producer.disconnect()
+    await t.append(origin, [bytes('c')])
+    const got = await pollN(t, unique('r'), origin, 3)
+    expect(got.map((r) => [r.position, r.bytes.length, r.invalid])).toEqual([
+      ['0', 1, undefined],
+      ['1', 0, `kafka record at offset 1 of ${prefix}.${origin} has no value (a tombstone): not written by a Concord transport`],
+      ['2', 1, undefined],
+    ])
+  })
+
   it('reads every origin of a reader through one consumer group; an origin polled later is added; commits of one turn land together', async () => {
     const t = open()
     const reader = unique('r')

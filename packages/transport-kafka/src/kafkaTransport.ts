@@ -863,8 +863,12 @@ export class KafkaTransport implements Transport {
           // Uint8Array, not the Buffer: its slice() copies, so whoever keeps a piece (a dead
           // letter) does not pin the whole response.
           const v = message.value
-          const bytes = v === null ? EMPTY : new Uint8Array(v.buffer, v.byteOffset, v.byteLength)
-          o.buffer.push({ origin: o.origin, position: message.offset, bytes })
+          if (v === null) {
+            // A tombstone (or another producer's record without a value): not one of ours.
+            o.buffer.push({ origin: o.origin, position: message.offset, bytes: EMPTY, invalid: `kafka record at offset ${message.offset} of ${o.topic} has no value (a tombstone): not written by a Concord transport` })
+          } else {
+            o.buffer.push({ origin: o.origin, position: message.offset, bytes: new Uint8Array(v.buffer, v.byteOffset, v.byteLength) })
+          }
           fresh = true
           if (!allNew) o.next = BigInt(message.offset) + 1n
         }

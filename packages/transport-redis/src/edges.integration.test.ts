@@ -144,9 +144,16 @@ describe.skipIf(!server.available)('RedisTransport and RedisStore edge cases', (
       await node.pump()
       for (let i = 0; i < 3; i++) await admin.xadd(`${keyPrefix}nb:log:b`, '*', 'B', Buffer.from([1, 2, 3, i]))
       await admin.xadd(`${keyPrefix}nb:log:b`, '*', 'b', Buffer.from('not an envelope'))
+      // Anyone's field names: a few of them go into the message, each cut short.
+      await admin.xadd(`${keyPrefix}nb:log:b`, '*', 'n'.repeat(100), '1', 'f2', '2', 'f3', '3', 'f4', '4', 'f5', '5', 'f6', '6', 'f7', '7')
       for (let i = 0; i < 3; i++) await node.pump()
-      expect(node.deadLetters()).toHaveLength(4)
-      expect(node.metrics().peers.find((p) => p.region === 'b')?.rejected).toBe(4)
+      expect(node.deadLetters()).toHaveLength(5)
+      expect(node.metrics().peers.find((p) => p.region === 'b')?.rejected).toBe(5)
+      expect(node.deadLetters()[4]?.message).toMatch(new RegExp(`has no 'b' field \\(fields "${'n'.repeat(40)}…", "f2", "f3", "f4", "f5" and 2 more\\)`))
+      // Saying what they were (it said "unexpected end of data", as for a truncated envelope).
+      const letters = node.deadLetters()
+      for (const d of letters.slice(0, 3)) expect(d).toMatchObject({ code: 'DECODE', message: expect.stringMatching(/^redis stream entry \d+-\d+ has no 'b' field \(fields "B"\): not written by a Concord transport$/) })
+      expect(letters[3]?.message).not.toMatch(/field/)
     } finally {
       await node.close()
       await t.close()

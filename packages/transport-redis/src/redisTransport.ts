@@ -190,9 +190,22 @@ function recordOf(origin: string, entry: StreamEntry): LogRecord | undefined {
       return { origin, position: entry.id, bytes: new Uint8Array(fields[i + 1] as Buffer) }
     }
   }
-  // Not one of ours (another client wrote it without the record field): delivered empty, so the
-  // reader rejects and dead-letters it like any other record that does not decode.
-  return { origin, position: entry.id, bytes: new Uint8Array(0) }
+  // Not one of ours (another client wrote it without the record field): delivered empty, with
+  // the reason, so the reader rejects and dead-letters it saying what it was.
+  return { origin, position: entry.id, bytes: new Uint8Array(0), invalid: `redis stream entry ${entry.id} has no '${BYTES_FIELD}' field (${fieldNames(fields)}): not written by a Concord transport` }
+}
+
+/** The field names of a foreign entry, for its dead letter: a few, each cut short (they are anyone's). */
+function fieldNames(fields: readonly unknown[]): string {
+  const names: string[] = []
+  for (let i = 0; i < fields.length && names.length < 5; i += 2) {
+    const name = fields[i]
+    const s = Buffer.isBuffer(name) ? name.toString('utf8') : String(name)
+    names.push(JSON.stringify(s.length > 40 ? `${s.slice(0, 40)}…` : s))
+  }
+  const n = Math.floor(fields.length / 2)
+  if (n === 0) return 'no fields'
+  return `fields ${names.join(', ')}${n > names.length ? ` and ${n - names.length} more` : ''}`
 }
 
 function checkName(kind: string, name: string): void {
