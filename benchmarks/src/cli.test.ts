@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process'
 import { afterEach, describe, expect, it } from 'vitest'
-import { checkFlags, checkWholeBatches, cliChoice, cliInt, cliOnly, commandLine } from './report.js'
+import { checkFlags, checkWholeBatches, cliChoice, cliInt, cliOnly, commandLine, SUITE_OPTIONS, usage } from './report.js'
 import { requireServers } from './servers.js'
 
 const argv = process.argv
@@ -42,6 +42,25 @@ describe('benchmark command lines', () => {
     withArgs('transport', 'lag', '--samples=50', '--envelopes=2000', '--only=redis')
     expect(commandLine('transport-bench.ts', 'transport')).toBe('transport-bench.ts --envelopes=2000 --only=redis')
     expect(commandLine('lag-bench.ts', 'lag')).toBe('lag-bench.ts --samples=50 --only=redis')
+  })
+
+  it('--help lists every option of every suite with its default, and the defaults are what the suites run with (it listed names only)', async () => {
+    const help = usage()
+    expect(help).toContain('--envelopes=   envelopes written per region and run (default 20,000)')
+    expect(help).toContain('--samples=     measured writes per variant (default 300)')
+    withArgs()
+    const read = {
+      transport: (await import('./transport-bench.js')).cliOptions(),
+      lag: (await import('./lag-bench.js')).cliOptions(),
+      engine: (await import('./engine-bench.js')).cliOptions(),
+    }
+    for (const [suite, options] of Object.entries(read)) {
+      for (const [flag, value] of Object.entries(options)) {
+        expect(value, `${suite} --${flag}`).toBe((SUITE_OPTIONS[suite as keyof typeof read] as Record<string, { default: unknown }>)[flag]?.default)
+      }
+      // Every numeric option the suite lists is one it read.
+      for (const [flag, o] of Object.entries(SUITE_OPTIONS[suite as keyof typeof read])) if (typeof o.default === 'number') expect(Object.keys(options), `${suite} --${flag}`).toContain(flag)
+    }
   })
 
   it('refuse a count of envelopes that is not whole batches (the clock stopped before the last batch was delivered)', () => {

@@ -15,7 +15,7 @@ import { pathToFileURL } from 'node:url'
 import { slabCopy } from '@concord/core'
 import { MemoryStore, MemoryTransport, RegionNode } from '@concord/replication'
 import { benchFactories, openWriters, shortDocId, uuidDocId, type BenchReplica } from './noopReplica.js'
-import { checkFlags, checkWholeBatches, cliInt, cliMain, commandLine, machine, median, progress, saveReport, type BenchReport, type BenchRow } from './report.js'
+import { checkFlags, checkWholeBatches, cliInt, cliMain, commandLine, flagDefault, machine, median, progress, saveReport, type BenchReport, type BenchRow } from './report.js'
 
 const REGIONS = ['eu', 'us', 'ap'] as const
 const COMMAND = 'node --conditions=@concord/source --import tsx benchmarks/src/engine-bench.ts'
@@ -137,9 +137,9 @@ const WORKLOADS = [
 
 /** Runs the benchmark and saves results/engine-overhead.{json,svg}. */
 export async function run(options: EngineBenchOptions = {}): Promise<BenchReport> {
-  const repeats = options.repeats ?? 5
-  const envelopes = options.envelopes ?? 20_000
-  const batch = options.batch ?? 100
+  const repeats = options.repeats ?? flagDefault('engine', 'repeats')
+  const envelopes = options.envelopes ?? flagDefault('engine', 'envelopes')
+  const batch = options.batch ?? flagDefault('engine', 'batch')
   checkWholeBatches(envelopes, batch)
   const rows: BenchRow[] = []
   const sizes: string[] = []
@@ -209,10 +209,10 @@ export async function run(options: EngineBenchOptions = {}): Promise<BenchReport
 
 /** The options given on the command line (also read by `npm run bench -- engine`). */
 export function cliOptions(): EngineBenchOptions {
-  const envelopes = cliInt('envelopes', 20_000)
-  const batch = cliInt('batch', 100)
+  const envelopes = cliInt('envelopes', flagDefault('engine', 'envelopes'))
+  const batch = cliInt('batch', flagDefault('engine', 'batch'))
   checkWholeBatches(envelopes, batch)
-  return { repeats: cliInt('repeats', 5), envelopes, batch }
+  return { repeats: cliInt('repeats', flagDefault('engine', 'repeats')), envelopes, batch }
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

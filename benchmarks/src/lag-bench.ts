@@ -25,7 +25,7 @@ import { RedisTransport } from '@concord/transport-redis'
 import { KafkaTransport } from '@concord/transport-kafka'
 import { envelopeSize } from './transport-bench.js'
 import { kafkaBrokers, redisUrl, requireServers } from './servers.js'
-import { checkFlags, cliInt, cliMain, cliOnly, finishReport, progress, type BenchReport, type BenchRow } from './report.js'
+import { checkFlags, cliInt, cliMain, cliOnly, finishReport, flagDefault, progress, type BenchReport, type BenchRow } from './report.js'
 
 const COMMAND = 'node --conditions=@concord/source --import tsx benchmarks/src/lag-bench.ts'
 
@@ -165,7 +165,7 @@ function percentile(xs: readonly number[], p: number): number {
 
 /** Runs the benchmark and saves results/replication-lag.{json,svg}. */
 export async function run(options: LagBenchOptions = {}): Promise<BenchReport> {
-  const samples = options.samples ?? 300
+  const samples = options.samples ?? flagDefault('lag', 'samples')
   const warmup = options.warmup ?? 30
   const only = options.only ?? ['redis', 'kafka']
   await requireServers('lag benchmark', only)
@@ -220,7 +220,7 @@ export async function run(options: LagBenchOptions = {}): Promise<BenchReport> {
 
 /** The options given on the command line (also read by `npm run bench -- lag`). */
 export function cliOptions(): LagBenchOptions {
-  return { samples: cliInt('samples', 300), ...cliOnly() }
+  return { samples: cliInt('samples', flagDefault('lag', 'samples')), ...cliOnly() }
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

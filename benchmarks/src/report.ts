@@ -174,13 +174,49 @@ export async function cliMain(body: () => Promise<unknown>): Promise<void> {
   }
 }
 
+/** One `--name=value` option of a suite: what it sets, and its default (a number the suite reads from here). */
+interface SuiteOption {
+  readonly help: string
+  readonly default: number | string
+}
+
+const ONLY: SuiteOption = { help: 'one server only: redis or kafka', default: 'both' }
+
+/** The `--name=value` options each suite reads, with their defaults (`npm run bench -- --help` lists them). */
+export const SUITE_OPTIONS = {
+  convergence: {},
+  docs: {
+    repeats: { help: 'runs of each variant', default: '5 for Yjs, 3 for Automerge' },
+    trace: { help: 'editing trace <name>.json.gz in the traces folder', default: 'automerge-paper' },
+    types: { help: 'one backend only: yjs or automerge', default: 'both' },
+  },
+  transport: {
+    repeats: { help: 'measured runs of each variant (medians reported)', default: 3 },
+    warmup: { help: 'unmeasured runs of each variant first', default: 3 },
+    envelopes: { help: 'envelopes written per region and run', default: 20_000 },
+    batch: { help: 'envelopes per flush / per raw append', default: 100 },
+    profile: { help: 'extra CPU-profiled runs of each variant (CPU split by component)', default: 0 },
+    only: ONLY,
+  },
+  lag: {
+    samples: { help: 'measured writes per variant', default: 300 },
+    only: ONLY,
+  },
+  engine: {
+    repeats: { help: 'measured runs of each variant (medians reported)', default: 5 },
+    envelopes: { help: 'envelopes written per region and run', default: 20_000 },
+    batch: { help: 'envelopes per flush / per raw append', default: 100 },
+  },
+} as const satisfies Record<string, Record<string, SuiteOption>>
+
 /** The `--name=value` options each suite reads. */
-export const SUITE_FLAGS: Readonly<Record<string, readonly string[]>> = {
-  convergence: [],
-  docs: ['repeats', 'trace', 'types'],
-  transport: ['repeats', 'warmup', 'envelopes', 'batch', 'profile', 'only'],
-  lag: ['samples', 'only'],
-  engine: ['repeats', 'envelopes', 'batch'],
+export const SUITE_FLAGS: Readonly<Record<string, readonly string[]>> = Object.fromEntries(Object.entries(SUITE_OPTIONS).map(([suite, options]) => [suite, Object.keys(options)]))
+
+/** The default of a suite's numeric option, from {@link SUITE_OPTIONS}. */
+export function flagDefault<S extends keyof typeof SUITE_OPTIONS>(suite: S, flag: keyof (typeof SUITE_OPTIONS)[S]): number {
+  const d = (SUITE_OPTIONS[suite] as Record<string, SuiteOption>)[flag as string]?.default
+  if (typeof d !== 'number') throw new Error(`benchmark option --${String(flag)} of ${suite} has no numeric default`)
+  return d
 }
 
 /**
@@ -202,7 +238,12 @@ export function checkFlags(suites: readonly string[], args: readonly string[] = 
 
 /** Usage of `npm run bench`: the suites and their options. */
 export function usage(): string {
-  const lines = Object.entries(SUITE_FLAGS).map(([s, flags]) => `  ${s.padEnd(12)} ${flags.map((f) => `--${f}=`).join(' ')}`)
+  const lines: string[] = []
+  for (const [suite, options] of Object.entries(SUITE_OPTIONS)) {
+    const entries = Object.entries(options as Record<string, SuiteOption>)
+    lines.push(`  ${suite}${entries.length === 0 ? '  (no options)' : ''}`)
+    for (const [flag, o] of entries) lines.push(`    --${`${flag}=`.padEnd(12)} ${o.help} (default ${typeof o.default === 'number' ? o.default.toLocaleString('en-US') : o.default})`)
+  }
   return ['usage: npm run bench -- [suite ...] [--option=value ...]   (no suite: all of them)', 'suites and their options:', ...lines].join('\n')
 }
 

@@ -40,7 +40,7 @@ import { KafkaTransport } from '@concord/transport-kafka'
 import { benchFactories, openWriters, type BenchReplica } from './noopReplica.js'
 import { kafkaBrokers, redisUrl, requireServers } from './servers.js'
 import { byComponent, startProfiler, type CpuProfile } from './profile.js'
-import { checkFlags, checkWholeBatches, cliInt, cliMain, cliOnly, finishReport, median, progress, type BenchReport, type BenchRow } from './report.js'
+import { checkFlags, checkWholeBatches, cliInt, cliMain, cliOnly, finishReport, flagDefault, median, progress, type BenchReport, type BenchRow } from './report.js'
 
 const REGIONS = ['eu', 'us', 'ap'] as const
 const COMMAND = 'node --conditions=@concord/source --import tsx benchmarks/src/transport-bench.ts'
@@ -348,13 +348,13 @@ export async function rawKafkaRun(prefix: string, envelopes: number, batch: numb
 
 /** Runs the benchmark and saves results/transport-throughput.{json,svg}. */
 export async function run(options: TransportBenchOptions = {}): Promise<BenchReport> {
-  const repeats = options.repeats ?? 3
-  const warmup = options.warmup ?? 3
-  const envelopes = options.envelopes ?? 20_000
-  const batch = options.batch ?? 100
+  const repeats = options.repeats ?? flagDefault('transport', 'repeats')
+  const warmup = options.warmup ?? flagDefault('transport', 'warmup')
+  const envelopes = options.envelopes ?? flagDefault('transport', 'envelopes')
+  const batch = options.batch ?? flagDefault('transport', 'batch')
   checkWholeBatches(envelopes, batch)
   const only = options.only ?? ['redis', 'kafka']
-  const profileRuns = options.profile ?? 0
+  const profileRuns = options.profile ?? flagDefault('transport', 'profile')
   await requireServers('transport benchmark', only)
   const size = await envelopeSize()
   const rows: BenchRow[] = []
@@ -471,10 +471,17 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
 
 /** The options given on the command line (also read by `npm run bench -- transport`). */
 export function cliOptions(): TransportBenchOptions {
-  const envelopes = cliInt('envelopes', 20_000)
-  const batch = cliInt('batch', 100)
+  const envelopes = cliInt('envelopes', flagDefault('transport', 'envelopes'))
+  const batch = cliInt('batch', flagDefault('transport', 'batch'))
   checkWholeBatches(envelopes, batch)
-  return { repeats: cliInt('repeats', 3), warmup: cliInt('warmup', 3, 0), envelopes, batch, profile: cliInt('profile', 0, 0), ...cliOnly() }
+  return {
+    repeats: cliInt('repeats', flagDefault('transport', 'repeats')),
+    warmup: cliInt('warmup', flagDefault('transport', 'warmup'), 0),
+    envelopes,
+    batch,
+    profile: cliInt('profile', flagDefault('transport', 'profile'), 0),
+    ...cliOnly(),
+  }
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
