@@ -1,8 +1,8 @@
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { ConfigError, DecodeError } from '@concord/core'
 import {
   CONCURRENT_TRACES,
@@ -24,8 +24,15 @@ afterEach(() => {
   else process.env['CI'] = saved.ci
 })
 
+// Removed after the file's tests (they were left behind in the temporary folder).
+const made: string[] = []
+afterAll(() => {
+  for (const dir of made) rmSync(dir, { recursive: true, force: true })
+})
+
 function fixtureDir(files: Record<string, unknown>): string {
   const dir = mkdtempSync(join(tmpdir(), 'concord-traces-'))
+  made.push(dir)
   for (const [name, content] of Object.entries(files)) {
     writeFileSync(join(dir, `${name}.json.gz`), gzipSync(typeof content === 'string' ? content : JSON.stringify(content)))
   }
