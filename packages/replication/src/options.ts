@@ -91,7 +91,10 @@ export interface RegionNodeOptions {
    * trimmed past what it had applied, for as long as the nodes that had heard it ran. A retired
    * node that comes back is not lost: what was trimmed meanwhile reaches it by repair, as for a
    * node that joins late. `Infinity`: every node heard from stays protected. At least
-   * 2 × heartbeatIntervalMs. @default 86_400_000 (a day)
+   * 2 × livenessMs (by default six heartbeat intervals), so that no node the duplicate-id check
+   * still counts as alive is retired. Give every node the same heartbeatIntervalMs: a node that
+   * heartbeats less often than this is retired between its heartbeats (that costs it a repair; it
+   * loses nothing). @default 86_400_000 (a day)
    */
   readonly retireAfterMs?: number
   /**
@@ -237,11 +240,15 @@ function envelopeLimit(v: number | undefined): number {
   return x
 }
 
-/** retireAfterMs: a number of ms of at least two heartbeats (a live node must not retire between two of them), or Infinity. */
-function retireAfter(v: number | undefined, heartbeatIntervalMs: number): number {
+/**
+ * retireAfterMs: a number of ms of at least twice livenessMs (no node the duplicate-id check still
+ * counts as alive is retired; a heartbeat skipped while the own log is slow does not retire its
+ * node either), or Infinity.
+ */
+function retireAfter(v: number | undefined, livenessMs: number): number {
   const x = v ?? DEFAULT_RETIRE_AFTER_MS
-  const least = 2 * heartbeatIntervalMs
-  if (typeof x !== 'number' || Number.isNaN(x) || x < least) fail(`retireAfterMs must be a number of ms >= 2 × heartbeatIntervalMs (${least}), or Infinity; got ${String(v)}`)
+  const least = 2 * livenessMs
+  if (typeof x !== 'number' || Number.isNaN(x) || x < least) fail(`retireAfterMs must be a number of ms >= 2 × livenessMs (${least}), or Infinity; got ${String(v)}`)
   return x
 }
 
@@ -311,6 +318,7 @@ export function resolveOptions(o: RegionNodeOptions): ResolvedOptions {
     }
   }
   const batch = o.batch ?? {}
+  const livenessMs = positiveInt('livenessMs', o.livenessMs, 3 * heartbeatIntervalMs)
   return {
     region: o.region,
     instance: o.instance,
@@ -331,9 +339,9 @@ export function resolveOptions(o: RegionNodeOptions): ResolvedOptions {
     heartbeatIntervalMs,
     commitIntervalMs: nonNegative('commitIntervalMs', o.commitIntervalMs, 1000),
     repairTimeoutMs: positiveInt('repairTimeoutMs', o.repairTimeoutMs, 5000),
-    livenessMs: positiveInt('livenessMs', o.livenessMs, 3 * heartbeatIntervalMs),
+    livenessMs,
     maxDriftMs: nonNegative('maxDriftMs', o.maxDriftMs, DEFAULT_MAX_DRIFT_MS),
-    retireAfterMs: retireAfter(o.retireAfterMs, heartbeatIntervalMs),
+    retireAfterMs: retireAfter(o.retireAfterMs, livenessMs),
     maxEnvelopeBytes: envelopeLimit(o.maxEnvelopeBytes),
     deadLetterLimit: positiveInt('deadLetterLimit', o.deadLetterLimit, 10_000),
     meter: o.meter,

@@ -1008,23 +1008,30 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
       for (const n of nodes) await n.pump()
     }
     expect(eu.stabilityFrontier().get('eu/i1')).toBe(20)
+    // Forgotten, not kept for ever (one entry per instance id ever heard, with autoscaled ids).
+    const heardOf = (n: RegionNode): boolean => (n as unknown as { nodeSeen: Map<string, unknown> }).nodeSeen.has('us/scaled-in')
+    expect(nodes.map(heardOf)).toEqual([false, false, false])
     expect(await eu.trimStable()).toBeDefined()
     expect(probe.comparePositions((await probe.earliest('eu')) as string, heldAt as string)).toBeGreaterThan(0)
     // It comes back: what was trimmed reaches it by repair.
     await settle(all, clock, async () => (await gone.open<string[]>('p', 'or-set')).value().length === 20)
     expect((await gone.open<string[]>('p', 'or-set')).value()).toHaveLength(20)
     expect(gone.metrics().peers.find((p) => p.region === 'eu')?.repairsApplied).toBeGreaterThanOrEqual(1)
+    // Heard from anew: it holds the frontier again.
+    expect(heardOf(eu)).toBe(true)
     for (const n of all) await n.close()
   })
 
-  it('retireAfterMs: Infinity keeps every node heard from protected; less than two heartbeats, NaN or a string are ConfigErrors', () => {
+  it('retireAfterMs: Infinity keeps every node heard from protected; less than twice livenessMs (a node still counted alive would retire), NaN or a string are ConfigErrors', () => {
     const { make } = makeCluster({ instances: 0 })
     expect(() => make('eu', 'i1', new MemoryStore(), { retireAfterMs: Number.POSITIVE_INFINITY })).not.toThrow()
-    expect(() => make('eu', 'i2', new MemoryStore(), { retireAfterMs: 2000 })).not.toThrow()
-    for (const bad of [1999, Number.NaN, -1, '1d' as unknown as number]) {
+    // livenessMs is 3 heartbeats (3000 ms) by default.
+    expect(() => make('eu', 'i2', new MemoryStore(), { retireAfterMs: 6000 })).not.toThrow()
+    for (const bad of [5999, Number.NaN, -1, '1d' as unknown as number]) {
       expect(() => make('eu', 'i3', new MemoryStore(), { retireAfterMs: bad }), String(bad)).toThrow(ConfigError)
     }
-    expect(() => make('eu', 'i3', new MemoryStore(), { retireAfterMs: 5000, heartbeatIntervalMs: 3000 })).toThrow(/retireAfterMs must be .* >= 2 × heartbeatIntervalMs \(6000\)/)
+    expect(() => make('eu', 'i3', new MemoryStore(), { retireAfterMs: 10_000, heartbeatIntervalMs: 3000 })).toThrow(/retireAfterMs must be .* >= 2 × livenessMs \(18000\)/)
+    expect(() => make('eu', 'i3', new MemoryStore(), { retireAfterMs: 10_000, livenessMs: 6000 })).toThrow(/\(12000\)/)
   })
 })
 

@@ -395,6 +395,8 @@ export class RegionNode {
   private readonly nodeSeen = new Map<string, VersionVector>()
   /** Per node heard from (writer id), the latest time its heartbeats carried: see retireAfterMs. */
   private readonly nodeHeardAt = new Map<string, number>()
+  /** Regions some node of which has heartbeated to this one (retired nodes' too). */
+  private readonly heardRegions = new Set<string>()
   private readonly sightings: Sighting[] = []
   private initializing = false
   private readonly pendingRepairs = new Map<string, PendingRepair>()
@@ -1604,6 +1606,7 @@ export class RegionNode {
   /** Queues a heartbeat; false when it could not go now (see appendControl). */
   private heartbeat(): boolean {
     this.lastHeartbeat = this.o.now()
+    this.retireSilentNodes()
     if (this.heartbeatQueuedAt >= this.sentTotal) return false
     if (!this.appendControl(HEARTBEAT, NO_DOC, this.seq + 1, this.heartbeatPayload())) return false
     this.heartbeatQueuedAt = this.durableTotal - 1
@@ -1987,6 +1990,7 @@ export class RegionNode {
         if (before !== undefined) for (const [w, c] of before.entries()) if (hb.seen.get(w) === 0) hb.seen.set(w, c)
         this.nodeSeen.set(env.writer, hb.seen)
         if (env.time.wall > (this.nodeHeardAt.get(env.writer) ?? Number.NEGATIVE_INFINITY)) this.nodeHeardAt.set(env.writer, env.time.wall)
+        this.heardRegions.add(regionOf(env.writer))
         this.knownMax.advance(env.writer, env.seq - 1)
         for (const [w, c] of hb.seen.entries()) this.knownMax.advance(w, c)
         return
@@ -2206,17 +2210,13 @@ export class RegionNode {
    * is younger than `retireAfterMs`). Empty until each region has heartbeated.
    */
   stabilityFrontier(): VersionVector {
+    this.retireSilentNodes()
     const reports: Array<[string, VersionVector]> = [[this.writer, this.seenVector().set(this.writer, this.seq)]]
-    // A retired node's region still counts as heard from: the rule below is for a node (or a
-    // region) that has not reported yet, whose applied prefix is unknown. A retired one that
-    // comes back gets what was trimmed by repair.
-    const covered = new Set([this.region])
-    const now = this.o.now()
-    for (const [w, v] of this.nodeSeen) {
-      covered.add(regionOf(w))
-      if (now - (this.nodeHeardAt.get(w) ?? now) <= this.o.retireAfterMs) reports.push([w, v])
-    }
-    if (!this.o.regions.every((r) => covered.has(r))) return new VersionVector()
+    for (const [w, v] of this.nodeSeen) reports.push([w, v])
+    // A retired node's region still counts as heard from: the rule is for a region that has not
+    // reported yet, whose applied prefix is unknown. A retired node that comes back gets what was
+    // trimmed by repair.
+    if (!this.o.regions.every((r) => r === this.region || this.heardRegions.has(r))) return new VersionVector()
     const writers = new Set<string>()
     for (const [, v] of reports) for (const [w] of v.entries()) writers.add(w)
     const out = new VersionVector()
@@ -2226,6 +2226,21 @@ export class RegionNode {
       if (min > 0) out.set(w, min)
     }
     return out
+  }
+
+  /**
+   * Forgets the nodes none of whose heartbeats is younger than retireAfterMs: they no longer hold
+   * the stability frontier back, nor are they asked for repairs (proxyFor). Their entries went
+   * otherwise unpruned: one per instance id ever heard, with autoscaled ids (review finding). A
+   * retired node that heartbeats again is heard from anew.
+   */
+  private retireSilentNodes(): void {
+    const now = this.o.now()
+    for (const [w, at] of this.nodeHeardAt) {
+      if (now - at <= this.o.retireAfterMs) continue
+      this.nodeHeardAt.delete(w)
+      this.nodeSeen.delete(w)
+    }
   }
 
   /**
