@@ -6,6 +6,7 @@
 // out of a tarball, a dependency not declared, a type that does not resolve, an export only the
 // source condition has, a test kit that brings its own copy of vitest.
 import { execFile } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
@@ -91,29 +92,67 @@ function outsideVitest(): NodeJS.ProcessEnv {
   return Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('VITEST') && k !== 'NODE_OPTIONS' && k !== 'TEST' && k !== 'NODE_ENV'))
 }
 
+/**
+ * The version the repository's lockfile has of every registry package it holds in one version
+ * only: the project below installs those (the ones it names, and the rest through `overrides`),
+ * not whatever the registry has newest — a new upstream release must not change what `npm test`
+ * tests, and these are in the npm cache after `npm ci`.
+ */
+function lockedVersions(): Map<string, string> {
+  const lock = JSON.parse(readFileSync(join(root, 'package-lock.json'), 'utf8')) as { packages: Record<string, { version?: string; link?: boolean }> }
+  const versions = new Map<string, Set<string>>()
+  for (const [path, entry] of Object.entries(lock.packages)) {
+    const at = path.lastIndexOf('node_modules/')
+    if (at < 0 || entry.link === true || entry.version === undefined) continue
+    const name = path.slice(at + 'node_modules/'.length)
+    if (name.startsWith('@concord/')) continue
+    const set = versions.get(name) ?? new Set<string>()
+    set.add(entry.version)
+    versions.set(name, set)
+  }
+  return new Map([...versions].filter(([, v]) => v.size === 1).map(([name, v]) => [name, [...v][0] as string]))
+}
+
 let dir: string
 let app: string
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'concord-packaging-'))
   const packs = join(dir, 'packs')
-  await run(process.execPath, [join(root, 'scripts', 'pack.mjs'), `--out=${packs}`], { cwd: root, timeout: 240_000 })
+  await run(process.execPath, [join(root, 'scripts', 'pack.mjs'), `--out=${packs}`], { cwd: root, timeout: 180_000 })
   const tarballs = (await readdir(packs)).filter((f) => f.endsWith('.tgz')).map((f) => join(packs, f))
   app = join(dir, 'app')
   await mkdir(app)
-  await writeFile(join(app, 'package.json'), JSON.stringify({ name: 'concord-packaging-check', private: true, type: 'module' }))
+  const locked = lockedVersions()
+  // What the project names itself: the peers of @concord/testing, and Node's types (Concord's
+  // declarations use Buffer, as the README says).
+  const direct = ['vitest', 'fast-check', '@types/node'].map((name) => {
+    const v = locked.get(name)
+    if (v === undefined) throw new Error(`package-lock.json holds no single version of ${name}`)
+    return `${name}@${v}`
+  })
+  const overrides = Object.fromEntries([...locked].filter(([name]) => !['vitest', 'fast-check', '@types/node'].includes(name)))
+  await writeFile(join(app, 'package.json'), JSON.stringify({ name: 'concord-packaging-check', private: true, type: 'module', overrides }))
   // The cache that `npm ci` filled first: no download for what the repository already installed.
-  await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error', ...tarballs, '@types/node@20'], { cwd: app, timeout: 240_000 })
+  await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error', ...tarballs, ...direct], { cwd: app, timeout: 150_000 })
   await writeFile(
     join(app, 'tsconfig.json'),
     JSON.stringify({ compilerOptions: { target: 'es2022', module: 'nodenext', moduleResolution: 'nodenext', strict: true, outDir: 'out', types: ['node'] }, include: ['app.ts'] }),
   )
-}, 600_000)
+}, 400_000)
 
 afterAll(async () => {
   if (dir !== undefined) await rm(dir, { recursive: true, force: true })
 })
 
 describe('the packed packages, in a project of their own', () => {
+  it("install the repository's locked versions of their dependencies and of the project's tools", () => {
+    const locked = lockedVersions()
+    for (const name of ['yjs', '@automerge/automerge', 'ioredis', 'kafkajs', 'lib0', 'vitest', 'vite', 'fast-check', '@types/node']) {
+      const installed = (JSON.parse(readFileSync(join(app, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version
+      expect(installed, name).toBe(locked.get(name))
+    }
+  })
+
   it('type-check (strict, no skipLibCheck) and run with plain Node', async () => {
     await writeFile(join(app, 'app.ts'), APP)
     await run(process.execPath, [tsc, '-p', 'tsconfig.json'], { cwd: app, timeout: 120_000 }).catch((e: { stdout?: string }) => {
@@ -126,7 +165,7 @@ describe('the packed packages, in a project of their own', () => {
     expect(refused).toEqual(['ConfigError', 'ConfigError'])
   }, 180_000)
 
-  it("run the testing kit's suites on a type of the project, under the project's vitest", async () => {
+  it("run the testing kit's suites, from the project's own test file, under the project's vitest", async () => {
     await writeFile(join(app, 'counter.prop.test.ts'), PROPERTY_TEST)
     const { stdout } = await run(join(app, 'node_modules', '.bin', 'vitest'), ['run', '--reporter=json'], { cwd: app, timeout: 180_000, env: outsideVitest() })
     const report = JSON.parse(stdout) as { numPassedTests: number; numFailedTests: number; numTotalTests: number }
