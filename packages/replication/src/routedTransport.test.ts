@@ -17,6 +17,43 @@ runTransportContract('routed', () => {
 })
 
 describe('RoutedTransport', () => {
+  it('closes every route when one close() throws instead of rejecting, and stops the watches it started when one route refuses to watch (review findings: the routes after it were left open, the watches running)', async () => {
+    const a = new MemoryTransport()
+    const b = new MemoryTransport()
+    const c = new MemoryTransport()
+    b.close = () => {
+      throw new Error('sync boom')
+    }
+    const router = new RoutedTransport({ routes: { a, b, c } })
+    await expect(router.close()).rejects.toThrow('sync boom')
+    await expect(a.append('a', [bytes('x')])).rejects.toMatchObject({ code: 'CLOSED' })
+    await expect(c.append('c', [bytes('x')])).rejects.toMatchObject({ code: 'CLOSED' })
+
+    const d = new MemoryTransport()
+    const e = new MemoryTransport()
+    let stopped = 0
+    const watch = d.watch.bind(d)
+    d.watch = (reader, listener) => {
+      const stop = watch(reader, listener)
+      return () => {
+        stopped++
+        stop()
+      }
+    }
+    e.watch = () => {
+      throw new Error('refused')
+    }
+    const router2 = new RoutedTransport({ routes: { d, e } })
+    expect(() => router2.watch('r', () => undefined)).toThrow('refused')
+    expect(stopped).toBe(1)
+  })
+
+  it('refuses routes given as an array, or under Map keys that are not strings (they could never match an origin)', () => {
+    const t = new MemoryTransport()
+    expect(() => new RoutedTransport({ routes: [t] as never })).toThrow(ConfigError)
+    expect(() => new RoutedTransport({ routes: new Map([[1, t]]) as never })).toThrow(/origin name must be a string, got number 1/)
+  })
+
   it('after close() every call throws ClosedError, routed or not, and a second close() closes nothing again', async () => {
     let closes = 0
     const inner = new MemoryTransport()

@@ -33,12 +33,15 @@ export class RoutedTransport implements Transport {
 
   /** @throws ConfigError without any transport, or with transports of different kinds. */
   constructor(options: RoutedTransportOptions) {
-    if (typeof options !== 'object' || options === null || typeof options.routes !== 'object' || options.routes === null) {
+    // An array passed as routes (`[t]`) was taken as the route of origin "0".
+    if (typeof options !== 'object' || options === null || typeof options.routes !== 'object' || options.routes === null || Array.isArray(options.routes)) {
       throw new ConfigError('routed transport: routes must be an object or a Map of origin → transport')
     }
     checkKnownOptions('routed transport', options, ['routes', 'fallback'])
     const routes = new Map<string, Transport>(options.routes instanceof Map ? options.routes : Object.entries(options.routes))
     for (const [origin, t] of routes) {
+      // A Map key that is not a string (a number) could never match an origin: calls failed later, as "no route".
+      if (typeof origin !== 'string') throw new ConfigError(`routed transport: an origin name must be a string, got ${typeof origin} ${String(origin)}`)
       if (origin.length === 0) throw new ConfigError('routed transport: an origin name must not be empty')
       if (!isTransport(t)) throw new ConfigError(`routed transport: the route of ${origin} is not a Transport`)
     }
@@ -91,7 +94,14 @@ export class RoutedTransport implements Transport {
   /** Watches every routed transport that can be watched (records on the others come without a call). */
   watch(reader: string, listener: () => void): () => void {
     this.check()
-    const stops = this.all.flatMap((t) => (t.watch === undefined ? [] : [t.watch(reader, listener)]))
+    const stops: Array<() => void> = []
+    try {
+      for (const t of this.all) if (t.watch !== undefined) stops.push(t.watch(reader, listener))
+    } catch (e) {
+      // One route refused (closed): the watches already started are stopped, not left running.
+      for (const stop of stops) stop()
+      throw e
+    }
     return () => {
       for (const stop of stops) stop()
     }
@@ -128,7 +138,9 @@ export class RoutedTransport implements Transport {
   /** Closes every transport once, all of them even when one fails; rejects with the first failure. */
   close(): Promise<void> {
     this.closing ??= (async () => {
-      const results = await Promise.allSettled(this.all.map((t) => t.close()))
+      // Each close in an async function of its own: one that throws instead of rejecting left
+      // every route after it open (review finding).
+      const results = await Promise.allSettled(this.all.map(async (t) => t.close()))
       const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
       if (failed !== undefined) throw failed.reason
     })()
