@@ -133,6 +133,17 @@ describe('FileStore durability', () => {
   })
 })
 
+/** A version 2 store file as version 1 wrote it: the old magic, record headers without their checksum. */
+function toVersion1(v2: Uint8Array): Uint8Array {
+  const parts: Uint8Array[] = [b('CONCORD-STORE-1\n')]
+  for (let pos = 16; pos < v2.length; ) {
+    const len = new DataView(v2.buffer, v2.byteOffset + pos, 4).getUint32(0, true)
+    parts.push(v2.subarray(pos, pos + 12), v2.subarray(pos + 16, pos + 16 + len))
+    pos += 16 + len
+  }
+  return Buffer.concat(parts)
+}
+
 type RawWrite = (bytes: Uint8Array, offset: number, length: number) => Promise<{ bytesWritten: number }>
 
 /** Routes `st`'s writes to its file through `fn`, which gets the real write first. */
@@ -154,11 +165,62 @@ describe('FileStore damage and failures', () => {
     await fill(path, 20)
     const before = await readFile(path)
     const damaged = Uint8Array.from(before)
-    // A byte of the first record's payload (after the 16-byte file header and the 12-byte record header).
-    damaged[30] = (damaged[30] as number) ^ 0xff
+    // A byte of the first record's payload (after the 16-byte file header and the 16-byte record header).
+    damaged[34] = (damaged[34] as number) ^ 0xff
     await writeFile(path, damaged)
     await expect(FileStore.open(path)).rejects.toMatchObject({ code: 'DECODE', message: expect.stringMatching(/record 1 .*is bad.*follow it/) })
     expect(Buffer.compare(await readFile(path), Buffer.from(damaged))).toBe(0)
+  })
+
+  it('refuses a file whose record length was damaged, changing nothing (one flipped bit there cut off every later record, and the store opened)', async () => {
+    const path = join(dir, 's.db')
+    await fill(path, 20)
+    const before = await readFile(path)
+    for (const at of [16, 16 + 2, 16 + 3]) {
+      const damaged = Uint8Array.from(before)
+      damaged[at] = (damaged[at] as number) ^ 0x01
+      await writeFile(path, damaged)
+      await expect(FileStore.open(path), `byte ${at}`).rejects.toMatchObject({ code: 'DECODE', message: expect.stringMatching(/record 1 \(at byte 16\) is bad \(its header does not check\) and a sound record follows at byte \d+/) })
+      expect(Buffer.compare(await readFile(path), Buffer.from(damaged))).toBe(0)
+    }
+  })
+
+  it('reads a version 1 file (no header checksums), refusing one with a damaged length before its last record, and rewrites it as version 2', async () => {
+    const path = join(dir, 's.db')
+    await fill(path, 20)
+    const v1 = toVersion1(await readFile(path))
+    await writeFile(path, v1)
+    const st = await FileStore.open(path)
+    expect(st.recoveredBytes).toBe(0)
+    expect(await st.keys('k')).toHaveLength(20)
+    await st.put('after', b('x'))
+    await st.close()
+    expect(s((await readFile(path)).subarray(0, 16))).toBe('CONCORD-STORE-2\n')
+    const again = await FileStore.open(path)
+    expect(await again.keys('')).toHaveLength(21)
+    await again.close()
+    // Version 1's length field is covered by no checksum: a damaged one is told from a torn write by the records after it.
+    const damaged = Uint8Array.from(v1)
+    damaged[16 + 3] = (damaged[16 + 3] as number) ^ 0x01
+    await writeFile(path, damaged)
+    await expect(FileStore.open(path)).rejects.toMatchObject({ code: 'DECODE', message: expect.stringMatching(/its length runs past the end of the file\) and a sound record follows/) })
+    // Torn at its end, a version 1 file still loses only the last write.
+    await writeFile(path, v1.subarray(0, v1.length - 3))
+    const torn = await FileStore.open(path)
+    expect(await torn.keys('k')).toHaveLength(19)
+    await torn.close()
+  })
+
+  it('removes a compaction\'s temporary file left by a crash, and a second close() waits for the first (it resolved before the lock was released)', async () => {
+    const path = join(dir, 's.db')
+    await fill(path, 3)
+    await writeFile(`${path}.compact`, b('half a compaction'))
+    const st = await FileStore.open(path)
+    await expect(stat(`${path}.compact`)).rejects.toMatchObject({ code: 'ENOENT' })
+    const first = st.close()
+    await st.close()
+    await expect(lstat(`${path}.lock`)).rejects.toMatchObject({ code: 'ENOENT' })
+    await first
   })
 
   it('cuts off a tail of zeros (a file extended without its data) and keeps every record before it', async () => {

@@ -22,8 +22,9 @@
  * later write.
  */
 import { createHash } from 'node:crypto'
+import { crc32 } from 'node:zlib'
 import { lock as lockFile } from 'proper-lockfile'
-import { open, realpath, rename, mkdir, type FileHandle } from 'node:fs/promises'
+import { open, realpath, rename, mkdir, unlink, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import {
   ClosedError,
@@ -80,8 +81,22 @@ export interface FileStoreOptions {
 const OPTION_KEYS = ['compactMinBytes', 'fsync', 'lock', 'lockStaleMs']
 const MIN_LOCK_STALE_MS = 2000
 
-const MAGIC = new TextEncoder().encode('CONCORD-STORE-1\n')
-const HEADER_BYTES = 4 + 8 // u32 LE payload length + first 8 bytes of SHA-256(payload)
+/**
+ * File formats. Version 2 (written since): a record header is u32 LE payload length, the first 8
+ * bytes of SHA-256(payload), and a CRC-32 of those 12 bytes (u32 LE). Version 1 had no header
+ * checksum, so a damaged length field looked like a torn last write and every record after it was
+ * cut off without a word (review finding); a version 1 file is still read, and rewritten as
+ * version 2 when opened.
+ */
+const MAGIC_V1 = new TextEncoder().encode('CONCORD-STORE-1\n')
+const MAGIC = new TextEncoder().encode('CONCORD-STORE-2\n')
+type Version = 1 | 2
+const HEADER: Record<Version, number> = { 1: 4 + 8, 2: 4 + 8 + 4 }
+/**
+ * How far past a bad record's start the reader looks for a valid record, before it decides that
+ * the bad one is the torn last write (cut off) rather than damage with records after it (refused).
+ */
+const SCAN_BYTES = 16 * 1024 * 1024
 const MAX_RECORD_BYTES = 512 * 1024 * 1024
 const OP_PUT = 1
 const OP_DELETE = 2
@@ -201,12 +216,45 @@ class FileWindows {
 /** Size of the windows a store file is read in when opened. */
 const WINDOW_BYTES = 64 * 1024 * 1024
 
-function frame(payload: Uint8Array): Uint8Array {
-  const out = new Uint8Array(HEADER_BYTES + payload.length)
-  new DataView(out.buffer).setUint32(0, payload.length, true)
+function frame(payload: Uint8Array, version: Version): Uint8Array {
+  const h = HEADER[version]
+  const out = new Uint8Array(h + payload.length)
+  const view = new DataView(out.buffer)
+  view.setUint32(0, payload.length, true)
   out.set(checksum(payload), 4)
-  out.set(payload, HEADER_BYTES)
+  if (version === 2) view.setUint32(12, crc32(out.subarray(0, 12)), true)
+  out.set(payload, h)
   return out
+}
+
+/**
+ * The record at `pos` as far as its header says, when the header is sound: its payload length
+ * (undefined for a bad header — version 2's checksum fails — or a length no writer makes).
+ */
+function headerLength(header: Uint8Array, version: Version): number | undefined {
+  const view = new DataView(header.buffer, header.byteOffset, header.byteLength)
+  const len = view.getUint32(0, true)
+  if (version === 2 && view.getUint32(12, true) !== crc32(header.subarray(0, 12))) return undefined
+  return len > MAX_RECORD_BYTES ? undefined : len
+}
+
+/**
+ * The position of the first sound record (header and payload checksums hold, within the file)
+ * starting after `from` and at most SCAN_BYTES past it, if any: what tells damage to a record
+ * (records follow it) from the torn last write (nothing does).
+ */
+async function soundRecordAfter(data: FileWindows, from: number, version: Version): Promise<number | undefined> {
+  const h = HEADER[version]
+  const last = Math.min(data.size - h, from + SCAN_BYTES)
+  for (let q = from; q <= last; q++) {
+    const header = await data.bytes(q, h)
+    const len = headerLength(header, version)
+    if (len === undefined || q + h + len > data.size) continue
+    const stored = header.subarray(4, 12)
+    const sum = checksum(await data.bytes(q + h, len))
+    if (sum.every((b, i) => stored[i] === b)) return q
+  }
+  return undefined
 }
 
 /** Errors of opening a store file that say the path is wrong, not that the system failed. */
@@ -223,6 +271,10 @@ export class FileStore implements Store {
   private handle: FileHandle | undefined
   private fileBytes: number
   private liveBytes: number
+  /** The file's format: what its appended records are framed as (a compaction writes version 2). */
+  private version: Version
+  /** Set by close(): every later call waits for the same close. */
+  private closing: Promise<void> | undefined
   private readonly compactMinBytes: number
   private readonly fsync: boolean
   private queue: Promise<void> = Promise.resolve()
@@ -242,8 +294,9 @@ export class FileStore implements Store {
   /** File size below which no automatic compaction is tried again after one failed. */
   private compactRetryAt = 0
 
-  private constructor(path: string, file: string, handle: FileHandle, map: Map<string, Uint8Array>, fileBytes: number, recovered: number, options: FileStoreOptions) {
+  private constructor(path: string, file: string, handle: FileHandle, map: Map<string, Uint8Array>, fileBytes: number, recovered: number, version: Version, options: FileStoreOptions) {
     this.path = path
+    this.version = version
     this.file = file
     this.handle = handle
     this.map = map
@@ -296,6 +349,15 @@ export class FileStore implements Store {
     }
     store.unlock = unlock
     if (lockLostEarly !== undefined) store.loseLock(lockLostEarly)
+    // A compaction's temporary file left by a crash (or a failed compaction): never the store's data.
+    await unlink(`${store.file}.compact`).catch(() => undefined)
+    // A version 1 file is rewritten as version 2 (whose record headers are checked); if that
+    // fails (a full disk), it goes on as version 1 and the next compaction tries again.
+    if (store.version === 1 && store.lockLost === undefined) {
+      await store.compactNow().catch((e: unknown) => {
+        store.compactError = e instanceof Error ? e : new Error(String(e))
+      })
+    }
     return store
   }
 
@@ -339,20 +401,38 @@ export class FileStore implements Store {
       await handle.sync()
       // The new file's entry in its directory, too: a power loss must not take the file away.
       await syncDir(dirname(file))
-      return new FileStore(path, file, handle, map, MAGIC.length, 0, options)
+      return new FileStore(path, file, handle, map, MAGIC.length, 0, 2, options)
     }
-    if (size < MAGIC.length || !MAGIC.every((b, i) => head[i] === b)) {
-      throw new ConfigError(`FileStore: ${path} is not a Concord store file`)
-    }
+    const version: Version | undefined = size < MAGIC.length ? undefined : MAGIC.every((b, i) => head[i] === b) ? 2 : MAGIC_V1.every((b, i) => head[i] === b) ? 1 : undefined
+    if (version === undefined) throw new ConfigError(`FileStore: ${path} is not a Concord store file`)
+    const h = HEADER[version]
+    const damaged = (records: number, pos: number, why: string, after: string): DecodeError =>
+      new DecodeError(
+        `FileStore: ${path} is damaged: record ${records + 1} (at byte ${pos}) is bad (${why}) and ${after}. ` +
+          'Nothing was changed; restore the file from a backup, or move it aside and let the node start empty (anti-entropy brings back what other regions hold)',
+      )
     let pos = MAGIC.length
     let records = 0
-    while (pos + HEADER_BYTES <= size) {
-      const header = await data.bytes(pos, HEADER_BYTES)
-      const len = new DataView(header.buffer, header.byteOffset, header.byteLength).getUint32(0, true)
-      const stored = header.slice(4, HEADER_BYTES)
-      const end = pos + HEADER_BYTES + len
-      if (end > size) break
-      const payload = await data.bytes(pos + HEADER_BYTES, len)
+    // A crash can only tear the last write: its record is cut short, or the file was extended
+    // with zeros that never got their data. A bad record with a sound one after it is damage to
+    // acknowledged records — refused, the file left as it is, rather than cutting off every record
+    // after it without a word.
+    while (pos + h <= size) {
+      const header = await data.bytes(pos, h)
+      const len = headerLength(header, version)
+      if (len === undefined || pos + h + len > size) {
+        // A sound version 2 header running past the end: the torn last write (its length holds).
+        if (len !== undefined && version === 2) break
+        // A bad header, or a version 1 length (which no checksum covers) running past the end:
+        // the torn last write, unless a sound record follows (a damaged length).
+        if (await data.zerosFrom(pos)) break
+        const next = await soundRecordAfter(data, pos + 1, version)
+        if (next !== undefined) throw damaged(records, pos, len === undefined ? 'its header does not check' : 'its length runs past the end of the file', `a sound record follows at byte ${next}`)
+        break
+      }
+      const end = pos + h + len
+      const stored = header.slice(4, 12)
+      const payload = await data.bytes(pos + h, len)
       const sum = checksum(payload)
       let ops: StoreOp[] | undefined
       let why = 'its checksum does not match'
@@ -364,16 +444,7 @@ export class FileStore implements Store {
         }
       }
       if (ops === undefined) {
-        // A crash can only tear the last write: its record runs to the end of the file, or the
-        // file was extended with zeros that never got their data. Anything else is damage to
-        // acknowledged records — refused, the file left as it is, rather than cutting off every
-        // record after it without a word.
-        if (end < size && !(await data.zerosFrom(pos))) {
-          throw new DecodeError(
-            `FileStore: ${path} is damaged: record ${records + 1} (at byte ${pos}) is bad (${why}) and ${size - end} bytes of records follow it. ` +
-              'Nothing was changed; restore the file from a backup, or move it aside and let the node start empty (anti-entropy brings back what other regions hold)',
-          )
-        }
+        if (end < size && !(await data.zerosFrom(pos))) throw damaged(records, pos, why, `${size - end} bytes of records follow it`)
         break
       }
       for (const op of ops) {
@@ -389,7 +460,7 @@ export class FileStore implements Store {
       await handle.truncate(pos)
       await handle.sync()
     }
-    return new FileStore(path, file, handle, map, pos, recovered, options)
+    return new FileStore(path, file, handle, map, pos, recovered, version, options)
   }
 
   private check(): FileHandle {
@@ -453,7 +524,7 @@ export class FileStore implements Store {
     if (batch.length === 0) return
     const payload = encodeBatch(batch)
     if (payload.length > MAX_RECORD_BYTES) throw new ConfigError(`FileStore: a batch encodes to ${payload.length} bytes, past the limit of ${MAX_RECORD_BYTES}; write it in smaller batches`)
-    const record = frame(payload)
+    const record = frame(payload, this.version)
     try {
       await writeAll(handle, record)
     } catch (e) {
@@ -510,6 +581,7 @@ export class FileStore implements Store {
     const tmp = `${this.file}.compact`
     const out = await open(tmp, 'w')
     let size = MAGIC.length
+    let written = false
     try {
       await writeAll(out, MAGIC)
       // Several records when the live map is large: each stays within what a reader accepts.
@@ -517,7 +589,7 @@ export class FileStore implements Store {
       let bytes = 0
       const flush = async (): Promise<void> => {
         if (ops.length === 0) return
-        const record = frame(encodeBatch(ops))
+        const record = frame(encodeBatch(ops), 2)
         await writeAll(out, record)
         size += record.length
         ops = []
@@ -531,10 +603,19 @@ export class FileStore implements Store {
       }
       await flush()
       await out.sync()
+      written = true
     } finally {
       await out.close()
+      // A failed compaction leaves no partial copy behind (on a full disk, as large as the data).
+      if (!written) await unlink(tmp).catch(() => undefined)
     }
-    await rename(tmp, this.file)
+    try {
+      await rename(tmp, this.file)
+    } catch (e) {
+      await unlink(tmp).catch(() => undefined)
+      throw e
+    }
+    this.version = 2
     // From here the old handle writes to a file no longer at this path: only the new one may be used.
     try {
       // Make the rename itself durable.
@@ -548,7 +629,13 @@ export class FileStore implements Store {
     await old.close().catch(() => undefined)
   }
 
-  async close(): Promise<void> {
+  /** Closes the file and releases the lock; every call waits for the same close (a second one resolved before the lock was released, review finding). */
+  close(): Promise<void> {
+    this.closing ??= this.doClose()
+    return this.closing
+  }
+
+  private async doClose(): Promise<void> {
     if (this.handle === undefined) return
     // The handle once the queue is done: a compaction in it replaces the handle (the one read
     // before would be the old, already closed, and the new one left open).
