@@ -975,6 +975,41 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     expect((await late.open<string[]>('p', 'or-set')).value()).toHaveLength(10)
   })
 
+  it("a replica whose deltaSince() throws is left out of a repair answer, reported, and the rest is answered (the throw failed the answering node's every round)", async () => {
+    let poisoned = false
+    const counters = crdtFactory('pn-counter')
+    const evil = {
+      typeName: 'evil',
+      create: (replicaId: string) => {
+        const r = counters.create(replicaId) as unknown as { deltaSince: (v?: Uint8Array) => Uint8Array; typeName: string }
+        const deltaSince = r.deltaSince.bind(r)
+        r.deltaSince = (v) => {
+          if (poisoned) throw new Error('integer out of range')
+          return deltaSince(v)
+        }
+        return r as never
+      },
+    }
+    const errors: unknown[] = []
+    const { clock, nodes, make } = makeCluster({ instances: 1, extra: { repairTimeoutMs: 200, factories: { 'pn-counter': counters, evil } as never, onError: (e) => errors.push(e) } })
+    const eu = nodes[0] as RegionNode
+    ;((await eu.open('good', 'pn-counter')) as unknown as PnCounter).increment(3)
+    ;((await eu.open('bad', 'evil')) as unknown as PnCounter).increment(1)
+    await eu.flush()
+    await settle(nodes, clock, async () => (await values<number>(nodes, 'good', 'pn-counter')).every((v) => v === 3))
+    clock.advance(2000)
+    for (let i = 0; i < 3; i++) for (const n of nodes) await n.pump()
+    expect(await eu.trimStable()).toBeDefined()
+    poisoned = true
+    const late = make('us', 'late')
+    const all = [...nodes, late]
+    // No round of eu (nor of anyone) throws.
+    await settle(all, clock, async () => (await late.open<number>('good', 'pn-counter')).value() === 3)
+    expect((await late.open<number>('good', 'pn-counter')).value()).toBe(3)
+    expect(errors.some((e) => e instanceof TypeMismatchError && /document bad: its replica's deltaSince\(\) threw/.test(e.message))).toBe(true)
+    for (const n of all) await n.close()
+  })
+
   it('a node gone for good holds trimStable back for retireAfterMs, not for ever; back later, it is repaired (it held the frontier for as long as the nodes that had heard it ran)', async () => {
     const { clock, nodes, make, broker } = makeCluster({ instances: 1, extra: { repairTimeoutMs: 200, retireAfterMs: 60_000 } })
     const eu = nodes[0] as RegionNode

@@ -2152,7 +2152,17 @@ export class RegionNode {
           const touched = cached?.touched ?? (bytes === undefined ? undefined : VersionVector.decode(bytes))
           if (touched === undefined || touched.get(req.target) <= req.from) continue
           const doc = await this.loadDocUnwrapped(docId, undefined)
-          docs.push({ docId, typeName: doc.typeName, state: replicaBytes(doc.replica.deltaSince(), 'deltaSince', docId) })
+          let state: Uint8Array
+          try {
+            state = replicaBytes(doc.replica.deltaSince(), 'deltaSince', docId)
+          } catch (e) {
+            // The replica's fault, not the store's: this document is left out (reported), the
+            // answer goes out with the rest. Thrown, it failed the round and came back every round
+            // (review finding: a Yjs document that took a forged update stopped two nodes' rounds).
+            this.report(new TypeMismatchError(`document ${docId}: its replica's deltaSince() threw (${e instanceof Error ? e.message : String(e)}); left out of the repair answer to ${requester}`, { cause: e }))
+            continue
+          }
+          docs.push({ docId, typeName: doc.typeName, state })
         }
       } catch (e) {
         // The store failed: this request and the ones after it are answered next round (their ids

@@ -66,6 +66,20 @@ describe('YjsReplica', () => {
     expect(a.onConflict(() => {})).toBeTypeOf('function')
   })
 
+  it('refuses an update whose client id Yjs decodes but cannot encode again (past 2^53), leaving the document as it was (review finding: state() and deltaSince() threw for good after it)', () => {
+    // A real update (text, array, map, a deletion) whose client id varint was replaced by one past 2^53.
+    const forged = Buffer.from('0105a3fbb088ffffff7f000401047465787402686581a3fbb0880f010384a3fbb0880f040620776f726c64080103617272037d01770178760101617d012801036d6170016b0177017601a3fbb0880f010203', 'hex')
+    expect(() => Y.decodeUpdate(forged)).not.toThrow()
+    const r = new YjsReplica('r', { roots: { text: 'text', arr: 'array', map: 'map' } })
+    r.text('text').insert(0, 'kept')
+    const before = r.state()
+    expect(() => r.apply(forged)).toThrow(DecodeError)
+    expect(() => r.apply(forged)).toThrow(/client id .* not a safe integer/)
+    expect(bytesEqual(r.state(), before)).toBe(true)
+    expect(r.deltaSince().length).toBeGreaterThan(0)
+    expect(r.value()).toEqual({ text: 'kept', arr: [], map: {} })
+  })
+
   it('derives distinct, stable client ids from replica ids', () => {
     expect(clientIdFor('region-a/1')).toBe(clientIdFor('region-a/1'))
     expect(clientIdFor('region-a/1')).not.toBe(clientIdFor('region-a/2'))

@@ -73,6 +73,35 @@ export function clientIdFor(replicaId: string): number {
  * byte of a well-formed V1 update belongs to its delete set, so without it the update cannot decode;
  * if it still does, that byte (at least) was past the end.
  */
+/** An ID Yjs can encode again: a client id and a clock that are safe integers (varints past 2^53 decode, inexactly). */
+function checkId(id: unknown, what: string): void {
+  if (typeof id !== 'object' || id === null) return
+  const { client, clock } = id as { client?: unknown; clock?: unknown }
+  if (typeof client !== 'number' || !Number.isSafeInteger(client) || client < 0) throw new DecodeError(`yjs: update does not decode: ${what} has client id ${String(client)}, not a safe integer`)
+  if (typeof clock !== 'number' || !Number.isSafeInteger(clock) || clock < 0) throw new DecodeError(`yjs: update does not decode: ${what} has clock ${String(clock)}, not a safe integer`)
+}
+
+/**
+ * Refuses an update whose ids Yjs decodes but cannot encode again: a client id or clock past 2^53
+ * (a varint Yjs reads as an inexact number). Applied, it left a document whose state() and
+ * deltaSince() threw for good — a node answering a repair with it failed every round (review
+ * finding: one forged 82-byte update).
+ */
+function checkIds(decoded: ReturnType<typeof Y.decodeUpdate>): void {
+  for (const s of decoded.structs) {
+    checkId(s.id, 'a struct')
+    if (!Number.isSafeInteger(s.id.clock + s.length)) throw new DecodeError(`yjs: update does not decode: a struct runs past clock 2^53`)
+    const item = s as unknown as { origin?: unknown; rightOrigin?: unknown; parent?: unknown }
+    checkId(item.origin, 'an origin')
+    checkId(item.rightOrigin, 'a right origin')
+    checkId(item.parent, 'a parent')
+  }
+  for (const [client, deletes] of decoded.ds.clients) {
+    checkId({ client, clock: 0 }, 'a deletion')
+    for (const d of deletes) if (!Number.isSafeInteger(d.clock) || d.clock < 0 || !Number.isSafeInteger(d.clock + d.len)) throw new DecodeError('yjs: update does not decode: a deletion runs past clock 2^53')
+  }
+}
+
 function hasTrailingBytes(update: Uint8Array): boolean {
   if (update.length === 0) return false
   try {
@@ -250,11 +279,13 @@ export class YjsReplica implements Replica<YjsValue> {
    */
   apply(delta: Uint8Array): void {
     if (!(delta instanceof Uint8Array)) throw new DecodeError('yjs: update must be a Uint8Array')
+    let decoded: ReturnType<typeof Y.decodeUpdate>
     try {
-      Y.decodeUpdate(delta)
+      decoded = Y.decodeUpdate(delta)
     } catch (e) {
       throw new DecodeError('yjs: update does not decode', { cause: e })
     }
+    checkIds(decoded)
     if (hasTrailingBytes(delta)) throw new DecodeError('yjs: update does not decode: bytes after its end')
     if (this.validation === 'strict') this.checkOnShadow(delta)
     try {
