@@ -1,12 +1,12 @@
 import { describe, expect, it, vi } from 'vitest'
 import type { Attributes, Meter, ObservableResult } from '@opentelemetry/api'
-import { bytesEqual, ClosedError, ConfigError, decodeEnvelope, encodeEnvelope, seededRandom, TransportError, TypeMismatchError, type LogRecord, type Store } from '@concord/core'
+import { bytesEqual, ClosedError, ConfigError, decodeEnvelope, encodeEnvelope, seededRandom, TransportError, TypeMismatchError, VersionVector, type LogRecord, type Store } from '@concord/core'
 import { crdtFactory, type OrSet, type PnCounter } from '@concord/crdt'
 import { MemoryBroker, MemoryTransport } from './memoryTransport.js'
 import { MemoryStore } from './memoryStore.js'
 import { RegionNode } from './regionNode.js'
 import type { RegionNodeOptions } from './options.js'
-import { decodeOutboxBatch, decodeRepairResponse } from './wire.js'
+import { decodeOutboxBatch, decodeRepairResponse, encodeHeartbeat, encodeRepairRequest, encodeRepairResponse } from './wire.js'
 
 /** A virtual clock the tests advance by hand. */
 function virtualClock(start = 1_700_000_000_000): { now: () => number; advance: (ms: number) => void } {
@@ -973,6 +973,70 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     const late = make('ap', 'late')
     await settle([...rest, late], clock, async () => (await late.open<string[]>('p', 'or-set')).value().length === 10)
     expect((await late.open<string[]>('p', 'or-set')).value()).toHaveLength(10)
+  })
+
+  it('a repair answer to no request of the node is dead-lettered, not applied (a forged one marked a real writer applied up to 2^48: its later updates were dropped as duplicates)', async () => {
+    const { clock, broker, make } = makeCluster({ instances: 0 })
+    const eu = make('eu', 'i1')
+    const us = make('us', 'i1')
+    const ap = make('ap', 'i1')
+    const all = [eu, us, ap]
+    const counter = (await eu.open('c', 'pn-counter')) as unknown as PnCounter
+    counter.increment(1)
+    await eu.flush()
+    await settle(all, clock, async () => (await values<number>(all, 'c', 'pn-counter')).every((v) => v === 1))
+    const forge = (requestId: string, writer: string): Uint8Array =>
+      encodeEnvelope({
+        docId: 'x',
+        typeName: '$repair-response',
+        region: 'eu',
+        writer,
+        seq: 1,
+        time: { wall: clock.now(), logical: 0, node: writer },
+        deps: new Uint8Array(0),
+        payload: encodeRepairResponse({ requestId, requester: 'us/i1', target: 'eu/i1', from: 0, upTo: 2 ** 48, part: 0, parts: 1, docs: [] }),
+      })
+    // Forged; and one that looks like an answer to an earlier incarnation of us/i1 (dropped quietly).
+    await new MemoryTransport({ broker }).append('eu', [forge('x', 'eu/forger'), forge('us/i1.old-incarnation.1', 'eu/i1')])
+    for (let i = 0; i < 3; i++) for (const n of all) await n.pump()
+    counter.increment(41)
+    await eu.flush()
+    await settle(all, clock, async () => (await values<number>(all, 'c', 'pn-counter')).every((v) => v === 42))
+    expect(await values<number>(all, 'c', 'pn-counter')).toEqual([42, 42, 42])
+    expect(us.deadLetters().map((d) => d.message)).toEqual([expect.stringMatching(/^repair answer x from eu\/forger answers no request of us\/i1/)])
+    for (const n of all) await n.close()
+  })
+
+  it('bounds the repair work forged control records cause: 64 requests and 16 answers a round at most (a forged heartbeat naming 100,000 writers made every node append 100,000 requests a round; 1,000 forged requests drew 157 MB of answers)', async () => {
+    const { clock, broker, make } = makeCluster({ instances: 0 })
+    const eu = make('eu', 'i1')
+    const us = make('us', 'i1')
+    const ap = make('ap', 'i1')
+    const all = [eu, us, ap]
+    for (let i = 0; i < 3; i++) for (const n of all) await n.pump()
+    const control = (typeName: string, writer: string, payload: Uint8Array): Uint8Array =>
+      encodeEnvelope({ docId: '$', typeName, region: 'eu', writer, seq: 1, time: { wall: clock.now(), logical: 0, node: writer }, deps: new Uint8Array(0), payload })
+    const seen = new VersionVector()
+    for (let i = 0; i < 1000; i++) seen.set(`eu/phantom-${i}`, 2 ** 50)
+    const raw = new MemoryTransport({ broker })
+    await raw.append('eu', [control('$heartbeat', 'eu/forger', encodeHeartbeat({ incarnation: 'x', seen }))])
+    const count = (origin: string, typeName: string, from: number): number => broker.log(origin).records.slice(from).filter((r) => decodeEnvelope(r).typeName === typeName).length
+    const usAt = broker.log('us').records.length
+    await us.pump()
+    expect(count('us', '$repair-request', usAt)).toBe(64)
+    // eu's state for the answers: 50 documents touched by eu/i1.
+    for (let d = 0; d < 50; d++) ((await eu.open(`d${d}`, 'pn-counter')) as unknown as PnCounter).increment(1)
+    await eu.flush()
+    const forged = Array.from({ length: 100 }, (_, i) => control('$repair-request', `eu/asker-${i}`, encodeRepairRequest({ requestId: `forged-${i}`, target: 'eu/i1', from: 0, responder: 'eu/i1' })))
+    await raw.append('eu', forged)
+    const euAt = broker.log('eu').records.length
+    // eu reads its own log (where they are) every ownLogPollMs while alone in its region.
+    clock.advance(1000)
+    await eu.pump()
+    expect(count('eu', '$repair-response', euAt)).toBe(16)
+    await eu.pump()
+    expect(count('eu', '$repair-response', euAt)).toBe(32)
+    for (const n of all) await n.close()
   })
 
   it("a replica whose deltaSince() throws is left out of a repair answer, reported, and the rest is answered (the throw failed the answering node's every round)", async () => {

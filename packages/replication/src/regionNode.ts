@@ -27,6 +27,7 @@ import {
   encodeEnvelope,
   encodeWith,
   isConcordError,
+  MAX_DOT_COUNTER,
   readUint,
   writeUint,
   type Envelope,
@@ -198,6 +199,15 @@ interface Sighting {
 /** Store keys. */
 /** Repair request ids remembered as answered (oldest forgotten first). */
 const MAX_ANSWERED = 10_000
+/**
+ * Repair requests a round sends, and requests it answers, at most; and requests waiting for an
+ * answer at most (more are dropped: their requesters ask again after repairTimeoutMs). Unbounded,
+ * one forged heartbeat naming 100,000 writers made every node append 100,000 requests a round, and
+ * 1,000 forged requests (68 KB) drew 157 MB of answers in 2.6 s (security review).
+ */
+const MAX_REPAIR_REQUESTS_PER_ROUND = 64
+const MAX_ANSWERS_PER_ROUND = 16
+const MAX_REPAIR_QUEUE = 1_000
 const K_SEQ = 'meta/seq'
 const K_SEEN = 'meta/seen'
 const docKey = (docId: string): string => `doc/${docId}`
@@ -400,6 +410,13 @@ export class RegionNode {
   private readonly sightings: Sighting[] = []
   private initializing = false
   private readonly pendingRepairs = new Map<string, PendingRepair>()
+  /**
+   * The repair requests this node sent, by request id (the latest MAX_ANSWERED): an answer is taken
+   * only for one of them, with its target and start, from the node it asked (anyone for `*`). A
+   * forged answer naming this node marked a real writer's updates as applied up to 2^48, and every
+   * later update of it was dropped as a duplicate (review finding).
+   */
+  private readonly myRequests = new Map<string, { readonly target: string; readonly from: number; readonly responder: string }>()
   /**
    * Parts received of each repair answer, by request id and responder: responders split their
    * answers differently (their states differ in size), so only one responder's parts make a whole.
@@ -1992,7 +2009,8 @@ export class RegionNode {
         if (env.time.wall > (this.nodeHeardAt.get(env.writer) ?? Number.NEGATIVE_INFINITY)) this.nodeHeardAt.set(env.writer, env.time.wall)
         this.heardRegions.add(regionOf(env.writer))
         this.knownMax.advance(env.writer, env.seq - 1)
-        for (const [w, c] of hb.seen.entries()) this.knownMax.advance(w, c)
+        // Writers of the deployment's regions only, at counters an envelope can carry.
+        for (const [w, c] of hb.seen.entries()) if (this.peers.has(regionOf(w))) this.knownMax.advance(w, Math.min(c, MAX_DOT_COUNTER))
         return
       }
       case REGISTER: {
@@ -2009,13 +2027,23 @@ export class RegionNode {
           this.answered.add(req.requestId)
           // Bounded: a request id is only looked up while its request may still be redelivered.
           if (this.answered.size > MAX_ANSWERED) this.answered.delete(this.answered.values().next().value as string)
-          this.repairQueue.push({ req, requester: env.writer })
+          // Past the bound the request is dropped: its requester asks again after repairTimeoutMs.
+          if (this.repairQueue.length < MAX_REPAIR_QUEUE) this.repairQueue.push({ req, requester: env.writer })
         }
         return
       }
       case REPAIR_RESPONSE: {
         const resp = decodeRepairResponse(env.payload)
         if (resp.requester !== this.writer) return
+        const asked = this.myRequests.get(resp.requestId)
+        // An answer to a request of an earlier incarnation of this writer (a restart while it was
+        // out): not needed, this incarnation asks again.
+        if (asked === undefined && resp.requestId.startsWith(`${this.writer}.`) && !resp.requestId.startsWith(`${this.writer}.${this.incarnation}.`)) return
+        if (asked === undefined || asked.target !== resp.target || asked.from !== resp.from || (asked.responder !== ANY_RESPONDER && asked.responder !== env.writer)) {
+          // Not an answer to a request of this node (forged, or from a node it did not ask):
+          // applied, it would say which updates of the target this node holds.
+          throw new TypeMismatchError(`repair answer ${resp.requestId} from ${env.writer} answers no request of ${this.writer} (target ${resp.target}, from ${resp.from})`)
+        }
         for (const d of resp.docs) {
           let doc: OpenDoc
           try {
@@ -2089,6 +2117,7 @@ export class RegionNode {
     let sent = 0
     const now = this.o.now()
     for (const [w, max] of this.knownMax.entries()) {
+      if (sent >= MAX_REPAIR_REQUESTS_PER_ROUND) break
       if (w === this.writer) continue
       const region = regionOf(w)
       if (!this.peers.has(region)) continue
@@ -2105,6 +2134,8 @@ export class RegionNode {
       // Not queued now: asked again next round, not after repairTimeoutMs.
       if (!this.appendControl(REPAIR_REQUEST, w, have + 1, encodeRepairRequest({ requestId, target: w, from: have, responder }))) continue
       this.pendingRepairs.set(w, { requestId, sentAt: now, attempts })
+      this.myRequests.set(requestId, { target: w, from: have, responder })
+      if (this.myRequests.size > MAX_ANSWERED) this.myRequests.delete(this.myRequests.keys().next().value as string)
       this.peer(region).repairsRequested++
       sent++
     }
@@ -2131,8 +2162,9 @@ export class RegionNode {
     // Applied but not saved (this round's store write failed): the coverage claimed would run
     // ahead of the documents the answer finds in the store's repair index. Answered next round.
     if (this.unsavedApplies) return 0
-    const queue = this.repairQueue
-    this.repairQueue = []
+    // At most MAX_ANSWERS_PER_ROUND requests a round; the rest wait for the next rounds.
+    const queue = this.repairQueue.slice(0, MAX_ANSWERS_PER_ROUND)
+    this.repairQueue = this.repairQueue.slice(queue.length)
     // Answers of an earlier round not appended yet (the own log unreachable): these requests are
     // dropped; their requesters ask again after repairTimeoutMs, and meanwhile the queued answers
     // may reach them.
