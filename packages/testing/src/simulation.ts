@@ -294,8 +294,12 @@ export class Simulation<V, Op, R extends Replica<V> = Replica<V>> {
     this.antiEntropyIntervalMs = options.antiEntropyIntervalMs ?? 500
     this.snapshotIntervalMs = options.snapshotIntervalMs ?? 250
     this.startTime = options.startTime ?? 1_700_000_000_000
-    if (!(this.antiEntropyIntervalMs > 0)) throw new ConfigError('Simulation: antiEntropyIntervalMs must be > 0')
-    if (!(this.snapshotIntervalMs > 0)) throw new ConfigError('Simulation: snapshotIntervalMs must be > 0')
+    // Numbers of at least 1 ms: a string ('500') passed `> 0` and turned the clock arithmetic into
+    // string concatenation (the worker ran out of memory), and 0.001 ms took minutes per case.
+    for (const [name, v] of [['antiEntropyIntervalMs', this.antiEntropyIntervalMs], ['snapshotIntervalMs', this.snapshotIntervalMs]] as const) {
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < 1) throw new ConfigError(`Simulation: ${name} must be a finite number of ms >= 1, got ${JSON.stringify(v)}`)
+    }
+    if (typeof this.seed !== 'number' || !Number.isSafeInteger(this.seed)) throw new ConfigError(`Simulation: seed must be an integer, got ${JSON.stringify(this.seed)}`)
     this.log = options.recordTrace === true ? [] : undefined
     const profile = latencyProfile(options.latency ?? 'lan')
     const n = names.length

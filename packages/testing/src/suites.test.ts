@@ -110,6 +110,36 @@ describe('describeReplicaSuites options', () => {
     expect(() => describeReplicaSuites(gCounterSpec, { numRun: 5 } as never)).toThrow(/describeReplicaSuites: unknown option "numRun" \(did you mean "numRuns"\?\)/)
     expect(() => describeReplicaSuites(gCounterSpec, { faults: ['los'] } as never)).toThrow(/unknown fault class "los"; the classes are none, loss/)
   })
+
+  it('refuses a pinned case that names no property of the run or a kind its property does not take, a misspelt spec member, and option values the suites cannot run with (review findings: each was dropped, ignored, or blamed on the type)', () => {
+    const schedule = { seed: 0, regions: 5, latency: 'lan' as const, steps: [] }
+    const sequence = { writers: 2, seed: 1, steps: [] }
+    const refused: Array<[unknown, RegExp]> = [
+      [{ regressions: [{ property: 'convergence/los', schedule }] }, /regressions\[0\]\.property "convergence\/los" names no property of this run; they are laws\/commutative/],
+      [{ faults: ['none'], regressions: [{ property: 'convergence/loss', schedule }] }, /names no property of this run/],
+      [{ regressions: [{ property: 'convergence/loss', sequence }] }, /a sequence is pinned to a merge law/],
+      [{ regressions: [{ property: 'laws/commutative', schedule }] }, /a schedule is pinned to convergence/],
+      [{ regressions: [{ seed: 5, path: '1:2' }] }, /a seed \(and path\) replays one property: name it in property/],
+      [{ regressions: [{ property: 'liveness' }] }, /exactly one of seed \(with path\), schedule or sequence/],
+      [{ regressions: { property: 'liveness', schedule } }, /regressions must be an array/],
+      [{ maxRounds: 0 }, /maxRounds must be an integer >= 1, got 0/],
+      [{ livenessRounds: -5 }, /livenessRounds must be an integer >= 1/],
+      [{ maxOps: '5' }, /maxOps must be an integer >= 1, got "5"/],
+      [{ antiEntropyIntervalMs: '500' }, /antiEntropyIntervalMs must be a finite number of ms >= 1, got "500"/],
+      [{ antiEntropyIntervalMs: 0.001 }, /antiEntropyIntervalMs/],
+      [{ seed: 'abc' }, /seed must be an integer/],
+      [{ path: '1:2' }, /path must be a string, and comes with the seed/],
+      [{ faults: 'loss' }, /faults must be an array/],
+    ]
+    for (const [options, message] of refused) expect(() => describeReplicaSuites(gCounterSpec, options as never), JSON.stringify(options)).toThrow(message)
+    expect(() => describeReplicaSuites({ ...gCounterSpec, oracel: () => 0 } as never)).toThrow(/spec: unknown option "oracel" \(did you mean "oracle"\?\)/)
+    expect(() => describeReplicaSuites({ ...gCounterSpec, name: undefined } as never)).toThrow(/spec\.name must be a non-empty string/)
+    expect(() => describeReplicaSuites({ ...gCounterSpec, create: undefined } as never)).toThrow(/spec\.create must be a function/)
+    expect(() => describeReplicaSuites({ ...gCounterSpec, op: [1, 2] } as never)).toThrow(/spec\.op must be a fast-check arbitrary/)
+    // A pinned oracle case needs the spec to have an oracle.
+    const { oracle: _oracle, ...withoutOracle } = gCounterSpec
+    expect(() => describeReplicaSuites(withoutOracle, { regressions: [{ property: 'oracle', schedule }] })).toThrow(/names no property/)
+  })
 })
 
 describe('replay and regressions', () => {
@@ -164,6 +194,15 @@ describe('replay and regressions', () => {
       if (before === undefined) delete process.env['CONCORD_RUNS']
       else process.env['CONCORD_RUNS'] = before
     }
+  })
+
+  it('a pinned seed replay that fails again says it is pinned, not "Pin it" as for a new failure (review finding)', () => {
+    const prop = fc.property(fc.integer({ min: 0, max: 10_000 }), (n) => n < 5_000)
+    const found = fc.check(prop, { seed: 7 })
+    expect(found.failed).toBe(true)
+    const replay = { seed: found.seed, path: found.counterexamplePath ?? '' }
+    expect(() => assertProperty('p', prop, { replays: [replay] })).toThrow(/property p failed on a pinned example/)
+    expect(() => assertProperty('p', prop, { replays: [replay] })).not.toThrow(/Pin it/)
   })
 
   it('lists property ids', () => {

@@ -20,6 +20,7 @@ import {
   type OpSequence,
 } from './arbitraries.js'
 import { deepEqual, show } from './equality.js'
+import { randomInt } from 'node:crypto'
 import { Simulation } from './simulation.js'
 import type { ReplicaSpec, SpecEnv } from './spec.js'
 
@@ -479,18 +480,22 @@ export interface AssertOptions<T> {
  * property and says how to replay it.
  */
 export function assertProperty<T>(name: string, property: fc.IPropertyWithHooks<[T]>, options: AssertOptions<T> = {}): void {
-  for (const r of options.replays ?? []) run(name, property, { seed: r.seed, ...(r.path === undefined ? {} : { path: r.path }), numRuns: defaultRuns(options.numRuns) })
-  const seed = options.seed ?? envInt('CONCORD_SEED')
+  // A pinned replay that fails again says so (it said "Pin it", as for a new failure).
+  for (const r of options.replays ?? []) run(name, property, { seed: r.seed, ...(r.path === undefined ? {} : { path: r.path }), numRuns: defaultRuns(options.numRuns) }, true)
+  // Chosen here rather than by fast-check, so that a long run can say it before it starts: a case
+  // that hangs (synchronous code no test timeout stops) otherwise leaves no seed to replay.
+  const seed = options.seed ?? envInt('CONCORD_SEED') ?? randomInt(-0x80000000, 0x7fffffff)
+  if (process.env['CONCORD_SOAK'] !== undefined) process.stderr.write(`property ${name}: seed ${seed}\n`)
   const path = options.path ?? process.env['CONCORD_PATH']
   const numRuns = defaultRuns(options.numRuns)
   // Pinned examples in a run of their own, every one of them: fast-check counts examples into
   // numRuns (so those past it never ran) and into a failure's path (so a seed and path printed by
   // a run with examples replayed another case in a run without them).
   const examples = (options.examples ?? []).map((e): [T] => [e])
-  if (examples.length > 0) run(name, property, { numRuns: examples.length, examples, ...(seed === undefined ? {} : { seed }) }, true)
+  if (examples.length > 0) run(name, property, { numRuns: examples.length, examples, seed }, true)
   const params: fc.Parameters<[T]> = {
     numRuns,
-    ...(seed === undefined ? {} : { seed }),
+    seed,
     ...(path === undefined || path === '' ? {} : { path }),
   }
   run(name, property, params)
@@ -544,14 +549,80 @@ const SUITE_OPTION_KEYS: Record<keyof SuiteOptions<unknown>, true> = {
   antiEntropyIntervalMs: true,
 }
 
+/** Every {@link ReplicaSpec} member. */
+const SPEC_KEYS: Record<keyof ReplicaSpec<unknown, unknown>, true> = { name: true, create: true, op: true, perform: true, oracle: true, carries: true, equals: true }
+
+/**
+ * Refuses a spec the suites cannot run as meant: a misspelt member (`oracel`) made its check
+ * disappear without a word, a missing one failed every test as the type's fault (review finding).
+ */
+function checkSpec(spec: unknown): void {
+  const where = 'describeReplicaSuites: spec'
+  if (typeof spec !== 'object' || spec === null) throw new ConfigError(`${where} must be an object (a ReplicaSpec)`)
+  checkKnownOptions(where, spec, Object.keys(SPEC_KEYS))
+  const s = spec as Record<string, unknown>
+  if (typeof s['name'] !== 'string' || s['name'].length === 0) throw new ConfigError(`${where}.name must be a non-empty string (it names the tests)`)
+  for (const f of ['create', 'perform'] as const) if (typeof s[f] !== 'function') throw new ConfigError(`${where}.${f} must be a function`)
+  for (const f of ['oracle', 'carries', 'equals'] as const) if (s[f] !== undefined && typeof s[f] !== 'function') throw new ConfigError(`${where}.${f} must be a function when given`)
+  const op = s['op'] as { generate?: unknown } | null | undefined
+  if (typeof op !== 'object' || op === null || typeof op.generate !== 'function') throw new ConfigError(`${where}.op must be a fast-check arbitrary (fc.integer(), fc.record(...), ...)`)
+}
+
+/** Refuses option values the suites would run wrong with, before a test blames the type for them. */
+function checkSuiteValues<Op>(options: SuiteOptions<Op>, ids: readonly string[]): void {
+  const where = 'describeReplicaSuites'
+  const int = (name: keyof SuiteOptions<Op>, min: number): void => {
+    const v = options[name]
+    if (v !== undefined && (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min)) throw new ConfigError(`${where}: ${name} must be an integer >= ${min}, got ${JSON.stringify(v)}`)
+  }
+  int('numRuns', 1)
+  int('maxOps', 1)
+  int('maxRounds', 1)
+  int('livenessRounds', 1)
+  if (options.seed !== undefined && (typeof options.seed !== 'number' || !Number.isSafeInteger(options.seed))) throw new ConfigError(`${where}: seed must be an integer, got ${JSON.stringify(options.seed)}`)
+  if (options.path !== undefined && (typeof options.path !== 'string' || options.seed === undefined)) throw new ConfigError(`${where}: path must be a string, and comes with the seed it was printed with`)
+  const ae = options.antiEntropyIntervalMs
+  if (ae !== undefined && (typeof ae !== 'number' || !Number.isFinite(ae) || ae < 1)) throw new ConfigError(`${where}: antiEntropyIntervalMs must be a finite number of ms >= 1, got ${JSON.stringify(ae)}`)
+  if (options.faults !== undefined && !Array.isArray(options.faults)) throw new ConfigError(`${where}: faults must be an array of fault classes (${FAULT_CLASSES.join(', ')})`)
+  if (options.regressions === undefined) return
+  if (!Array.isArray(options.regressions)) throw new ConfigError(`${where}: regressions must be an array`)
+  // A pinned case that names no test of this run (a misspelt id), or a kind its test does not
+  // take, was dropped without a word: the regression it pinned went unchecked (review finding).
+  for (const [i, r] of (options.regressions as readonly unknown[]).entries()) {
+    const what = `${where}: regressions[${i}]`
+    if (typeof r !== 'object' || r === null) throw new ConfigError(`${what} must be an object`)
+    const e = r as { property?: unknown; seed?: unknown; path?: unknown; schedule?: unknown; sequence?: unknown }
+    const kinds = (['seed', 'schedule', 'sequence'] as const).filter((k) => e[k] !== undefined)
+    if (kinds.length !== 1) throw new ConfigError(`${what} must have exactly one of seed (with path), schedule or sequence`)
+    checkKnownOptions(what, r, ['property', 'seed', 'path', 'schedule', 'sequence'])
+    if (e.property !== undefined && (typeof e.property !== 'string' || !ids.includes(e.property))) {
+      throw new ConfigError(`${what}.property ${JSON.stringify(e.property)} names no property of this run; they are ${ids.join(', ')}`)
+    }
+    const kind = kinds[0] as 'seed' | 'schedule' | 'sequence'
+    if (kind === 'seed') {
+      // A replay path belongs to one property: run under every property, it failed the others.
+      if (e.property === undefined) throw new ConfigError(`${what}: a seed (and path) replays one property: name it in property`)
+      if (typeof e.seed !== 'number' || !Number.isSafeInteger(e.seed)) throw new ConfigError(`${what}.seed must be an integer`)
+      if (e.path !== undefined && typeof e.path !== 'string') throw new ConfigError(`${what}.path must be a string`)
+    } else if (e.property !== undefined) {
+      const isLaw = (e.property as string).startsWith('laws/')
+      if (kind === 'sequence' && !isLaw) throw new ConfigError(`${what}: a sequence is pinned to a merge law (laws/...), not to ${e.property as string}`)
+      if (kind === 'schedule' && isLaw) throw new ConfigError(`${what}: a schedule is pinned to convergence/..., liveness or oracle, not to ${e.property as string}`)
+    }
+  }
+}
+
 export function describeReplicaSuites<V, Op, R extends Replica<V>>(spec: ReplicaSpec<V, Op, R>, options: SuiteOptions<Op> = {}): void {
   // A misspelt option (numRun) was ignored, its default silently in force; a misspelt fault class
   // made a test that failed with a TypeError from inside the kit (review finding).
   if (typeof options !== 'object' || options === null) throw new ConfigError('describeReplicaSuites: options must be an object')
   checkKnownOptions('describeReplicaSuites', options, Object.keys(SUITE_OPTION_KEYS))
+  checkSpec(spec)
+  if (options.faults !== undefined && !Array.isArray(options.faults)) throw new ConfigError(`describeReplicaSuites: faults must be an array of fault classes (${FAULT_CLASSES.join(', ')})`)
   for (const f of options.faults ?? []) {
     if (!FAULT_CLASSES.includes(f)) throw new ConfigError(`describeReplicaSuites: unknown fault class ${JSON.stringify(f)}; the classes are ${FAULT_CLASSES.join(', ')}`)
   }
+  checkSuiteValues(options, propertyIds({ ...(options.faults === undefined ? {} : { faults: options.faults }), oracle: spec.oracle !== undefined }))
   const regions = regionCount(options.regions)
   if (regions < 5) throw new ConfigError(`describeReplicaSuites: at least 5 regions, got ${regions}`)
   const common = { ...options, regions }
