@@ -211,6 +211,37 @@ describe.skipIf(!server.available)('KafkaTransport edge cases', () => {
     expect(Date.now() - at).toBeLessThan(8000)
   }, 120_000)
 
+  it('a reader restarted after a crash reads again within rebalanceTimeoutMs, not its sessionTimeoutMs (the new member waited 30 s for the dead one)', async () => {
+    const groupPrefix = `${prefix}-reb`
+    const options = { topicPrefix: prefix, groupPrefix, fetchMaxWaitMs: 100, heartbeatIntervalMs: 1000, sessionTimeoutMs: 30_000, rebalanceTimeoutMs: 4000 }
+    const w = open({ groupPrefix })
+    await w.append('rb', [bytes('before')])
+    // The crashed process: a KafkaTransport reading 'rb' as r1, killed once it has read (so joined).
+    const child = spawn(
+      process.execPath,
+      [
+        '--conditions=@concord/source',
+        '--import',
+        'tsx',
+        '--input-type=module',
+        '-e',
+        `import { KafkaTransport } from '@concord/transport-kafka'
+         const t = new KafkaTransport({ kafka: { clientId: 'edges-crash', brokers: ${JSON.stringify([...server.brokers])} }, ...${JSON.stringify(options)} })
+         for (;;) { if ((await t.poll('r1', 'rb', { waitMs: 1000 })).length > 0) { console.log('ready'); break } }`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'], cwd: process.cwd() },
+    )
+    await new Promise<void>((resolve) => child.stdout.on('data', (d) => String(d).includes('ready') && resolve()))
+    child.kill('SIGKILL')
+    await w.append('rb', [bytes('after')])
+    const at = Date.now()
+    const t = open(options)
+    const got = await pollUntil(t, 'r1', 'rb', 2, undefined, 200)
+    expect(got.map((r) => dec.decode(r.bytes))).toEqual(['before', 'after'])
+    // The join waited for the dead member at most its rebalance timeout (4 s), not its 30 s session.
+    expect(Date.now() - at).toBeLessThan(15_000)
+  }, 120_000)
+
   it('commit and rewind work again once the broker is reachable after a start that failed (review finding: they kept the failed start, and failed for good)', async () => {
     // An address where nothing listens yet; later a proxy to the broker listens there.
     const probe = net.createServer()
@@ -334,6 +365,7 @@ describe.skipIf(!server.available)('KafkaTransport edge cases', () => {
     expect(() => open({ sessionTimeoutMs: 1000 })).toThrow(/heartbeatIntervalMs \(3000\) must be lower than sessionTimeoutMs \(1000\)/)
     expect(() => open({ heartbeatIntervalMs: 40_000 })).toThrow(ConfigError)
     expect(() => open({ fetchMaxWaitMs: 2 ** 31 })).toThrow(/fetchMaxWaitMs must be at most/)
+    expect(() => open({ rebalanceTimeoutMs: 3000 })).toThrow(/rebalanceTimeoutMs \(3000\) must be at least heartbeatIntervalMs \+ fetchMaxWaitMs \+ 1000 \(4100\)/)
     expect(() => open({ joinTimeoutMs: 2 ** 31 })).toThrow(ConfigError)
   })
   it('a writer restarted with a lost store reads its own log to its end before it writes (the first polls of a new consumer come back empty): no sequence number used twice, regions converge', async () => {

@@ -700,6 +700,7 @@ export class KafkaTransport implements Transport {
         groupId,
         sessionTimeout: this.options.sessionTimeoutMs,
         heartbeatInterval: this.options.heartbeatIntervalMs,
+        rebalanceTimeout: this.options.rebalanceTimeoutMs,
         maxWaitTimeInMs: this.options.fetchMaxWaitMs,
         allowAutoTopicCreation: false,
       })

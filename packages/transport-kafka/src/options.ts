@@ -30,6 +30,16 @@ export interface KafkaTransportOptions {
   readonly sessionTimeoutMs?: number
   /** Consumer heartbeat interval. @default 3_000 */
   readonly heartbeatIntervalMs?: number
+  /**
+   * Consumer group rebalance timeout: how long a join waits for the group's other members to
+   * rejoin. A reader's group has one live member; a member left behind by a process that crashed
+   * (or by a broker restart, after which kafkajs rejoins as a new member) holds every join back
+   * until this passes, or its session times out if that comes first: with kafkajs's 60 s default,
+   * 30 s without replication into the region after each restart. At least heartbeatIntervalMs +
+   * fetchMaxWaitMs + 1 s (the time a live member takes to notice a rebalance and rejoin).
+   * @default 10_000
+   */
+  readonly rebalanceTimeoutMs?: number
   /** How long commit() waits for the consumer to join its group. @default 30_000 */
   readonly joinTimeoutMs?: number
   /**
@@ -59,6 +69,7 @@ export interface ResolvedKafkaTransportOptions {
   readonly bufferRecords: number
   readonly sessionTimeoutMs: number
   readonly heartbeatIntervalMs: number
+  readonly rebalanceTimeoutMs: number
   readonly joinTimeoutMs: number
   readonly fetchMaxWaitMs: number
   readonly maxBatchBytes: number
@@ -74,6 +85,7 @@ export const KAFKA_TRANSPORT_DEFAULTS = {
   bufferRecords: 1024,
   sessionTimeoutMs: 30_000,
   heartbeatIntervalMs: 3_000,
+  rebalanceTimeoutMs: 10_000,
   joinTimeoutMs: 30_000,
   fetchMaxWaitMs: 1_000,
   maxBatchBytes: 1_000_000,
@@ -108,6 +120,7 @@ const OPTION_KEYS: Record<keyof KafkaTransportOptions, true> = {
   bufferRecords: true,
   sessionTimeoutMs: true,
   heartbeatIntervalMs: true,
+  rebalanceTimeoutMs: true,
   joinTimeoutMs: true,
   fetchMaxWaitMs: true,
   maxBatchBytes: true,
@@ -153,6 +166,14 @@ export function resolveOptions(options: KafkaTransportOptions): ResolvedKafkaTra
   const heartbeatIntervalMs = timerMs('heartbeatIntervalMs', options.heartbeatIntervalMs ?? d.heartbeatIntervalMs)
   // kafkajs refuses a consumer otherwise, at its first use (a poll), with an untyped error.
   if (heartbeatIntervalMs >= sessionTimeoutMs) throw new ConfigError(`kafka transport: heartbeatIntervalMs (${heartbeatIntervalMs}) must be lower than sessionTimeoutMs (${sessionTimeoutMs})`)
+  const fetchMaxWaitMs = timerMs('fetchMaxWaitMs', options.fetchMaxWaitMs ?? d.fetchMaxWaitMs)
+  const rebalanceTimeoutMs = timerMs('rebalanceTimeoutMs', options.rebalanceTimeoutMs ?? d.rebalanceTimeoutMs)
+  // A live member must notice a rebalance (a heartbeat), end its fetch and rejoin within it, or it
+  // is put out of its own group and the join starts again.
+  const leastRebalance = heartbeatIntervalMs + fetchMaxWaitMs + 1000
+  if (rebalanceTimeoutMs < leastRebalance) {
+    throw new ConfigError(`kafka transport: rebalanceTimeoutMs (${rebalanceTimeoutMs}) must be at least heartbeatIntervalMs + fetchMaxWaitMs + 1000 (${leastRebalance})`)
+  }
   // A topic created with a smaller record-batch limit than the batches this transport sends would
   // refuse them (and a record near maxBatchBytes for good): the batches follow the topic's limit.
   const topicMax = (topicConfig as Record<string, string>)['max.message.bytes']
@@ -177,8 +198,9 @@ export function resolveOptions(options: KafkaTransportOptions): ResolvedKafkaTra
     bufferRecords: positiveInteger('bufferRecords', options.bufferRecords ?? d.bufferRecords),
     sessionTimeoutMs,
     heartbeatIntervalMs,
+    rebalanceTimeoutMs,
     joinTimeoutMs: timerMs('joinTimeoutMs', options.joinTimeoutMs ?? d.joinTimeoutMs),
-    fetchMaxWaitMs: timerMs('fetchMaxWaitMs', options.fetchMaxWaitMs ?? d.fetchMaxWaitMs),
+    fetchMaxWaitMs,
     maxBatchBytes: atLeast('maxBatchBytes', maxBatchBytes, 2 * RECORD_ROOM_BYTES),
   }
 }
