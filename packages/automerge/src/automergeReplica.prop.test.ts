@@ -23,6 +23,9 @@ const docOp: fc.Arbitrary<DocOp> = fc.oneof(
   fc.record({ type: fc.constant('insert' as const), pos: fc.nat(64), text: fc.array(fc.constantFrom('a', 'b', 'é', '😀'), { minLength: 1, maxLength: 3 }).map((cs) => cs.join('')) }),
   fc.record({ type: fc.constant('delete' as const), pos: fc.nat(64), len: fc.integer({ min: 1, max: 3 }) }),
   fc.record({ type: fc.constant('set' as const), key, value: fc.integer({ min: -5, max: 5 }) }),
+  // Floats too: Automerge's encoder moves about one float in eight by a unit in the last place, and
+  // every other replica refused such a change (review finding; integers alone never showed it).
+  fc.record({ type: fc.constant('set' as const), key, value: fc.double({ noNaN: true, noDefaultInfinity: true }).filter((v) => !Number.isInteger(v)) }),
   fc.record({ type: fc.constant('remove' as const), key }),
 )
 

@@ -83,7 +83,7 @@ function checkedChange(bytes: Uint8Array, type: number): Uint8Array {
     throw new DecodeError('automerge: a change does not decode', { cause: e })
   }
   if (type === CHUNK_CHANGE) {
-    if (!bytesEqual(again, bytes)) throw new DecodeError('automerge: a change does not encode back to its own bytes')
+    if (!bytesEqual(again, bytes) && !onlyFloatsDrifted(bytes, again)) throw new DecodeError('automerge: a change does not encode back to its own bytes')
     return bytes
   }
   let rehash: string | null
@@ -94,6 +94,62 @@ function checkedChange(bytes: Uint8Array, type: number): Uint8Array {
   }
   if (rehash === null || rehash !== hash) throw new DecodeError('automerge: a compressed change does not encode back to the same change')
   return again
+}
+
+/**
+ * Whether `again`, the JS-form round trip of the change `bytes`, differs from it only as Automerge's
+ * encoder changes some float64 values (by a unit in the last place: about one random float in
+ * eight; every other region refused such a change of a writer, and the writer's later changes
+ * waited for it for ever — review finding): the same length, the decoded changes equal but for
+ * float64 values a few units apart, and the bytes equal but for the chunk checksum and at most one
+ * run of up to 8 bytes (a float's) per drifted value. Anything else — a non-canonical encoding,
+ * which the round trip exists to catch — still fails.
+ */
+function onlyFloatsDrifted(bytes: Uint8Array, again: Uint8Array): boolean {
+  if (bytes.length !== again.length) return false
+  let a: A.DecodedChange
+  let b: A.DecodedChange
+  try {
+    a = A.decodeChange(bytes)
+    b = A.decodeChange(again)
+  } catch {
+    return false
+  }
+  const drifted = driftedFloats(a, b)
+  if (drifted <= 0) return false
+  // Chunk layout: 4 magic bytes, then the 4-byte checksum (which covers the rest, so it differs too).
+  let runs = 0
+  for (let i = 8; i < bytes.length; ) {
+    if (bytes[i] === again[i]) {
+      i++
+      continue
+    }
+    const start = i
+    while (i < bytes.length && bytes[i] !== again[i]) i++
+    if (i - start > 8) return false
+    runs++
+  }
+  for (let i = 0; i < 4; i++) if (bytes[i] !== again[i]) return false
+  return runs <= drifted
+}
+
+/** Float64 values a few ULPs apart between two decodings of one change; -1 when anything else differs. */
+function driftedFloats(a: A.DecodedChange, b: A.DecodedChange): number {
+  const { hash: _ha, ops: opsA, ...restA } = a
+  const { hash: _hb, ops: opsB, ...restB } = b
+  if (JSON.stringify(restA) !== JSON.stringify(restB) || opsA.length !== opsB.length) return -1
+  let drifted = 0
+  for (let i = 0; i < opsA.length; i++) {
+    const { value: va, ...oa } = opsA[i] as { value?: unknown; datatype?: string }
+    const { value: vb, ...ob } = opsB[i] as { value?: unknown; datatype?: string }
+    if (JSON.stringify(oa) !== JSON.stringify(ob)) return -1
+    if (Object.is(va, vb)) continue
+    if ((oa as { datatype?: string }).datatype !== 'float64' || typeof va !== 'number' || typeof vb !== 'number' || !Number.isFinite(va) || !Number.isFinite(vb)) return -1
+    // A few units in the last place of the larger magnitude.
+    if (Math.abs(va - vb) > 4 * Number.EPSILON * Math.max(Math.abs(va), Math.abs(vb), Number.MIN_VALUE)) return -1
+    drifted++
+  }
+  return drifted
 }
 
 /** Past this many bytes of changes since the last full save, the rollback checkpoint is saved anew. */
