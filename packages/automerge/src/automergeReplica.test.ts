@@ -54,6 +54,38 @@ function randomHistory(seed: number, steps = 30): { replicas: AutomergeReplica<D
 }
 
 describe('AutomergeReplica', () => {
+  it('a queued change Automerge fails on once its dependency arrives does not block that dependency for ever, nor travel on in state() (review finding: every batch bringing it was refused)', () => {
+    const w = new AutomergeReplica<Record<string, number>>('writer')
+    const out: Uint8Array[] = []
+    w.onDelta((d) => out.push(d))
+    w.change((d) => {
+      d['a'] = 1
+    })
+    w.change((d) => {
+      d['b'] = 2
+    })
+    const [h1, h2] = out as [Uint8Array, Uint8Array]
+    // Forged: another actor's change at sequence number 5 (1-4 never existed), waiting for h2.
+    const forged = A.decodeChange(A.getLastLocalChange(A.change(A.init<Record<string, number>>({ actor: 'eeee' }), (d) => (d['evil'] = 1))) as Uint8Array)
+    const poison = A.encodeChange({ ...forged, seq: 5, deps: [A.decodeChange(h2).hash as string] })
+    const victim = new AutomergeReplica<Record<string, number>>('victim')
+    victim.apply(h1)
+    victim.apply(poison)
+    expect(victim.hasPending).toBe(true)
+    victim.apply(h2)
+    expect(victim.value()).toEqual({ a: 1, b: 2 })
+    w.change((d) => {
+      d['c'] = 3
+    })
+    victim.apply(out[2] as Uint8Array)
+    expect(victim.value()).toEqual({ a: 1, b: 2, c: 3 })
+    expect(victim.hasPending).toBe(false)
+    const fresh = new AutomergeReplica<Record<string, number>>('fresh')
+    fresh.apply(victim.state())
+    fresh.apply(w.state())
+    expect(fresh.value()).toEqual({ a: 1, b: 2, c: 3 })
+  })
+
   it('applies changes whose floats Automerge\'s own encoder does not write back exactly (one random float in eight was refused by every other replica, and the writer\'s later changes waited for it for ever)', () => {
     const random = seededRandom(11)
     let refusedBefore = 0

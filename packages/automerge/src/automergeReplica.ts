@@ -322,6 +322,15 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
       this.trackPending(next, changes)
     } catch (e) {
       this.undoFailedApply(headsBefore, missingBefore)
+      if (this.pending.size > 0) {
+        // A change that waited for a dependency may be what failed, released by this batch (a
+        // forged one Automerge panics on): it refused every batch that brought the dependency, for
+        // good, and travelled on in state() (review finding). The queue is dropped — its changes
+        // come again from their writers through anti-entropy — and the batch is tried once more
+        // on the history alone. (Without a queue this branch is not taken again.)
+        this.dropQueue()
+        return this.apply(delta)
+      }
       throw new DecodeError('automerge: changes do not parse or apply', { cause: e })
     }
     this.current = next
@@ -330,6 +339,16 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
     if (this.canonical) this.canonical = appendedLinearly(next, headsBefore)
     callListeners(this.typeName, this.listeners, delta, 'remote')
     if (conflictPaths !== undefined) for (const path of conflictPaths) this.reportConflict(path)
+  }
+
+  /** Forgets the changes waiting for dependencies: the document is rebuilt from its history alone (A.save keeps Automerge's queue). */
+  private dropQueue(): void {
+    const [rebuilt] = A.applyChanges(A.init<T>({ actor: this.actor }), A.getAllChanges(this.current))
+    this.current = rebuilt
+    this.pending.clear()
+    this.queueLost = false
+    this.canonical = false
+    this.checkpoint = undefined
   }
 
   /**
