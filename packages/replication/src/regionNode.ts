@@ -2027,8 +2027,12 @@ export class RegionNode {
           this.answered.add(req.requestId)
           // Bounded: a request id is only looked up while its request may still be redelivered.
           if (this.answered.size > MAX_ANSWERED) this.answered.delete(this.answered.values().next().value as string)
-          // Past the bound the request is dropped: its requester asks again after repairTimeoutMs.
-          if (this.repairQueue.length < MAX_REPAIR_QUEUE) this.repairQueue.push({ req, requester: env.writer })
+          // A requester's newer request for the same target replaces its older one (asked again while
+          // this node's answers were held up, each would have drawn a full answer); past the bound
+          // the request is dropped: its requester asks again after repairTimeoutMs.
+          const older = this.repairQueue.findIndex((q) => q.requester === env.writer && q.req.target === req.target)
+          if (older >= 0) this.repairQueue[older] = { req, requester: env.writer }
+          else if (this.repairQueue.length < MAX_REPAIR_QUEUE) this.repairQueue.push({ req, requester: env.writer })
         }
         return
       }
@@ -2036,9 +2040,10 @@ export class RegionNode {
         const resp = decodeRepairResponse(env.payload)
         if (resp.requester !== this.writer) return
         const asked = this.myRequests.get(resp.requestId)
-        // An answer to a request of an earlier incarnation of this writer (a restart while it was
-        // out): not needed, this incarnation asks again.
-        if (asked === undefined && resp.requestId.startsWith(`${this.writer}.`) && !resp.requestId.startsWith(`${this.writer}.${this.incarnation}.`)) return
+        // An answer to a request of this writer no longer remembered (an earlier incarnation's, or
+        // one of this incarnation's past the MAX_ANSWERED it keeps): not applied, and not dead-
+        // lettered either (a real answer); the gap is asked for again if still open.
+        if (asked === undefined && resp.requestId.startsWith(`${this.writer}.`)) return
         if (asked === undefined || asked.target !== resp.target || asked.from !== resp.from || (asked.responder !== ANY_RESPONDER && asked.responder !== env.writer)) {
           // Not an answer to a request of this node (forged, or from a node it did not ask):
           // applied, it would say which updates of the target this node holds.
@@ -2079,7 +2084,9 @@ export class RegionNode {
           if (resp.upTo > resp.from) this.seen.addRange(resp.target, resp.from + 1, resp.upTo)
           this.seenDirty = true
           this.knownMax.advance(resp.target, resp.upTo)
-          if (this.pendingRepairs.get(resp.target)?.requestId === resp.requestId) this.pendingRepairs.delete(resp.target)
+          // An answer that claims nothing (its responder could not send every document) leaves the
+          // request pending: it times out and goes to another node.
+          if (resp.upTo > resp.from && this.pendingRepairs.get(resp.target)?.requestId === resp.requestId) this.pendingRepairs.delete(resp.target)
           const region = regionOf(resp.target)
           if (this.peers.has(region)) this.peer(region).repairsApplied++
         }
@@ -2176,6 +2183,10 @@ export class RegionNode {
       const upTo = this.coverage(req.target)
       if (upTo <= req.from) continue
       const docs: RepairDoc[] = []
+      // Set when a document had to be left out: the answer then claims nothing (upTo = from), so
+      // the requester keeps the gap open and asks another node, instead of taking the writer's
+      // updates as applied without that document (review finding: it lost the document for good).
+      let incomplete = false
       try {
         for (const key of await this.o.store.keys('dix/')) {
           const docId = key.slice(4)
@@ -2192,7 +2203,8 @@ export class RegionNode {
             // The replica's fault, not the store's: this document is left out (reported), the
             // answer goes out with the rest. Thrown, it failed the round and came back every round
             // (review finding: a Yjs document that took a forged update stopped two nodes' rounds).
-            this.report(new TypeMismatchError(`document ${docId}: its replica's deltaSince() threw (${e instanceof Error ? e.message : String(e)}); left out of the repair answer to ${requester}`, { cause: e }))
+            this.report(new TypeMismatchError(`document ${docId}: its replica's deltaSince() threw (${e instanceof Error ? e.message : String(e)}); left out of the repair answer to ${requester}, which claims none of ${req.target}'s updates`, { cause: e }))
+            incomplete = true
             continue
           }
           docs.push({ docId, typeName: doc.typeName, state })
@@ -2234,8 +2246,9 @@ export class RegionNode {
         this.refuseTooLarge(`repair answer: document ${only.docId}'s state is past the envelope limit of ${this.envelopeLimit}; left out of the answer to ${requester}`)
         return false
       })
+      const claimed = incomplete ? req.from : upTo
       for (let i = 0; i < sendable.length; i++) {
-        const payload = encodeRepairResponse({ requestId: req.requestId, requester, target: req.target, from: req.from, upTo, part: i, parts: sendable.length, docs: sendable[i] as RepairDoc[] })
+        const payload = encodeRepairResponse({ requestId: req.requestId, requester, target: req.target, from: req.from, upTo: claimed, part: i, parts: sendable.length, docs: sendable[i] as RepairDoc[] })
         if (this.appendControl(REPAIR_RESPONSE, req.requestId, upTo + 1, payload)) {
           sent++
           this.answerQueuedAt = this.durableTotal - 1
