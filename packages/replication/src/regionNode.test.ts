@@ -1045,6 +1045,35 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     for (const n of all) await n.close()
   })
 
+  it('repair requests past the per-round cap take turns: every writer with a gap is asked within a few rounds, also when the first ones are due again every round (in the order writers became known, the first 64 were asked again and again)', async () => {
+    const { clock, broker, make } = makeCluster({ instances: 0, extra: { repairTimeoutMs: 200 } })
+    const eu = make('eu', 'i1')
+    const us = make('us', 'i1')
+    const ap = make('ap', 'i1')
+    const all = [eu, us, ap]
+    for (let i = 0; i < 3; i++) for (const n of all) await n.pump()
+    const seen = new VersionVector()
+    for (let i = 0; i < 200; i++) seen.set(`eu/gone-${i}`, 5)
+    const hb = encodeEnvelope({ docId: '$', typeName: '$heartbeat', region: 'eu', writer: 'eu/witness', seq: 1, time: { wall: clock.now(), logical: 0, node: 'eu/witness' }, deps: new Uint8Array(0), payload: encodeHeartbeat({ incarnation: 'x', seen }) })
+    await new MemoryTransport({ broker }).append('eu', [hb])
+    const usAt = broker.log('us').records.length
+    for (let round = 0; round < 4; round++) {
+      await us.pump()
+      // Past repairTimeoutMs: every writer asked so far is due again.
+      clock.advance(300)
+    }
+    const targets = new Set(
+      broker
+        .log('us')
+        .records.slice(usAt)
+        .map((r) => decodeEnvelope(r))
+        .filter((e) => e.typeName === '$repair-request')
+        .map((e) => e.docId),
+    )
+    expect(targets.size).toBe(200)
+    for (const n of all) await n.close()
+  })
+
   it("a replica whose deltaSince() throws is left out of a repair answer, reported, and the answer claims nothing: the requester gets that document from another node (the throw failed the answering node's every round; then the answer claimed the writer's updates and the document was lost for good)", async () => {
     let poisoned = false
     const counters = crdtFactory('pn-counter')

@@ -427,6 +427,8 @@ export class RegionNode {
   private readonly answered = new Set<string>()
   private repairQueue: Array<{ req: RepairRequest; requester: string }> = []
   private requestCounter = 0
+  /** Where the next round's repair requests start among the writers due one (see requestRepairs). */
+  private repairRotation = 0
   private readonly caughtUp = new Map<string, boolean>()
   private lastHeartbeat = Number.NEGATIVE_INFINITY
   /** Bytes of deltas applied in this round (see ROUND_BYTES). */
@@ -2123,8 +2125,11 @@ export class RegionNode {
   private async requestRepairs(): Promise<number> {
     let sent = 0
     const now = this.o.now()
+    // The writers due a request; past MAX_REPAIR_REQUESTS_PER_ROUND, the rest go first next round
+    // (in the order writers became known, the first ones, asked again every repairTimeoutMs, could
+    // keep the later ones from ever being asked — review suspicion).
+    const due: Array<[string, number, number]> = []
     for (const [w, max] of this.knownMax.entries()) {
-      if (sent >= MAX_REPAIR_REQUESTS_PER_ROUND) break
       if (w === this.writer) continue
       const region = regionOf(w)
       if (!this.peers.has(region)) continue
@@ -2134,6 +2139,13 @@ export class RegionNode {
       if (this.caughtUp.get(region) !== true) continue
       const prev = this.pendingRepairs.get(w)
       if (prev !== undefined && now - prev.sentAt < this.o.repairTimeoutMs) continue
+      due.push([w, max, have])
+    }
+    const start = due.length === 0 ? 0 : this.repairRotation % due.length
+    for (let k = 0; k < due.length && sent < MAX_REPAIR_REQUESTS_PER_ROUND; k++) {
+      const [w, , have] = due[(start + k) % due.length] as [string, number, number]
+      const region = regionOf(w)
+      const prev = this.pendingRepairs.get(w)
       const attempts = prev === undefined ? 0 : prev.attempts + 1
       const requestId = `${this.writer}.${this.incarnation}.${++this.requestCounter}`
       // First ask the writer itself; if it does not answer, another node that has seen its updates.
@@ -2146,6 +2158,7 @@ export class RegionNode {
       this.peer(region).repairsRequested++
       sent++
     }
+    this.repairRotation = start + sent
     return sent
   }
 
