@@ -40,6 +40,20 @@ function makeCluster(opts: { instances?: number; keys?: Record<string, Uint8Arra
   return { clock, broker, nodes, make, factories }
 }
 
+/** One node per region (eu/i1, us/i1, ap/i1) over one broker. */
+function threeNodes(extra: Partial<RegionNodeOptions> = {}) {
+  const { clock, broker, make } = makeCluster({ instances: 0, extra })
+  const eu = make('eu', 'i1')
+  const us = make('us', 'i1')
+  const ap = make('ap', 'i1')
+  return { clock, broker, eu, us, ap, all: [eu, us, ap] }
+}
+
+/** A control record in eu's log as anyone able to write there could forge it (no keys). */
+function forgedControl(clock: { now: () => number }, typeName: string, writer: string, payload: Uint8Array, docId = '$'): Uint8Array {
+  return encodeEnvelope({ docId, typeName, region: 'eu', writer, seq: 1, time: { wall: clock.now(), logical: 0, node: writer }, deps: new Uint8Array(0), payload })
+}
+
 /**
  * Makes `node`'s appends wait until released, one gate per append (in `gates`); `released` runs
  * with the records once an append is let through (it may throw: the append fails).
@@ -976,26 +990,13 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
   })
 
   it('a repair answer to no request of the node is dead-lettered, not applied (a forged one marked a real writer applied up to 2^48: its later updates were dropped as duplicates)', async () => {
-    const { clock, broker, make } = makeCluster({ instances: 0 })
-    const eu = make('eu', 'i1')
-    const us = make('us', 'i1')
-    const ap = make('ap', 'i1')
-    const all = [eu, us, ap]
+    const { clock, broker, eu, us, all } = threeNodes()
     const counter = (await eu.open('c', 'pn-counter')) as unknown as PnCounter
     counter.increment(1)
     await eu.flush()
     await settle(all, clock, async () => (await values<number>(all, 'c', 'pn-counter')).every((v) => v === 1))
     const forge = (requestId: string, writer: string): Uint8Array =>
-      encodeEnvelope({
-        docId: 'x',
-        typeName: '$repair-response',
-        region: 'eu',
-        writer,
-        seq: 1,
-        time: { wall: clock.now(), logical: 0, node: writer },
-        deps: new Uint8Array(0),
-        payload: encodeRepairResponse({ requestId, requester: 'us/i1', target: 'eu/i1', from: 0, upTo: 2 ** 48, part: 0, parts: 1, docs: [] }),
-      })
+      forgedControl(clock, '$repair-response', writer, encodeRepairResponse({ requestId, requester: 'us/i1', target: 'eu/i1', from: 0, upTo: 2 ** 48, part: 0, parts: 1, docs: [] }), 'x')
     // Forged; one that looks like an answer to an earlier incarnation of us/i1, and one to a request
     // of this incarnation it no longer remembers (it keeps the latest 10,000): both dropped quietly.
     const incarnation = (us as unknown as { incarnation: string }).incarnation
@@ -1010,14 +1011,9 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
   })
 
   it('bounds the repair work forged control records cause: 64 requests and 16 answers a round at most (a forged heartbeat naming 100,000 writers made every node append 100,000 requests a round; 1,000 forged requests drew 157 MB of answers)', async () => {
-    const { clock, broker, make } = makeCluster({ instances: 0 })
-    const eu = make('eu', 'i1')
-    const us = make('us', 'i1')
-    const ap = make('ap', 'i1')
-    const all = [eu, us, ap]
+    const { clock, broker, eu, us, all } = threeNodes()
     for (let i = 0; i < 3; i++) for (const n of all) await n.pump()
-    const control = (typeName: string, writer: string, payload: Uint8Array): Uint8Array =>
-      encodeEnvelope({ docId: '$', typeName, region: 'eu', writer, seq: 1, time: { wall: clock.now(), logical: 0, node: writer }, deps: new Uint8Array(0), payload })
+    const control = (typeName: string, writer: string, payload: Uint8Array): Uint8Array => forgedControl(clock, typeName, writer, payload)
     const seen = new VersionVector()
     for (let i = 0; i < 1000; i++) seen.set(`eu/phantom-${i}`, 2 ** 50)
     const raw = new MemoryTransport({ broker })
@@ -1046,15 +1042,11 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
   })
 
   it('repair requests past the per-round cap take turns: every writer with a gap is asked within a few rounds, also when the first ones are due again every round (in the order writers became known, the first 64 were asked again and again)', async () => {
-    const { clock, broker, make } = makeCluster({ instances: 0, extra: { repairTimeoutMs: 200 } })
-    const eu = make('eu', 'i1')
-    const us = make('us', 'i1')
-    const ap = make('ap', 'i1')
-    const all = [eu, us, ap]
+    const { clock, broker, us, all } = threeNodes({ repairTimeoutMs: 200 })
     for (let i = 0; i < 3; i++) for (const n of all) await n.pump()
     const seen = new VersionVector()
     for (let i = 0; i < 200; i++) seen.set(`eu/gone-${i}`, 5)
-    const hb = encodeEnvelope({ docId: '$', typeName: '$heartbeat', region: 'eu', writer: 'eu/witness', seq: 1, time: { wall: clock.now(), logical: 0, node: 'eu/witness' }, deps: new Uint8Array(0), payload: encodeHeartbeat({ incarnation: 'x', seen }) })
+    const hb = forgedControl(clock, '$heartbeat', 'eu/witness', encodeHeartbeat({ incarnation: 'x', seen }))
     await new MemoryTransport({ broker }).append('eu', [hb])
     const usAt = broker.log('us').records.length
     for (let round = 0; round < 4; round++) {

@@ -2128,7 +2128,7 @@ export class RegionNode {
     // The writers due a request; past MAX_REPAIR_REQUESTS_PER_ROUND, the rest go first next round
     // (in the order writers became known, the first ones, asked again every repairTimeoutMs, could
     // keep the later ones from ever being asked — review suspicion).
-    const due: Array<[string, number, number]> = []
+    const due: Array<{ w: string; region: string; have: number; prev: PendingRepair | undefined }> = []
     for (const [w, max] of this.knownMax.entries()) {
       if (w === this.writer) continue
       const region = regionOf(w)
@@ -2139,13 +2139,11 @@ export class RegionNode {
       if (this.caughtUp.get(region) !== true) continue
       const prev = this.pendingRepairs.get(w)
       if (prev !== undefined && now - prev.sentAt < this.o.repairTimeoutMs) continue
-      due.push([w, max, have])
+      due.push({ w, region, have, prev })
     }
     const start = due.length === 0 ? 0 : this.repairRotation % due.length
     for (let k = 0; k < due.length && sent < MAX_REPAIR_REQUESTS_PER_ROUND; k++) {
-      const [w, , have] = due[(start + k) % due.length] as [string, number, number]
-      const region = regionOf(w)
-      const prev = this.pendingRepairs.get(w)
+      const { w, region, have, prev } = due[(start + k) % due.length] as (typeof due)[number]
       const attempts = prev === undefined ? 0 : prev.attempts + 1
       const requestId = `${this.writer}.${this.incarnation}.${++this.requestCounter}`
       // First ask the writer itself; if it does not answer, another node that has seen its updates.

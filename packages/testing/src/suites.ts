@@ -583,7 +583,6 @@ function checkSuiteValues<Op>(options: SuiteOptions<Op>, ids: readonly string[])
   if (options.path !== undefined && (typeof options.path !== 'string' || options.seed === undefined)) throw new ConfigError(`${where}: path must be a string, and comes with the seed it was printed with`)
   const ae = options.antiEntropyIntervalMs
   if (ae !== undefined && (typeof ae !== 'number' || !Number.isFinite(ae) || ae < 1)) throw new ConfigError(`${where}: antiEntropyIntervalMs must be a finite number of ms >= 1, got ${JSON.stringify(ae)}`)
-  if (options.faults !== undefined && !Array.isArray(options.faults)) throw new ConfigError(`${where}: faults must be an array of fault classes (${FAULT_CLASSES.join(', ')})`)
   if (options.regressions === undefined) return
   if (!Array.isArray(options.regressions)) throw new ConfigError(`${where}: regressions must be an array`)
   // A pinned case that names no test of this run (a misspelt id), or a kind its test does not

@@ -53,20 +53,20 @@ describe.skipIf(!server.available)('KafkaTransport edge cases', () => {
    * joined, without leaving: the group's next join waits for its `sessionTimeoutMs` to expire.
    */
   async function killedMember(groupId: string, topic: string, sessionTimeoutMs: number): Promise<void> {
-    const child = spawn(
-      process.execPath,
-      [
-        '--input-type=module',
-        '-e',
-        `import { Kafka, logLevel } from 'kafkajs'
-         const kafka = new Kafka({ clientId: 'edges-child', brokers: ${JSON.stringify([...server.brokers])}, logLevel: logLevel.NOTHING })
-         const c = kafka.consumer({ groupId: ${JSON.stringify(groupId)}, sessionTimeout: ${sessionTimeoutMs}, heartbeatInterval: 1000 })
-         c.on(c.events.GROUP_JOIN, () => console.log('ready'))
-         await c.connect(); await c.subscribe({ topics: [${JSON.stringify(topic)}], fromBeginning: true })
-         await c.run({ eachBatch: async () => {} })`,
-      ],
-      { stdio: ['ignore', 'pipe', 'inherit'], cwd: process.cwd() },
+    await killedOnceReady(
+      [],
+      `import { Kafka, logLevel } from 'kafkajs'
+       const kafka = new Kafka({ clientId: 'edges-child', brokers: ${JSON.stringify([...server.brokers])}, logLevel: logLevel.NOTHING })
+       const c = kafka.consumer({ groupId: ${JSON.stringify(groupId)}, sessionTimeout: ${sessionTimeoutMs}, heartbeatInterval: 1000 })
+       c.on(c.events.GROUP_JOIN, () => console.log('ready'))
+       await c.connect(); await c.subscribe({ topics: [${JSON.stringify(topic)}], fromBeginning: true })
+       await c.run({ eachBatch: async () => {} })`,
     )
+  }
+
+  /** Runs `script` (an ES module) in a child process with `nodeArgs`, and kills it (SIGKILL) once it prints "ready". */
+  async function killedOnceReady(nodeArgs: readonly string[], script: string): Promise<void> {
+    const child = spawn(process.execPath, [...nodeArgs, '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'], cwd: process.cwd() })
     await new Promise<void>((resolve) => child.stdout.on('data', (d) => String(d).includes('ready') && resolve()))
     child.kill('SIGKILL')
   }
@@ -217,22 +217,12 @@ describe.skipIf(!server.available)('KafkaTransport edge cases', () => {
     const w = open({ groupPrefix })
     await w.append('rb', [bytes('before')])
     // The crashed process: a KafkaTransport reading 'rb' as r1, killed once it has read (so joined).
-    const child = spawn(
-      process.execPath,
-      [
-        '--conditions=@concord/source',
-        '--import',
-        'tsx',
-        '--input-type=module',
-        '-e',
-        `import { KafkaTransport } from '@concord/transport-kafka'
-         const t = new KafkaTransport({ kafka: { clientId: 'edges-crash', brokers: ${JSON.stringify([...server.brokers])} }, ...${JSON.stringify(options)} })
-         for (;;) { if ((await t.poll('r1', 'rb', { waitMs: 1000 })).length > 0) { console.log('ready'); break } }`,
-      ],
-      { stdio: ['ignore', 'pipe', 'inherit'], cwd: process.cwd() },
+    await killedOnceReady(
+      ['--conditions=@concord/source', '--import', 'tsx'],
+      `import { KafkaTransport } from '@concord/transport-kafka'
+       const t = new KafkaTransport({ kafka: { clientId: 'edges-crash', brokers: ${JSON.stringify([...server.brokers])} }, ...${JSON.stringify(options)} })
+       for (;;) { if ((await t.poll('r1', 'rb', { waitMs: 1000 })).length > 0) { console.log('ready'); break } }`,
     )
-    await new Promise<void>((resolve) => child.stdout.on('data', (d) => String(d).includes('ready') && resolve()))
-    child.kill('SIGKILL')
     await w.append('rb', [bytes('after')])
     const at = Date.now()
     const t = open(options)
