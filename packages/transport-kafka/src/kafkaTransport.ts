@@ -155,6 +155,8 @@ interface Session {
   commitsSent: Promise<void>
   /** A join that left a subscribed topic unassigned is followed by another one (see onGroupJoin). */
   rejoinTimer: ReturnType<typeof setTimeout> | undefined
+  /** A consumer crashed for good is replaced by a new one (see renewLater). */
+  renewTimer: ReturnType<typeof setTimeout> | undefined
   /** Dropped (a failed start, a crash) or its transport closed: a (re)start still under way stops and disconnects. */
   dropped: boolean
   /** A run of recreateMissing, while one is on. */
@@ -163,6 +165,9 @@ interface Session {
 
 /** How long after a join without every subscribed topic the consumer joins again. */
 const REJOIN_DELAY_MS = 1_000
+
+/** How long after its consumer crashed for good a reader gets a new one (see renewLater). */
+const RENEW_DELAY_MS = 1_000
 
 /**
  * The Transport contract over Kafka (kafkajs). Positions are partition offsets as decimal strings.
@@ -489,6 +494,7 @@ export class KafkaTransport implements Transport {
     for (const s of sessions) {
       s.dropped = true
       clearTimeout(s.rejoinTimer)
+      clearTimeout(s.renewTimer)
       // A commit or rewind waiting for the group join goes on (and fails with ClosedError) now.
       s.onJoin()
       for (const o of s.origins.values()) for (const wake of [...o.waiters]) wake()
@@ -718,6 +724,7 @@ export class KafkaTransport implements Transport {
         commitBatch: undefined,
         commitsSent: Promise.resolve(),
         rejoinTimer: undefined,
+        renewTimer: undefined,
         dropped: false,
         recreating: undefined,
         startedOk: undefined,
@@ -738,6 +745,7 @@ export class KafkaTransport implements Transport {
           session.failure = event.payload.error
           session.onJoin()
           for (const o of session.origins.values()) for (const wake of [...o.waiters]) wake()
+          this.renewLater(session)
         }
         // An origin's topic deleted under the consumer (an operator, a region rebuilt or
         // decommissioned): kafkajs restarts it every 300 ms into the same error, and every other
@@ -763,6 +771,35 @@ export class KafkaTransport implements Transport {
       session.started = started
     }
     return s
+  }
+
+  /**
+   * A consumer kafkajs did not restart (its crash was not retriable in kafkajs's terms: after a
+   * broker restart, "Failed to find group coordinator" while the group's log loads, seen in CI; or
+   * kafkajs's own internal failures) is replaced RENEW_DELAY_MS later by a new one over the same
+   * origins, unless the cause is the configuration (credentials, authorization), which a new one
+   * would meet again. Before, only the reader's next poll did that: a reader that was not polling
+   * (a node between rounds, a `watch`er) stayed out of its group, its watchers never called, and a
+   * polling one lost that poll to the error. A poll meanwhile still drops the dead session and
+   * reports the failure (then this does nothing). Records the dead consumer had fetched but the
+   * reader had not committed are delivered again (at least once), as after any new consumer.
+   */
+  private renewLater(s: Session): void {
+    if (this.closed || s.dropped || s.renewTimer !== undefined) return
+    if (!(this.fail(s.failure, 'consume') instanceof TransportError)) return
+    s.renewTimer = setTimeout(() => {
+      s.renewTimer = undefined
+      if (this.closed || s.dropped || this.sessions.get(s.reader) !== s) return
+      const origins = [...s.origins.values()].map((o) => o.origin)
+      this.dropSession(s)
+      const next = this.session(s.reader, origins)
+      // A start that fails too (the broker still down) is tried again the same way: nobody polls
+      // to notice it.
+      next.started.catch((e: unknown) => {
+        next.failure ??= e
+        this.renewLater(next)
+      })
+    }, RENEW_DELAY_MS)
   }
 
   /**
@@ -1051,6 +1088,7 @@ export class KafkaTransport implements Transport {
   private dropSession(s: Session): void {
     s.dropped = true
     clearTimeout(s.rejoinTimer)
+    clearTimeout(s.renewTimer)
     if (this.sessions.get(s.reader) === s) this.sessions.delete(s.reader)
     s.consumer.disconnect().catch(() => undefined)
   }
