@@ -346,6 +346,20 @@ export async function rawKafkaRun(prefix: string, envelopes: number, batch: numb
   return timing
 }
 
+/** The version scripts/kafka.sh fetches and starts by default. */
+const KAFKA_SCRIPT_VERSION = '3.9.1'
+
+/** The Redis server's version, as its INFO reports it. */
+async function redisVersion(): Promise<string> {
+  const conn = new Redis(redisUrl(), { lazyConnect: true, maxRetriesPerRequest: 1 })
+  try {
+    await conn.connect()
+    return /redis_version:(\S+)/.exec(await conn.info('server'))?.[1] ?? 'of unknown version'
+  } finally {
+    conn.disconnect()
+  }
+}
+
 /** Runs the benchmark and saves results/transport-throughput.{json,svg}. */
 export async function run(options: TransportBenchOptions = {}): Promise<BenchReport> {
   const repeats = options.repeats ?? flagDefault('transport', 'repeats')
@@ -364,6 +378,7 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
     '"alone (no engine)" = the Concord transport driven like the nodes drive it (append a flush\'s records keyed by document, poll each other origin, commit every second as a node does by default) with raw bytes of an envelope\'s size: what the transport costs without the replication engine',
     'client CPU = CPU time of this Node process (all threads: JavaScript, GC, I/O) during the measured part of a run / written envelopes; the Redis server and the Kafka broker run in their own processes',
     'main thread busy = event-loop utilization of the Node main thread during the measured part (the share of the time it ran code rather than waited for I/O or timers); near 100 % the variant is bounded by that one thread\'s CPU, not by round trips',
+    ...(only.includes('redis') ? [`Redis server ${await redisVersion()} (INFO server); the Kafka broker's version is not reported by kafkajs (scripts/kafka.sh starts ${KAFKA_SCRIPT_VERSION} unless KAFKA_VERSION says otherwise)`] : []),
     ...(profileRuns === 0
       ? []
       : [

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { Kafka, KafkaJSNonRetriableError, KafkaJSProtocolError, logLevel, type Admin } from 'kafkajs'
+import { Kafka, KafkaJSNonRetriableError, KafkaJSProtocolError, PartitionAssigners, logLevel, type Admin, type PartitionAssigner } from 'kafkajs'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import { isConcordError, type LogRecord, type Transport } from '@concord/core'
 import { KafkaTransport } from './kafkaTransport.js'
@@ -386,6 +386,55 @@ describe.skipIf(!server.available)('KafkaTransport against a real broker', () =>
     await writer.append(origin, [bytes('two')])
     // The new consumer starts at the committed offset: nothing was committed, so 'one' comes again.
     expect((await pollN(t, reader, origin, 2)).map(text)).toEqual(['one', 'two'])
+  })
+
+  it('a consumer kafkajs gives up on is replaced without a poll, less and less often while the new ones fail too, and reads once the cause is gone', async () => {
+    const writer = open()
+    const origin = unique('o')
+    const reader = unique('r')
+    await writer.append(origin, [bytes('one')])
+    // A member of the reader's group with another assignment protocol (another application on the
+    // same group id): the transport's consumer cannot join (INCONSISTENT_GROUP_PROTOCOL, which
+    // kafkajs does not restart from) for as long as that member stays.
+    const roundRobin = PartitionAssigners.roundRobin
+    const other: PartitionAssigner = (config) => {
+      const a = roundRobin(config)
+      return { ...a, name: 'OtherAssigner', protocol: (subscription) => ({ ...a.protocol(subscription), name: 'OtherAssigner' }) }
+    }
+    const blocker = kafka.consumer({ groupId: `${prefix}/${reader}`, partitionAssigners: [other] })
+    await blocker.connect()
+    await blocker.subscribe({ topics: [`${prefix}.${origin}`] })
+    const blockerJoined = new Promise<void>((resolve) => blocker.on(blocker.events.GROUP_JOIN, () => resolve()))
+    await blocker.run({ eachBatch: async () => undefined })
+    await blockerJoined
+    // The transport's own client, counting the consumers it makes.
+    const own = new Kafka({ clientId: 'concord-test-renew', brokers: [...server.brokers], logLevel: logLevel.NOTHING })
+    let consumers = 0
+    const make = own.consumer.bind(own)
+    own.consumer = (config) => {
+      consumers++
+      return make(config)
+    }
+    const t = new KafkaTransport({ kafka: own, topicPrefix: prefix, groupPrefix: prefix, fetchMaxWaitMs: 100 })
+    opened.push(t)
+    let heard = 0
+    t.watch(reader, () => heard++)
+    try {
+      await t.subscribe(reader, [origin]).catch(() => undefined)
+      await new Promise((r) => setTimeout(r, 12_000))
+    } finally {
+      await blocker.disconnect()
+    }
+    // Renewed after 1, 2, 4 s (and 8): 1 + 3 consumers in 12 s; once a second, 12 or so (review
+    // finding: a lasting cause renewed every second for ever).
+    expect(consumers, 'consumers made while the group was blocked').toBeGreaterThanOrEqual(3)
+    expect(consumers, 'consumers made while the group was blocked').toBeLessThanOrEqual(5)
+    // No poll: the next renewal (at most 8 s away) joins, and the watcher hears of the record.
+    for (const until = Date.now() + 30_000; heard === 0 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 200))
+    expect(heard, 'the watcher was called once a consumer joined').toBeGreaterThan(0)
+    expect((await pollN(t, reader, origin, 1)).map(text)).toEqual(['one'])
+    // A join starts the backoff over.
+    expect((t as unknown as { sessions: Map<string, { renewDelayMs: number }> }).sessions.get(reader)?.renewDelayMs).toBe(1_000)
   })
 
   it('a waiting poll wakes on append, and ends when aborted', async () => {

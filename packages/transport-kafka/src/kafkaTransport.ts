@@ -157,6 +157,8 @@ interface Session {
   rejoinTimer: ReturnType<typeof setTimeout> | undefined
   /** A consumer crashed for good is replaced by a new one (see renewLater). */
   renewTimer: ReturnType<typeof setTimeout> | undefined
+  /** How long renewLater waits: doubled for each renewal in a row without a complete join. */
+  renewDelayMs: number
   /** Dropped (a failed start, a crash) or its transport closed: a (re)start still under way stops and disconnects. */
   dropped: boolean
   /** A run of recreateMissing, while one is on. */
@@ -166,8 +168,10 @@ interface Session {
 /** How long after a join without every subscribed topic the consumer joins again. */
 const REJOIN_DELAY_MS = 1_000
 
-/** How long after its consumer crashed for good a reader gets a new one (see renewLater). */
+/** How long after its consumer crashed for good a reader gets a new one (see renewLater)... */
 const RENEW_DELAY_MS = 1_000
+/** ...doubled for each renewal in a row without a complete join, up to this. */
+const MAX_RENEW_DELAY_MS = 60_000
 
 /**
  * The Transport contract over Kafka (kafkajs). Positions are partition offsets as decimal strings.
@@ -218,7 +222,7 @@ export class KafkaTransport implements Transport {
   private sessionLost(e: unknown, what: string): Error {
     const err = this.fail(e, what)
     if (!(err instanceof TransportError) || err.retriable) return err
-    return new TransportError(`${err.message} (its consumer stopped; the next poll starts a new one)`, { cause: e, retriable: true })
+    return new TransportError(`${err.message} (its consumer stopped; a new one starts within a second, or at the next poll)`, { cause: e, retriable: true })
   }
 
   private fail(e: unknown, what: string): Error {
@@ -725,6 +729,7 @@ export class KafkaTransport implements Transport {
         commitsSent: Promise.resolve(),
         rejoinTimer: undefined,
         renewTimer: undefined,
+        renewDelayMs: RENEW_DELAY_MS,
         dropped: false,
         recreating: undefined,
         startedOk: undefined,
@@ -778,7 +783,10 @@ export class KafkaTransport implements Transport {
    * broker restart, "Failed to find group coordinator" while the group's log loads, seen in CI; or
    * kafkajs's own internal failures) is replaced RENEW_DELAY_MS later by a new one over the same
    * origins, unless the cause is the configuration (credentials, authorization), which a new one
-   * would meet again. Before, only the reader's next poll did that: a reader that was not polling
+   * would meet again. Each renewal in a row without a complete join waits twice as long, up to
+   * MAX_RENEW_DELAY_MS: some lasting causes look transient (kafkajs reports a group the client may
+   * not use, GROUP_AUTHORIZATION_FAILED, as a bare "Failed to find group coordinator"; review
+   * finding: renewed every second for ever). Before, only the reader's next poll did that: a reader that was not polling
    * (a node between rounds, a `watch`er) stayed out of its group, its watchers never called, and a
    * polling one lost that poll to the error. A poll meanwhile still drops the dead session and
    * reports the failure (then this does nothing). Records the dead consumer had fetched but the
@@ -793,13 +801,14 @@ export class KafkaTransport implements Transport {
       const origins = [...s.origins.values()].map((o) => o.origin)
       this.dropSession(s)
       const next = this.session(s.reader, origins)
+      next.renewDelayMs = Math.min(2 * s.renewDelayMs, MAX_RENEW_DELAY_MS)
       // A start that fails too (the broker still down) is tried again the same way: nobody polls
       // to notice it.
       next.started.catch((e: unknown) => {
         next.failure ??= e
         this.renewLater(next)
       })
-    }, RENEW_DELAY_MS)
+    }, s.renewDelayMs)
   }
 
   /**
@@ -816,6 +825,7 @@ export class KafkaTransport implements Transport {
       clearTimeout(s.rejoinTimer)
       s.rejoinTimer = undefined
       s.restarting = false
+      s.renewDelayMs = RENEW_DELAY_MS
       s.onJoin()
       return
     }

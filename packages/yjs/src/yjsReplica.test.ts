@@ -45,6 +45,23 @@ function shuffled<T>(xs: readonly T[], seed: number): T[] {
 }
 
 describe('YjsReplica', () => {
+  it('speaks V1 updates: for single keystrokes (inserts and deletes at random places) no V1 update is larger than its V2 twin', () => {
+    const doc = new Y.Doc()
+    const text = doc.getText('t')
+    const v1: number[] = []
+    const v2: number[] = []
+    doc.on('update', (u: Uint8Array) => v1.push(u.length))
+    doc.on('updateV2', (u: Uint8Array) => v2.push(u.length))
+    const rnd = seededRandom(7)
+    for (let i = 0; i < 2_000; i++) {
+      if (text.length > 0 && rnd() < 0.3) text.delete(Math.floor(rnd() * text.length), 1)
+      else text.insert(Math.floor(rnd() * (text.length + 1)), 'x')
+    }
+    expect(v1.length).toBe(2_000)
+    expect(v2.length).toBe(2_000)
+    expect(v1.filter((n, i) => n > (v2[i] as number))).toEqual([])
+  })
+
   it('emits one local delta per transaction and marks applied updates remote', () => {
     const a = new YjsReplica('a')
     const b = new YjsReplica('b')
