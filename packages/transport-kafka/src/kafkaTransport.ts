@@ -802,6 +802,8 @@ export class KafkaTransport implements Transport {
       this.dropSession(s)
       const next = this.session(s.reader, origins)
       next.renewDelayMs = Math.min(2 * s.renewDelayMs, MAX_RENEW_DELAY_MS)
+      // A topic found created again keeps refusing positions from before it (see commit).
+      for (const [topic, o] of s.origins) if (o.reset === true) (next.origins.get(topic) as OriginState).reset = true
       // A start that fails too (the broker still down) is tried again the same way: nobody polls
       // to notice it.
       next.started.catch((e: unknown) => {
