@@ -42,11 +42,21 @@ export function translateError(e: unknown, what: string, context: ErrorContext =
 /** The last error some connections reported, until one of them is ready again (for {@link ErrorContext.connectionError}). */
 export class LastConnectionError {
   error: Error | undefined
+  /**
+   * Set for good when the server refused the database the URL or options name (SELECT: "DB index
+   * is out of range"). ioredis only reports that as an event and goes on in database 0: the
+   * transport's and store's calls fail with it from then on (review finding: appends landed in
+   * database 0, beside whatever else lives there, without a word).
+   */
+  fatal: ConfigError | undefined
 
   /** Follows `conn`'s errors; as any listener does, this also keeps ioredis from logging them. */
-  watch(conn: { on(event: 'error' | 'ready', fn: (e?: unknown) => void): unknown }): void {
+  watch(conn: { on(event: 'error' | 'ready', fn: (e?: unknown) => void): unknown; options?: object }): void {
     conn.on('error', (e) => {
       if (e instanceof Error) this.error = e
+      if (e instanceof Error && e.name === 'ReplyError' && /DB index is out of range/i.test(e.message)) {
+        this.fatal ??= new ConfigError(`redis: the server has no database ${String((conn.options as { db?: unknown } | undefined)?.db)} (${e.message}); its databases are numbered from 0 to its 'databases' setting - 1`, { cause: e })
+      }
     })
     conn.on('ready', () => (this.error = undefined))
   }
@@ -77,12 +87,30 @@ export async function quitWithin(client: { quit(): Promise<unknown>; disconnect(
  * ConfigError naming it here (review finding: a stack trace from inside ioredis).
  */
 export function newClient(what: string, redis: string | RedisOptions, defaults: RedisOptions): Redis {
+  const shown = typeof redis === 'string' ? JSON.stringify(redis.replace(/\/\/[^@/]*@/, '//***@')) : 'the ioredis options'
+  const hint = '(a URL looks like redis://[user:password@]host:port[/db], or rediss:// for TLS)'
+  let client: Redis
   try {
-    return typeof redis === 'string' ? new Redis(redis, defaults) : new Redis({ ...defaults, ...redis })
+    client = typeof redis === 'string' ? new Redis(redis, defaults) : new Redis({ ...defaults, ...redis })
   } catch (e) {
-    const shown = typeof redis === 'string' ? JSON.stringify(redis.replace(/\/\/[^@/]*@/, '//***@')) : 'the ioredis options'
-    throw new ConfigError(`${what}: ioredis refused ${shown}: ${e instanceof Error ? e.message : String(e)} (a URL looks like redis://[user:password@]host:port[/db], or rediss:// for TLS)`, { cause: e })
+    throw new ConfigError(`${what}: ioredis refused ${shown}: ${e instanceof Error ? e.message : String(e)} ${hint}`, { cause: e })
   }
+  // As ioredis read them (a URL's path and query become options): a database that is no number
+  // made ioredis send SELECT NaN, whose error reply crashed the process (review finding); a port
+  // that is none failed every call as retriable for ever.
+  const { db, port, path } = client.options as { db?: unknown; port?: unknown; path?: unknown }
+  const bad =
+    db !== undefined && !(typeof db === 'number' && Number.isSafeInteger(db) && db >= 0)
+      ? `database ${JSON.stringify(String(db))} is not a non-negative integer`
+      : (path === undefined || path === null || path === '') && !(Number.isSafeInteger(Number(port)) && Number(port) >= 1 && Number(port) <= 65535)
+        ? `port ${JSON.stringify(String(port))} is not one of 1..65535`
+        : undefined
+  if (bad !== undefined) {
+    // Before its socket connected (that takes an I/O turn): nothing was sent.
+    client.disconnect()
+    throw new ConfigError(`${what}: ${shown}: ${bad} ${hint}`)
+  }
+  return client
 }
 
 /** Runs a Lua script by its SHA, loading it on NOSCRIPT (a new or restarted server, a SCRIPT FLUSH). */

@@ -40,6 +40,30 @@ describe('RedisTransport options', () => {
     }
   })
 
+  it('refuses a redis target ioredis would misread, for the transport and the store (review finding: localhost, database 0, a crash, or retriable failures for ever)', async () => {
+    const cases: Array<[unknown, RegExp]> = [
+      // An unset environment variable, and objects ioredis took for "localhost:6379".
+      ['', /redis is an empty string/],
+      [[], /redis must be a redis:\/\/ or rediss:\/\/ URL/],
+      [new Date(), /not a Date/],
+      // Another scheme became a unix socket path.
+      ['http://127.0.0.1:6379', /scheme "http:\/\/" is not one of redis:\/\/ and rediss:\/\//],
+      // SELECT NaN: its error reply was unhandled and ended the process.
+      ['redis://127.0.0.1:6379/abc', /database "NaN" is not a non-negative integer/],
+      [{ port: 'abc' }, /port "NaN" is not one of 1\.\.65535/],
+    ]
+    for (const [redis, message] of cases) {
+      expect(() => new RedisTransport({ redis: redis as string }), String(redis)).toThrow(message)
+      expect(() => new RedisTransport({ redis: redis as string }), String(redis)).toThrow(ConfigError)
+      expect(() => new RedisStore({ redis: redis as string }), String(redis)).toThrow(ConfigError)
+    }
+    // What it still takes: URLs with a database, host:port, a unix socket path, plain options.
+    for (const redis of ['redis://127.0.0.1:6379/3?lazyConnect=true', '127.0.0.1:6379?lazyConnect=true', '/tmp/no-such-redis.sock?lazyConnect=true', { lazyConnect: true, db: 2 }]) {
+      const t = new RedisTransport({ redis })
+      await t.close()
+    }
+  })
+
   it('refuses reader and origin names with NUL (review finding: two pairs shared one session and read each other\'s streams)', async () => {
     const t = new RedisTransport({ redis: { lazyConnect: true } })
     await expect(t.poll('a\u0000b', 'c')).rejects.toThrow(/reader "a\\u0000b" must not contain NUL/)

@@ -1,7 +1,7 @@
 /**
  * Options of {@link RedisTransport}, with their defaults beside them.
  */
-import type { Cluster, Redis, RedisOptions } from 'ioredis'
+import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import { ConfigError, checkKnownOptions } from '@concord/core'
 
 /** Options for {@link RedisTransport}. Every field is optional. */
@@ -152,7 +152,7 @@ export function resolveOptions(options: RedisTransportOptions): ResolvedRedisTra
   const consumer = options.consumer ?? d.consumer
   if (typeof consumer !== 'string' || consumer.length === 0) throw new ConfigError('redis transport: consumer must be a non-empty string')
   const redis: unknown = options.redis ?? d.redis
-  if (typeof redis !== 'string' && (typeof redis !== 'object' || redis === null)) throw new ConfigError('redis transport: redis must be a URL, ioredis options or a Redis/Cluster client')
+  checkRedisTarget('redis transport', redis)
   checkNoClientKeyPrefix('redis transport', redis)
   if (options.now !== undefined && typeof options.now !== 'function') throw new ConfigError('redis transport: now must be a function')
   if (options.storeKeys !== undefined && typeof options.storeKeys !== 'boolean') throw new ConfigError('redis transport: storeKeys must be a boolean')
@@ -187,6 +187,29 @@ export function checkNoClientKeyPrefix(what: string, redis: unknown): void {
   const prefix = o.keyPrefix ?? o.options?.keyPrefix ?? o.options?.redisOptions?.keyPrefix
   if (typeof prefix === 'string' && prefix.length > 0) {
     throw new ConfigError(`${what}: ioredis's keyPrefix (${JSON.stringify(prefix)}) is not supported — it leaves some commands' keys unprefixed; use Concord's keyPrefix option instead`)
+  }
+}
+
+/**
+ * The `redis` option: a URL (redis:// or rediss://, a host:port, a unix socket path), ioredis
+ * options (a plain object), or a Redis/Cluster client. Refused (review finding): an empty string
+ * (an unset environment variable), an array or any other object, each of which ioredis took for
+ * "localhost:6379"; a URL of another scheme (`http://host:6379` became a unix socket path, failing
+ * every call as retriable for ever). @throws ConfigError
+ */
+export function checkRedisTarget(what: string, redis: unknown): void {
+  const expected = 'a redis:// or rediss:// URL, ioredis options or a Redis/Cluster client'
+  if (typeof redis === 'string') {
+    if (redis.trim().length === 0) throw new ConfigError(`${what}: redis is an empty string; expected ${expected}`)
+    const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(redis)?.[1]
+    if (scheme !== undefined && !/^rediss?$/i.test(scheme)) throw new ConfigError(`${what}: redis URL scheme ${JSON.stringify(`${scheme}://`)} is not one of redis:// and rediss://`)
+    return
+  }
+  if (typeof redis !== 'object' || redis === null || Array.isArray(redis)) throw new ConfigError(`${what}: redis must be ${expected}`)
+  if (redis instanceof Redis || redis instanceof Cluster) return
+  const proto: unknown = Object.getPrototypeOf(redis)
+  if (proto !== Object.prototype && proto !== null) {
+    throw new ConfigError(`${what}: redis must be ${expected}, not a ${(redis as object).constructor?.name ?? 'class instance'} (a client made by another copy of ioredis is not this copy's: pass its options instead)`)
   }
 }
 

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto'
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import { ClosedError, ConfigError, checkKnownOptions, checkStoreBatch, checkStoreKey, toBuffer, type Store, type StoreOp } from '@concord/core'
 import { LastConnectionError, TimeoutReconnect, newClient, quitWithin, runScript, translateError } from './errors.js'
-import { WAIT_ON_CLUSTER, hasHashTag, replicaCount, timeoutMs } from './options.js'
+import { WAIT_ON_CLUSTER, checkRedisTarget, hasHashTag, replicaCount, timeoutMs } from './options.js'
 
 type Client = Redis | Cluster
 
@@ -118,7 +118,7 @@ export class RedisStore implements Store {
     if (this.waitReplicas > 0 && this.waitTimeoutMs < 1) throw new ConfigError('redis store: waitTimeoutMs must be at least 1 with waitReplicas (WAIT with 0 waits for ever)')
     this.commandTimeoutMs = timeoutMs('redis store', 'commandTimeoutMs', options.commandTimeoutMs ?? REDIS_STORE_DEFAULTS.commandTimeoutMs, 1)
     const redis = options.redis ?? REDIS_STORE_DEFAULTS.redis
-    if (typeof redis !== 'string' && (typeof redis !== 'object' || redis === null)) throw new ConfigError('redis store: redis must be a URL, ioredis options or a Redis/Cluster client')
+    checkRedisTarget('redis store', redis)
     if (redis instanceof Redis || redis instanceof Cluster) {
       if (redis instanceof Cluster && this.waitReplicas > 0) {
         throw new ConfigError(`redis store: ${WAIT_ON_CLUSTER}`)
@@ -142,6 +142,7 @@ export class RedisStore implements Store {
 
   private check(): void {
     if (this.closed) throw new ClosedError('redis store is closed')
+    if (this.connectionErrors.fatal !== undefined) throw this.connectionErrors.fatal
   }
 
   private fail(e: unknown, what: string): Error {

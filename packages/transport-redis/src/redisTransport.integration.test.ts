@@ -121,6 +121,38 @@ describe.skipIf(!server.available)('RedisTransport against a real Redis', () => 
     expect(entries.map((e) => e[1])).toEqual([['b', 'a']])
   })
 
+  it('a database the server does not have fails every call with a ConfigError and acknowledges nothing (review finding: ioredis went on in database 0, and appends landed there)', async () => {
+    const url = new URL(server.url)
+    url.pathname = '/10000'
+    const t = open({ redis: url.toString() })
+    const origin = unique('o')
+    const err = await t.append(origin, [bytes('x')]).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(ConfigError)
+    expect((err as Error).message).toMatch(/no database 10000/)
+    await expect(t.poll(unique('r'), origin)).rejects.toBeInstanceOf(ConfigError)
+    await expect(t.append(origin, [bytes('y')])).rejects.toBeInstanceOf(ConfigError)
+  })
+
+  it('a committed position someone overwrote with garbage counts as none: committed() is undefined, a new client reads from the start, the next commit replaces it (review finding: every commit and every new poll failed, for good)', async () => {
+    const w = open()
+    const origin = unique('o')
+    const reader = unique('r')
+    await w.append(origin, [bytes('a'), bytes('b')])
+    for (const garbage of ['abc', '5']) {
+      await admin.hset(`${keyPrefix}:committed:${origin}`, reader, garbage)
+      const t = new RedisTransport({ redis: server.url, keyPrefix })
+      try {
+        expect(await t.committed(reader, origin)).toBeUndefined()
+        const got = await pollN(t, reader, origin, 2)
+        expect(got.map(text)).toEqual(['a', 'b'])
+        await t.commit(reader, origin, (got[1] as LogRecord).position)
+        expect(await t.committed(reader, origin)).toBe((got[1] as LogRecord).position)
+      } finally {
+        await t.close()
+      }
+    }
+  })
+
   it('an append to a key that is not a stream fails with a ConfigError (a key clash, not a passing fault)', async () => {
     const t = open()
     const origin = unique('o')

@@ -65,8 +65,9 @@ while true do
   if n < 500 then break end
 end
 local current = redis.call('HGET', committed, group)
-local raise = not current
-if current then
+local raise = true
+-- A stored value that is no stream id (written by someone else) is replaced, not compared.
+if current and string.match(current, '^%d+-%d+$') then
   local cm, cs = parse(current)
   local pm, ps = parse(pos)
   raise = less(cm, pm) or (cm == pm and less(cs, ps))
@@ -151,6 +152,16 @@ function parsePosition(position: LogPosition): readonly [bigint, bigint] {
   // Stream ids are two unsigned 64-bit numbers: a larger one is no position of any stream.
   if (ms > MAX_ID_PART || seq > MAX_ID_PART) throw new DecodeError(`redis transport: position ${JSON.stringify(position)} is out of range`)
   return [ms, seq]
+}
+
+/** Whether `v` (read back from the server, where anyone may have written it) is a position. */
+function isPosition(v: string): boolean {
+  try {
+    parsePosition(v)
+    return true
+  } catch {
+    return false
+  }
 }
 
 function asString(v: unknown): string {
@@ -245,6 +256,8 @@ export class RedisTransport implements Transport {
    * slowed replication between the healthy regions to one round per commandTimeoutMs.
    */
   private unanswered: Promise<void> | undefined
+  /** Ends the probe that {@link unanswered} waits for (close() calls it). */
+  private stopProbe: (() => void) | undefined
   /** Reconnects the main client after a command timed out (a client this transport made). */
   private readonly reconnects: TimeoutReconnect | undefined
 
@@ -286,6 +299,7 @@ export class RedisTransport implements Transport {
 
   private check(): void {
     if (this.closed) throw new ClosedError('redis transport is closed')
+    if (this.connectionErrors.fatal !== undefined) throw this.connectionErrors.fatal
   }
 
   private streamKey(origin: string): string {
@@ -338,6 +352,9 @@ export class RedisTransport implements Transport {
       throw this.fail(e, 'append')
     }
     if (positions.length !== records.length) throw this.fail(new DecodeError(`append returned ${positions.length} ids for ${records.length} records`), 'append')
+    // The server refused the database in the same reply stream, before this append's answer: the
+    // records went to database 0. Not acknowledged (the caller keeps them and fails from now on).
+    if (this.connectionErrors.fatal !== undefined) throw this.connectionErrors.fatal
     if (this.options.waitReplicas > 0) {
       let acked: unknown
       try {
@@ -469,7 +486,9 @@ export class RedisTransport implements Transport {
     checkName('origin', origin)
     try {
       const v = await this.client.hget(this.committedKey(origin), reader)
-      return v ?? undefined
+      // A stored value that is no position (written by someone else): none, as if never committed
+      // (the reader reads from the start again, at least once; the next commit replaces it).
+      return v !== null && isPosition(v) ? v : undefined
     } catch (e) {
       throw this.fail(e, 'committed')
     }
@@ -531,6 +550,7 @@ export class RedisTransport implements Transport {
     if (this.closed) return
     this.closed = true
     this.watchers.clear()
+    this.stopProbe?.()
     for (const s of this.sessions.values()) {
       this.dropConnection(s)
       this.stopWatcher(s)
@@ -549,6 +569,13 @@ export class RedisTransport implements Transport {
    */
   private probe(stream: string): void {
     if (this.unanswered !== undefined || this.closed) return
+    // close() ends the probe at once: its connection dropped, its wait cut short (review finding:
+    // a probe of a silent server kept its connection, and the process, alive for seconds after close).
+    let stop: () => void = () => undefined
+    const stopped = new Promise<boolean>((resolve) => {
+      stop = () => resolve(true)
+    })
+    this.stopProbe = stop
     const run = async (): Promise<void> => {
       while (!this.closed) {
         const conn = this.duplicateForReads()
@@ -561,15 +588,18 @@ export class RedisTransport implements Transport {
           new Promise<boolean>((resolve) => {
             timer = setTimeout(() => resolve(false), this.options.commandTimeoutMs)
           }),
+          stopped,
         ])
         clearTimeout(timer)
         conn.disconnect()
         if (answered) return
-        await new Promise((r) => setTimeout(r, PROBE_INTERVAL_MS))
+        await Promise.race([new Promise((r) => (timer = setTimeout(r, PROBE_INTERVAL_MS))), stopped])
+        clearTimeout(timer)
       }
     }
     this.unanswered = run().finally(() => {
       this.unanswered = undefined
+      this.stopProbe = undefined
     })
   }
 
@@ -733,7 +763,8 @@ export class RedisTransport implements Transport {
   private async reset(s: Session): Promise<void> {
     await this.ensureGroup(s.stream, s.reader)
     const committed = await this.client.hget(this.committedKey(s.origin), s.reader)
-    await this.client.call('XGROUP', ['SETID', s.stream, s.reader, committed ?? '0'])
+    // A stored value that is no position: from the start (every SETID with it failed, for good).
+    await this.client.call('XGROUP', ['SETID', s.stream, s.reader, committed !== null && isPosition(committed) ? committed : '0'])
     // Everything after the committed position comes again through '>', pending entries included.
     s.started = true
     s.replay = false
