@@ -19,6 +19,7 @@ describe.skipIf(!available)('RedisTransport through a partition that heals for n
   let port = 0
   let blackholeAll = false
   let deadBefore = 0
+  let deadAfter = Number.POSITIVE_INFINITY
   const sockets = new Set<net.Socket>()
 
   beforeAll(async () => {
@@ -28,7 +29,7 @@ describe.skipIf(!available)('RedisTransport through a partition that heals for n
       const upstream = net.connect(server.port, '127.0.0.1')
       sockets.add(client)
       sockets.add(upstream)
-      const dead = (): boolean => blackholeAll || born < deadBefore
+      const dead = (): boolean => blackholeAll || born < deadBefore || born > deadAfter
       client.on('data', (d) => void (dead() || upstream.write(d)))
       upstream.on('data', (d) => void (dead() || client.write(d)))
       const end = (): void => {
@@ -93,6 +94,27 @@ describe.skipIf(!available)('RedisTransport through a partition that heals for n
       await writer.close()
     }
   })
+  it('close() ends the probe of a silent server at once: no connection of the transport is left (review finding: the probe kept its connection, and the process, alive up to commandTimeoutMs after close)', async () => {
+    blackholeAll = false
+    deadBefore = 0
+    const t = new RedisTransport({ redis: `redis://127.0.0.1:${port}`, keyPrefix: '{partition-close}', commandTimeoutMs: 3_000 })
+    const open = (): number => [...sockets].filter((x) => !x.destroyed).length
+    try {
+      await t.append('o', [Uint8Array.of(1)])
+      // Connections made from now on are silent; the main client's stays healthy (so close() need
+      // not wait out its QUIT).
+      deadAfter = Date.now()
+      await expect(t.poll('r', 'o', { waitMs: 0 })).rejects.toThrow(/poll had no answer within/)
+      // The probe is on: its connection waits on the silent server for up to 3 s.
+      await new Promise((r) => setTimeout(r, 300))
+    } finally {
+      await t.close()
+      deadAfter = Number.POSITIVE_INFINITY
+    }
+    await new Promise((r) => setTimeout(r, 300))
+    expect(open(), 'proxy connections still open 300 ms after close()').toBe(0)
+  })
+
   it('RedisStore: its calls time out while the server is silent, and succeed once new connections get through (review finding: they timed out until the kernel dropped the socket)', async () => {
     blackholeAll = false
     deadBefore = 0
