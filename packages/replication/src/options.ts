@@ -248,8 +248,18 @@ function envelopeLimit(v: number | undefined): number {
 function retireAfter(v: number | undefined, livenessMs: number): number {
   const x = v ?? DEFAULT_RETIRE_AFTER_MS
   const least = 2 * livenessMs
-  if (typeof x !== 'number' || Number.isNaN(x) || x < least) fail(`retireAfterMs must be a number of ms >= 2 × livenessMs (${least}), or Infinity; got ${String(v)}`)
+  if (typeof x !== 'number' || Number.isNaN(x) || x < least) {
+    // Not set: its default is what is too short, for heartbeatIntervalMs (review finding: the
+    // message blamed an option the user never set, "got undefined").
+    if (v === undefined) fail(`heartbeatIntervalMs makes livenessMs ${livenessMs} ms, and the default retireAfterMs (${x} ms) is below 2 × livenessMs: set retireAfterMs to ${least} or more, or Infinity`)
+    fail(`retireAfterMs must be a number of ms >= 2 × livenessMs (${least}), or Infinity; got ${String(v)}`)
+  }
   return x
+}
+
+function atMost(name: string, v: number, max: number): number {
+  if (v > max) fail(`${name} must be at most ${max}; got ${v}`)
+  return v
 }
 
 /** Default of retireAfterMs: a day. */
@@ -333,7 +343,9 @@ export function resolveOptions(o: RegionNodeOptions): ResolvedOptions {
     random: o.random ?? Math.random,
     maxDeltas: positiveInt('batch.maxDeltas', batch.maxDeltas, 64),
     maxDelayMs: timerMs('batch.maxDelayMs', batch.maxDelayMs, 10),
-    pollMax: positiveInt('pollMax', o.pollMax, 256),
+    // At most what the Transport contract lets a poll ask for (review finding: 3e9 was accepted, and
+    // every round then failed with the transport's ConfigError).
+    pollMax: atMost('pollMax', positiveInt('pollMax', o.pollMax, 256), 2 ** 31 - 1),
     pollWaitMs: timerMs('pollWaitMs', o.pollWaitMs, 50),
     ownLogPollMs: nonNegative('ownLogPollMs', o.ownLogPollMs, 200),
     heartbeatIntervalMs,

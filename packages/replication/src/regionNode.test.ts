@@ -819,7 +819,7 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     expect(lossy.metrics().peers.find((p) => p.region === 'eu')?.repairsApplied).toBeGreaterThanOrEqual(1)
   })
 
-  it('a repair answer leaves out a document whose state alone is past the envelope limit, and the requester still completes with the rest', async () => {
+  it('a repair answer leaves out a document whose state alone is past the envelope limit: the requester gets the rest, and keeps the gap open', async () => {
     const { clock, broker } = makeCluster({ instances: 0 })
     const factories = { 'or-set': crdtFactory('or-set', { now: clock.now }), 'pn-counter': crdtFactory('pn-counter', { now: clock.now }) }
     const node = (region: string, transport: MemoryTransport, seed: number): RegionNode =>
@@ -850,8 +850,9 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     // The small document came with the repair; the big one could not (its state is past 4 KiB)...
     expect((await us.open<number>('small', 'pn-counter')).value()).toBe(3)
     expect(eu.metrics().tooLarge).toBeGreaterThan(0)
-    // ...and the repair completed: us no longer counts eu's updates as missing.
-    expect(us.metrics().peers.find((p) => p.region === 'eu')?.pending).toBe(0)
+    // ...and the gap stays open: us still counts eu's updates as missing (they were closed without
+    // the big set's adds before, and lost there for good; review finding).
+    expect(us.metrics().peers.find((p) => p.region === 'eu')?.pending).toBeGreaterThan(0)
     for (const n of all) await n.close()
   })
 
@@ -1277,6 +1278,42 @@ describe('RegionNode repair answers in parts', () => {
     }
     for (let k = 0; k < n; k++) expect((await us.open<number>(id(k), 'pn-counter')).value()).toBe(k + 1)
     expect(eu.metrics().tooLarge).toBe(0)
+    await eu.close()
+    await us.close()
+  })
+
+  it('an answer that leaves out a document whose state is past the envelope limit claims nothing: the requester keeps the gap open (review finding: it closed it, and lost those writes for good)', async () => {
+    const clock = virtualClock()
+    const broker = new MemoryBroker()
+    const factories = { 'or-set': crdtFactory('or-set', { now: clock.now }) }
+    const make = (region: string, transport: MemoryTransport): RegionNode =>
+      new RegionNode({ region, instance: 'a', regions: ['eu', 'us'], transport, store: new MemoryStore(), factories, now: clock.now, random: seededRandom(region.length), maxEnvelopeBytes: 4096, heartbeatIntervalMs: 1000, repairTimeoutMs: 2000, onError: () => undefined })
+    const eu = make('eu', new MemoryTransport({ broker }))
+    let lose = true
+    const us = make('us', new MemoryTransport({ broker, faults: { drop: (rec) => lose && rec.origin === 'eu' && !decodeEnvelope(rec.bytes).typeName.startsWith('$') } }))
+    // Each add fits an envelope; the set's state (about 7 KB) does not.
+    const big = (await eu.open('big', 'or-set')) as unknown as OrSet<string>
+    for (let i = 0; i < 60; i++) {
+      big.add(`item-${i}-${'x'.repeat(90)}`)
+      await eu.flush()
+    }
+    ;((await eu.open('small', 'or-set')) as unknown as OrSet<string>).add('s')
+    await eu.flush()
+    const rounds = async (n: number): Promise<void> => {
+      for (let i = 0; i < n; i++) {
+        await eu.pump().catch(() => undefined)
+        await us.pump()
+        clock.advance(1000)
+      }
+    }
+    await rounds(3)
+    lose = false
+    await rounds(20)
+    // The small document came with the answer; the big one could not, and its gap stays open.
+    expect((await us.open<string[]>('small', 'or-set')).value()).toEqual(['s'])
+    expect((await us.open<string[]>('big', 'or-set')).value()).toEqual([])
+    expect(eu.metrics().tooLarge).toBeGreaterThan(0)
+    expect(us.metrics().peers.find((p) => p.region === 'eu')?.pending, 'updates us knows of and has not applied').toBeGreaterThan(0)
     await eu.close()
     await us.close()
   })
@@ -2249,6 +2286,44 @@ describe('RegionNode API misuse (review findings: each failed before its fix)', 
     expect(broker.log('eu').records.length).toBeGreaterThan(0)
     await next.close()
     await again.close()
+  })
+
+  it('a wall clock that steps back an hour does not stop heartbeats, commits and repair retries for an hour (review finding)', async () => {
+    const { clock, broker, us, all } = threeNodes({ heartbeatIntervalMs: 1000 })
+    for (let i = 0; i < 5; i++) {
+      for (const n of all) await n.pump()
+      clock.advance(500)
+    }
+    const heartbeats = (): number => broker.log('eu').records.filter((r) => decodeEnvelope(r).typeName === '$heartbeat').length
+    const before = heartbeats()
+    clock.advance(-3_600_000)
+    for (let i = 0; i < 10; i++) {
+      for (const n of all) await n.pump()
+      clock.advance(500)
+    }
+    // 5 s of rounds after the step: a heartbeat about every second, as before it.
+    expect(heartbeats() - before).toBeGreaterThanOrEqual(4)
+    expect(us.metrics().peers.find((p) => p.region === 'eu')?.stalenessMs).toBeLessThan(5_000)
+    for (const n of all) await n.close()
+  })
+
+  it('init() after close() of a node never started is refused: no start registration nobody stops (review finding: its writer id was then refused to the next node as a duplicate)', async () => {
+    const { broker, make } = makeCluster({ instances: 0 })
+    const node = make('eu', 'i1', new MemoryStore())
+    await node.close()
+    await expect(node.init()).rejects.toBeInstanceOf(ClosedError)
+    await expect(node.open('d', 'pn-counter')).rejects.toBeInstanceOf(ClosedError)
+    expect(broker.log('eu').records).toHaveLength(0)
+    const next = make('eu', 'i1', new MemoryStore())
+    await next.init()
+    await next.close()
+  })
+
+  it('pollMax past what a poll may ask for is a ConfigError at construction (review finding: every round failed); a default retireAfterMs too short for heartbeatIntervalMs names the option to set', () => {
+    const { make } = makeCluster({ instances: 0 })
+    expect(() => make('eu', 'i1', new MemoryStore(), { pollMax: 3e9 })).toThrow(/pollMax must be at most 2147483647/)
+    expect(() => make('eu', 'i1', new MemoryStore(), { pollMax: 2 ** 31 - 1 })).not.toThrow()
+    expect(() => make('eu', 'i1', new MemoryStore(), { heartbeatIntervalMs: 2e7 })).toThrow(/heartbeatIntervalMs makes livenessMs 60000000 ms, and the default retireAfterMs \(86400000 ms\) is below 2 × livenessMs: set retireAfterMs to 120000000 or more/)
   })
 
   it('pump() and start() once close() has begun are refused: nothing is appended after the shutdown record (a heartbeat landed after it)', async () => {

@@ -293,6 +293,16 @@ class InfrastructureFailure {
   constructor(readonly error: unknown) {}
 }
 
+/**
+ * Milliseconds from `since` to `now` for the node's timers (heartbeats, own-log reads, commits,
+ * repair retries): a clock that stepped back (NTP, a VM restored) counts as long past, so the timer
+ * is due now and starts over from the new reading (review finding: they all stopped for as long as
+ * the step, an hour's step an hour without heartbeats).
+ */
+function elapsed(now: number, since: number): number {
+  return now >= since ? now - since : Number.POSITIVE_INFINITY
+}
+
 /** A region node. See the module documentation and docs/replication.md. */
 export class RegionNode {
   /** This node's writer id, `region/instance`. */
@@ -506,6 +516,9 @@ export class RegionNode {
    * @throws ConfigError when another live node uses the same writer id (for good).
    */
   init(): Promise<void> {
+    // After close(): no registration nobody would ever stop (review finding: init() then logged a
+    // start without a stop, and the writer id was refused to its next node as a duplicate).
+    if (this.initPromise === undefined && this.closing) return Promise.reject(new ClosedError(`RegionNode ${this.writer} is closed`))
     this.initPromise ??= this.exclusive(() => this.doInit()).catch((e: unknown) => {
       if (this.fatal === undefined) this.initPromise = undefined
       throw e
@@ -1153,7 +1166,7 @@ export class RegionNode {
       const { records, failure } = await this.consumeAll()
       appended += await this.answerRepairs()
       appended += await this.requestRepairs()
-      if (this.o.now() - this.lastHeartbeat >= this.o.heartbeatIntervalMs) {
+      if (elapsed(this.o.now(), this.lastHeartbeat) >= this.o.heartbeatIntervalMs) {
         if (this.heartbeat()) appended++
       }
       this.evict()
@@ -1723,7 +1736,7 @@ export class RegionNode {
     // ownLogPollMs), or until a read of it comes back short (so it cannot fall behind).
     const now = this.o.now()
     const readOwn =
-      now - this.twinHeardAt < this.o.livenessMs || now - this.lastOwnPoll >= this.o.ownLogPollMs || this.caughtUp.get(this.region) === false
+      elapsed(now, this.twinHeardAt) < this.o.livenessMs || elapsed(now, this.lastOwnPoll) >= this.o.ownLogPollMs || this.caughtUp.get(this.region) === false
     if (readOwn) this.lastOwnPoll = now
     const origins = readOwn ? this.o.regions : this.otherRegions
     const polled = await Promise.allSettled(origins.map((origin) => this.o.transport.poll(this.writer, origin, this.pollOptions(origin))))
@@ -1747,7 +1760,7 @@ export class RegionNode {
     if (this.fatal !== undefined && failure !== undefined) throw failure.error
     if (batches.length === 0) {
       // Idle rounds commit too: a reader whose logs went quiet does not keep its last positions uncommitted.
-      if (this.toCommit.size > 0 && this.o.now() - this.lastCommitAt >= this.o.commitIntervalMs) this.startCommits()
+      if (this.toCommit.size > 0 && elapsed(this.o.now(), this.lastCommitAt) >= this.o.commitIntervalMs) this.startCommits()
       return { records, failure }
     }
     const ops: StoreOp[] = []
@@ -1807,7 +1820,7 @@ export class RegionNode {
     // its cut is skipped then (rereadUpTo).
     for (const b of batches) if (b.skip !== true && cut.includes(b.origin)) this.rereadUpTo.set(b.origin, b.last)
     if (cut.length > 0) await Promise.all(cut.map((origin) => this.o.transport.rewind(this.writer, origin).catch(() => undefined)))
-    if (this.o.now() - this.lastCommitAt >= this.o.commitIntervalMs) this.startCommits()
+    if (elapsed(this.o.now(), this.lastCommitAt) >= this.o.commitIntervalMs) this.startCommits()
     if (this.fatal !== undefined && failure !== undefined) throw failure.error
     return { records, failure }
   }
@@ -2138,7 +2151,7 @@ export class RegionNode {
       // Under plain lag the records are still on their way; only a caught-up reader sees a real gap.
       if (this.caughtUp.get(region) !== true) continue
       const prev = this.pendingRepairs.get(w)
-      if (prev !== undefined && now - prev.sentAt < this.o.repairTimeoutMs) continue
+      if (prev !== undefined && elapsed(now, prev.sentAt) < this.o.repairTimeoutMs) continue
       due.push({ w, region, have, prev })
     }
     const start = due.length === 0 ? 0 : this.repairRotation % due.length
@@ -2248,13 +2261,17 @@ export class RegionNode {
         }
       }
       // A document whose state alone is past the envelope limit cannot be sent: left out before the
-      // parts are numbered, so that the requester, counting parts, still completes with the rest.
+      // parts are numbered, so that the requester, counting parts, still completes with the rest;
+      // and the answer then claims none of the writer's updates (as when deltaSince() throws), so
+      // that the requester keeps the gap open (its `pending` shows it) rather than closing it
+      // without them (review finding: those acknowledged writes were lost there for good, silently).
       const sendable = parts.filter((p) => {
         const only = p[0]
         if (p.length !== 1 || only === undefined || docBytes(only) <= limit) return true
         const probe = encodeRepairResponse({ requestId: req.requestId, requester, target: req.target, from: req.from, upTo, part: parts.length, parts: parts.length, docs: p })
         if (this.controlBytes(REPAIR_RESPONSE, req.requestId, upTo + 1, probe).length <= this.envelopeLimit) return true
-        this.refuseTooLarge(`repair answer: document ${only.docId}'s state is past the envelope limit of ${this.envelopeLimit}; left out of the answer to ${requester}`)
+        this.refuseTooLarge(`repair answer: document ${only.docId}'s state is past the envelope limit of ${this.envelopeLimit}; left out of the answer to ${requester}, which claims none of ${req.target}'s updates`)
+        incomplete = true
         return false
       })
       const claimed = incomplete ? req.from : upTo

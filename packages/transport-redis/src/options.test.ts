@@ -55,7 +55,7 @@ describe('RedisTransport options', () => {
     for (const [redis, message] of cases) {
       expect(() => new RedisTransport({ redis: redis as string }), String(redis)).toThrow(message)
       expect(() => new RedisTransport({ redis: redis as string }), String(redis)).toThrow(ConfigError)
-      expect(() => new RedisStore({ redis: redis as string }), String(redis)).toThrow(ConfigError)
+      expect(() => new RedisStore({ redis: redis as string, keyPrefix: '{s}' }), String(redis)).toThrow(ConfigError)
     }
     // What it still takes: URLs with a database, host:port, a unix socket path, plain options.
     for (const redis of ['redis://127.0.0.1:6379/3?lazyConnect=true', '127.0.0.1:6379?lazyConnect=true', '/tmp/no-such-redis.sock?lazyConnect=true', { lazyConnect: true, db: 2 }]) {
