@@ -485,10 +485,7 @@ export class RedisTransport implements Transport {
     checkName('reader', reader)
     checkName('origin', origin)
     try {
-      const v = await this.client.hget(this.committedKey(origin), reader)
-      // A stored value that is no position (written by someone else): none, as if never committed
-      // (the reader reads from the start again, at least once; the next commit replaces it).
-      return v !== null && isPosition(v) ? v : undefined
+      return await this.storedPosition(origin, reader)
     } catch (e) {
       throw this.fail(e, 'committed')
     }
@@ -759,12 +756,21 @@ export class RedisTransport implements Transport {
     this.groups.add(id)
   }
 
+  /**
+   * The position committed for `reader` on `origin`. A stored value that is no position (written by
+   * someone else) counts as none: the reader reads from the start again, at least once, and the
+   * next commit replaces it (every commit and every SETID with it failed, for good).
+   */
+  private async storedPosition(origin: string, reader: string): Promise<LogPosition | undefined> {
+    const v = await this.client.hget(this.committedKey(origin), reader)
+    return v !== null && isPosition(v) ? v : undefined
+  }
+
   /** Moves the group's cursor back to the committed position (or the start of the stream). */
   private async reset(s: Session): Promise<void> {
     await this.ensureGroup(s.stream, s.reader)
-    const committed = await this.client.hget(this.committedKey(s.origin), s.reader)
-    // A stored value that is no position: from the start (every SETID with it failed, for good).
-    await this.client.call('XGROUP', ['SETID', s.stream, s.reader, committed !== null && isPosition(committed) ? committed : '0'])
+    const committed = await this.storedPosition(s.origin, s.reader)
+    await this.client.call('XGROUP', ['SETID', s.stream, s.reader, committed ?? '0'])
     // Everything after the committed position comes again through '>', pending entries included.
     s.started = true
     s.replay = false
