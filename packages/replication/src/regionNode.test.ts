@@ -990,6 +990,50 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     expect((await late.open<string[]>('p', 'or-set')).value()).toHaveLength(10)
   })
 
+  it("a region whose log goes down: nodes that had not read all of it are repaired by a node that had, while it stays down — one lagging behind, one started during the outage (they waited for the log to come back)", async () => {
+    const { clock, make } = makeCluster({ instances: 0, extra: { repairTimeoutMs: 200, heartbeatIntervalMs: 100 } })
+    const eu = make('eu', 'i1')
+    const us = make('us', 'i1')
+    // ap/i1 reads at most 5 records a round: it lags behind eu's log.
+    const ap = make('ap', 'i1', new MemoryStore(), { pollMax: 5 })
+    for (const n of [eu, us, ap]) await n.pump()
+    const counter = (await eu.open('c', 'pn-counter')) as unknown as PnCounter
+    for (let i = 0; i < 30; i++) {
+      counter.increment()
+      await eu.flush()
+    }
+    await us.pump()
+    await ap.pump()
+    expect((await us.open<number>('c', 'pn-counter')).value()).toBe(30)
+    expect((await ap.open<number>('c', 'pn-counter')).value()).toBe(5)
+    // eu is gone: its node stops, and its log cannot be read from anywhere.
+    let down = true
+    const euDown = (n: RegionNode): void => {
+      const t = (n as unknown as { o: { transport: MemoryTransport } }).o.transport
+      const poll = t.poll.bind(t)
+      t.poll = (reader, origin, options) => (down && origin === 'eu' ? Promise.reject(new TransportError('eu log unreachable (test)')) : poll(reader, origin, options))
+    }
+    euDown(us)
+    euDown(ap)
+    const late = make('ap', 'late')
+    euDown(late)
+    const survivors = [us, ap, late]
+    const value = async (n: RegionNode): Promise<number> => (await n.open<number>('c', 'pn-counter')).value()
+    for (let i = 0; i < 200 && ((await value(ap)) !== 30 || (await value(late)) !== 30); i++) {
+      for (const n of survivors) await n.pump().catch((e: unknown) => expect(String(e)).toMatch(/eu log unreachable/))
+      clock.advance(50)
+    }
+    expect(await value(ap)).toBe(30)
+    expect(await value(late)).toBe(30)
+    expect(ap.metrics().peers.find((p) => p.region === 'eu')?.repairsApplied).toBeGreaterThan(0)
+    // eu comes back: what the repaired nodes read of its log now is not applied a second time.
+    down = false
+    counter.increment()
+    await settle([eu, ...survivors], clock, async () => (await Promise.all(survivors.map(value))).every((v) => v === 31))
+    expect(await Promise.all([eu, ...survivors].map(value))).toEqual([31, 31, 31, 31])
+    expect(allEqual(await states([eu, ...survivors], 'c', 'pn-counter'))).toBe(true)
+  })
+
   it('a repair answer to no request of the node is dead-lettered, not applied (a forged one marked a real writer applied up to 2^48: its later updates were dropped as duplicates)', async () => {
     const { clock, broker, eu, us, all } = threeNodes()
     const counter = (await eu.open('c', 'pn-counter')) as unknown as PnCounter

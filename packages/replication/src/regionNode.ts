@@ -440,6 +440,12 @@ export class RegionNode {
   /** Where the next round's repair requests start among the writers due one (see requestRepairs). */
   private repairRotation = 0
   private readonly caughtUp = new Map<string, boolean>()
+  /**
+   * Per region, since when every read of its log has failed (local time; absent while reads
+   * succeed). Once that is repairTimeoutMs, its writers' gaps are repaired from other nodes though
+   * this node has not caught up with the log (see requestRepairs).
+   */
+  private readonly unreadableSince = new Map<string, number>()
   private lastHeartbeat = Number.NEGATIVE_INFINITY
   /** Bytes of deltas applied in this round (see ROUND_BYTES). */
   private roundBytes = 0
@@ -1749,8 +1755,10 @@ export class RegionNode {
       const origin = origins[i] as string
       if (r.status === 'rejected') {
         failure ??= { error: r.reason }
+        if (!this.unreadableSince.has(origin)) this.unreadableSince.set(origin, this.readAt)
         return
       }
+      this.unreadableSince.delete(origin)
       this.caughtUp.set(origin, r.value.length < this.o.pollMax)
       const last = r.value[r.value.length - 1]
       if (last === undefined) return
@@ -2141,26 +2149,30 @@ export class RegionNode {
     // The writers due a request; past MAX_REPAIR_REQUESTS_PER_ROUND, the rest go first next round
     // (in the order writers became known, the first ones, asked again every repairTimeoutMs, could
     // keep the later ones from ever being asked — review suspicion).
-    const due: Array<{ w: string; region: string; have: number; prev: PendingRepair | undefined }> = []
+    const due: Array<{ w: string; region: string; have: number; prev: PendingRepair | undefined; unreadable: boolean }> = []
     for (const [w, max] of this.knownMax.entries()) {
       if (w === this.writer) continue
       const region = regionOf(w)
       if (!this.peers.has(region)) continue
       const have = this.seen.contiguous(w)
       if (max <= have) continue
-      // Under plain lag the records are still on their way; only a caught-up reader sees a real gap.
-      if (this.caughtUp.get(region) !== true) continue
+      // Under plain lag the records are still on their way; only a caught-up reader sees a real gap
+      // — or a reader that cannot read the log at all (its region down): then the updates other
+      // nodes' heartbeats say they applied come from them, not when the log comes back.
+      const unreadable = this.unreadable(region, now)
+      if (this.caughtUp.get(region) !== true && !unreadable) continue
       const prev = this.pendingRepairs.get(w)
       if (prev !== undefined && elapsed(now, prev.sentAt) < this.o.repairTimeoutMs) continue
-      due.push({ w, region, have, prev })
+      due.push({ w, region, have, prev, unreadable })
     }
     const start = due.length === 0 ? 0 : this.repairRotation % due.length
     for (let k = 0; k < due.length && sent < MAX_REPAIR_REQUESTS_PER_ROUND; k++) {
-      const { w, region, have, prev } = due[(start + k) % due.length] as (typeof due)[number]
+      const { w, region, have, prev, unreadable } = due[(start + k) % due.length] as (typeof due)[number]
       const attempts = prev === undefined ? 0 : prev.attempts + 1
       const requestId = `${this.writer}.${this.incarnation}.${++this.requestCounter}`
       // First ask the writer itself; if it does not answer, another node that has seen its updates.
-      const responder = attempts % 2 === 0 ? w : this.proxyFor(w, have, attempts)
+      // A writer whose log cannot be read is likely down with it: other nodes only.
+      const responder = attempts % 2 === 0 && !unreadable ? w : this.proxyFor(w, have, attempts)
       // Not queued now: asked again next round, not after repairTimeoutMs.
       if (!this.appendControl(REPAIR_REQUEST, w, have + 1, encodeRepairRequest({ requestId, target: w, from: have, responder }))) continue
       this.pendingRepairs.set(w, { requestId, sentAt: now, attempts })
@@ -2171,6 +2183,12 @@ export class RegionNode {
     }
     this.repairRotation = start + sent
     return sent
+  }
+
+  /** Whether every read of `region`'s log has failed for repairTimeoutMs or more. */
+  private unreadable(region: string, now: number): boolean {
+    const since = this.unreadableSince.get(region)
+    return since !== undefined && elapsed(now, since) >= this.o.repairTimeoutMs
   }
 
   /**
