@@ -1034,6 +1034,48 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     expect(allEqual(await states([eu, ...survivors], 'c', 'pn-counter'))).toBe(true)
   })
 
+  it('a document opened here with another type and never written does not refuse the updates of the type it was created with elsewhere (they were dead-lettered, and lost here for good)', async () => {
+    const errors: unknown[] = []
+    const { eu, us, ap } = threeNodes({ onError: (e) => errors.push(e) })
+    for (const n of [eu, us, ap]) await n.pump()
+    // A careless read on us: the id opened as an or-set, nothing written.
+    const wrong = (await us.open('x', 'or-set')) as unknown as OrSet<string>
+    expect(wrong.value()).toEqual([])
+    const counter = (await eu.open('x', 'pn-counter')) as unknown as PnCounter
+    counter.increment(3)
+    await eu.flush()
+    await us.pump()
+    expect(us.deadLetters()).toEqual([])
+    expect((await us.open<number>('x', 'pn-counter')).value()).toBe(3)
+    await expect(us.open('x', 'or-set')).rejects.toThrow(TypeMismatchError)
+    expect(errors.map(String)).toEqual([expect.stringMatching(/document x was opened here as or-set.*as pn-counter came from eu\/i1/)])
+    // A write through the stale handle is reported and dropped, not sent as an or-set.
+    wrong.add('a')
+    await us.pump()
+    expect(errors.map(String)[1]).toMatch(/evicted or-set handle of document x was dropped/)
+    counter.increment(1)
+    await eu.flush()
+    await us.pump()
+    await ap.pump()
+    expect((await us.open<number>('x', 'pn-counter')).value()).toBe(4)
+    expect((await ap.open<number>('x', 'pn-counter')).value()).toBe(4)
+    expect(ap.deadLetters()).toEqual([])
+  })
+
+  it('a document opened here and written with another type still refuses the other type\'s updates (two regions created one id with two types)', async () => {
+    const { eu, us } = threeNodes()
+    for (const n of [eu, us]) await n.pump()
+    const set = (await us.open('x', 'or-set')) as unknown as OrSet<string>
+    set.add('a')
+    await us.flush()
+    const counter = (await eu.open('x', 'pn-counter')) as unknown as PnCounter
+    counter.increment(3)
+    await eu.flush()
+    await us.pump()
+    expect(us.deadLetters()).toHaveLength(1)
+    expect((await us.open<string[]>('x', 'or-set')).value()).toEqual(['a'])
+  })
+
   it('a repair answer to no request of the node is dead-lettered, not applied (a forged one marked a real writer applied up to 2^48: its later updates were dropped as duplicates)', async () => {
     const { clock, broker, eu, us, all } = threeNodes()
     const counter = (await eu.open('c', 'pn-counter')) as unknown as PnCounter

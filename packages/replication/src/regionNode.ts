@@ -153,6 +153,11 @@ interface OpenDoc {
   readonly touched: VersionVector
   /** Used since the cache's last eviction sweep passed it (second-chance LRU, see evict). */
   used: boolean
+  /**
+   * Made here by open() for a document neither the store nor the log knew, and nothing written to
+   * or applied to it since: its type is only a guess of this process (see giveWay).
+   */
+  blank: boolean
 }
 
 /** A write-ahead-log entry's deltas by document. */
@@ -923,6 +928,20 @@ export class RegionNode {
     return cached
   }
 
+  /**
+   * Drops the cached replica of `docId` when it is blank (opened here with another type than
+   * `typeName`, never written nor applied to), so that an update of the type the document was
+   * created with elsewhere applies: refused, it was dead-lettered and lost here for good, for a
+   * type nobody wrote. The handle open() gave is stale from then on (a write through it is
+   * reported and dropped, as one through an evicted handle of another type); reported once.
+   */
+  private giveWay(docId: string, typeName: string, writer: string): void {
+    const cached = this.docs.get(docId)
+    if (cached === undefined || !cached.blank || cached.typeName === typeName) return
+    this.docs.delete(docId)
+    this.report(new TypeMismatchError(`document ${docId} was opened here as ${cached.typeName} and never written; an update of it as ${typeName} came from ${writer} (where it was created so): the ${cached.typeName} handle is stale, open it as ${typeName}`))
+  }
+
   /** loadDoc for callers outside record processing: a store failure comes out as the store's own error. */
   private async loadDocUnwrapped(docId: string, typeName: string | undefined): Promise<OpenDoc> {
     try {
@@ -1051,6 +1070,7 @@ export class RegionNode {
       unsaved: [],
       touched,
       used: true,
+      blank: !known && !reused,
     }
     // A reused replica keeps the listener it was given when first loaded.
     if (!reused) this.listen(docId, type, replica)
@@ -1068,6 +1088,7 @@ export class RegionNode {
         this.orphans.push({ docId, typeName: type, delta: delta.slice(), from: replica })
       } else {
         current.used = true
+        current.blank = false
         if (current.pending.length === 0) current.deps = current.lastVersion
         // Kept as is: listeners share the array and must not change it (Replica contract).
         current.pending.push(delta)
@@ -1922,6 +1943,7 @@ export class RegionNode {
         return undefined
       }
       this.witness(env.time)
+      this.giveWay(env.docId, env.typeName, env.writer)
       const cached = this.cachedDoc(env.docId, env.typeName)
       if (cached !== undefined) {
         this.applyRemote(cached, env, m)
@@ -1947,6 +1969,7 @@ export class RegionNode {
 
   private applyRemote(doc: OpenDoc, env: Envelope, m: MutablePeer): void {
     applyOrThrow(doc.replica, env.payload)
+    doc.blank = false
     this.roundBytes += env.payload.length
     doc.unsaved.push(env.payload)
     if (doc.merge === undefined) this.staleVersions.add(doc)
@@ -2075,6 +2098,7 @@ export class RegionNode {
         for (const d of resp.docs) {
           let doc: OpenDoc
           try {
+            this.giveWay(d.docId, d.typeName, env.writer)
             doc = await this.loadDoc(d.docId, d.typeName)
           } catch (e) {
             // A document of another type here (its envelopes were dead-lettered when they came):
@@ -2087,6 +2111,7 @@ export class RegionNode {
             throw e
           }
           applyOrThrow(doc.replica, d.state)
+          doc.blank = false
           doc.unsaved.push(d.state)
           if (doc.merge === undefined) this.staleVersions.add(doc)
           this.dirtyDocs.add(d.docId)
