@@ -24,26 +24,25 @@ describe.skipIf(!available)('RegionNodes with one Redis per region', () => {
   const nodes = new Map<Region, RegionNode>()
   const expected = new Map<Region, number>(REGIONS.map((r) => [r, 0]))
 
+  /** A node of `region` with its own clients of every region's Redis. */
+  const makeNode = (region: Region, instance: string): RegionNode => {
+    const routes = Object.fromEntries(REGIONS.map((r) => [r, new RedisTransport({ redis: (servers.get(r) as PrivateRedis).url, keyPrefix: '{concord}' })]))
+    return new RegionNode({
+      region,
+      instance,
+      regions: [...REGIONS],
+      transport: new RoutedTransport({ routes }),
+      store: new MemoryStore(),
+      factories: { 'pn-counter': crdtFactory('pn-counter') },
+      keys: KEYS,
+      heartbeatIntervalMs: 100,
+      repairTimeoutMs: 300,
+    })
+  }
+
   beforeAll(async () => {
     for (const r of REGIONS) servers.set(r, await PrivateRedis.start())
-    for (const region of REGIONS) {
-      // Each node's own clients of every region's Redis.
-      const routes = Object.fromEntries(REGIONS.map((r) => [r, new RedisTransport({ redis: (servers.get(r) as PrivateRedis).url, keyPrefix: '{concord}' })]))
-      nodes.set(
-        region,
-        new RegionNode({
-          region,
-          instance: 'i1',
-          regions: [...REGIONS],
-          transport: new RoutedTransport({ routes }),
-          store: new MemoryStore(),
-          factories: { 'pn-counter': crdtFactory('pn-counter') },
-          keys: KEYS,
-          heartbeatIntervalMs: 100,
-          repairTimeoutMs: 300,
-        }),
-      )
-    }
+    for (const region of REGIONS) nodes.set(region, makeNode(region, 'i1'))
   })
 
   afterAll(async () => {
@@ -153,5 +152,42 @@ describe.skipIf(!available)('RegionNodes with one Redis per region', () => {
     }
     for (const r of REGIONS) expect(await value(r)).toBe(total(REGIONS))
     expect(await converged()).toBe(true)
+  })
+
+  it('a node started while a region is gone gets that region\'s updates from the regions that had read them, without its log', async () => {
+    await write('ap', 5)
+    const all = async (): Promise<boolean> => (await Promise.all(REGIONS.map(value))).every((v) => v === total(REGIONS))
+    for (let i = 0; i < 100 && !(await all()); i++) {
+      await round(REGIONS)
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    expect(await value('us')).toBe(total(REGIONS))
+    await (servers.get('ap') as PrivateRedis).down()
+    // A new instance in us (scaled out, or replacing one) while ap is gone: ap's stream cannot be
+    // read, so what ap wrote comes by repair from eu/i1 or us/i1, which applied it.
+    const late = makeNode('us', 'late')
+    const lateValue = async (): Promise<number> => (await late.open<number>('hits', 'pn-counter')).value()
+    try {
+      for (let i = 0; i < 300 && (await lateValue()) !== total(REGIONS); i++) {
+        await round(['eu', 'us'])
+        try {
+          await late.pump()
+        } catch (e) {
+          if (!(isConcordError(e) && e.retriable)) throw e
+        }
+        await new Promise((r) => setTimeout(r, 20))
+      }
+      expect(await lateValue()).toBe(total(REGIONS))
+      expect(late.metrics().peers.find((p) => p.region === 'ap')?.repairsApplied).toBeGreaterThan(0)
+    } finally {
+      await late.close().catch(() => undefined)
+      await (late as unknown as { o: { transport: RoutedTransport } }).o.transport.close()
+      await (servers.get('ap') as PrivateRedis).up()
+    }
+    for (let i = 0; i < 200 && !(await all()); i++) {
+      await round(REGIONS)
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    for (const r of REGIONS) expect(await value(r)).toBe(total(REGIONS))
   })
 })
