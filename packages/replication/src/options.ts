@@ -75,8 +75,20 @@ export interface RegionNodeOptions {
    * 0 commits every round. @default 1000
    */
   readonly commitIntervalMs?: number
-  /** A repair request not answered within this time is re-sent, alternately to any node that has applied enough and to the writer (the first goes to the writer). @default 5000 */
+  /**
+   * A repair request not answered within this time is re-sent, alternately to any node that has
+   * applied enough and to the writer (the first goes to the writer). A writer whose region's log
+   * this node has failed to read for this long is asked of other nodes only, and its gaps are asked
+   * for though this node has not read the log to its end (the region is likely down). @default 5000
+   */
   readonly repairTimeoutMs?: number
+  /**
+   * Longest `close()` waits for the current round, the last flush and the stop record (a store or
+   * log that hangs must not hang a shutdown). Past it, close() finishes closing and throws a
+   * TransportError: what the store's outbox holds goes out with the next start on that store, as
+   * after a crash. Commits are waited for separately, for at most 5 s. @default 30_000
+   */
+  readonly closeTimeoutMs?: number
   /**
    * A node whose writer id heartbeated less than this long ago counts as alive: a second node with
    * the same id refuses to start. @default 3 × heartbeatIntervalMs
@@ -139,6 +151,7 @@ export interface ResolvedOptions {
   readonly heartbeatIntervalMs: number
   readonly commitIntervalMs: number
   readonly repairTimeoutMs: number
+  readonly closeTimeoutMs: number
   readonly livenessMs: number
   readonly maxDriftMs: number
   readonly retireAfterMs: number
@@ -197,6 +210,7 @@ const OPTION_KEYS: Record<keyof RegionNodeOptions, true> = {
   heartbeatIntervalMs: true,
   commitIntervalMs: true,
   repairTimeoutMs: true,
+  closeTimeoutMs: true,
   livenessMs: true,
   maxDriftMs: true,
   retireAfterMs: true,
@@ -351,6 +365,7 @@ export function resolveOptions(o: RegionNodeOptions): ResolvedOptions {
     heartbeatIntervalMs,
     commitIntervalMs: nonNegative('commitIntervalMs', o.commitIntervalMs, 1000),
     repairTimeoutMs: positiveInt('repairTimeoutMs', o.repairTimeoutMs, 5000),
+    closeTimeoutMs: atMost('closeTimeoutMs', positiveInt('closeTimeoutMs', o.closeTimeoutMs, 30_000), MAX_POLL_WAIT_MS),
     livenessMs,
     maxDriftMs: nonNegative('maxDriftMs', o.maxDriftMs, DEFAULT_MAX_DRIFT_MS),
     retireAfterMs: retireAfter(o.retireAfterMs, livenessMs),

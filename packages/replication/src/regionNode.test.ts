@@ -586,6 +586,44 @@ describe('RegionNode end to end (3 regions × 2 instances)', () => {
     await us.close()
   })
 
+  it('close() over an own log or a store that never answers gives up after closeTimeoutMs, closed, with a TransportError (it waited for ever); calls made meanwhile share it', async () => {
+    const { broker, make } = makeCluster({ instances: 0 })
+    // The own log hangs on the last flush.
+    const eu = make('eu', 'i1', new MemoryStore(), { closeTimeoutMs: 300 })
+    await eu.init()
+    const t = (eu as unknown as { o: { transport: MemoryTransport } }).o.transport
+    t.append = () => new Promise(() => undefined)
+    const counter = (await eu.open('n', 'pn-counter')) as unknown as PnCounter
+    counter.increment(1)
+    let start = Date.now()
+    const [first, second] = await Promise.allSettled([eu.close(), eu.close()])
+    expect(Date.now() - start).toBeLessThan(5_000)
+    expect(first.status).toBe('rejected')
+    expect(second).toEqual(first)
+    expect((first as PromiseRejectedResult).reason).toBeInstanceOf(TransportError)
+    expect(String((first as PromiseRejectedResult).reason)).toMatch(/closeTimeoutMs \(300 ms\).*1 record\(s\) written to the store's outbox/)
+    await expect(eu.open('n', 'pn-counter')).rejects.toBeInstanceOf(ClosedError)
+    await expect(eu.close()).resolves.toBeUndefined()
+    // The store hangs on the last flush's write.
+    const store = new MemoryStore()
+    const us = make('us', 'i1', store, { closeTimeoutMs: 300 })
+    await us.init()
+    const c2 = (await us.open('n', 'pn-counter')) as unknown as PnCounter
+    c2.increment(1)
+    store.write = () => new Promise(() => undefined)
+    start = Date.now()
+    await expect(us.close()).rejects.toThrow(/closeTimeoutMs/)
+    expect(Date.now() - start).toBeLessThan(5_000)
+    // A node whose shutdown finishes in time closes as before: one stop record.
+    const ap = make('ap', 'i1', new MemoryStore(), { closeTimeoutMs: 300 })
+    await ap.init()
+    await Promise.all([ap.close(), ap.close()])
+    const stops = broker.log('ap').records.filter((r) => decodeEnvelope(r).typeName === '$register').length
+    expect(stops).toBe(2)
+    expect(() => make('eu', 'i2', new MemoryStore(), { closeTimeoutMs: 0 })).toThrow(/closeTimeoutMs must be an integer >= 1/)
+    expect(() => make('eu', 'i2', new MemoryStore(), { closeTimeoutMs: 3e9 })).toThrow(/closeTimeoutMs must be at most 2147483647/)
+  })
+
   it('rejects a negative commitIntervalMs, a sleep past the longest timer, and a meter that is not one', () => {
     const { make } = makeCluster({ instances: 0 })
     expect(() => make('eu', 'i1', new MemoryStore(), { commitIntervalMs: -1 })).toThrow(/commitIntervalMs/)

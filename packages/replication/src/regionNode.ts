@@ -242,6 +242,8 @@ const ROUND_BYTES = 64 * 1024 * 1024
 const posKey = (origin: string): string => `pos/${origin}`
 /** Longest close() waits for commits in flight (they only spare redelivery after a restart). */
 const CLOSE_COMMIT_WAIT_MS = 5_000
+/** What close()'s wait for its shutdown gets when closeTimeoutMs passes first. */
+const CLOSE_TIMED_OUT: unique symbol = Symbol('close timed out')
 /** The `deps` of envelopes of documents whose replica merges deltas itself (no version is kept). */
 const NO_VERSION = new Uint8Array(0)
 /** Outbox entries of earlier versions: one envelope per key. Read at start, deleted once sent. */
@@ -490,6 +492,8 @@ export class RegionNode {
   private stops = 0
   /** close() has begun: no new round may start. */
   private closing = false
+  /** The close() under way, which later calls share. */
+  private closeRun: Promise<void> | undefined
   /** Ends the start() loop's sleep, if it sleeps. */
   private wake: (() => void) | undefined
   /** Shortens the start() loop's sleep to end within `ms`, if it sleeps longer. */
@@ -831,41 +835,44 @@ export class RegionNode {
    * @throws TransportError (after closing) when the own log or the store refused the last flush or
    *   the stop record: what the store's outbox holds goes out with the next start on that store.
    */
-  async close(): Promise<void> {
-    if (this.closed) return
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve()
+    // Calls made while one runs share it (each ran the whole shutdown: two stop records).
+    this.closeRun ??= this.closeOnce()
+    return this.closeRun
+  }
+
+  private async closeOnce(): Promise<void> {
     // From here on no new round (pump, start): one would append after the shutdown record below.
     this.closing = true
-    await this.stop()
     // The own log (or the store) failing the last flush or the stop record does not leave the node
     // half closed — neither usable nor closed, its metrics callbacks still registered (review
-    // finding): the shutdown is finished here, and the failure thrown at its end.
-    let failure: unknown
-    if (this.initPromise !== undefined && this.fatal === undefined) {
-      try {
-        await this.initPromise
-        try {
-          await this.flush()
-        } catch (e) {
-          // A change too large to send stays in this region (flush sent the rest): reported, and
-          // the shutdown goes on — left half done, the same id could not start again for livenessMs.
-          if (!(e instanceof TooLargeError)) throw e
-          this.report(e)
-        }
-        await this.exclusive(async () => this.appendControl(REGISTER, NO_DOC, 1, encodeRegistration({ incarnation: this.incarnation, event: 'stop' })))
-        await this.sent()
-      } catch (e) {
-        failure = e
-      }
-    }
-    // What was applied since the last commit is committed now. Waited for at most
-    // CLOSE_COMMIT_WAIT_MS (a vanished region's log must not hold up a shutdown): a commit that did
-    // not make it only means redelivery after a restart, which is dropped.
-    await this.exclusive(async () => {
-      const until = Date.now() + CLOSE_COMMIT_WAIT_MS
-      await this.commitsSettled(until)
-      this.startCommits()
-      await this.commitsSettled(until)
+    // finding): the shutdown is finished here, and the failure thrown at its end. Nor does one
+    // that never answers: past closeTimeoutMs the node closes all the same (it waited for ever).
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const timedOut = new Promise<typeof CLOSE_TIMED_OUT>((resolve) => {
+      timer = setTimeout(() => resolve(CLOSE_TIMED_OUT), this.o.closeTimeoutMs)
     })
+    let failure: unknown
+    try {
+      failure = await Promise.race([this.shutDown(), timedOut])
+    } finally {
+      clearTimeout(timer)
+    }
+    if (failure === CLOSE_TIMED_OUT) {
+      // The commits would queue behind the work that hangs (one lock): not waited for.
+      failure = new TransportError(`the last round, flush or stop record did not finish within closeTimeoutMs (${this.o.closeTimeoutMs} ms)`)
+    } else {
+      // What was applied since the last commit is committed now. Waited for at most
+      // CLOSE_COMMIT_WAIT_MS (a vanished region's log must not hold up a shutdown): a commit that
+      // did not make it only means redelivery after a restart, which is dropped.
+      await this.exclusive(async () => {
+        const until = Date.now() + CLOSE_COMMIT_WAIT_MS
+        await this.commitsSettled(until)
+        this.startCommits()
+        await this.commitsSettled(until)
+      })
+    }
     for (const remove of this.instruments.splice(0)) remove()
     this.closed = true
     if (failure !== undefined) {
@@ -876,6 +883,28 @@ export class RegionNode {
           `changes the store did not take are lost, as in a crash. A new process with this writer id first waits livenessMs (${this.o.livenessMs} ms) for a live one`,
         { cause: failure, retriable: false },
       )
+    }
+  }
+
+  /** close()'s stop, last flush and stop record; resolves with what failed, if anything. */
+  private async shutDown(): Promise<unknown> {
+    try {
+      await this.stop()
+      if (this.initPromise === undefined || this.fatal !== undefined) return undefined
+      await this.initPromise
+      try {
+        await this.flush()
+      } catch (e) {
+        // A change too large to send stays in this region (flush sent the rest): reported, and
+        // the shutdown goes on — left half done, the same id could not start again for livenessMs.
+        if (!(e instanceof TooLargeError)) throw e
+        this.report(e)
+      }
+      await this.exclusive(async () => this.appendControl(REGISTER, NO_DOC, 1, encodeRegistration({ incarnation: this.incarnation, event: 'stop' })))
+      await this.sent()
+      return undefined
+    } catch (e) {
+      return e
     }
   }
 
