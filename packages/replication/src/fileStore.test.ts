@@ -318,7 +318,7 @@ describe('FileStore damage and failures', () => {
     const path = join(dir, 's.db')
     const st = await FileStore.open(path, { compactMinBytes: 1 << 30, fsync: false })
     const value = new Uint8Array(1024 * 1024).fill(3)
-    // 80 MiB of live data: more than one 64 MiB compaction record.
+    // 80 MiB of live data: more than one compaction record.
     for (let i = 0; i < 80; i++) await st.put(`big${i}`, value)
     await st.compactNow()
     await st.close()
@@ -329,6 +329,46 @@ describe('FileStore damage and failures', () => {
     expect(await again.keys('big')).toHaveLength(80)
     expect(Buffer.compare(Buffer.from((await again.get('big79')) as Uint8Array), Buffer.from(value))).toBe(0)
     await again.close()
+  })
+
+  it('refuses a compacted file whose first record has a damaged length (compaction records ran past the 16 MiB searched for a sound record after a bad one: one flipped bit opened the store empty)', async () => {
+    const path = join(dir, 's.db')
+    const st = await FileStore.open(path, { compactMinBytes: 1 << 30, fsync: false })
+    const value = new Uint8Array(1024 * 1024).fill(3)
+    for (let i = 0; i < 20; i++) await st.put(`big${i}`, value)
+    await st.compactNow()
+    await st.close()
+    const damaged = await readFile(path)
+    damaged[16] = (damaged[16] as number) ^ 0x01
+    await writeFile(path, damaged)
+    await expect(FileStore.open(path)).rejects.toMatchObject({ code: 'DECODE', message: expect.stringMatching(/record 1 \(at byte 16\) is bad \(its header does not check\) and a sound record follows/) })
+    expect(Buffer.compare(await readFile(path), damaged)).toBe(0)
+  })
+
+  it('a value past one compaction record gets a record of its own: the store opens and compacts again after each compaction', async () => {
+    const path = join(dir, 's.db')
+    const big = new Uint8Array(6 * 1024 * 1024).fill(9)
+    const st = await FileStore.open(path, { compactMinBytes: 1 << 30, fsync: false })
+    await st.write([
+      { op: 'put', key: 'big', value: big },
+      { op: 'put', key: 'big2', value: big },
+      { op: 'put', key: 'small', value: b('s') },
+    ])
+    await st.compactNow()
+    await st.close()
+    for (let round = 0; round < 2; round++) {
+      const again = await FileStore.open(path, { compactMinBytes: 1 << 30, fsync: false })
+      expect(again.recoveredBytes).toBe(0)
+      expect(await again.keys('big')).toEqual(['big', 'big2'])
+      expect(Buffer.compare(Buffer.from((await again.get('big2')) as Uint8Array), Buffer.from(big))).toBe(0)
+      await again.put(`after${round}`, b('1'))
+      await again.compactNow()
+      expect(again.compactionError).toBeUndefined()
+      await again.close()
+    }
+    const last = await FileStore.open(path)
+    expect(await last.keys('')).toEqual(['after0', 'after1', 'big', 'big2', 'small'])
+    await last.close()
   })
 })
 
@@ -427,6 +467,29 @@ describe('FileStore lock: one process per store file', () => {
     const c = await FileStore.open(path, { lock: false })
     await c.close()
     await a.close()
+  })
+
+  it('with lock: false, a single writer loses nothing to a compaction file a crash left behind', async () => {
+    const path = join(dir, 'nolock.db')
+    const first = await FileStore.open(path, { lock: false })
+    await first.put('a', b('old'))
+    await first.close()
+    // Left by crashes during compaction: a whole store file not yet renamed (older than the data), and one cut short.
+    for (const [round, leftover] of [await readFile(path), b('half a compaction')].entries()) {
+      await writeFile(`${path}.compact`, leftover)
+      const st = await FileStore.open(path, { lock: false, compactMinBytes: 0 })
+      await expect(stat(`${path}.compact`)).rejects.toMatchObject({ code: 'ENOENT' })
+      // Overwrites of one key: the file passes twice its live data, so the writes compact.
+      for (let i = 0; i < 20; i++) await st.put('a', b(`v${round}.${i}`))
+      await st.put(`b${round}`, b('1'))
+      await st.compactNow()
+      expect(st.compactionError).toBeUndefined()
+      await st.close()
+      const again = await FileStore.open(path, { lock: false })
+      expect(s(await again.get('a'))).toBe(`v${round}.19`)
+      expect(await again.keys('b')).toHaveLength(round + 1)
+      await again.close()
+    }
   })
 })
 

@@ -64,8 +64,13 @@ export interface FileStoreOptions {
   readonly fsync?: boolean
   /**
    * Lock the store while it is open (see {@link FileStore}). Turn it off only where something else
-   * guarantees one process per file, or for tests that simulate a crash by opening the file again
-   * in the same process.
+   * guarantees one open FileStore per file, or for tests that simulate a crash by opening the file
+   * again in the same process. Without the lock, one FileStore on the file at a time loses nothing
+   * (a compaction's temporary file left by a crash is never read as data: open removes it). Two
+   * open at once — in one process or two, an abandoned one with a write or compaction still
+   * running included — lose acknowledged writes: a compaction in one renames a file holding only
+   * its own map over the path (the other's writes, before and after, are gone at the next open),
+   * and opening one removes the other's compaction file in progress (that compaction fails).
    * @default true
    */
   readonly lock?: boolean
@@ -101,8 +106,15 @@ const MAX_RECORD_BYTES = 512 * 1024 * 1024
 const OP_PUT = 1
 const OP_DELETE = 2
 
-/** Largest compaction record: the live map is written as several records past this (or MAX_COLLECTION entries). */
-const COMPACT_RECORD_BYTES = 64 * 1024 * 1024
+/**
+ * Largest compaction record: the live map is written as several records past this (or
+ * MAX_COLLECTION entries). Well within SCAN_BYTES, so that a compaction record whose header is
+ * damaged has the next record within the scan and is refused as damage: at 64 MiB, one flipped
+ * bit in the first record's length made open() cut off the whole compacted map and open the store
+ * empty (review finding). A single entry past this still gets a record of its own, as a batch
+ * past SCAN_BYTES does: damage to such a record's header is not told from a torn last write.
+ */
+const COMPACT_RECORD_BYTES = SCAN_BYTES / 4
 
 /** Bytes an entry takes in a record (key as UTF-8, value, framing), as compaction would write it. */
 function entryBytes(key: string, value: Uint8Array | undefined): number {
@@ -349,7 +361,9 @@ export class FileStore implements Store {
     }
     store.unlock = unlock
     if (lockLostEarly !== undefined) store.loseLock(lockLostEarly)
-    // A compaction's temporary file left by a crash (or a failed compaction): never the store's data.
+    // A compaction's temporary file left by a crash (or a failed compaction): never the store's
+    // data, so removing it loses nothing. Without the lock it may be another open FileStore's
+    // compaction in progress, which then fails (two open at once are unsafe anyway, see `lock`).
     await unlink(`${store.file}.compact`).catch(() => undefined)
     // A version 1 file is rewritten as version 2 (whose record headers are checked); if that
     // fails (a full disk), it goes on as version 1 and the next compaction tries again.
