@@ -160,6 +160,14 @@ interface OpenDoc {
   blank: boolean
 }
 
+/** A local write through a handle the cache no longer holds, adopted by the next round. */
+interface PendingOrphan {
+  readonly docId: string
+  readonly typeName: string
+  readonly delta: Uint8Array
+  readonly from: Replica<unknown>
+}
+
 /** A write-ahead-log entry's deltas by document. */
 function deltasByDoc(items: readonly WalItem[]): Map<string, readonly Uint8Array[]> {
   const out = new Map<string, readonly Uint8Array[]>()
@@ -351,7 +359,7 @@ export class RegionNode {
   private readonly touchedDirty = new Set<OpenDoc>()
   private readonly pendingLocal = new Set<string>()
   private pendingCount = 0
-  private orphans: Array<{ docId: string; typeName: string; delta: Uint8Array; from: Replica<unknown> }> = []
+  private orphans: PendingOrphan[] = []
   /**
    * Replicas the cache evicted, while the application may still hold them: reloading the document
    * takes the same object back (brought up to date) instead of a second one. Two live replica
@@ -959,17 +967,29 @@ export class RegionNode {
 
   /**
    * Drops the cached replica of `docId` when it is blank (opened here with another type than
-   * `typeName`, never written nor applied to), so that an update of the type the document was
-   * created with elsewhere applies: refused, it was dead-lettered and lost here for good, for a
-   * type nobody wrote. The handle open() gave is stale from then on (a write through it is
-   * reported and dropped, as one through an evicted handle of another type); reported once.
+   * `typeName`, never written nor applied to) and `update` is known to apply to a replica of
+   * `typeName` (its factory exists here and takes it), so that the update applies: refused, it was
+   * dead-lettered and lost here for good, for a type nobody wrote. An update that would not apply
+   * anyway (no factory yet, bytes its type refuses) leaves the blank replica and its handle alone.
+   * The handle open() gave is stale from then on (a write through it is reported and dropped, as
+   * one through an evicted handle of another type).
    */
-  private giveWay(docId: string, typeName: string, writer: string): void {
+  private giveWay(docId: string, typeName: string, writer: string, update: Uint8Array): void {
     const cached = this.docs.get(docId)
     if (cached === undefined || !cached.blank || cached.typeName === typeName) return
+    const factory = this.o.factories.get(typeName)
+    if (factory === undefined) return
+    try {
+      const probe = factory.create(this.writer)
+      if (!isReplica(probe)) return
+      probe.apply(update)
+    } catch {
+      return
+    }
     this.docs.delete(docId)
-    this.report(new TypeMismatchError(`document ${docId} was opened here as ${cached.typeName} and never written; an update of it as ${typeName} came from ${writer} (where it was created so): the ${cached.typeName} handle is stale, open it as ${typeName}`))
+    this.report(new TypeMismatchError(`document ${docId} was opened here as ${cached.typeName} and never written; an update of it as ${typeName} came from ${writer}: the ${cached.typeName} handle is stale, open it as ${typeName}`))
   }
+
 
   /** loadDoc for callers outside record processing: a store failure comes out as the store's own error. */
   private async loadDocUnwrapped(docId: string, typeName: string | undefined): Promise<OpenDoc> {
@@ -1239,8 +1259,21 @@ export class RegionNode {
   private async adoptOrphans(): Promise<void> {
     const orphans = this.orphans
     this.orphans = []
+    // Writes dropped, by document: one report per document and round, not one per write (an
+    // application writing on through a stale handle flooded onError).
+    const dropped = new Map<string, { typeName: string; writes: number; error: DocTypeConflict }>()
+    try {
+      await this.adopt(orphans, dropped)
+    } finally {
+      for (const [docId, { typeName, writes, error }] of dropped) {
+        this.report(new TypeMismatchError(`${writes} write(s) through an evicted ${typeName} handle of document ${docId} were dropped: ${error.message}`, { cause: error }))
+      }
+    }
+  }
+
+  private async adopt(orphans: PendingOrphan[], dropped: Map<string, { typeName: string; writes: number; error: DocTypeConflict }>): Promise<void> {
     for (let i = 0; i < orphans.length; i++) {
-      const o = orphans[i] as (typeof orphans)[number]
+      const o = orphans[i] as PendingOrphan
       let doc: OpenDoc
       try {
         doc = await this.loadDocUnwrapped(o.docId, o.typeName)
@@ -1249,7 +1282,9 @@ export class RegionNode {
           // The id was opened with another type meanwhile (here, or by another region): a write
           // through the old handle can never be adopted. Reported and dropped — put back, it would
           // fail every round, and with it every round's other work.
-          this.report(new TypeMismatchError(`a write through an evicted ${o.typeName} handle of document ${o.docId} was dropped: ${e.message}`, { cause: e }))
+          const d = dropped.get(o.docId)
+          if (d === undefined) dropped.set(o.docId, { typeName: o.typeName, writes: 1, error: e })
+          else d.writes++
           continue
         }
         // Not adopted (the store failed): they wait for the next round, ahead of newer ones.
@@ -1972,7 +2007,7 @@ export class RegionNode {
         return undefined
       }
       this.witness(env.time)
-      this.giveWay(env.docId, env.typeName, env.writer)
+      this.giveWay(env.docId, env.typeName, env.writer, env.payload)
       const cached = this.cachedDoc(env.docId, env.typeName)
       if (cached !== undefined) {
         this.applyRemote(cached, env, m)
@@ -2127,7 +2162,7 @@ export class RegionNode {
         for (const d of resp.docs) {
           let doc: OpenDoc
           try {
-            this.giveWay(d.docId, d.typeName, env.writer)
+            this.giveWay(d.docId, d.typeName, env.writer, d.state)
             doc = await this.loadDoc(d.docId, d.typeName)
           } catch (e) {
             // A document of another type here (its envelopes were dead-lettered when they came):
@@ -2226,7 +2261,7 @@ export class RegionNode {
       const requestId = `${this.writer}.${this.incarnation}.${++this.requestCounter}`
       // First ask the writer itself; if it does not answer, another node that has seen its updates.
       // A writer whose log cannot be read is likely down with it: other nodes only.
-      const responder = attempts % 2 === 0 && !unreadable ? w : this.proxyFor(w, have, attempts)
+      const responder = unreadable ? this.proxyFor(w, have, attempts, true) : attempts % 2 === 0 ? w : this.proxyFor(w, have, attempts, false)
       // Not queued now: asked again next round, not after repairTimeoutMs.
       if (!this.appendControl(REPAIR_REQUEST, w, have + 1, encodeRepairRequest({ requestId, target: w, from: have, responder }))) continue
       this.pendingRepairs.set(w, { requestId, sentAt: now, attempts })
@@ -2252,14 +2287,20 @@ export class RegionNode {
    * the next (one may be gone too), every other time anyone (`*`) instead, in case no heartbeat
    * named the node that could answer.
    */
-  private proxyFor(w: string, have: number, attempts: number): string {
+  private proxyFor(w: string, have: number, attempts: number, everyAttempt: boolean): string {
     if (attempts % 4 === 3) return ANY_RESPONDER
     const candidates: string[] = []
     for (const [node, seen] of this.nodeSeen) if (node !== w && node !== this.writer && seen.get(w) > have) candidates.push(node)
     if (candidates.length === 0) return ANY_RESPONDER
     candidates.sort()
-    return candidates[Math.floor(attempts / 4) % candidates.length] as string
+    // The next node each time this function is asked: every attempt while the writer's log is
+    // unreadable (attempts 0, 1, 2, 4, ...), else every other one (1, 5, 9, ...: the writer is
+    // asked in between). Every attempt with the same node kept one gone for good (scaled in, and a
+    // candidate until retired) asked three times before anyone else (review finding).
+    const turn = everyAttempt ? attempts - Math.floor(attempts / 4) : Math.floor(attempts / 4)
+    return candidates[turn % candidates.length] as string
   }
+
 
   private async answerRepairs(): Promise<number> {
     // Applied but not saved (this round's store write failed): the coverage claimed would run
