@@ -17,9 +17,10 @@ export interface LogRecord {
   readonly position: LogPosition
   readonly bytes: Uint8Array
   /**
-   * Set on a record that stands for a run of records left out under
-   * {@link PollOptions.skipAppendsOf}: `bytes` is empty and `position` is the run's last, so the
-   * reader can commit past the run.
+   * Set on a record that stands for a run of records left out — under
+   * {@link PollOptions.skipAppendsOf}, or positions of the log that hold nothing to deliver (Kafka's
+   * transaction markers and aborted records): `bytes` is empty and `position` is the run's last, so
+   * the reader can reach the log's latest position and commit past the run.
    */
   readonly skipped?: true
   /**

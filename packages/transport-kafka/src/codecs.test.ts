@@ -1,7 +1,9 @@
+import { randomBytes } from 'node:crypto'
+import { createRequire } from 'node:module'
 import { compress as lz4Compress } from 'lz4js'
 import { compress as snappyCompress } from 'snappyjs'
 import { describe, expect, it } from 'vitest'
-import { MAX_INFLATED_BATCH_BYTES, MAX_INFLATED_TURN_BYTES, lz4Codec, registerCodecs, snappyCodec, zstdCodec } from './codecs.js'
+import { MAX_INFLATED_BATCH_BYTES, MAX_INFLATED_TURN_BYTES, UNDECODABLE_HEADER, lz4Codec, registerCodecs, registerDefaultCodecs, snappyCodec, zstdCodec } from './codecs.js'
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b)
 const bytes = (s: string): Buffer => Buffer.from(s)
@@ -39,6 +41,26 @@ function blockHeader(type: number, size: number, last: boolean): Buffer {
 }
 const rleBlock = (size: number, last: boolean): Buffer => Buffer.concat([blockHeader(1, size, last), Buffer.from([0])])
 const rawBlock = (last: boolean): Buffer => Buffer.concat([blockHeader(0, 1, last), Buffer.from([7])])
+
+/** kafkajs's own decoding of one record batch (a fetch response's), through the codecs it has registered. */
+const kafkajsRequire = createRequire(createRequire(import.meta.url).resolve('kafkajs'))
+const KafkajsDecoder = kafkajsRequire('./src/protocol/decoder') as new (b: Buffer) => unknown
+const decodeRecordBatch = kafkajsRequire('./src/protocol/recordBatch/v0/decoder') as (d: unknown) => Promise<{ records: Array<{ offset: string; value: Buffer | null; headers: Record<string, unknown> }> }>
+
+/** A record batch as a fetch response holds it: base offset 100, `count` records, compressed with `type`, records `payload`. */
+function batch(type: number, count: number, payload: Buffer): Buffer {
+  const header = Buffer.alloc(61)
+  header.writeBigInt64BE(100n, 0)
+  header.writeInt32BE(49 + payload.length, 8)
+  header.writeInt8(2, 16)
+  header.writeInt16BE(type, 21)
+  header.writeInt32BE(count - 1, 23)
+  header.writeBigInt64BE(-1n, 43)
+  header.writeInt16BE(-1, 51)
+  header.writeInt32BE(-1, 53)
+  header.writeInt32BE(count, 57)
+  return Buffer.concat([header, payload])
+}
 
 describe('compression codecs for kafkajs (Snappy, LZ4, ZSTD)', () => {
   const sample = bytes('concord envelope '.repeat(200))
@@ -137,5 +159,28 @@ describe('compression codecs for kafkajs (Snappy, LZ4, ZSTD)', () => {
     expect(table[2]?.()).toBe(snappyCodec)
     expect(table[3]?.()).toBe(own)
     expect(table[4]?.()).toBe(zstdCodec)
+  })
+  // Review finding: kafkajs threw a codec's error out of the whole fetch response, and the reader's
+  // consumer crashed at every fetch, for good (see the edge cases' integration test).
+  it.each([
+    ['snappy', 2, () => randomBytes(200)],
+    ['lz4', 3, () => Buffer.concat([Buffer.from([0x04, 0x22, 0x4d, 0x18, 0x60, 0x40, 0x00]), randomBytes(200)])],
+    ['zstd', 4, () => Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x58]), randomBytes(200)])],
+  ])('%s: a corrupt batch in a fetch response decodes as its records, at its offsets, without values, each saying why', async (name, type, corrupt) => {
+    registerDefaultCodecs()
+    const { records } = await decodeRecordBatch(new KafkajsDecoder(batch(type, 3, corrupt())))
+    expect(records.map((r) => r.offset)).toEqual(['100', '101', '102'])
+    expect(records.every((r) => r.value === null && String(r.headers[UNDECODABLE_HEADER]).startsWith(`${name}: `))).toBe(true)
+  })
+
+  it('a batch that inflates to bytes that are not its records decodes as dead letters too; one outside a fetch response is refused as before', async () => {
+    registerDefaultCodecs()
+    const garbage = Buffer.from(snappyCompress(new Uint8Array(randomBytes(300))))
+    const { records } = await decodeRecordBatch(new KafkajsDecoder(batch(2, 2, garbage)))
+    expect(records.map((r) => [r.offset, r.value, String(r.headers[UNDECODABLE_HEADER])])).toEqual([
+      ['100', null, 'snappy: the batch inflated to bytes that are not its 2 records'],
+      ['101', null, 'snappy: the batch inflated to bytes that are not its 2 records'],
+    ])
+    await expect(snappyCodec.decompress(Buffer.from(randomBytes(200)))).rejects.toThrow()
   })
 })

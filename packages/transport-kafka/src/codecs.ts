@@ -12,6 +12,8 @@
  * decompression bombs are refused instead of allocated. ZSTD frames with a window past 8 MiB, or
  * whose blocks would make fzstd move more than 256 MiB of window, are refused too (fzstd shifts its
  * whole window once per block: a few KB of 1-byte blocks under a 128 MiB window took seconds).
+ * A batch of a fetch that a codec refuses or cannot decompress comes out as dead letters for its
+ * records (see deadLetters), not as an error that crashed the reader's consumer.
  * Compressing is supported for Snappy only (lz4js writes frames brokers refuse; fzstd has no
  * compressor): a producer configured with LZ4 or ZSTD gets a not-implemented error, as before.
  */
@@ -36,6 +38,9 @@ export const MAX_INFLATED_TURN_BYTES = 256 * 1024 * 1024
 let turnBytes = 0
 let turnReset = false
 
+/** The refusal of {@link charge}. */
+class TurnBudgetError extends RangeError {}
+
 /** Charges `bytes` of output to the current turn's budget; throws past it. */
 function charge(codec: string, bytes: number): void {
   if (!turnReset) {
@@ -46,7 +51,123 @@ function charge(codec: string, bytes: number): void {
     })
   }
   turnBytes += bytes
-  if (turnBytes > MAX_INFLATED_TURN_BYTES) throw new RangeError(`${codec}: record batches of one fetch inflate past ${MAX_INFLATED_TURN_BYTES} bytes together; refused`)
+  if (turnBytes > MAX_INFLATED_TURN_BYTES) throw new TurnBudgetError(`${codec}: record batches of one fetch inflate past ${MAX_INFLATED_TURN_BYTES} bytes together; refused`)
+}
+
+/**
+ * The header of the records that stand for a record batch a codec could not decompress (see
+ * {@link deadLetters}); its value says why.
+ */
+export const UNDECODABLE_HEADER = 'concord-undecodable'
+
+/** A record batch's header before its records: base offset to record count (Kafka's magic v2). */
+const BATCH_HEADER_BYTES = 61
+/** The header's bytes from partitionLeaderEpoch on, which a batch's length counts (the base offset and length fields do not). */
+const BATCH_LENGTH_BASE = BATCH_HEADER_BYTES - 12
+/** The codecs' ids in a batch's attributes (Kafka's protocol; kafkajs's CompressionTypes). */
+const SNAPPY = 2
+const LZ4 = 3
+const ZSTD = 4
+/** A reason in the dead letters' headers is cut to this many characters. */
+const MAX_REASON_CHARS = 120
+
+function writeVarint(out: number[], value: number): void {
+  // Zigzag, then LEB128: Kafka's signed varints.
+  let v = value >= 0 ? value * 2 : -value * 2 - 1
+  while (v >= 0x80) {
+    out.push((v % 0x80) | 0x80)
+    v = Math.floor(v / 0x80)
+  }
+  out.push(v)
+}
+
+/** Whether `records` is `count` length-prefixed records, nothing more nor less (what kafkajs goes on to read). */
+function framed(records: Buffer, count: number): boolean {
+  let at = 0
+  for (let i = 0; i < count; i++) {
+    let v = 0
+    let scale = 1
+    for (;;) {
+      if (at >= records.length || scale > 2 ** 28) return false
+      const b = records[at++] as number
+      v += (b & 0x7f) * scale
+      scale *= 0x80
+      if (b < 0x80) break
+    }
+    const size = v % 2 === 0 ? v / 2 : -(v + 1) / 2
+    if (size < 0 || at + size > records.length) return false
+    at += size
+  }
+  return at === records.length
+}
+
+/**
+ * The count and last offset delta of the record batch whose compressed records are `payload`, from
+ * its header, which lies just before them in the fetch response kafkajs slices `payload` from;
+ * undefined when the bytes there are not that batch's header (a length that does not match,
+ * another magic or codec, no records): a buffer not from a fetch.
+ */
+function batchHeader(type: number, payload: Buffer): { count: number; lastOffsetDelta: number } | undefined {
+  if (payload.byteOffset < BATCH_HEADER_BYTES) return undefined
+  const header = Buffer.from(payload.buffer, payload.byteOffset - BATCH_HEADER_BYTES, BATCH_HEADER_BYTES)
+  const lastOffsetDelta = header.readInt32BE(23)
+  const count = header.readInt32BE(57)
+  if (header.readInt32BE(8) !== BATCH_LENGTH_BASE + payload.length || header.readInt8(16) !== 2 || (header.readInt16BE(21) & 0x7) !== type) return undefined
+  if (count < 1 || lastOffsetDelta < count - 1) return undefined
+  return { count, lastOffsetDelta }
+}
+
+/**
+ * What a codec gives kafkajs for a batch it could not decompress (corrupt, or refused as a bomb),
+ * or whose records did not come out framed: as many records as the batch holds, at its offsets,
+ * each without key or value and with an {@link UNDECODABLE_HEADER} header saying why. kafkajs
+ * threw the error out of the whole fetch response instead: the consumer crashed, was started
+ * again, fetched the same batch and crashed again, for good, and every other origin of that
+ * reader stopped with it (review finding). The transport delivers such records as dead letters
+ * (`invalid`) and reads on past them. Undefined when they would not fit the inflated-batch bound.
+ */
+function deadLetters(batch: { count: number; lastOffsetDelta: number }, reason: string): Buffer | undefined {
+  const key = Buffer.from(UNDECODABLE_HEADER)
+  const value = Buffer.from(reason.slice(0, MAX_REASON_CHARS))
+  const out: number[] = []
+  for (let i = 0; i < batch.count; i++) {
+    // Attributes, timestamp delta; the offset delta as in a batch of `count` records ending at
+    // lastOffsetDelta (a compacted batch's gaps are not known); no key, no value; one header.
+    const body: number[] = [0, 0]
+    writeVarint(body, i === batch.count - 1 ? batch.lastOffsetDelta : i)
+    writeVarint(body, -1)
+    writeVarint(body, -1)
+    writeVarint(body, 1)
+    writeVarint(body, key.length)
+    body.push(...key)
+    writeVarint(body, value.length)
+    body.push(...value)
+    writeVarint(out, body.length)
+    out.push(...body)
+    if (out.length > MAX_INFLATED_BATCH_BYTES) return undefined
+  }
+  return Buffer.from(out)
+}
+
+/**
+ * `inflate`d, checked to hold the records the batch's header counts; else the batch's dead
+ * letters (see {@link deadLetters}), or the error as before for a buffer not from a fetch. The
+ * budget of one turn is not the batch's fault: that refusal stands (the batch may be valid).
+ */
+async function orDeadLetters(type: number, name: string, payload: Buffer, inflate: () => Buffer): Promise<Buffer> {
+  let out: Buffer
+  try {
+    out = inflate()
+  } catch (e) {
+    const batch = e instanceof TurnBudgetError ? undefined : batchHeader(type, payload)
+    const message = e instanceof Error ? e.message : String(e)
+    const letters = batch === undefined ? undefined : deadLetters(batch, message.startsWith(name) ? message : `${name}: ${message}`)
+    if (letters === undefined) throw e
+    return letters
+  }
+  const batch = batchHeader(type, payload)
+  if (batch === undefined || framed(out, batch.count)) return out
+  return deadLetters(batch, `${name}: the batch inflated to bytes that are not its ${batch.count} records`) ?? out
 }
 
 /** kafkajs's codec interface: `compress` takes its Encoder (`.buffer`), both resolve with a Buffer. */
@@ -72,28 +193,30 @@ export const snappyCodec: Codec = {
   async compress(encoder) {
     return Buffer.from(snappyCompress(new Uint8Array(encoder.buffer)))
   },
-  async decompress(buffer) {
-    if (buffer.length < XERIAL_HEADER_BYTES || !buffer.subarray(0, XERIAL_MAGIC.length).equals(XERIAL_MAGIC)) {
-      const out = Buffer.from(snappyUncompress(new Uint8Array(buffer), MAX_INFLATED_BATCH_BYTES))
-      charge('snappy', out.length)
-      return out
-    }
-    const parts: Uint8Array[] = []
-    let total = 0
-    let at = XERIAL_HEADER_BYTES
-    while (at < buffer.length) {
-      if (at + 4 > buffer.length) throw new RangeError('snappy: a xerial block length is cut short')
-      const size = buffer.readUInt32BE(at)
-      at += 4
-      if (at + size > buffer.length) throw new RangeError('snappy: a xerial block runs past the batch')
-      const part = snappyUncompress(new Uint8Array(buffer.subarray(at, at + size)), MAX_INFLATED_BATCH_BYTES - total)
-      charge('snappy', part.length)
-      total += part.length
-      parts.push(part)
-      at += size
-    }
-    return Buffer.concat(parts, total)
-  },
+  decompress: (buffer) => orDeadLetters(SNAPPY, 'snappy', buffer, () => inflateSnappy(buffer)),
+}
+
+function inflateSnappy(buffer: Buffer): Buffer {
+  if (buffer.length < XERIAL_HEADER_BYTES || !buffer.subarray(0, XERIAL_MAGIC.length).equals(XERIAL_MAGIC)) {
+    const out = Buffer.from(snappyUncompress(new Uint8Array(buffer), MAX_INFLATED_BATCH_BYTES))
+    charge('snappy', out.length)
+    return out
+  }
+  const parts: Uint8Array[] = []
+  let total = 0
+  let at = XERIAL_HEADER_BYTES
+  while (at < buffer.length) {
+    if (at + 4 > buffer.length) throw new RangeError('snappy: a xerial block length is cut short')
+    const size = buffer.readUInt32BE(at)
+    at += 4
+    if (at + size > buffer.length) throw new RangeError('snappy: a xerial block runs past the batch')
+    const part = snappyUncompress(new Uint8Array(buffer.subarray(at, at + size)), MAX_INFLATED_BATCH_BYTES - total)
+    charge('snappy', part.length)
+    total += part.length
+    parts.push(part)
+    at += size
+  }
+  return Buffer.concat(parts, total)
 }
 
 const LZ4_MAGIC = 0x184d2204
@@ -150,14 +273,15 @@ function withoutBlockChecksums(b: Buffer): Buffer {
 
 export const lz4Codec: Codec = {
   compress: () => compressUnsupported('LZ4'),
-  async decompress(buffer) {
-    const bound = lz4FrameBound(buffer)
-    const out = Buffer.from(lz4Decompress(withoutBlockChecksums(buffer), bound))
-    // What it gave, not its bound: a fetch of many small batches is charged what they hold (review
-    // finding: charged 64 KiB each, 4,096 heartbeat-sized batches filled the budget, for good).
-    charge('lz4', out.length)
-    return out
-  },
+  decompress: (buffer) =>
+    orDeadLetters(LZ4, 'lz4', buffer, () => {
+      const bound = lz4FrameBound(buffer)
+      const out = Buffer.from(lz4Decompress(withoutBlockChecksums(buffer), bound))
+      // What it gave, not its bound: a fetch of many small batches is charged what they hold (review
+      // finding: charged 64 KiB each, 4,096 heartbeat-sized batches filled the budget, for good).
+      charge('lz4', out.length)
+      return out
+    }),
 }
 
 const ZSTD_MAGIC = 0xfd2fb528
@@ -231,19 +355,20 @@ function zstdBound(b: Buffer): number {
 
 export const zstdCodec: Codec = {
   compress: () => compressUnsupported('ZSTD'),
-  async decompress(buffer) {
-    zstdBound(buffer)
-    const parts: Uint8Array[] = []
-    let total = 0
-    const stream = new ZstdStream((chunk) => {
-      total += chunk.length
-      if (total > MAX_INFLATED_BATCH_BYTES) throw tooLarge('zstd')
-      charge('zstd', chunk.length)
-      parts.push(chunk)
-    })
-    stream.push(new Uint8Array(buffer), true)
-    return Buffer.concat(parts, total)
-  },
+  decompress: (buffer) =>
+    orDeadLetters(ZSTD, 'zstd', buffer, () => {
+      zstdBound(buffer)
+      const parts: Uint8Array[] = []
+      let total = 0
+      const stream = new ZstdStream((chunk) => {
+        total += chunk.length
+        if (total > MAX_INFLATED_BATCH_BYTES) throw tooLarge('zstd')
+        charge('zstd', chunk.length)
+        parts.push(chunk)
+      })
+      stream.push(new Uint8Array(buffer), true)
+      return Buffer.concat(parts, total)
+    }),
 }
 
 type CodecTable = Record<number, () => unknown>

@@ -4,12 +4,13 @@
  * a refetch ending in the reader's own run, close() during a group join, option combinations
  * kafkajs refuses late, a node's start-up catch-up meeting a consumer that has fetched nothing
  * yet, topics with a smaller record-batch limit, refusals hidden in kafkajs's aggregate errors,
- * positions past Kafka's offsets.
+ * positions past Kafka's offsets, a transactional producer's markers, other producers' compressed
+ * batches (large ones, and one the codecs refuse).
  */
 import { spawn } from 'node:child_process'
 import net from 'node:net'
-import { randomUUID } from 'node:crypto'
-import { Kafka, logLevel, type Admin } from 'kafkajs'
+import { randomBytes, randomUUID } from 'node:crypto'
+import { CompressionTypes, Kafka, logLevel, type Admin } from 'kafkajs'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { ClosedError, ConfigError, DecodeError, TransportError, isConcordError, type LogRecord } from '@concord/core'
 import { crdtFactory, type PnCounter } from '@concord/crdt'
@@ -455,6 +456,116 @@ describe.skipIf(!server.available)('KafkaTransport edge cases', () => {
     await t.commit('r', 'hp', '1')
     expect(await t.committed('r', 'hp')).toBe('1')
   }, 30_000)
+
+  it('an origin written by a transactional producer: committed records come, aborted ones never, and a reader reaches latest() though it is a transaction marker no poll returns (it waited for it for ever)', async () => {
+    const topicPrefix = `${prefix}-tx`
+    const topic = `${topicPrefix}.tx`
+    await admin.createTopics({ waitForLeaders: true, topics: [{ topic, numPartitions: 1 }] })
+    const producer = kafka.producer({ transactionalId: `${topicPrefix}-txid`, idempotent: true, maxInFlightRequests: 1 })
+    await producer.connect()
+    const send = async (values: readonly string[], commit: boolean): Promise<void> => {
+      const tx = await producer.transaction()
+      await tx.send({ topic, messages: values.map((value) => ({ value, partition: 0 })) })
+      await (commit ? tx.commit() : tx.abort())
+    }
+    try {
+      // Offsets: c0 c1 | marker 2 | a0 a1 | abort marker 5 | c2 | marker 7.
+      await send(['c0', 'c1'], true)
+      await send(['a0', 'a1'], false)
+      await send(['c2'], true)
+    } finally {
+      await producer.disconnect()
+    }
+    const t = open({ topicPrefix, groupPrefix: topicPrefix })
+    const end = await t.latest('tx')
+    expect(end).toBe('7')
+    const got: LogRecord[] = []
+    for (const until = Date.now() + 20_000; Date.now() < until && !got.some((r) => t.comparePositions(r.position, end as string) >= 0); ) got.push(...(await pollUntil(t, 'r1', 'tx', 1, undefined, 1)))
+    expect(got.filter((r) => r.skipped !== true).map((r) => [r.position, dec.decode(r.bytes)])).toEqual([['0', 'c0'], ['1', 'c1'], ['6', 'c2']])
+    // The marker at latest() is reached, as a skipped placeholder: a catch-up to latest() ends.
+    expect(got.at(-1)).toMatchObject({ position: '7', skipped: true })
+    await t.commit('r1', 'tx', '7')
+    expect(await t.committed('r1', 'tx')).toBe('7')
+    // Written after the markers: delivered, and nothing before it again.
+    expect(await t.append('tx', [bytes('after')])).toEqual(['8'])
+    const more = await pollUntil(t, 'r1', 'tx', 1)
+    expect(more.map((r) => [r.position, dec.decode(r.bytes)])).toEqual([['8', 'after']])
+    // A fetch of nothing but an aborted transaction (a9, its marker 10): kafkajs leaves it out of
+    // eachBatch altogether; the reader still reaches latest().
+    await producer.connect()
+    try {
+      await send(['a9'], false)
+    } finally {
+      await producer.disconnect()
+    }
+    expect(await t.latest('tx')).toBe('10')
+    const tail = await pollUntil(t, 'r1', 'tx', 1)
+    expect(tail).toEqual([{ origin: 'tx', position: '10', bytes: new Uint8Array(0), skipped: true }])
+    // Rewound to a commit just before markers: the records after it again, no aborted one.
+    await t.commit('r1', 'tx', '6')
+    await t.rewind('r1', 'tx')
+    const again = await pollUntil(t, 'r1', 'tx', 2)
+    expect(again.map((r) => [r.position, r.skipped === true ? 'skipped' : dec.decode(r.bytes)])).toEqual([['8', 'after'], ['10', 'skipped']])
+  }, 60_000)
+
+  // GZIP and Snappy compressed by the producer, LZ4 and ZSTD by the broker (the topic's
+  // compression.type: the transport's codecs decompress those only). The middle batch is larger than
+  // a fetch's bytes per partition (kafkajs's 1 MiB: the broker sends it whole all the same) and than
+  // bufferRecords.
+  it.each([
+    ['gzip', CompressionTypes.GZIP, 'producer'],
+    ['snappy', CompressionTypes.Snappy, 'producer'],
+    ['lz4', CompressionTypes.None, 'lz4'],
+    ['zstd', CompressionTypes.None, 'zstd'],
+  ])('an origin written by another producer in %s batches, one larger than a fetch and the buffer: every record delivered, in order', async (name, compression, topicCompression) => {
+    const topicPrefix = `${prefix}-z${name}`
+    const topic = `${topicPrefix}.z`
+    await admin.createTopics({ waitForLeaders: true, topics: [{ topic, numPartitions: 1, configEntries: [{ name: 'compression.type', value: topicCompression }, { name: 'max.message.bytes', value: String(8 * 1024 * 1024) }] }] })
+    const t = open({ topicPrefix, groupPrefix: topicPrefix, bufferRecords: 16 })
+    // Incompressible values, 1.5 MB in all: compressed the batch stays past 1 MiB.
+    const big = Array.from({ length: 300 }, (_, i) => Buffer.concat([Buffer.from(`big${i}:`), randomBytes(5000)]))
+    const producer = kafka.producer({ allowAutoTopicCreation: false })
+    await producer.connect()
+    try {
+      await producer.send({ topic, compression, messages: [{ value: 'first', partition: 0 }] })
+      await producer.send({ topic, compression, messages: big.map((value) => ({ value, partition: 0 })) })
+      await producer.send({ topic, compression, messages: [{ value: 'last', partition: 0 }] })
+    } finally {
+      await producer.disconnect()
+    }
+    const want = [Buffer.from('first'), ...big, Buffer.from('last')]
+    const got = await pollUntil(t, 'r1', 'z', want.length, undefined, 200)
+    expect(got.map((r) => r.position)).toEqual(want.map((_, i) => String(i)))
+    expect(got.every((r, i) => r.invalid === undefined && Buffer.from(r.bytes).equals(want[i] as Buffer))).toBe(true)
+  }, 60_000)
+
+  it('a compressed batch the reader cannot decompress (a ZSTD batch inflating past the codecs\' limit, which the broker takes): dead letters for its records, then the records after it; the reader\'s other origins keep flowing (its consumer crashed at every fetch, for good)', async () => {
+    const topicPrefix = `${prefix}-zbad`
+    const topic = `${topicPrefix}.bad`
+    await admin.createTopics({ waitForLeaders: true, topics: [{ topic, numPartitions: 1, configEntries: [{ name: 'compression.type', value: 'zstd' }, { name: 'max.message.bytes', value: String(32 * 1024 * 1024) }] }] })
+    const t = open({ topicPrefix, groupPrefix: topicPrefix })
+    await t.append('ok', [bytes('ok0')])
+    const producer = kafka.producer({ allowAutoTopicCreation: false })
+    await producer.connect()
+    try {
+      await producer.send({ topic, messages: [{ value: 'before', partition: 0 }] })
+      // 17 MiB of zeros: the broker stores a few KB of ZSTD, which the codecs refuse to inflate.
+      await producer.send({ topic, messages: Array.from({ length: 17 }, () => ({ value: Buffer.alloc(1024 * 1024), partition: 0 })) })
+      await producer.send({ topic, messages: [{ value: 'after', partition: 0 }] })
+    } finally {
+      await producer.disconnect()
+    }
+    await t.subscribe('r1', ['ok', 'bad'])
+    const got = await pollUntil(t, 'r1', 'bad', 19, undefined, 100)
+    expect(got.map((r) => r.position)).toEqual(Array.from({ length: 19 }, (_, i) => String(i)))
+    expect(dec.decode(got[0]?.bytes)).toBe('before')
+    expect(got.slice(1, 18).every((r) => r.bytes.length === 0 && /could not be decompressed.*inflates past/.test(r.invalid ?? ''))).toBe(true)
+    expect(got[18]).toMatchObject({ position: '18', bytes: bytes('after') })
+    expect(got[18]?.invalid).toBeUndefined()
+    expect((await pollUntil(t, 'r1', 'ok', 1)).map((r) => dec.decode(r.bytes))).toEqual(['ok0'])
+    await t.append('ok', [bytes('ok1')])
+    expect((await pollUntil(t, 'r1', 'ok', 1)).map((r) => dec.decode(r.bytes))).toEqual(['ok1'])
+  }, 90_000)
 
   it('takes a Kafka client made by another copy of kafkajs as the client (its options used to be read as kafkajs options, without brokers)', async () => {
     const calls: string[] = []

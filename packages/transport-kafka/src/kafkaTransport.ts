@@ -28,7 +28,7 @@ import {
   type Transport,
   toBuffer,
 } from '@concord/core'
-import { registerDefaultCodecs } from './codecs.js'
+import { UNDECODABLE_HEADER, registerDefaultCodecs } from './codecs.js'
 import { isAuthorizationError, isProducerStateError, isTooLargeError, isUnknownTopicError, translateError } from './errors.js'
 import { RECORD_ROOM_BYTES, resolveOptions, topicName, type KafkaTransportOptions, type ResolvedKafkaTransportOptions } from './options.js'
 
@@ -741,6 +741,18 @@ export class KafkaTransport implements Transport {
       consumer.on(consumer.events.STOP, () => {
         session.restarting = true
       })
+      // A fetched batch of nothing but a transaction's markers and aborted records never reaches
+      // eachBatch: kafkajs moves its fetch position past it and only reports it (batchSize 0).
+      consumer.on(consumer.events.START_BATCH_PROCESS, (event) => {
+        const { topic, partition, batchSize, firstOffset, lastOffset, highWatermark } = event.payload
+        const o = session.origins.get(topic)
+        if (o === undefined || batchSize !== 0 || partition !== PARTITION || firstOffset == null) return
+        // Only a run that starts where the reader is (a batch fetched before a rewind's seek lies
+        // past the seek's target, and must not move `next` over the records between them), on the
+        // topic the reader knows (eachBatch finds one deleted and created again).
+        if (o.next !== undefined && (BigInt(firstOffset) > o.next || BigInt(lastOffset) < o.next || BigInt(highWatermark) < o.next)) return
+        this.skipUndelivered(o, BigInt(lastOffset))
+      })
       consumer.on(consumer.events.CRASH, (event) => {
         // Restarted: kafkajs's new run forgets the pauses (eachBatch pauses again when a buffer
         // fills; a stale paused flag would keep it from doing so, and the buffer would grow).
@@ -914,8 +926,14 @@ export class KafkaTransport implements Transport {
           // letter) does not pin the whole response.
           const v = message.value
           if (v === null) {
-            // A tombstone (or another producer's record without a value): not one of ours.
-            o.buffer.push({ origin: o.origin, position: message.offset, bytes: EMPTY, invalid: `kafka record at offset ${message.offset} of ${o.topic} has no value (a tombstone): not written by a Concord transport` })
+            // One of a batch the codecs could not decompress (see codecs.ts: deadLetters), or a
+            // tombstone (another producer's record without a value): not one of ours.
+            const undecodable = message.headers?.[UNDECODABLE_HEADER]
+            const why =
+              undecodable === undefined
+                ? 'has no value (a tombstone): not written by a Concord transport'
+                : `is in a record batch that could not be decompressed (${String(undecodable)})`
+            o.buffer.push({ origin: o.origin, position: message.offset, bytes: EMPTY, invalid: `kafka record at offset ${message.offset} of ${o.topic} ${why}` })
           } else {
             o.buffer.push({ origin: o.origin, position: message.offset, bytes: new Uint8Array(v.buffer, v.byteOffset, v.byteLength) })
           }
@@ -924,6 +942,10 @@ export class KafkaTransport implements Transport {
         }
         if (run !== undefined) o.buffer.push({ origin: o.origin, position: run, bytes: EMPTY, skipped: true })
         if (allNew && last !== undefined) o.next = BigInt(last) + 1n
+        // The batch ends in records kafkajs leaves out (a transaction's markers, aborted records):
+        // every offset from `next` to its end is one of them (see skipUndelivered).
+        const end = BigInt(batch.lastOffset())
+        if (o.next !== undefined && end >= o.next) this.skipUndelivered(o, end)
         // Resolving moves the fetch position only (autoCommit is off); the last offset covers the
         // batch's earlier ones.
         if (last !== undefined) resolveOffset(last)
@@ -987,6 +1009,24 @@ export class KafkaTransport implements Transport {
     else ranges.push({ first, last })
     // Bounded: a forgotten range is only fetched and delivered like any other record.
     if (ranges.length > MAX_APPENDED_RANGES) ranges.splice(0, ranges.length - MAX_APPENDED_RANGES)
+  }
+
+  /**
+   * Offsets of `o`'s topic up to `last`, from its `next`, that hold nothing a poll delivers: a
+   * transactional producer's commit and abort markers, and the records of aborted transactions
+   * (kafkajs's default isolation is read-committed: its batches leave them out). They go out as one
+   * `skipped` placeholder at `last`, as a run of the reader's own appends does: latest() (the high
+   * watermark, less one) can be such a marker's offset, and a reader that reads until it has passed
+   * latest() (a node's start-up catch-up, trimStable's indexing) waited for it for ever (review
+   * finding); the reader can also commit past them. A placeholder still buffered is replaced (it
+   * stands for nothing but skipped offsets either way): a producer that only aborts does not grow
+   * the buffer of a reader that is not polling.
+   */
+  private skipUndelivered(o: OriginState, last: bigint): void {
+    if (o.buffer[o.buffer.length - 1]?.skipped === true) o.buffer.pop()
+    o.buffer.push({ origin: o.origin, position: String(last), bytes: EMPTY, skipped: true })
+    o.next = last + 1n
+    for (const wake of [...o.waiters]) wake()
   }
 
   /**
