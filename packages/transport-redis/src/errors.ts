@@ -3,7 +3,7 @@
  * else (connection lost, retries exhausted) as a retriable TransportError.
  */
 import { Redis, type RedisOptions } from 'ioredis'
-import { ConfigError, TransportError, isConcordError, type ConcordError } from '@concord/core'
+import { ConfigError, TooLargeError, TransportError, isConcordError, type ConcordError } from '@concord/core'
 
 // Replies that mean "try again later": the server is loading, failing over, or out of memory.
 // MISCONF: the server cannot save to disk (a full or broken disk) and refuses writes until it can.
@@ -34,7 +34,20 @@ export function translateError(e: unknown, what: string, context: ErrorContext =
     code = first ?? 'TRYAGAIN'
   }
   if (code === undefined) return new TransportError(message, { cause: e })
-  if (CONFIG_REPLIES.has(code)) return new ConfigError(message, { cause: e })
+  // An argument (a record, a store value) past the server's proto-max-bulk-len: the server refuses
+  // it and closes the connection. Retrying the same call cannot help (review finding: it was a
+  // TransportError naming no setting). {@link BulkLimit} refuses these before sending; this is for
+  // a server whose limit was lowered since, or a user who may not read it.
+  if (code === 'ERR' && /Protocol error: invalid (multi)?bulk length/i.test(e instanceof Error ? e.message : '')) {
+    return new TooLargeError(`${message} (an argument is longer than the server's proto-max-bulk-len; nothing of this call was written, earlier parts of a split batch may be)`, { cause: e })
+  }
+  // A command a script runs that the ACL user may not run (or a key it may not touch): Redis 7.0
+  // reports it as ERR from inside the script, not NOPERM. A ConfigError like NOPERM (review
+  // finding: a non-retriable TransportError, which a node retried for ever without saying why).
+  if (code === 'ERR' && /The user executing the script can't/i.test(e instanceof Error ? e.message : '')) {
+    return new ConfigError(`${message} (the Redis ACL user lacks a permission this needs: a command or a key of the script)`, { cause: e })
+  }
+  if (CONFIG_REPLIES.has(code)) return new ConfigError(code === 'NOPERM' ? `${message} (the Redis ACL user lacks a permission this needs)` : message, { cause: e })
   if (RETRIABLE_REPLIES.has(code) || code === 'NOGROUP') return new TransportError(message, { cause: e })
   return new TransportError(message, { cause: e, retriable: false })
 }
@@ -145,5 +158,58 @@ export class TimeoutReconnect {
     if (now - this.at < this.everyMs) return
     this.at = now
     this.client.disconnect(true)
+  }
+}
+
+/** The least proto-max-bulk-len a Redis server takes (1mb): arguments up to it need no check. */
+const MIN_PROTO_MAX_BULK_LEN = 1024 * 1024
+
+/**
+ * The server's proto-max-bulk-len, the longest argument it reads: a longer one it refuses with a
+ * protocol error and closes the connection, failing every call in flight on it (review finding:
+ * an oversize record's batch was half appended — its first chunks — as a non-retriable
+ * TransportError, and the commits and reads sharing the connection failed with it). Calls check
+ * their arguments first; only an argument past 1 MiB (Redis's least setting) asks the server
+ * (CONFIG GET, once, and again before refusing, in case the limit was raised). A user who may not
+ * run CONFIG GET sends unchecked, and translateError reports the server's refusal as a TooLargeError.
+ */
+export class BulkLimit {
+  private known: Promise<number | undefined> | undefined
+
+  constructor(private readonly client: { call(command: string, args: (string | number)[]): Promise<unknown> }) {}
+
+  /**
+   * Throws a TooLargeError when the longest of `args` (each its length in bytes and what it is,
+   * for the message) is past the server's limit; `nothing` ends the message (what was not done).
+   */
+  async check(component: string, nothing: string, args: Iterable<{ readonly size: number; readonly what: () => string }>): Promise<void> {
+    let largest: { readonly size: number; readonly what: () => string } | undefined
+    for (const a of args) if (largest === undefined || a.size > largest.size) largest = a
+    if (largest === undefined || largest.size <= MIN_PROTO_MAX_BULK_LEN) return
+    let limit = await this.limit(false)
+    if (limit !== undefined && largest.size > limit) limit = await this.limit(true)
+    if (limit !== undefined && largest.size > limit) {
+      throw new TooLargeError(`${component}: ${largest.what()} is ${largest.size} bytes, more than the server takes in one argument (its proto-max-bulk-len, ${limit}); ${nothing}`)
+    }
+  }
+
+  private async limit(fresh: boolean): Promise<number | undefined> {
+    if (fresh || this.known === undefined) {
+      const asked = this.client.call('CONFIG', ['GET', 'proto-max-bulk-len']).then(
+        (reply) => {
+          const v = Array.isArray(reply) ? Number(reply[1]) : Number.NaN
+          return Number.isSafeInteger(v) && v >= MIN_PROTO_MAX_BULK_LEN ? v : undefined
+        },
+        (e: unknown) => {
+          // Not a reply (the connection is down): asked again next time. A refusal (NOPERM, a
+          // renamed CONFIG): the limit stays unknown for good.
+          if (replyCode(e) === undefined) this.known = undefined
+          return undefined
+        },
+      )
+      this.known = asked
+      return asked
+    }
+    return this.known
   }
 }

@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto'
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import { ClosedError, ConfigError, checkKnownOptions, checkStoreBatch, checkStoreKey, toBuffer, type Store, type StoreOp } from '@concord/core'
-import { LastConnectionError, TimeoutReconnect, newClient, quitWithin, runScript, translateError } from './errors.js'
+import { BulkLimit, LastConnectionError, TimeoutReconnect, newClient, quitWithin, runScript, translateError } from './errors.js'
 import { WAIT_ON_CLUSTER, checkRedisTarget, hasHashTag, replicaCount, timeoutMs } from './options.js'
 
 type Client = Redis | Cluster
@@ -71,7 +71,29 @@ end
 return #KEYS - 1
 `
 const WRITE_SHA = createHash('sha1').update(WRITE_SCRIPT).digest('hex')
+
+/**
+ * Lists index members between ARGV[1] and ARGV[2] (ZRANGEBYLEX bounds). ZRANGEBYLEX is defined
+ * only when every member has the same score: one another program added with another score made it
+ * return nothing at all (review finding). Then the whole index is returned; keys() filters it.
+ */
+const KEYS_SCRIPT = `
+local index = KEYS[1]
+if redis.call('ZCOUNT', index, 0, 0) == redis.call('ZCARD', index) then
+  return redis.call('ZRANGEBYLEX', index, ARGV[1], ARGV[2])
+end
+return redis.call('ZRANGE', index, 0, -1)
+`
+const KEYS_SHA = createHash('sha1').update(KEYS_SCRIPT).digest('hex')
 const EMPTY = Buffer.alloc(0)
+
+/**
+ * The lengths of a batch's values, for {@link BulkLimit}. Keys are not measured: one past 1 MiB the
+ * server refuses, which translateError reports as a TooLargeError too (the batch is one call: nothing written).
+ */
+function* valueSizes(batch: readonly StoreOp[]): Generator<{ readonly size: number; readonly what: () => string }> {
+  for (const op of batch) if (op.op === 'put') yield { size: op.value.byteLength, what: () => `the value of ${JSON.stringify(op.key.slice(0, 100))}` }
+}
 
 /** The defaults, as documented on {@link RedisStoreOptions}. */
 export const REDIS_STORE_DEFAULTS = { redis: 'redis://127.0.0.1:6379', waitReplicas: 0, waitTimeoutMs: 1_000, commandTimeoutMs: 5_000 } as const
@@ -96,6 +118,8 @@ export class RedisStore implements Store {
   private closed = false
   /** Reconnects the client after a command timed out (a client this store made). */
   private readonly reconnects: TimeoutReconnect | undefined
+  /** The server's longest argument: a batch is checked against it before it is sent. */
+  private readonly bulkLimit: BulkLimit
 
   constructor(options: RedisStoreOptions) {
     if (typeof options !== 'object' || options === null) throw new ConfigError('redis store: options must be an object with a keyPrefix')
@@ -138,6 +162,7 @@ export class RedisStore implements Store {
       // without a listener ioredis also logs them.
       this.connectionErrors.watch(this.client)
     }
+    this.bulkLimit = new BulkLimit(this.client)
   }
 
   private check(): void {
@@ -183,6 +208,9 @@ export class RedisStore implements Store {
       else args.push('d', op.key, EMPTY)
     }
     try {
+      // A value past the server's proto-max-bulk-len: refused here, naming it (the server's
+      // refusal named nothing, and closed the connection under every other call on it).
+      await this.bulkLimit.check('redis store', "nothing was written (raise the server's proto-max-bulk-len, or keep values below it)", valueSizes(batch))
       await runScript(this.client, WRITE_SHA, WRITE_SCRIPT, [keys.length, ...keys, ...args])
     } catch (e) {
       throw this.fail(e, 'write')
@@ -208,7 +236,8 @@ export class RedisStore implements Store {
     const max = prefix.length === 0 ? '+' : Buffer.concat([Buffer.from(`[${prefix}`), Buffer.from([0xff])])
     let raw: string[]
     try {
-      raw = await this.client.zrangebylex(this.index, min, max)
+      const reply = await runScript(this.client, KEYS_SHA, KEYS_SCRIPT, [1, this.index, min, max])
+      raw = Array.isArray(reply) ? reply.map(String) : []
     } catch (e) {
       throw this.fail(e, 'keys')
     }

@@ -23,7 +23,7 @@ import {
   type Transport,
   toBuffer,
 } from '@concord/core'
-import { LastConnectionError, TimeoutReconnect, newClient, quitWithin, replyCode, runScript, translateError } from './errors.js'
+import { BulkLimit, LastConnectionError, TimeoutReconnect, newClient, quitWithin, replyCode, runScript, translateError } from './errors.js'
 import { WAIT_ON_CLUSTER, checkNoClientKeyPrefix, resolveOptions, type RedisTransportOptions, type ResolvedRedisTransportOptions } from './options.js'
 
 type Client = Redis | Cluster
@@ -123,6 +123,12 @@ interface Session {
   replayUntil: string | undefined
   claimCursor: string
   nextClaimAt: number
+  /**
+   * The group's last-delivered id as this session moved it: the id a reset set (the committed
+   * position), then the newest entry read through '>'. Claims stop at it: pending entries past it
+   * (other consumers' after a reset moved the cursor back) come through '>' anyway.
+   */
+  cursor: string
   /** Dedicated connection for this session's reads (blocking reads hold a connection). */
   conn: Client | undefined
   /** Id of the newest entry delivered to this reader through '>' (what it has been given so far). */
@@ -219,6 +225,16 @@ function fieldNames(fields: readonly unknown[]): string {
   return `fields ${names.join(', ')}${n > names.length ? ` and ${n - names.length} more` : ''}`
 }
 
+/** The lengths of an append's arguments, for {@link BulkLimit}: each record and each stored key (`k` + key). */
+function* argumentSizes(records: readonly Uint8Array[], keys: readonly (string | undefined)[] | undefined): Generator<{ readonly size: number; readonly what: () => string }> {
+  for (let i = 0; i < records.length; i++) {
+    yield { size: (records[i] as Uint8Array).byteLength, what: () => `record ${i}` }
+    const key = keys?.[i]
+    // A key of fewer than 1 MiB / 3 code units has fewer than 1 MiB of UTF-8: not measured.
+    if (key !== undefined && key.length >= 1024 * 1024 / 3) yield { size: 1 + Buffer.byteLength(key), what: () => `the key of record ${i}` }
+  }
+}
+
 function checkName(kind: string, name: string): void {
   if (typeof name !== 'string' || name.length === 0) throw new ConfigError(`redis transport: ${kind} must be a non-empty string`)
   // NUL separates a reader from an origin in the transport's own maps: 'a\0b' + 'c' and 'a' + 'b\0c'
@@ -260,6 +276,8 @@ export class RedisTransport implements Transport {
   private stopProbe: (() => void) | undefined
   /** Reconnects the main client after a command timed out (a client this transport made). */
   private readonly reconnects: TimeoutReconnect | undefined
+  /** The server's longest argument: an append checks its records against it before sending any. */
+  private readonly bulkLimit: BulkLimit
 
   constructor(options: RedisTransportOptions = {}) {
     this.options = resolveOptions(options)
@@ -295,6 +313,7 @@ export class RedisTransport implements Transport {
         throw e
       }
     }
+    this.bulkLimit = new BulkLimit(this.client)
   }
 
   private check(): void {
@@ -318,6 +337,14 @@ export class RedisTransport implements Transport {
     const key = this.streamKey(origin)
     const keys = options.keys
     const keyed = this.options.storeKeys && keys !== undefined && keys.some((k) => k !== undefined)
+    // Before any chunk is sent: a record past the server's proto-max-bulk-len failed its chunk
+    // after the earlier chunks were appended, and the server closed the connection under every
+    // other call on it (see BulkLimit).
+    try {
+      await this.bulkLimit.check('redis transport', 'nothing was appended (raise the server\'s proto-max-bulk-len, or keep records below it: RegionNode maxEnvelopeBytes)', argumentSizes(records, keyed ? keys : undefined))
+    } catch (e) {
+      throw this.fail(e, 'append')
+    }
     // Chunks of at most APPEND_CHUNK_RECORDS records / ~APPEND_CHUNK_BYTES, one script call each.
     const chunks: (string | Buffer)[][] = []
     let args: (string | Buffer)[] = []
@@ -420,7 +447,10 @@ export class RedisTransport implements Transport {
           if (record !== undefined) out.push(record)
         }
         const newest = entries[entries.length - 1]
-        if (newest !== undefined) s.lastId = newest.id
+        if (newest !== undefined) {
+          s.lastId = newest.id
+          s.cursor = newest.id
+        }
       }
     }
     try {
@@ -475,7 +505,14 @@ export class RedisTransport implements Transport {
       await this.ensureGroup(stream, reader)
       await runScript(this.client, COMMIT_SHA, COMMIT_SCRIPT, args)
     } catch (e) {
-      if (replyCode(e) === 'NOGROUP') this.groups.delete(`${stream}\u0000${reader}`)
+      if (replyCode(e) === 'NOGROUP') {
+        this.groups.delete(`${stream}\u0000${reader}`)
+        // The group is gone (destroyed, or the stream deleted): the next commit makes it anew at
+        // the stream's start, and the next poll must move its cursor back to the committed
+        // position, as after a poll's NOGROUP (review finding: it read the whole stream again).
+        const s = this.sessions.get(`${reader}\u0000${origin}`)
+        if (s !== undefined) s.started = false
+      }
       throw this.fail(e, 'commit')
     }
   }
@@ -619,6 +656,7 @@ export class RedisTransport implements Transport {
         replayCursor: '0',
         replayUntil: undefined,
         claimCursor: '-',
+        cursor: '0-0',
         nextClaimAt: this.options.now() + this.options.claimIntervalMs,
         conn: undefined,
         lastId: undefined,
@@ -771,6 +809,7 @@ export class RedisTransport implements Transport {
     await this.ensureGroup(s.stream, s.reader)
     const committed = await this.storedPosition(s.origin, s.reader)
     await this.client.call('XGROUP', ['SETID', s.stream, s.reader, committed ?? '0'])
+    s.cursor = committed ?? '0-0'
     // Everything after the committed position comes again through '>', pending entries included.
     s.started = true
     s.replay = false
@@ -835,7 +874,11 @@ export class RedisTransport implements Transport {
    */
   private async claim(s: Session, conn: Client, count: number, out: LogRecord[]): Promise<void> {
     const minIdle = this.options.claimMinIdleMs
-    const raw = await conn.call('XPENDING', [s.stream, s.reader, 'IDLE', minIdle, s.claimCursor, '+', count])
+    // Up to the cursor: a reset moved it back to the committed position, so a dead consumer's
+    // entries past it come again through '>' (and become this consumer's). Claimed as well, they
+    // came twice, the claimed ones ahead of older entries (review finding: a new process under
+    // another consumer name, claiming at once).
+    const raw = await conn.call('XPENDING', [s.stream, s.reader, 'IDLE', minIdle, s.claimCursor, s.cursor, count])
     const rows = Array.isArray(raw) ? (raw as unknown[]) : []
     const ids: string[] = []
     let last: string | undefined
