@@ -115,6 +115,64 @@ describe('AutomergeReplica', () => {
     expect(bytesEqual(w.state(), before)).toBe(true)
   })
 
+  it('refuses changes that nest objects more than 64 deep in the document together, received or made here, leaving the document as it was (each change was checked alone: 50 changes of 60 nested maps, 10 KB, took 16 s to apply)', () => {
+    type Nest = Record<string, unknown>
+    /** `doc` with `levels` more maps nested under its deepest `x`. */
+    const deeper = (doc: A.Doc<Nest>, levels: number): A.Doc<Nest> =>
+      A.change(doc, (d) => {
+        let o: Nest = d
+        while (o['x'] !== undefined) o = o['x'] as Nest
+        for (let i = 0; i < levels; i++) {
+          o['x'] = {}
+          o = o['x'] as Nest
+        }
+      })
+    // Two ways on from d40 (a change made on a document is shared with every older version of it:
+    // cloned first, each read as soon as made).
+    const d40 = deeper(A.init<Nest>({ actor: 'ab' }), 40)
+    const c40 = A.getLastLocalChange(d40) as Uint8Array
+    const d70 = deeper(A.clone(d40), 30)
+    const c70 = A.getLastLocalChange(d70) as Uint8Array
+    const c64 = A.getLastLocalChange(deeper(d40, 24)) as Uint8Array
+    const r = new AutomergeReplica<Nest>('r')
+    r.apply(c40)
+    const before = r.state()
+    expect(() => r.apply(c70)).toThrow(/nests objects more than 64 deep in the document/)
+    expect(bytesEqual(r.state(), before)).toBe(true)
+    r.apply(c64)
+    expect(JSON.stringify(r.value()).split('{').length - 2).toBe(64)
+    // In one batch, and in a document chunk of a plain Automerge peer.
+    const s = new AutomergeReplica<Nest>('s')
+    expect(() => s.apply(concat([c40, c70]))).toThrow(DecodeError)
+    expect(() => s.apply(A.save(d70))).toThrow(DecodeError)
+    expect(s.value()).toEqual({})
+    // The deep change first: it waits for its dependency, and is refused once that arrives, as in the other order.
+    const q = new AutomergeReplica<Nest>('q')
+    q.apply(c70)
+    expect(q.hasPending).toBe(true)
+    q.apply(c40)
+    expect(q.hasPending).toBe(false)
+    expect(bytesEqual(q.state(), before)).toBe(true)
+    // Made here: a local change is taken back, as every receiver would refuse it; small changes
+    // of one level each count too.
+    const w = new AutomergeReplica<Nest>('w')
+    const sent: Uint8Array[] = []
+    w.onDelta((d) => sent.push(d))
+    for (let i = 0; i < 64; i++) w.change((d) => nestOne(d))
+    const at64 = w.state()
+    expect(() => w.change((d) => nestOne(d))).toThrow(/nests objects more than 64 deep in the document/)
+    expect(bytesEqual(w.state(), at64)).toBe(true)
+    expect(sent).toHaveLength(64)
+    const copy = new AutomergeReplica<Nest>('copy')
+    copy.apply(concat(sent))
+    expect(copy.value()).toEqual(w.value())
+    function nestOne(d: Nest): void {
+      let o: Nest = d
+      while (o['x'] !== undefined) o = o['x'] as Nest
+      o['x'] = {}
+    }
+  })
+
   it('applies changes whose floats Automerge\'s own encoder does not write back exactly (one random float in eight was refused by every other replica, and the writer\'s later changes waited for it for ever)', () => {
     const random = seededRandom(11)
     let refusedBefore = 0
@@ -588,6 +646,35 @@ describe('AutomergeReplica: untrusted bytes', () => {
     stillWorks(t)
   })
 
+  it('a change waiting for its dependency stays queued when a batch is refused meanwhile, and applies once the dependency arrives, also from state() taken in between (the refused batch dropped the queue: the change was lost)', () => {
+    const w = new AutomergeReplica<Record<string, unknown>>('w')
+    const out: Uint8Array[] = []
+    w.onDelta((d) => out.push(d))
+    w.change((d) => void (d.a = 1))
+    w.change((d) => void (d.b = 2))
+    const [c1, c2] = out as [Uint8Array, Uint8Array]
+    const r = new AutomergeReplica<Record<string, unknown>>('r')
+    r.apply(c2)
+    expect(r.hasPending).toBe(true)
+    // Refused alone, and refused with the dependency in the same batch (which is then not applied either).
+    expect(() => r.apply(forgedChange())).toThrow(DecodeError)
+    expect(() => r.apply(concat([c1, forgedChange()]))).toThrow(DecodeError)
+    expect(r.hasPending).toBe(true)
+    expect(r.value()).toEqual({})
+    expect(r.version()).toEqual(new Uint8Array(0))
+    expect(splitChunks(r.deltaSince(new Uint8Array(0)))).toHaveLength(1)
+    const saved = r.state()
+    r.apply(c1)
+    expect(r.hasPending).toBe(false)
+    expect(r.value()).toEqual({ a: 1, b: 2 })
+    const restored = new AutomergeReplica<Record<string, unknown>>('restored')
+    restored.apply(saved)
+    expect(restored.hasPending).toBe(true)
+    restored.apply(c1)
+    expect(restored.value()).toEqual({ a: 1, b: 2 })
+    expect(bytesEqual(restored.state(), r.state())).toBe(true)
+  })
+
   it('when taking a refused apply back fails too (a document Automerge left unusable), the document comes back from the checkpoint taken before it', () => {
     const [state, , , second] = source()
     const t = target()
@@ -724,18 +811,44 @@ describe('AutomergeReplica and hostile chunks (review findings)', () => {
     expect(loaded.value().t).toHaveLength(6000)
   })
 
-  it("a received map key __proto__ is an own key of value()'s object, not its prototype (its fields showed through every lookup)", () => {
-    const doc = A.change(A.init<{ user?: Record<string, unknown> }>({ actor: 'eeee' }), (d) => {
-      d.user = { name: 'eve', KEY: { isAdmin: true } }
-    })
-    const change = A.decodeChange(A.getLastLocalChange(doc) as Uint8Array)
-    for (const op of change.ops as Array<{ key?: string }>) if (op.key === 'KEY') op.key = '__proto__'
-    const r = new AutomergeReplica<{ user: Record<string, unknown> }>('victim')
-    r.apply(A.encodeChange(change))
-    const user = r.value().user
-    expect(Object.getPrototypeOf(user)).toBe(Object.prototype)
-    expect(user.isAdmin).toBeUndefined()
-    expect(Object.keys(user).sort()).toEqual(['__proto__', 'name'])
-    expect(JSON.parse(JSON.stringify(user))).toEqual(JSON.parse('{"name":"eve","__proto__":{"isAdmin":true}}'))
+  it('a received change writing the map key __proto__ is refused with a DecodeError, the document unchanged (it became the prototype of the materialized document, a number under it vanished from value(), and the next edit under it made Automerge panic: refused for good when received, a PanicError after the backend took it when local, never sent)', () => {
+    /** A change of `eeee` putting `v` under `user.KEY`, the key renamed `__proto__` (Automerge's JS API refuses it). */
+    const forged = (v: unknown): Uint8Array => {
+      const doc = A.change(A.init<{ user?: Record<string, unknown> }>({ actor: 'eeee' }), (d) => {
+        d.user = { name: 'eve', KEY: v }
+      })
+      const change = A.decodeChange(A.getLastLocalChange(doc) as Uint8Array)
+      for (const op of change.ops as Array<{ key?: string }>) if (op.key === 'KEY') op.key = '__proto__'
+      return A.encodeChange(change)
+    }
+    const r = new AutomergeReplica<{ user?: Record<string, unknown>; mine?: number }>('victim')
+    r.change((d) => void (d.mine = 1))
+    const before = r.state()
+    for (const v of [{ isAdmin: true }, 7, 'text', null]) {
+      const change = forged(v)
+      expect(() => r.apply(change)).toThrow(/map key "__proto__"/)
+      // In a document chunk too (a peer writing such keys saves them).
+      expect(() => r.apply(A.save(A.applyChanges(A.init(), [change])[0]))).toThrow(DecodeError)
+    }
+    expect(bytesEqual(r.state(), before)).toBe(true)
+    expect(r.value()).toEqual({ mine: 1 })
+    expect(Object.getPrototypeOf(r.doc)).toBe(Object.prototype)
+    expect(({} as Record<string, unknown>).isAdmin).toBeUndefined()
+    r.change((d) => void (d.mine = 2))
+    expect(r.value()).toEqual({ mine: 2 })
+  })
+
+  it('a local write of the map key __proto__ is refused up front by Automerge (a RangeError naming the key), with no delta and the document unchanged', () => {
+    const r = new AutomergeReplica<Record<string, unknown>>('r')
+    const sent: Uint8Array[] = []
+    r.onDelta((d) => sent.push(d))
+    r.change((d) => void (d.m = {}))
+    const before = r.state()
+    expect(() => r.change((d) => void ((d.m as Record<string, unknown>)['__proto__'] = { isAdmin: true }))).toThrow(/"__proto__" is not allowed/)
+    expect(() => r.change((d) => void (d.n = JSON.parse('{"__proto__": 1}') as unknown))).toThrow(RangeError)
+    expect(sent).toHaveLength(1)
+    expect(bytesEqual(r.state(), before)).toBe(true)
+    expect(r.value()).toEqual({ m: {} })
+    expect(({} as Record<string, unknown>).isAdmin).toBeUndefined()
   })
 })

@@ -5,7 +5,7 @@
 import * as A from '@automerge/automerge'
 import { ConfigError, DecodeError, bytesEqual, callListeners, checkKnownOptions, isConcordError, ownKeysCopy } from '@concord/core'
 import type { ConflictEvent, ConflictSide, DeltaOrigin, Replica } from '@concord/core'
-import { CHUNK_CHANGE, CHUNK_COMPRESSED_CHANGE, CHUNK_DOCUMENT, checkDocumentInflatedSize, checkInflatedSize, concatBytes, splitChunks } from './chunks.js'
+import { CHUNK_CHANGE, CHUNK_COMPRESSED_CHANGE, CHUNK_DOCUMENT, checkDocumentInflatedSize, checkInflatedSize, concatBytes, mayMakeObjects, splitChunks } from './chunks.js'
 
 /** Options for {@link AutomergeReplica}. */
 export interface AutomergeReplicaOptions<T> {
@@ -61,13 +61,23 @@ function plain(v: unknown): unknown {
 /** Messages of Automerge's JS change form meeting a value it cannot represent (see checkedChange). */
 const JS_FORM_LIMITS = /can't be represented as a JavaScript number|Unable to read JS change/
 
+/** A received change as apply() hands it to Automerge, with what {@link checkNesting} read of it. */
+interface Checked {
+  readonly bytes: Uint8Array
+  /** Its hash; undefined when Automerge's JS change form cannot show it (see checkedChange). */
+  readonly hash: string | undefined
+  /** The objects it creates; undefined as the hash. */
+  readonly made: readonly Made[] | undefined
+}
+
 /**
  * A received change, checked before Automerge sees it: it must decode, and encode back to the same
  * bytes (a compressed one: to a change of the same hash, which is what is applied). Automerge's
  * own parser accepts changes it cannot apply or save consistently (it panics later, or a restored
- * state differs); a change that does not survive its own round trip is refused here.
+ * state differs); a change that does not survive its own round trip is refused here. A map key
+ * `__proto__` is refused too (see checkKeys).
  */
-function checkedChange(bytes: Uint8Array, type: number): Uint8Array {
+function checkedChange(bytes: Uint8Array, type: number): Checked {
   let again: Uint8Array
   let hash: string | null
   let decoded: A.DecodedChange | undefined
@@ -81,15 +91,17 @@ function checkedChange(bytes: Uint8Array, type: number): Uint8Array {
     // Such a change goes to Automerge as it is (its chunk checksum was checked); an apply that
     // fails on it is rolled back from the checkpoint like any other.
     if (e instanceof Error && JS_FORM_LIMITS.test(e.message)) {
-      if (decoded !== undefined) checkNesting(decoded)
-      return bytes
+      if (decoded === undefined) return { bytes, hash: undefined, made: undefined }
+      checkKeys(decoded)
+      return { bytes, hash: decoded.hash, made: checkNesting(decoded) }
     }
     throw new DecodeError('automerge: a change does not decode', { cause: e })
   }
-  checkNesting(decoded)
+  checkKeys(decoded)
+  const made = checkNesting(decoded)
   if (type === CHUNK_CHANGE) {
     if (!bytesEqual(again, bytes) && !onlyFloatsDrifted(bytes, decoded, again)) throw new DecodeError('automerge: a change does not encode back to its own bytes')
-    return bytes
+    return { bytes, hash: hash ?? undefined, made }
   }
   let rehash: string | null
   try {
@@ -98,7 +110,33 @@ function checkedChange(bytes: Uint8Array, type: number): Uint8Array {
     throw new DecodeError('automerge: a compressed change does not decode', { cause: e })
   }
   if (rehash === null || rehash !== hash) throw new DecodeError('automerge: a compressed change does not encode back to the same change')
-  return again
+  return { bytes: again, hash: hash ?? undefined, made }
+}
+
+/**
+ * Refuses a change that writes the map key `__proto__`. Automerge's JS side cannot hold it: its
+ * own proxies refuse it in local writes (a RangeError), and a received one became the prototype
+ * of the materialized object (`doc.user.isAdmin` read through it), a value that is no object (a
+ * number, a string, null) vanished from value(), and the next edit under the key — received or
+ * local — made Automerge panic while patching its JS document (review finding: a received edit
+ * was refused for good, so the writer's later changes waited for ever; a local one threw a
+ * PanicError after the backend had taken it, and it was never sent). Refused by every replica
+ * alike, from the change itself.
+ */
+function checkKeys(change: A.DecodedChange): void {
+  for (const op of change.ops as ReadonlyArray<{ key?: unknown }>) {
+    if (op.key === '__proto__') throw new DecodeError('automerge: a change writes the map key "__proto__", which Automerge\'s JS documents cannot hold')
+  }
+}
+
+/** What checkedChange read of a change that waited for dependencies (it was checked when it came). */
+function queuedChange(bytes: Uint8Array): Checked {
+  try {
+    const decoded = A.decodeChange(bytes)
+    return { bytes, hash: decoded.hash, made: checkNesting(decoded) }
+  } catch {
+    return { bytes, hash: undefined, made: undefined }
+  }
 }
 
 /**
@@ -155,26 +193,45 @@ function driftedFloats(a: A.DecodedChange, b: A.DecodedChange): number {
   return drifted
 }
 
-/** Most levels of objects one change may nest inside each other (readJson's limit for the native types). */
+/**
+ * Most levels of objects one change may nest inside each other, and the document too (readJson's
+ * limit for the native types): an object's depth is its parent's (the object its make op names,
+ * the root's is 0) plus one.
+ */
 const MAX_CHANGE_NESTING = 64
-/** Smaller changes cannot nest MAX_CHANGE_NESTING + 1 objects (measured: 123 bytes with a one-byte actor id). */
-const LOCAL_NESTING_CHECK_BYTES = 112
+const ROOT = '_root'
+
+/** An object a change creates: its id, and its depth below `obj`, the object it was created under that the change did not create. */
+interface Made {
+  readonly id: string
+  readonly obj: string
+  readonly depth: number
+}
 
 /**
  * Refuses a change that nests more than MAX_CHANGE_NESTING objects it creates inside each other:
  * Automerge's cost grows faster than linearly with such nesting (a 3.9 KB change of 2,000 nested
  * maps took 2.4 s to apply, and at depth 12,000 value() overflowed the stack — review finding).
+ * Returns the objects it creates, for the document's limit (see AutomergeReplica.placeObjects).
  */
-function checkNesting(change: A.DecodedChange): void {
-  const depth = new Map<string, number>()
+function checkNesting(change: A.DecodedChange): Made[] {
+  const made = new Map<string, Made>()
   const ops = change.ops as ReadonlyArray<{ action?: string; obj?: string }>
   for (let i = 0; i < ops.length; i++) {
     const op = ops[i] as { action?: string; obj?: string }
     if (typeof op.action !== 'string' || !op.action.startsWith('make')) continue
-    const d = (depth.get(op.obj ?? '') ?? 0) + 1
-    if (d > MAX_CHANGE_NESTING) throw new DecodeError(`automerge: a change nests objects more than ${MAX_CHANGE_NESTING} deep`)
-    depth.set(`${change.startOp + i}@${change.actor}`, d)
+    const obj = op.obj ?? ROOT
+    const parent = made.get(obj)
+    const depth = (parent?.depth ?? 0) + 1
+    if (depth > MAX_CHANGE_NESTING) throw new DecodeError(`automerge: a change nests objects more than ${MAX_CHANGE_NESTING} deep`)
+    const id = `${change.startOp + i}@${change.actor}`
+    made.set(id, { id, obj: parent?.obj ?? obj, depth })
   }
+  return [...made.values()]
+}
+
+function documentTooDeep(): DecodeError {
+  return new DecodeError(`automerge: a change nests objects more than ${MAX_CHANGE_NESTING} deep in the document`)
 }
 
 /** Past this many bytes of changes since the last full save, the rollback checkpoint is saved anew. */
@@ -229,6 +286,14 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
   /** `current` was rebuilt since `pending` was last handed to Automerge: its queue lacks them. */
   private queueLost = false
   /**
+   * Depth of every object the changes seen here created (see MAX_CHANGE_NESTING), by id: read from
+   * the changes, so the same on every replica whatever the order changes arrived in (an object's
+   * path in the document is not: a deleted or concurrently overwritten object has none). Kept
+   * through rebuilds and refusals (an entry of a change taken back is never read as another's:
+   * object ids are op ids).
+   */
+  private readonly depths = new Map<string, number>()
+  /**
    * The document as a full save plus the changes saved incrementally since (`A.saveIncremental`),
    * taken before each remote apply: what a refused apply rolls back to. Automerge panics on some
    * changes only while applying them, and leaves the document unusable; loading this brings it back.
@@ -262,12 +327,14 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
     const next = message === undefined ? A.change(before, fn) : A.change(before, { message }, fn)
     if (next === before) return
     const c = A.getLastLocalChange(next) as Uint8Array
-    // Refused here as every other replica would refuse it (see checkNesting): kept, it would live
-    // in this region only. The document stays as it was. Decoded only when it could nest that deep
-    // (a decode costs a quarter of a small edit; no edit of the automerge-paper trace reaches this size).
-    if (c.length >= LOCAL_NESTING_CHECK_BYTES) {
+    // Refused here as every other replica would refuse it (see checkNesting, placeObjects): kept,
+    // it would live in this region only. The document stays as it was. Decoded only when it
+    // creates objects (a decode costs a quarter of a small edit).
+    if (mayMakeObjects(c)) {
       try {
-        checkNesting(A.decodeChange(c))
+        const placed = new Map<string, number>()
+        this.placeObjects(checkNesting(A.decodeChange(c)), placed, next)
+        for (const [id, d] of placed) this.depths.set(id, d)
       } catch (e) {
         this.dropLastChange(next, c)
         throw e
@@ -280,8 +347,9 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
   }
 
   /**
-   * Plain JS copy of the document. A map key `__proto__` (Automerge refuses it in local writes, not
-   * in received changes) is an own key of its object, not its prototype (see ownKeysCopy).
+   * Plain JS copy of the document. A map key `__proto__` cannot come from a change (see
+   * checkKeys); one of an `initial` document made elsewhere is an own key of its object, not its
+   * prototype (see ownKeysCopy).
    */
   value(): T {
     return ownKeysCopy(A.toJS(this.current)) as T
@@ -311,7 +379,7 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
   apply(delta: Uint8Array): void {
     if (!(delta instanceof Uint8Array)) throw new DecodeError('automerge: delta must be a Uint8Array')
     const chunks = splitChunks(delta)
-    const changes: Uint8Array[] = []
+    const checked: Checked[] = []
     for (const c of chunks) {
       if (c.type === CHUNK_DOCUMENT) {
         checkDocumentInflatedSize(c)
@@ -323,19 +391,26 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
         } catch (e) {
           throw new DecodeError('automerge: document chunk does not load', { cause: e })
         }
-        for (const ch of all) changes.push(checkedChange(ch, CHUNK_CHANGE))
+        for (const ch of all) checked.push(checkedChange(ch, CHUNK_CHANGE))
       } else {
         if (c.type === CHUNK_COMPRESSED_CHANGE) checkInflatedSize(c)
-        changes.push(checkedChange(c.bytes, c.type))
+        checked.push(checkedChange(c.bytes, c.type))
       }
     }
-    if (changes.length === 0) return
-    this.takeCheckpoint()
+    if (checked.length === 0) return
+    // The document's nesting limit, before Automerge sees the batch (it is slow on deep nesting):
+    // the objects of every change whose parents are known by now. Those of changes waiting for
+    // dependencies, here or queued, are placed once Automerge applied them (below).
+    const placed = new Map<string, number>()
+    const unplaced = this.placeAll(checked, placed)
+    const changes = checked.map((c) => c.bytes)
     // Changes waiting for dependencies go in again after the document was rebuilt (state() in
     // canonical order, or after a refused batch): the new document has none queued, and Automerge
     // applies only what it holds when their dependencies arrive.
     const requeue = this.queueLost && this.pending.size > 0
     if (requeue) for (const c of this.pendingBytes()) changes.push(c)
+    const queuedBefore = this.pending.size > 0
+    this.takeCheckpoint()
     const headsBefore = A.getHeads(this.current)
     const missingBefore = this.pending.size === 0 ? NO_HEADS : A.getMissingDeps(this.current, [])
     let conflictPaths: A.Prop[][] | undefined
@@ -355,26 +430,118 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
           : undefined,
       )
       headsAfter = A.getHeads(next)
+      // Changes Automerge applied whose objects were not placed before: those that waited for
+      // dependencies (in this batch, or queued by an earlier one). One too deep is taken back
+      // with the batch (below: the batch goes in again without the queue).
+      if ((unplaced.size > 0 || queuedBefore) && !sameHeads(headsBefore, headsAfter)) this.placeReleased(next, headsBefore, unplaced, placed)
       this.trackPending(next, changes)
     } catch (e) {
       this.undoFailedApply(headsBefore, missingBefore)
-      if (this.pending.size > 0) {
-        // A change that waited for a dependency may be what failed, released by this batch (a
-        // forged one Automerge panics on): it refused every batch that brought the dependency, for
-        // good, and travelled on in state() (review finding). The queue is dropped — its changes
-        // come again from their writers through anti-entropy — and the batch is tried once more
-        // on the history alone. (Without a queue this branch is not taken again.)
-        this.dropQueue()
-        return this.apply(delta)
-      }
-      throw new DecodeError('automerge: changes do not parse or apply', { cause: e })
+      if (this.pending.size > 0) return this.applyWithoutQueue(delta)
+      throw e instanceof DecodeError ? e : new DecodeError('automerge: changes do not parse or apply', { cause: e })
     }
     this.current = next
+    for (const [id, d] of placed) this.depths.set(id, d)
     if (requeue) this.queueLost = false
     if (sameHeads(headsBefore, headsAfter)) return
     if (this.canonical) this.canonical = appendedLinearly(next, headsBefore)
     callListeners(this.typeName, this.listeners, delta, 'remote')
     if (conflictPaths !== undefined) for (const path of conflictPaths) this.reportConflict(path)
+  }
+
+  /**
+   * A batch refused while changes wait for dependencies. A waiting change may be what failed,
+   * released by this batch (a forged one Automerge panics on, or one nesting too deep): it would
+   * refuse every batch that brings its dependency, for good (review finding). So the batch is
+   * tried once more on the history alone. Refused again, it is what failed: the waiting changes
+   * stay queued (they were dropped with it, and lost when their dependency came — review
+   * finding). Applied, the waiting changes go in again one by one, and only one refused on its
+   * own is dropped.
+   */
+  private applyWithoutQueue(delta: Uint8Array): void {
+    const queued = [...this.pending.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    this.dropQueue()
+    try {
+      this.apply(delta)
+    } catch (e) {
+      for (const [h, c] of queued) this.pending.set(h, c)
+      this.queueLost = true
+      throw e
+    }
+    for (const [, c] of queued) {
+      try {
+        this.apply(c)
+      } catch (e) {
+        if (!(e instanceof DecodeError)) throw e
+      }
+    }
+  }
+
+  /**
+   * Places the objects of the `checked` changes whose parents are known (in the document or
+   * created earlier in the batch, whatever the batch's order) into `placed`; throws DecodeError
+   * when one is deeper than MAX_CHANGE_NESTING. Returns the others, by hash.
+   */
+  private placeAll(checked: readonly Checked[], placed: Map<string, number>): Map<string, readonly Made[]> {
+    let left = checked.filter((c) => c.made !== undefined && c.made.length > 0)
+    for (let progress = true; progress && left.length > 0; ) {
+      progress = false
+      const rest: Checked[] = []
+      for (const c of left) {
+        if (this.placeObjects(c.made as readonly Made[], placed, this.current)) progress = true
+        else rest.push(c)
+      }
+      left = rest
+    }
+    return new Map(left.map((c) => [c.hash as string, c.made as readonly Made[]]))
+  }
+
+  /** Places the objects of the changes `doc` gained since `heads` that were not placed before it (in causal order, so their parents are). */
+  private placeReleased(doc: A.Doc<T>, heads: A.Heads, unplaced: ReadonlyMap<string, readonly Made[]>, placed: Map<string, number>): void {
+    for (const m of A.getChangesMetaSince(doc, heads)) {
+      let made = unplaced.get(m.hash)
+      if (made === undefined) {
+        const queued = this.pending.get(m.hash)
+        if (queued === undefined) continue
+        made = queuedChange(queued).made
+      }
+      if (made !== undefined) this.placeObjects(made, placed, doc)
+    }
+  }
+
+  /**
+   * Adds the depths of the objects `made` to `placed` when the objects they were created under
+   * are known (in `placed`, in {@link depths}, or in `doc`); false, adding none, when one is not.
+   * Throws DecodeError, adding none, when one would be deeper than MAX_CHANGE_NESTING: nesting
+   * built up over several changes costs Automerge as much as in one (50 changes of 60 nested maps
+   * took 16 s to apply, 10 KB in all), and value() overflows the stack past some thousands of
+   * levels (review finding).
+   */
+  private placeObjects(made: readonly Made[], placed: Map<string, number>, doc: A.Doc<T>): boolean {
+    const bases = new Map<string, number>()
+    for (const m of made) {
+      if (bases.has(m.obj)) continue
+      const d = this.depthOf(m.obj, placed, doc)
+      if (d === undefined) return false
+      bases.set(m.obj, d)
+    }
+    for (const m of made) if ((bases.get(m.obj) as number) + m.depth > MAX_CHANGE_NESTING) throw documentTooDeep()
+    for (const m of made) placed.set(m.id, (bases.get(m.obj) as number) + m.depth)
+    return true
+  }
+
+  /** Depth of the object `obj`; undefined when it is not known yet. */
+  private depthOf(obj: string, placed: ReadonlyMap<string, number>, doc: A.Doc<T>): number | undefined {
+    if (obj === ROOT) return 0
+    const d = placed.get(obj) ?? this.depths.get(obj)
+    if (d !== undefined) return d
+    // Not from a change read here: of the `initial` document, or of a change whose ops Automerge's
+    // JS form cannot show (see checkedChange). Its path in the document, when it has one.
+    try {
+      return A.getBackend(doc).objInfo(obj).path?.length ?? 0
+    } catch {
+      return undefined
+    }
   }
 
   /**

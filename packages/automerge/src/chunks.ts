@@ -66,6 +66,95 @@ export function splitChunks(data: Uint8Array): Chunk[] {
   return out
 }
 
+/** The signed LEB128 number at `data[at]` and the position after it; undefined when truncated or longer than 7 bytes. */
+function readSleb(data: Uint8Array, at: number): [value: number, next: number] | undefined {
+  let p = at
+  let value = 0
+  let mult = 1
+  for (;;) {
+    if (p >= data.length || mult > 2 ** 42) return undefined
+    const b = data[p++] as number
+    value += (b & 0x7f) * mult
+    mult *= 128
+    if (b < 0x80) return [b & 0x40 ? value - mult : value, p]
+  }
+}
+
+/** Column spec of a change's op actions (column 4, unsigned LEB128 run-length encoded, not deflated). */
+const ACTION_COLUMN = 0x42
+/** Automerge's action numbers of makeMap, makeList, makeText and makeTable. */
+const MAKE_ACTIONS: ReadonlySet<number> = new Set([0, 2, 4, 6])
+
+/**
+ * Whether the change chunk `change` (one chunk of type 1, checked) may create objects: false only
+ * when its action column, read from the bytes, holds no make action. Decoding a change costs a
+ * quarter of a small edit, and only a change that creates objects can nest them deeper (see
+ * checkNesting): the edits of a text editing trace are not decoded. True whenever the layout is
+ * not the one expected (deps, actor, seq, start op, time, message, other actors, column metadata,
+ * column data).
+ */
+export function mayMakeObjects(change: Uint8Array): boolean {
+  if (change[8] !== CHUNK_CHANGE) return true
+  let p = HEADER_FIXED
+  const uleb = (): number | undefined => {
+    const read = readUleb(change, p)
+    if (read === undefined) return undefined
+    p = read[1]
+    return read[0]
+  }
+  if (uleb() === undefined) return true
+  const deps = uleb()
+  if (deps === undefined) return true
+  p += 32 * deps
+  const actorLen = uleb()
+  if (actorLen === undefined) return true
+  p += actorLen
+  // seq, start op, time (signed, skipped alike)
+  for (let i = 0; i < 3; i++) if (uleb() === undefined) return true
+  const messageLen = uleb()
+  if (messageLen === undefined) return true
+  p += messageLen
+  const others = uleb()
+  if (others === undefined || others > change.length) return true
+  for (let i = 0; i < others; i++) {
+    const len = uleb()
+    if (len === undefined) return true
+    p += len
+  }
+  const columns = uleb()
+  if (columns === undefined || columns > change.length) return true
+  let dataAt = 0
+  let action: [start: number, end: number] | undefined
+  for (let i = 0; i < columns; i++) {
+    const spec = uleb()
+    const len = uleb()
+    if (spec === undefined || len === undefined) return true
+    if ((spec & ~0x08) === ACTION_COLUMN) {
+      if (spec !== ACTION_COLUMN) return true
+      action = [dataAt, dataAt + len]
+    }
+    dataAt += len
+  }
+  if (action === undefined) return true
+  let q = p + action[0]
+  const end = p + action[1]
+  if (end > change.length) return true
+  while (q < end) {
+    const run = readSleb(change, q)
+    if (run === undefined) return true
+    q = run[1]
+    const count = run[0]
+    // A run: count > 0 repeats one value, count < 0 gives -count values, 0 is a run of nulls.
+    for (let i = 0; i < (count > 0 ? 1 : count < 0 ? -count : 1); i++) {
+      const v = readUleb(change, q)
+      if (v === undefined) return true
+      q = v[1]
+      if (count !== 0 && MAKE_ACTIONS.has(v[0])) return true
+    }
+  }
+  return q !== end
+}
+
 /**
  * Largest change a compressed change chunk may inflate to (8 MiB, an envelope's largest payload).
  * Automerge inflates such a chunk without a bound, and deflate shrinks a run of one byte about
