@@ -510,3 +510,172 @@ describe('YjsReplica.value() and a received __proto__ key', () => {
     expect(JSON.stringify(b.value())).toBe(JSON.stringify(a.value()))
   })
 })
+
+describe('YjsReplica: untrusted updates and careless use (review findings: each failed before its fix)', () => {
+  /** A 27-byte update found by fuzzing (its delete set cut off): it decodes, waits as pending for client 1's first update, and throws inside Yjs once that arrives. */
+  const poison = Buffer.from('010201052823016d0161017d01c40101010205776f726c6400', 'hex')
+
+  function source(): { src: YjsReplica; first: Uint8Array } {
+    const src = new YjsReplica('src', { clientId: 1 })
+    const ds: Uint8Array[] = []
+    src.onDelta((d) => ds.push(d))
+    src.text('t').insert(0, 'hello')
+    src.map('m').set('a', 1)
+    return { src, first: ds[0] as Uint8Array }
+  }
+
+  it('a pending update that fails once its dependencies arrive is dropped, not kept to refuse every later update of that writer (the fill and even a whole state were refused for good)', async () => {
+    const { src, first } = source()
+    const r = new YjsReplica('r', { clientId: 2 })
+    r.apply(poison)
+    expect(r.hasPending).toBe(true)
+    expect(r.version()).toEqual(new YjsReplica('empty').version())
+    const warnings: string[] = []
+    const onWarning = (w: Error & { code?: string }): void => void warnings.push(String(w.code))
+    process.on('warning', onWarning)
+    try {
+      r.apply(first)
+      expect(r.hasPending).toBe(false)
+      r.apply(src.deltaSince(r.version()))
+      await new Promise((resolve) => setImmediate(resolve))
+    } finally {
+      process.off('warning', onWarning)
+    }
+    expect(warnings.filter((w) => w === 'CONCORD_YJS_PENDING_DROPPED')).toHaveLength(1)
+    expect(r.value()).toEqual(src.value())
+    expect(bytesEqual(r.state(), src.state())).toBe(true)
+  })
+
+  it('a pending update that would fail is dropped also when local edits complete it (state() threw, and so did the next apply of any update)', () => {
+    // The poison waits for client 1; this replica is client 1 (client ids derive from replica ids,
+    // anyone can compute them), so its own edits fill the gap — and Yjs retries pending structs
+    // only when an update is applied, not after local edits.
+    const r = new YjsReplica('r', { clientId: 1 })
+    r.apply(poison)
+    r.text('x').insert(0, 'local')
+    const other = new YjsReplica('o', { clientId: 3 })
+    other.apply(r.state())
+    expect(other.value()).toEqual({ x: 'local' })
+    const q = new YjsReplica('q', { clientId: 4 })
+    q.text('y').insert(0, 'remote')
+    r.apply(q.deltaSince())
+    expect(r.hasPending).toBe(false)
+    expect(r.value()).toEqual({ x: 'local', y: 'remote' })
+  })
+
+  it.each(['strict', 'decode'] as const)('%s: an observer that throws during apply does not turn an applied update into a DecodeError (the caller was told it was refused; it was applied)', async (validation) => {
+    const warnings: string[] = []
+    const onWarning = (w: Error & { code?: string }): void => void warnings.push(`${String(w.code)} ${w.message}`)
+    process.on('warning', onWarning)
+    const a = new YjsReplica('a')
+    a.text('t').insert(0, 'abc')
+    const r = new YjsReplica('r', { validation })
+    r.text('t').observe(() => {
+      throw new Error('observer bug')
+    })
+    const seen: DeltaOrigin[] = []
+    r.onDelta((_, o) => seen.push(o))
+    try {
+      expect(() => r.apply(a.deltaSince())).not.toThrow()
+      await new Promise((resolve) => setImmediate(resolve))
+    } finally {
+      process.off('warning', onWarning)
+    }
+    expect(r.value()).toEqual({ t: 'abc' })
+    expect(seen).toEqual(['remote'])
+    // (A warning of an earlier test may arrive here: only this one's code counts.)
+    expect(warnings.filter((w) => w.startsWith('CONCORD_LISTENER_THREW'))).toEqual(['CONCORD_LISTENER_THREW yjs: an observer threw Error: observer bug'])
+  })
+
+  it.each(['strict', 'decode'] as const)('%s: a value nested deeper than the limit is refused with a DecodeError, the document untouched (3,000 levels made value() throw RangeError on every replica)', (validation) => {
+    let v: unknown = 1
+    for (let i = 0; i < 3000; i++) v = [v]
+    const w = new Y.Doc()
+    w.getMap('m').set('k', v)
+    const r = new YjsReplica('r', { validation })
+    r.map('m').set('ok', 1)
+    const before = r.state()
+    expect(() => r.apply(Y.encodeStateAsUpdate(w))).toThrow(/nested deeper than 512/)
+    expect(() => r.apply(Y.encodeStateAsUpdate(w))).toThrow(DecodeError)
+    expect(bytesEqual(r.state(), before)).toBe(true)
+    expect(r.value()).toEqual({ m: { ok: 1 } })
+    // 512 levels still pass.
+    let ok: unknown = 1
+    for (let i = 0; i < 511; i++) ok = [ok]
+    const w2 = new Y.Doc()
+    w2.getMap('m').set('deep', ok)
+    r.apply(Y.encodeStateAsUpdate(w2))
+    expect(JSON.stringify(r.value()).length).toBeGreaterThan(1000)
+  })
+
+  it('strict: shared types nested deeper than the limit are refused, the document untouched (3,000 nested maps, 36 KB, made value() throw for good and every later delete of them fail)', () => {
+    const w = new Y.Doc()
+    w.transact(() => {
+      let m = w.getMap('m') as Y.Map<unknown>
+      for (let i = 0; i < 3000; i++) {
+        const n = new Y.Map<unknown>()
+        m.set('k', n)
+        m = n
+      }
+    })
+    const r = new YjsReplica('r')
+    const before = r.state()
+    expect(() => r.apply(Y.encodeStateAsUpdate(w))).toThrow(/nested deeper than 512/)
+    expect(bytesEqual(r.state(), before)).toBe(true)
+    expect(r.value()).toEqual({})
+    // Also when the nesting is built over several updates: the depth counts the parents already held.
+    const w2 = new Y.Doc()
+    const r2 = new YjsReplica('r2')
+    let m = w2.getMap('m') as Y.Map<unknown>
+    let refused: unknown
+    for (let i = 0; i < 600 && refused === undefined; i++) {
+      const sv = Y.encodeStateVector(w2)
+      const n = new Y.Map<unknown>()
+      m.set('k', n)
+      m = n
+      try {
+        r2.apply(Y.encodeStateAsUpdate(w2, sv))
+      } catch (e) {
+        refused = e
+      }
+    }
+    expect(refused).toBeInstanceOf(DecodeError)
+    expect(() => r2.value()).not.toThrow()
+  })
+
+  it('a subdocument shows as its guid in value(), equal on every replica (value() held the live Y.Doc, different on each replica)', () => {
+    const a = new YjsReplica('a')
+    const sub = new Y.Doc({ guid: 'sub-1' })
+    a.map('m').set('sub', sub)
+    sub.getText('x').insert(0, 'inner')
+    const b = new YjsReplica('b')
+    b.apply(a.deltaSince())
+    expect(a.value()).toEqual({ m: { sub: { guid: 'sub-1' } } })
+    expect(b.value()).toEqual(a.value())
+  })
+
+  it("value() copies binary content: changing a returned Uint8Array does not change the document (it was the document's own array, edited without an update)", () => {
+    const a = new YjsReplica('a', { roots: { m: 'map', arr: 'array' } })
+    a.map('m').set('bin', new Uint8Array([1, 2, 3]))
+    a.array('arr').push([new Uint8Array([4])])
+    a.map('m').set('obj', { inner: new Uint8Array([5]) })
+    const v = a.value() as { m: { bin: Uint8Array; obj: { inner: Uint8Array } }; arr: Uint8Array[] }
+    v.m.bin[0] = 99
+    ;(v.arr[0] as Uint8Array)[0] = 99
+    v.m.obj.inner[0] = 99
+    expect(a.value()).toEqual({ m: { bin: new Uint8Array([1, 2, 3]), obj: { inner: new Uint8Array([5]) } }, arr: [new Uint8Array([4])] })
+    const b = new YjsReplica('b', { roots: { m: 'map', arr: 'array' } })
+    b.apply(a.state())
+    expect(b.value()).toEqual(a.value())
+  })
+
+  it('a V2 update is refused with a DecodeError that says so, the document untouched', () => {
+    const d = new Y.Doc()
+    d.getText('t').insert(0, 'hello')
+    const r = new YjsReplica('r')
+    expect(() => r.apply(Y.encodeStateAsUpdateV2(d))).toThrow(/V2 update/)
+    expect(r.value()).toEqual({})
+    r.apply(Y.convertUpdateFormatV2ToV1(Y.encodeStateAsUpdateV2(d)))
+    expect(r.value()).toEqual({ t: 'hello' })
+  })
+})

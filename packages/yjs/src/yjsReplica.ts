@@ -38,6 +38,8 @@ export interface YjsReplicaOptions {
    * Costs a second copy of the document in memory (built on the first remote update) and a second
    * integration per remote update. `decode`: only decode first (catches truncation and corruption
    * that breaks the framing, ~98% of random corruption) — for authenticated links (envelope HMAC).
+   * Only `strict` checks nesting through parent types and drops pending structs that fail once
+   * their dependencies arrive (see {@link YjsReplica.apply}).
    * @default 'strict'
    */
   readonly validation?: YjsValidation
@@ -51,6 +53,15 @@ type AnyType = NonNullable<ReturnType<Y.Doc['share']['get']>>
 
 /** Transaction origin of updates applied by {@link YjsReplica.apply}; anything else counts as local. */
 const REMOTE = Symbol('@concord/yjs/remote')
+
+/**
+ * Deepest nesting an applied update may create: shared types inside shared types, plus arrays and
+ * objects inside a value. value(), Yjs's recursive delete and garbage collection of nested types,
+ * and lib0's encoder all recurse once (or more) per level: 3,000 levels of either kind — 36 KB of
+ * update — made value() throw RangeError on every replica, for good, and every delete of them fail.
+ * 512 leaves a wide margin under the stack and far above any real document (rich text nests tens).
+ */
+const MAX_NESTING = 512
 
 /** Shadow updates are flushed in batches so that local edits stay cheap. */
 const SHADOW_FLUSH_AT = 4096
@@ -67,12 +78,6 @@ export function clientIdFor(replicaId: string): number {
   return h
 }
 
-/**
- * Whether `update` (which decodes) carries bytes after its end: Yjs's reader stops at the end of
- * the delete set and ignores the rest, so a corrupted frame with bytes appended would pass. The last
- * byte of a well-formed V1 update belongs to its delete set, so without it the update cannot decode;
- * if it still does, that byte (at least) was past the end.
- */
 /** An ID Yjs can encode again: a client id and a clock that are safe integers (varints past 2^53 decode, inexactly). */
 function checkId(id: unknown, what: string): void {
   if (typeof id !== 'object' || id === null) return
@@ -89,6 +94,9 @@ function checkId(id: unknown, what: string): void {
  */
 function checkIds(decoded: ReturnType<typeof Y.decodeUpdate>): void {
   for (const s of decoded.structs) {
+    // The nesting inside one value is known before the update touches anything (in both validation
+    // modes); nesting through parent types needs the document (checkNesting, strict mode).
+    if (s instanceof Y.Item && contentDepth(s.content) > MAX_NESTING) throw new DecodeError(`yjs: update does not decode: a value nested deeper than ${MAX_NESTING} levels`)
     checkId(s.id, 'a struct')
     if (!Number.isSafeInteger(s.id.clock + s.length)) throw new DecodeError(`yjs: update does not decode: a struct runs past clock 2^53`)
     const item = s as unknown as { origin?: unknown; rightOrigin?: unknown; parent?: unknown }
@@ -102,6 +110,103 @@ function checkIds(decoded: ReturnType<typeof Y.decodeUpdate>): void {
   }
 }
 
+/** How deep `v` nests arrays and objects (0 for a primitive), counted up to MAX_NESTING + 2; iterative, for any depth. */
+function valueDepth(v: unknown): number {
+  let max = 0
+  const stack: Array<[unknown, number]> = [[v, 0]]
+  while (stack.length > 0) {
+    const [x, d] = stack.pop() as [unknown, number]
+    if (d > max) max = d
+    if (max > MAX_NESTING + 1) return max
+    if (typeof x !== 'object' || x === null || x instanceof Uint8Array) continue
+    for (const c of Array.isArray(x) ? x : Object.values(x)) stack.push([c, d + 1])
+  }
+  return max
+}
+
+/** Levels an item's content adds below its parent type: 1 for a nested type or subdocument, the value's own nesting for plain values. */
+function contentDepth(content: Y.Item['content']): number {
+  if (content instanceof Y.ContentType || content instanceof Y.ContentDoc) return 1
+  // (arr holds the item's values: its own level is not one of theirs)
+  if (content instanceof Y.ContentAny || content instanceof Y.ContentJSON) return Math.max(0, valueDepth(content.arr) - 1)
+  if (content instanceof Y.ContentEmbed) return valueDepth(content.embed)
+  if (content instanceof Y.ContentFormat) return valueDepth(content.value)
+  return 0
+}
+
+/**
+ * Refuses what an update integrated into `doc` since `before` (its state vector then) if it nests
+ * deeper than MAX_NESTING, counting the parent types it was added to (held before or made by the
+ * same update). Also covers pending structs the update completed.
+ */
+function checkNesting(doc: Y.Doc, before: Map<number, number>): void {
+  const depths = new Map<Y.AbstractType<unknown>, number>()
+  // A root type is at depth 0, a type nested in it at 1, ...; memoised, so each type is walked once.
+  const typeDepth = (t: Y.AbstractType<unknown>): number => {
+    const path: Array<Y.AbstractType<unknown>> = []
+    let base = -1
+    for (let cur: Y.AbstractType<unknown> | null = t; cur !== null; ) {
+      const known = depths.get(cur)
+      if (known !== undefined) {
+        base = known
+        break
+      }
+      if (path.length > MAX_NESTING) return MAX_NESTING + 1
+      path.push(cur)
+      const parent: unknown = cur._item?.parent
+      cur = parent instanceof Y.AbstractType ? (parent as Y.AbstractType<unknown>) : null
+    }
+    for (let i = path.length - 1; i >= 0; i--) depths.set(path[i] as Y.AbstractType<unknown>, ++base)
+    return base
+  }
+  for (const [client, structs] of doc.store.clients) {
+    const from = before.get(client) ?? 0
+    const last = structs[structs.length - 1]
+    if (last === undefined || last.id.clock + last.length <= from) continue
+    for (let i = from === 0 ? 0 : Y.findIndexSS(structs, from); i < structs.length; i++) {
+      const s = structs[i]
+      if (!(s instanceof Y.Item) || !(s.parent instanceof Y.AbstractType)) continue
+      if (typeDepth(s.parent as Y.AbstractType<unknown>) + contentDepth(s.content) > MAX_NESTING) {
+        throw new DecodeError(`yjs: update does not integrate: shared types or values nested deeper than ${MAX_NESTING} levels`)
+      }
+    }
+  }
+}
+
+/** Applies `update` to `doc` (a shadow or scratch copy), then refuses what it nests too deep (checkNesting). */
+function integrateChecked(doc: Y.Doc, update: Uint8Array): void {
+  const before = Y.decodeStateVector(Y.encodeStateVector(doc))
+  Y.applyUpdate(doc, update)
+  checkNesting(doc, before)
+}
+
+function asIntegrationError(e: unknown): DecodeError {
+  return e instanceof DecodeError ? e : new DecodeError('yjs: update does not integrate', { cause: e })
+}
+
+/**
+ * Whether `update` decodes as a V2 update (Y.encodeStateAsUpdateV2, an 'updateV2' event): the
+ * replica speaks V1, and a V2 update fails to decode as one for reasons its bytes do not show.
+ */
+function isV2Update(update: Uint8Array): boolean {
+  try {
+    Y.decodeUpdateV2(update)
+    return true
+  } catch {
+    return false
+  }
+}
+
+function v2Hint(update: Uint8Array): string {
+  return isV2Update(update) ? ' (it is a V2 update: send V1, or convert it with Y.convertUpdateFormatV2ToV1)' : ''
+}
+
+/**
+ * Whether `update` (which decodes) carries bytes after its end: Yjs's reader stops at the end of
+ * the delete set and ignores the rest, so a corrupted frame with bytes appended would pass. The last
+ * byte of a well-formed V1 update belongs to its delete set, so without it the update cannot decode;
+ * if it still does, that byte (at least) was past the end.
+ */
 function hasTrailingBytes(update: Uint8Array): boolean {
   if (update.length === 0) return false
   try {
@@ -180,7 +285,15 @@ export class YjsReplica implements Replica<YjsValue> {
     // The shadow only lags behind by local edits; remote ones were integrated into it first.
     if (!remote && this.shadow !== undefined) {
       this.shadowQueue.push(update)
-      if (this.shadowQueue.length >= SHADOW_FLUSH_AT) this.flushShadow()
+      // A failure here (pending structs a local edit completed, see dropPoisonedPending) must not
+      // escape into the local edit: the shadow is dropped and rebuilt at the next apply.
+      if (this.shadowQueue.length >= SHADOW_FLUSH_AT) {
+        try {
+          this.flushShadow()
+        } catch {
+          this.dropShadow()
+        }
+      }
     }
     callListeners(this.typeName, this.listeners, update, remote ? 'remote' : 'local')
   }
@@ -283,35 +396,104 @@ export class YjsReplica implements Replica<YjsValue> {
     try {
       decoded = Y.decodeUpdate(delta)
     } catch (e) {
-      throw new DecodeError('yjs: update does not decode', { cause: e })
+      throw new DecodeError(`yjs: update does not decode${v2Hint(delta)}`, { cause: e })
     }
     checkIds(decoded)
-    if (hasTrailingBytes(delta)) throw new DecodeError('yjs: update does not decode: bytes after its end')
+    if (hasTrailingBytes(delta)) throw new DecodeError(`yjs: update does not decode: bytes after its end${v2Hint(delta)}`)
     if (this.validation === 'strict') this.checkOnShadow(delta)
+    // Integration and the observers it triggers run in one transaction; only an error before the
+    // observers is the update's. One thrown by an application's observer or 'update' handler
+    // (Yjs calls them all, then rethrows) comes after the update is in the document and its delta
+    // emitted: reported as a DecodeError, it made the caller count an applied update as refused
+    // (a node dead-letters it). It becomes a warning, as a throwing onDelta listener does.
+    let integrated = false
     try {
-      Y.applyUpdate(this.doc, delta, REMOTE)
+      Y.transact(
+        this.doc,
+        () => {
+          Y.applyUpdate(this.doc, delta)
+          integrated = true
+        },
+        REMOTE,
+        false,
+      )
     } catch (e) {
+      if (integrated) {
+        process.emitWarning(`${this.typeName}: an observer threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`, { code: 'CONCORD_LISTENER_THREW' })
+        return
+      }
       // Only reachable in 'decode' mode: the update decoded but did not integrate.
       throw new DecodeError('yjs: update does not integrate', { cause: e })
     }
   }
 
+  /**
+   * Integrates `delta` into the shadow first. When that fails while the document holds pending
+   * structs, the culprit may be those, not `delta`: an update that decodes, waits for a missing
+   * dependency, and throws inside Yjs once the dependency arrives. Kept, it made the shadow (and
+   * in `decode` mode the document) refuse every update completing it — the missing writer's
+   * updates and whole states alike — for good. If `delta` integrates into the document without its
+   * pending structs, those are dropped (dropPoisonedPending) and `delta` goes through.
+   */
   private checkOnShadow(delta: Uint8Array): void {
-    if (this.shadow === undefined) {
-      this.shadow = new Y.Doc({ gc: this.doc.gc })
-      Y.applyUpdate(this.shadow, Y.encodeStateAsUpdate(this.doc))
-      this.shadowQueue = []
-    } else {
-      this.flushShadow()
-    }
     try {
-      Y.applyUpdate(this.shadow, delta)
+      if (this.shadow === undefined) this.shadow = this.buildShadow(true)
+      else this.flushShadow()
+      integrateChecked(this.shadow, delta)
+      return
     } catch (e) {
       // The shadow may now be half-updated: drop it, it is rebuilt from the intact document.
-      this.shadow = undefined
-      this.shadowQueue = []
-      throw new DecodeError('yjs: update does not integrate', { cause: e })
+      this.dropShadow()
+      if (!this.hasPending) throw asIntegrationError(e)
     }
+    const clean = this.buildShadow(false)
+    try {
+      integrateChecked(clean, delta)
+    } catch (e) {
+      clean.destroy()
+      throw asIntegrationError(e)
+    }
+    this.dropPoisonedPending()
+    this.shadow = clean
+  }
+
+  /** A copy of the document (with or without its pending structs) to try updates on. */
+  private buildShadow(withPending: boolean): Y.Doc {
+    const shadow = new Y.Doc({ gc: this.doc.gc })
+    Y.applyUpdate(shadow, withPending ? Y.encodeStateAsUpdate(this.doc) : this.encodeWithoutPendingStructs())
+    return shadow
+  }
+
+  /** `Y.encodeStateAsUpdate` of the document without its pending structs (its pending deletions kept). */
+  private encodeWithoutPendingStructs(): Uint8Array {
+    const store = this.doc.store
+    const pendingStructs = store.pendingStructs
+    store.pendingStructs = null
+    try {
+      return Y.encodeStateAsUpdate(this.doc)
+    } finally {
+      store.pendingStructs = pendingStructs
+    }
+  }
+
+  /**
+   * Drops the document's pending structs: they failed to integrate once their dependencies were
+   * there, and would fail every time. Nothing of value is lost for good: pending structs are not in
+   * version(), so their senders' deltaSince(version()) carries them again; only the part that cannot
+   * integrate stays out. Pending deletions are kept (they were part of the document the update was
+   * tried on): a version() does not show them, and once their items arrive alone nothing would resend them.
+   */
+  private dropPoisonedPending(): void {
+    this.doc.store.pendingStructs = null
+    process.emitWarning(`${this.typeName}: dropped updates waiting for missing dependencies: they failed to integrate once those were there (their senders resend what is not in version())`, {
+      code: 'CONCORD_YJS_PENDING_DROPPED',
+    })
+  }
+
+  private dropShadow(): void {
+    this.shadow?.destroy()
+    this.shadow = undefined
+    this.shadowQueue = []
   }
 
   private flushShadow(): void {
@@ -336,11 +518,25 @@ export class YjsReplica implements Replica<YjsValue> {
    * that saw the same updates get the same bytes. Pending updates are included.
    */
   state(): Uint8Array {
-    const fresh = new Y.Doc({ gc: this.doc.gc })
-    Y.applyUpdate(fresh, Y.encodeStateAsUpdate(this.doc))
-    const out = Y.encodeStateAsUpdate(fresh)
-    fresh.destroy()
-    return out
+    let fresh = new Y.Doc({ gc: this.doc.gc })
+    try {
+      try {
+        Y.applyUpdate(fresh, Y.encodeStateAsUpdate(this.doc))
+      } catch (e) {
+        // Pending structs whose dependencies local edits supplied (Yjs retries pending structs
+        // only when an update is applied) and that fail to integrate: state() threw until the next
+        // apply, which drops them. They can never integrate; drop them here as apply() would.
+        if (!this.hasPending) throw e
+        fresh.destroy()
+        fresh = new Y.Doc({ gc: this.doc.gc })
+        Y.applyUpdate(fresh, this.encodeWithoutPendingStructs())
+        this.dropPoisonedPending()
+        this.dropShadow()
+      }
+      return Y.encodeStateAsUpdate(fresh)
+    } finally {
+      fresh.destroy()
+    }
   }
 
   onDelta(fn: (delta: Uint8Array, origin: DeltaOrigin) => void): () => void {
@@ -363,9 +559,7 @@ export class YjsReplica implements Replica<YjsValue> {
   close(): void {
     this.doc.off('update', this.onUpdate)
     this.listeners = []
-    this.shadow?.destroy()
-    this.shadow = undefined
-    this.shadowQueue = []
+    this.dropShadow()
   }
 }
 
@@ -392,9 +586,36 @@ function typeJson(t: AnyType): unknown {
   return t.toJSON()
 }
 
-/** A value in a shared type: a nested type as JSON, a plain value copied with every key its own (a received `__proto__` key is no prototype: ownKeysCopy). */
+/**
+ * A value in a shared type: a nested type as JSON; a subdocument as `{ guid }` (the live Y.Doc was
+ * a different object on every replica, so equal states had unequal values, and not plain data);
+ * a plain value copied with every key its own (a received `__proto__` key is no prototype:
+ * ownKeysCopy) and its binaries copied (ownKeysCopy keeps them: a caller changing a returned
+ * Uint8Array changed the document's own content, without an update, on this replica only).
+ */
 function contentJson(v: unknown): unknown {
-  return v instanceof Y.AbstractType ? typeJson(v as AnyType) : ownKeysCopy(v)
+  if (v instanceof Y.AbstractType) return typeJson(v as AnyType)
+  if (v instanceof Y.Doc) return { guid: v.guid }
+  return copyBinaries(ownKeysCopy(v))
+}
+
+/** Replaces every Uint8Array in `v` (a fresh copy from ownKeysCopy: its arrays and objects are its own) by a copy. */
+function copyBinaries(v: unknown): unknown {
+  if (v instanceof Uint8Array) return v.slice()
+  const stack: unknown[] = [v]
+  while (stack.length > 0) {
+    const x = stack.pop()
+    if (typeof x !== 'object' || x === null || x instanceof Uint8Array) continue
+    const proto = Object.getPrototypeOf(x) as object | null
+    if (!Array.isArray(x) && proto !== Object.prototype && proto !== null) continue
+    const o = x as Record<string, unknown>
+    for (const k of Object.keys(o)) {
+      const c = o[k]
+      if (c instanceof Uint8Array) o[k] = c.slice()
+      else stack.push(c)
+    }
+  }
+  return v
 }
 
 /** JSON of a root that no local code declared, typed by its content. */
