@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import fc from 'fast-check'
 import * as encoding from 'lib0/encoding'
-import { DecodeError, decodeWith, isWellFormed, encodeWith, encoderSlabBytes, readBytes, readString, releaseEncoder, slabCopy, takeEncoder, writeBytes, writeString, writeUint } from './index.js'
+import { ConfigError, DecodeError, VersionVector, canonicalJson, decodeEnvelope, decodeWith, encodeEnvelope, isWellFormed, encodeWith, encoderSlabBytes, readBytes, readInt, readJson, readString, readUint, releaseEncoder, slabCopy, takeEncoder, writeByte, writeBytes, writeFloat, writeInt, writeString, writeUint } from './index.js'
 
 describe('encodeWith', () => {
   it('nests: an inner encodeWith inside an outer one does not disturb the outer bytes', () => {
@@ -148,5 +148,72 @@ describe('strings that must arrive as written', () => {
       expect(isWellFormed(s)).toBe(true)
       expect(roundTrip(s)).toBe(s)
     }
+  })
+})
+
+describe('varints: one number, one byte string', () => {
+  it('refuses an overlong varint (a zero last group), which decoded to the same number as the short form', () => {
+    const read = (bytes: number[], f: typeof readUint | typeof readInt) => decodeWith('n', Uint8Array.from(bytes), (d) => f(d))
+    for (const overlong of [[0x80, 0x00], [0x81, 0x00], [0x81, 0x80, 0x00], [0xff, 0xff, 0x80, 0x00]]) expect(() => read(overlong, readUint)).toThrow(DecodeError)
+    for (const overlong of [[0x80, 0x00], [0xc1, 0x00], [0x81, 0x80, 0x00]]) expect(() => read(overlong, readInt)).toThrow(DecodeError)
+    // The canonical forms still decode, including a zero in a group before the last.
+    for (const n of [0, 1, 127, 128, 16_384, 2 ** 48, Number.MAX_SAFE_INTEGER]) expect(read([...encodeWith((e) => writeUint(e, n))], readUint)).toBe(n)
+    for (const n of [0, -1, 63, -64, 64, 8192, -(2 ** 40)]) expect(read([...encodeWith((e) => writeInt(e, n))], readInt)).toBe(n)
+  })
+
+  it('refuses an envelope whose sequence number is written overlong (it decoded as the same envelope as the canonical bytes)', () => {
+    const env = { docId: 'd', typeName: 't', region: 'eu', writer: 'eu/1', seq: 5, time: { wall: 1, logical: 0, node: 'n' }, deps: new Uint8Array(0), payload: new Uint8Array(0) }
+    const bytes = encodeEnvelope(env)
+    const at = 4 + 2 + 2 + 3 + 5 // magic, version, flags; then docId, typeName, region, writer with their lengths
+    expect(bytes[at]).toBe(5)
+    const overlong = Uint8Array.from([...bytes.subarray(0, at), 0x85, 0x00, ...bytes.subarray(at + 1)])
+    expect(decodeEnvelope(bytes).seq).toBe(5)
+    expect(() => decodeEnvelope(overlong)).toThrow(DecodeError)
+  })
+
+  it('writeUint refuses a number it would write as another (-1 went out as 127, 1.5 as 1, NaN as 0; Infinity looped forever)', () => {
+    for (const n of [-1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 53, -0.5]) {
+      expect(() => encodeWith((e) => writeUint(e, n)), String(n)).toThrow(ConfigError)
+    }
+    expect(() => VersionVector.from([['a', Number.POSITIVE_INFINITY]]).encode()).toThrow(ConfigError)
+    // The encoder is left usable.
+    expect(Array.from(encodeWith((e) => writeUint(e, 300)))).toEqual([0xac, 0x02])
+  })
+})
+
+describe('decodeWith and readJson on hostile input', () => {
+  it('turns any throw into a DecodeError, even a value with no string form (a TypeError escaped)', () => {
+    expect(() =>
+      decodeWith('x', new Uint8Array(0), () => {
+        throw Object.create(null) as unknown
+      }),
+    ).toThrow(DecodeError)
+  })
+
+  it('refuses NaN and infinite floats, which are no JSON value (NaN decoded and took the place of null in canonicalJson)', () => {
+    for (const x of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
+      const bytes = encodeWith((e) => {
+        writeByte(e, 4) // float tag
+        writeFloat(e, x)
+      })
+      expect(() => decodeWith('json', bytes, (d) => readJson(d)), String(x)).toThrow(DecodeError)
+    }
+    const ok = encodeWith((e) => {
+      writeByte(e, 4)
+      writeFloat(e, 0.5)
+    })
+    expect(canonicalJson(decodeWith('json', ok, (d) => readJson(d)))).toBe('0.5')
+  })
+})
+
+describe('slabCopy with a count it cannot mean', () => {
+  it('refuses a count that is not a whole number of bytes within src (NaN made every later copy share one offset; past the end returned another copy\'s bytes)', () => {
+    const src = Uint8Array.from([1, 2, 3, 4])
+    for (const n of [Number.NaN, -1, 2.5, 5, 2000]) expect(() => slabCopy(src, n), String(n)).toThrow(ConfigError)
+    const a = slabCopy(Uint8Array.from([5, 5]))
+    const b = slabCopy(Uint8Array.from([6, 6]))
+    expect(Array.from(a)).toEqual([5, 5])
+    expect(Array.from(b)).toEqual([6, 6])
+    expect(Array.from(slabCopy(src, 0))).toEqual([])
   })
 })

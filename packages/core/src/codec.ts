@@ -5,7 +5,7 @@
  */
 import * as encoding from 'lib0/encoding'
 import * as decoding from 'lib0/decoding'
-import { DecodeError, isConcordError } from './errors.js'
+import { ConfigError, DecodeError, describeThrown, isConcordError } from './errors.js'
 
 export type Encoder = encoding.Encoder
 export type Decoder = decoding.Decoder
@@ -77,6 +77,10 @@ let slabUsed = 0
  * pays that once for many copies. The copy is the caller's to keep; one kept alive keeps its slab.
  */
 export function slabCopy(src: Uint8Array, n: number = src.byteLength): Uint8Array {
+  // A count that is not a whole number within src is refused: NaN made the slab's fill level NaN,
+  // so every later copy (every envelope) was carved at offset 0 of one slab, over the others; past
+  // src's end, the copy held whatever the slab held there (another copy's bytes).
+  if (!(Number.isInteger(n) && n >= 0 && n <= src.byteLength)) throw new ConfigError(`slabCopy: n must be a whole number of bytes from 0 to ${src.byteLength}, got ${String(n)}`)
   if (n > SLAB_COPY_MAX) return src.slice(0, n)
   if (slab === undefined || slabUsed + n > SLAB_BYTES) {
     slab = new ArrayBuffer(SLAB_BYTES)
@@ -121,16 +125,23 @@ export function decodeWith<T>(what: string, bytes: Uint8Array, fn: (d: Decoder) 
     out = fn(d)
   } catch (e) {
     if (isConcordError(e)) throw e
-    throw new DecodeError(`${what}: ${e instanceof Error ? e.message : String(e)}`, { cause: e })
+    throw new DecodeError(`${what}: ${e instanceof Error ? e.message : describeThrown(e)}`, { cause: e })
   }
   if (d.pos !== bytes.length) throw new DecodeError(`${what}: ${bytes.length - d.pos} trailing bytes`)
   return out
 }
 
+/**
+ * @throws ConfigError for a number that is not a safe integer >= 0: lib0 would write another one
+ *   (-1 as 127, 1.5 as 1, NaN as 0) or, for Infinity, loop forever.
+ */
 export function writeUint(e: Encoder, n: number): void {
+  if (!(Number.isSafeInteger(n) && n >= 0)) throw new ConfigError(`writeUint: ${String(n)} is not a safe integer >= 0`)
   encoding.writeVarUint(e, n)
 }
+/** @throws ConfigError for a number that is not a safe integer (see {@link writeUint}). */
 export function writeInt(e: Encoder, n: number): void {
+  if (!Number.isSafeInteger(n)) throw new ConfigError(`writeInt: ${String(n)} is not a safe integer`)
   encoding.writeVarInt(e, n)
 }
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
@@ -182,17 +193,26 @@ function fail(msg: string): never {
   throw new DecodeError(msg)
 }
 
-/** Reads a varuint that must be a safe integer no larger than `max`. */
+/**
+ * Reads a varuint that must be a safe integer no larger than `max`, in its shortest form: a last
+ * byte 0 after others (`81 00` for 1) is refused, so that one number has one encoding and two
+ * byte strings never decode to the same message.
+ */
 export function readUint(d: Decoder, max = Number.MAX_SAFE_INTEGER): number {
-  if (d.pos >= d.arr.length) fail('unexpected end of data')
+  const at = d.pos
+  if (at >= d.arr.length) fail('unexpected end of data')
   const n = decoding.readVarUint(d)
   if (!Number.isSafeInteger(n) || n < 0 || n > max) fail(`integer ${n} out of range (max ${max})`)
+  if (d.pos - at > 1 && d.arr[d.pos - 1] === 0) fail('integer not in its shortest form')
   return n
 }
+/** Reads a signed varint, in its shortest form (as {@link readUint}). */
 export function readInt(d: Decoder): number {
-  if (d.pos >= d.arr.length) fail('unexpected end of data')
+  const at = d.pos
+  if (at >= d.arr.length) fail('unexpected end of data')
   const n = decoding.readVarInt(d)
   if (!Number.isSafeInteger(n)) fail(`integer ${n} out of range`)
+  if (d.pos - at > 1 && d.arr[d.pos - 1] === 0) fail('integer not in its shortest form')
   return n
 }
 export function readByte(d: Decoder): number {
@@ -322,8 +342,13 @@ export function readJson(d: Decoder, depth = 0): Json {
       return true
     case J_INT:
       return readInt(d)
-    case J_FLOAT:
-      return readFloat(d)
+    case J_FLOAT: {
+      // NaN and the infinities are no JSON value (assertJson refuses them on write), and
+      // canonicalJson writes them as null: a NaN element took the place of a null one.
+      const x = readFloat(d)
+      if (!Number.isFinite(x)) fail(`non-finite number ${x}`)
+      return x
+    }
     case J_STRING:
       return readString(d)
     case J_ARRAY: {

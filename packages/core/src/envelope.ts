@@ -4,7 +4,7 @@
  */
 import { createHmac, timingSafeEqual } from 'node:crypto'
 import { decodeWith, encoderSlabBytes, readByte, releaseEncoder, takeEncoder, readBytes, readString, readUint, writeByte, writeBytes, writeString, writeUint, type Decoder } from './codec.js'
-import { DecodeError, SignatureError } from './errors.js'
+import { ConfigError, DecodeError, SignatureError } from './errors.js'
 import { readHlc, writeHlc, type HlcTimestamp } from './hlc.js'
 import { MAX_DOT_COUNTER, MAX_REPLICA_ID_BYTES } from './dots.js'
 
@@ -16,6 +16,15 @@ export const ENVELOPE_VERSION = 1
 export const MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 const FLAG_SIGNED = 0x01
 const HMAC_BYTES = 32
+/** Field limits, in UTF-8 bytes (strings) or bytes: docs/wire-format.md. */
+const MAX_DOC_ID_BYTES = 1024
+const MAX_TYPE_NAME_BYTES = 128
+const MAX_DEPS_BYTES = 1024 * 1024
+/**
+ * Shortest signing key taken (as RegionNode's options require): under an empty key the MAC is
+ * public, and anyone could sign for the region.
+ */
+const MIN_KEY_BYTES = 16
 
 /** One replicated delta with its routing and causality metadata. */
 export interface Envelope {
@@ -46,6 +55,8 @@ export type EnvelopeKeys = ReadonlyMap<string, Uint8Array>
  * keep it long on its own.
  */
 export function encodeEnvelope(env: Envelope, key?: Uint8Array): Uint8Array {
+  checkEnvelope(env)
+  if (key !== undefined && !(key.length >= MIN_KEY_BYTES)) throw new ConfigError(`encodeEnvelope: a signing key must be at least ${MIN_KEY_BYTES} bytes`)
   // No encodeWith closure: one envelope per replicated delta goes through here.
   const e = takeEncoder()
   let body: Uint8Array
@@ -72,6 +83,33 @@ export function encodeEnvelope(env: Envelope, key?: Uint8Array): Uint8Array {
   out.set(body)
   out.set(mac, body.length)
   return out
+}
+
+/** Whether `s` is a string of 1..`max` UTF-8 bytes (counted only when it may be longer). */
+function idFits(s: unknown, max: number): boolean {
+  return typeof s === 'string' && s.length > 0 && (s.length * 3 <= max || Buffer.byteLength(s) <= max)
+}
+
+/**
+ * Refuses an envelope that {@link decodeEnvelope} would refuse or read as another: lib0 wrote seq
+ * -1 as 127 and 1.5 as 1 (signed, so a receiver took the other number as the writer's word), and
+ * a seq of 0 or past 2^48, an empty or overlong id or oversize deps went out signed and were
+ * dead-lettered by every receiver. (The time is checked by writeHlc.)
+ * @throws ConfigError
+ */
+function checkEnvelope(env: Envelope): void {
+  const bad = (what: string): never => {
+    throw new ConfigError(`encodeEnvelope: ${what}`)
+  }
+  if (typeof env !== 'object' || env === null) bad('not an envelope object')
+  if (!idFits(env.docId, MAX_DOC_ID_BYTES)) bad(`docId must be 1..${MAX_DOC_ID_BYTES} UTF-8 bytes`)
+  if (!idFits(env.typeName, MAX_TYPE_NAME_BYTES)) bad(`typeName must be 1..${MAX_TYPE_NAME_BYTES} UTF-8 bytes`)
+  if (!idFits(env.region, MAX_REPLICA_ID_BYTES)) bad(`region must be 1..${MAX_REPLICA_ID_BYTES} UTF-8 bytes`)
+  if (!idFits(env.writer, MAX_REPLICA_ID_BYTES)) bad(`writer must be 1..${MAX_REPLICA_ID_BYTES} UTF-8 bytes`)
+  const seq = env.seq
+  if (!(Number.isSafeInteger(seq) && seq >= 1 && seq <= MAX_DOT_COUNTER)) bad(`seq must be an integer from 1 to ${MAX_DOT_COUNTER}, got ${String(seq)}`)
+  if (!(env.deps instanceof Uint8Array) || env.deps.length > MAX_DEPS_BYTES) bad(`deps must be a Uint8Array of at most ${MAX_DEPS_BYTES} bytes`)
+  if (!(env.payload instanceof Uint8Array) || env.payload.length > MAX_PAYLOAD_BYTES) bad(`payload must be a Uint8Array of at most ${MAX_PAYLOAD_BYTES} bytes`)
 }
 
 // The type, region and writer fields (contiguous, after the document id) and the time are the
@@ -120,7 +158,7 @@ function readBody(d: Decoder): Envelope {
   if (version !== ENVELOPE_VERSION) throw new DecodeError(`envelope: unsupported version ${version}`)
   const flags = readByte(d)
   if ((flags & ~FLAG_SIGNED) !== 0) throw new DecodeError(`envelope: unknown flags ${flags}`)
-  const docId = readString(d, 1024)
+  const docId = readString(d, MAX_DOC_ID_BYTES)
   let typeName: string
   let region: string
   let writer: string
@@ -130,7 +168,7 @@ function readBody(d: Decoder): Envelope {
     region = lastRegion
     writer = lastWriter
   } else {
-    typeName = readString(d, 128)
+    typeName = readString(d, MAX_TYPE_NAME_BYTES)
     region = readString(d, MAX_REPLICA_ID_BYTES)
     writer = readString(d, MAX_REPLICA_ID_BYTES)
     if (remember(d, idsAt, lastIds)) {
@@ -151,7 +189,7 @@ function readBody(d: Decoder): Envelope {
     time = readHlc(d)
     if (remember(d, timeAt, lastTimeBytes)) lastTime = time
   }
-  const deps = readBytes(d, 1024 * 1024)
+  const deps = readBytes(d, MAX_DEPS_BYTES)
   const payload = readBytes(d, MAX_PAYLOAD_BYTES)
   return { docId, typeName, region, writer, seq, time, deps, payload }
 }
@@ -177,6 +215,7 @@ export function decodeEnvelope(bytes: Uint8Array, keys?: EnvelopeKeys): Envelope
     if (!signed) throw new SignatureError(`envelope from ${env.region} is unsigned`)
     const key = keys.get(env.region)
     if (key === undefined) throw new SignatureError(`no key for region ${env.region}`)
+    if (!(key.length >= MIN_KEY_BYTES)) throw new SignatureError(`key for region ${env.region} is shorter than ${MIN_KEY_BYTES} bytes: anyone could sign for it`)
     const expected = createHmac('sha256', key).update(body).digest()
     const got = bytes.subarray(bodyEnd)
     if (!timingSafeEqual(expected, got)) throw new SignatureError(`bad signature on envelope from ${env.region}`)

@@ -31,6 +31,19 @@ export class ConcordError extends Error {
   }
 }
 
+/**
+ * A thrown value as text, for a message: `name: message` for an Error, else `String(e)` — never
+ * throwing itself. A value without a string form (`Object.create(null)`, a throwing `toString`)
+ * made `String(e)` throw a TypeError out of the code reporting it.
+ */
+export function describeThrown(e: unknown): string {
+  try {
+    return e instanceof Error ? `${e.name}: ${e.message}` : String(e)
+  } catch {
+    return Object.prototype.toString.call(e)
+  }
+}
+
 /** True for any ConcordError, even one created by another installed copy of this package. */
 export function isConcordError(e: unknown): e is ConcordError {
   return typeof e === 'object' && e !== null && (e as Record<symbol, unknown>)[BRAND] === true

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import fc from 'fast-check'
-import { Hlc, compareHlc, ClockDriftError, ConfigError, decodeHlc, encodeHlc, type HlcTimestamp } from './index.js'
+import { Hlc, compareHlc, ClockDriftError, ConfigError, DecodeError, decodeHlc, encodeHlc, type HlcTimestamp } from './index.js'
 
 describe('Hlc', () => {
   it('is strictly monotonic when the wall clock jumps backwards', () => {
@@ -98,6 +98,50 @@ describe('Hlc at the top of its range', () => {
     const remote = decodeHlc(encodeHlc({ wall: Number.MAX_SAFE_INTEGER, logical: 0xffffffff, node: 'far' }))
     const h = new Hlc('me', { now: () => 1_700_000_000_000, maxDriftMs: Number.MAX_SAFE_INTEGER })
     expect(() => h.receive(remote)).toThrow(ClockDriftError)
+    const t = h.now()
+    expect(decodeHlc(encodeHlc(t))).toEqual(t)
+  })
+})
+
+describe('Hlc fed values it cannot keep', () => {
+  it('refuses a malformed remote timestamp and is left unchanged (a NaN wall stuck the clock at NaN for good, written as 0; a fractional one was written truncated)', () => {
+    const h = new Hlc('me', { now: () => 1_000 })
+    h.now()
+    const before = h.peek()
+    for (const remote of [
+      { wall: Number.NaN, logical: 0, node: 'x' },
+      { wall: 1_000, logical: Number.NaN, node: 'x' },
+      { wall: 1_000.5, logical: 0, node: 'x' },
+      { wall: 1_000, logical: 1.5, node: 'x' },
+      { wall: 1_000, logical: 0, node: 5 as unknown as string },
+    ]) {
+      expect(() => h.witness(remote), JSON.stringify(remote)).toThrow(DecodeError)
+      expect(() => h.receive(remote)).toThrow(DecodeError)
+      expect(h.observe(remote)).toBe(false)
+      expect(h.peek()).toEqual(before)
+    }
+    const t = h.now()
+    expect(decodeHlc(encodeHlc(t))).toEqual(t)
+  })
+
+  it('refuses a physical reading that is not a time in ms and is left unchanged (Infinity made encodeHlc loop forever; NaN stuck witness at NaN)', () => {
+    let t = 1_000
+    const h = new Hlc('me', { now: () => t })
+    h.now()
+    const before = h.peek()
+    for (const bad of [Number.POSITIVE_INFINITY, Number.NaN, 2 ** 60, -1]) {
+      t = bad
+      expect(() => h.now(), String(bad)).toThrow(ConfigError)
+      expect(() => h.witness({ wall: 1_000, logical: 5, node: 'x' }), String(bad)).toThrow(ConfigError)
+      expect(h.peek()).toEqual(before)
+    }
+    t = 2_000
+    expect(h.now()).toEqual({ wall: 2_000, logical: 0, node: 'me' })
+  })
+
+  it('refuses a node id longer than a timestamp carries (1024 UTF-8 bytes): every timestamp it made was undecodable', () => {
+    expect(() => new Hlc('é'.repeat(513))).toThrow(ConfigError)
+    const h = new Hlc('é'.repeat(512))
     const t = h.now()
     expect(decodeHlc(encodeHlc(t))).toEqual(t)
   })

@@ -5,7 +5,7 @@
  * `maxDriftMs` is refused with {@link ClockDriftError} instead of dragging the local clock forward.
  */
 import { decodeWith, encodeWith, isWellFormed, readString, readUint, writeString, writeUint, type Decoder, type Encoder } from './codec.js'
-import { ClockDriftError, ConfigError, checkKnownOptions } from './errors.js'
+import { ClockDriftError, ConfigError, DecodeError, checkKnownOptions, isConcordError } from './errors.js'
 
 /** One HLC timestamp. */
 export interface HlcTimestamp {
@@ -34,6 +34,22 @@ export interface HlcOptions {
 /** Default for {@link HlcOptions.maxDriftMs}. */
 export const DEFAULT_MAX_DRIFT_MS = 300_000
 const MAX_LOGICAL = 0xffff_ffff
+/** Longest node id a timestamp carries, in UTF-8 bytes (what {@link readHlc} accepts). */
+const MAX_NODE_BYTES = 1024
+
+/**
+ * Why `t` is not a timestamp every decoder reads back as it is, or undefined: wall a safe integer
+ * >= 0, logical an integer up to 2^32 - 1, node a string of at most 1024 UTF-8 bytes. lib0 writes
+ * NaN as 0, -5 as 123 and 1.5 as 1.
+ */
+function timestampProblem(t: HlcTimestamp): string | undefined {
+  if (typeof t !== 'object' || t === null) return 'not an object'
+  const { wall, logical, node } = t
+  if (!(Number.isSafeInteger(wall) && wall >= 0)) return `wall ${String(wall)} is not a safe integer >= 0`
+  if (!(Number.isInteger(logical) && logical >= 0 && logical <= MAX_LOGICAL)) return `logical ${String(logical)} is not an integer from 0 to ${MAX_LOGICAL}`
+  if (typeof node !== 'string' || (node.length * 3 > MAX_NODE_BYTES && Buffer.byteLength(node) > MAX_NODE_BYTES)) return `node is not a string of at most ${MAX_NODE_BYTES} UTF-8 bytes`
+  return undefined
+}
 
 /** Orders timestamps by wall, then logical, then node id. */
 export function compareHlc(a: HlcTimestamp, b: HlcTimestamp): number {
@@ -53,6 +69,8 @@ export class Hlc {
   constructor(node: string, options: HlcOptions = {}) {
     if (typeof node !== 'string' || node.length === 0) throw new ConfigError('Hlc: node id must be a non-empty string')
     if (!isWellFormed(node)) throw new ConfigError('Hlc: node id is not well-formed UTF-16 (a lone surrogate)')
+    // Every timestamp carries it: a longer one made timestamps that no decoder reads.
+    if (Buffer.byteLength(node) > MAX_NODE_BYTES) throw new ConfigError(`Hlc: node id must be at most ${MAX_NODE_BYTES} UTF-8 bytes`)
     if (typeof options !== 'object' || options === null) throw new ConfigError('Hlc: options must be an object')
     checkKnownOptions('Hlc', options, ['now', 'maxDriftMs'])
     if (options.now !== undefined && typeof options.now !== 'function') throw new ConfigError('Hlc: now must be a function')
@@ -67,7 +85,7 @@ export class Hlc {
 
   /** Timestamp for a local event (a write or a send). Strictly greater than every earlier one. */
   now(): HlcTimestamp {
-    const pt = Math.floor(this.physical())
+    const pt = this.physicalNow()
     if (pt > this.wall) {
       this.wall = pt
       this.logical = 0
@@ -92,7 +110,11 @@ export class Hlc {
    * @throws ClockDriftError as receive does; the clock is then unchanged.
    */
   witness(remote: HlcTimestamp): void {
-    const pt = Math.floor(this.physical())
+    // Both checked before anything changes: a NaN or fractional wall (remote or physical) taken
+    // in stuck the clock there for good, every later timestamp written as another number.
+    const problem = timestampProblem(remote)
+    if (problem !== undefined) throw new DecodeError(`Hlc: remote timestamp refused: ${problem}`)
+    const pt = this.physicalNow()
     this.check(remote, pt)
     const wall = Math.max(this.wall, remote.wall, pt)
     if (wall === this.wall && wall === remote.wall) this.logical = Math.max(this.logical, remote.logical)
@@ -103,13 +125,16 @@ export class Hlc {
     else this.bumpLogical()
   }
 
-  /** Like {@link receive} but never throws: a timestamp too far ahead is ignored. Returns whether it was taken in. */
+  /**
+   * Like {@link receive} but never throws: a timestamp too far ahead or malformed (or a physical
+   * reading {@link now} refuses) is ignored, the clock unchanged. Returns whether it was taken in.
+   */
   observe(remote: HlcTimestamp): boolean {
     try {
       this.witness(remote)
       return true
     } catch (e) {
-      if (e instanceof ClockDriftError) return false
+      if (isConcordError(e)) return false
       throw e
     }
   }
@@ -117,6 +142,17 @@ export class Hlc {
   /** The last timestamp issued or received, without advancing. */
   peek(): HlcTimestamp {
     return { wall: this.wall, logical: this.logical, node: this.node }
+  }
+
+  /**
+   * The physical time, whole ms. @throws ConfigError (the clock unchanged) for a reading that is
+   * not a time from 0 to below 2^53: Infinity or 2^60 became the wall for good (Infinity then made
+   * every encode of a timestamp loop forever), NaN did in witness.
+   */
+  private physicalNow(): number {
+    const pt = Math.floor(this.physical())
+    if (!(pt >= 0 && pt < Number.MAX_SAFE_INTEGER)) throw new ConfigError(`Hlc: now() returned ${String(pt)}, not a time in ms from 0 to 2^53 - 2`)
+    return pt
   }
 
   private check(remote: HlcTimestamp, pt: number): void {
@@ -137,8 +173,13 @@ export class Hlc {
   }
 }
 
-/** Writes a timestamp (wall, logical, node). */
+/**
+ * Writes a timestamp (wall, logical, node).
+ * @throws ConfigError for a timestamp {@link readHlc} would refuse or read as another.
+ */
 export function writeHlc(e: Encoder, t: HlcTimestamp): void {
+  const problem = timestampProblem(t)
+  if (problem !== undefined) throw new ConfigError(`timestamp not writable: ${problem}`)
   writeUint(e, t.wall)
   writeUint(e, t.logical)
   writeString(e, t.node)
@@ -148,7 +189,7 @@ export function writeHlc(e: Encoder, t: HlcTimestamp): void {
 export function readHlc(d: Decoder): HlcTimestamp {
   const wall = readUint(d)
   const logical = readUint(d, MAX_LOGICAL)
-  const node = readString(d, 1024)
+  const node = readString(d, MAX_NODE_BYTES)
   return { wall, logical, node }
 }
 

@@ -5,6 +5,7 @@
  */
 import type { Dot } from './dots.js'
 import type { HlcTimestamp } from './hlc.js'
+import { describeThrown } from './errors.js'
 
 /** Where a delta came from: a local mutation, or {@link Replica.apply} of remote bytes. */
 export type DeltaOrigin = 'local' | 'remote'
@@ -111,7 +112,9 @@ export function callListeners<A, B>(what: string, listeners: ArrayLike<(a: A, b:
     try {
       ;(listeners[i] as (a: A, b: B) => void)(a, b)
     } catch (e) {
-      process.emitWarning(`${what}: a listener threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`, { code: 'CONCORD_LISTENER_THREW' })
+      // describeThrown, not String(e): a thrown value without a string form made String() throw
+      // out of here, stopping the other listeners and the caller.
+      process.emitWarning(`${what}: a listener threw ${describeThrown(e)}`, { code: 'CONCORD_LISTENER_THREW' })
     }
   }
 }

@@ -83,3 +83,27 @@ describe('retry', () => {
     }
   })
 })
+
+describe('retry with careless callers', () => {
+  it('refuses a signal that is not an AbortSignal (after a failure, a timer threw a TypeError that crashed the process)', async () => {
+    const ok = async (): Promise<number> => 1
+    await expect(retry(ok, { signal: {} as never })).rejects.toBeInstanceOf(ConfigError)
+    await expect(retry(ok, { signal: 'abort' as never })).rejects.toThrow(/signal must be an AbortSignal/)
+    expect(await retry(ok, { signal: new AbortController().signal })).toBe(1)
+  })
+
+  it('rethrows non-Error throws as they are, without retrying them by default', async () => {
+    for (const thrown of [undefined, null, 'text', 42, Object.create(null) as unknown, Symbol('s')]) {
+      let calls = 0
+      const run = retry(
+        async () => {
+          calls++
+          throw thrown
+        },
+        { sleep: async () => undefined },
+      )
+      await expect(run).rejects.toBe(thrown)
+      expect(calls).toBe(1)
+    }
+  })
+})

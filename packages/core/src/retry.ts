@@ -84,4 +84,8 @@ function checkRetryOptions(o: RetryOptions): void {
   for (const k of ['random', 'sleep', 'shouldRetry'] as const) {
     if (o[k] !== undefined && typeof o[k] !== 'function') throw new ConfigError(`retry: ${k} must be a function`)
   }
+  // Checked up front: a signal without addEventListener failed only in the first backoff, and its
+  // timer then threw a TypeError no caller could catch.
+  const signal: unknown = o.signal
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new ConfigError('retry: signal must be an AbortSignal')
 }

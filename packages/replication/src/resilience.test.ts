@@ -727,8 +727,15 @@ describe('local changes a replica fails to merge, and records past a round cut (
     let payload: Uint8Array = new Uint8Array(0)
     counter.onDelta((d) => (payload = d))
     counter.increment(1)
-    const env: Envelope = { docId: 'd', typeName: 'pn-counter', region: 'eu', writer: 'eu/x', seq: 2 ** 49, time: { wall: Date.now(), logical: 0, node: 'eu/x' }, deps: new Uint8Array(0), payload }
-    await raw.append('eu', [encodeEnvelope(env)])
+    // encodeEnvelope refuses such a number, so the bytes are made as an attacker would: encoded
+    // with the largest valid one, whose varint (7 bytes) is then replaced by 2^49's (8 bytes).
+    const env: Envelope = { docId: 'd', typeName: 'pn-counter', region: 'eu', writer: 'eu/x', seq: 2 ** 48, time: { wall: Date.now(), logical: 0, node: 'eu/x' }, deps: new Uint8Array(0), payload }
+    const good = encodeEnvelope(env)
+    const from = Buffer.from([0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40])
+    const at = Buffer.from(good).indexOf(from)
+    expect(at).toBeGreaterThan(0)
+    const bytes = Buffer.concat([good.subarray(0, at), Buffer.from([0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]), good.subarray(at + from.length)])
+    await raw.append('eu', [new Uint8Array(bytes)])
     await us.pump()
     expect(us.deadLetters()).toHaveLength(1)
     await us.close()
