@@ -10,6 +10,7 @@ import {
   isWellFormed,
   DotSet,
   Hlc,
+  MAX_DOT_COUNTER,
   MAX_REPLICA_ID_BYTES,
   type ConflictEvent,
   type DeltaOrigin,
@@ -63,8 +64,11 @@ function holdsDot(dots: readonly number[], n: number, ri: number, counter: numbe
   return false
 }
 
-/** The root's path in a join (shared: joins never change a path, they extend a copy). */
-const EMPTY_PATH: readonly string[] = []
+/**
+ * The root's path in a join (shared: joins never change a path, they extend a copy). Frozen: it is
+ * also the path of every root conflict event, and a listener pushing onto one changed them all.
+ */
+const EMPTY_PATH: readonly string[] = Object.freeze([])
 
 /** Options every native CRDT accepts. */
 export interface CrdtOptions {
@@ -246,7 +250,10 @@ export abstract class CausalReplica<V> implements Replica<V> {
   /** @internal A fresh dot for a local write. */
   nextDot(): Dot {
     const counter = this.ctx.max(this.replicaId) + 1
-    if (!Number.isSafeInteger(counter)) throw new RangeError(`${this.typeName}: dot counter exhausted`)
+    // Receivers refuse counters past MAX_DOT_COUNTER (decodeDelta), and a received context may
+    // reach it: a write past it would be kept here and refused everywhere else, so it is refused
+    // here, before anything changes.
+    if (counter > MAX_DOT_COUNTER) throw new RangeError(`${this.typeName}: dot counter exhausted`)
     return { replica: this.replicaId, counter }
   }
 

@@ -3,9 +3,9 @@
  * use a cursor at their root, an {@link OrMapView} hands out cursors to its fields. Every mutation
  * builds a small delta — the new dot plus the dots it overwrites — and commits it.
  */
-import { assertJson, canonicalJson, isWellFormed, type DotSet, type Dot, type HlcTimestamp, type Json } from '@concord/core'
+import { MAX_FIELD_BYTES, assertJson, canonicalJson, isWellFormed, type DotSet, type Dot, type HlcTimestamp, type Json } from '@concord/core'
 import type { Cursor } from './base.js'
-import { COUNTER, LWW, LWWMAP, MV, ORMAP, ORSET, checkJson, fieldKey, parseFieldKey, schemaOf, type CausalTypeName, type CounterValue, type LwwValue } from './schema.js'
+import { COUNTER, LWW, LWWMAP, MV, ORMAP, ORSET, checkJson, fieldKey, fitsField, frozenCopy, parseFieldKey, schemaOf, type CausalTypeName, type CounterValue, type LwwValue } from './schema.js'
 import { FunStore, MapStore, collectDots, dotSetOf, type Store } from './store.js'
 
 /** Throws TypeError unless `v` is a finite, acyclic JSON value of bounded depth. */
@@ -45,6 +45,8 @@ export class OrSetView<T extends Json = Json> {
   add(element: T): void {
     assertValue(element, 'or-set element')
     const k = canonicalJson(element)
+    // The element travels as this one string: the limit is on it, not on the element's strings.
+    if (!fitsField(k)) throw new TypeError(`or-set element: canonical JSON longer than ${MAX_FIELD_BYTES} UTF-8 bytes`)
     const dot = this.c.root.nextDot()
     const child = new FunStore()
     child.entries.setEntry({ dot, value: true })
@@ -91,7 +93,7 @@ export class MvRegisterView<T extends Json = Json> {
   /** Writes `value`, replacing every value observed here; concurrent writes become siblings. */
   set(value: T): void {
     assertValue(value, 'mv-register value')
-    this.c.writeFun(this.c.root.nextDot(), value, collectDots(this.c.store()))
+    this.c.writeFun(this.c.root.nextDot(), frozenCopy(value), collectDots(this.c.store()))
   }
 
   /** Concurrent values (siblings), sorted by canonical JSON; empty before any write. */
@@ -108,8 +110,9 @@ export class LwwRegisterView<T extends Json = Json> {
   /** Writes `value` and returns the HLC timestamp it carries. */
   set(value: T): HlcTimestamp {
     assertValue(value, 'lww-register value')
-    const t = this.c.root.clock.now()
-    const lv: LwwValue = { t, v: value }
+    // Frozen: it is stored, returned to the caller and handed to conflict listeners (see frozenCopy).
+    const t = Object.freeze(this.c.root.clock.now())
+    const lv: LwwValue = { t, v: frozenCopy(value) }
     this.c.writeFun(this.c.root.nextDot(), lv, collectDots(this.c.store()))
     return t
   }
@@ -171,6 +174,7 @@ export class PnCounterView {
 function assertKey(k: unknown, what: string): asserts k is string {
   if (typeof k !== 'string') throw new TypeError(`${what}: key must be a string`)
   if (!isWellFormed(k)) throw new TypeError(`${what}: key is not well-formed UTF-16 (a lone surrogate would arrive as U+FFFD)`)
+  if (!fitsField(k)) throw new TypeError(`${what}: key longer than ${MAX_FIELD_BYTES} UTF-8 bytes (receivers would refuse it)`)
 }
 
 /** Map of LWW registers; deletion is an LWW write too. */
@@ -204,7 +208,10 @@ export class LwwMapView<V extends Json = Json> {
 
   /** Present keys, sorted. */
   keys(): string[] {
-    return Object.keys(this.value())
+    // Not Object.keys(value()): an object lists integer-like keys first, in numeric order ('9' before '10').
+    const m = asMap(this.c.store())
+    if (m === undefined) return []
+    return [...m.entries.keys()].filter((k) => LWW.value(m.entries.get(k)) !== undefined).sort()
   }
 
   value(): Record<string, V> {
@@ -212,10 +219,11 @@ export class LwwMapView<V extends Json = Json> {
   }
 
   private write(key: string, value: V | undefined): HlcTimestamp {
-    const t = this.c.root.clock.now()
+    // Frozen: it is stored, returned to the caller and handed to conflict listeners (see frozenCopy).
+    const t = Object.freeze(this.c.root.clock.now())
     const dot = this.c.root.nextDot()
     const f = new FunStore()
-    const lv: LwwValue = { t, v: value }
+    const lv: LwwValue = { t, v: value === undefined ? undefined : frozenCopy(value) }
     f.entries.setEntry({ dot, value: lv })
     const delta = new MapStore()
     delta.entries.set(key, f)
@@ -245,6 +253,7 @@ const FIELD_TYPES = new Set<string>(['lww-register', 'mv-register', 'pn-counter'
 function assertField(name: unknown, type: unknown): asserts type is CausalTypeName {
   if (typeof name !== 'string') throw new TypeError('or-map: field name must be a string')
   if (!isWellFormed(name)) throw new TypeError('or-map: field name is not well-formed UTF-16 (a lone surrogate would arrive as U+FFFD)')
+  if (!fitsField(name)) throw new TypeError(`or-map: field name longer than ${MAX_FIELD_BYTES} UTF-8 bytes (receivers would refuse it)`)
   if (typeof type !== 'string' || !FIELD_TYPES.has(type)) throw new TypeError(`or-map: unknown field type ${String(type)}`)
 }
 

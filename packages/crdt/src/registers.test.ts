@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'vitest'
-import { DecodeError, Hlc, type ConflictEvent } from '@concord/core'
-import { LwwRegister, MvRegister, PnCounter, LwwMap } from './index.js'
+import { DecodeError, Hlc, MAX_FIELD_BYTES, bytesEqual, type ConflictEvent } from '@concord/core'
+import { LwwRegister, MvRegister, PnCounter, LwwMap, OrMap, OrSet } from './index.js'
 
 function clockAt(t: { now: number }): () => number {
   return () => t.now
@@ -306,6 +306,122 @@ describe('edge cases found by review', () => {
     expect(c.state()).toEqual(before)
     c.increment(1)
     expect(c.value()).toBe(2)
+  })
+
+  test('a write whose dot would pass 2^48 is refused before it changes anything (it was kept here while every receiver refused its delta)', () => {
+    const c = new PnCounter({ replicaId: 'us-1' })
+    c.increment(1)
+    // pn-counter tag, the victim's id, its context up to exactly 2^48 (the largest a receiver accepts), an empty store.
+    c.apply(Uint8Array.from([0x13, 1, 4, ...new TextEncoder().encode('us-1'), 1, 1, ...varUint(2 ** 48 - 1), 0]))
+    const deltas: Uint8Array[] = []
+    c.onDelta((d) => deltas.push(d))
+    const before = c.state()
+    expect(() => c.increment(1)).toThrow(RangeError)
+    expect(c.state()).toEqual(before)
+    expect(deltas).toEqual([])
+    const s = new OrSet({ replicaId: 'us-1' })
+    s.apply(Uint8Array.from([0x14, 1, 4, ...new TextEncoder().encode('us-1'), 1, ...varUint(2 ** 48), 0, 0]))
+    expect(() => s.add('x')).toThrow(RangeError)
+    expect(s.value()).toEqual([])
+  })
+
+  test('a value changed by the caller after the write, or through value(), does not change the state (it changed here only, and state() then differed from replicas that applied the same deltas)', () => {
+    const obj = { x: 1, list: [1] }
+    const lww = new LwwRegister<typeof obj>({ replicaId: 'a' })
+    const mv = new MvRegister<typeof obj>({ replicaId: 'a' })
+    const map = new LwwMap<typeof obj>({ replicaId: 'a' })
+    const copies = [new LwwRegister({ replicaId: 'b' }), new MvRegister({ replicaId: 'b' }), new LwwMap({ replicaId: 'b' })]
+    ;[lww, mv, map].forEach((r, i) => r.onDelta((d) => copies[i]?.apply(d)))
+    lww.set(obj)
+    mv.set(obj)
+    map.set('k', obj)
+    obj.x = 2
+    obj.list.push(2)
+    expect(lww.value()).toEqual({ x: 1, list: [1] })
+    expect(mv.value()).toEqual([{ x: 1, list: [1] }])
+    expect(map.value()).toEqual({ k: { x: 1, list: [1] } })
+    // values handed out, local or received, refuse changes rather than change the state behind its deltas
+    for (const r of [lww, copies[0] as LwwRegister]) expect(() => ((r.value() as typeof obj).list as number[]).push(3)).toThrow(TypeError)
+    for (const r of [mv, copies[1] as MvRegister]) expect(() => ((r.value() as (typeof obj)[])[0] as typeof obj).x = 3).toThrow(TypeError)
+    for (const r of [map, copies[2] as LwwMap]) expect(() => ((r.value() as Record<string, typeof obj>).k as typeof obj).x = 3).toThrow(TypeError)
+    ;[lww, mv, map].forEach((r, i) => expect(r.state()).toEqual(copies[i]?.state()))
+  })
+
+  test('a write receivers could not decode (a string, key, element or field name past MAX_FIELD_BYTES) is refused at the write (it was kept here, and every state() after it was refused everywhere)', () => {
+    const big = 'x'.repeat(MAX_FIELD_BYTES + 1)
+    const r = new LwwRegister({ replicaId: 'a' })
+    const m = new LwwMap({ replicaId: 'a' })
+    const s = new OrSet({ replicaId: 'a' })
+    const mv = new MvRegister({ replicaId: 'a' })
+    const o = new OrMap({ replicaId: 'a' })
+    expect(() => r.set(big)).toThrow(TypeError)
+    expect(() => r.set({ k: [big] })).toThrow(TypeError)
+    expect(() => m.set(big, 1)).toThrow(TypeError)
+    expect(() => m.delete(big)).toThrow(TypeError)
+    expect(() => s.add('x'.repeat(MAX_FIELD_BYTES - 1))).toThrow(TypeError) // its canonical JSON adds two quotes
+    expect(() => mv.set({ k: 'x'.repeat(MAX_FIELD_BYTES / 2 + 1).replace(/x/g, 'é') })).toThrow(TypeError) // 2 UTF-8 bytes per unit
+    expect(() => o.update(big, 'pn-counter', (c) => c.increment())).toThrow(TypeError)
+    for (const x of [r, m, s, mv, o]) expect(x.version()).toEqual(new OrSet({ replicaId: 'z' }).version())
+    // at the limit it replicates
+    r.set('é'.repeat(MAX_FIELD_BYTES / 2))
+    const copy = new LwwRegister({ replicaId: 'b' })
+    copy.apply(r.state())
+    expect(bytesEqual(copy.state(), r.state())).toBe(true) // toEqual on 16 MB arrays runs out of heap
+  })
+
+  test('LwwMap keys() is sorted also for integer-like keys (it listed them first, in numeric order: 9 before 10)', () => {
+    const m = new LwwMap({ replicaId: 'a' })
+    for (const k of ['a', '10', '9', '__proto__', '-1', '01', 'gone']) m.set(k, 1)
+    m.delete('gone')
+    expect(m.keys()).toEqual(['-1', '01', '10', '9', '__proto__', 'a'])
+  })
+
+  test('a conflict listener that scribbles on its event changes neither the state nor later events (dots and times were the store\'s own, the root path shared)', () => {
+    const scribble = (e: ConflictEvent): void => {
+      try {
+        ;(e.path as string[]).push('junk')
+      } catch {
+        // a frozen path is fine
+      }
+      for (const s of [...e.losers, ...(e.winner === undefined ? [] : [e.winner])]) {
+        try {
+          ;(s.dot as { counter: number }).counter = 99
+          ;(s.time as { wall: number }).wall = 0
+        } catch {
+          // a frozen dot or time is fine
+        }
+      }
+    }
+    const a = new LwwRegister<number>({ replicaId: 'a', now: () => 1 })
+    const b = new LwwRegister<number>({ replicaId: 'b', now: () => 2 })
+    const c = new LwwRegister<number>({ replicaId: 'c', now: () => 3 })
+    const events: ConflictEvent[] = []
+    a.onConflict((e) => events.push(structuredClone(e)))
+    a.onConflict(scribble)
+    a.set(1)
+    b.set(2)
+    c.set(3)
+    a.apply(b.state())
+    a.apply(c.state())
+    expect(events.map((e) => e.path)).toEqual([[], []])
+    expect(events[1]?.losers.map((l) => l.dot)).toEqual([
+      { replica: 'b', counter: 1 },
+      { replica: 'a', counter: 1 },
+    ])
+    expect(events[1]?.losers.map((l) => l.time?.wall)).toEqual([2, 1])
+    // a replica that got the writes from their writers (a's own last: the entries it already holds are kept)
+    const x = new LwwRegister<number>({ replicaId: 'x' })
+    for (const r of [b, c, a]) x.apply(r.state())
+    expect(a.state()).toEqual(x.state())
+    // nor does the timestamp set() returns, which was the stored one
+    const t = a.set(4)
+    try {
+      ;(t as { wall: number }).wall = 99
+    } catch {
+      // frozen is fine
+    }
+    x.apply(a.state())
+    expect(a.state()).toEqual(x.state())
   })
 })
 

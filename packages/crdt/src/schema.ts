@@ -5,6 +5,8 @@
  */
 import {
   DecodeError,
+  MAX_COLLECTION,
+  MAX_FIELD_BYTES,
   isWellFormed,
   canonicalJson,
   compareDots,
@@ -82,14 +84,26 @@ export interface MapSchema {
 export type Schema = FunSchema | MapSchema
 
 /**
+ * Whether receivers read `s` as a string (readString: at most MAX_FIELD_BYTES of UTF-8). A local
+ * write of a longer one (a value, key, element or field name) would be kept here and refused by
+ * every receiver — and with it every later state() of the object. At most 3 bytes per UTF-16 unit:
+ * only a long string is encoded to count.
+ */
+export function fitsField(s: string): boolean {
+  return s.length <= MAX_FIELD_BYTES / 3 || new TextEncoder().encode(s).length <= MAX_FIELD_BYTES
+}
+
+/**
  * Throws unless `v` is a finite JSON value no deeper than {@link MAX_JSON_DEPTH}. With `local` (a
- * value being written here), its strings and keys must also be well-formed UTF-16: a lone surrogate
- * would arrive changed. Decoded strings always are, so decoding skips that scan.
+ * value being written here), its strings and keys must also be well-formed UTF-16 (a lone surrogate
+ * would arrive changed) and within the decoder's limits (a longer string or array would not
+ * arrive). Decoded strings always are, so decoding skips those scans.
  */
 export function checkJson(v: unknown, depth = 0, local = false): asserts v is Json {
   if (depth > MAX_JSON_DEPTH) throw new DecodeError('value nests too deeply')
   if (typeof v === 'string') {
     if (local && !isWellFormed(v)) throw new DecodeError('string is not well-formed UTF-16 (a lone surrogate)')
+    if (local && !fitsField(v)) throw new DecodeError(`string longer than ${MAX_FIELD_BYTES} UTF-8 bytes`)
     return
   }
   if (v === null || typeof v === 'boolean') return
@@ -98,12 +112,16 @@ export function checkJson(v: unknown, depth = 0, local = false): asserts v is Js
     return
   }
   if (Array.isArray(v)) {
+    if (local && v.length > MAX_COLLECTION) throw new DecodeError(`array longer than ${MAX_COLLECTION} items`)
     for (const x of v) checkJson(x, depth + 1, local)
     return
   }
   if (typeof v === 'object') {
-    for (const [k, x] of Object.entries(v)) {
+    const entries = Object.entries(v)
+    if (local && entries.length > MAX_COLLECTION) throw new DecodeError(`object with more than ${MAX_COLLECTION} keys`)
+    for (const [k, x] of entries) {
       if (local && !isWellFormed(k)) throw new DecodeError('object key is not well-formed UTF-16 (a lone surrogate)')
+      if (local && !fitsField(k)) throw new DecodeError(`object key longer than ${MAX_FIELD_BYTES} UTF-8 bytes`)
       checkJson(x, depth + 1, local)
     }
     return
@@ -111,10 +129,34 @@ export function checkJson(v: unknown, depth = 0, local = false): asserts v is Js
   throw new DecodeError('not a JSON value')
 }
 
+/**
+ * A deep copy of the local value `v`, frozen: what a write stores. The caller's object would
+ * otherwise be the stored value, so changing it after the write (or changing what value() hands
+ * out) would change the state here behind the delta already sent: state() would no longer match
+ * replicas that applied the same deltas. `v` must have passed checkJson.
+ */
+export function frozenCopy(v: Json): Json {
+  if (typeof v !== 'object' || v === null) return v
+  if (Array.isArray(v)) return Object.freeze(v.map(frozenCopy))
+  const out: { [key: string]: Json } = {}
+  for (const [k, x] of Object.entries(v)) {
+    // An own `__proto__` key (JSON.parse makes one) stays a key: assigning it would set the prototype.
+    Object.defineProperty(out, k, { value: frozenCopy(x), enumerable: true, writable: true, configurable: true })
+  }
+  return Object.freeze(out)
+}
+
+/** Freezes a freshly decoded value in place, for the reason of {@link frozenCopy}. */
+function deepFreeze(v: Json): Json {
+  if (typeof v !== 'object' || v === null) return v
+  for (const x of Object.values(v)) deepFreeze(x)
+  return Object.freeze(v)
+}
+
 function readCheckedJson(d: Decoder): Json {
   const v = readJson(d)
   checkJson(v)
-  return v
+  return deepFreeze(v)
 }
 
 function readIdx(d: Decoder, table: readonly string[]): string {
@@ -126,6 +168,14 @@ function byCanonical(a: Json, b: Json): number {
   const x = canonicalJson(a)
   const y = canonicalJson(b)
   return x < y ? -1 : x > y ? 1 : 0
+}
+
+/**
+ * A copy of a store's dot for a conflict event: the listener gets its own, so changing it cannot
+ * change the entry it came from (the state, and the dot keys the store is indexed by).
+ */
+function eventDot(d: Dot): Dot {
+  return { replica: d.replica, counter: d.counter }
 }
 
 // ---------------------------------------------------------------- leaves
@@ -152,7 +202,7 @@ export const MV: FunSchema = {
     losers: entries
       .slice()
       .sort((a, b) => compareDots(a.dot, b.dot))
-      .map((e) => ({ value: e.value, replica: e.dot.replica, dot: e.dot })),
+      .map((e) => ({ value: e.value, replica: e.dot.replica, dot: eventDot(e.dot) })),
   }),
   // Ties in canonical form (0 and -0) fall back to the dot, so every replica lists the same order.
   value: (s) => (s?.kind === 'fun' ? [...s.entries.values()].sort((a, b) => byCanonical(a.value as Json, b.value as Json) || compareDots(a.dot, b.dot)).map((e) => e.value as Json) : []),
@@ -179,7 +229,7 @@ export function lwwWinner(s: Store | undefined): Entry | undefined {
 
 function lwwSide(e: Entry): ConflictSide {
   const lv = e.value as LwwValue
-  return { value: lv.v, replica: e.dot.replica, dot: e.dot, time: lv.t }
+  return { value: lv.v, replica: e.dot.replica, dot: eventDot(e.dot), time: lv.t }
 }
 
 /** Last-writer-wins register: dot → (HLC time, value). Siblings stay until overwritten. */
@@ -203,7 +253,8 @@ export const LWW: FunSchema = {
     const node = readIdx(d, table)
     const flag = readByte(d)
     if (flag > 1) throw new DecodeError(`bad lww flag ${flag}`)
-    const lv: LwwValue = { t: { wall, logical, node }, v: flag === 1 ? readCheckedJson(d) : undefined }
+    // Frozen: conflict events hand the stored timestamp out (see frozenCopy).
+    const lv: LwwValue = { t: Object.freeze({ wall, logical, node }), v: flag === 1 ? readCheckedJson(d) : undefined }
     return lv
   },
   strings: (v) => (v as LwwValue).t.node,
@@ -287,11 +338,11 @@ export const ORSET: MapSchema = {
       kind: 'add-wins',
       typeName,
       path,
-      winner: { value, replica: dot.replica, dot },
+      winner: { value, replica: dot.replica, dot: eventDot(dot) },
       losers: removed
         .slice()
         .sort(compareDots)
-        .map((r) => ({ value, replica: r.replica, dot: r })),
+        .map((r) => ({ value, replica: r.replica, dot: eventDot(r) })),
     }
   },
   value(s) {
@@ -376,11 +427,11 @@ export const ORMAP: MapSchema = {
       kind: 'update-wins',
       typeName,
       path,
-      winner: { value: schema.value(child), replica: dot.replica, dot },
+      winner: { value: schema.value(child), replica: dot.replica, dot: eventDot(dot) },
       losers: removed
         .slice()
         .sort(compareDots)
-        .map((r) => ({ value: undefined, replica: r.replica, dot: r })),
+        .map((r) => ({ value: undefined, replica: r.replica, dot: eventDot(r) })),
     }
   },
   value(s) {
