@@ -85,6 +85,10 @@ export function encodeEnvelope(env: Envelope, key?: Uint8Array): Uint8Array {
   return out
 }
 
+function bad(what: string): never {
+  throw new ConfigError(`encodeEnvelope: ${what}`)
+}
+
 /** Whether `s` is a string of 1..`max` UTF-8 bytes (counted only when it may be longer). */
 function idFits(s: unknown, max: number): boolean {
   return typeof s === 'string' && s.length > 0 && (s.length * 3 <= max || Buffer.byteLength(s) <= max)
@@ -98,9 +102,6 @@ function idFits(s: unknown, max: number): boolean {
  * @throws ConfigError
  */
 function checkEnvelope(env: Envelope): void {
-  const bad = (what: string): never => {
-    throw new ConfigError(`encodeEnvelope: ${what}`)
-  }
   if (typeof env !== 'object' || env === null) bad('not an envelope object')
   if (!idFits(env.docId, MAX_DOC_ID_BYTES)) bad(`docId must be 1..${MAX_DOC_ID_BYTES} UTF-8 bytes`)
   if (!idFits(env.typeName, MAX_TYPE_NAME_BYTES)) bad(`typeName must be 1..${MAX_TYPE_NAME_BYTES} UTF-8 bytes`)
