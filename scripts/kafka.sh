@@ -4,7 +4,8 @@
 #
 #   bash scripts/kafka.sh start    fetch jars if needed, format storage once, start, wait until ready
 #   bash scripts/kafka.sh stop     stop the broker this script started (SIGTERM, then SIGKILL after a timeout)
-#   bash scripts/kafka.sh status   exit 0 when the broker accepts connections, 3 when not
+#   bash scripts/kafka.sh status   exit 0 when a Kafka broker answers on KAFKA_PORT, 3 when not (nothing there,
+#                                  still starting, or a program that is not Kafka holds the port)
 #   bash scripts/kafka.sh reset    stop, then delete the broker's data (topics, offsets); jars are kept
 #
 # Environment (all optional):
@@ -47,26 +48,79 @@ portfile="$dir/kafka.port"
 
 say() { printf 'kafka.sh: %s\n' "$*" >&2; }
 
+for p in "$port" "$controller_port"; do
+  [[ "$p" =~ ^[0-9]+$ ]] && (( p >= 1 && p <= 65535 )) || { say "KAFKA_PORT and KAFKA_CONTROLLER_PORT must be port numbers, got '$p'"; exit 2; }
+done
+[[ "$port" != "$controller_port" ]] || { say "KAFKA_PORT and KAFKA_CONTROLLER_PORT must differ (both $port)"; exit 2; }
+
 # True when something accepts TCP connections on 127.0.0.1:$1 (bash's /dev/tcp, no extra tools).
 port_open() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
+# True when something answers Kafka's protocol on 127.0.0.1:$1: an ApiVersions v0 request whose
+# reply echoes its correlation id (any broker answers it, also before SASL authentication). A
+# listener that only accepts TCP connections (another program on the port) is not a broker. With
+# KAFKA_TLS_* set the listener does not read plaintext: there an open port has to do.
+speaks_kafka() {
+  if [[ -n "$tls_cert$tls_key" ]]; then port_open "$1"; return; fi
+  local reply
+  reply="$( (exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+    printf '\x00\x00\x00\x0a\x00\x12\x00\x00Cncd\xff\xff' >&3
+    timeout 5 head -c 8 <&3 | tail -c 4) 2>/dev/null)" || return 1
+  [[ "$reply" == Cncd ]]
+}
+
+# Whether process $1 is a Kafka broker running this directory's config (its last argument).
+is_our_broker() {
+  [[ "$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true)" == *" kafka.Kafka $config " ]]
+}
+
 # Pid of the broker this script started, if it is still alive. A pid file left behind (a reboot,
 # a killed shell) may name another process by now: the pid counts only when that process is a
-# Kafka broker running this directory's config; otherwise the stale file is removed.
+# Kafka broker running this directory's config; otherwise the stale file is removed. A broker of
+# this directory whose pid file was lost or damaged is found by its command line (the pid file is
+# written again): otherwise it could no longer be stopped, and reset would delete its data under it.
 running_pid() {
-  [[ -f "$pidfile" ]] || return 1
-  local pid cmdline
-  pid="$(cat "$pidfile")"
-  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; return 1; }
-  cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
-  if [[ "$cmdline" != *kafka.Kafka* || "$cmdline" != *"$config"* ]]; then
-    say "pid file $pidfile names process $pid, which is not this broker: removing the stale file"
-    rm -f "$pidfile"
-    return 1
+  local pid=""
+  if [[ -f "$pidfile" ]]; then
+    pid="$(cat "$pidfile")"
+    if ! [[ "$pid" =~ ^[0-9]+$ ]] || ! kill -0 "$pid" 2>/dev/null; then
+      rm -f "$pidfile"
+      pid=""
+    elif ! is_our_broker "$pid"; then
+      say "pid file $pidfile names process $pid, which is not this broker: removing the stale file"
+      rm -f "$pidfile"
+      pid=""
+    fi
   fi
+  if [[ -z "$pid" ]]; then
+    local f candidate
+    for f in $(grep -lsaF -- "$config" /proc/[0-9]*/cmdline 2>/dev/null || true); do
+      candidate="${f#/proc/}"
+      candidate="${candidate%/cmdline}"
+      if is_our_broker "$candidate"; then
+        say "found this directory's broker running as pid $candidate without a valid pid file: writing it again"
+        echo "$candidate" >"$pidfile"
+        pid="$candidate"
+        break
+      fi
+    done
+  fi
+  [[ -n "$pid" ]] || return 1
   printf '%s' "$pid"
+}
+
+# The client port of the running broker of this directory (its port file; KAFKA_PORT if none).
+running_port() {
+  cat "$portfile" 2>/dev/null || echo "$port"
+}
+
+# Says what the jars' failure looks like when a Java run failed on classes it could not load.
+damaged_jars_hint() {
+  if grep -qE 'ClassNotFoundException|NoClassDefFoundError|ZipException|Invalid or corrupt jarfile|error in opening zip file' "$logfile" 2>/dev/null; then
+    say "classes could not be loaded: the jars in $libs look damaged or incomplete; delete that folder (rm -rf '$libs') and start again to fetch them afresh"
+  fi
 }
 
 # Waits (up to $timeout s) until the broker of pid $1 is ready; on failure it is stopped, the pid
@@ -78,6 +132,7 @@ await_ready() {
     if ! kill -0 "$pid" 2>/dev/null; then
       say "broker exited during startup; last log lines:"
       tail -n 30 "$logfile" >&2
+      damaged_jars_hint
       rm -f "$pidfile"
       exit 1
     fi
@@ -111,16 +166,26 @@ kill_broker() {
   rm -f "$pidfile"
 }
 
+# The marker .complete lists the SHA-256 of every jar fetched: a jar changed or missing since
+# (a damaged disk, a partial copy of the cache) makes the next start fetch them all again. An
+# empty marker (written by older versions of this script) is not checked.
 fetch_jars() {
-  if [[ -f "$libs/.complete" ]]; then return 0; fi
+  if [[ -f "$libs/.complete" ]]; then
+    if [[ ! -s "$libs/.complete" ]] || (cd "$libs" && sha256sum --quiet --strict -c .complete >/dev/null 2>&1); then return 0; fi
+    say "the jar cache $libs is damaged (a jar is missing or changed since it was fetched): fetching it again"
+  fi
   command -v mvn >/dev/null || { say "mvn not found: install Maven 3.8+ (apt-get install maven)"; exit 1; }
   say "fetching Apache Kafka $version jars from Maven Central into $libs"
   rm -rf "$libs"
   mkdir -p "$libs"
-  mvn -B -q -Dstyle.color=never -f "$here/kafka/pom.xml" dependency:copy-dependencies \
-    -DincludeScope=runtime -Dkafka.version="$version" -DoutputDirectory="$libs"
+  if ! mvn -B -q -Dstyle.color=never -f "$here/kafka/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -Dkafka.version="$version" -DoutputDirectory="$libs"; then
+    rm -rf "$libs"
+    say "Maven could not fetch Apache Kafka $version (is KAFKA_VERSION a released version? is Maven Central reachable?)"
+    exit 1
+  fi
   [[ -f "$libs/kafka_2.13-$version.jar" ]] || { say "Maven did not deliver kafka_2.13-$version.jar"; exit 1; }
-  touch "$libs/.complete"
+  (cd "$libs" && sha256sum -- *.jar >.complete.tmp && mv .complete.tmp .complete)
 }
 
 write_config() {
@@ -197,7 +262,7 @@ format_storage() {
   mkdir -p "$data"
   "$java" -Xmx256m -Dlog4j.configuration="file:$log4j" -cp "$libs/*" \
     kafka.tools.StorageTool format -t "$cluster_id" -c "$config" >>"$logfile" 2>&1 \
-    || { say "storage format failed; see $logfile"; tail -n 20 "$logfile" >&2; exit 1; }
+    || { say "storage format failed; see $logfile"; tail -n 20 "$logfile" >&2; damaged_jars_hint; exit 1; }
 }
 
 # Ready = the client port accepts connections and the server logged the end of its startup.
@@ -206,9 +271,12 @@ broker_ready() {
 }
 
 start() {
+  # A release number only: it names the jars on Maven Central and the folder they are cached in.
+  [[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+([.-][A-Za-z0-9]+)*$ ]] || { say "KAFKA_VERSION must be an Apache Kafka release such as 3.9.1, got '$version'"; exit 2; }
+  [[ "$timeout" =~ ^[0-9]+$ ]] || { say "KAFKA_START_TIMEOUT must be a number of seconds, got '$timeout'"; exit 2; }
   if pid="$(running_pid)"; then
     local running_port
-    running_port="$(cat "$portfile" 2>/dev/null || echo "$port")"
+    running_port="$(running_port)"
     if [[ "$running_port" != "$port" ]]; then
       # Waiting for it on the other port would time out, and the timeout stops it.
       say "a broker of $dir is already running (pid $pid) on 127.0.0.1:$running_port, not on $port; stop it first (KAFKA_PORT=$running_port bash scripts/kafka.sh stop) or use another KAFKA_DIR"
@@ -220,10 +288,18 @@ start() {
     return 0
   fi
   if port_open "$port"; then
-    say "something already listens on 127.0.0.1:$port; assuming it is a Kafka broker, not starting another"
-    return 0
+    if speaks_kafka "$port"; then
+      say "a Kafka broker not started by this script already listens on 127.0.0.1:$port; not starting another"
+      return 0
+    fi
+    say "127.0.0.1:$port is taken by a program that does not answer as a Kafka broker: stop it, or set KAFKA_PORT to a free port"
+    exit 1
   fi
-  command -v "$java" >/dev/null || { say "java not found: install Java 17+ (apt-get install openjdk-17-jre-headless)"; exit 1; }
+  if port_open "$controller_port"; then
+    say "127.0.0.1:$controller_port (the controller port) is taken by another program: stop it, or set KAFKA_CONTROLLER_PORT to a free port"
+    exit 1
+  fi
+  command -v "$java" >/dev/null || { say "$java not found: install Java 17+ (apt-get install openjdk-17-jre-headless), or set JAVA_HOME to one"; exit 1; }
   fetch_jars
   write_config
   : >"$logfile"
@@ -244,11 +320,17 @@ stop() {
   if ! pid="$(running_pid)"; then
     rm -f "$pidfile"
     if port_open "$port"; then
-      say "a broker on 127.0.0.1:$port was not started by this script; leaving it alone"
+      say "what listens on 127.0.0.1:$port was not started by this script (with KAFKA_DIR=$dir); leaving it alone"
     else
       say "not running"
     fi
     return 0
+  fi
+  # The broker of this directory, but on another port than the one asked for: whoever asked meant
+  # another broker (stopping this one would stop a broker others may be using).
+  if [[ "$(running_port)" != "$port" ]]; then
+    say "the broker of $dir (pid $pid) serves 127.0.0.1:$(running_port), not $port; not stopping it (KAFKA_PORT=$(running_port) bash scripts/kafka.sh stop stops it)"
+    exit 1
   fi
   say "stopping broker (pid $pid)"
   kill_broker "$pid"
@@ -256,15 +338,24 @@ stop() {
 }
 
 status() {
-  if port_open "$port"; then
-    if pid="$(running_pid)"; then
-      say "running on 127.0.0.1:$port (pid $pid, Kafka $version)"
-    else
-      say "a broker accepts connections on 127.0.0.1:$port (not started by this script)"
-    fi
-    return 0
+  local pid=""
+  if pid="$(running_pid)" && [[ "$(running_port)" != "$port" ]]; then
+    say "the broker of $dir (pid $pid) serves 127.0.0.1:$(running_port), not $port"
+    pid=""
   fi
-  if pid="$(running_pid)"; then
+  if port_open "$port"; then
+    if [[ -n "$pid" ]]; then
+      say "running on 127.0.0.1:$port (pid $pid)"
+      return 0
+    fi
+    if speaks_kafka "$port"; then
+      say "a broker accepts connections on 127.0.0.1:$port (not started by this script)"
+      return 0
+    fi
+    say "127.0.0.1:$port is taken by a program that does not answer as a Kafka broker"
+    return 3
+  fi
+  if [[ -n "$pid" ]]; then
     say "starting (pid $pid), not yet accepting connections on 127.0.0.1:$port"
   else
     say "not running"

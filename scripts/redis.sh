@@ -51,6 +51,12 @@ start() {
     say "REDIS_URL is set but its server does not answer PING"
     exit 1
   fi
+  # Another program on the port: redis-server would fail to bind, unseen (it is daemonized), and
+  # this script waited 10 s for a PONG that could not come.
+  if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then
+    say "$host:$port is taken by a program that does not answer PING with PONG (not Redis, or a Redis that needs a password): stop it, or pick a free port with REDIS_PORT (and point the tests at it with REDIS_URL)"
+    exit 1
+  fi
   command -v redis-server >/dev/null || {
     say "nothing answers on $host:$port and redis-server is not installed (apt-get install redis-server)"
     exit 1

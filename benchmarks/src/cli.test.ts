@@ -38,6 +38,12 @@ describe('benchmark command lines', () => {
     expect(() => checkFlags(['docs'], ['--only=yjs'])).toThrow(/--types=/)
   })
 
+  it('refuse an option given twice (the first was used and the second, even a bad value, ignored without a word)', () => {
+    expect(() => checkFlags(['engine'], ['--repeats=1', '--repeats=abc'])).toThrow(/--repeats given twice \("--repeats=1", "--repeats=abc"\)/)
+    expect(() => checkFlags(['transport', 'lag'], ['--only=redis', '--only=kafka'])).toThrow(/--only given twice/)
+    expect(() => checkFlags(['engine'], ['--repeats=1', '--envelopes=100'])).not.toThrow()
+  })
+
   it("record in a results file only the options its suite reads (a run of two suites recorded the other's, and the command refused them)", () => {
     withArgs('transport', 'lag', '--samples=50', '--envelopes=2000', '--only=redis')
     expect(commandLine('transport-bench.ts', 'transport')).toBe('transport-bench.ts --envelopes=2000 --only=redis')
@@ -88,6 +94,11 @@ describe('benchmark command lines', () => {
     expect(docs.stderr).toMatch(/--repeats must be an integer of at least 1, got "abc"/)
     expect(docs.stderr).not.toMatch(/\[1\/2\] convergence/)
     expect(run(['docs', '--trace=nope']).stderr).toMatch(/--trace: no editing trace "nope"/)
+    // `--repeats 5` took the 5 for a suite name ("unknown suite(s): 5").
+    const spaced = run(['engine', '--repeats', '5'])
+    expect(spaced.status).toBe(2)
+    expect(spaced.stderr).toMatch(/option "--repeats" has no value: write it as --repeats=<value>/)
+    expect(spaced.stderr).not.toMatch(/unknown suite/)
   }, 120_000)
 })
 

@@ -4,7 +4,7 @@
  * prints a table, shows progress on stderr, and writes
  * benchmarks/results/<suite>.json and an SVG chart beside it.
  */
-import { checkFlags, saveReport, usage, UsageError, type BenchReport } from './report.js'
+import { checkFlags, checkOptionForm, saveReport, usage, UsageError, type BenchReport } from './report.js'
 import { requireServers } from './servers.js'
 
 const SUITES: Record<string, () => Promise<BenchReport>> = {
@@ -61,6 +61,15 @@ const args = process.argv.slice(2)
 if (args.includes('--help') || args.includes('-h')) {
   process.stdout.write(`${usage()}\n`)
   process.exit(0)
+}
+try {
+  // The options' form first, against every suite's: `--repeats 5` is an option without its value,
+  // not a suite named "5".
+  checkOptionForm(args)
+} catch (e) {
+  if (!(e instanceof UsageError)) throw e
+  process.stderr.write(`${e.message}\n`)
+  process.exit(2)
 }
 const wanted = args.filter((a) => !a.startsWith('-'))
 const unknown = wanted.filter((w) => !(w in SUITES))

@@ -222,9 +222,11 @@ export function flagDefault<S extends keyof typeof SUITE_OPTIONS>(suite: S, flag
 /**
  * Checks the command line's options against what `suites` read: each must be `--name=value` with
  * a name one of them knows (a misspelt `--repeat=5` ran the suite with its defaults, and
- * `--repeats 1` took the 1 for a suite name). @throws UsageError naming the known ones.
+ * `--repeats 1` took the 1 for a suite name), given once (the first was used, a second ignored).
+ * @throws UsageError naming the known ones.
  */
 export function checkFlags(suites: readonly string[], args: readonly string[] = process.argv.slice(2)): void {
+  checkOptionForm(args)
   const known = new Set(suites.flatMap((s) => SUITE_FLAGS[s] ?? []))
   for (const a of args) {
     if (!a.startsWith('-')) continue
@@ -233,6 +235,25 @@ export function checkFlags(suites: readonly string[], args: readonly string[] = 
       const names = [...known].map((k) => `--${k}=`).join(', ')
       throw new UsageError(`unknown option ${JSON.stringify(a)} for ${suites.join(', ')}: options are ${names === '' ? 'none' : names} (as --name=value)`)
     }
+  }
+}
+
+/**
+ * Checks what can be told before the suites are known: an option of some suite written without
+ * its value (`--repeats 5`: the 5 was taken for a suite name), and an option given twice (the
+ * first was used and the second, even a bad value, ignored). @throws UsageError
+ */
+export function checkOptionForm(args: readonly string[] = process.argv.slice(2)): void {
+  const every = new Set(Object.values(SUITE_FLAGS).flat())
+  const seen = new Map<string, string>()
+  for (const a of args) {
+    const bare = /^--([a-z-]+)$/.exec(a)
+    if (bare !== null && every.has(bare[1] as string)) throw new UsageError(`option ${JSON.stringify(a)} has no value: write it as --${bare[1]}=<value> (as --name=value; a value after a space is read as a suite name)`)
+    const m = /^--([a-z-]+)=/.exec(a)
+    if (m === null) continue
+    const earlier = seen.get(m[1] as string)
+    if (earlier !== undefined) throw new UsageError(`--${m[1]} given twice (${JSON.stringify(earlier)}, ${JSON.stringify(a)}): give it once`)
+    seen.set(m[1] as string, a)
   }
 }
 
