@@ -2,7 +2,7 @@
  * MemoryStore: the Store contract in memory. Durable only for the life of the object, which is
  * what tests and the simulator need: a "crashed" node is restarted over the same MemoryStore.
  */
-import { ClosedError, checkStoreBatch, type Store, type StoreOp } from '@concord/core'
+import { ClosedError, ConfigError, checkStoreBatch, checkStoreKey, type Store, type StoreOp } from '@concord/core'
 
 /**
  * In-memory {@link Store}. Batches are atomic because they are applied synchronously. Written
@@ -20,6 +20,8 @@ export class MemoryStore implements Store {
 
   async get(key: string): Promise<Uint8Array | undefined> {
     this.check()
+    // As every store: a key that is not one (a number, undefined) is the caller's mistake, not an absent key.
+    checkStoreKey('memory store', key)
     const v = this.map.get(key)
     return v === undefined ? undefined : v.slice()
   }
@@ -43,6 +45,8 @@ export class MemoryStore implements Store {
 
   async keys(prefix: string): Promise<readonly string[]> {
     this.check()
+    // startsWith(undefined) looks for "undefined": keys() answered [] as if the store were empty.
+    if (typeof prefix !== 'string') throw new ConfigError('memory store: keys() takes a string prefix')
     return [...this.map.keys()].filter((k) => k.startsWith(prefix)).sort()
   }
 

@@ -5,7 +5,7 @@
  * holds), so closing a client and opening another over the same broker behaves like a process
  * restart: delivery resumes from the committed position.
  */
-import { ClosedError, ConfigError, TransportError, checkKnownOptions, checkAppendArgs, checkPollOptions, slabCopy, type AppendOptions, type LogPosition, type LogRecord, type PollOptions, type Transport } from '@concord/core'
+import { ClosedError, ConfigError, TransportError, callListeners, checkKnownOptions, checkAppendArgs, checkPollOptions, slabCopy, type AppendOptions, type LogPosition, type LogRecord, type PollOptions, type Transport } from '@concord/core'
 
 interface OriginLog {
   /** Absolute offset of `records[0]`. */
@@ -94,6 +94,16 @@ function toPosition(offset: number): LogPosition {
   return String(offset)
 }
 
+/**
+ * Refuses an origin or reader that is not a non-empty string, as the other transports do: the logs
+ * are a Map, so origin 7 was a log of its own, never read from "7" (records appended there lost
+ * to every reader), and an empty name was taken too.
+ * @throws ConfigError
+ */
+function checkName(kind: 'origin' | 'reader', name: unknown): asserts name is string {
+  if (typeof name !== 'string' || name.length === 0) throw new ConfigError(`memory transport: ${kind} must be a non-empty string, got ${typeof name === 'string' ? '""' : String(name)}`)
+}
+
 function toOffset(position: LogPosition): number {
   // At most 2^53 - 1: past it a position would not survive the round trip through a number.
   if (typeof position !== 'string' || !/^(0|[1-9][0-9]{0,15})$/.test(position) || !Number.isSafeInteger(Number(position))) {
@@ -143,6 +153,7 @@ export class MemoryTransport implements Transport {
 
   async append(origin: string, records: readonly Uint8Array[], options?: AppendOptions): Promise<readonly LogPosition[]> {
     this.check()
+    checkName('origin', origin)
     checkAppendArgs('memory', records, options)
     const log = this.broker.log(origin)
     const out: LogPosition[] = []
@@ -156,14 +167,19 @@ export class MemoryTransport implements Transport {
       const waiters = [...log.waiters]
       log.waiters.clear()
       for (const w of waiters) w()
-      for (const w of [...this.broker.watchers]) w()
+      // Listeners of any client: one that throws must not fail this append (its records are in the
+      // log: a caller told it failed appends them again) nor keep the others from being told.
+      callListeners('memory transport watch', [...this.broker.watchers], undefined, undefined)
     }
     return out
   }
 
   /** Calls `listener` after every append to any log of the broker, by any client (a hint to poll). */
-  watch(_reader: string, listener: () => void): () => void {
+  watch(reader: string, listener: () => void): () => void {
     this.check()
+    checkName('reader', reader)
+    // Checked now: called on every append of every client of the broker, a non-function threw there.
+    if (typeof listener !== 'function') throw new ConfigError('memory transport: watch takes a listener function')
     // A wrapper per call: the same listener watched twice is removed once per unwatch.
     const w = (): void => listener()
     this.broker.watchers.add(w)
@@ -196,6 +212,8 @@ export class MemoryTransport implements Transport {
 
   async poll(reader: string, origin: string, options: PollOptions = {}): Promise<readonly LogRecord[]> {
     this.check()
+    checkName('reader', reader)
+    checkName('origin', origin)
     const { max, waitMs } = checkPollOptions('memory', options, DEFAULT_POLL_MAX)
     const log = this.broker.log(origin)
     if (this.cursor(reader, origin) >= log.base + log.records.length && waitMs > 0 && options.signal?.aborted !== true) {
@@ -244,35 +262,44 @@ export class MemoryTransport implements Transport {
 
   async commit(reader: string, origin: string, position: LogPosition): Promise<void> {
     this.check()
+    checkName('reader', reader)
+    checkName('origin', origin)
     this.broker.setCommitted(reader, origin, toOffset(position))
   }
 
   async committed(reader: string, origin: string): Promise<LogPosition | undefined> {
     this.check()
+    checkName('reader', reader)
+    checkName('origin', origin)
     const c = this.broker.getCommitted(reader, origin)
     return c === undefined ? undefined : toPosition(c)
   }
 
   async rewind(reader: string, origin: string): Promise<void> {
     this.check()
+    checkName('reader', reader)
+    checkName('origin', origin)
     const c = this.broker.getCommitted(reader, origin)
     this.setCursor(reader, origin, c === undefined ? 0 : c + 1)
   }
 
   async earliest(origin: string): Promise<LogPosition | undefined> {
     this.check()
+    checkName('origin', origin)
     const log = this.broker.log(origin)
     return log.records.length === 0 ? undefined : toPosition(log.base)
   }
 
   async latest(origin: string): Promise<LogPosition | undefined> {
     this.check()
+    checkName('origin', origin)
     const log = this.broker.log(origin)
     return log.records.length === 0 ? undefined : toPosition(log.base + log.records.length - 1)
   }
 
   async trim(origin: string, before: LogPosition): Promise<void> {
     this.check()
+    checkName('origin', origin)
     const log = this.broker.log(origin)
     const end = log.base + log.records.length
     const to = Math.min(toOffset(before), end)

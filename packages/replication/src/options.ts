@@ -292,10 +292,12 @@ export function resolveOptions(o: RegionNodeOptions): ResolvedOptions {
     checkKnownOptions('RegionNode batch', o.batch, Object.keys(BATCH_KEYS))
   }
   fn('now', o.now)
-  // A clock that gives no number (NaN) would stop heartbeats and liveness checks without a word.
+  // A clock that gives no number (NaN) would stop heartbeats and liveness checks without a word;
+  // one the HLC refuses (negative, from 2^53 - 1 on) made every write and round throw, after a
+  // construction that had accepted it.
   if (o.now !== undefined) {
     const t: unknown = o.now()
-    if (typeof t !== 'number' || !Number.isFinite(t)) fail(`now() must return a finite number of ms, got ${String(t)}`)
+    if (typeof t !== 'number' || !(Math.floor(t) >= 0 && Math.floor(t) < Number.MAX_SAFE_INTEGER)) fail(`now() must return a finite number of ms from 0 to 2^53 - 2, got ${String(t)}`)
   }
   fn('random', o.random)
   fn('onError', o.onError)

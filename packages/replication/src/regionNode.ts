@@ -28,6 +28,7 @@ import {
   encodeWith,
   isConcordError,
   MAX_DOT_COUNTER,
+  MAX_PAYLOAD_BYTES,
   readUint,
   writeUint,
   type Envelope,
@@ -47,6 +48,7 @@ import {
   REPAIR_REQUEST,
   REPAIR_RESPONSE,
   decodeDeadLetter,
+  deadLetterText,
   decodeDocRecord,
   decodeJournalEntry,
   decodeHeartbeat,
@@ -1368,9 +1370,10 @@ export class RegionNode {
       for (const d of doc.pending) staged += d.length
       time ??= this.hlc.now()
       const payload = doc.pending.length === 1 ? (doc.pending[0] as Uint8Array) : this.mergedPending(doc)
-      const bytes = encodeEnvelope(this.envelope(doc, payload, time), key)
-      if (bytes.length <= this.envelopeLimit) this.queueEnvelope(doc, payload, bytes)
-      else this.queueSplit(doc, time, key, bytes.length - payload.length)
+      const bytes = this.localEnvelope(doc, payload, time, key)
+      if (bytes !== undefined && bytes.length <= this.envelopeLimit) this.queueEnvelope(doc, payload, bytes)
+      // The envelope's bytes besides the payload; a payload's length takes at most 4 bytes more than an empty one's.
+      else this.queueSplit(doc, time, key, bytes !== undefined ? bytes.length - payload.length : (this.localEnvelope(doc, NO_VERSION, time, key) as Uint8Array).length + 3)
       clear(doc.pending)
       if (doc.merge === undefined) {
         doc.lastVersion = doc.replica.version()
@@ -1428,6 +1431,15 @@ export class RegionNode {
     return { docId: doc.docId, typeName: doc.typeName, region: this.region, writer: this.writer, seq: this.seq + 1, time, deps: doc.deps, payload }
   }
 
+  /**
+   * The envelope of `payload`, encoded; undefined for a payload past MAX_PAYLOAD_BYTES, which no
+   * receiver takes (encodeEnvelope refuses it with a ConfigError: a flush whose merged changes, or a
+   * single change, passed 8 MiB threw at every flush, and the node never saved nor sent a change again).
+   */
+  private localEnvelope(doc: OpenDoc, payload: Uint8Array, time: HlcTimestamp, key: Uint8Array | undefined): Uint8Array | undefined {
+    return payload.length > MAX_PAYLOAD_BYTES ? undefined : encodeEnvelope(this.envelope(doc, payload, time), key)
+  }
+
   /** Takes the next sequence number for `bytes`, the envelope of `payload`, into the outbox. */
   private queueEnvelope(doc: OpenDoc, payload: Uint8Array, bytes: Uint8Array): void {
     const seq = ++this.seq
@@ -1453,14 +1465,14 @@ export class RegionNode {
     const pending = doc.pending
     const send = (run: readonly Uint8Array[]): void => {
       const payload = run.length === 1 ? (run[0] as Uint8Array) : doc.merge !== undefined ? doc.merge(run) : undefined
-      const bytes = payload === undefined ? undefined : encodeEnvelope(this.envelope(doc, payload, time), key)
+      const bytes = payload === undefined ? undefined : this.localEnvelope(doc, payload, time, key)
       if (bytes !== undefined && bytes.length <= this.envelopeLimit) return this.queueEnvelope(doc, payload as Uint8Array, bytes)
       if (run.length > 1) {
         for (const delta of run) send([delta])
         return
       }
       this.refuseTooLarge(
-        `document ${doc.docId}: a local change of ${(run[0] as Uint8Array).length} bytes makes a ${bytes?.length ?? 0}-byte envelope, past the limit of ${this.envelopeLimit} (maxEnvelopeBytes, or the transport's largest record); it was not sent and stays in region ${this.region} only`,
+        `document ${doc.docId}: a local change of ${(run[0] as Uint8Array).length} bytes makes ${bytes === undefined ? 'an envelope' : `a ${bytes.length}-byte envelope`} past the limit of ${this.envelopeLimit} (maxEnvelopeBytes, or the transport's largest record); it was not sent and stays in region ${this.region} only`,
       )
       // Durable here all the same: the replica's state holds it.
       doc.unsaved.push(run[0] as Uint8Array)
@@ -2087,9 +2099,10 @@ export class RegionNode {
     const letter: DeadLetter = {
       origin: rec.origin,
       position: rec.position,
-      code: isConcordError(e) ? e.code : 'INTERNAL',
-      error: e instanceof Error ? e.name : 'Error',
-      message: e instanceof Error ? e.message : String(e),
+      // Kept as stored (deadLetterText: short, well-formed), so a restart reads back the same letter.
+      code: deadLetterText(isConcordError(e) ? e.code : 'INTERNAL'),
+      error: deadLetterText(e instanceof Error ? e.name : 'Error'),
+      message: deadLetterText(e instanceof Error ? e.message : String(e)),
       at: Math.max(0, Math.floor(this.o.now())),
       bytes: rec.bytes.slice(0, 4096),
     }

@@ -20,6 +20,7 @@ import {
   writeUint,
   MAX_COLLECTION,
   MAX_REPLICA_ID_BYTES,
+  type Decoder,
 } from '@concord/core'
 
 /** Type name of a heartbeat record. */
@@ -36,6 +37,18 @@ export const NO_DOC = '$'
 export const ANY_RESPONDER = '*'
 
 const MAX_ID = 1024
+
+/**
+ * A string of 1..`max` bytes: a request id, writer id, document id or type name. Empty, none is
+ * one an envelope carries, and some go into one: an answer's envelope has the request id as its
+ * docId, which encodeEnvelope refuses empty — a request with an empty id threw a ConfigError out
+ * of its responder's round (dropping the answers queued behind it) instead of being dead-lettered.
+ */
+function readId(d: Decoder, max: number, what: string): string {
+  const s = readString(d, max)
+  if (s.length === 0) throw new DecodeError(`${what} is empty`)
+  return s
+}
 
 /** Heartbeat payload: who is alive, and what it has applied. */
 export interface Heartbeat {
@@ -101,10 +114,10 @@ export function encodeRepairRequest(r: RepairRequest): Uint8Array {
 
 export function decodeRepairRequest(bytes: Uint8Array): RepairRequest {
   return decodeWith('repair request', bytes, (d) => ({
-    requestId: readString(d, MAX_ID),
-    target: readString(d, MAX_REPLICA_ID_BYTES),
+    requestId: readId(d, MAX_ID, 'repair request: requestId'),
+    target: readId(d, MAX_REPLICA_ID_BYTES, 'repair request: target'),
     from: readUint(d),
-    responder: readString(d, MAX_REPLICA_ID_BYTES),
+    responder: readId(d, MAX_REPLICA_ID_BYTES, 'repair request: responder'),
   }))
 }
 
@@ -153,9 +166,9 @@ export function encodeRepairResponse(r: RepairResponse): Uint8Array {
 
 export function decodeRepairResponse(bytes: Uint8Array): RepairResponse {
   return decodeWith('repair response', bytes, (d) => {
-    const requestId = readString(d, MAX_ID)
-    const requester = readString(d, MAX_REPLICA_ID_BYTES)
-    const target = readString(d, MAX_REPLICA_ID_BYTES)
+    const requestId = readId(d, MAX_ID, 'repair response: requestId')
+    const requester = readId(d, MAX_REPLICA_ID_BYTES, 'repair response: requester')
+    const target = readId(d, MAX_REPLICA_ID_BYTES, 'repair response: target')
     const from = readUint(d)
     const upTo = readUint(d)
     const part = readUint(d)
@@ -167,7 +180,7 @@ export function decodeRepairResponse(bytes: Uint8Array): RepairResponse {
     const n = readLength(d, 1_000_000, 3)
     const docs: RepairDoc[] = []
     for (let i = 0; i < n; i++) {
-      docs.push({ docId: readString(d, 1024), typeName: readString(d, 128), state: readBytes(d).slice() })
+      docs.push({ docId: readId(d, 1024, 'repair response: docId'), typeName: readId(d, 128, 'repair response: typeName'), state: readBytes(d).slice() })
     }
     return { requestId, requester, target, from, upTo, part, parts, docs }
   })
@@ -182,7 +195,17 @@ export function encodeDocRecord(typeName: string, state: Uint8Array): Uint8Array
 }
 
 export function decodeDocRecord(bytes: Uint8Array): { typeName: string; state: Uint8Array } {
-  return decodeWith('document record', bytes, (d) => ({ typeName: readString(d, 128), state: readBytes(d).slice() }))
+  return decodeWith('document record', bytes, (d) => ({ typeName: readString(d, 128), state: readLocalBytes(d).slice() }))
+}
+
+/**
+ * A `bytes` field of a record of the node's own store: as long as the record holds. The wire's
+ * per-field limit (MAX_FIELD_BYTES, 16 MiB) is not theirs: a document's state grows past it (each
+ * change within every limit), and its record was written, then refused at every read — the
+ * document lost after a restart. The length is still checked against the bytes present.
+ */
+function readLocalBytes(d: Decoder): Uint8Array {
+  return readBytes(d, d.arr.length)
 }
 
 /** One document's part of a write-ahead-log entry: the deltas one store batch applied to it, in order. */
@@ -218,7 +241,7 @@ export function decodeWalEntry(bytes: Uint8Array): WalItem[] {
       const typeName = readString(d, 128)
       const k = readLength(d, MAX_COLLECTION)
       const deltas: Uint8Array[] = []
-      for (let j = 0; j < k; j++) deltas.push(readBytes(d))
+      for (let j = 0; j < k; j++) deltas.push(readLocalBytes(d))
       out.push({ docId, typeName, deltas })
     }
     return out
@@ -251,7 +274,7 @@ function decodeBytesList(what: string, bytes: Uint8Array): Uint8Array[] {
   return decodeWith(what, bytes, (d) => {
     const n = readLength(d, MAX_COLLECTION)
     const out: Uint8Array[] = []
-    for (let i = 0; i < n; i++) out.push(readBytes(d))
+    for (let i = 0; i < n; i++) out.push(readLocalBytes(d))
     return out
   })
 }
@@ -272,13 +295,27 @@ export interface DeadLetter {
   readonly bytes: Uint8Array
 }
 
+/** Longest text field of a dead letter, in UTF-16 code units (as the bytes: 4 Ki). */
+const MAX_DEAD_LETTER_TEXT = 4096
+
+/**
+ * `s` fit for a dead letter: at most 4,096 code units, every lone surrogate replaced by U+FFFD.
+ * An error's message is anybody's text (a replica's apply() may quote the record, or cut a string
+ * inside a surrogate pair): a lone surrogate made writeString throw at every round, so the log
+ * stalled at that record; a message past 16 MiB was stored, then refused at every start.
+ */
+export function deadLetterText(s: string): string {
+  const cut = s.length > MAX_DEAD_LETTER_TEXT ? s.slice(0, MAX_DEAD_LETTER_TEXT) : s
+  return cut.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, '\uFFFD')
+}
+
 export function encodeDeadLetter(x: DeadLetter): Uint8Array {
   return encodeWith((e) => {
-    writeString(e, x.origin)
-    writeString(e, x.position)
-    writeString(e, x.code)
-    writeString(e, x.error)
-    writeString(e, x.message)
+    writeString(e, deadLetterText(x.origin))
+    writeString(e, deadLetterText(x.position))
+    writeString(e, deadLetterText(x.code))
+    writeString(e, deadLetterText(x.error))
+    writeString(e, deadLetterText(x.message))
     writeUint(e, x.at)
     writeBytes(e, x.bytes)
   })
