@@ -33,6 +33,7 @@ import {
   LockedError,
   checkKnownOptions,
   checkStoreBatch,
+  checkStoreKey,
   decodeWith,
   encodeWith,
   readByte,
@@ -500,6 +501,8 @@ export class FileStore implements Store {
 
   async get(key: string): Promise<Uint8Array | undefined> {
     this.check()
+    // As every store: a key that is not one (a number, undefined) is the caller's mistake, not an absent key.
+    checkStoreKey('file store', key)
     const v = this.map.get(key)
     return v === undefined ? undefined : v.slice()
   }
@@ -514,6 +517,8 @@ export class FileStore implements Store {
 
   async keys(prefix: string): Promise<readonly string[]> {
     this.check()
+    // startsWith(undefined) looks for "undefined": keys() answered [] as if the store were empty.
+    if (typeof prefix !== 'string') throw new ConfigError('file store: keys() takes a string prefix')
     return [...this.map.keys()].filter((k) => k.startsWith(prefix)).sort()
   }
 

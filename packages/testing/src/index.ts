@@ -58,6 +58,7 @@ export {
   type OrMapField,
 } from './specs/native.js'
 export { runTransportContract, type TransportHarness, type TransportContractOptions } from './transportContract.js'
+export { runStoreContract, type StoreHarness, type StoreContractOptions } from './storeContract.js'
 export {
   SEQUENTIAL_TRACES,
   CONCURRENT_TRACES,
