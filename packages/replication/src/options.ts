@@ -119,7 +119,10 @@ export interface RegionNodeOptions {
   readonly maxEnvelopeBytes?: number
   /** Dead letters kept (memory and store); older ones are dropped. @default 10_000 */
   readonly deadLetterLimit?: number
-  /** When given, metrics are also exported as OpenTelemetry observable instruments. */
+  /**
+   * When given, metrics are also exported as OpenTelemetry observable instruments (one per number of
+   * `metrics()`, names and units in docs/replication.md), until close().
+   */
   readonly meter?: Meter
   /**
    * Errors of the `start()` loop (the loop keeps going unless the error is fatal). A round failure

@@ -9,7 +9,7 @@
  * Drive it with {@link RegionNode.pump} (one round, no timers: the simulator's way) or
  * {@link RegionNode.start} (a loop with timers).
  */
-import type { ObservableCounter, ObservableGauge, ObservableResult } from '@opentelemetry/api'
+import type { Attributes, BatchObservableCallback, ObservableCounter, ObservableGauge, ObservableResult } from '@opentelemetry/api'
 import {
   ConfigError,
   isWellFormed,
@@ -22,6 +22,7 @@ import {
   callListeners,
   VersionVector,
   ClosedError,
+  bytesEqual,
   decodeEnvelope,
   decodeWith,
   encodeEnvelope,
@@ -71,20 +72,28 @@ import {
   type RepairRequest,
 } from './wire.js'
 
-/** Replication metrics for one region's log, as seen by this node. */
+/**
+ * Replication metrics for one region's log, as seen by this node. The counters (applied,
+ * duplicates, rejected, repairsRequested, repairsApplied) count what this process did: they start
+ * at 0 with every start and never go down.
+ */
 export interface PeerMetrics {
   readonly region: string
   /** Envelopes applied from this region's writers. */
   readonly applied: number
   /** Envelopes dropped because they were already applied (redelivery, replay). */
   readonly duplicates: number
-  /** Records rejected and dead-lettered. */
+  /**
+   * Records rejected and dead-lettered: once per record (a copy that fails again while its dead
+   * letter is kept is not counted again), counted once the batch that rejected it is saved.
+   */
   readonly rejected: number
   /** Envelopes known to exist (from sequence numbers and heartbeats) but not yet applied. */
   readonly pending: number
   /**
    * How old the last applied envelope was when it was read from the log: local time then minus its
-   * HLC time (ms). Taken at read time, it does not grow while nothing arrives: see stalenessMs.
+   * HLC time (ms). Taken at read time, it does not grow while nothing arrives, nor fall back once the
+   * region stops writing (0 until a first envelope is applied): see stalenessMs.
    */
   readonly lagMs: number
   /**
@@ -109,6 +118,7 @@ export interface PeerMetrics {
 export interface NodeMetrics {
   readonly writer: string
   readonly peers: readonly PeerMetrics[]
+  /** Dead letters kept (in the store: they survive restarts), at most deadLetterLimit: not a counter. */
   readonly deadLetters: number
   readonly cachedReplicas: number
   readonly evictions: number
@@ -264,6 +274,9 @@ const dixKey = (docId: string): string => `dix/${docId}`
 /** Granularity of the per-document `touched` bounds: a repair answer may include documents a writer last changed up to this many sequence numbers before the gap. */
 const TOUCH_BUCKET = 1024
 const dlKey = (n: number): string => `dl/${String(n).padStart(16, '0')}`
+/** A dead letter keeps at most this many of its record's bytes. */
+const DEAD_LETTER_BYTES = 4096
+const deadKey = (origin: string, position: LogPosition): string => `${origin}\u0000${position}`
 
 const utf8 = new TextEncoder()
 const utf8Decoder = new TextDecoder()
@@ -405,11 +418,20 @@ export class RegionNode {
   private deadList: Array<{ key: string; letter: DeadLetter }> = []
   private dlCounter = 0
   /**
-   * The dead letters and rejected counts as they were before the first dead letter of a batch not
-   * saved yet: a failed store write rewinds the batch's records, which are rejected (and dead-
-   * lettered) again when read again, so the first attempt's are taken back.
+   * The dead letters as they were before the first dead letter of a batch not saved yet, and the
+   * batch's rejections per region: a failed store write rewinds the batch's records, which are
+   * rejected (and dead-lettered) again when read again, so the first attempt's are taken back. The
+   * rejections are counted (PeerMetrics.rejected) once the batch is saved: counted at once and
+   * taken back, the count went down — an OpenTelemetry counter read 1, 0, 1 (a reset, and two
+   * rejections exported for one; review finding).
    */
-  private dlUndo: { list: Array<{ key: string; letter: DeadLetter }>; counter: number; rejected: Map<string, number> } | undefined
+  private dlUndo: { list: Array<{ key: string; letter: DeadLetter }>; counter: number; rejected: Map<MutablePeer, number> } | undefined
+  /**
+   * The dead letters kept, by origin and position (deadKey): a record delivered again (a copy, a
+   * redelivery, or the replay after a restart of what was read since the last commit) that fails
+   * again is not rejected nor dead-lettered a second time (review finding: each copy was).
+   */
+  private readonly deadIndex = new Map<string, DeadLetter>()
   private evictions = 0
   private readonly peers = new Map<string, MutablePeer>()
   /**
@@ -608,6 +630,7 @@ export class RegionNode {
       this.deadList.push({ key, letter: decodeDeadLetter(bytes) })
       this.dlCounter = Math.max(this.dlCounter, Number(key.slice(3)))
     }
+    this.indexDeadLetters()
     await this.loadWal()
     // One subscription for every log this node reads (where the transport multiplexes them).
     await this.o.transport.subscribe?.(this.writer, this.o.regions)
@@ -1320,6 +1343,8 @@ export class RegionNode {
       }
     }
     this.unsavedApplies = false
+    // The batch's rejections are saved (their dead letters with them): counted now.
+    if (this.dlUndo !== undefined) for (const [p, n] of this.dlUndo.rejected) p.rejected += n
     this.dlUndo = undefined
     this.savedSeq = Math.max(this.savedSeq, seq)
     saved()
@@ -2077,9 +2102,23 @@ export class RegionNode {
   /** Dead-letters a record that failed; rethrows store/transport failures (not the record's fault). */
   private rejectRecord(rec: LogRecord, m: MutablePeer, e: unknown, ops: StoreOp[]): void {
     if (e instanceof InfrastructureFailure) throw e
-    this.dlUndo ??= { list: this.deadList.slice(), counter: this.dlCounter, rejected: new Map([...this.peers].map(([r, p]) => [r, p.rejected])) }
-    m.rejected++
+    // Delivered again and failed again: it was rejected (and its dead letter kept) already.
+    if (this.isDeadLettered(rec)) return
+    this.dlUndo ??= { list: this.deadList.slice(), counter: this.dlCounter, rejected: new Map() }
+    this.dlUndo.rejected.set(m, (this.dlUndo.rejected.get(m) ?? 0) + 1)
     this.deadLetter(rec, e, ops)
+  }
+
+  /** Whether a dead letter kept holds `rec` (same origin, position and bytes: see deadIndex). */
+  private isDeadLettered(rec: LogRecord): boolean {
+    if (this.deadIndex.size === 0) return false
+    const d = this.deadIndex.get(deadKey(rec.origin, rec.position))
+    return d !== undefined && bytesEqual(d.bytes, rec.bytes.length > DEAD_LETTER_BYTES ? rec.bytes.subarray(0, DEAD_LETTER_BYTES) : rec.bytes)
+  }
+
+  private indexDeadLetters(): void {
+    this.deadIndex.clear()
+    for (const { letter } of this.deadList) this.deadIndex.set(deadKey(letter.origin, letter.position), letter)
   }
 
   /** Takes back the dead letters of a batch whose store write failed (see {@link dlUndo}). */
@@ -2089,10 +2128,7 @@ export class RegionNode {
     this.dlUndo = undefined
     this.deadList = u.list
     this.dlCounter = u.counter
-    for (const [region, n] of u.rejected) {
-      const p = this.peers.get(region)
-      if (p !== undefined) p.rejected = n
-    }
+    this.indexDeadLetters()
   }
 
   private deadLetter(rec: LogRecord, e: unknown, ops: StoreOp[]): void {
@@ -2104,13 +2140,16 @@ export class RegionNode {
       error: deadLetterText(e instanceof Error ? e.name : 'Error'),
       message: deadLetterText(e instanceof Error ? e.message : String(e)),
       at: Math.max(0, Math.floor(this.o.now())),
-      bytes: rec.bytes.slice(0, 4096),
+      bytes: rec.bytes.slice(0, DEAD_LETTER_BYTES),
     }
     const key = dlKey(++this.dlCounter)
     this.deadList.push({ key, letter })
+    this.deadIndex.set(deadKey(letter.origin, letter.position), letter)
     ops.push({ op: 'put', key, value: encodeDeadLetter(letter) })
     while (this.deadList.length > this.o.deadLetterLimit) {
-      const old = this.deadList.shift() as { key: string }
+      const old = this.deadList.shift() as { key: string; letter: DeadLetter }
+      const k = deadKey(old.letter.origin, old.letter.position)
+      if (this.deadIndex.get(k) === old.letter) this.deadIndex.delete(k)
       ops.push({ op: 'delete', key: old.key })
     }
   }
@@ -2579,29 +2618,58 @@ export class RegionNode {
     }
   }
 
+  /**
+   * The OpenTelemetry instruments: one per number of {@link metrics}, per region log (attributes
+   * `concord.writer` and `concord.peer_region`) or node-wide (`concord.writer`). One collection
+   * reads metrics() once, through a batch callback where the meter has them (every instrument then
+   * reports the same moment); each instrument's callback reads it otherwise. Removed again by
+   * close(): a closed node no longer reports, nor stays reachable from the meter.
+   */
   private registerInstruments(): void {
     const meter = this.o.meter
     if (meter === undefined) return
-    // Removed again by close(): a closed node no longer reports, nor stays reachable from the meter.
-    const observe = (instrument: ObservableGauge | ObservableCounter, pick: (p: PeerMetrics) => number | undefined): void => {
-      const cb = (r: ObservableResult): void => {
-        for (const p of this.metrics().peers) {
+    type Instrument = ObservableGauge | ObservableCounter
+    const perPeer: Array<[Instrument, (p: PeerMetrics) => number | undefined]> = []
+    const nodeWide: Array<[Instrument, (m: NodeMetrics) => number]> = []
+    const make = (kind: 'gauge' | 'counter', name: string, description: string, unit: string): Instrument =>
+      kind === 'gauge' ? meter.createObservableGauge(name, { description, unit }) : meter.createObservableCounter(name, { description, unit })
+    const peer = (kind: 'gauge' | 'counter', name: string, description: string, unit: string, pick: (p: PeerMetrics) => number | undefined): void => void perPeer.push([make(kind, name, description, unit), pick])
+    const node = (kind: 'gauge' | 'counter', name: string, description: string, unit: string, pick: (m: NodeMetrics) => number): void => void nodeWide.push([make(kind, name, description, unit), pick])
+    peer('gauge', 'concord.replication.lag', 'Age of the last applied envelope when it was read; it does not grow while nothing arrives (alert on concord.replication.staleness)', 'ms', (p) => p.lagMs)
+    peer('gauge', 'concord.replication.staleness', 'Age of the newest record read from the region (grows while it is not heard)', 'ms', (p) => p.stalenessMs)
+    peer('gauge', 'concord.replication.pending', 'Envelopes known but not yet applied', '{envelope}', (p) => p.pending)
+    peer('counter', 'concord.replication.applied', 'Envelopes applied, since this process started', '{envelope}', (p) => p.applied)
+    peer('counter', 'concord.replication.duplicates', 'Envelopes dropped as already applied, since this process started', '{envelope}', (p) => p.duplicates)
+    peer('counter', 'concord.replication.rejected', 'Records rejected and dead-lettered, since this process started', '{record}', (p) => p.rejected)
+    peer('counter', 'concord.replication.repairs_requested', 'Repair requests sent, since this process started', '{request}', (p) => p.repairsRequested)
+    peer('counter', 'concord.replication.repairs_applied', 'Repair answers applied, since this process started', '{answer}', (p) => p.repairsApplied)
+    node('gauge', 'concord.replication.outbox', 'Envelopes persisted but not yet appended to the own region\'s log', '{envelope}', (m) => m.outbox)
+    node('gauge', 'concord.replication.dead_letters', 'Dead letters kept (at most deadLetterLimit)', '{record}', (m) => m.deadLetters)
+    node('counter', 'concord.replication.too_large', 'Local changes not sent for their size, since this process started', '{change}', (m) => m.tooLarge)
+    const report = (observe: (instrument: Instrument, value: number, attributes: Attributes) => void, only?: Instrument): void => {
+      const m = this.metrics()
+      for (const [instrument, pick] of perPeer) {
+        if (only !== undefined && instrument !== only) continue
+        for (const p of m.peers) {
           const v = pick(p)
           // Nothing to report yet (stalenessMs before the node has started).
-          if (v !== undefined) r.observe(v, { 'concord.writer': this.writer, 'concord.peer_region': p.region })
+          if (v !== undefined) observe(instrument, v, { 'concord.writer': this.writer, 'concord.peer_region': p.region })
         }
       }
+      for (const [instrument, pick] of nodeWide) if (only === undefined || instrument === only) observe(instrument, pick(m), { 'concord.writer': this.writer })
+    }
+    const all = [...perPeer, ...nodeWide].map(([instrument]) => instrument)
+    if (typeof meter.addBatchObservableCallback === 'function' && typeof meter.removeBatchObservableCallback === 'function') {
+      const cb: BatchObservableCallback = (r) => report((instrument, value, attributes) => r.observe(instrument, value, attributes))
+      meter.addBatchObservableCallback(cb, all)
+      this.instruments.push(() => meter.removeBatchObservableCallback(cb, all))
+      return
+    }
+    for (const instrument of all) {
+      const cb = (r: ObservableResult): void => report((_, value, attributes) => r.observe(value, attributes), instrument)
       instrument.addCallback(cb)
       this.instruments.push(() => instrument.removeCallback(cb))
     }
-    const gauge = (name: string, description: string, unit: string, pick: (p: PeerMetrics) => number | undefined): void => observe(meter.createObservableGauge(name, { description, unit }), pick)
-    const counter = (name: string, description: string, pick: (p: PeerMetrics) => number): void => observe(meter.createObservableCounter(name, { description }), pick)
-    gauge('concord.replication.lag', 'Replication delay of the last applied envelope', 'ms', (p) => p.lagMs)
-    gauge('concord.replication.staleness', 'Age of the newest record read from the region (grows while it is not heard)', 'ms', (p) => p.stalenessMs)
-    gauge('concord.replication.pending', 'Envelopes known but not yet applied', '{envelope}', (p) => p.pending)
-    counter('concord.replication.applied', 'Envelopes applied', (p) => p.applied)
-    counter('concord.replication.duplicates', 'Duplicate envelopes dropped', (p) => p.duplicates)
-    counter('concord.replication.rejected', 'Records rejected and dead-lettered', (p) => p.rejected)
   }
 }
 
