@@ -1,4 +1,6 @@
-// Long property runs: every *.prop.test.ts with CONCORD_RUNS cases per property (default 100,000).
+// Long property runs: every *.prop.test.ts with CONCORD_RUNS cases per property (default 100,000),
+// and every *.prop.integration.test.ts (the same properties on the real servers) with its own
+// CONCORD_SERVER_RUNS, default 400 under a soak.
 // Usage: CONCORD_RUNS=100000 npm run soak [-- extra vitest args]
 import { spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
@@ -8,9 +10,9 @@ import { join } from 'node:path'
 const runs = process.env.CONCORD_RUNS ?? '100000'
 process.stdout.write(`soak: ${runs} cases per property\n`)
 const extra = process.argv.slice(2)
-// vitest ORs file filters: the default 'prop.test' filter would add every property file to the
-// one asked for, so it applies only when no property file is named.
-const files = extra.some((a) => a.includes('prop.test')) ? [] : ['prop.test']
+// vitest ORs file filters: the default filters would add every property file to the one asked
+// for, so they apply only when no property file is named.
+const files = extra.some((a) => a.includes('prop.test') || a.includes('prop.integration.test')) ? [] : ['prop.test', 'prop.integration.test']
 // A JSON report beside the others, to tell a soak that ran nothing (a -t filter that matches no
 // test) from one that passed: vitest counts every test skipped and exits 0.
 const dir = mkdtempSync(join(tmpdir(), 'concord-soak-'))
