@@ -34,6 +34,7 @@ export {
   assertProperty,
   describeReplicaSuites,
   defaultRuns,
+  serverRuns,
   propertyIds,
   type MergeLaw,
   type Regression,

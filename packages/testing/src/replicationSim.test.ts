@@ -5,7 +5,8 @@ import { describe, expect, it } from 'vitest'
 import { MemoryBroker, MemoryStore, MemoryTransport, RegionNode } from '@concord/replication'
 import { PnCounter } from '@concord/crdt'
 import { replicationSchedule, runReplicationSchedule, type ReplicationBackend, type ReplicationSchedule } from './replicationSim.js'
-import { pnCounterSpec, type CounterOp } from './specs/native.js'
+import { lwwMapSpec, pnCounterSpec, type CounterOp, type LwwMapOp } from './specs/native.js'
+import { ClosedError } from '@concord/core'
 import type { ReplicaSpec } from './spec.js'
 
 function memoryBackend(): ReplicationBackend {
@@ -43,6 +44,49 @@ describe('replication harness', () => {
     expect(r2.values).toEqual({ 'doc-a': 5 })
     expect(r2.crashes).toBe(1)
     expect(r2.acknowledged).toBe(0)
+  })
+
+  it('a crash that closes the transport under an append still in flight is the crash, not a failure of the run (found on Kafka: seed -2038020032)', async () => {
+    // KafkaTransport (and RedisTransport) fail an append in flight with ClosedError when close()
+    // begins; MemoryTransport's append is done before close() can run. This backend's appends wait
+    // a few ticks first, as a server's round trip does, and fail the same way.
+    const broker = new MemoryBroker()
+    const slow: ReplicationBackend = {
+      connect: () => {
+        const inner = new MemoryTransport({ broker })
+        let closed = false
+        return Object.assign(Object.create(inner) as MemoryTransport, {
+          append: async (...args: Parameters<MemoryTransport['append']>) => {
+            for (let i = 0; i < 5; i++) await new Promise<void>((r) => setImmediate(r))
+            if (closed) throw new ClosedError('transport was closed during append')
+            return inner.append(...args)
+          },
+          close: async () => {
+            closed = true
+            await inner.close()
+          },
+        })
+      },
+      store: () => new MemoryStore(),
+      node: (o) => new RegionNode(o),
+    }
+    // The shrunk counterexample: a write, a crash at the node's second append or commit (its
+    // round's commit, while the round's outbox append is still in flight), a pump, a write.
+    const schedule: ReplicationSchedule<LwwMapOp> = {
+      seed: 0,
+      regions: 3,
+      twin: false,
+      docs: 1,
+      steps: [
+        { delayMs: 100, action: { type: 'op', node: 0, doc: 0, op: { type: 'set', key: 'k1', value: 0 } } },
+        { delayMs: 1, action: { type: 'crash', node: 0, at: 2 } },
+        { delayMs: 0, action: { type: 'pump', node: 0 } },
+        { delayMs: 0, action: { type: 'op', node: 0, doc: 0, op: { type: 'set', key: 'k1', value: 0 } } },
+      ],
+    }
+    const r = await runReplicationSchedule(lwwMapSpec, slow, schedule)
+    expect(r.crashes).toBe(1)
+    expect(r.values).toEqual({ 'doc-a': { k1: 0 } })
   })
 
   it('partitions make pumps fail on the unreachable log, and heal repairs everything', async () => {

@@ -646,14 +646,18 @@ class ReplicationRun<V, Op, R extends Replica<V>> {
   private async pump(s: Slot): Promise<void> {
     const node = s.node
     if (node === undefined) return
+    const life = s.life
     const before = s.unacked
     s.unacked = []
     try {
       await node.pump()
       for (const id of before) this.acked.add(id)
     } catch (e) {
-      // The slot went down at the crash point (life.died); the rest of the round failed with it.
-      if (e instanceof CrashSignal) return
+      // The slot went down at the crash point (life.died); the rest of the round failed with it —
+      // with the CrashSignal, or with whatever the dead process's transport answered after it was
+      // closed (a server transport fails an append still in flight with ClosedError: found on
+      // Kafka, seed -2038020032).
+      if (e instanceof CrashSignal || life?.dead === true) return
       // The round failed on an unreachable peer log (documented: the next round retries). Local
       // writes were persisted before any poll, but only a resolved round acknowledges them.
       if (isConcordError(e) && e.code === 'TRANSPORT' && e.retriable && this.cut.size > 0) {
@@ -675,12 +679,13 @@ class ReplicationRun<V, Op, R extends Replica<V>> {
   private async perform(s: Slot, doc: string, op: Op): Promise<void> {
     const node = s.node
     if (node === undefined) return
+    const life = s.life
     let replica: R
     try {
       replica = (await node.open(doc, this.typeName)) as unknown as R
     } catch (e) {
       // It died at a crash point on the way (opening may load, start and register): no op.
-      if (e instanceof CrashSignal) return
+      if (e instanceof CrashSignal || life?.dead === true) return
       throw e
     }
     const id = this.ops.length

@@ -9,7 +9,9 @@ import {
   defaultRuns,
   describeReplicaSuites,
   propertyIds,
+  serverRuns,
 } from './suites.js'
+import { ConfigError } from '@concord/core'
 import type { FaultSchedule } from './arbitraries.js'
 import { echoCounterSpec, firstDeliveredSpec, forgetfulCounterSpec, gCounterRunningTotalAfterPartition, gCounterSpec, maxCounterSpec } from './fixtures.js'
 import { deepEqual } from './equality.js'
@@ -178,6 +180,29 @@ describe('replay and regressions', () => {
     // the law then compared a later rejection against the state from before that valid apply.
     const found = { writers: 3, steps: [1, 1, 1].map((op) => ({ type: 'op' as const, writer: 0, op })), seed: -1073078233 }
     assertProperty('laws/rejects-bad-bytes', checkMergeLaws(maxCounterSpec)['rejects-bad-bytes'], { numRuns: 1, examples: [found] })
+  })
+
+  it('server suites take CONCORD_SERVER_RUNS, else their soak or base count, and refuse nonsense', () => {
+    const before = { runs: process.env['CONCORD_SERVER_RUNS'], soak: process.env['CONCORD_SOAK'] }
+    try {
+      delete process.env['CONCORD_SERVER_RUNS']
+      delete process.env['CONCORD_SOAK']
+      expect(serverRuns(5, 100)).toBe(5)
+      process.env['CONCORD_SOAK'] = '1'
+      expect(serverRuns(5, 100)).toBe(100)
+      process.env['CONCORD_SERVER_RUNS'] = '7'
+      expect(serverRuns(5, 100)).toBe(7)
+      for (const bad of ['0', '-3', '2.5', 'lots']) {
+        process.env['CONCORD_SERVER_RUNS'] = bad
+        expect(() => serverRuns(5, 100)).toThrow(ConfigError)
+        expect(() => serverRuns(5, 100)).toThrow(/CONCORD_SERVER_RUNS/)
+      }
+    } finally {
+      for (const [k, v] of [['CONCORD_SERVER_RUNS', before.runs], ['CONCORD_SOAK', before.soak]] as const) {
+        if (v === undefined) delete process.env[k]
+        else process.env[k] = v
+      }
+    }
   })
 
   it('numRuns comes from the option, then CONCORD_RUNS, then 1,000', () => {

@@ -93,6 +93,21 @@ export function defaultRuns(numRuns?: number): number {
   return n
 }
 
+/**
+ * Cases per property for a suite on a real server (Redis, Kafka), where a case is a deployment
+ * (fresh keys or topics, consumer groups, connections): CONCORD_SERVER_RUNS, else `soak` under
+ * CONCORD_SOAK, else `base`. CONCORD_RUNS does not apply: its default (1,000) is sized for
+ * in-memory cases.
+ * @throws ConfigError when CONCORD_SERVER_RUNS is not an integer of at least 1.
+ */
+export function serverRuns(base: number, soak: number): number {
+  const raw = process.env['CONCORD_SERVER_RUNS']
+  const n = raw === undefined || raw === '' ? (process.env['CONCORD_SOAK'] ? soak : base) : Number(raw)
+  // Zero runs would pass any property without trying it.
+  if (!Number.isSafeInteger(n) || n < 1) throw new ConfigError(`CONCORD_SERVER_RUNS must be an integer of at least 1, got ${JSON.stringify(raw ?? n)}`)
+  return n
+}
+
 // ---- comparing replicas ----------------------------------------------------------------------
 
 /** Why two replicas differ (value, then state bytes), or undefined when they agree. */

@@ -14,19 +14,12 @@ import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, it } from 'vitest'
 import type { Transport } from '@concord/core'
 import { MemoryStore, RegionNode } from '@concord/replication'
-import { assertAsyncProperty, checkReplication, nativeSpecs, pnCounterSpec, type ReplicationBackend } from '@concord/testing'
+import { assertAsyncProperty, checkReplication, nativeSpecs, serverRuns, pnCounterSpec, type ReplicationBackend } from '@concord/testing'
 import { RedisTransport } from './redisTransport.js'
 import { requireRedis } from './testServer.js'
 
 const server = await requireRedis()
 
-function serverRuns(): number {
-  const raw = process.env.CONCORD_SERVER_RUNS
-  if (raw === undefined || raw === '') return process.env.CONCORD_SOAK ? 400 : 40
-  const n = Number(raw)
-  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`CONCORD_SERVER_RUNS must be an integer of at least 1, got ${JSON.stringify(raw)}`)
-  return n
-}
 
 describe.skipIf(!server.available)('replication property on a real Redis', () => {
   let admin: Redis
@@ -76,7 +69,7 @@ describe.skipIf(!server.available)('replication property on a real Redis', () =>
         await previous()
         await cleanup()
       })
-      await assertAsyncProperty(`${spec.name} replication/redis`, property, { numRuns: serverRuns() })
+      await assertAsyncProperty(`${spec.name} replication/redis`, property, { numRuns: serverRuns(40, 400) })
     }, 600_000)
   }
 
@@ -85,6 +78,6 @@ describe.skipIf(!server.available)('replication property on a real Redis', () =>
       await previous()
       await cleanup()
     })
-    await assertAsyncProperty('PnCounter replication/redis/over-drift', property, { numRuns: serverRuns() })
+    await assertAsyncProperty('PnCounter replication/redis/over-drift', property, { numRuns: serverRuns(40, 400) })
   }, 600_000)
 })
