@@ -428,6 +428,15 @@ export async function run(options: TransportBenchOptions = {}): Promise<BenchRep
       const ratio = v / rawRate
       rows.push({ name: names[variant], metric: throughput, value: v, unit: 'envelopes/s', baseline: names.raw, ratio, ...(variant === 'concord' ? { target: `>= ${target.toFixed(2)}`, pass: ratio >= target } : {}) })
     }
+    // The same ratio run by run: each measured run's variants ran back to back against one broker
+    // state, so a run's ratio is free of the drift between runs (a slow minute of the shared
+    // machine) that the ratio of medians above mixes in; its spread is how far one run can be trusted.
+    const perRun = `run-by-run throughput / raw throughput, lowest and highest of ${results.raw.length} (${transport})`
+    for (const variant of ['alone', 'noop', 'concord'] as const) {
+      const ratios = results[variant].map((x, i) => x.rate / (results.raw[i] as Measured).rate)
+      rows.push({ name: `${names[variant]}: lowest`, metric: perRun, value: Math.min(...ratios), unit: 'x' })
+      rows.push({ name: `${names[variant]}: highest`, metric: perRun, value: Math.max(...ratios), unit: 'x' })
+    }
     rows.push({ name: names.raw, metric: cpu, value: rawCpu, unit: 'µs' })
     for (const variant of ['alone', 'noop', 'concord'] as const) {
       const v = median(results[variant].map((x) => x.cpu))
