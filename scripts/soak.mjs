@@ -1,6 +1,7 @@
 // Long property runs: every *.prop.test.ts with CONCORD_RUNS cases per property (default 100,000),
-// and every *.prop.integration.test.ts (the same properties on the real servers) with its own
-// CONCORD_SERVER_RUNS, default 400 under a soak.
+// and every *.prop.integration.test.ts (the same properties on the real servers) with
+// CONCORD_SERVER_RUNS cases, else its own soak count (Redis 400, Kafka 100: serverRuns in
+// @concord/testing).
 // Usage: CONCORD_RUNS=100000 npm run soak [-- extra vitest args]
 import { spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
