@@ -6,8 +6,7 @@
  * the journal and applied-set bookkeeping, and the garbage they make. A third variant runs the
  * same nodes with no-op replicas (noopReplica.ts), splitting that cost into the node's own part and
  * the CRDT's. Two workloads: the benchmarks' short document ids (59-byte envelopes) and
- * UUID-shaped ones (93 bytes, past V8's 64-byte on-heap typed arrays); and the first again with the
- * CPU caches evicted before every step, as the work running beside a service does. The transport benchmark
+ * UUID-shaped ones (93 bytes, past V8's 64-byte on-heap typed arrays). The transport benchmark
  * measures the same traffic over Redis and Kafka, where the client library's work is added on top.
  *
  *   node --conditions=@concord/source --import tsx benchmarks/src/engine-bench.ts [--repeats=5] [--envelopes=20000] [--batch=100]
@@ -36,56 +35,19 @@ interface Timing {
   readonly cpuUs: number
 }
 
-/**
- * Evicts the CPU caches: walks `EVICT_BYTES` of memory, one 64-byte line at a time. A service does
- * not run the engine alone: between two of its steps, the client library, the runtime and other
- * processes (a Kafka broker on the same cores) run, and the engine's data is no longer in cache.
- */
-const EVICT_BYTES = 16 * 1024 * 1024
-let evictBuf: Float64Array | undefined
-let evictSink = 0
-/** Time and CPU spent evicting, subtracted from the measured step ({@link timed}). */
-let evictMs = 0
-let evictCpuUs = 0
-function evict(): void {
-  evictBuf ??= new Float64Array(EVICT_BYTES / 8).fill(1)
-  const t = performance.now()
-  const c = process.cpuUsage()
-  // Summed in a local: a module-level number is a heap object, and adding into it allocated one per
-  // line read (the walk then caused thousands of scavenges, which the engine's steps paid for).
-  let sum = 0
-  for (let i = 0; i < evictBuf.length; i += 8) sum += evictBuf[i] as number
-  evictSink += sum
-  // Read, so the walk cannot be optimized away.
-  if (Number.isNaN(evictSink)) throw new Error('engine benchmark: eviction walk read a NaN')
-  const d = process.cpuUsage(c)
-  evictCpuUs += d.user + d.system
-  evictMs += performance.now() - t
-}
-
-/** Cache state of a run: warm (the engine alone, as measured before), or evicted before every node step. */
-type Caches = 'warm' | 'cold'
-/** Before each step of a node (a write + flush, a pump) or of the raw loop; evicts when `caches` is cold. */
-function step(caches: Caches): void {
-  if (caches === 'cold') evict()
-}
-
 async function timed(body: () => Promise<void>): Promise<Timing> {
-  evictMs = 0
-  evictCpuUs = 0
   const start = performance.now()
   const cpu0 = process.cpuUsage()
   await body()
   const cpu = process.cpuUsage(cpu0)
-  // Eviction is not the engine's cost.
-  return { ms: performance.now() - start - evictMs, cpuUs: cpu.user + cpu.system - evictCpuUs }
+  return { ms: performance.now() - start, cpuUs: cpu.user + cpu.system }
 }
 
 /**
  * Three RegionNodes: every round each region writes once to each of `batch` documents and flushes,
  * then each node pumps. `kind` 'noop' swaps the PnCounters for replicas that do no CRDT work.
  */
-export async function concordRun(envelopes: number, batch: number, kind: BenchReplica = 'pn-counter', docId: (d: number) => string = shortDocId, caches: Caches = 'warm'): Promise<Timing> {
+export async function concordRun(envelopes: number, batch: number, kind: BenchReplica = 'pn-counter', docId: (d: number) => string = shortDocId): Promise<Timing> {
   const transport = new MemoryTransport()
   const nodes = REGIONS.map((region) => new RegionNode({ region, instance: 'i1', regions: [...REGIONS], transport, store: new MemoryStore(), factories: benchFactories(kind), heartbeatIntervalMs: 60_000 }))
   const writes: Array<() => void> = []
@@ -95,14 +57,10 @@ export async function concordRun(envelopes: number, batch: number, kind: BenchRe
   const t = await timed(async () => {
     for (let written = 0; written < envelopes; written += batch) {
       for (let r = 0; r < nodes.length; r++) {
-        step(caches)
         ;(writes[r] as () => void)()
         await (nodes[r] as RegionNode).flush()
       }
-      for (const node of nodes) {
-        step(caches)
-        await node.pump()
-      }
+      for (const node of nodes) await node.pump()
     }
     while (nodes.some((n) => applied(n) < 2 * envelopes)) for (const node of nodes) await node.pump()
   })
@@ -111,13 +69,12 @@ export async function concordRun(envelopes: number, batch: number, kind: BenchRe
 }
 
 /** The same log, raw: each region appends `batch` records of `size` bytes per round; each reader polls the other two origins and commits. */
-async function rawRun(envelopes: number, batch: number, size: number, caches: Caches = 'warm'): Promise<Timing> {
+async function rawRun(envelopes: number, batch: number, size: number): Promise<Timing> {
   const transport = new MemoryTransport()
   const payload = new Uint8Array(size).fill(7)
   let got = 0
   const readRound = async (): Promise<void> => {
     for (const reader of REGIONS) {
-      step(caches)
       for (const origin of REGIONS) {
         if (origin === reader) continue
         const recs = await transport.poll(reader, origin, { max: 256 })
@@ -130,10 +87,7 @@ async function rawRun(envelopes: number, batch: number, size: number, caches: Ca
   }
   return timed(async () => {
     for (let written = 0; written < envelopes; written += batch) {
-      for (const origin of REGIONS) {
-        step(caches)
-        await transport.append(origin, Array.from({ length: batch }, () => payload.slice()))
-      }
+      for (const origin of REGIONS) await transport.append(origin, Array.from({ length: batch }, () => payload.slice()))
       await readRound()
     }
     while (got < 6 * envelopes) await readRound()
@@ -177,9 +131,8 @@ function copyNs(size: number, copy: (b: Uint8Array) => Uint8Array): number {
 
 /** Document ids of a workload: the benchmarks' short ones, and UUID-shaped ones (larger envelopes). */
 const WORKLOADS = [
-  { label: 'short ids', docId: shortDocId, caches: 'warm' },
-  { label: 'UUID ids', docId: uuidDocId, caches: 'warm' },
-  { label: 'short ids, caches evicted before every step', docId: shortDocId, caches: 'cold' },
+  { label: 'short ids', docId: shortDocId },
+  { label: 'UUID ids', docId: uuidDocId },
 ] as const
 
 /** Runs the benchmark and saves results/engine-overhead.{json,svg}. */
@@ -190,16 +143,16 @@ export async function run(options: EngineBenchOptions = {}): Promise<BenchReport
   checkWholeBatches(envelopes, batch)
   const rows: BenchRow[] = []
   const sizes: string[] = []
-  for (const { label, docId, caches } of WORKLOADS) {
+  for (const { label, docId } of WORKLOADS) {
     const size = await envelopeSize(docId)
-    if (caches === 'warm') sizes.push(`${label} ${size} B`)
+    sizes.push(`${label} ${size} B`)
     const concord: Timing[] = []
     const noop: Timing[] = []
     const raw: Timing[] = []
     // Three unmeasured warm-ups of each (one left the engine's JIT short of its steady state), then
     // the variants in an order that rotates from run to run: none always runs first, after the same others.
     const WARMUP = 3
-    const variants = [() => rawRun(envelopes, batch, size, caches), () => concordRun(envelopes, batch, 'noop', docId, caches), () => concordRun(envelopes, batch, 'pn-counter', docId, caches)]
+    const variants = [() => rawRun(envelopes, batch, size), () => concordRun(envelopes, batch, 'noop', docId), () => concordRun(envelopes, batch, 'pn-counter', docId)]
     for (let i = 0; i < repeats + WARMUP; i++) {
       progress(`${label}: ${i < WARMUP ? `warm-up ${i + 1}/${WARMUP}` : `run ${i - WARMUP + 1}/${repeats}`}`)
       const got: Timing[] = []
@@ -235,7 +188,7 @@ export async function run(options: EngineBenchOptions = {}): Promise<BenchReport
   }
   // What an envelope costs to copy out of the encoder: an array of its own, or a view into a shared
   // slab (what encodeEnvelope does since envelopes past 64 bytes paid a backing store each).
-  for (const { label, docId } of WORKLOADS.filter((w) => w.caches === 'warm')) {
+  for (const { label, docId } of WORKLOADS) {
     const size = await envelopeSize(docId)
     progress(`copy of a ${size}-byte envelope`)
     const metric = `copy of an envelope (${label}, ${size} B)`
@@ -248,7 +201,6 @@ export async function run(options: EngineBenchOptions = {}): Promise<BenchReport
     `documents: "short ids" d0..d${batch - 1}, "UUID ids" 36-character ids; envelope sizes: ${sizes.join(', ')}`,
     'no-op replica: the same RegionNodes and traffic with replicas that emit a fixed delta of an increment\'s size and apply nothing — the engine without CRDT work; PnCounter minus no-op = what the CRDT costs',
     'CPU = CPU time of this process (all threads, so GC included) / written envelopes',
-    `"caches evicted before every step": before each node's write + flush and each pump (each raw append and each reader's polls), ${EVICT_BYTES / 1024 / 1024} MiB of memory is walked a 64-byte line at a time, as other work (the client library, a broker on the same cores) does between a service's steps; the walk's own time and CPU are left out`,
   ]
   const report: BenchReport = { suite: 'engine-overhead', command: commandLine(COMMAND, 'engine'), machine: await machine(), date: new Date().toISOString(), notes, rows }
   saveReport(report)
