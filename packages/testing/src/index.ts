@@ -93,6 +93,8 @@ export {
   type SimNode,
   type SimNodeOptions,
   type ReplicationSchedule,
+  crashUnderAppendInFlight,
+  replicationRegressions,
   type ReplicationStep,
   type ReplicationAction,
   type PartitionShape,

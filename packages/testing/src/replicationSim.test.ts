@@ -4,8 +4,8 @@ import * as fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { MemoryBroker, MemoryStore, MemoryTransport, RegionNode } from '@concord/replication'
 import { PnCounter } from '@concord/crdt'
-import { replicationSchedule, runReplicationSchedule, type ReplicationBackend, type ReplicationSchedule } from './replicationSim.js'
-import { lwwMapSpec, pnCounterSpec, type CounterOp, type LwwMapOp } from './specs/native.js'
+import { crashUnderAppendInFlight, replicationSchedule, runReplicationSchedule, type ReplicationBackend, type ReplicationSchedule } from './replicationSim.js'
+import { lwwMapSpec, pnCounterSpec, type CounterOp } from './specs/native.js'
 import { ClosedError } from '@concord/core'
 import type { ReplicaSpec } from './spec.js'
 
@@ -70,21 +70,7 @@ describe('replication harness', () => {
       store: () => new MemoryStore(),
       node: (o) => new RegionNode(o),
     }
-    // The shrunk counterexample: a write, a crash at the node's second append or commit (its
-    // round's commit, while the round's outbox append is still in flight), a pump, a write.
-    const schedule: ReplicationSchedule<LwwMapOp> = {
-      seed: 0,
-      regions: 3,
-      twin: false,
-      docs: 1,
-      steps: [
-        { delayMs: 100, action: { type: 'op', node: 0, doc: 0, op: { type: 'set', key: 'k1', value: 0 } } },
-        { delayMs: 1, action: { type: 'crash', node: 0, at: 2 } },
-        { delayMs: 0, action: { type: 'pump', node: 0 } },
-        { delayMs: 0, action: { type: 'op', node: 0, doc: 0, op: { type: 'set', key: 'k1', value: 0 } } },
-      ],
-    }
-    const r = await runReplicationSchedule(lwwMapSpec, slow, schedule)
+    const r = await runReplicationSchedule(lwwMapSpec, slow, crashUnderAppendInFlight)
     expect(r.crashes).toBe(1)
     expect(r.values).toEqual({ 'doc-a': { k1: 0 } })
   })

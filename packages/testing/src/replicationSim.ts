@@ -34,6 +34,7 @@ import {
 } from '@concord/core'
 import { deepEqual, show } from './equality.js'
 import type { OpRecord, ReplicaSpec, SpecEnv } from './spec.js'
+import type { LwwMapOp } from './specs/native.js'
 import { defaultRuns, type AssertOptions } from './suites.js'
 
 // ---- the injected backend --------------------------------------------------------------------
@@ -654,10 +655,10 @@ class ReplicationRun<V, Op, R extends Replica<V>> {
       for (const id of before) this.acked.add(id)
     } catch (e) {
       // The slot went down at the crash point (life.died); the rest of the round failed with it —
-      // with the CrashSignal, or with whatever the dead process's transport answered after it was
-      // closed (a server transport fails an append still in flight with ClosedError: found on
-      // Kafka, seed -2038020032).
-      if (e instanceof CrashSignal || life?.dead === true) return
+      // with the CrashSignal (thrown only once its life is dead), or with whatever the dead
+      // process's transport answered after it was closed (a server transport fails an append still
+      // in flight with ClosedError: crashUnderAppendInFlight).
+      if (life?.dead === true) return
       // The round failed on an unreachable peer log (documented: the next round retries). Local
       // writes were persisted before any poll, but only a resolved round acknowledges them.
       if (isConcordError(e) && e.code === 'TRANSPORT' && e.retriable && this.cut.size > 0) {
@@ -685,7 +686,7 @@ class ReplicationRun<V, Op, R extends Replica<V>> {
       replica = (await node.open(doc, this.typeName)) as unknown as R
     } catch (e) {
       // It died at a crash point on the way (opening may load, start and register): no op.
-      if (e instanceof CrashSignal || life?.dead === true) return
+      if (life?.dead === true) return
       throw e
     }
     const id = this.ops.length
@@ -939,6 +940,33 @@ export async function runReplicationSchedule<V, Op, R extends Replica<V>>(
   options: ReplicationCheckOptions = {},
 ): Promise<ReplicationRunReport> {
   return new ReplicationRun(spec, backend, schedule).run(options)
+}
+
+/**
+ * Found on Kafka (LwwMap, seed -2038020032), shrunk: a write, a crash at the node's second append or
+ * commit (its round's commit, while the round's outbox append is still in flight), a pump, a write.
+ * Closing the dead process's transport failed that append with ClosedError, and the harness took it
+ * for a failure of the run rather than the crash's doing.
+ */
+export const crashUnderAppendInFlight: ReplicationSchedule<LwwMapOp> = {
+  seed: 0,
+  regions: 3,
+  twin: false,
+  docs: 1,
+  steps: [
+    { delayMs: 100, action: { type: 'op', node: 0, doc: 0, op: { type: 'set', key: 'k1', value: 0 } } },
+    { delayMs: 1, action: { type: 'crash', node: 0, at: 2 } },
+    { delayMs: 0, action: { type: 'pump', node: 0 } },
+    { delayMs: 0, action: { type: 'op', node: 0, doc: 0, op: { type: 'set', key: 'k1', value: 0 } } },
+  ],
+}
+
+/**
+ * Schedules the replication property found failing, by spec name: a backend's property test
+ * replays them first (`examples` of {@link assertAsyncProperty}).
+ */
+export const replicationRegressions: Readonly<Record<string, readonly ReplicationSchedule<unknown>[]>> = {
+  LwwMap: [crashUnderAppendInFlight],
 }
 
 /** The property behind {@link runReplicationSchedule}, over generated schedules. */

@@ -13,21 +13,21 @@
  * nothing while its reader has not yet been delivered what the run appended to that log waits for
  * the fetch, up to 10 s. The nodes and the transport are unchanged. Three regions, no second
  * instance (the wrapper does not follow a node's own log, which KafkaTransport reads past its own
- * appends), and fewer cases than in memory: each takes about a second of group joins and fetches.
- * CONCORD_SERVER_RUNS sets the cases (default 5 per type; 100 under `npm run soak`). A failure
- * prints its seed and path.
+ * appends), and fewer cases than in memory: each is a fresh deployment, with its own topics and
+ * group joins. CONCORD_SERVER_RUNS sets the cases (default 5 per type; 100 under `npm run soak`);
+ * the schedules found failing before (replicationRegressions) are replayed first. A failure prints
+ * its seed and path.
  */
 import { randomUUID } from 'node:crypto'
 import { Kafka, logLevel } from 'kafkajs'
 import { afterAll, describe, it } from 'vitest'
 import type { LogPosition, LogRecord, PollOptions, Transport } from '@concord/core'
 import { MemoryStore, RegionNode } from '@concord/replication'
-import { assertAsyncProperty, checkReplication, nativeSpecs, serverRuns, type ReplicationBackend, type ReplicationSchedule } from '@concord/testing'
+import { assertAsyncProperty, checkReplication, nativeSpecs, replicationRegressions, serverRuns, type ReplicationBackend } from '@concord/testing'
 import { KafkaTransport } from './kafkaTransport.js'
 import { requireKafka } from './testServer.js'
 
 const server = await requireKafka()
-
 
 /** Longest a poll waits for records the run appended before it. */
 const CATCH_UP_MS = 10_000
@@ -122,36 +122,13 @@ describe.skipIf(!server.available)('replication property on a real Kafka broker'
     }
   }
 
-  /**
-   * Cases this property found failing, replayed first in every run. LwwMap, seed -2038020032: the
-   * crash closed the node's transport while its round's append was in flight; the append failed
-   * with ClosedError, and the harness took that for a failure of the run rather than the crash's
-   * doing (replicationSim.test.ts pins the same schedule in memory).
-   */
-  const pinned: Record<string, readonly ReplicationSchedule<unknown>[]> = {
-    LwwMap: [
-      {
-        seed: 0,
-        regions: 3,
-        twin: false,
-        docs: 1,
-        steps: [
-          { delayMs: 100, action: { type: 'op', node: 0, doc: 0, op: { type: 'set', key: 'k1', value: 0 } } },
-          { delayMs: 1, action: { type: 'crash', node: 0, at: 2 } },
-          { delayMs: 0, action: { type: 'pump', node: 0 } },
-          { delayMs: 0, action: { type: 'op', node: 0, doc: 0, op: { type: 'set', key: 'k1', value: 0 } } },
-        ],
-      },
-    ],
-  }
-
   for (const spec of nativeSpecs) {
     it(`${spec.name}: converges, no loss, exactly-once, oracle, liveness, availability`, async () => {
       const property = checkReplication(spec, backend, { regions: 3, twin: false }).afterEach(async (previous) => {
         await previous()
         await cleanup()
       })
-      await assertAsyncProperty(`${spec.name} replication/kafka`, property, { numRuns: serverRuns(5, 100), examples: pinned[spec.name] ?? [] })
+      await assertAsyncProperty(`${spec.name} replication/kafka`, property, { numRuns: serverRuns(5, 100), examples: replicationRegressions[spec.name] ?? [] })
     }, 900_000)
   }
 })

@@ -7,19 +7,19 @@
  * the type's oracle. Every run is a fresh deployment under its own key prefix, deleted afterwards.
  *
  * Fewer cases than over MemoryTransport (each round is real round trips): CONCORD_SERVER_RUNS sets
- * them (default 40 per property; 400 under `npm run soak`). A failure prints its seed and path.
+ * them (default 40 per property; 400 under `npm run soak`); the schedules found failing before
+ * (replicationRegressions) are replayed first. A failure prints its seed and path.
  */
 import { randomUUID } from 'node:crypto'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, it } from 'vitest'
 import type { Transport } from '@concord/core'
 import { MemoryStore, RegionNode } from '@concord/replication'
-import { assertAsyncProperty, checkReplication, nativeSpecs, serverRuns, pnCounterSpec, type ReplicationBackend } from '@concord/testing'
+import { assertAsyncProperty, checkReplication, nativeSpecs, replicationRegressions, serverRuns, pnCounterSpec, type ReplicationBackend } from '@concord/testing'
 import { RedisTransport } from './redisTransport.js'
 import { requireRedis } from './testServer.js'
 
 const server = await requireRedis()
-
 
 describe.skipIf(!server.available)('replication property on a real Redis', () => {
   let admin: Redis
@@ -69,7 +69,7 @@ describe.skipIf(!server.available)('replication property on a real Redis', () =>
         await previous()
         await cleanup()
       })
-      await assertAsyncProperty(`${spec.name} replication/redis`, property, { numRuns: serverRuns(40, 400) })
+      await assertAsyncProperty(`${spec.name} replication/redis`, property, { numRuns: serverRuns(40, 400), examples: replicationRegressions[spec.name] ?? [] })
     }, 600_000)
   }
 
