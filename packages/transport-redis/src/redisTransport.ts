@@ -122,11 +122,13 @@ interface Session {
   /** The group's last-delivered id when the replay began: pending entries past it come again through '>'. */
   replayUntil: string | undefined
   claimCursor: string
+  /** Where the running claim sweep stops: the group's last-delivered id when it began (see claim). */
+  claimUntil: string
   nextClaimAt: number
   /**
    * The group's last-delivered id as this session moved it: the id a reset set (the committed
-   * position), then the newest entry read through '>'. Claims stop at it: pending entries past it
-   * (other consumers' after a reset moved the cursor back) come through '>' anyway.
+   * position), then the newest entry read through '>'. A claim sweep stops here when the server
+   * does not report the group's own.
    */
   cursor: string
   /** Dedicated connection for this session's reads (blocking reads hold a connection). */
@@ -656,6 +658,7 @@ export class RedisTransport implements Transport {
         replayCursor: '0',
         replayUntil: undefined,
         claimCursor: '-',
+        claimUntil: '0-0',
         cursor: '0-0',
         nextClaimAt: this.options.now() + this.options.claimIntervalMs,
         conn: undefined,
@@ -874,11 +877,16 @@ export class RedisTransport implements Transport {
    */
   private async claim(s: Session, conn: Client, count: number, out: LogRecord[]): Promise<void> {
     const minIdle = this.options.claimMinIdleMs
-    // Up to the cursor: a reset moved it back to the committed position, so a dead consumer's
-    // entries past it come again through '>' (and become this consumer's). Claimed as well, they
-    // came twice, the claimed ones ahead of older entries (review finding: a new process under
-    // another consumer name, claiming at once).
-    const raw = await conn.call('XPENDING', [s.stream, s.reader, 'IDLE', minIdle, s.claimCursor, s.cursor, count])
+    // Up to the group's last-delivered id, asked once per sweep: entries past it were never
+    // delivered (nothing to claim), and right after a reset it is the committed position, so a
+    // dead consumer's entries past that come again through '>' — claimed as well, they came twice,
+    // the claimed ones ahead of older entries (review finding: a new process under another
+    // consumer name, claiming at once). Not up to this consumer's own cursor, as it was: entries
+    // a dead consumer read past it (the log's last ones, when this consumer read nothing newer)
+    // were claimed only once newer traffic reached this consumer — never, on a quiet log (found by
+    // switching the claim off: its tests still passed).
+    if (s.claimCursor === '-') s.claimUntil = (await this.lastDeliveredId(conn, s)) ?? s.cursor
+    const raw = await conn.call('XPENDING', [s.stream, s.reader, 'IDLE', minIdle, s.claimCursor, s.claimUntil, count])
     const rows = Array.isArray(raw) ? (raw as unknown[]) : []
     const ids: string[] = []
     let last: string | undefined
