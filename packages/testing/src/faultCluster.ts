@@ -61,6 +61,8 @@ export interface FaultNode {
   open(docId: string, typeName: string): Promise<Replica<unknown>>
   flush(): Promise<void>
   pump(): Promise<{ readonly records: number }>
+  /** Trims the node's own region's log below what every region has applied (only {@link trimsOnlyStable} calls it). */
+  trimStable?(): Promise<string | undefined>
   metrics(): {
     readonly seq: number
     readonly peers: readonly { readonly region: string; readonly applied: number; readonly rejected: number; readonly repairsRequested: number; readonly repairsApplied: number }[]
@@ -272,6 +274,53 @@ export class FaultCluster<T extends Transport, N extends FaultNode, S extends St
       await m.transport.close()
     }
   }
+}
+
+/**
+ * Trimming on a real log while a region lags: `eu` trims its log (trimStable) after every round
+ * while `ap` reads nothing, so only what `us` and `ap` have both applied may go. Checks that a
+ * first trim, with every region caught up, removes something (the scenario exercises trimming at
+ * all), and that `ap`, reading again, gets every update eu wrote meanwhile from the log itself:
+ * converged, each envelope applied once, and no repair asked of or applied from eu (a trim past
+ * ap's position would have left it to anti-entropy). `heartbeatMs` is the nodes'
+ * heartbeatIntervalMs: the regions learn what the others applied from heartbeats.
+ */
+export async function trimsOnlyStable<T extends Transport, N extends FaultNode, S extends Store>(c: FaultCluster<T, N, S>, heartbeatMs: number): Promise<void> {
+  const eu = c.member('eu').node
+  if (eu.trimStable === undefined) throw new Error('trimsOnlyStable: the nodes have no trimStable()')
+  const rounds = async (regions: readonly FaultRegion[], ms: number): Promise<void> => {
+    const until = Date.now() + ms
+    while (Date.now() < until) {
+      for (const r of regions) await c.member(r).node.pump().catch((e: unknown) => {
+        if (!(isConcordError(e) && e.retriable)) throw e
+      })
+      await retrying(() => (eu.trimStable as () => Promise<string | undefined>).call(eu))
+      await new Promise((r) => setTimeout(r, 20))
+    }
+  }
+  await c.write('eu', 40, 'trim-a')
+  await c.settle()
+  // Heartbeats tell eu what the others applied: then the first trim removes something.
+  let first: string | undefined
+  const until = Date.now() + 20 * heartbeatMs + 10_000
+  while (first === undefined && Date.now() < until) {
+    await c.pumpAll()
+    first = await retrying(() => (eu.trimStable as () => Promise<string | undefined>).call(eu))
+    if (first === undefined) await new Promise((r) => setTimeout(r, heartbeatMs))
+  }
+  expect(first, 'a trim with every region caught up removes something').toBeDefined()
+  const apBefore = c.member('ap').node.metrics().peers.find((p) => p.region === 'eu')
+  // ap stops reading; eu writes on and trims after every round, while us keeps up.
+  for (let i = 0; i < 4; i++) {
+    await c.write('eu', 20, `trim-b${i}`)
+    await rounds(['eu', 'us'], 5 * heartbeatMs)
+  }
+  await c.settle()
+  await c.expectConverged()
+  c.expectAppliedOnce(true)
+  const ap = c.member('ap').node.metrics().peers.find((p) => p.region === 'eu')
+  expect(ap?.repairsRequested, 'ap asked eu for no repair: the log still held what it had not read').toBe(apBefore?.repairsRequested)
+  expect(ap?.repairsApplied, 'ap applied no repair from eu').toBe(apBefore?.repairsApplied)
 }
 
 /** Signing keys of the {@link FAULT_REGIONS} (nodes of a fault test sign their envelopes). */

@@ -112,6 +112,7 @@ export {
   FAULT_KEYS,
   corruptEnvelopes,
   retrying,
+  trimsOnlyStable,
   type FaultRegion,
   type FaultNode,
   type FaultMember,

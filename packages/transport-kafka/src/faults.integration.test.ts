@@ -9,7 +9,7 @@ import { Kafka, logLevel } from 'kafkajs'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { crdtFactory } from '@concord/crdt'
 import { MemoryStore, RegionNode } from '@concord/replication'
-import { FAULT_KEYS, FAULT_REGIONS as REGIONS, FaultCluster, corruptEnvelopes, retrying, type FaultRegion } from '@concord/testing'
+import { FAULT_KEYS, FAULT_REGIONS as REGIONS, FaultCluster, corruptEnvelopes, retrying, trimsOnlyStable, type FaultRegion } from '@concord/testing'
 import type { LogRecord } from '@concord/core'
 import { KafkaTransport } from './kafkaTransport.js'
 import { PrivateKafka, canRunKafka } from './testServer.js'
@@ -270,6 +270,11 @@ describe.skipIf(!available)('RegionNodes over a real Kafka broker, with faults',
     await c.expectConverged()
     // Updates the deleted topic held reach the others by repair as well as by re-sent envelopes.
     c.expectAppliedOnce(false)
+  })
+
+  it('a region trims its log while another lags: only what every region applied goes, and the laggard reads the rest from the log, with no repair (trimStable on the real log)', async () => {
+    const c = newCluster()
+    await trimsOnlyStable(c, 100)
   })
 
   it('10,000 corrupted envelopes produced straight into a topic are each dead-lettered; the next valid one is applied', async () => {

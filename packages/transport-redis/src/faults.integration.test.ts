@@ -9,7 +9,7 @@ import { Redis } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { crdtFactory } from '@concord/crdt'
 import { MemoryStore, RegionNode } from '@concord/replication'
-import { FAULT_KEYS, FAULT_REGIONS as REGIONS, FaultCluster, corruptEnvelopes, retrying, type FaultRegion } from '@concord/testing'
+import { FAULT_KEYS, FAULT_REGIONS as REGIONS, FaultCluster, corruptEnvelopes, retrying, trimsOnlyStable, type FaultRegion } from '@concord/testing'
 import { RedisTransport } from './redisTransport.js'
 import { PrivateRedis, hasRedisServer } from './testServer.js'
 
@@ -141,6 +141,11 @@ describe.skipIf(!available)('RegionNodes over a real Redis, with faults', () => 
     c.expectAppliedOnce(false)
     const repaired = c.member('ap').node.metrics().peers.find((p) => p.region === 'eu')
     expect(repaired?.repairsApplied ?? 0).toBeGreaterThan(0)
+  })
+
+  it('a region trims its log while another lags: only what every region applied goes, and the laggard reads the rest from the log, with no repair (trimStable on the real log)', async () => {
+    const c = newCluster()
+    await trimsOnlyStable(c, 100)
   })
 
   it('10,000 corrupted envelopes written with XADD are each dead-lettered; the next valid one is applied', async () => {
