@@ -31,7 +31,7 @@ export default mergeConfig(
           extends: true,
           test: {
             name: 'concord',
-            include: ['packages/*/src/**/*.test.ts', 'examples/*/src/**/*.test.ts', 'benchmarks/src/**/*.test.ts'],
+            include: ['packages/*/src/**/*.test.ts', 'examples/*/src/**/*.test.ts', 'benchmarks/src/**/*.test.ts', 'scripts/**/*.test.ts'],
             exclude: [...configDefaults.exclude, kafkaIntegration],
           },
         },
