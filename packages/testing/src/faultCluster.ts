@@ -288,13 +288,14 @@ export class FaultCluster<T extends Transport, N extends FaultNode, S extends St
 export async function trimsOnlyStable<T extends Transport, N extends FaultNode, S extends Store>(c: FaultCluster<T, N, S>, heartbeatMs: number): Promise<void> {
   const eu = c.member('eu').node
   if (eu.trimStable === undefined) throw new Error('trimsOnlyStable: the nodes have no trimStable()')
+  const trim = eu.trimStable.bind(eu)
   const rounds = async (regions: readonly FaultRegion[], ms: number): Promise<void> => {
     const until = Date.now() + ms
     while (Date.now() < until) {
       for (const r of regions) await c.member(r).node.pump().catch((e: unknown) => {
         if (!(isConcordError(e) && e.retriable)) throw e
       })
-      await retrying(() => (eu.trimStable as () => Promise<string | undefined>).call(eu))
+      await retrying(trim)
       await new Promise((r) => setTimeout(r, 20))
     }
   }
@@ -305,7 +306,7 @@ export async function trimsOnlyStable<T extends Transport, N extends FaultNode, 
   const until = Date.now() + 20 * heartbeatMs + 10_000
   while (first === undefined && Date.now() < until) {
     await c.pumpAll()
-    first = await retrying(() => (eu.trimStable as () => Promise<string | undefined>).call(eu))
+    first = await retrying(trim)
     if (first === undefined) await new Promise((r) => setTimeout(r, heartbeatMs))
   }
   expect(first, 'a trim with every region caught up removes something').toBeDefined()
