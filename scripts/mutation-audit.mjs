@@ -11,11 +11,9 @@
 // Each mutation replaces one exact snippet of one source file (refused unless it occurs exactly
 // once, so a change to that code shows up here rather than as a mutation that silently did
 // nothing) and puts the file back afterwards, on Ctrl-C too.
-import { spawnSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { pathToFileURL } from 'node:url'
+import { runVitestJson } from './vitest-json.mjs'
 
 const NODE = 'packages/replication/src/regionNode.ts'
 const REDIS = 'packages/transport-redis/src/redisTransport.ts'
@@ -175,28 +173,20 @@ export const MUTATIONS = [
 
 /** Runs `suites` with vitest under CI=true; returns the passed and failed test counts. */
 function runSuites(suites) {
-  const dir = mkdtempSync(join(tmpdir(), 'concord-mutation-'))
-  const report = join(dir, 'report.json')
-  try {
-    const r = spawnSync('npx', ['vitest', 'run', '--reporter=dot', '--reporter=json', `--outputFile.json=${report}`, ...suites], {
-      // The failures are expected (a mutation caught): their reports would bury the summary.
-      stdio: ['ignore', 'ignore', 'pipe'],
-      maxBuffer: 256 * 1024 * 1024,
-      env: { ...process.env, CI: 'true' },
-      timeout: 20 * 60_000,
-    })
-    let json
-    try {
-      json = JSON.parse(readFileSync(report, 'utf8'))
-    } catch {
-      const tail = String(r.stderr ?? '').trim().split('\n').slice(-20).join('\n')
-      return { passed: 0, failed: 0, error: `vitest wrote no report (status ${r.status}, signal ${r.signal})${tail === '' ? '' : `:\n${tail}`}` }
-    }
-    const failedNames = json.testResults.flatMap((f) => f.assertionResults.filter((a) => a.status === 'failed').map((a) => a.title))
-    return { passed: json.numPassedTests, failed: json.numFailedTests, failedNames }
-  } finally {
-    rmSync(dir, { recursive: true, force: true })
+  const r = runVitestJson(['--reporter=dot', ...suites], {
+    // The failures are expected (a mutation caught): their reports would bury the summary.
+    stdio: ['ignore', 'ignore', 'pipe'],
+    maxBuffer: 256 * 1024 * 1024,
+    env: { ...process.env, CI: 'true' },
+    timeout: 20 * 60_000,
+  })
+  const json = r.report
+  if (json === undefined) {
+    const tail = String(r.stderr ?? '').trim().split('\n').slice(-20).join('\n')
+    return { passed: 0, failed: 0, error: `vitest wrote no report (status ${r.status}, signal ${r.signal})${tail === '' ? '' : `:\n${tail}`}` }
   }
+  const failedNames = json.testResults.flatMap((f) => f.assertionResults.filter((a) => a.status === 'failed').map((a) => a.title))
+  return { passed: json.numPassedTests, failed: json.numFailedTests, failedNames }
 }
 
 function main() {
