@@ -8,7 +8,8 @@ const conditions = ['@concord/source', ...defaultServerConditions]
 
 // The Kafka integration files share one single-node broker (and the fault suite restarts its own);
 // on a 2-core machine two of them at once starve the broker's group coordinator, so they run one
-// file at a time (vitest runs that project's files on their own, after the others).
+// file at a time. `npx vitest run` runs that project's files on their own, after the others;
+// `npm test` (scripts/test.mjs) runs the two projects in two processes side by side instead.
 const kafkaIntegration = 'packages/transport-kafka/src/**/*.integration.test.ts'
 
 export default mergeConfig(

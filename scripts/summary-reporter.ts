@@ -1,7 +1,10 @@
 /**
  * Vitest reporter that ends a run with one plain line, `tests: N passed, N failed, N skipped`,
- * which CI log readers understand whatever the test runner.
+ * which CI log readers understand whatever the test runner. With CONCORD_TEST_SUMMARY set (by
+ * scripts/test.mjs, which runs two vitest processes and prints one line for both) it writes the
+ * counts to that file, as JSON, instead.
  */
+import { writeFileSync } from 'node:fs'
 import type { Reporter, TestModule } from 'vitest/node'
 
 export default class SummaryReporter implements Reporter {
@@ -20,6 +23,8 @@ export default class SummaryReporter implements Reporter {
       if (m.state() === 'failed' && [...m.children.allTests()].length === 0) failed++
     }
     failed += unhandledErrors.length
-    process.stdout.write(`\ntests: ${passed} passed, ${failed} failed, ${skipped} skipped\n`)
+    const file = process.env['CONCORD_TEST_SUMMARY']
+    if (file !== undefined && file !== '') writeFileSync(file, JSON.stringify({ passed, failed, skipped }))
+    else process.stdout.write(`\ntests: ${passed} passed, ${failed} failed, ${skipped} skipped\n`)
   }
 }
