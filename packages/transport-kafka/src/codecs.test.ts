@@ -173,6 +173,52 @@ describe('compression codecs for kafkajs (Snappy, LZ4, ZSTD)', () => {
     expect(records.every((r) => r.value === null && String(r.headers[UNDECODABLE_HEADER]).startsWith(`${name}: `))).toBe(true)
   })
 
+  // Review finding: lz4js trusts an LZ4 frame's block sizes — a block claiming more bytes than the
+  // batch holds was inflated from zeros up to its claimed size (a corrupt 207-byte batch held the
+  // thread for 99 s before it was dead-lettered), and match lengths were copied in full past the
+  // output. Such frames are refused before lz4js runs, each with its reason.
+  const lz4Header = Buffer.from([0x04, 0x22, 0x4d, 0x18, 0x60, 0x40, 0x00])
+  const word = (n: number): Buffer => {
+    const w = Buffer.alloc(4)
+    w.writeUInt32LE(n >>> 0)
+    return w
+  }
+  const END = word(0)
+  // Literal 'a', then a match (offset 1) extended by 300 bytes of 255: 76,519 bytes, past 64 KiB.
+  const matchBomb = Buffer.concat([Buffer.from([0x1f, 0x61, 0x01, 0x00]), Buffer.alloc(300, 0xff), Buffer.from([0x00, 0x10, 0x62])])
+  it.each([
+    ['a block that claims more bytes than the batch holds', Buffer.concat([lz4Header, word(0xffff), randomBytes(200)]), "lz4: a block of 65535 bytes runs past the end of the batch"],
+    ['a block past the frame\'s block size', Buffer.concat([lz4Header, word(0x7c87c8c3), randomBytes(200)]), "lz4: a block of 2089273539 bytes, past the frame's block size of 65536"],
+    ['a block whose matches inflate past the block size', Buffer.concat([lz4Header, word(matchBomb.length), matchBomb, END]), "lz4: a block inflates past the frame's block size of 65536"],
+    ['a frame without its end mark', Buffer.concat([lz4Header, word(0x80000003), bytes('abc')]), 'lz4: the frame ends without its end mark (a truncated batch)'],
+  ])('lz4: %s is dead-lettered before it is inflated', async (_, frame, reason) => {
+    registerDefaultCodecs()
+    const { records } = await decodeRecordBatch(new KafkajsDecoder(batch(3, 2, frame)))
+    expect(records.map((r) => [r.offset, r.value, String(r.headers[UNDECODABLE_HEADER])])).toEqual([
+      ['100', null, reason],
+      ['101', null, reason],
+    ])
+  })
+
+  // Review finding: snappyjs reads a 4-byte literal length as a signed number; 0x80000000 moved its
+  // read position 2 GiB back, which it walked a byte at a time (18 s for a 200-byte batch).
+  it('snappy: a literal length past the stream is dead-lettered before snappyjs reads it', async () => {
+    registerDefaultCodecs()
+    const corrupt = Buffer.concat([Buffer.from([0x0a, 0xfc, 0x00, 0x00, 0x00, 0x80]), randomBytes(100)])
+    const { records } = await decodeRecordBatch(new KafkajsDecoder(batch(2, 2, corrupt)))
+    expect(records.map((r) => String(r.headers[UNDECODABLE_HEADER]))).toEqual(['snappy: a literal runs past the stream', 'snappy: a literal runs past the stream'])
+  })
+
+  it('snappy: what snappyjs compresses passes the stream check and inflates back, raw and xerial-framed', async () => {
+    const samples = [Buffer.alloc(0), bytes('a'), Buffer.alloc(70_000, 7), randomBytes(5000), bytes('{"op":"set","doc":"d","value":"hello"}'.repeat(500))]
+    for (let n = 1; n < 3000; n = Math.ceil(n * 1.7)) samples.push(Buffer.concat([randomBytes(n), Buffer.alloc(n, n & 0xff), randomBytes(n >> 1)]))
+    for (const data of samples) {
+      const raw = Buffer.from(snappyCompress(new Uint8Array(data)))
+      expect((await snappyCodec.decompress(raw)).equals(data)).toBe(true)
+      if (data.length > 0) expect((await snappyCodec.decompress(xerial([data.subarray(0, data.length >> 1), data.subarray(data.length >> 1)]))).equals(data)).toBe(true)
+    }
+  })
+
   it('a batch that inflates to bytes that are not its records decodes as dead letters too; one outside a fetch response is refused as before', async () => {
     registerDefaultCodecs()
     const garbage = Buffer.from(snappyCompress(new Uint8Array(randomBytes(300))))

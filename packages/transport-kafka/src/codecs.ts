@@ -198,6 +198,7 @@ export const snappyCodec: Codec = {
 
 function inflateSnappy(buffer: Buffer): Buffer {
   if (buffer.length < XERIAL_HEADER_BYTES || !buffer.subarray(0, XERIAL_MAGIC.length).equals(XERIAL_MAGIC)) {
+    checkSnappy(buffer)
     const out = Buffer.from(snappyUncompress(new Uint8Array(buffer), MAX_INFLATED_BATCH_BYTES))
     charge('snappy', out.length)
     return out
@@ -210,6 +211,7 @@ function inflateSnappy(buffer: Buffer): Buffer {
     const size = buffer.readUInt32BE(at)
     at += 4
     if (at + size > buffer.length) throw new RangeError('snappy: a xerial block runs past the batch')
+    checkSnappy(buffer.subarray(at, at + size))
     const part = snappyUncompress(new Uint8Array(buffer.subarray(at, at + size)), MAX_INFLATED_BATCH_BYTES - total)
     charge('snappy', part.length)
     total += part.length
@@ -217,6 +219,62 @@ function inflateSnappy(buffer: Buffer): Buffer {
     at += size
   }
   return Buffer.concat(parts, total)
+}
+
+/**
+ * Walks a raw Snappy stream's elements without copying anything, and refuses one snappyjs would
+ * mishandle: snappyjs reads a 4-byte literal length as a signed number, and a negative one moved
+ * its read position back by up to 2 GiB, which it then walked a byte at a time (a corrupt 200-byte
+ * batch held the thread for 18 s; review finding). A literal must fit in the stream, a copy must
+ * reach back into what came before it, and the elements must add up to the declared length.
+ * @throws RangeError
+ */
+function checkSnappy(b: Uint8Array): void {
+  let i = 0
+  let declared = 0
+  for (let shift = 0; ; shift += 7) {
+    if (i >= b.length || shift > 28) throw new RangeError('snappy: bad uncompressed length')
+    const x = b[i++] as number
+    declared += (x & 0x7f) * 2 ** shift
+    if (x < 0x80) break
+  }
+  if (declared > MAX_INFLATED_BATCH_BYTES) throw tooLarge('snappy')
+  let out = 0
+  while (i < b.length) {
+    const tag = b[i++] as number
+    let len: number
+    if ((tag & 3) === 0) {
+      len = (tag >>> 2) + 1
+      if (len > 60) {
+        const n = len - 60
+        if (i + n > b.length) throw new RangeError('snappy: a literal length runs past the stream')
+        len = 1
+        for (let k = 0; k < n; k++) len += (b[i + k] as number) * 2 ** (8 * k)
+        i += n
+      }
+      if (i + len > b.length) throw new RangeError('snappy: a literal runs past the stream')
+      i += len
+    } else {
+      let offset: number
+      if ((tag & 3) === 1) {
+        if (i + 1 > b.length) throw new RangeError('snappy: a copy runs past the stream')
+        len = ((tag >>> 2) & 7) + 4
+        offset = ((tag >>> 5) << 8) + (b[i] as number)
+        i += 1
+      } else {
+        const n = (tag & 3) === 2 ? 2 : 4
+        if (i + n > b.length) throw new RangeError('snappy: a copy runs past the stream')
+        len = (tag >>> 2) + 1
+        offset = 0
+        for (let k = 0; k < n; k++) offset += (b[i + k] as number) * 2 ** (8 * k)
+        i += n
+      }
+      if (offset === 0 || offset > out) throw new RangeError('snappy: a copy reaches before the start of the output')
+    }
+    out += len
+    if (out > declared) throw new RangeError(`snappy: the stream inflates past its declared length of ${declared}`)
+  }
+  if (out !== declared) throw new RangeError(`snappy: the stream inflates to ${out} bytes, not its declared ${declared}`)
 }
 
 const LZ4_MAGIC = 0x184d2204
@@ -228,6 +286,14 @@ const LZ4_BLOCK_MAX = [0, 0, 0, 0, 64 * 1024, 256 * 1024, 1024 * 1024, 4 * 1024 
  * frame's block size, a stored one its own size), known before inflating. Not the header's
  * declared content size: lz4js reads that 64-bit field with 32-bit arithmetic, and a frame could
  * declare anything there.
+ *
+ * Every block is checked first, because lz4js trusts the frame: a block size past the end of the
+ * batch made it decode the missing bytes as zeros, one sequence at a time, up to the declared size
+ * — a corrupt 207-byte batch whose first block claimed ~1.9 GB held the thread for 99 s (review
+ * finding) — and a compressed block's match lengths are copied to the last byte even past its
+ * output buffer. So a block must fit in the batch and in the frame's block size, the frame must end
+ * with its end mark, and each compressed block's sequences ({@link lz4BlockSize}) must stay within
+ * the block size: lz4js's work is then bounded by the batch's bound.
  */
 function lz4FrameBound(b: Buffer): number {
   if (b.length < 7 || b.readUInt32LE(0) !== LZ4_MAGIC) throw new RangeError('lz4: not an LZ4 frame')
@@ -237,16 +303,63 @@ function lz4FrameBound(b: Buffer): number {
   const blockChecksum = (flags & 0x10) !== 0
   let at = 6 + ((flags & 0x08) !== 0 ? 8 : 0) + 1
   let bound = 0
-  while (at + 4 <= b.length) {
+  for (;;) {
+    if (at + 4 > b.length) throw new RangeError('lz4: the frame ends without its end mark (a truncated batch)')
     const word = b.readUInt32LE(at)
     at += 4
     if (word === 0) break
     const size = word & 0x7fffffff
+    if (size > maxBlock) throw new RangeError(`lz4: a block of ${size} bytes, past the frame's block size of ${maxBlock}`)
+    if (at + size + (blockChecksum ? 4 : 0) > b.length) throw new RangeError(`lz4: a block of ${size} bytes runs past the end of the batch`)
+    if (word < 0x80000000) lz4BlockSize(b, at, at + size, maxBlock)
     bound += word >= 0x80000000 ? size : maxBlock
     if (bound > MAX_INFLATED_BATCH_BYTES) throw tooLarge('lz4')
     at += size + (blockChecksum ? 4 : 0)
   }
   return bound
+}
+
+/**
+ * The size an LZ4 compressed block (`b[from..to)`) inflates to, walking its sequences without
+ * copying anything: each a token, literals, and (but the last) a match offset and length.
+ * @throws RangeError when a sequence runs past the block, an offset is 0, or the output would pass `max`.
+ */
+function lz4BlockSize(b: Buffer, from: number, to: number, max: number): number {
+  let i = from
+  let out = 0
+  while (i < to) {
+    const token = b[i++] as number
+    let literals = token >> 4
+    if (literals === 15) {
+      let x: number
+      do {
+        if (i >= to) throw new RangeError('lz4: a literal length runs past its block')
+        x = b[i++] as number
+        literals += x
+      } while (x === 255)
+    }
+    i += literals
+    out += literals
+    if (i > to) throw new RangeError('lz4: literals run past their block')
+    if (out > max) throw new RangeError(`lz4: a block inflates past the frame's block size of ${max}`)
+    // The last sequence ends with its literals.
+    if (i === to) break
+    if (i + 2 > to) throw new RangeError('lz4: a match offset runs past its block')
+    if ((b[i] as number) === 0 && (b[i + 1] as number) === 0) throw new RangeError('lz4: a match offset of 0')
+    i += 2
+    let match = (token & 15) + 4
+    if ((token & 15) === 15) {
+      let x: number
+      do {
+        if (i >= to) throw new RangeError('lz4: a match length runs past its block')
+        x = b[i++] as number
+        match += x
+      } while (x === 255)
+    }
+    out += match
+    if (out > max) throw new RangeError(`lz4: a block inflates past the frame's block size of ${max}`)
+  }
+  return out
 }
 
 /**
