@@ -3,7 +3,8 @@ import { createRequire } from 'node:module'
 import { compress as lz4Compress } from 'lz4js'
 import { compress as snappyCompress } from 'snappyjs'
 import { describe, expect, it } from 'vitest'
-import { MAX_INFLATED_BATCH_BYTES, MAX_INFLATED_TURN_BYTES, UNDECODABLE_HEADER, lz4Codec, registerCodecs, registerDefaultCodecs, snappyCodec, zstdCodec } from './codecs.js'
+import { gzipSync } from 'node:zlib'
+import { MAX_INFLATED_BATCH_BYTES, MAX_INFLATED_TURN_BYTES, UNDECODABLE_HEADER, gzipCodec, lz4Codec, registerCodecs, registerDefaultCodecs, snappyCodec, zstdCodec } from './codecs.js'
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b)
 const bytes = (s: string): Buffer => Buffer.from(s)
@@ -217,6 +218,34 @@ describe('compression codecs for kafkajs (Snappy, LZ4, ZSTD)', () => {
       expect((await snappyCodec.decompress(raw)).equals(data)).toBe(true)
       if (data.length > 0) expect((await snappyCodec.decompress(xerial([data.subarray(0, data.length >> 1), data.subarray(data.length >> 1)]))).equals(data)).toBe(true)
     }
+  })
+
+  // Review finding: kafkajs's own GZIP codec inflated without a limit (a 1 MB batch can hold 1 GB).
+  it('gzip: a batch inflating past the limit is dead-lettered; a normal one inflates; kafkajs\'s own codec is replaced, an application\'s kept', async () => {
+    registerDefaultCodecs()
+    const bomb = gzipSync(Buffer.alloc(MAX_INFLATED_BATCH_BYTES + 1))
+    const { records } = await decodeRecordBatch(new KafkajsDecoder(batch(1, 2, bomb)))
+    const reason = `gzip: a record batch inflates past ${MAX_INFLATED_BATCH_BYTES} bytes; refused`
+    expect(records.map((r) => [r.offset, r.value, String(r.headers[UNDECODABLE_HEADER])])).toEqual([
+      ['100', null, reason],
+      ['101', null, reason],
+    ])
+    // A corrupt one too (kafkajs's codec threw out of the whole fetch: the consumer crashed on it for good).
+    const corrupt = await decodeRecordBatch(new KafkajsDecoder(batch(1, 2, Buffer.concat([Buffer.from([0x1f, 0x8b, 0x08, 0x00]), randomBytes(100)]))))
+    expect(corrupt.records.every((r) => r.value === null && String(r.headers[UNDECODABLE_HEADER]).startsWith('gzip: '))).toBe(true)
+    const data = randomBytes(10_000)
+    expect((await gzipCodec.decompress(await gzipCodec.compress(encoder(data)))).equals(data)).toBe(true)
+    expect((await gzipCodec.decompress(gzipSync(data))).equals(data)).toBe(true)
+    const kafkajs = kafkajsRequire('./index') as { CompressionCodecs: Record<number, () => unknown>; CompressionTypes: { GZIP: number } }
+    expect(kafkajs.CompressionCodecs[kafkajs.CompressionTypes.GZIP]?.()).toBe(gzipCodec)
+    const theirs = { compress: async () => Buffer.alloc(0), decompress: async () => Buffer.alloc(0) }
+    const own = { ...theirs }
+    const table: Record<number, () => unknown> = { 1: () => theirs }
+    registerCodecs(table, { GZIP: 1, Snappy: 2, LZ4: 3, ZSTD: 4 }, theirs)
+    expect(table[1]?.()).toBe(gzipCodec)
+    const appTable: Record<number, () => unknown> = { 1: () => own }
+    registerCodecs(appTable, { GZIP: 1, Snappy: 2, LZ4: 3, ZSTD: 4 }, theirs)
+    expect(appTable[1]?.()).toBe(own)
   })
 
   it('a batch that inflates to bytes that are not its records decodes as dead letters too; one outside a fetch response is refused as before', async () => {

@@ -16,8 +16,14 @@
  * records (see deadLetters), not as an error that crashed the reader's consumer.
  * Compressing is supported for Snappy only (lz4js writes frames brokers refuse; fzstd has no
  * compressor): a producer configured with LZ4 or ZSTD gets a not-implemented error, as before.
+ *
+ * GZIP replaces kafkajs's own codec (zlib, as before), which inflated a batch without any limit: a
+ * 1 MB gzip batch can hold a gigabyte of zeros, all of it allocated by the reader. It inflates under
+ * the same limits as the others.
  */
 import { createRequire } from 'node:module'
+import { promisify } from 'node:util'
+import { gzip as zlibGzip, unzip as zlibUnzip } from 'node:zlib'
 import { Decompress as ZstdStream } from 'fzstd'
 import { decompress as lz4Decompress } from 'lz4js'
 import { compress as snappyCompress, uncompress as snappyUncompress } from 'snappyjs'
@@ -65,6 +71,7 @@ const BATCH_HEADER_BYTES = 61
 /** The header's bytes from partitionLeaderEpoch on, which a batch's length counts (the base offset and length fields do not). */
 const BATCH_LENGTH_BASE = BATCH_HEADER_BYTES - 12
 /** The codecs' ids in a batch's attributes (Kafka's protocol; kafkajs's CompressionTypes). */
+const GZIP = 1
 const SNAPPY = 2
 const LZ4 = 3
 const ZSTD = 4
@@ -154,10 +161,10 @@ function deadLetters(batch: { count: number; lastOffsetDelta: number }, reason: 
  * letters (see {@link deadLetters}), or the error as before for a buffer not from a fetch. The
  * budget of one turn is not the batch's fault: that refusal stands (the batch may be valid).
  */
-async function orDeadLetters(type: number, name: string, payload: Buffer, inflate: () => Buffer): Promise<Buffer> {
+async function orDeadLetters(type: number, name: string, payload: Buffer, inflate: () => Buffer | Promise<Buffer>): Promise<Buffer> {
   let out: Buffer
   try {
-    out = inflate()
+    out = await inflate()
   } catch (e) {
     const batch = e instanceof TurnBudgetError ? undefined : batchHeader(type, payload)
     const message = e instanceof Error ? e.message : String(e)
@@ -484,14 +491,36 @@ export const zstdCodec: Codec = {
     }),
 }
 
+const gzipAsync = promisify(zlibGzip)
+const unzipAsync = promisify(zlibUnzip)
+
+/** kafkajs's GZIP codec (zlib, off the main thread) with the limits of the others. */
+export const gzipCodec: Codec = {
+  compress: (encoder) => gzipAsync(encoder.buffer),
+  decompress: (buffer) =>
+    orDeadLetters(GZIP, 'gzip', buffer, async () => {
+      let out: Buffer
+      try {
+        out = await unzipAsync(buffer, { maxOutputLength: MAX_INFLATED_BATCH_BYTES })
+      } catch (e) {
+        if ((e as { code?: unknown }).code === 'ERR_BUFFER_TOO_LARGE') throw tooLarge('gzip')
+        throw e
+      }
+      charge('gzip', out.length)
+      return out
+    }),
+}
+
 type CodecTable = Record<number, () => unknown>
 
 /**
  * Registers the codecs with `codecs` (kafkajs's `CompressionCodecs`) where none is registered
  * yet: a slot whose factory throws (kafkajs's "not implemented") gets Concord's; one the
- * application filled (a native codec, say) stays. Idempotent.
+ * application filled (a native codec, say) stays. The GZIP slot (`types.GZIP`) gets Concord's
+ * only while it holds `kafkajsGzip`, kafkajs's own codec of that copy (unlimited: see above).
+ * Idempotent.
  */
-export function registerCodecs(codecs: CodecTable, types: { Snappy: number; LZ4: number; ZSTD: number }): void {
+export function registerCodecs(codecs: CodecTable, types: { GZIP?: number; Snappy: number; LZ4: number; ZSTD: number }, kafkajsGzip?: unknown): void {
   const fill = (type: number, codec: Codec): void => {
     try {
       if (codecs[type]?.() != null) return
@@ -503,6 +532,15 @@ export function registerCodecs(codecs: CodecTable, types: { Snappy: number; LZ4:
   fill(types.Snappy, snappyCodec)
   fill(types.LZ4, lz4Codec)
   fill(types.ZSTD, zstdCodec)
+  if (types.GZIP !== undefined && kafkajsGzip !== undefined) {
+    let current: unknown
+    try {
+      current = codecs[types.GZIP]?.()
+    } catch {
+      current = undefined
+    }
+    if (current === kafkajsGzip || current == null) codecs[types.GZIP] = () => gzipCodec
+  }
 }
 
 /**
@@ -511,6 +549,9 @@ export function registerCodecs(codecs: CodecTable, types: { Snappy: number; LZ4:
  * {@link registerCodecs} with that copy's `CompressionCodecs` and `CompressionTypes`.
  */
 export function registerDefaultCodecs(): void {
-  const kafkajs = createRequire(import.meta.url)('kafkajs') as { CompressionCodecs: CodecTable; CompressionTypes: { Snappy: number; LZ4: number; ZSTD: number } }
-  registerCodecs(kafkajs.CompressionCodecs, kafkajs.CompressionTypes)
+  const require = createRequire(import.meta.url)
+  const kafkajs = require('kafkajs') as { CompressionCodecs: CodecTable; CompressionTypes: { GZIP: number; Snappy: number; LZ4: number; ZSTD: number } }
+  // kafkajs's own GZIP codec, from the same copy (its factory returns this module).
+  const kafkajsGzip: unknown = createRequire(require.resolve('kafkajs'))('./src/protocol/message/compression/gzip')
+  registerCodecs(kafkajs.CompressionCodecs, kafkajs.CompressionTypes, kafkajsGzip)
 }
