@@ -228,6 +228,13 @@ function inflateSnappy(buffer: Buffer): Buffer {
   return Buffer.concat(parts, total)
 }
 
+/** The unsigned little-endian number of `n` (1..4) bytes at `at`. */
+function readLE(b: Uint8Array, at: number, n: number): number {
+  let v = 0
+  for (let k = 0; k < n; k++) v += (b[at + k] as number) * 2 ** (8 * k)
+  return v
+}
+
 /**
  * Walks a raw Snappy stream's elements without copying anything, and refuses one snappyjs would
  * mishandle: snappyjs reads a 4-byte literal length as a signed number, and a negative one moved
@@ -255,8 +262,7 @@ function checkSnappy(b: Uint8Array): void {
       if (len > 60) {
         const n = len - 60
         if (i + n > b.length) throw new RangeError('snappy: a literal length runs past the stream')
-        len = 1
-        for (let k = 0; k < n; k++) len += (b[i + k] as number) * 2 ** (8 * k)
+        len = readLE(b, i, n) + 1
         i += n
       }
       if (i + len > b.length) throw new RangeError('snappy: a literal runs past the stream')
@@ -272,8 +278,7 @@ function checkSnappy(b: Uint8Array): void {
         const n = (tag & 3) === 2 ? 2 : 4
         if (i + n > b.length) throw new RangeError('snappy: a copy runs past the stream')
         len = (tag >>> 2) + 1
-        offset = 0
-        for (let k = 0; k < n; k++) offset += (b[i + k] as number) * 2 ** (8 * k)
+        offset = readLE(b, i, n)
         i += n
       }
       if (offset === 0 || offset > out) throw new RangeError('snappy: a copy reaches before the start of the output')
@@ -299,7 +304,7 @@ const LZ4_BLOCK_MAX = [0, 0, 0, 0, 64 * 1024, 256 * 1024, 1024 * 1024, 4 * 1024 
  * — a corrupt 207-byte batch whose first block claimed ~1.9 GB held the thread for 99 s (review
  * finding) — and a compressed block's match lengths are copied to the last byte even past its
  * output buffer. So a block must fit in the batch and in the frame's block size, the frame must end
- * with its end mark, and each compressed block's sequences ({@link lz4BlockSize}) must stay within
+ * with its end mark, and each compressed block's sequences ({@link checkLz4Block}) must stay within
  * the block size: lz4js's work is then bounded by the batch's bound.
  */
 function lz4FrameBound(b: Buffer): number {
@@ -318,7 +323,7 @@ function lz4FrameBound(b: Buffer): number {
     const size = word & 0x7fffffff
     if (size > maxBlock) throw new RangeError(`lz4: a block of ${size} bytes, past the frame's block size of ${maxBlock}`)
     if (at + size + (blockChecksum ? 4 : 0) > b.length) throw new RangeError(`lz4: a block of ${size} bytes runs past the end of the batch`)
-    if (word < 0x80000000) lz4BlockSize(b, at, at + size, maxBlock)
+    if (word < 0x80000000) checkLz4Block(b, at, at + size, maxBlock)
     bound += word >= 0x80000000 ? size : maxBlock
     if (bound > MAX_INFLATED_BATCH_BYTES) throw tooLarge('lz4')
     at += size + (blockChecksum ? 4 : 0)
@@ -327,46 +332,41 @@ function lz4FrameBound(b: Buffer): number {
 }
 
 /**
- * The size an LZ4 compressed block (`b[from..to)`) inflates to, walking its sequences without
- * copying anything: each a token, literals, and (but the last) a match offset and length.
+ * Walks the sequences of an LZ4 compressed block (`b[from..to)`) without copying anything: each a
+ * token, literals, and (but the last) a match offset and length.
  * @throws RangeError when a sequence runs past the block, an offset is 0, or the output would pass `max`.
  */
-function lz4BlockSize(b: Buffer, from: number, to: number, max: number): number {
-  let i = from
+function checkLz4Block(b: Buffer, from: number, to: number, max: number): void {
+  const at = { i: from }
   let out = 0
-  while (i < to) {
-    const token = b[i++] as number
-    let literals = token >> 4
-    if (literals === 15) {
-      let x: number
-      do {
-        if (i >= to) throw new RangeError('lz4: a literal length runs past its block')
-        x = b[i++] as number
-        literals += x
-      } while (x === 255)
-    }
-    i += literals
+  while (at.i < to) {
+    const token = b[at.i++] as number
+    const literals = lz4Length(b, at, to, token >> 4, 'literal')
+    at.i += literals
     out += literals
-    if (i > to) throw new RangeError('lz4: literals run past their block')
+    if (at.i > to) throw new RangeError('lz4: literals run past their block')
     if (out > max) throw new RangeError(`lz4: a block inflates past the frame's block size of ${max}`)
     // The last sequence ends with its literals.
-    if (i === to) break
-    if (i + 2 > to) throw new RangeError('lz4: a match offset runs past its block')
-    if ((b[i] as number) === 0 && (b[i + 1] as number) === 0) throw new RangeError('lz4: a match offset of 0')
-    i += 2
-    let match = (token & 15) + 4
-    if ((token & 15) === 15) {
-      let x: number
-      do {
-        if (i >= to) throw new RangeError('lz4: a match length runs past its block')
-        x = b[i++] as number
-        match += x
-      } while (x === 255)
-    }
-    out += match
+    if (at.i === to) break
+    if (at.i + 2 > to) throw new RangeError('lz4: a match offset runs past its block')
+    if ((b[at.i] as number) === 0 && (b[at.i + 1] as number) === 0) throw new RangeError('lz4: a match offset of 0')
+    at.i += 2
+    out += lz4Length(b, at, to, token & 15, 'match') + 4
     if (out > max) throw new RangeError(`lz4: a block inflates past the frame's block size of ${max}`)
   }
-  return out
+}
+
+/** A sequence's literal or match length: `nibble`, and past 15 the bytes at `at.i` added up to the first under 255. */
+function lz4Length(b: Buffer, at: { i: number }, to: number, nibble: number, what: string): number {
+  let n = nibble
+  if (nibble !== 15) return n
+  let x: number
+  do {
+    if (at.i >= to) throw new RangeError(`lz4: a ${what} length runs past its block`)
+    x = b[at.i++] as number
+    n += x
+  } while (x === 255)
+  return n
 }
 
 /**
@@ -521,26 +521,22 @@ type CodecTable = Record<number, () => unknown>
  * Idempotent.
  */
 export function registerCodecs(codecs: CodecTable, types: { GZIP?: number; Snappy: number; LZ4: number; ZSTD: number }, kafkajsGzip?: unknown): void {
-  const fill = (type: number, codec: Codec): void => {
+  // A slot is filled when empty or not implemented, or when it holds `replaces`.
+  const fill = (type: number, codec: Codec, replaces?: unknown): void => {
+    let current: unknown
     try {
-      if (codecs[type]?.() != null) return
+      current = codecs[type]?.()
     } catch {
       // Not implemented: ours goes in.
+      current = undefined
     }
+    if (current != null && (replaces === undefined || current !== replaces)) return
     codecs[type] = () => codec
   }
   fill(types.Snappy, snappyCodec)
   fill(types.LZ4, lz4Codec)
   fill(types.ZSTD, zstdCodec)
-  if (types.GZIP !== undefined && kafkajsGzip !== undefined) {
-    let current: unknown
-    try {
-      current = codecs[types.GZIP]?.()
-    } catch {
-      current = undefined
-    }
-    if (current === kafkajsGzip || current == null) codecs[types.GZIP] = () => gzipCodec
-  }
+  if (types.GZIP !== undefined && kafkajsGzip !== undefined) fill(types.GZIP, gzipCodec, kafkajsGzip)
 }
 
 /**
