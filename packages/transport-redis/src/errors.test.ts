@@ -75,3 +75,78 @@ describe('a Redis that is not there', () => {
     expect(() => new RedisStore({ redis: 'redis://127.0.0.1:1' } as never)).toThrow(/redis store: keyPrefix is required/)
   })
 })
+
+describe('clients the application passes in', () => {
+  it('a Cluster client that cannot reach a server: every call fails within commandTimeoutMs, retriably, instead of waiting in its offline queue for ever (review finding)', async () => {
+    const { Cluster } = await import('ioredis')
+    const { RedisTransport } = await import('./redisTransport.js')
+    const { RedisStore } = await import('./redisStore.js')
+    // Nothing listens on port 1: the Cluster never gets its slots and queues every command.
+    const cluster = new Cluster([{ host: '127.0.0.1', port: 1 }], { clusterRetryStrategy: () => 100 })
+    cluster.on('error', () => undefined)
+    const t = new RedisTransport({ redis: cluster, keyPrefix: '{borrowed}', commandTimeoutMs: 300 })
+    const s = new RedisStore({ redis: cluster, keyPrefix: '{borrowed-store}', commandTimeoutMs: 300 })
+    try {
+      const started = Date.now()
+      const outcomes = await Promise.all(
+        [t.append('o', [Uint8Array.of(1)]), t.commit('r', 'o', '1-0'), t.committed('r', 'o'), t.latest('o'), t.trim('o', '1-0'), s.get('k'), s.put('k', Uint8Array.of(1)), s.keys('')].map((p: Promise<unknown>) =>
+          p.then(
+            () => 'resolved',
+            (e: unknown) => e,
+          ),
+        ),
+      )
+      for (const e of outcomes) {
+        expect(e).toBeInstanceOf(TransportError)
+        expect((e as TransportError).retriable).toBe(true)
+        expect((e as Error).message).toMatch(/no answer within 300 ms .*offline queue/)
+      }
+      expect(Date.now() - started).toBeLessThan(5_000)
+    } finally {
+      await t.close()
+      await s.close()
+      cluster.disconnect()
+    }
+  })
+
+  it('a closed client is refused with a ConfigError, when given and when closed later (it failed every call as retriable, for ever)', async () => {
+    const { Redis } = await import('ioredis')
+    const { RedisTransport } = await import('./redisTransport.js')
+    const { RedisStore } = await import('./redisStore.js')
+    const closed = new Redis({ port: 1, lazyConnect: true })
+    closed.disconnect()
+    expect(closed.status).toBe('end')
+    expect(() => new RedisTransport({ redis: closed })).toThrow(ConfigError)
+    expect(() => new RedisStore({ redis: closed, keyPrefix: '{k}' })).toThrow(/the ioredis client passed in is closed/)
+    const later = new Redis({ port: 1, lazyConnect: true })
+    const t = new RedisTransport({ redis: later })
+    const s = new RedisStore({ redis: later, keyPrefix: '{k}' })
+    later.disconnect()
+    await expect(t.append('o', [Uint8Array.of(1)])).rejects.toBeInstanceOf(ConfigError)
+    await expect(t.committed('r', 'o')).rejects.toThrow(/the ioredis client passed in is closed/)
+    await expect(s.get('k')).rejects.toBeInstanceOf(ConfigError)
+    await t.close()
+    await s.close()
+  })
+
+  it('MOVED and ASK (a non-Cluster client on a node of a Redis Cluster) and a client in subscriber mode are ConfigErrors, not retriable for ever', () => {
+    for (const m of ['MOVED 9077 127.0.0.1:7302', 'ASK 9077 127.0.0.1:7302']) {
+      const e = translateError(reply(m), 'append')
+      expect(e).toBeInstanceOf(ConfigError)
+      expect(e.message).toMatch(/node of a Redis Cluster: pass an ioredis Cluster client/)
+    }
+    const sub = translateError(new Error('Connection in subscriber mode, only subscriber commands may be used'), 'poll')
+    expect(sub).toBeInstanceOf(ConfigError)
+    expect(sub.message).toMatch(/subscribed to channels/)
+  })
+
+  it('a WAIT reply as a string (ioredis stringNumbers) counts as its number (every append failed after it landed, and each retry appended it again)', async () => {
+    const { waitAcked } = await import('./errors.js')
+    expect(() => waitAcked('1', 1)).not.toThrow()
+    expect(() => waitAcked(2, 1)).not.toThrow()
+    expect(() => waitAcked('0', 1)).toThrow(/only 0 of 1 replicas acknowledged/)
+    expect(() => waitAcked(0, 1)).toThrow(/only 0 of 1/)
+    expect(() => waitAcked('x', 1)).toThrow(/only x of 1/)
+    expect(() => waitAcked(null, 1)).toThrow(/only null of 1/)
+  })
+})

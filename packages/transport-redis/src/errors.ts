@@ -2,13 +2,18 @@
  * Translates ioredis errors into Concord errors: server replies by their error code, everything
  * else (connection lost, retries exhausted) as a retriable TransportError.
  */
-import { Redis, type RedisOptions } from 'ioredis'
+import { Redis, type Cluster, type RedisOptions } from 'ioredis'
 import { ConfigError, TooLargeError, TransportError, isConcordError, type ConcordError } from '@concord/core'
 
 // Replies that mean "try again later": the server is loading, failing over, or out of memory.
 // MISCONF: the server cannot save to disk (a full or broken disk) and refuses writes until it can.
 // UNBLOCKED: a blocked read whose stream was deleted (the next poll recreates the group, as after NOGROUP).
-const RETRIABLE_REPLIES = new Set(['LOADING', 'BUSY', 'TRYAGAIN', 'CLUSTERDOWN', 'MASTERDOWN', 'READONLY', 'NOREPLICAS', 'OOM', 'MOVED', 'ASK', 'MISCONF', 'UNBLOCKED'])
+const RETRIABLE_REPLIES = new Set(['LOADING', 'BUSY', 'TRYAGAIN', 'CLUSTERDOWN', 'MASTERDOWN', 'READONLY', 'NOREPLICAS', 'OOM', 'MISCONF', 'UNBLOCKED'])
+// MOVED and ASK reach a caller only from a client that is no Cluster client (an ioredis Cluster
+// follows them itself, and reports running out of redirections in words, with no reply code): a
+// URL or a Redis client pointed at one node of a Redis Cluster. Each call failed as retriable for
+// ever, or worked, depending on which slot the key prefix hashed to (review finding).
+const CLUSTER_REDIRECTS = new Set(['MOVED', 'ASK'])
 // Replies that mean the configuration is wrong: retrying cannot help.
 const CONFIG_REPLIES = new Set(['NOAUTH', 'WRONGPASS', 'NOPERM', 'WRONGTYPE'])
 
@@ -33,7 +38,17 @@ export function translateError(e: unknown, what: string, context: ErrorContext =
     const first = Array.isArray(previous) ? previous.map(replyCode).find((c) => c !== undefined) : undefined
     code = first ?? 'TRYAGAIN'
   }
-  if (code === undefined) return new TransportError(message, { cause: e })
+  if (code === undefined) {
+    // A client the application passed in that it had put in subscriber mode (SUBSCRIBE) takes
+    // no other command for as long as it stays there: not something a retry mends.
+    if (e instanceof Error && /Connection in subscriber mode/i.test(e.message)) {
+      return new ConfigError(`${message} (the ioredis client passed in is subscribed to channels: give Concord a client of its own, or client.duplicate())`, { cause: e })
+    }
+    return new TransportError(message, { cause: e })
+  }
+  if (CLUSTER_REDIRECTS.has(code)) {
+    return new ConfigError(`${message} (the server is a node of a Redis Cluster: pass an ioredis Cluster client as the redis option, with a key prefix in braces, a hash tag)`, { cause: e })
+  }
   // An argument (a record, a store value) past the server's proto-max-bulk-len: the server refuses
   // it and closes the connection. Retrying the same call cannot help (review finding: it was a
   // TransportError naming no setting). {@link BulkLimit} refuses these before sending; this is for
@@ -124,6 +139,69 @@ export function newClient(what: string, redis: string | RedisOptions, defaults: 
     throw new ConfigError(`${what}: ${shown}: ${bad} ${hint}`)
   }
   return client
+}
+
+/**
+ * What the transport and the store send their commands through: the client, with each command
+ * bounded in time when the client is one the application passed in. Such a client keeps its own
+ * settings — perhaps no commandTimeout, and an offline queue that holds commands while it cannot
+ * reach a server: an ioredis Cluster that never got (or lost) its slots held every command for
+ * ever, whatever commandTimeout its redisOptions had (review finding: append, commit and the
+ * store's calls never settled, and close() left them so). Such a command fails after `boundMs`
+ * (plus `extraMs`, for WAIT) with a retriable TransportError, as a timed-out command of a client
+ * the transport made does; it may still run later, when the client reconnects (an append then
+ * lands twice at the most, which at-least-once delivery allows; a commit never moves back).
+ */
+export class Commands {
+  constructor(
+    private readonly client: Redis | Cluster,
+    /** undefined: the client's own commandTimeout bounds its commands (a client Concord made). */
+    private readonly boundMs: number | undefined,
+    private readonly component: string,
+  ) {}
+
+  call(command: string, args: (string | number | Buffer)[], extraMs = 0): Promise<unknown> {
+    this.checkOpen()
+    return this.bounded(this.client.call(command, args), extraMs)
+  }
+
+  callBuffer(command: string, args: (string | number | Buffer)[]): Promise<unknown> {
+    this.checkOpen()
+    return this.bounded(this.client.callBuffer(command, args), 0)
+  }
+
+  /**
+   * A client the application closed (quit(), disconnect(), or a retryStrategy that gave up) never
+   * connects again: every call failed as retriable, for ever (review finding).
+   */
+  private checkOpen(): void {
+    if (this.boundMs !== undefined && this.client.status === 'end') {
+      throw new ConfigError(`${this.component}: the ioredis client passed in is closed (quit, disconnected, or its retryStrategy gave up) and will not connect again: pass an open client`)
+    }
+  }
+
+  private bounded<T>(p: Promise<T>, extraMs: number): Promise<T> {
+    const boundMs = this.boundMs
+    if (boundMs === undefined) return p
+    const ms = boundMs + extraMs
+    let timer: ReturnType<typeof setTimeout> | undefined
+    return Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          // Settles later, unheard.
+          p.catch(() => undefined)
+          reject(new Error(`no answer within ${ms} ms (commandTimeoutMs${extraMs > 0 ? ' + waitTimeoutMs' : ''}): the client passed in may be holding commands while it cannot reach a server (its offline queue; give it enableOfflineQueue: false, or a commandTimeout, to fail them sooner)`))
+        }, ms)
+      }),
+    ]).finally(() => clearTimeout(timer))
+  }
+}
+
+/** Checks a WAIT reply: how many replicas acknowledged (a number, or a string under ioredis's stringNumbers). */
+export function waitAcked(reply: unknown, wanted: number): void {
+  const n = typeof reply === 'string' && /^\d+$/.test(reply) ? Number(reply) : reply
+  if (typeof n !== 'number' || !(n >= wanted)) throw new Error(`only ${String(reply)} of ${wanted} replicas acknowledged`)
 }
 
 /** Runs a Lua script by its SHA, loading it on NOSCRIPT (a new or restarted server, a SCRIPT FLUSH). */

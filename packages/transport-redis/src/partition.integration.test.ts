@@ -115,6 +115,56 @@ describe.skipIf(!available)('RedisTransport through a partition that heals for n
     expect(open(), 'proxy connections still open 300 ms after close()').toBe(0)
   })
 
+  it('a poll whose answer is still arriving over a slow link is not timed out: it waits while bytes come (review finding: 16 records of 1 MiB at 2 MB/s failed every poll at 5 s, and each retry read them again)', async () => {
+    // A proxy passing the server's answers on at about 1 MB/s, 16 KiB every 16 ms.
+    const links = new Set<net.Socket>()
+    const slow = net.createServer((client) => {
+      const upstream = net.connect(server.port, '127.0.0.1')
+      links.add(client)
+      links.add(upstream)
+      const queue: Buffer[] = []
+      const timer = setInterval(() => {
+        let budget = 16 * 1024
+        while (budget > 0 && queue.length > 0) {
+          const head = queue[0] as Buffer
+          const part = head.subarray(0, budget)
+          client.write(part)
+          budget -= part.length
+          if (part.length === head.length) queue.shift()
+          else queue[0] = head.subarray(part.length)
+        }
+      }, 16)
+      client.on('data', (d) => void upstream.write(d))
+      upstream.on('data', (d) => void queue.push(d))
+      const end = (): void => {
+        clearInterval(timer)
+        client.destroy()
+        upstream.destroy()
+      }
+      for (const x of [client, upstream]) {
+        x.on('close', end)
+        x.on('error', end)
+      }
+    })
+    await new Promise<void>((resolve) => slow.listen(0, '127.0.0.1', resolve))
+    const t = new RedisTransport({ redis: `redis://127.0.0.1:${(slow.address() as net.AddressInfo).port}`, keyPrefix: '{partition-slow}', commandTimeoutMs: 500 })
+    const writer = new RedisTransport({ redis: server.url, keyPrefix: '{partition-slow}' })
+    try {
+      const records = Array.from({ length: 8 }, (_, i) => new Uint8Array(256 * 1024).fill(i + 1))
+      await writer.append('o', records)
+      // 2 MiB at ~1 MB/s: about 2 s, four times commandTimeoutMs.
+      const started = Date.now()
+      const got = await t.poll('r', 'o', { waitMs: 0 })
+      expect(got.map((r) => r.bytes[0])).toEqual([1, 2, 3, 4, 5, 6, 7, 8])
+      expect(Date.now() - started, 'the answer took longer than commandTimeoutMs (else this tests nothing)').toBeGreaterThan(1_000)
+    } finally {
+      await t.close()
+      await writer.close()
+      for (const x of links) x.destroy()
+      await new Promise<void>((resolve) => slow.close(() => resolve()))
+    }
+  })
+
   it('RedisStore: its calls time out while the server is silent, and succeed once new connections get through (review finding: they timed out until the kernel dropped the socket)', async () => {
     blackholeAll = false
     deadBefore = 0

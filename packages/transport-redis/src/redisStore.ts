@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto'
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import { ClosedError, ConfigError, checkKnownOptions, checkStoreBatch, checkStoreKey, toBuffer, type Store, type StoreOp } from '@concord/core'
-import { BulkLimit, LastConnectionError, TimeoutReconnect, newClient, quitWithin, runScript, translateError } from './errors.js'
+import { BulkLimit, Commands, LastConnectionError, TimeoutReconnect, newClient, quitWithin, runScript, translateError, waitAcked } from './errors.js'
 import { WAIT_ON_CLUSTER, checkRedisTarget, hasHashTag, replicaCount, timeoutMs } from './options.js'
 
 type Client = Redis | Cluster
@@ -108,6 +108,8 @@ export class RedisStore implements Store {
   readonly name = 'redis'
   private readonly client: Client
   private readonly ownsClient: boolean
+  /** The client's commands, bounded in time when the client was passed in (see Commands). */
+  private readonly commands: Commands
   /** The last error the store's own connection reported (see {@link translateError}). */
   private readonly connectionErrors = new LastConnectionError()
   private readonly prefix: string
@@ -147,6 +149,7 @@ export class RedisStore implements Store {
       if (redis instanceof Cluster && this.waitReplicas > 0) {
         throw new ConfigError(`redis store: ${WAIT_ON_CLUSTER}`)
       }
+      if (redis.status === 'end') throw new ConfigError(`redis store: the ioredis client passed in is closed (quit, disconnected, or its retryStrategy gave up) and will not connect again: pass an open client`)
       this.client = redis
       this.ownsClient = false
     } else {
@@ -162,7 +165,8 @@ export class RedisStore implements Store {
       // without a listener ioredis also logs them.
       this.connectionErrors.watch(this.client)
     }
-    this.bulkLimit = new BulkLimit(this.client)
+    this.commands = new Commands(this.client, this.ownsClient ? undefined : this.commandTimeoutMs, 'redis store')
+    this.bulkLimit = new BulkLimit(this.commands)
   }
 
   private check(): void {
@@ -181,7 +185,7 @@ export class RedisStore implements Store {
     this.check()
     checkStoreKey('redis store', key)
     try {
-      const v = await this.client.getBuffer(this.prefix + key)
+      const v = (await this.commands.callBuffer('GET', [this.prefix + key])) as Buffer | null
       return v === null ? undefined : new Uint8Array(v)
     } catch (e) {
       throw this.fail(e, 'get')
@@ -211,19 +215,21 @@ export class RedisStore implements Store {
       // A value past the server's proto-max-bulk-len: refused here, naming it (the server's
       // refusal named nothing, and closed the connection under every other call on it).
       await this.bulkLimit.check('redis store', "nothing was written (raise the server's proto-max-bulk-len, or keep values below it)", valueSizes(batch))
-      await runScript(this.client, WRITE_SHA, WRITE_SCRIPT, [keys.length, ...keys, ...args])
+      await runScript(this.commands, WRITE_SHA, WRITE_SCRIPT, [keys.length, ...keys, ...args])
     } catch (e) {
       throw this.fail(e, 'write')
     }
     if (this.waitReplicas > 0) {
       let acked: unknown
       try {
-        acked = await this.client.call('WAIT', [this.waitReplicas, this.waitTimeoutMs])
+        acked = await this.commands.call('WAIT', [this.waitReplicas, this.waitTimeoutMs], this.waitTimeoutMs)
       } catch (e) {
         throw this.fail(e, 'write (WAIT)')
       }
-      if (typeof acked !== 'number' || acked < this.waitReplicas) {
-        throw this.fail(new Error(`only ${String(acked)} of ${this.waitReplicas} replicas acknowledged`), 'write (WAIT)')
+      try {
+        waitAcked(acked, this.waitReplicas)
+      } catch (e) {
+        throw this.fail(e, 'write (WAIT)')
       }
     }
   }
@@ -236,7 +242,7 @@ export class RedisStore implements Store {
     const max = prefix.length === 0 ? '+' : Buffer.concat([Buffer.from(`[${prefix}`), Buffer.from([0xff])])
     let raw: string[]
     try {
-      const reply = await runScript(this.client, KEYS_SHA, KEYS_SCRIPT, [1, this.index, min, max])
+      const reply = await runScript(this.commands, KEYS_SHA, KEYS_SCRIPT, [1, this.index, min, max])
       raw = Array.isArray(reply) ? reply.map(String) : []
     } catch (e) {
       throw this.fail(e, 'keys')
