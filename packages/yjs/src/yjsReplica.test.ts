@@ -678,4 +678,15 @@ describe('YjsReplica: untrusted updates and careless use (review findings: each 
     r.apply(Y.convertUpdateFormatV2ToV1(Y.encodeStateAsUpdateV2(d)))
     expect(r.value()).toEqual({ t: 'hello' })
   })
+
+  it('a 28-byte forged V2 update claiming 2^40 structs is a DecodeError at once (review finding: wording its error decoded it as V2, and the process died of heap exhaustion)', () => {
+    const bomb = Uint8Array.from(Buffer.from('0000010100000100010000000741feffffffff1f0180808080802000', 'hex'))
+    const r = new YjsReplica('r')
+    r.doc.getText('t').insert(0, 'kept')
+    const before = r.state()
+    // The old code never returned: its worker died of heap exhaustion.
+    expect(() => r.apply(bomb)).toThrow(DecodeError)
+    expect(r.state()).toEqual(before)
+    expect(r.value()).toEqual({ t: 'kept' })
+  })
 })

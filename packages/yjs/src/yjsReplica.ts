@@ -2,6 +2,7 @@
  * A Yjs document as a Concord replica. Deltas are plain Yjs V1 updates, versions are plain Yjs
  * state vectors, so any Yjs peer (y-protocols, y-websocket, yrs) can exchange them unchanged.
  */
+import * as decoding from 'lib0/decoding'
 import * as Y from 'yjs'
 import { ConfigError, DecodeError, callListeners, checkKnownOptions, ownKeysCopy } from '@concord/core'
 import type { ConflictEvent, DeltaOrigin, Replica } from '@concord/core'
@@ -185,13 +186,24 @@ function asIntegrationError(e: unknown): DecodeError {
 }
 
 /**
- * Whether `update` decodes as a V2 update (Y.encodeStateAsUpdateV2, an 'updateV2' event): the
- * replica speaks V1, and a V2 update fails to decode as one for reasons its bytes do not show.
+ * Whether `update` is framed as a V2 update (Y.encodeStateAsUpdateV2, an 'updateV2' event): the
+ * replica speaks V1, and a V2 update fails to decode as one for reasons its bytes do not show. Only
+ * the frame is read — a feature flag of 0, then the nine length-prefixed column buffers, each
+ * within the update, and the rest after them — never the columns: V2's run-length columns repeat
+ * one value as often as a count says, so decoding untrusted bytes as V2 let a 28-byte update claim
+ * 2^40 structs, and the process died of heap exhaustion while an error message was being worded
+ * (review finding).
  */
 function isV2Update(update: Uint8Array): boolean {
   try {
-    Y.decodeUpdateV2(update)
-    return true
+    const d = decoding.createDecoder(update)
+    if (decoding.readVarUint(d) !== 0) return false
+    for (let i = 0; i < 9; i++) {
+      const n = decoding.readVarUint(d)
+      if (n > update.length - d.pos) return false
+      d.pos += n
+    }
+    return d.pos < update.length
   } catch {
     return false
   }
