@@ -750,7 +750,53 @@ describe('AutomergeReplica and values its JS change form cannot hold', () => {
     fresh.apply(w.state())
     expect(fresh.value()).toEqual(w.value())
   })
+
+  it.each([
+    ['an integer past 2^53', (d: Record<string, unknown>) => void (d.n = 2 ** 53)],
+    ['a bigint', (d: Record<string, unknown>) => void (d.i = 2n ** 60n)],
+  ])('such a change (%s) arriving before the change it depends on waits for it, and both apply, in either batch shape (review finding: tracking the queue decoded its JS form, and the retry recursed until the stack overflowed; the value was lost)', (_label, write) => {
+    const w = new AutomergeReplica<Record<string, unknown>>('writer')
+    const out: Uint8Array[] = []
+    w.onDelta((d) => out.push(d))
+    w.change((d) => void (d.a = 1))
+    w.change((d) => void (d.b = 2))
+    w.change(write)
+    const [c1, c2, c3] = out as [Uint8Array, Uint8Array, Uint8Array]
+    for (const early of [[concatChunks(c2, c3)], [c3], [c2, c3]]) {
+      const r = new AutomergeReplica<Record<string, unknown>>('reader')
+      r.change((d) => void (d.mine = 1))
+      for (const d of early) r.apply(d)
+      expect(r.hasPending).toBe(true)
+      r.apply(c1)
+      if (early.length === 1 && early[0] === c3) r.apply(c2)
+      expect(r.hasPending).toBe(false)
+      expect(r.value()).toEqual({ ...w.value(), mine: 1 })
+    }
+  })
+
+  it('a local change holding such a value and creating an object is kept and sent, and the replica takes later changes (review finding: a RangeError escaped change(), the change stayed unsent, and every later change() threw)', () => {
+    const w = new AutomergeReplica<Record<string, unknown>>('writer')
+    const r = new AutomergeReplica<Record<string, unknown>>('reader')
+    w.onDelta((d) => r.apply(d))
+    w.change((d) => {
+      d.v = 2 ** 53
+      d.o = { x: 1 }
+    })
+    w.change((d) => void (d.after = true))
+    expect(r.value()).toEqual(w.value())
+    expect(w.value()).toMatchObject({ o: { x: 1 }, after: true })
+  })
 })
+
+function concatChunks(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
+  let o = 0
+  for (const p of parts) {
+    out.set(p, o)
+    o += p.length
+  }
+  return out
+}
 
 describe('AutomergeReplica and hostile chunks (review findings)', () => {
   const leb = (n: number): number[] => {

@@ -5,7 +5,7 @@
 import * as A from '@automerge/automerge'
 import { ConfigError, DecodeError, bytesEqual, callListeners, checkKnownOptions, isConcordError, ownKeysCopy } from '@concord/core'
 import type { ConflictEvent, ConflictSide, DeltaOrigin, Replica } from '@concord/core'
-import { CHUNK_CHANGE, CHUNK_COMPRESSED_CHANGE, CHUNK_DOCUMENT, checkDocumentInflatedSize, checkInflatedSize, concatBytes, mayMakeObjects, splitChunks } from './chunks.js'
+import { CHUNK_CHANGE, CHUNK_COMPRESSED_CHANGE, CHUNK_DOCUMENT, changeHash, checkDocumentInflatedSize, checkInflatedSize, concatBytes, mayMakeObjects, splitChunks, uncompressedChange, type Chunk } from './chunks.js'
 
 /** Options for {@link AutomergeReplica}. */
 export interface AutomergeReplicaOptions<T> {
@@ -88,12 +88,14 @@ function checkedChange(bytes: Uint8Array, type: number): Checked {
   } catch (e) {
     // Values Automerge stores but its JS change form cannot hold (integers past 2^53, NaN and the
     // infinities, byte arrays, 64-bit counters): the round trip is lossy, not the change wrong.
-    // Such a change goes to Automerge as it is (its chunk checksum was checked); an apply that
-    // fails on it is rolled back from the checkpoint like any other.
+    // Such a change goes to Automerge as it is (its chunk checksum was checked; a compressed one
+    // inflated), its hash read from its bytes; an apply that fails on it is rolled back from the
+    // checkpoint like any other.
     if (e instanceof Error && JS_FORM_LIMITS.test(e.message)) {
-      if (decoded === undefined) return { bytes, hash: undefined, made: undefined }
+      const plain = type === CHUNK_COMPRESSED_CHANGE ? uncompressedChange(splitChunks(bytes)[0] as Chunk) : bytes
+      if (decoded === undefined) return { bytes: plain, hash: changeHash(plain), made: undefined }
       checkKeys(decoded)
-      return { bytes, hash: decoded.hash, made: checkNesting(decoded) }
+      return { bytes: plain, hash: decoded.hash ?? changeHash(plain), made: checkNesting(decoded) }
     }
     throw new DecodeError('automerge: a change does not decode', { cause: e })
   }
@@ -129,14 +131,35 @@ function checkKeys(change: A.DecodedChange): void {
   }
 }
 
+/** `A.decodeChange(c)`, or undefined when its JS form cannot hold the change's values (see checkedChange). */
+function decodedUnlessJsLimits(c: Uint8Array): A.DecodedChange | undefined {
+  try {
+    return A.decodeChange(c)
+  } catch (e) {
+    if (e instanceof Error && JS_FORM_LIMITS.test(e.message)) return undefined
+    throw e
+  }
+}
+
 /** What checkedChange read of a change that waited for dependencies (it was checked when it came). */
 function queuedChange(bytes: Uint8Array): Checked {
   try {
     const decoded = A.decodeChange(bytes)
     return { bytes, hash: decoded.hash, made: checkNesting(decoded) }
   } catch {
-    return { bytes, hash: undefined, made: undefined }
+    return { bytes, hash: hashOf(bytes), made: undefined }
   }
+}
+
+/**
+ * The hash of a change chunk as apply() hands it to Automerge (uncompressed: see checkedChange),
+ * read from its bytes, not from its JS form: that form fails on values it cannot hold, and
+ * tracking a queued change by it threw a RangeError (review finding: two changes of one writer,
+ * the second holding 2^53, arriving before the first, recursed until the stack overflowed, and the
+ * value was lost).
+ */
+function hashOf(change: Uint8Array): string {
+  return change[8] === CHUNK_CHANGE ? changeHash(change) : (A.decodeChange(change).hash as string)
 }
 
 /**
@@ -300,6 +323,8 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
    * Undefined until the first apply (and after a rebuild): taken then.
    */
   private checkpoint: { parts: Uint8Array[]; base: number; since: number } | undefined
+  /** Set while {@link applyWithoutQueue} tries a batch again: a failure then is the batch's. */
+  private retrying = false
   // Replaced, never changed in place: a listener that unsubscribes during a call does not make the next one miss it.
   private listeners: ReadonlyArray<(delta: Uint8Array, origin: DeltaOrigin) => void> = []
   private conflictListeners: ReadonlyArray<(event: ConflictEvent) => void> = []
@@ -330,11 +355,18 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
     // Refused here as every other replica would refuse it (see checkNesting, placeObjects): kept,
     // it would live in this region only. The document stays as it was. Decoded only when it
     // creates objects (a decode costs a quarter of a small edit).
+    // A change whose values Automerge's JS change form cannot hold (2^53, say) is placed as a
+    // received one is (see checkedChange): not at all (review finding: its decode threw a
+    // RangeError out of change(), the change stayed in the document unsent, and every later
+    // change() threw "Attempting to change an outdated document").
     if (mayMakeObjects(c)) {
       try {
-        const placed = new Map<string, number>()
-        this.placeObjects(checkNesting(A.decodeChange(c)), placed, next)
-        for (const [id, d] of placed) this.depths.set(id, d)
+        const decoded = decodedUnlessJsLimits(c)
+        if (decoded !== undefined) {
+          const placed = new Map<string, number>()
+          this.placeObjects(checkNesting(decoded), placed, next)
+          for (const [id, d] of placed) this.depths.set(id, d)
+        }
       } catch (e) {
         this.dropLastChange(next, c)
         throw e
@@ -437,7 +469,9 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
       this.trackPending(next, changes)
     } catch (e) {
       this.undoFailedApply(headsBefore, missingBefore)
-      if (this.pending.size > 0) return this.applyWithoutQueue(delta)
+      // Once: the retry's own failure is the batch's (an apply that failed again each time
+      // recursed until the stack overflowed — review finding).
+      if (this.pending.size > 0 && !this.retrying) return this.applyWithoutQueue(delta)
       throw e instanceof DecodeError ? e : new DecodeError('automerge: changes do not parse or apply', { cause: e })
     }
     this.current = next
@@ -461,12 +495,15 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
   private applyWithoutQueue(delta: Uint8Array): void {
     const queued = [...this.pending.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
     this.dropQueue()
+    this.retrying = true
     try {
       this.apply(delta)
     } catch (e) {
       for (const [h, c] of queued) this.pending.set(h, c)
       this.queueLost = true
       throw e
+    } finally {
+      this.retrying = false
     }
     for (const [, c] of queued) {
       try {
@@ -550,7 +587,7 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
    * history without it. Only for a refused local change.
    */
   private dropLastChange(doc: A.Doc<T>, c: Uint8Array): void {
-    const hash = A.decodeChange(c).hash
+    const hash = hashOf(c)
     const metas = A.getChangesMetaSince(doc, [])
     const kept = A.getAllChanges(doc).filter((_, i) => (metas[i] as A.ChangeMetadata).hash !== hash)
     const [rebuilt] = A.applyChanges(A.init<T>({ actor: this.actor }), kept)
@@ -643,7 +680,7 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
       if (this.pending.size > 0) this.pending.clear()
       return
     }
-    for (const c of batch) this.pending.set(A.decodeChange(c).hash ?? '', c)
+    for (const c of batch) this.pending.set(hashOf(c), c)
     for (const h of [...this.pending.keys()]) if (A.hasHeads(doc, [h])) this.pending.delete(h)
   }
 

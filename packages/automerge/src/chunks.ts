@@ -264,3 +264,41 @@ export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
   }
   return out
 }
+
+/**
+ * The hash Automerge gives a change chunk (type 1): the SHA-256 of everything after its checksum
+ * (type, length, body), in hex. Read from the bytes: `Automerge.decodeChange(c).hash` needs the
+ * change's JS form, which fails on values it cannot hold (integers past 2^53...).
+ */
+export function changeHash(change: Uint8Array): string {
+  return createHash('sha256').update(change.subarray(8)).digest('hex')
+}
+
+function uleb(n: number): number[] {
+  const out: number[] = []
+  for (;;) {
+    const b = n % 128
+    n = Math.floor(n / 128)
+    if (n === 0) {
+      out.push(b)
+      return out
+    }
+    out.push(b | 0x80)
+  }
+}
+
+/**
+ * The change chunk (type 1) a compressed change chunk (type 2, checked by {@link checkInflatedSize})
+ * stands for: its body inflated, framed with its own checksum. Its hash is the change's.
+ */
+export function uncompressedChange(chunk: Chunk): Uint8Array {
+  let body: Buffer
+  try {
+    body = inflateRawSync(chunk.body, { maxOutputLength: MAX_INFLATED_CHANGE_BYTES })
+  } catch (e) {
+    throw new DecodeError('automerge: a compressed change does not inflate', { cause: e })
+  }
+  const hashed = Uint8Array.from([CHUNK_CHANGE, ...uleb(body.length)])
+  const sum = createHash('sha256').update(hashed).update(body).digest()
+  return concatBytes([Uint8Array.from(MAGIC), sum.subarray(0, 4), hashed, body])
+}
