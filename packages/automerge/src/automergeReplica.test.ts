@@ -762,7 +762,7 @@ describe('AutomergeReplica and values its JS change form cannot hold', () => {
     w.change((d) => void (d.b = 2))
     w.change(write)
     const [c1, c2, c3] = out as [Uint8Array, Uint8Array, Uint8Array]
-    for (const early of [[concatChunks(c2, c3)], [c3], [c2, c3]]) {
+    for (const early of [[concat([c2, c3])], [c3], [c2, c3]]) {
       const r = new AutomergeReplica<Record<string, unknown>>('reader')
       r.change((d) => void (d.mine = 1))
       for (const d of early) r.apply(d)
@@ -787,16 +787,6 @@ describe('AutomergeReplica and values its JS change form cannot hold', () => {
     expect(w.value()).toMatchObject({ o: { x: 1 }, after: true })
   })
 })
-
-function concatChunks(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-  let o = 0
-  for (const p of parts) {
-    out.set(p, o)
-    o += p.length
-  }
-  return out
-}
 
 describe('AutomergeReplica and hostile chunks (review findings)', () => {
   const leb = (n: number): number[] => {
