@@ -5,7 +5,7 @@ import * as A from '@automerge/automerge'
 import { ConfigError, DecodeError, bytesEqual, seededRandom, type ConflictEvent, type DeltaOrigin } from '@concord/core'
 import { AutomergeReplica, actorFor, decodeHeads, encodeHeads } from './automergeReplica.js'
 import { automergeFactory } from './factory.js'
-import { splitChunks } from './chunks.js'
+import { MAX_CHANGE_OPS, splitChunks } from './chunks.js'
 
 interface Doc {
   text?: string
@@ -789,6 +789,32 @@ describe('AutomergeReplica and values its JS change form cannot hold', () => {
 })
 
 describe('AutomergeReplica and hostile chunks (review findings)', () => {
+  it('a 53-byte change whose run-length encoded columns hold 2^20 ops is refused before Automerge expands them, the document unchanged (it took 6 s and 660 MB to apply, and was applied; 2^23 rows took 49 s and 5 GB)', () => {
+    const bomb = Uint8Array.from(Buffer.from('856f4a83726197df012b0001aa010100000005150634034205560570058080c000016b8080408080c000018080c000008080c00000', 'hex'))
+    const r = new AutomergeReplica<Record<string, unknown>>('r')
+    r.change((d) => void (d.kept = 1))
+    const before = r.state()
+    expect(() => r.apply(bomb)).toThrow(/a change of 1048576 ops \(more than 262144 in one change/)
+    expect(bytesEqual(r.state(), before)).toBe(true)
+    expect(r.value()).toEqual({ kept: 1 })
+  })
+
+  it('a change of as many ops as the limit applies; a local one past it is refused to its writer, unsent and taken back, as every replica would refuse it', () => {
+    const w = new AutomergeReplica<{ t?: string }>('w')
+    const r = new AutomergeReplica<{ t?: string }>('r')
+    w.onDelta((d) => r.apply(d))
+    w.change((d) => void (d.t = ''))
+    // One op per inserted character.
+    w.change((d) => A.splice(d, ['t'], 0, 0, 'x'.repeat(MAX_CHANGE_OPS)))
+    expect(r.value().t?.length).toBe(MAX_CHANGE_OPS)
+    const sent = r.state()
+    expect(() => w.change((d) => A.splice(d, ['t'], 0, 0, 'y'.repeat(MAX_CHANGE_OPS + 1)))).toThrow(/more than 262144 in one change/)
+    expect(w.value().t?.length).toBe(MAX_CHANGE_OPS)
+    expect(bytesEqual(r.state(), sent)).toBe(true)
+    w.change((d) => A.splice(d, ['t'], 0, 0, 'z'))
+    expect(r.value()).toEqual(w.value())
+  })
+
   const leb = (n: number): number[] => {
     const out: number[] = []
     do {

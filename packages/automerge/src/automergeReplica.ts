@@ -5,7 +5,7 @@
 import * as A from '@automerge/automerge'
 import { ConfigError, DecodeError, bytesEqual, callListeners, checkKnownOptions, isConcordError, ownKeysCopy } from '@concord/core'
 import type { ConflictEvent, ConflictSide, DeltaOrigin, Replica } from '@concord/core'
-import { CHUNK_CHANGE, CHUNK_COMPRESSED_CHANGE, CHUNK_DOCUMENT, changeHash, checkDocumentInflatedSize, checkInflatedSize, concatBytes, mayMakeObjects, splitChunks, uncompressedChange, type Chunk } from './chunks.js'
+import { CHUNK_CHANGE, CHUNK_COMPRESSED_CHANGE, CHUNK_DOCUMENT, changeHash, checkChangeRows, checkDocumentInflatedSize, checkInflatedSize, concatBytes, mayMakeObjects, splitChunks, uncompressedChange, type Chunk } from './chunks.js'
 
 /** Options for {@link AutomergeReplica}. */
 export interface AutomergeReplicaOptions<T> {
@@ -359,6 +359,13 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
     // received one is (see checkedChange): not at all (review finding: its decode threw a
     // RangeError out of change(), the change stayed in the document unsent, and every later
     // change() threw "Attempting to change an outdated document").
+    try {
+      // Refused here as every other replica would refuse it (see MAX_CHANGE_OPS).
+      checkChangeRows(c)
+    } catch (e) {
+      this.dropLastChange(next, c)
+      throw e
+    }
     if (mayMakeObjects(c)) {
       try {
         const decoded = decodedUnlessJsLimits(c)
@@ -425,7 +432,11 @@ export class AutomergeReplica<T = Record<string, unknown>> implements Replica<T>
         }
         for (const ch of all) checked.push(checkedChange(ch, CHUNK_CHANGE))
       } else {
-        if (c.type === CHUNK_COMPRESSED_CHANGE) checkInflatedSize(c)
+        // Its op count, read from its columns, before Automerge expands them (see MAX_CHANGE_OPS).
+        if (c.type === CHUNK_COMPRESSED_CHANGE) {
+          checkInflatedSize(c)
+          checkChangeRows(uncompressedChange(c))
+        } else checkChangeRows(c.bytes)
         checked.push(checkedChange(c.bytes, c.type))
       }
     }

@@ -156,6 +156,123 @@ export function mayMakeObjects(change: Uint8Array): boolean {
 }
 
 /**
+ * Most op rows one change may hold (2^18 = 262,144). Automerge's columns are run-length encoded: a
+ * 53-byte change whose columns each held one run of 2^20 rows took 6 s and 660 MB to apply (and
+ * was applied), one of 2^23 rows 49 s and 5 GB before Automerge gave up (review finding). An
+ * honest change of this many ops is a paste or a deletion of more than 262,144 characters in one
+ * change (deleting 200,000 took 2.2 s to apply): refused as a received change, and refused to the
+ * local writer alike (AutomergeReplica.change), so no region holds what the others refuse.
+ */
+export const MAX_CHANGE_OPS = 2 ** 18
+
+/** Rows of a column's run-length encoded data (`values` reads one value); undefined when it does not read as such. */
+function rleRows(data: Uint8Array, from: number, to: number, values: (at: number) => number | undefined): number | undefined {
+  let rows = 0
+  let q = from
+  while (q < to) {
+    const run = readSleb(data, q)
+    if (run === undefined) return undefined
+    q = run[1]
+    const count = run[0]
+    if (count === 0) {
+      // A run of nulls: its length.
+      const nulls = readUleb(data, q)
+      if (nulls === undefined) return undefined
+      q = nulls[1]
+      rows += nulls[0]
+    } else {
+      for (let i = 0; i < (count > 0 ? 1 : -count); i++) {
+        const next = values(q)
+        if (next === undefined || next > to) return undefined
+        q = next
+      }
+      rows += Math.abs(count)
+    }
+  }
+  return q === to ? rows : undefined
+}
+
+/**
+ * The most rows any column of the change chunk `change` (type 1) holds, read from its column data
+ * without expanding a run: the ops (and their nested pred entries) Automerge would materialize.
+ * Undefined when the layout is not the one expected (left to Automerge's own parser).
+ */
+export function changeRows(change: Uint8Array): number | undefined {
+  if (change[8] !== CHUNK_CHANGE) return undefined
+  let p = HEADER_FIXED
+  const uleb = (): number | undefined => {
+    const read = readUleb(change, p)
+    if (read === undefined) return undefined
+    p = read[1]
+    return read[0]
+  }
+  if (uleb() === undefined) return undefined
+  const deps = uleb()
+  if (deps === undefined) return undefined
+  p += 32 * deps
+  const actorLen = uleb()
+  if (actorLen === undefined) return undefined
+  p += actorLen
+  for (let i = 0; i < 3; i++) if (uleb() === undefined) return undefined
+  const messageLen = uleb()
+  if (messageLen === undefined) return undefined
+  p += messageLen
+  const others = uleb()
+  if (others === undefined || others > change.length) return undefined
+  for (let i = 0; i < others; i++) {
+    const len = uleb()
+    if (len === undefined) return undefined
+    p += len
+  }
+  const count = uleb()
+  if (count === undefined || count > change.length) return undefined
+  const specs: Array<{ spec: number; len: number }> = []
+  for (let i = 0; i < count; i++) {
+    const spec = uleb()
+    const len = uleb()
+    if (spec === undefined || len === undefined) return undefined
+    specs.push({ spec, len })
+  }
+  const uValue = (at: number): number | undefined => readUleb(change, at)?.[1]
+  const sValue = (at: number): number | undefined => readSleb(change, at)?.[1]
+  const strValue = (at: number): number | undefined => {
+    const n = readUleb(change, at)
+    return n === undefined ? undefined : n[1] + n[0]
+  }
+  let most = 0
+  for (const { spec, len } of specs) {
+    const from = p
+    const to = p + len
+    p = to
+    if (to > change.length) return undefined
+    // Deflated columns in a change Automerge refuses itself.
+    if ((spec & 0x08) !== 0) return undefined
+    const type = spec & 0x07
+    let rows: number | undefined
+    if (type === 7) continue
+    if (type === 4) {
+      // Booleans: run lengths, alternately false and true.
+      rows = 0
+      for (let q = from; q < to; ) {
+        const run = readUleb(change, q)
+        if (run === undefined) return undefined
+        q = run[1]
+        rows += run[0]
+      }
+    } else rows = rleRows(change, from, to, type === 3 ? sValue : type === 5 ? strValue : uValue)
+    if (rows === undefined) return undefined
+    if (rows > most) most = rows
+  }
+  return most
+}
+
+/** Throws DecodeError when the change chunk `change` holds more than {@link MAX_CHANGE_OPS} op rows (see changeRows). */
+export function checkChangeRows(change: Uint8Array): void {
+  const rows = changeRows(change)
+  if (rows !== undefined && rows > MAX_CHANGE_OPS) throw new DecodeError(`automerge: a change of ${rows} ops (more than ${MAX_CHANGE_OPS} in one change; its columns run-length encode them in ${change.length} bytes)`)
+}
+
+/**
  * Largest change a compressed change chunk may inflate to (8 MiB, an envelope's largest payload).
  * Automerge inflates such a chunk without a bound, and deflate shrinks a run of one byte about
  * 1000 times: a chunk of a few hundred KB made a change of gigabytes, and the process died.
