@@ -4,6 +4,7 @@ import { mkdtemp, rm, appendFile, lstat, mkdir, readFile, realpath, stat, symlin
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
+import { crc32 } from 'node:zlib'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { ConfigError } from '@concord/core'
 import { FileStore } from './fileStore.js'
@@ -171,6 +172,23 @@ describe('FileStore damage and failures', () => {
     await expect(FileStore.open(path)).rejects.toMatchObject({ code: 'DECODE', message: expect.stringMatching(/record 1 .*is bad.*follow it/) })
     expect(Buffer.compare(await readFile(path), Buffer.from(damaged))).toBe(0)
   })
+
+  it('a crafted file with a record header that checks every 16 bytes, each claiming the rest of the file, is refused as damaged without checksumming each (review finding: O(size^2), a 1 MiB file took 20 s to open)', async () => {
+    const path = join(dir, 's.db')
+    const size = 2 * 1024 * 1024
+    const buf = new Uint8Array(size)
+    buf.set(new TextEncoder().encode('CONCORD-STORE-2\n'))
+    const view = new DataView(buf.buffer)
+    // The first record's header does not check; from byte 17 on, one that does every 16 bytes.
+    buf[16] = 0xff
+    for (let q = 17; q + 16 <= size; q += 16) {
+      view.setUint32(q, size - q - 16, true)
+      view.setUint32(q + 12, crc32(buf.subarray(q, q + 12)), true)
+    }
+    await writeFile(path, buf)
+    await expect(FileStore.open(path, { lock: false })).rejects.toMatchObject({ code: 'DECODE', message: expect.stringMatching(/record 1 .*is bad .*more record headers that check than could be checksummed/) })
+    expect(Buffer.compare(await readFile(path), Buffer.from(buf))).toBe(0)
+  }, 60_000)
 
   it('refuses a file whose record length was damaged, changing nothing (one flipped bit there cut off every later record, and the store opened)', async () => {
     const path = join(dir, 's.db')

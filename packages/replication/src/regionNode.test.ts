@@ -2403,6 +2403,61 @@ describe('RegionNode and a store behind its writer', () => {
 })
 
 describe('RegionNode API misuse (review findings: each failed before its fix)', () => {
+  it('a replica whose onDelta gives something that is no Uint8Array is reported, naming its document, and its changes go out as deltaSince(); the other documents are not held up (every store batch failed on it, for good)', async () => {
+    for (const withMerge of [true, false]) {
+      const { clock, make, factories } = makeCluster({ instances: 0 })
+      const sloppy = {
+        typeName: 'or-set',
+        create: (id: string) => {
+          const r = factories['or-set'].create(id)
+          if (!withMerge) (r as { mergeDeltas?: unknown }).mergeDeltas = undefined
+          const onDelta = r.onDelta.bind(r)
+          r.onDelta = (fn) => onDelta((d, origin) => fn((origin === 'local' ? Array.from(d) : d) as Uint8Array, origin))
+          return r
+        },
+      }
+      const errors: unknown[] = []
+      const eu = make('eu', 'i1', new MemoryStore(), { factories: { ...factories, 'or-set': sloppy }, onError: (e) => errors.push(e) })
+      const us = make('us', 'i1')
+      const bad = (await eu.open('bad', 'or-set')) as unknown as OrSet<string>
+      bad.add('x')
+      bad.add('y')
+      ;((await eu.open('good', 'pn-counter')) as unknown as PnCounter).increment(2)
+      await eu.flush()
+      ;((await us.open('back', 'pn-counter')) as unknown as PnCounter).increment(5)
+      await settle([eu, us], clock, async () => (await us.open<string[]>('bad', 'or-set')).value().length === 2 && (await eu.open<number>('back', 'pn-counter')).value() === 5)
+      expect((await us.open<string[]>('bad', 'or-set')).value()).toEqual(['x', 'y'])
+      expect((await us.open<number>('good', 'pn-counter')).value()).toBe(2)
+      expect((await eu.open<number>('back', 'pn-counter')).value()).toBe(5)
+      expect(errors.length).toBe(2)
+      for (const e of errors) {
+        expect(e).toBeInstanceOf(TypeMismatchError)
+        expect((e as Error).message).toMatch(/document bad: the replica's onDelta gave an array, not a Uint8Array/)
+      }
+      await eu.close()
+      await us.close()
+    }
+  })
+
+  it('a store holding another writer\'s state is refused with a ConfigError at init, and its keys are left alone (two nodes on one store overwrote each other\'s write-ahead log: an acknowledged write was gone after a restart)', async () => {
+    const { make } = makeCluster({ instances: 0 })
+    const shared = new MemoryStore()
+    const eu = make('eu', 'i1', shared)
+    ;((await eu.open('doc', 'pn-counter')) as unknown as PnCounter).increment(3)
+    await eu.flush()
+    const before = new Map<string, Uint8Array | undefined>()
+    for (const k of await shared.keys('')) before.set(k, await shared.get(k))
+    const us = make('us', 'i1', shared)
+    await expect(us.init()).rejects.toThrow(/the store holds the state of writer "eu\/i1", not of "us\/i1": each node needs a store of its own/)
+    await expect(us.pump()).rejects.toBeInstanceOf(ConfigError)
+    expect(await shared.keys('')).toEqual([...before.keys()])
+    for (const [k, v] of before) expect(await shared.get(k)).toEqual(v)
+    // Its own writer takes it back.
+    await eu.close()
+    const again = make('eu', 'i1', shared.reopen())
+    expect((await again.open<number>('doc', 'pn-counter')).value()).toBe(3)
+  })
+
   it('a write through an evicted handle whose id was opened with another type is dropped and reported; the node goes on (every round failed for good)', async () => {
     const { clock, make } = makeCluster({ instances: 0 })
     const errors: unknown[] = []

@@ -235,6 +235,8 @@ const MAX_ANSWERS_PER_ROUND = 16
 const MAX_REPAIR_QUEUE = 1_000
 const K_SEQ = 'meta/seq'
 const K_SEEN = 'meta/seen'
+/** The writer id (region/instance) whose state the store holds: one store serves one node. */
+const K_WRITER = 'meta/writer'
 const docKey = (docId: string): string => `doc/${docId}`
 /** Write-ahead-log entry `seq`: the deltas one store batch applied, per document. */
 const walKey = (seq: number): string => `wal/${String(seq).padStart(16, '0')}`
@@ -307,6 +309,18 @@ const article = (word: string): string => (/^[aeiou]/i.test(word) ? 'an' : 'a')
  * `v`, what a replica's `method` returned for `docId`, if it is bytes. @throws TypeMismatchError
  * otherwise: saved or sent as it is, it would make a record or envelope nobody can read back.
  */
+/**
+ * Stands in a document's pending deltas for a local delta its replica's onDelta gave that was no
+ * Uint8Array (see listen): the document's changes then go out as deltaSince() of its version
+ * before them. Such a delta went into the envelope as it was, every store batch failed on it, and
+ * the node sent and applied nothing more, for good (review finding).
+ */
+const NOT_BYTES = new Uint8Array(0)
+
+function describeValue(v: unknown): string {
+  return v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v
+}
+
 function replicaBytes(v: unknown, method: string, docId: string): Uint8Array {
   if (v instanceof Uint8Array) return v
   throw new TypeMismatchError(`document ${docId}: the replica's ${method}() returned ${v === null ? 'null' : typeof v}, not a Uint8Array`)
@@ -591,6 +605,7 @@ export class RegionNode {
     this.walBytes = 0
     this.walSeq = 0
     this.walDocs = new Map()
+    await this.claimStore()
     const seqBytes = await store.get(K_SEQ)
     this.seq = seqBytes === undefined ? 0 : decodeUint(seqBytes)
     this.savedSeq = this.seq
@@ -661,6 +676,30 @@ export class RegionNode {
     // The registration is the last record appended so far.
     this.registeredAt = this.ownAppended[this.ownAppended.length - 1]
     this.initializedAt = this.o.now()
+  }
+
+  /**
+   * Refuses a store that holds another writer's state, and marks an unmarked one as this writer's.
+   * Two nodes given one store (one Redis keyPrefix, say) shared its keys without a word: their
+   * write-ahead-log entries took the same keys, one overwrote the other's, and an acknowledged
+   * write was gone after a restart (review finding). A store of an earlier version, unmarked, is
+   * taken as this writer's.
+   */
+  private async claimStore(): Promise<void> {
+    const store = this.o.store
+    const marked = await store.get(K_WRITER)
+    if (marked === undefined) {
+      await store.put(K_WRITER, utf8.encode(this.writer))
+      return
+    }
+    const owner = utf8Decoder.decode(marked)
+    if (owner !== this.writer) {
+      const err = new ConfigError(
+        `RegionNode: the store holds the state of writer ${JSON.stringify(owner)}, not of ${JSON.stringify(this.writer)}: each node needs a store of its own (with RedisStore, a keyPrefix of its own); a node's state cannot move to another region or instance id`,
+      )
+      this.fatal = err
+      throw err
+    }
   }
 
   /**
@@ -1154,10 +1193,17 @@ export class RegionNode {
 
   /** Routes `replica`'s local changes to its document's pending deltas (or, evicted, to the orphans). */
   private listen(docId: string, type: string, replica: Replica<unknown>): void {
-    replica.onDelta((delta, origin) => {
+    replica.onDelta((given, origin) => {
       if (origin !== 'local') return
+      let delta = given
+      if (!(given instanceof Uint8Array)) {
+        this.report(new TypeMismatchError(`document ${docId}: the replica's onDelta gave ${describeValue(given)}, not a Uint8Array; its changes go out as deltaSince() instead`))
+        delta = NOT_BYTES
+      }
       const current = this.docs.get(docId)
       if (current?.replica !== replica) {
+        // Nothing to replay from a delta that was no bytes: the write through the old handle is lost.
+        if (delta === NOT_BYTES) return
         // A write through a handle the cache has evicted: replay it on the current replica.
         this.orphans.push({ docId, typeName: type, delta: delta.slice(), from: replica })
       } else {
@@ -1392,6 +1438,11 @@ export class RegionNode {
         this.pendingLocal.delete(docId)
         continue
       }
+      if (doc.pending.includes(NOT_BYTES)) {
+        const since = this.mergedPending(doc, true)
+        clear(doc.pending)
+        doc.pending.push(since)
+      }
       for (const d of doc.pending) staged += d.length
       time ??= this.hlc.now()
       const payload = doc.pending.length === 1 ? (doc.pending[0] as Uint8Array) : this.mergedPending(doc)
@@ -1438,12 +1489,14 @@ export class RegionNode {
     return { items, written }
   }
 
-  /** `doc`'s pending deltas as one: its replica's mergeDeltas, else deltaSince of its version before them. @throws TypeMismatchError when the replica throws or returns no bytes. */
-  private mergedPending(doc: OpenDoc): Uint8Array {
-    const method = doc.merge !== undefined ? 'mergeDeltas' : 'deltaSince'
+  /** `doc`'s pending deltas as one: its replica's mergeDeltas, else (or with `since`) deltaSince of its version before them. @throws TypeMismatchError when the replica throws or returns no bytes. */
+  private mergedPending(doc: OpenDoc, since = false): Uint8Array {
+    const merge = since ? undefined : doc.merge
+    const method = merge !== undefined ? 'mergeDeltas' : 'deltaSince'
     let out: unknown
     try {
-      out = doc.merge !== undefined ? doc.merge(doc.pending) : doc.replica.deltaSince(doc.deps)
+      // A replica with mergeDeltas has no versions kept (deps stays empty): its whole state.
+      out = merge !== undefined ? merge(doc.pending) : doc.replica.deltaSince(doc.merge !== undefined ? undefined : doc.deps)
     } catch (e) {
       if (isConcordError(e)) throw e
       throw new TypeMismatchError(`document ${doc.docId}: the replica's ${method}() threw: ${e instanceof Error ? e.message : String(e)}`, { cause: e })

@@ -266,8 +266,8 @@ describe('crash safety with FileStore', () => {
       const clock = virtualClock()
       const broker = new MemoryBroker()
       const path = join(dir, 'eu.db')
-      // Crash right after the outbox batch is durable, before it is appended to the log.
-      const crashing = new CrashingStore(await openFile(path), 2, true)
+      // Crash right after the outbox batch is durable, before it is appended to the log (the third write: the first marks the store as this writer's).
+      const crashing = new CrashingStore(await openFile(path), 3, true)
       const mk = (region: string, store: Store, seed: number): RegionNode =>
         new RegionNode(baseOptions({ region, transport: new MemoryTransport({ broker }), store, now: clock.now, random: seededRandom(seed) }))
       const reader = mk('us', new MemoryStore(), 1)
