@@ -2403,6 +2403,19 @@ describe('RegionNode and a store behind its writer', () => {
 })
 
 describe('RegionNode API misuse (review findings: each failed before its fix)', () => {
+  it('a document id past the limit is refused with a message quoting 64 characters of it (a 50 MB id was quoted whole)', async () => {
+    const { make } = makeCluster({ instances: 0 })
+    const eu = make('eu', 'i1')
+    const e = await eu.open('x'.repeat(5_000_000), 'pn-counter').then(
+      () => undefined,
+      (err: unknown) => err,
+    )
+    expect(e).toBeInstanceOf(ConfigError)
+    expect((e as Error).message.length).toBeLessThan(300)
+    expect((e as Error).message).toMatch(/got "x{64}"\.\.\. \(5000000 UTF-16 units\)$/)
+    await expect(eu.open('ok', 'pn-counter')).resolves.toBeDefined()
+  })
+
   it('a replica whose onDelta gives something that is no Uint8Array is reported, naming its document, and its changes go out as deltaSince(); the other documents are not held up (every store batch failed on it, for good)', async () => {
     for (const withMerge of [true, false]) {
       const { clock, make, factories } = makeCluster({ instances: 0 })

@@ -1008,8 +1008,10 @@ export class RegionNode {
    */
   async open<V = unknown>(docId: string, typeName: string): Promise<Replica<V>> {
     this.check()
-    if (typeof docId !== 'string' || docId.length === 0 || utf8.encode(docId).length > 1024 || docId.startsWith('$') || !isWellFormed(docId)) {
-      throw new ConfigError(`open: docId must be 1..1024 bytes of well-formed UTF-16 and not start with $, got ${JSON.stringify(docId)}`)
+    // The length first: a 50 MB id was encoded, and quoted whole in the error (review finding).
+    if (typeof docId !== 'string' || docId.length === 0 || docId.length > 1024 || utf8.encode(docId).length > 1024 || docId.startsWith('$') || !isWellFormed(docId)) {
+      const shown = typeof docId === 'string' && docId.length > 64 ? `${JSON.stringify(docId.slice(0, 64))}... (${docId.length} UTF-16 units)` : String(JSON.stringify(docId))
+      throw new ConfigError(`open: docId must be 1..1024 bytes of well-formed UTF-16 and not start with $, got ${shown}`)
     }
     if (!this.o.factories.has(typeName)) throw new TypeMismatchError(`open: no factory for type ${typeName}`)
     await this.init()
