@@ -42,7 +42,11 @@ export interface RegionNodeOptions {
   readonly cacheSize?: number
   /** Physical clock in ms. @default Date.now */
   readonly now?: () => number
-  /** Random source in [0, 1), for incarnation and request ids. @default Math.random */
+  /**
+   * Random source in [0, 1), for incarnation and request ids (simulations pass a seeded one). Half
+   * of the incarnation also mixes in the system's random source: two processes given the same
+   * seeded source still tell each other apart. @default Math.random
+   */
   readonly random?: () => number
   readonly batch?: BatchOptions
   /** Most records read from one log per round. @default 256 */

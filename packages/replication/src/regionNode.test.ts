@@ -2403,6 +2403,16 @@ describe('RegionNode and a store behind its writer', () => {
 })
 
 describe('RegionNode API misuse (review findings: each failed before its fix)', () => {
+  it('a second process with the same writer id is refused even when both were given the same seeded random (they made one incarnation, took each other\'s records for their own, and an acknowledged write was lost)', async () => {
+    const { clock, make } = makeCluster({ instances: 0 })
+    const store = new MemoryStore()
+    const a = make('eu', 'i1', store, { random: seededRandom(42) })
+    await a.pump()
+    clock.advance(10)
+    const b = make('eu', 'i1', store.reopen(), { random: seededRandom(42) })
+    await expect(b.pump()).rejects.toThrow(/duplicate instance id/)
+  })
+
   it('a document id past the limit is refused with a message quoting 64 characters of it (a 50 MB id was quoted whole)', async () => {
     const { make } = makeCluster({ instances: 0 })
     const eu = make('eu', 'i1')

@@ -556,8 +556,16 @@ export class RegionNode {
     this.region = this.o.region
     this.instance = this.o.instance
     this.hlc = new Hlc(this.writer, { now: this.o.now, maxDriftMs: this.o.maxDriftMs })
-    const hex = (): string => Math.floor(this.o.random() * 0x1_0000_0000).toString(16).padStart(8, '0')
-    this.incarnation = `${hex()}${hex()}`
+    const word = (): number => Math.floor(this.o.random() * 0x1_0000_0000) >>> 0
+    const hex = (n: number): string => n.toString(16).padStart(8, '0')
+    // Its second half mixes in the system's random source, whatever `random` is: two processes
+    // given one seeded `random` (a simulation's, copied into a service) made the same
+    // incarnation, and each took the other's records for its own — the twin check was off, and
+    // one's acknowledged writes were lost (review finding). `random` is still drawn twice, as
+    // before: a seeded run draws the same numbers after it.
+    const first = word()
+    const nonce = globalThis.crypto.getRandomValues(new Uint32Array(1))[0] as number
+    this.incarnation = `${hex(first)}${hex((word() ^ nonce) >>> 0)}`
     this.otherRegions = this.o.regions.filter((r) => r !== this.region)
     const recordLimit = this.o.transport.maxRecordBytes
     if (typeof recordLimit === 'number' && recordLimit > 0 && recordLimit < MIN_ENVELOPE_BYTES) {
