@@ -522,6 +522,26 @@ describe('FileStore.open on a path that cannot be a store file', () => {
       expect(e, path).toBeInstanceOf(ConfigError)
     }
   })
+
+  it('refuses a device and something other than its lock directory at the lock path with a ConfigError (review finding: raw EINVAL from fsync, ENOTDIR, ENOTEMPTY)', async () => {
+    await expect(FileStore.open('/dev/null')).rejects.toThrow(/FileStore: cannot open \/dev\/null: not a regular file/)
+    const { utimes } = await import('node:fs/promises')
+    const withFile = join(dir, 'a.db')
+    await writeFile(`${withFile}.lock`, 'x')
+    await utimes(`${withFile}.lock`, new Date(0), new Date(0))
+    const withDir = join(dir, 'b.db')
+    await mkdir(`${withDir}.lock`)
+    await writeFile(join(`${withDir}.lock`, 'inside'), 'x')
+    await utimes(`${withDir}.lock`, new Date(0), new Date(0))
+    for (const path of [withFile, withDir]) {
+      const e = await FileStore.open(path).then(
+        () => undefined,
+        (err: unknown) => err,
+      )
+      expect(e, path).toBeInstanceOf(ConfigError)
+      expect((e as Error).message).toMatch(/cannot take the lock .*\.lock/)
+    }
+  })
 })
 
 describe('FileStore.close() during a compaction', () => {

@@ -351,11 +351,14 @@ export class FileStore implements Store {
       // so a second spelling of it (a symlink, a relative path) meets the same lock.
       handle = await open(path, 'a+')
     } catch (e) {
-      // A path that cannot be a store file (a directory, under a file, too long, not ours to
-      // write): the configuration's fault, named as such; other failures (EMFILE, EIO) as they are.
-      const code = (e as { code?: unknown }).code
-      if (typeof code === 'string' && PATH_ERRORS.has(code)) throw new ConfigError(`FileStore: cannot open ${path}: ${(e as Error).message}`, { cause: e })
-      throw e
+      return FileStore.refusePath(path, e)
+    }
+    // A device or a FIFO opens, and failed later with a raw EINVAL from fsync (review finding).
+    try {
+      if (!(await handle.stat()).isFile()) throw Object.assign(new Error('not a regular file'), { code: 'EINVAL' })
+    } catch (e) {
+      await handle.close().catch(() => undefined)
+      return FileStore.refusePath(path, e)
     }
     let store: FileStore | undefined
     let lockLostEarly: unknown
@@ -384,6 +387,16 @@ export class FileStore implements Store {
     return store
   }
 
+  /**
+   * A path that cannot be a store file (a directory, under a file, too long, not ours to write, not
+   * a regular file): the configuration's fault, named as such; other failures (EMFILE, EIO) as they are.
+   */
+  private static refusePath(path: string, e: unknown): never {
+    const code = (e as { code?: unknown }).code
+    if (typeof code === 'string' && (PATH_ERRORS.has(code) || code === 'EINVAL')) throw new ConfigError(`FileStore: cannot open ${path}: ${(e as Error).message}`, { cause: e })
+    throw e
+  }
+
   /** Takes the lock of the store at `path`; `lost` is called if it is lost later. @throws LockedError when another holder has it. */
   private static async lock(path: string, staleMs: number, lost: (e: unknown) => void): Promise<() => Promise<void>> {
     try {
@@ -396,6 +409,12 @@ export class FileStore implements Store {
             `Give each process its own store file; after a holder died, its lock is taken over ${staleMs} ms (lockStaleMs) after its last refresh`,
           { cause: e },
         )
+      }
+      // Something else at the lock's path (a file, a directory with files in it, one not ours to
+      // remove): it came through as a raw ENOTDIR or ENOTEMPTY (review finding).
+      const code = (e as { code?: unknown }).code
+      if (typeof code === 'string' && (PATH_ERRORS.has(code) || code === 'ENOTEMPTY')) {
+        throw new ConfigError(`FileStore: cannot take the lock ${path}.lock (a directory FileStore makes beside the file): ${(e as Error).message}; remove what is there if no FileStore holds it`, { cause: e })
       }
       throw e
     }
