@@ -2403,6 +2403,25 @@ describe('RegionNode and a store behind its writer', () => {
 })
 
 describe('RegionNode API misuse (review findings: each failed before its fix)', () => {
+  it('a replica whose version() throws: open() is a TypeMismatchError naming the document (a raw TypeError came out)', async () => {
+    const { make, factories } = makeCluster({ instances: 0 })
+    const broken = {
+      typeName: 'or-set',
+      create: (id: string) => {
+        const r = factories['or-set'].create(id)
+        ;(r as { mergeDeltas?: unknown }).mergeDeltas = undefined
+        r.version = () => {
+          throw new TypeError('cannot read version')
+        }
+        return r
+      },
+    }
+    const eu = make('eu', 'i1', new MemoryStore(), { factories: { ...factories, 'or-set': broken } })
+    await expect(eu.open('v', 'or-set')).rejects.toThrow(TypeMismatchError)
+    await expect(eu.open('v', 'or-set')).rejects.toThrow(/document v: the replica's version\(\) threw: cannot read version/)
+    await expect(eu.open('fine', 'pn-counter')).resolves.toBeDefined()
+  })
+
   it('a second process with the same writer id is refused even when both were given the same seeded random (they made one incarnation, took each other\'s records for their own, and an acknowledged write was lost)', async () => {
     const { clock, make } = makeCluster({ instances: 0 })
     const store = new MemoryStore()

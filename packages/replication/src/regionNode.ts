@@ -321,6 +321,18 @@ function describeValue(v: unknown): string {
   return v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v
 }
 
+/** `replica.version()`, checked. @throws TypeMismatchError naming the document when it throws or gives no bytes (a raw TypeError came out of open()). */
+function replicaVersion(replica: Replica<unknown>, docId: string): Uint8Array {
+  let v: unknown
+  try {
+    v = replica.version()
+  } catch (e) {
+    if (isConcordError(e)) throw e
+    throw new TypeMismatchError(`document ${docId}: the replica's version() threw: ${e instanceof Error ? e.message : String(e)}`, { cause: e })
+  }
+  return replicaBytes(v, 'version', docId)
+}
+
 function replicaBytes(v: unknown, method: string, docId: string): Uint8Array {
   if (v instanceof Uint8Array) return v
   throw new TypeMismatchError(`document ${docId}: the replica's ${method}() returned ${v === null ? 'null' : typeof v}, not a Uint8Array`)
@@ -1181,7 +1193,7 @@ export class RegionNode {
     const merge = replica.mergeDeltas?.bind(replica)
     // The version of what the store holds: a reused replica already holds the writes made through
     // it while evicted (orphans, sent as deltaSince this version), which its own version covers.
-    const v = merge !== undefined ? NO_VERSION : built.replica.version()
+    const v = merge !== undefined ? NO_VERSION : replicaVersion(built.replica, docId)
     const doc: OpenDoc = {
       docId,
       typeName: type,
@@ -1462,7 +1474,7 @@ export class RegionNode {
       else this.queueSplit(doc, time, key, bytes !== undefined ? bytes.length - payload.length : (this.localEnvelope(doc, NO_VERSION, time, key) as Uint8Array).length + 3)
       clear(doc.pending)
       if (doc.merge === undefined) {
-        doc.lastVersion = doc.replica.version()
+        doc.lastVersion = this.versionOrLast(doc)
         doc.deps = doc.lastVersion
         this.staleVersions.delete(doc)
       }
@@ -1473,7 +1485,7 @@ export class RegionNode {
     }
     // Once per document and batch rather than per applied record. A local write between an apply
     // and this point takes the older version as deps: deltaSince(deps) is then a superset, still correct.
-    for (const doc of this.staleVersions) if (doc.pending.length === 0) doc.lastVersion = doc.replica.version()
+    for (const doc of this.staleVersions) if (doc.pending.length === 0) doc.lastVersion = this.versionOrLast(doc)
     this.staleVersions.clear()
     if (this.outbox.length > firstOut) {
       // One outbox key per store batch, not one per envelope.
@@ -1497,6 +1509,20 @@ export class RegionNode {
       written.push({ doc, n: doc.unsaved.length })
     }
     return { items, written }
+  }
+
+  /**
+   * `doc`'s version for its next deltas' deps; when its replica's version() fails, reported and
+   * the last one kept (deltaSince of an older version is a superset: still correct), so one
+   * document's replica does not fail every store batch.
+   */
+  private versionOrLast(doc: OpenDoc): Uint8Array {
+    try {
+      return replicaVersion(doc.replica, doc.docId)
+    } catch (e) {
+      this.report(e)
+      return doc.lastVersion
+    }
   }
 
   /** `doc`'s pending deltas as one: its replica's mergeDeltas, else (or with `since`) deltaSince of its version before them. @throws TypeMismatchError when the replica throws or returns no bytes. */
