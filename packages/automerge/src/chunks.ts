@@ -192,21 +192,31 @@ function rleRows(data: Uint8Array, from: number, to: number, values: (at: number
   return q === to ? rows : undefined
 }
 
+/** Where a change chunk's columns are: the position of their count, their specs and lengths, and where their data starts. */
+interface ChangeLayout {
+  readonly columnsAt: number
+  readonly specs: ReadonlyArray<{ readonly spec: number; readonly len: number }>
+  readonly dataAt: number
+  /** The chunk's end (its header's length field). */
+  readonly end: number
+}
+
 /**
- * The most rows any column of the change chunk `change` (type 1) holds, read from its column data
- * without expanding a run: the ops (and their nested pred entries) Automerge would materialize.
- * Undefined when the layout is not the one expected (left to Automerge's own parser).
+ * The columns of the change chunk `change` (type 1): after deps, actor, seq, start op, time,
+ * message and other actors; undefined when the layout is not the one expected.
  */
-export function changeRows(change: Uint8Array): number | undefined {
+function changeLayout(change: Uint8Array): ChangeLayout | undefined {
   if (change[8] !== CHUNK_CHANGE) return undefined
-  let p = HEADER_FIXED
+  const length = readUleb(change, HEADER_FIXED)
+  if (length === undefined) return undefined
+  let p = length[1]
+  const end = p + length[0]
   const uleb = (): number | undefined => {
     const read = readUleb(change, p)
     if (read === undefined) return undefined
     p = read[1]
     return read[0]
   }
-  if (uleb() === undefined) return undefined
   const deps = uleb()
   if (deps === undefined) return undefined
   p += 32 * deps
@@ -224,15 +234,82 @@ export function changeRows(change: Uint8Array): number | undefined {
     if (len === undefined) return undefined
     p += len
   }
+  const columnsAt = p
   const count = uleb()
   if (count === undefined || count > change.length) return undefined
   const specs: Array<{ spec: number; len: number }> = []
+  let total = 0
   for (let i = 0; i < count; i++) {
     const spec = uleb()
     const len = uleb()
     if (spec === undefined || len === undefined) return undefined
     specs.push({ spec, len })
+    total += len
   }
+  if (p + total > end || end > change.length) return undefined
+  return { columnsAt, specs, dataAt: p, end }
+}
+
+/** Column specs of a change's value metadata and raw values (column 5, types 6 and 7). */
+const VALUE_META_COLUMN = 0x56
+const VALUE_RAW_COLUMN = 0x57
+
+/**
+ * The change chunk `change` with every op's value made null (its value columns replaced), else the
+ * same: what Automerge's JS change form can read when the values are what it cannot (integers past
+ * 2^53...), for the structure checks (see checkNesting). Undefined when the layout is not the one
+ * expected.
+ */
+export function withNullValues(change: Uint8Array): Uint8Array | undefined {
+  const layout = changeLayout(change)
+  if (layout === undefined) return undefined
+  let at = layout.dataAt
+  let actions: number | undefined
+  for (const { spec, len } of layout.specs) {
+    if (spec === ACTION_COLUMN) actions = rleRows(change, at, at + len, (q) => readUleb(change, q)?.[1])
+    at += len
+  }
+  if (actions === undefined) return undefined
+  // One run of `actions` metadata values 0 (null, no bytes): a signed run length, then the value.
+  const nullMeta = actions === 0 ? [] : [...sleb(actions), 0]
+  const specs: number[] = []
+  const data: Uint8Array[] = []
+  at = layout.dataAt
+  for (const { spec, len } of layout.specs) {
+    const column = spec === VALUE_META_COLUMN ? Uint8Array.from(nullMeta) : spec === VALUE_RAW_COLUMN ? new Uint8Array(0) : change.subarray(at, at + len)
+    specs.push(...uleb(spec), ...uleb(column.length))
+    data.push(column)
+    at += len
+  }
+  const head = readUleb(change, HEADER_FIXED) as [number, number]
+  const body = concatBytes([change.subarray(head[1], layout.columnsAt), Uint8Array.from([...uleb(layout.specs.length), ...specs]), ...data, change.subarray(at, layout.end)])
+  const hashed = Uint8Array.from([CHUNK_CHANGE, ...uleb(body.length)])
+  const sum = createHash('sha256').update(hashed).update(body).digest()
+  return concatBytes([Uint8Array.from(MAGIC), sum.subarray(0, 4), hashed, body])
+}
+
+function sleb(n: number): number[] {
+  const out: number[] = []
+  for (;;) {
+    const b = n & 0x7f
+    n = Math.floor(n / 128)
+    if ((n === 0 && (b & 0x40) === 0) || (n === -1 && (b & 0x40) !== 0)) {
+      out.push(b)
+      return out
+    }
+    out.push(b | 0x80)
+  }
+}
+
+/**
+ * The most rows any column of the change chunk `change` (type 1) holds, read from its column data
+ * without expanding a run: the ops (and their nested pred entries) Automerge would materialize.
+ * Undefined when the layout is not the one expected (left to Automerge's own parser).
+ */
+export function changeRows(change: Uint8Array): number | undefined {
+  const layout = changeLayout(change)
+  if (layout === undefined) return undefined
+  let p = layout.dataAt
   const uValue = (at: number): number | undefined => readUleb(change, at)?.[1]
   const sValue = (at: number): number | undefined => readSleb(change, at)?.[1]
   const strValue = (at: number): number | undefined => {
@@ -240,7 +317,7 @@ export function changeRows(change: Uint8Array): number | undefined {
     return n === undefined ? undefined : n[1] + n[0]
   }
   let most = 0
-  for (const { spec, len } of specs) {
+  for (const { spec, len } of layout.specs) {
     const from = p
     const to = p + len
     p = to
