@@ -110,3 +110,15 @@ describe('keys too short to keep anyone out', () => {
     expect(decodeEnvelope(encodeEnvelope(env, new Uint8Array(16).fill(1)), new Map([['eu', new Uint8Array(16).fill(1)]])).seq).toBe(17)
   })
 })
+
+describe('decodeEnvelope and the timestamp it shares between envelopes', () => {
+  it('is frozen: a receiver cannot change the time of other envelopes decoded with the same time bytes (review finding: one object, changed in place, changed them all)', () => {
+    const a = decodeEnvelope(encodeEnvelope(env))
+    expect(Object.isFrozen(a.time)).toBe(true)
+    expect(() => {
+      ;(a.time as { wall: number }).wall = 5
+    }).toThrow(TypeError)
+    const b = decodeEnvelope(encodeEnvelope({ ...env, seq: env.seq + 1 }))
+    expect(b.time.wall).toBe(env.time.wall)
+  })
+})

@@ -187,7 +187,9 @@ function readBody(d: Decoder): Envelope {
   const timeAt = d.pos
   if (sameAsLast(d, lastTimeBytes)) time = lastTime
   else {
-    time = readHlc(d)
+    // Frozen: the one object is handed to every envelope whose time bytes are the same, and one
+    // receiver changing it changed the others' (review finding).
+    time = Object.freeze(readHlc(d))
     if (remember(d, timeAt, lastTimeBytes)) lastTime = time
   }
   const deps = readBytes(d, MAX_DEPS_BYTES)

@@ -284,7 +284,7 @@ export class OrMapView {
     const dots = []
     for (const [k, s] of m.entries) {
       const f = parseFieldKey(k)
-      if (f !== undefined && f.name === name && (type === undefined || f.type === type)) dots.push(...collectDots(s))
+      if (f !== undefined && f.name === name && (type === undefined || f.type === type)) for (const d of collectDots(s)) dots.push(d)
     }
     if (dots.length === 0) return false
     this.c.commit(undefined, dotSetOf(dots))

@@ -1,7 +1,9 @@
 import { describe, expect, test } from 'vitest'
-import { DecodeError, dotKey, type ConflictEvent } from '@concord/core'
+import { DecodeError, DotSet, dotKey, type ConflictEvent } from '@concord/core'
 import { OrMap, type OrSetView } from './index.js'
-import { collectDots } from './store.js'
+import { FunStore, MapStore, collectDots } from './store.js'
+import { ORMAP, fieldKey } from './schema.js'
+import { encodeDelta } from './wire.js'
 
 function sync(...rs: OrMap[]): void {
   for (const x of rs) for (const y of rs) if (x !== y) y.apply(x.state())
@@ -297,6 +299,51 @@ describe('OrMap branches pinned (no test failed when they were broken)', () => {
     expect(deltas).toHaveLength(2)
     for (const d of deltas) b.apply(d)
     expect(b.value()).toEqual({})
+    expect(b.state()).toEqual(a.state())
+  })
+})
+
+describe('OrMap with large fields (review findings)', () => {
+  test('a state whose or-set field holds 130,000 elements applies whole, and the field can be removed (a spread of the joined dots overflowed the stack: a RangeError, the state half joined and undecodable)', () => {
+    // The state of writer a's 130,000 adds, built directly (adding them one by one takes long).
+    const n = 130_000
+    const tags = new MapStore()
+    for (let i = 0; i < n; i++) {
+      const element = new FunStore()
+      element.entries.setEntry({ dot: { replica: 'a', counter: i + 1 }, value: true })
+      tags.entries.set(String(i), element)
+    }
+    const root = new MapStore()
+    root.entries.set(fieldKey('or-set', 'tags'), tags)
+    const state = encodeDelta('or-map', ORMAP, root, new DotSet().addRange('a', 1, n))
+    const b = new OrMap({ replicaId: 'b' })
+    b.apply(state)
+    expect((b.get('tags', 'or-set') as unknown[]).length).toBe(n)
+    const c = new OrMap({ replicaId: 'c' })
+    c.apply(b.state())
+    expect(c.state()).toEqual(b.state())
+    const removed: Uint8Array[] = []
+    b.onDelta((d) => removed.push(d))
+    expect(b.remove('tags')).toBe(true)
+    for (const d of removed) c.apply(d)
+    expect(c.has('tags')).toBe(false)
+  })
+
+  test('a removal naming a writer whose dots are live here finds its keys, whether its ranges are walked or every key is (the walk is bounded by the index)', () => {
+    const a = new OrMap({ replicaId: 'a' })
+    for (let i = 0; i < 50; i++) a.update(`f${i}`, 'pn-counter', (c) => c.increment(1))
+    const b = new OrMap({ replicaId: 'b' })
+    b.apply(a.state())
+    const deltas: Uint8Array[] = []
+    a.onDelta((d) => deltas.push(d))
+    // One field: a short walk of a's one dot; all of them: a's ranges past the index, every key.
+    a.remove('f7')
+    for (let i = 0; i < 50; i++) if (i !== 7) a.remove(`f${i}`)
+    b.apply(deltas[0] as Uint8Array)
+    expect(b.has('f7')).toBe(false)
+    expect(b.fields().length).toBe(49)
+    for (const d of deltas.slice(1)) b.apply(d)
+    expect(b.fields()).toEqual([])
     expect(b.state()).toEqual(a.state())
   })
 })

@@ -164,12 +164,6 @@ function readIdx(d: Decoder, table: readonly string[]): string {
   return table[readUint(d, table.length - 1)] as string
 }
 
-function byCanonical(a: Json, b: Json): number {
-  const x = canonicalJson(a)
-  const y = canonicalJson(b)
-  return x < y ? -1 : x > y ? 1 : 0
-}
-
 /**
  * A copy of a store's dot for a conflict event: the listener gets its own, so changing it cannot
  * change the entry it came from (the state, and the dot keys the store is indexed by).
@@ -205,7 +199,14 @@ export const MV: FunSchema = {
       .map((e) => ({ value: e.value, replica: e.dot.replica, dot: eventDot(e.dot) })),
   }),
   // Ties in canonical form (0 and -0) fall back to the dot, so every replica lists the same order.
-  value: (s) => (s?.kind === 'fun' ? [...s.entries.values()].sort((a, b) => byCanonical(a.value as Json, b.value as Json) || compareDots(a.dot, b.dot)).map((e) => e.value as Json) : []),
+  // Each sibling's canonical form made once, not twice per comparison (review finding: 20,000
+  // siblings took ~2 s per value()).
+  value: (s) => {
+    if (s?.kind !== 'fun') return []
+    const keyed = [...s.entries.values()].map((e) => ({ e, k: canonicalJson(e.value as Json) }))
+    keyed.sort((a, b) => (a.k < b.k ? -1 : a.k > b.k ? 1 : 0) || compareDots(a.e.dot, b.e.dot))
+    return keyed.map((x) => x.e.value as Json)
+  },
 }
 
 /** LWW write: its timestamp and value; `v` undefined marks a deletion (LwwMap). */

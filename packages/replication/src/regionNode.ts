@@ -1162,7 +1162,7 @@ export class RegionNode {
           done = true
           break
         }
-        deltas.push(...decodeJournalEntry(entry))
+        for (const d of decodeJournalEntry(entry)) deltas.push(d)
         n++
       }
     }
