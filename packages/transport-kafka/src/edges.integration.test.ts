@@ -317,6 +317,27 @@ describe.skipIf(!server.available)('KafkaTransport edge cases', () => {
     expect(await t.append('kept', [bytes('a')])).toEqual(['0'])
   })
 
+  it('refuses a topic made elsewhere with two partitions (review finding: appends went to partition 0 while the reader took both partitions\' offsets for one log: acknowledged records were never delivered)', async () => {
+    await admin.createTopics({ waitForLeaders: true, topics: [{ topic: `${prefix}.twoparts`, numPartitions: 2 }] })
+    const t = open()
+    const appended = await t.append('twoparts', [bytes('a')]).catch((e: unknown) => e)
+    expect(appended).toBeInstanceOf(ConfigError)
+    expect((appended as Error).message).toMatch(/exists with 2 partitions; Concord needs 1/)
+    await expect(t.poll('r1', 'twoparts')).rejects.toThrow(/exists with 2 partitions/)
+  })
+
+  it('refuses readers and origins that are no names with a ConfigError (review finding: subscribe(\'r\', \'eu-west\') made one topic per character; a lone surrogate threw a raw URIError; a group id past Kafka\'s string limit failed as retriable, for ever)', async () => {
+    const t = open()
+    await expect(t.subscribe('r1', 'eu-west' as never)).rejects.toBeInstanceOf(ConfigError)
+    await expect(t.subscribe('r1', null as never)).rejects.toBeInstanceOf(ConfigError)
+    await expect(t.subscribe('r1', [undefined] as never)).rejects.toBeInstanceOf(ConfigError)
+    await expect(t.poll('x\ud800', 'eu')).rejects.toThrow(/reader is not well-formed UTF-16/)
+    await expect(t.commit('x\ud800', 'eu', '0')).rejects.toBeInstanceOf(ConfigError)
+    await expect(t.poll('r'.repeat(40_000), 'eu')).rejects.toThrow(/consumer group id .* bytes; Kafka takes at most 32767/)
+    const topics = await admin.listTopics()
+    expect(topics.filter((x) => x === `${prefix}.e` || x === `${prefix}.u`)).toEqual([])
+  })
+
   it('a refused origin (a compacted topic) leaves the reader\'s consumer of its other origins running (review finding: each poll of it restarted that consumer, and uncommitted records came again)', async () => {
     await admin.createTopics({ waitForLeaders: true, topics: [{ topic: `${prefix}.cmp2`, numPartitions: 1, configEntries: [{ name: 'cleanup.policy', value: 'compact' }] }] })
     const w = open()

@@ -100,3 +100,16 @@ describe('KafkaTransport options', () => {
     )
   })
 })
+
+describe('translateError and errors of no kafkajs class (review finding: options kafkajs could not use failed every call as retriable, for ever)', () => {
+  it('a TypeError, RangeError or URIError is not retriable; a socket error still is', () => {
+    for (const e of [new TypeError('The "string" argument must be of type string'), new RangeError('The value of "value" is out of range'), new URIError('URI malformed')]) {
+      expect(translateError(e, 'append').retriable).toBe(false)
+    }
+    expect(translateError(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }), 'append').retriable).toBe(true)
+  })
+
+  it('a replication factor past Kafka\'s int16 is refused up front', () => {
+    expect(() => resolveOptions({ replicationFactor: 40_000 })).toThrow(/replicationFactor must be -1 or an integer from 1 to 32767/)
+  })
+})

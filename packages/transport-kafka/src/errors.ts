@@ -84,7 +84,12 @@ export function translateError(e: unknown, what: string): ConcordError {
     if (depth > 0 && field(c, 'retriable') === true) return new TransportError(message, { cause: e })
   }
   const retriable = field(e, 'retriable')
-  return new TransportError(message, { cause: e, retriable: retriable === true || !name.startsWith('KafkaJS') })
+  // Errors of no kafkajs class are retriable (a socket's ECONNRESET...), but not a TypeError,
+  // RangeError or URIError: options kafkajs could not use (a replication factor past its int16, a
+  // clientId that is no string, a logger that throws) failed every call as retriable, for ever
+  // (review finding).
+  const programming = e instanceof TypeError || e instanceof RangeError || e instanceof URIError || e instanceof SyntaxError
+  return new TransportError(message, { cause: e, retriable: retriable === true || (!name.startsWith('KafkaJS') && !programming) })
 }
 
 // Broker errors that end an idempotent producer's session: its sequence numbers or id no longer

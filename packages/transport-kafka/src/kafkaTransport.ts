@@ -22,6 +22,7 @@ import {
   checkAppendArgs,
   checkPollOptions,
   isConcordError,
+  isWellFormed as isWellFormedString,
   type LogPosition,
   type LogRecord,
   type PollOptions,
@@ -37,6 +38,8 @@ type AppendOptions = NonNullable<Parameters<Transport['append']>[2]>
 const DEFAULT_POLL_MAX = 256
 const POSITION = /^(0|[1-9][0-9]{0,18})$/
 const PARTITION = 0
+/** Kafka's longest string (a group id is one): an INT16 length. */
+const MAX_GROUP_ID_BYTES = 32_767
 const EMPTY = new Uint8Array(0)
 /** A record's framing in a produce request beside its value and key (length, attributes, deltas). */
 const RECORD_FRAMING_BYTES = 32
@@ -662,6 +665,19 @@ export class KafkaTransport implements Transport {
    * describe topic configs (an ACL), the topic is used unchecked.
    */
   private async checkTopic(admin: Admin, topic: string): Promise<void> {
+    // One partition: an origin's log is partition 0, in one order. Records appended to a topic
+    // made elsewhere with two went to partition 0 while the reader took both partitions' offsets
+    // for one log: some acknowledged records were never delivered, positions went back (review
+    // finding).
+    let partitions: number | undefined
+    try {
+      partitions = (await admin.fetchTopicMetadata({ topics: [topic] })).topics.find((t) => t.name === topic)?.partitions.length
+    } catch (e) {
+      if (!isAuthorizationError(e)) throw e
+    }
+    if (partitions !== undefined && partitions !== 1) {
+      throw new ConfigError(`kafka transport: topic ${topic} exists with ${partitions} partitions; Concord needs 1 (an origin's log is one ordered partition). Recreate it with one partition (its records would be read again from the start by every reader), or use another topicPrefix`)
+    }
     let policy: string | undefined
     try {
       const described = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: TOPIC_RESOURCE, name: topic, configNames: ['cleanup.policy'] }] })
@@ -693,8 +709,13 @@ export class KafkaTransport implements Transport {
   }
 
   private groupId(reader: string): string {
-    if (reader.length === 0) throw new ConfigError('kafka transport: reader must not be empty')
-    return `${this.options.groupPrefix}/${encodeURIComponent(reader)}`
+    if (typeof reader !== 'string' || reader.length === 0) throw new ConfigError('kafka transport: reader must be a non-empty string')
+    // A lone surrogate made encodeURIComponent throw a raw URIError; an id past Kafka's string
+    // limit failed every call as retriable, for ever (review finding).
+    if (!isWellFormedString(reader)) throw new ConfigError('kafka transport: reader is not well-formed UTF-16 (a lone surrogate)')
+    const id = `${this.options.groupPrefix}/${encodeURIComponent(reader)}`
+    if (Buffer.byteLength(id) > MAX_GROUP_ID_BYTES) throw new ConfigError(`kafka transport: the consumer group id of reader ${JSON.stringify(reader.slice(0, 64))} is ${Buffer.byteLength(id)} bytes; Kafka takes at most ${MAX_GROUP_ID_BYTES}`)
+    return id
   }
 
   /**
@@ -885,7 +906,8 @@ export class KafkaTransport implements Transport {
       eachBatchAutoResolve: false,
       eachBatch: async ({ batch, resolveOffset, isStale, isRunning, heartbeat }) => {
         const o = s.origins.get(batch.topic)
-        if (o === undefined) return
+        // Another partition (one added to the topic later, see checkTopic): not this origin's log.
+        if (o === undefined || batch.partition !== PARTITION) return
         // Asked once: the loop below does not yield, so neither can change during it (each call
         // is a lookup keyed by a JSON string in kafkajs, a cost per record otherwise).
         if (!isRunning() || isStale()) return
@@ -1106,6 +1128,8 @@ export class KafkaTransport implements Transport {
    */
   async subscribe(reader: string, origins: readonly string[]): Promise<void> {
     this.check()
+    // A string is iterable too: 'eu-west' subscribed one topic per character (review finding).
+    if (!Array.isArray(origins) || origins.some((o) => typeof o !== 'string')) throw new ConfigError('kafka transport: subscribe takes an array of origin names')
     await this.admitOrigins('subscribe', reader, origins)
     const s = this.session(reader, origins)
     try {

@@ -159,8 +159,8 @@ export function resolveOptions(options: KafkaTransportOptions): ResolvedKafkaTra
     if (!ok) throw new ConfigError(`kafka transport: kafka.brokers must be a non-empty array of "host:port" strings (or a function returning one), got ${JSON.stringify(brokers)}`)
   }
   const replicationFactor = options.replicationFactor ?? d.replicationFactor
-  if (!Number.isInteger(replicationFactor) || (replicationFactor < 1 && replicationFactor !== -1)) {
-    throw new ConfigError(`kafka transport: replicationFactor must be -1 or a positive integer, got ${replicationFactor}`)
+  if (!Number.isInteger(replicationFactor) || (replicationFactor < 1 && replicationFactor !== -1) || replicationFactor > 32_767) {
+    throw new ConfigError(`kafka transport: replicationFactor must be -1 or an integer from 1 to 32767, got ${replicationFactor}`)
   }
   const sessionTimeoutMs = timerMs('sessionTimeoutMs', options.sessionTimeoutMs ?? d.sessionTimeoutMs)
   const heartbeatIntervalMs = timerMs('heartbeatIntervalMs', options.heartbeatIntervalMs ?? d.heartbeatIntervalMs)
