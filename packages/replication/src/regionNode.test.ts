@@ -2403,6 +2403,23 @@ describe('RegionNode and a store behind its writer', () => {
 })
 
 describe('RegionNode API misuse (review findings: each failed before its fix)', () => {
+  it('a clock reading that is no time during a round fails the round; the valid record it was reading is applied later, not dead-lettered (it was dead-lettered, and only a repair brought it back)', async () => {
+    const { clock, make } = makeCluster({ instances: 0 })
+    let broken = false
+    const eu = make('eu', 'i1', new MemoryStore(), { now: () => (broken ? -5 : clock.now()) })
+    const us = make('us', 'i1')
+    await eu.pump()
+    ;((await us.open('c', 'pn-counter')) as unknown as PnCounter).increment(4)
+    await us.flush()
+    broken = true
+    await eu.pump().catch(() => undefined)
+    broken = false
+    await settle([eu, us], clock, async () => (await eu.open<number>('c', 'pn-counter')).value() === 4)
+    expect((await eu.open<number>('c', 'pn-counter')).value()).toBe(4)
+    expect(eu.deadLetters()).toEqual([])
+    expect(eu.metrics().peers.every((p) => p.repairsRequested === 0)).toBe(true)
+  })
+
   it('a replica whose version() throws: open() is a TypeMismatchError naming the document (a raw TypeError came out)', async () => {
     const { make, factories } = makeCluster({ instances: 0 })
     const broken = {

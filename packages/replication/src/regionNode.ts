@@ -2153,8 +2153,23 @@ export class RegionNode {
   private witness(t: HlcTimestamp): void {
     const last = this.lastWitnessed
     if (last !== undefined && last.wall === t.wall && last.logical === t.logical && last.node === t.node) return
-    this.hlc.witness(t)
+    this.witnessTime(t)
     this.lastWitnessed = t
+  }
+
+  /**
+   * hlc.witness(t). Its ConfigError is this node's own clock (now() gave no time: a negative, NaN
+   * or huge reading), not the record's fault: the round fails and reads the record again, instead
+   * of dead-lettering a valid record (review finding: one bad reading dead-lettered it, and only a
+   * repair brought it back).
+   */
+  private witnessTime(t: HlcTimestamp): void {
+    try {
+      this.hlc.witness(t)
+    } catch (e) {
+      if (e instanceof ConfigError) throw new InfrastructureFailure(e)
+      throw e
+    }
   }
 
   private applyRemote(doc: OpenDoc, env: Envelope, m: MutablePeer): void {
@@ -2244,7 +2259,7 @@ export class RegionNode {
   }
 
   private async processControl(env: Envelope, position: LogPosition): Promise<void> {
-    this.hlc.witness(env.time)
+    this.witnessTime(env.time)
     switch (env.typeName) {
       case HEARTBEAT: {
         const hb = decodeHeartbeat(env.payload)
