@@ -96,7 +96,7 @@ function checkedChange(bytes: Uint8Array, type: number): Checked {
       // Its structure (keys, the objects it makes) read from a copy with null values, else the
       // nesting limit and the __proto__ check did not apply to it (review finding: 3,000 nested
       // maps beside one integer past 2^53 were applied, in 6 s).
-      const structure = decoded ?? decodedUnlessJsLimits(plain)
+      const structure = decoded ?? decodedWithNullValues(plain)
       if (structure === undefined) return { bytes: plain, hash: changeHash(plain), made: undefined }
       checkKeys(structure)
       return { bytes: plain, hash: changeHash(plain), made: checkNesting(structure) }
@@ -146,6 +146,11 @@ function decodedUnlessJsLimits(c: Uint8Array): A.DecodedChange | undefined {
   } catch (e) {
     if (!(e instanceof Error && JS_FORM_LIMITS.test(e.message))) throw e
   }
+  return decodedWithNullValues(c)
+}
+
+/** `A.decodeChange` of `c` with every value null (withNullValues); undefined when that does not decode either. */
+function decodedWithNullValues(c: Uint8Array): A.DecodedChange | undefined {
   const nulled = withNullValues(c)
   if (nulled === undefined) return undefined
   try {

@@ -94,41 +94,11 @@ const MAKE_ACTIONS: ReadonlySet<number> = new Set([0, 2, 4, 6])
  * column data).
  */
 export function mayMakeObjects(change: Uint8Array): boolean {
-  if (change[8] !== CHUNK_CHANGE) return true
-  let p = HEADER_FIXED
-  const uleb = (): number | undefined => {
-    const read = readUleb(change, p)
-    if (read === undefined) return undefined
-    p = read[1]
-    return read[0]
-  }
-  if (uleb() === undefined) return true
-  const deps = uleb()
-  if (deps === undefined) return true
-  p += 32 * deps
-  const actorLen = uleb()
-  if (actorLen === undefined) return true
-  p += actorLen
-  // seq, start op, time (signed, skipped alike)
-  for (let i = 0; i < 3; i++) if (uleb() === undefined) return true
-  const messageLen = uleb()
-  if (messageLen === undefined) return true
-  p += messageLen
-  const others = uleb()
-  if (others === undefined || others > change.length) return true
-  for (let i = 0; i < others; i++) {
-    const len = uleb()
-    if (len === undefined) return true
-    p += len
-  }
-  const columns = uleb()
-  if (columns === undefined || columns > change.length) return true
+  const layout = changeLayout(change)
+  if (layout === undefined) return true
   let dataAt = 0
   let action: [start: number, end: number] | undefined
-  for (let i = 0; i < columns; i++) {
-    const spec = uleb()
-    const len = uleb()
-    if (spec === undefined || len === undefined) return true
+  for (const { spec, len } of layout.specs) {
     if ((spec & ~0x08) === ACTION_COLUMN) {
       if (spec !== ACTION_COLUMN) return true
       action = [dataAt, dataAt + len]
@@ -136,9 +106,9 @@ export function mayMakeObjects(change: Uint8Array): boolean {
     dataAt += len
   }
   if (action === undefined) return true
-  let q = p + action[0]
-  const end = p + action[1]
-  if (end > change.length) return true
+  // Within the chunk: changeLayout checked that the columns fit.
+  let q = layout.dataAt + action[0]
+  const end = layout.dataAt + action[1]
   while (q < end) {
     const run = readSleb(change, q)
     if (run === undefined) return true
@@ -282,10 +252,7 @@ export function withNullValues(change: Uint8Array): Uint8Array | undefined {
     at += len
   }
   const head = readUleb(change, HEADER_FIXED) as [number, number]
-  const body = concatBytes([change.subarray(head[1], layout.columnsAt), Uint8Array.from([...uleb(layout.specs.length), ...specs]), ...data, change.subarray(at, layout.end)])
-  const hashed = Uint8Array.from([CHUNK_CHANGE, ...uleb(body.length)])
-  const sum = createHash('sha256').update(hashed).update(body).digest()
-  return concatBytes([Uint8Array.from(MAGIC), sum.subarray(0, 4), hashed, body])
+  return changeChunk(concatBytes([change.subarray(head[1], layout.columnsAt), Uint8Array.from([...uleb(layout.specs.length), ...specs]), ...data, change.subarray(at, layout.end)]))
 }
 
 function sleb(n: number): number[] {
@@ -321,7 +288,6 @@ export function changeRows(change: Uint8Array): number | undefined {
     const from = p
     const to = p + len
     p = to
-    if (to > change.length) return undefined
     // Deflated columns in a change Automerge refuses itself.
     if ((spec & 0x08) !== 0) return undefined
     const type = spec & 0x07
@@ -492,6 +458,11 @@ export function uncompressedChange(chunk: Chunk): Uint8Array {
   } catch (e) {
     throw new DecodeError('automerge: a compressed change does not inflate', { cause: e })
   }
+  return changeChunk(body)
+}
+
+/** A change chunk (type 1) of `body`: magic, checksum (of type, length and body), type, length, body. */
+function changeChunk(body: Uint8Array): Uint8Array {
   const hashed = Uint8Array.from([CHUNK_CHANGE, ...uleb(body.length)])
   const sum = createHash('sha256').update(hashed).update(body).digest()
   return concatBytes([Uint8Array.from(MAGIC), sum.subarray(0, 4), hashed, body])

@@ -351,14 +351,23 @@ export class FileStore implements Store {
       // so a second spelling of it (a symlink, a relative path) meets the same lock.
       handle = await open(path, 'a+')
     } catch (e) {
-      return FileStore.refusePath(path, e)
+      // A path that cannot be a store file (a directory, under a file, too long, not ours to
+      // write): the configuration's fault, named as such; other failures (EMFILE, EIO) as they are.
+      const code = (e as { code?: unknown }).code
+      if (typeof code === 'string' && PATH_ERRORS.has(code)) throw new ConfigError(`FileStore: cannot open ${path}: ${(e as Error).message}`, { cause: e })
+      throw e
     }
     // A device or a FIFO opens, and failed later with a raw EINVAL from fsync (review finding).
+    let regular: boolean
     try {
-      if (!(await handle.stat()).isFile()) throw Object.assign(new Error('not a regular file'), { code: 'EINVAL' })
+      regular = (await handle.stat()).isFile()
     } catch (e) {
       await handle.close().catch(() => undefined)
-      return FileStore.refusePath(path, e)
+      throw e
+    }
+    if (!regular) {
+      await handle.close().catch(() => undefined)
+      throw new ConfigError(`FileStore: cannot open ${path}: not a regular file`)
     }
     let store: FileStore | undefined
     let lockLostEarly: unknown
@@ -385,16 +394,6 @@ export class FileStore implements Store {
       })
     }
     return store
-  }
-
-  /**
-   * A path that cannot be a store file (a directory, under a file, too long, not ours to write, not
-   * a regular file): the configuration's fault, named as such; other failures (EMFILE, EIO) as they are.
-   */
-  private static refusePath(path: string, e: unknown): never {
-    const code = (e as { code?: unknown }).code
-    if (typeof code === 'string' && (PATH_ERRORS.has(code) || code === 'EINVAL')) throw new ConfigError(`FileStore: cannot open ${path}: ${(e as Error).message}`, { cause: e })
-    throw e
   }
 
   /** Takes the lock of the store at `path`; `lost` is called if it is lost later. @throws LockedError when another holder has it. */

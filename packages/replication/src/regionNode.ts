@@ -321,16 +321,21 @@ function describeValue(v: unknown): string {
   return v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v
 }
 
-/** `replica.version()`, checked. @throws TypeMismatchError naming the document when it throws or gives no bytes (a raw TypeError came out of open()). */
-function replicaVersion(replica: Replica<unknown>, docId: string): Uint8Array {
+/** What `call` (the replica's `method`) gives, checked. @throws TypeMismatchError naming the document when it throws (a ConcordError passes as it is) or gives no bytes. */
+function replicaCall(docId: string, method: string, call: () => unknown): Uint8Array {
   let v: unknown
   try {
-    v = replica.version()
+    v = call()
   } catch (e) {
     if (isConcordError(e)) throw e
-    throw new TypeMismatchError(`document ${docId}: the replica's version() threw: ${e instanceof Error ? e.message : String(e)}`, { cause: e })
+    throw new TypeMismatchError(`document ${docId}: the replica's ${method}() threw: ${e instanceof Error ? e.message : String(e)}`, { cause: e })
   }
-  return replicaBytes(v, 'version', docId)
+  return replicaBytes(v, method, docId)
+}
+
+/** `replica.version()`, checked (a raw TypeError came out of open()): see replicaCall. */
+function replicaVersion(replica: Replica<unknown>, docId: string): Uint8Array {
+  return replicaCall(docId, 'version', () => replica.version())
 }
 
 function replicaBytes(v: unknown, method: string, docId: string): Uint8Array {
@@ -1528,16 +1533,9 @@ export class RegionNode {
   /** `doc`'s pending deltas as one: its replica's mergeDeltas, else (or with `since`) deltaSince of its version before them. @throws TypeMismatchError when the replica throws or returns no bytes. */
   private mergedPending(doc: OpenDoc, since = false): Uint8Array {
     const merge = since ? undefined : doc.merge
-    const method = merge !== undefined ? 'mergeDeltas' : 'deltaSince'
-    let out: unknown
-    try {
-      // A replica with mergeDeltas has no versions kept (deps stays empty): its whole state.
-      out = merge !== undefined ? merge(doc.pending) : doc.replica.deltaSince(doc.merge !== undefined ? undefined : doc.deps)
-    } catch (e) {
-      if (isConcordError(e)) throw e
-      throw new TypeMismatchError(`document ${doc.docId}: the replica's ${method}() threw: ${e instanceof Error ? e.message : String(e)}`, { cause: e })
-    }
-    return replicaBytes(out, method, doc.docId)
+    if (merge !== undefined) return replicaCall(doc.docId, 'mergeDeltas', () => merge(doc.pending))
+    // A replica with mergeDeltas has no versions kept (deps stays empty): its whole state.
+    return replicaCall(doc.docId, 'deltaSince', () => doc.replica.deltaSince(doc.merge !== undefined ? undefined : doc.deps))
   }
 
   /** The envelope of `payload`, a local change to `doc`, with the next sequence number. */

@@ -158,7 +158,9 @@ export class Commands {
     /** undefined: the client's own commandTimeout bounds its commands (a client Concord made). */
     private readonly boundMs: number | undefined,
     private readonly component: string,
-  ) {}
+  ) {
+    this.checkOpen()
+  }
 
   call(command: string, args: (string | number | Buffer)[], extraMs = 0): Promise<unknown> {
     this.checkOpen()
@@ -172,7 +174,8 @@ export class Commands {
 
   /**
    * A client the application closed (quit(), disconnect(), or a retryStrategy that gave up) never
-   * connects again: every call failed as retriable, for ever (review finding).
+   * connects again: every call failed as retriable, for ever (review finding). Checked when the
+   * transport or store is made, and before each command.
    */
   private checkOpen(): void {
     if (this.boundMs !== undefined && this.client.status === 'end') {

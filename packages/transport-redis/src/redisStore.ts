@@ -149,7 +149,6 @@ export class RedisStore implements Store {
       if (redis instanceof Cluster && this.waitReplicas > 0) {
         throw new ConfigError(`redis store: ${WAIT_ON_CLUSTER}`)
       }
-      if (redis.status === 'end') throw new ConfigError(`redis store: the ioredis client passed in is closed (quit, disconnected, or its retryStrategy gave up) and will not connect again: pass an open client`)
       this.client = redis
       this.ownsClient = false
     } else {

@@ -301,7 +301,6 @@ export class RedisTransport implements Transport {
       if (redis instanceof Cluster && this.options.waitReplicas > 0) {
         throw new ConfigError(`redis transport: ${WAIT_ON_CLUSTER}`)
       }
-      if (redis.status === 'end') throw new ConfigError(`redis transport: the ioredis client passed in is closed (quit, disconnected, or its retryStrategy gave up) and will not connect again: pass an open client`)
       this.client = redis
       this.ownsClient = false
     } else {
